@@ -1,0 +1,154 @@
+"""The release as typed, frozen data: what release.yaml says, nothing derived.
+
+Derived decisions (which ports are published, which policies exist, what the
+sidecar config says) belong to plan.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Image:
+    name: str
+    ref: str
+    platforms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Port:
+    name: str
+    port: int
+    protocol: str = "TCP"
+    exposure: str = "internal"  # internal | public
+    host_port: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Health:
+    kind: str  # http | tcp | exec
+    path: str | None = None
+    port: int | None = None  # resolved to a number
+    command: tuple[str, ...] = ()
+    interval: int = 10
+    timeout: int = 3
+    retries: int = 3
+    start: int = 10
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    requests: tuple[tuple[str, str], ...] = ()  # (("cpu","100m"),("memory","64Mi"))
+    limits: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretFile:
+    name: str
+    generate_length: int | None = None  # set when generated at install time
+    existing_name: str | None = None
+    existing_key: str | None = None
+    env_file: str | None = None
+
+    @property
+    def generated(self) -> bool:
+        return self.existing_name is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Volume:
+    name: str
+    mount_path: str
+    size: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capability:
+    name: str
+    justification: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peer:
+    service: str | None = None
+    cidr: str | None = None
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngressRule:
+    source: Peer
+    ports: tuple[str, ...] = ()  # port names; empty = all
+
+
+@dataclass(frozen=True, kw_only=True)
+class EgressRule:
+    cidr: str
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Disruption:
+    min_available: int | None = None
+    max_unavailable: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TcpAo:
+    role: str  # initiator | terminator
+    image: str
+    listen: str
+    peer: str
+    key_id: int
+    mac_algorithm: str
+    key_secret: str
+    key_secret_key: str
+    forward: str | None = None
+    remote: str | None = None
+    resources: Resources = Resources()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Service:
+    name: str
+    image: str
+    description: str = ""
+    replicas: int = 1
+    per_node: bool = False
+    node_selector: tuple[tuple[str, str], ...] = ()
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    user: str = "65532:65532"
+    secrets: tuple[SecretFile, ...] = ()
+    ports: tuple[Port, ...] = ()
+    health: Health | None = None
+    resources: Resources = Resources()
+    volumes: tuple[Volume, ...] = ()
+    host_network: bool = False
+    address: str | None = None
+    capabilities: tuple[Capability, ...] = ()
+    disruption: Disruption | None = None
+    ingress: tuple[IngressRule, ...] = ()
+    egress: tuple[EgressRule, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    tcpao: TcpAo | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    api_version: str
+    name: str
+    version: str
+    description: str
+    subnet: str | None
+    images: tuple[Image, ...]
+    services: tuple[Service, ...]
+    source_file: str  # path of release.yaml, for messages
+
+    def image(self, name: str) -> Image:
+        return next(i for i in self.images if i.name == name)
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)

@@ -1,0 +1,299 @@
+"""Release + Lock -> Plan: the ONE intermediate representation.
+
+Every decision is made here, once: which image digest each container runs,
+which ports are published, which capabilities are added and why, which pods
+get a PodDisruptionBudget or a NetworkPolicy, what each TCP-AO sidecar is
+configured with, and what Compose cannot express. The renderers only
+translate a Plan into their format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import model as m
+from .lock import Lock, split_reference
+
+RUN_SECRETS = "/run/secrets"
+TCPAO_KEY_FILE = "tcpao-key"  # file name of the key inside the sidecar: /run/secrets/tcpao-key
+TCPAO_CONFIG_PATH = "/etc/tcpao-proxy/config.toml"
+NETWORK_NAME = "release"
+SIDECAR_SUFFIX = "tcpao"
+# A non-root process does not keep added capabilities in its effective set (Kubernetes sets no
+# ambient capabilities), so the sidecar runs as UID 0 with every capability dropped but NET_ADMIN.
+SIDECAR_USER = (0, 0)
+SIDECAR_CAP = m.Capability(name="NET_ADMIN",
+                           justification="installs TCP-AO keys and policies on its sockets (reference 000, section 4)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanImage:
+    name: str
+    registry: str
+    repository: str  # path inside the registry
+    digest: str
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.registry}/{self.repository}@{self.digest}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanPort:
+    name: str
+    port: int
+    protocol: str
+    public: bool
+    host_port: int  # Compose publishes public ports here
+    knob: str  # .env variable holding the published host port
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanSecret:
+    name: str
+    file: str  # absolute path in the container, /run/secrets/<name>
+    generated: bool
+    length: int  # for generated ones
+    k8s_secret: str  # Secret object name
+    k8s_key: str  # key inside it
+    compose_file: str  # path relative to the compose dir
+    env_file: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanVolume:
+    name: str
+    mount_path: str
+    size: str
+    claim: str  # PVC name / Compose volume name
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyPeer:
+    kind: str  # service | cidr | namespace
+    value: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyRule:
+    peers: tuple[PolicyPeer, ...]
+    ports: tuple[tuple[int, str], ...]  # (port, protocol); empty = all
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkPolicy:
+    ingress: tuple[PolicyRule, ...]
+    egress: tuple[PolicyRule, ...]  # DNS is added by the chart (its selector is a value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sidecar:
+    role: str
+    image: str
+    listen: str
+    listen_port: int
+    forward: str | None
+    remote: str | None
+    peer: str
+    peer_ip: str
+    peer_port: int  # 0 = any source port (the initiator connects from an ephemeral port)
+    key_id: int
+    mac_algorithm: str
+    key_secret: str
+    key_secret_key: str
+    compose_config: str  # file name under compose/<release>/tcpao/
+    resources: m.Resources
+    capability: m.Capability
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanService:
+    name: str
+    description: str
+    image: str
+    workload: str  # Deployment | DaemonSet
+    replicas: int
+    node_selector: tuple[tuple[str, str], ...]
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str, str], ...]  # (name, default value, .env knob)
+    uid: int
+    gid: int
+    ports: tuple[PlanPort, ...]
+    health: m.Health | None
+    resources: m.Resources
+    volumes: tuple[PlanVolume, ...]
+    secrets: tuple[PlanSecret, ...]
+    capabilities: tuple[m.Capability, ...]
+    host_network: bool  # Kubernetes
+    compose_network: str  # "host" or NETWORK_NAME
+    address: str | None  # fixed Compose address
+    depends_on: tuple[tuple[str, str], ...]  # Compose start order: (service, condition)
+    pdb: tuple[str, int] | None  # ("minAvailable" | "maxUnavailable", n)
+    network_policy: NetworkPolicy | None  # None for hostNetwork pods
+    sidecar: Sidecar | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    name: str
+    version: str
+    description: str
+    subnet: str | None
+    images: tuple[PlanImage, ...]
+    services: tuple[PlanService, ...]
+    generated_secrets: tuple[PlanSecret, ...]  # created once per release (chart) / by quickstart (compose)
+    external_secrets: tuple[tuple[str, str, str], ...]  # (Secret name, key, who needs it) the user creates
+    compose_omissions: tuple[str, ...]  # what Compose cannot express, said in one place
+    notes: tuple[str, ...]  # shown in NOTES.txt
+
+    def image(self, name: str) -> PlanImage:
+        return next(i for i in self.images if i.name == name)
+
+    def pinned_references(self) -> set[str]:
+        return {i.pinned for i in self.images}
+
+
+def _knob(*parts: str) -> str:
+    return "_".join(p.upper().replace("-", "_") for p in parts)
+
+
+def _uid_gid(user: str) -> tuple[int, int]:
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid or uid)
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host, int(port)
+
+
+def build_plan(release: m.Release, lock: Lock) -> Plan:
+    """Make every rendering decision once. `lock` must be current for `release`."""
+    used = {s.image for s in release.services} | {s.tcpao.image for s in release.services if s.tcpao}
+    images = []
+    for name in sorted(used):
+        pin = lock.image(name)
+        registry, repo, _, _ = split_reference(pin.repository)
+        images.append(PlanImage(name=name, registry=registry, repository=repo, digest=pin.digest))
+
+    services_by_name = {s.name: s for s in release.services}
+    # flows declared as "X may reach Y" become X's egress too (default deny is both ways)
+    egress_to: dict[str, list[PolicyRule]] = {s.name: [] for s in release.services}
+    for target in release.services:
+        for rule in target.ingress:
+            if rule.source.service and rule.source.service in egress_to:
+                egress_to[rule.source.service].append(
+                    PolicyRule(peers=(PolicyPeer(kind="service", value=target.name),),
+                               ports=_rule_ports(target, rule)))
+
+    generated: dict[str, PlanSecret] = {}
+    external: dict[tuple[str, str], set[str]] = {}
+    omissions: list[str] = []
+    notes: list[str] = []
+    services = []
+    for s in release.services:
+        uid, gid = _uid_gid(s.user)
+        secrets = []
+        for sec in s.secrets:
+            ps = PlanSecret(name=sec.name, file=f"{RUN_SECRETS}/{sec.name}", generated=sec.generated,
+                            length=sec.generate_length or 0,
+                            k8s_secret=sec.existing_name or f"{release.name}-{sec.name}",
+                            k8s_key=sec.existing_key or sec.name, compose_file=f".secrets/{sec.name}",
+                            env_file=sec.env_file)
+            secrets.append(ps)
+            if ps.generated:
+                generated[ps.name] = ps
+            else:
+                external.setdefault((ps.k8s_secret, ps.k8s_key), set()).add(s.name)
+        sidecar = None
+        if s.tcpao:
+            t = s.tcpao
+            peer = services_by_name[t.peer]
+            _, lport = _hostport(t.listen)
+            if t.role == "initiator":
+                assert t.remote is not None
+                peer_ip, peer_port = _hostport(t.remote)
+            else:
+                peer_ip, peer_port = peer.address or "0.0.0.0", 0
+            sidecar = Sidecar(role=t.role, image=t.image, listen=t.listen, listen_port=lport, forward=t.forward,
+                              remote=t.remote, peer=t.peer, peer_ip=peer_ip, peer_port=peer_port, key_id=t.key_id,
+                              mac_algorithm=t.mac_algorithm, key_secret=t.key_secret,
+                              key_secret_key=t.key_secret_key, compose_config=f"{s.name}.toml",
+                              resources=t.resources, capability=SIDECAR_CAP, uid=SIDECAR_USER[0],
+                              gid=SIDECAR_USER[1])
+            external.setdefault((t.key_secret, t.key_secret_key), set()).add(f"{s.name} (TCP-AO key)")
+        pdb: tuple[str, int] | None = None
+        if not s.per_node:
+            if s.disruption and s.disruption.min_available is not None:
+                pdb = ("minAvailable", s.disruption.min_available)
+            elif s.disruption and s.disruption.max_unavailable is not None:
+                pdb = ("maxUnavailable", s.disruption.max_unavailable)
+            elif s.replicas >= 2:
+                pdb = ("maxUnavailable", 1)
+        policy = None
+        if s.host_network:
+            notes.append(f"{s.name} runs with hostNetwork (TCP-AO signs addresses and ports, so no NAT may sit "
+                         "between the peers); NetworkPolicy does not apply to hostNetwork pods, so the chart "
+                         f"creates none for it. Restrict its node ports with a host firewall.")
+        else:
+            ingress = tuple(PolicyRule(peers=(_peer(r.source),), ports=_rule_ports(s, r)) for r in s.ingress)
+            egress = tuple(egress_to[s.name]) + tuple(
+                PolicyRule(peers=(PolicyPeer(kind="cidr", value=e.cidr),), ports=tuple((p, "TCP") for p in e.ports))
+                for e in s.egress)
+            policy = NetworkPolicy(ingress=ingress, egress=egress)
+        ports = tuple(PlanPort(name=p.name, port=p.port, protocol=p.protocol, public=p.exposure == "public",
+                               host_port=p.host_port or p.port, knob=_knob(s.name, p.name, "port"))
+                      for p in s.ports)
+        depends = tuple((d, "service_healthy" if services_by_name[d].health else "service_started")
+                        for d in s.depends_on)
+        if s.replicas > 1:
+            omissions.append(f"{s.name}: {s.replicas} replicas in Kubernetes, one container in Compose")
+        if s.per_node:
+            omissions.append(f"{s.name}: one pod per node (DaemonSet) in Kubernetes, one container in Compose")
+        services.append(PlanService(
+            name=s.name, description=s.description, image=s.image,
+            workload="DaemonSet" if s.per_node else "Deployment", replicas=s.replicas,
+            node_selector=s.node_selector, command=s.command, args=s.args,
+            env=tuple((k, v, _knob(s.name, k)) for k, v in s.env), uid=uid, gid=gid, ports=ports, health=s.health,
+            resources=s.resources,
+            volumes=tuple(PlanVolume(name=v.name, mount_path=v.mount_path, size=v.size, claim=f"{s.name}-{v.name}")
+                          for v in s.volumes),
+            secrets=tuple(secrets), capabilities=s.capabilities, host_network=s.host_network,
+            compose_network="host" if (s.host_network and not s.tcpao) else NETWORK_NAME,
+            address=s.address, depends_on=depends, pdb=pdb, network_policy=policy, sidecar=sidecar))
+    if any(s.pdb for s in services):
+        omissions.append("PodDisruptionBudgets: Compose has no voluntary evictions")
+    if any(s.network_policy for s in services):
+        omissions.append("NetworkPolicy: Compose services on the release network can reach each other; "
+                         "only public ports are published, on BIND_ADDRESS (127.0.0.1 by default)")
+    if any(s.node_selector for s in services):
+        omissions.append("nodeSelector: Compose runs everything on this host")
+    for (secret, key), users in sorted(external.items()):
+        notes.append(f"Create Secret {secret} (key {key}) before installing; used by {', '.join(sorted(users))}: "
+                     f"kubectl create secret generic {secret} --from-file={key}=./{key}")
+    if any(s.sidecar for s in services):
+        notes.append("TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
+                     "services.<name>.tcpao.peerIP to the nodes' addresses (defaults are the Compose addresses), "
+                     "and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7).")
+    return Plan(name=release.name, version=release.version, description=release.description, subnet=release.subnet,
+                images=tuple(images), services=tuple(services),
+                generated_secrets=tuple(generated[k] for k in sorted(generated)),
+                external_secrets=tuple((sec, key, ", ".join(sorted(u))) for (sec, key), u in sorted(external.items())),
+                compose_omissions=tuple(omissions), notes=tuple(notes))
+
+
+def _peer(p: m.Peer) -> PolicyPeer:
+    if p.service is not None:
+        return PolicyPeer(kind="service", value=p.service)
+    if p.cidr is not None:
+        return PolicyPeer(kind="cidr", value=p.cidr)
+    assert p.namespace is not None
+    return PolicyPeer(kind="namespace", value=p.namespace)
+
+
+def _rule_ports(target: m.Service, rule: m.IngressRule) -> tuple[tuple[int, str], ...]:
+    names = rule.ports or tuple(p.name for p in target.ports)
+    return tuple((p.port, p.protocol) for p in target.ports if p.name in names)

@@ -1,0 +1,138 @@
+"""YAML loading that remembers where every value came from.
+
+PyYAML's composed node tree carries marks; we build plain Python data from it
+and keep a map JSON-path -> line, so schema and semantic problems can name
+`file:line` as well as `$.services.x.ports[0]`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+PathT = tuple[str | int, ...]
+_MAX_DEPTH = 64
+_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def json_path(path: PathT) -> str:
+    """Render ('services', 'a', 'ports', 0) as $.services.a.ports[0]."""
+    out = "$"
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _SIMPLE_KEY.match(part):
+            out += f".{part}"
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+@dataclass(frozen=True)
+class Source:
+    """Parsed YAML plus the line of every path in it."""
+
+    file: str
+    data: Any
+    lines: dict[PathT, int]
+
+    def line(self, path: PathT) -> int | None:
+        """Line of the longest known prefix of `path` (1-based)."""
+        p = tuple(path)
+        while True:
+            if p in self.lines:
+                return self.lines[p]
+            if not p:
+                return None
+            p = p[:-1]
+
+    def problem(self, path: PathT, message: str, fix: str | None = None, *, severity: str = "error") -> Problem:
+        return Problem(file=self.file, line=self.line(path), path=json_path(path), message=message, fix=fix,
+                       severity=severity)
+
+
+class _Builder:
+    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+        self.file = file
+        self.loader = loader
+        self.lines: dict[PathT, int] = {}
+        self.problems: list[Problem] = []
+
+    def build(self, node: yaml.Node, path: PathT, depth: int = 0) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if depth > _MAX_DEPTH:
+            self.problems.append(Problem(file=self.file, line=node.start_mark.line + 1, path=json_path(path),
+                                         message=f"nesting deeper than {_MAX_DEPTH} levels (or a recursive alias)",
+                                         fix="flatten the document; release.yaml never needs this depth"))
+            return None
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            self.loader.flatten_mapping(node)
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.problems.append(Problem(file=self.file, line=key_node.start_mark.line + 1,
+                                                 path=json_path(path), message="a mapping key must be a plain string",
+                                                 fix="write the key as a quoted string"))
+                    continue
+                key = str(key_node.value)
+                kpath = (*path, key)
+                if key in out:
+                    self.problems.append(Problem(
+                        file=self.file, line=key_node.start_mark.line + 1, path=json_path(kpath),
+                        message=f"duplicate key {key!r} (first on line {self.lines.get(kpath)})",
+                        fix="remove one of them; YAML would silently keep only the last"))
+                    continue
+                self.lines[kpath] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, kpath, depth + 1)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        return self.loader.construct_object(node, deep=True)
+
+
+def load_source(path: Path, *, display: str | None = None) -> tuple[Source | None, list[Problem]]:
+    """Read and parse a YAML file. Returns (source, problems); source is None when unparseable."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [Problem(file=name, line=None, path="$", message="file not found",
+                              fix="create it with `releaser init DIR`, or point at the directory that holds it")]
+    except UnicodeDecodeError as exc:
+        return None, [Problem(file=name, line=None, path="$", message=f"not UTF-8 text ({exc.reason})",
+                              fix="save the file as UTF-8")]
+    except OSError as exc:
+        return None, [Problem(file=name, line=None, path="$", message=f"cannot read: {exc.strerror}", fix=None)]
+    return parse_source(text, name)
+
+
+def parse_source(text: str, name: str) -> tuple[Source | None, list[Problem]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, [Problem(file=name, line=None, path="$", message="the document is empty",
+                                  fix="start from `releaser init DIR`")]
+        builder = _Builder(name, loader)
+        data = builder.build(node, ())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        msg = " ".join(x for x in (exc.context, exc.problem) if x)
+        return None, [Problem(file=name, line=line, path="$", message=f"YAML syntax: {msg}",
+                              fix="fix the YAML at that line (indentation, quoting, a missing ':')")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(file=name, line=None, path="$", message=f"YAML: {exc}", fix=None)]
+    except RecursionError:
+        return None, [Problem(file=name, line=None, path="$", message="the document nests too deeply",
+                              fix="flatten the document")]
+    finally:
+        loader.dispose()
+    return Source(file=name, data=data, lines=builder.lines), builder.problems
