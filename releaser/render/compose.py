@@ -1,0 +1,226 @@
+"""Plan -> Compose quickstart files (Compose Specification).
+
+Translation only: every decision was made in plan.py. Output is a mapping of
+relative path -> bytes so callers can write it atomically, compare it with
+committed files, or put it in a bundle.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+import yaml
+
+from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_CONFIG_PATH, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
+
+BIND_KNOB = "BIND_ADDRESS"
+LABEL = "dev.releaser"
+
+
+@cache
+def _jinja() -> jinja2.Environment:
+    loader = jinja2.FunctionLoader(
+        lambda name: resources.files("releaser").joinpath(f"render/tcpao/{name}").read_text(encoding="utf-8"))
+    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              autoescape=False)  # TOML, not HTML: values are validated addresses and numbers
+
+
+def tcpao_config(service: str, sc: Sidecar) -> str:
+    """The sidecar's TOML, from the templates of the TCP-AO deployment spec."""
+    return _jinja().get_template(f"{sc.role}.toml.j2").render(
+        service=service, listen=sc.listen, forward=sc.forward, remote=sc.remote, peer_ip=sc.peer_ip,
+        peer_port=sc.peer_port, key_id=sc.key_id, mac_algorithm=sc.mac_algorithm,
+        key_file=f"{RUN_SECRETS}/{TCPAO_KEY_FILE}")
+
+
+def _cpus(q: str) -> str:
+    if q.endswith("m"):
+        return str(Decimal(q[:-1]) / 1000)
+    return q
+
+
+_BIN = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+_DEC = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _bytes(q: str) -> str:
+    for suffix, mult in (*_BIN.items(), *_DEC.items()):
+        if q.endswith(suffix):
+            return str(int(Decimal(q[: -len(suffix)]) * mult))
+    return str(int(Decimal(q.rstrip("m")) / (1000 if q.endswith("m") else 1)))
+
+
+def _resources(res: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section, items in (("limits", res.limits), ("reservations", res.requests)):
+        d = {("cpus" if k == "cpu" else "memory"): (_cpus(v) if k == "cpu" else _bytes(v)) for k, v in items}
+        if d:
+            out[section] = d
+    return {"resources": out} if out else {}
+
+
+def _interpolated(knob: str, default: str) -> str:
+    """${KNOB:-default}, or the escaped literal when the default cannot sit inside ${...}."""
+    if any(c in default for c in "${}\n"):
+        return default.replace("$", "$$")
+    return f"${{{knob}:-{default}}}"
+
+
+def _healthcheck(svc: PlanService) -> dict[str, Any] | None:
+    h = svc.health
+    if h is None:
+        return None
+    if h.kind == "http":
+        test = ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{h.port}{h.path}"]
+    elif h.kind == "tcp":
+        test = ["CMD", "nc", "-z", "127.0.0.1", str(h.port)]
+    else:
+        test = ["CMD", *h.command]
+    return {"test": test, "interval": f"{h.interval}s", "timeout": f"{h.timeout}s", "retries": h.retries,
+            "start_period": f"{h.start}s"}
+
+
+def _hardening(uid: int, gid: int, caps: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"user": f"{uid}:{gid}", "read_only": True, "cap_drop": ["ALL"]}
+    if caps:
+        out["cap_add"] = caps
+    out["security_opt"] = ["no-new-privileges:true"]
+    out["tmpfs"] = ["/tmp"]
+    return out
+
+
+def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
+    d: dict[str, Any] = {"image": plan.image(svc.image).pinned}
+    if svc.command:
+        d["entrypoint"] = list(svc.command)
+    if svc.args:
+        d["command"] = list(svc.args)
+    env = {name: _interpolated(knob, value) for name, value, knob in svc.env}
+    env.update({s.env_file: s.file for s in svc.secrets if s.env_file})
+    if env:
+        d["environment"] = dict(sorted(env.items()))
+    d.update(_hardening(svc.uid, svc.gid, [c.name for c in svc.capabilities]))
+    if svc.compose_network == "host":
+        d["network_mode"] = "host"
+    else:
+        d["networks"] = {svc.compose_network: {"ipv4_address": svc.address} if svc.address else None}
+        if not svc.address:
+            d["networks"] = [svc.compose_network]
+    published = [p for p in svc.ports if p.public and svc.compose_network != "host"]
+    if published:
+        d["ports"] = [f"${{{BIND_KNOB}:-127.0.0.1}}:${{{p.knob}:-{p.host_port}}}:{p.port}/{p.protocol.lower()}"
+                      for p in published]
+    if svc.volumes:
+        d["volumes"] = [{"type": "volume", "source": v.claim, "target": v.mount_path} for v in svc.volumes]
+    if svc.secrets:
+        d["secrets"] = [{"source": s.name, "target": s.name} for s in svc.secrets]
+    hc = _healthcheck(svc)
+    if hc:
+        d["healthcheck"] = hc
+    if svc.depends_on:
+        d["depends_on"] = {name: {"condition": cond} for name, cond in svc.depends_on}
+    d.update({"deploy": _resources(svc.resources)} if _resources(svc.resources) else {})
+    d["restart"] = "unless-stopped"
+    d["labels"] = _labels(plan, svc.name, svc.capabilities)
+    return d
+
+
+def _labels(plan: Plan, name: str, caps: Any) -> dict[str, str]:
+    labels = {f"{LABEL}.release": plan.name, f"{LABEL}.version": plan.version, f"{LABEL}.service": name}
+    for c in caps:
+        labels[f"{LABEL}.capability.{c.name}"] = c.justification
+    return labels
+
+
+def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "image": plan.image(sc.image).pinned,
+        "entrypoint": ["tcpao-proxy", "--mode", sc.role, "--config", TCPAO_CONFIG_PATH],
+    }
+    d.update(_hardening(sc.uid, sc.gid, [sc.capability.name]))
+    # Shares the app's network namespace: the local legs stay on 127.0.0.1 and the
+    # wire leg leaves from the app's fixed address, which the peer's AO policy names.
+    d["network_mode"] = f"service:{svc.name}"
+    d["volumes"] = [{"type": "bind", "source": f"./tcpao/{sc.compose_config}", "target": TCPAO_CONFIG_PATH,
+                     "read_only": True}]
+    d["secrets"] = [{"source": sc.key_secret, "target": TCPAO_KEY_FILE}]
+    d["depends_on"] = {svc.name: {"condition": "service_started", "restart": True}}
+    d.update({"deploy": _resources(sc.resources)} if _resources(sc.resources) else {})
+    d["restart"] = "unless-stopped"
+    d["labels"] = _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", [sc.capability])
+    return d
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
+
+
+def render_compose(plan: Plan) -> dict[str, bytes]:
+    """Plan -> {relative path: content} under compose/<release>/."""
+    services: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    for svc in plan.services:
+        services[svc.name] = _service(plan, svc)
+        for s in svc.secrets:
+            secrets[s.name] = {"file": f"./{s.compose_file}"}
+        if svc.sidecar:
+            sc = svc.sidecar
+            services[f"{svc.name}-{SIDECAR_SUFFIX}"] = _sidecar(plan, svc, sc)
+            secrets[sc.key_secret] = {"file": f"./.secrets/{sc.key_secret}"}
+            files[f"tcpao/{sc.compose_config}"] = tcpao_config(svc.name, sc).encode()
+    doc: dict[str, Any] = {"name": plan.name, "services": services}
+    if any(s.compose_network != "host" for s in plan.services):
+        net: dict[str, Any] = {"driver": "bridge"}
+        if plan.subnet:
+            net["ipam"] = {"config": [{"subnet": plan.subnet}]}
+        doc["networks"] = {"release": net}
+    vols = {v.claim: {"labels": {f"{LABEL}.release": plan.name}} for s in plan.services for v in s.volumes}
+    if vols:
+        doc["volumes"] = dict(sorted(vols.items()))
+    if secrets:
+        doc["secrets"] = dict(sorted(secrets.items()))
+    header = [f"# {plan.name} {plan.version}: Compose quickstart generated by releaser from release.yaml and",
+              "# release.lock.yaml. Do not edit: change release.yaml and run `releaser render`.",
+              "# Images are pinned by digest; knobs with their defaults are in .env.example;",
+              "# secret files live in .secrets/ (never in this file)."]
+    if plan.compose_omissions:
+        header.append("#")
+        header.append("# Not expressed in Compose (Kubernetes only):")
+        header += [f"#   - {o}" for o in plan.compose_omissions]
+    files["compose.yaml"] = ("\n".join(header) + "\n" + _dump(doc)).encode()
+    files[".env.example"] = _env_example(plan).encode()
+    return dict(sorted(files.items()))
+
+
+def _env_example(plan: Plan) -> str:
+    lines = [f"# {plan.name} {plan.version}: every knob of the Compose quickstart, with its default.",
+             "# Copy to .env and edit. Secret VALUES never go here; they are files under .secrets/.",
+             "",
+             "# Address public ports are published on: 127.0.0.1 keeps them on this host,",
+             "# 0.0.0.0 exposes them on every interface.",
+             f"{BIND_KNOB}=127.0.0.1"]
+    for svc in plan.services:
+        knobs = []
+        for p in svc.ports:
+            if p.public and svc.compose_network != "host":
+                knobs.append(f"# {svc.name}: host port for {p.name} (container port {p.port}/{p.protocol.lower()})")
+                knobs.append(f"{p.knob}={p.host_port}")
+        for name, value, knob in svc.env:
+            if _interpolated(knob, value).startswith("${"):
+                knobs.append(f"# {svc.name}: environment {name}")
+                knobs.append(f"{knob}={value}")
+        if knobs:
+            lines += ["", *knobs]
+    files = sorted({(s.compose_file, "generated by `releaser quickstart`" if s.generated else "you provide it")
+                    for svc in plan.services for s in svc.secrets}
+                   | {(f".secrets/{svc.sidecar.key_secret}", "you provide it: the shared TCP-AO key")
+                      for svc in plan.services if svc.sidecar})
+    if files:
+        lines += ["", "# Secret files the stack reads (mode 0600, directory 0700; never commit them):"]
+        lines += [f"#   {f}: {how}" for f, how in files]
+    return "\n".join(lines) + "\n"

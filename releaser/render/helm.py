@@ -1,0 +1,299 @@
+"""Plan -> Helm chart: generated Chart.yaml, values.yaml, values.schema.json,
+plus the static Go templates shipped with releaser.
+
+The templates are never run through Jinja; they read values.yaml, which holds
+every decision of the plan (and every knob an operator may override).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from importlib.resources.abc import Traversable
+from typing import Any
+
+import yaml
+
+from ..plan import Plan, PlanService, PolicyRule
+
+KUBE_VERSION = ">=1.29.0-0"
+DIGEST_PATTERN = "^sha256:[a-f0-9]{64}$"
+HOSTPORT_PATTERN = "^[0-9]{1,3}(\\.[0-9]{1,3}){3}:[0-9]{1,5}$"
+
+
+def _static_files() -> dict[str, bytes]:
+    root = resources.files("releaser").joinpath("render/helm_chart")
+    out: dict[str, bytes] = {}
+
+    def walk(node: Traversable, prefix: str) -> None:
+        for child in node.iterdir():
+            rel = f"{prefix}{child.name}"
+            if child.is_dir():
+                walk(child, rel + "/")
+            elif not child.name.endswith(".pyc"):
+                out[rel] = child.read_bytes()
+
+    walk(root, "")
+    return out
+
+
+def _quantities(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return dict(items)
+
+
+def _resources(res: Any) -> dict[str, Any]:
+    out = {}
+    if res.requests:
+        out["requests"] = _quantities(res.requests)
+    if res.limits:
+        out["limits"] = _quantities(res.limits)
+    return out
+
+
+def _rules(rules: tuple[PolicyRule, ...]) -> list[dict[str, Any]]:
+    return [{"peers": [{p.kind: p.value} for p in r.peers],
+             "ports": [{"port": port, "protocol": proto} for port, proto in r.ports]} for r in rules]
+
+
+def _service_values(svc: PlanService) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "enabled": True,
+        "kind": svc.workload,
+        "image": svc.image,
+        "replicas": svc.replicas,
+        "command": list(svc.command),
+        "args": list(svc.args),
+        "env": {name: value for name, value, _ in svc.env},
+        "securityContext": {"runAsUser": svc.uid, "runAsGroup": svc.gid},
+        "capabilities": [{"name": c.name, "justification": c.justification} for c in svc.capabilities],
+        "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
+                   "exposure": "public" if p.public else "internal"} for p in svc.ports],
+        "publicService": {"type": "ClusterIP", "annotations": {}},
+        "health": None,
+        "resources": _resources(svc.resources),
+        "volumes": [{"name": v.name, "mountPath": v.mount_path, "size": v.size, "claim": v.claim,
+                     "storageClass": ""} for v in svc.volumes],
+        "secrets": [{"name": s.name, "secretName": s.k8s_secret, "key": s.k8s_key, "generated": s.generated,
+                     "envFile": s.env_file or ""} for s in svc.secrets],
+        "hostNetwork": svc.host_network,
+        "nodeSelector": dict(svc.node_selector),
+        "tolerations": [],
+        "podAnnotations": {},
+        "pdb": {svc.pdb[0]: svc.pdb[1]} if svc.pdb else {},
+        "networkPolicy": {"ingress": _rules(svc.network_policy.ingress) if svc.network_policy else [],
+                          "egress": _rules(svc.network_policy.egress) if svc.network_policy else []},
+        "tcpao": {"enabled": False},
+    }
+    h = svc.health
+    if h is not None:
+        action: dict[str, Any]
+        if h.kind == "http":
+            action = {"http": {"path": h.path, "port": h.port}}
+        elif h.kind == "tcp":
+            action = {"tcp": {"port": h.port}}
+        else:
+            action = {"exec": {"command": list(h.command)}}
+        d["health"] = {**action, "intervalSeconds": h.interval, "timeoutSeconds": h.timeout, "retries": h.retries,
+                       "startSeconds": h.start}
+    sc = svc.sidecar
+    if sc is not None:
+        d["tcpao"] = {
+            "enabled": True, "role": sc.role, "image": sc.image, "listen": sc.listen,
+            **({"forward": sc.forward} if sc.forward else {}), **({"remote": sc.remote} if sc.remote else {}),
+            "peerIP": sc.peer_ip, "peerPort": sc.peer_port, "keyId": sc.key_id, "macAlgorithm": sc.mac_algorithm,
+            "keySecret": {"name": sc.key_secret, "key": sc.key_secret_key},
+            "resources": _resources(sc.resources),
+        }
+    return d
+
+
+def chart_values(plan: Plan) -> dict[str, Any]:
+    """The chart's values.yaml as data: every decision of the plan, overridable."""
+    return {
+        "global": {"imageRegistry": "", "imagePullSecrets": []},
+        "images": {i.name: {"registry": i.registry, "repository": i.repository, "digest": i.digest}
+                   for i in plan.images},
+        "networkPolicy": {
+            "enabled": True,
+            "dns": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}},
+        },
+        "generatedSecrets": [{"name": s.k8s_secret, "key": s.k8s_key, "length": s.length}
+                             for s in plan.generated_secrets],
+        "services": {s.name: _service_values(s) for s in sorted(plan.services, key=lambda s: s.name)},
+    }
+
+
+_VALUES_HEADER = """\
+# values.yaml for {name} {version}, generated by releaser from release.yaml and
+# release.lock.yaml. Every image is pinned by digest (images.*.digest); change
+# release.yaml and run `releaser render` rather than editing digests here.
+#
+# Common overrides:
+#   global.imageRegistry: registry.local:5000          # airgap: pull every image from here, same digests
+#   services.<name>.tcpao.remote / .peerIP             # TCP-AO peers by node address
+#   services.<name>.publicService.type: LoadBalancer   # expose the public ports
+#   services.<name>.volumes[].storageClass             # storage class of the claims
+# values.schema.json rejects unknown keys and malformed digests.
+"""
+
+
+def render_helm(plan: Plan) -> dict[str, bytes]:
+    """Plan -> {relative path: content} under charts/<release>/."""
+    chart = {
+        "apiVersion": "v2",
+        "name": plan.name,
+        "description": plan.description or f"{plan.name}, generated by releaser",
+        "type": "application",
+        "version": plan.version,
+        "appVersion": plan.version,
+        "kubeVersion": KUBE_VERSION,
+        "annotations": {"releaser.dev/images": "\n".join(sorted(plan.pinned_references()))},
+    }
+    files = {f: c for f, c in _static_files().items()}
+    files["Chart.yaml"] = ("# Generated by releaser. Do not edit: change release.yaml and run `releaser render`.\n"
+                           + _dump(chart)).encode()
+    files["values.yaml"] = (_VALUES_HEADER.format(name=plan.name, version=plan.version)
+                            + _dump(chart_values(plan))).encode()
+    files["values.schema.json"] = (json.dumps(values_schema(plan), indent=2, sort_keys=False) + "\n").encode()
+    files[".helmignore"] = b"# Generated by releaser.\n*.orig\n*.tmp\n.DS_Store\n"
+    return dict(sorted(files.items()))
+
+
+def _dump(doc: Any) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
+
+
+# ------------------------------------------------------------ values.schema.json
+
+
+def _obj(props: dict[str, Any], *, required: list[str] | None = None, desc: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": props}
+    if required:
+        out["required"] = required
+    if desc:
+        out["description"] = desc
+    return out
+
+
+def _str_map(desc: str) -> dict[str, Any]:
+    return {"type": "object", "description": desc, "additionalProperties": {"type": "string"}}
+
+
+_QTY = {"type": ["string", "number"], "pattern": "^[0-9]+(\\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"}
+_RES = _obj({"requests": {"type": "object", "description": "Scheduler reservation.",
+                          "additionalProperties": False, "properties": {"cpu": _QTY, "memory": _QTY}},
+             "limits": {"type": "object", "description": "Hard caps.", "additionalProperties": False,
+                        "properties": {"cpu": _QTY, "memory": _QTY}}},
+            desc="Container resources.")
+_RULES = {"type": "array", "description": "Flows decided by releaser from release.yaml.", "items": _obj({
+    "peers": {"type": "array", "items": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                                         "additionalProperties": False,
+                                         "properties": {"service": {"type": "string"}, "cidr": {"type": "string"},
+                                                        "namespace": {"type": "string"}}}},
+    "ports": {"type": "array", "items": _obj({"port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                              "protocol": {"enum": ["TCP", "UDP"]}})}})}
+
+
+def values_schema(plan: Plan) -> dict[str, Any]:
+    """A strict schema for values.yaml: typos and malformed digests fail `helm install` early."""
+    image = _obj({"registry": {"type": "string", "minLength": 1, "description": "Registry host[:port]."},
+                  "repository": {"type": "string", "minLength": 1, "description": "Path inside the registry."},
+                  "digest": {"type": "string", "pattern": DIGEST_PATTERN,
+                             "description": "Pinned manifest or index digest from release.lock.yaml."}},
+                 required=["registry", "repository", "digest"], desc="One image, pinned by digest.")
+    image_names = sorted(i.name for i in plan.images)
+    tcpao = _obj({
+        "enabled": {"type": "boolean", "description": "Run the tcpao-proxy sidecar."},
+        "role": {"enum": ["initiator", "terminator"], "description": "Sidecar role."},
+        "image": {"enum": image_names, "description": "Key under images."},
+        "listen": {"type": "string", "pattern": HOSTPORT_PATTERN, "description": "Listen address:port."},
+        "forward": {"type": "string", "pattern": HOSTPORT_PATTERN, "description": "Terminator: local app address."},
+        "remote": {"type": "string", "pattern": HOSTPORT_PATTERN,
+                   "description": "Initiator: terminator's node address:port."},
+        "peerIP": {"type": "string", "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$",
+                   "description": "Address of the other end, signed by TCP-AO."},
+        "peerPort": {"type": "integer", "minimum": 0, "maximum": 65535,
+                     "description": "Port of the other end; 0 for any."},
+        "keyId": {"type": "integer", "minimum": 0, "maximum": 255, "description": "TCP-AO key id."},
+        "macAlgorithm": {"enum": ["hmac-sha256", "hmac-sha1", "cmac-aes128"], "description": "MAC algorithm."},
+        "keySecret": _obj({"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
+                          required=["name", "key"], desc="Existing Secret holding the key."),
+        "resources": _RES,
+    }, required=["enabled"], desc="TCP-AO sidecar.")
+    health = {"type": ["object", "null"], "description": "Probe: http, tcp or exec plus timings.",
+              "additionalProperties": False,
+              "properties": {"http": _obj({"path": {"type": "string"}, "port": {"type": ["integer", "string"]}}),
+                             "tcp": _obj({"port": {"type": ["integer", "string"]}}),
+                             "exec": _obj({"command": {"type": "array", "items": {"type": "string"}}}),
+                             "intervalSeconds": {"type": "integer", "minimum": 1},
+                             "timeoutSeconds": {"type": "integer", "minimum": 1},
+                             "retries": {"type": "integer", "minimum": 1},
+                             "startSeconds": {"type": "integer", "minimum": 0}}}
+    service = _obj({
+        "enabled": {"type": "boolean", "description": "Render this service."},
+        "kind": {"enum": ["Deployment", "DaemonSet"], "description": "Workload kind."},
+        "image": {"enum": image_names, "description": "Key under images."},
+        "replicas": {"type": "integer", "minimum": 0, "description": "Pods (Deployment only)."},
+        "command": {"type": "array", "items": {"type": "string"}, "description": "Entrypoint override."},
+        "args": {"type": "array", "items": {"type": "string"}, "description": "Arguments."},
+        "env": _str_map("Plain environment variables (never secrets)."),
+        "securityContext": _obj({"runAsUser": {"type": "integer", "minimum": 1},
+                                 "runAsGroup": {"type": "integer", "minimum": 0}},
+                                required=["runAsUser", "runAsGroup"], desc="Non-root identity."),
+        "capabilities": {"type": "array", "description": "Added capabilities with their justification.",
+                         "items": _obj({"name": {"type": "string"}, "justification": {"type": "string", "minLength": 10}},
+                                       required=["name", "justification"])},
+        "ports": {"type": "array", "description": "Container ports.",
+                  "items": _obj({"name": {"type": "string"}, "port": {"type": "integer"},
+                                 "protocol": {"enum": ["TCP", "UDP"]}, "exposure": {"enum": ["internal", "public"]}})},
+        "publicService": _obj({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                               "annotations": _str_map("Annotations of the public Service.")},
+                              desc="The Service carrying the public ports."),
+        "health": health,
+        "resources": _RES,
+        "volumes": {"type": "array", "description": "Persistent volume claims (kept on uninstall).",
+                    "items": _obj({"name": {"type": "string"}, "mountPath": {"type": "string"},
+                                   "size": _QTY, "claim": {"type": "string"}, "storageClass": {"type": "string"}})},
+        "secrets": {"type": "array", "description": "Secret files under /run/secrets.",
+                    "items": _obj({"name": {"type": "string"}, "secretName": {"type": "string"},
+                                   "key": {"type": "string"}, "generated": {"type": "boolean"},
+                                   "envFile": {"type": "string"}})},
+        "hostNetwork": {"type": "boolean", "description": "Use the node's network namespace."},
+        "nodeSelector": _str_map("Node labels the pods must land on."),
+        "tolerations": {"type": "array", "description": "Pod tolerations.", "items": {"type": "object"}},
+        "podAnnotations": _str_map("Extra pod annotations."),
+        "pdb": {"type": "object", "description": "PodDisruptionBudget spec (empty: none).",
+                "additionalProperties": False, "maxProperties": 1,
+                "properties": {"minAvailable": {"type": "integer", "minimum": 0},
+                               "maxUnavailable": {"type": "integer", "minimum": 1}}},
+        "networkPolicy": _obj({"ingress": _RULES, "egress": _RULES}, desc="Declared flows."),
+        "tcpao": tcpao,
+    }, desc="One service of the release.")
+    return {
+        "$schema": "https://json-schema.org/draft-07/schema#",
+        "title": f"values of the {plan.name} chart (generated by releaser)",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["global", "images", "services", "networkPolicy", "generatedSecrets"],
+        "properties": {
+            "global": _obj({"imageRegistry": {"type": "string", "pattern": "^([a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?)?$",
+                                              "description": "Replaces every image's registry (airgap installs)."},
+                            "imagePullSecrets": {"type": "array", "items": _obj({"name": {"type": "string"}}),
+                                                 "description": "Pull secrets for every pod."}},
+                           desc="Settings shared by every service."),
+            "images": {"type": "object", "description": "Pinned images.", "additionalProperties": False,
+                       "properties": {n: image for n in image_names}, "required": image_names},
+            "networkPolicy": _obj({"enabled": {"type": "boolean", "description": "Render NetworkPolicies."},
+                                   "dns": _obj({"namespaceSelector": {"type": "object"},
+                                                "podSelector": {"type": "object"}},
+                                               desc="Where cluster DNS runs (egress on port 53 is allowed to it).")},
+                                  desc="Default deny plus declared flows."),
+            "generatedSecrets": {"type": "array", "description": "Secrets the chart creates once and keeps.",
+                                 "items": _obj({"name": {"type": "string"}, "key": {"type": "string"},
+                                                "length": {"type": "integer", "minimum": 16}})},
+            "services": {"type": "object", "description": "The services of the release.",
+                         "additionalProperties": False,
+                         "properties": {s.name: service for s in plan.services}},
+        },
+    }
