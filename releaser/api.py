@@ -1,0 +1,279 @@
+"""One function per command. Each returns a result object and never prints.
+
+The CLI (cli.py) parses arguments, calls these and prints the results, as text
+or JSON. Errors are ReleaserError subclasses carrying their own fix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import EXIT_CHECK, EXIT_STALE, CheckError, LockError, Problem, UsageError, ValidationError
+from .lock import LOCK_FILE, read_lock
+from .plan import Plan, build_plan
+from .render.compose import render_compose
+from .render.helm import render_helm
+from .tools import find_helm, helm_template
+from .values import RELEASE_FILE, load_release
+
+# ------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitResult:
+    path: str
+    next_steps: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "next": list(self.next_steps)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateResult:
+    release: str
+    version: str
+    services: tuple[str, ...]
+    images: tuple[str, ...]
+    lock: str  # current | missing
+    warnings: tuple[Problem, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "version": self.version, "services": list(self.services),
+                "images": list(self.images), "lock": self.lock, "warnings": [w.to_json() for w in self.warnings]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenderResult:
+    release: str
+    compose_dir: str
+    chart_dir: str
+    written: tuple[str, ...]  # files whose content changed (or are new)
+    unchanged: int
+    removed: tuple[str, ...]
+    images: tuple[str, ...]
+    notes: tuple[str, ...]
+    warnings: tuple[Problem, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "compose": self.compose_dir, "chart": self.chart_dir,
+                "written": list(self.written), "unchanged": self.unchanged, "removed": list(self.removed),
+                "images": list(self.images), "notes": list(self.notes),
+                "warnings": [w.to_json() for w in self.warnings]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    release: str
+    images: tuple[str, ...]  # the lock's pinned references, as every output names them
+    sources: dict[str, int] = field(default_factory=dict)  # where images were collected -> how many refs
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "images": list(self.images), "sources": self.sources, "mismatches": []}
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _release_dir(directory: Path) -> Path:
+    if directory.is_file() and directory.name == RELEASE_FILE:
+        return directory.parent
+    return directory
+
+
+def load_plan(directory: Path) -> tuple[Plan, list[Problem]]:
+    """release.yaml + lock -> Plan; raises ValidationError / LockError."""
+    directory = _release_dir(directory)
+    release, warnings = load_release(directory)
+    lock = read_lock(directory, release)
+    return build_plan(release, lock), warnings
+
+
+def render_files(plan: Plan) -> dict[str, dict[str, bytes]]:
+    """Both outputs in memory: {'compose/<name>': files, 'charts/<name>': files}."""
+    return {f"compose/{plan.name}": render_compose(plan), f"charts/{plan.name}": render_helm(plan)}
+
+
+def _read_tree(root: Path) -> dict[str, bytes]:
+    if not root.is_dir():
+        return {}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _write_tree_atomically(target: Path, files: dict[str, bytes]) -> None:
+    """Write `files` to a temp dir beside `target`, then swap it in with renames."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for rel, content in files.items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+        tmp.rename(target)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ------------------------------------------------------------------ commands
+
+_INIT_TEMPLATE = "render/init/release.yaml"
+
+
+def init_release(directory: Path, *, force: bool = False) -> InitResult:
+    """Write a commented release.yaml to start from."""
+    target = directory / RELEASE_FILE
+    if target.exists() and not force:
+        raise UsageError(f"{target} already exists", fix="pass --force to overwrite it, or pick another directory")
+    text = resources.files("releaser").joinpath(_INIT_TEMPLATE).read_text(encoding="utf-8")
+    name = directory.resolve().name.lower()
+    name = "".join(c if c.isalnum() else "-" for c in name).strip("-") or "my-release"
+    if not name[0].isalpha():
+        name = f"r-{name}"
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{RELEASE_FILE}.tmp")
+    tmp.write_text(text.replace("__NAME__", name[:40].rstrip("-")), encoding="utf-8")
+    tmp.replace(target)
+    return InitResult(path=str(target), next_steps=(
+        f"edit {target}",
+        f"releaser validate {directory}",
+        f"write {directory / LOCK_FILE} (format: docs/lock-format.md) pinning every image to a digest",
+        f"releaser render {directory}"))
+
+
+def validate_release(directory: Path) -> ValidateResult:
+    """Schema + semantic checks of release.yaml, and the lock's freshness when one exists."""
+    directory = _release_dir(directory)
+    release, warnings = load_release(directory)
+    lock_state = "missing"
+    if (directory / LOCK_FILE).exists():
+        try:
+            read_lock(directory, release)
+            lock_state = "current"
+        except LockError as exc:
+            raise ValidationError([*warnings, Problem(file=str(directory / LOCK_FILE), line=None, path="$",
+                                                      message=exc.message, fix=exc.fix)]) from exc
+    else:
+        warnings = [*warnings, Problem(file=str(directory / LOCK_FILE), line=None, path="$",
+                                       message="no lock yet: render needs one", severity="warning",
+                                       fix=f"run `releaser lock {directory}`")]
+    return ValidateResult(release=release.name, version=release.version,
+                          services=tuple(s.name for s in release.services),
+                          images=tuple(i.name for i in release.images), lock=lock_state, warnings=tuple(warnings))
+
+
+def render_release(directory: Path, *, out: Path) -> RenderResult:
+    """Render compose/<name>/ and charts/<name>/ under `out`, each swapped in atomically."""
+    plan, warnings = load_plan(directory)
+    written: list[str] = []
+    removed: list[str] = []
+    unchanged = 0
+    for sub, files in render_files(plan).items():
+        target = out / sub
+        before = _read_tree(target)
+        for rel, content in files.items():
+            if before.get(rel) == content:
+                unchanged += 1
+            else:
+                written.append(f"{sub}/{rel}")
+        removed += [f"{sub}/{rel}" for rel in sorted(set(before) - set(files))]
+        if before != files:
+            _write_tree_atomically(target, files)
+    return RenderResult(release=plan.name, compose_dir=str(out / "compose" / plan.name),
+                        chart_dir=str(out / "charts" / plan.name), written=tuple(written), unchanged=unchanged,
+                        removed=tuple(removed), images=tuple(sorted(plan.pinned_references())), notes=plan.notes,
+                        warnings=tuple(warnings))
+
+
+def collect_compose_images(compose_text: bytes) -> list[tuple[str, str]]:
+    """(service, image) for every service of a compose file."""
+    doc = yaml.safe_load(compose_text) or {}
+    return [(name, str(svc.get("image", ""))) for name, svc in sorted((doc.get("services") or {}).items())]
+
+
+def collect_manifest_images(manifests: str) -> list[tuple[str, str]]:
+    """('Kind/name container', image) for every container and init container in rendered manifests."""
+    out = []
+    for doc in yaml.safe_load_all(manifests):
+        if not isinstance(doc, dict):
+            continue
+        spec = doc.get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or spec.get("jobTemplate", {}).get("spec", {}).get(
+            "template", {}).get("spec") or (spec if doc.get("kind") == "Pod" else {})
+        for key in ("initContainers", "containers"):
+            for c in pod.get(key) or []:
+                out.append((f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')} {c.get('name')}",
+                            str(c.get("image", ""))))
+    return out
+
+
+def check_release(directory: Path, *, out: Path, helm: str | None = None) -> CheckResult:
+    """Prove compose, chart and lock name the same digests, and the committed outputs are current."""
+    plan, _ = load_plan(directory)
+    helm_bin = find_helm(helm)
+    expected = plan.pinned_references()
+    fresh = render_files(plan)
+    mismatches: list[str] = []
+    digest_problem = False
+    sources: dict[str, int] = {}
+
+    def compare(label: str, refs: list[tuple[str, str]]) -> None:
+        nonlocal digest_problem
+        sources[label] = len(refs)
+        seen = set()
+        for where, ref in refs:
+            seen.add(ref)
+            if "@sha256:" not in ref:
+                digest_problem = True
+                mismatches.append(f"{label}: {where} uses {ref!r}, which is not pinned by digest")
+            elif ref not in expected:
+                digest_problem = True
+                mismatches.append(f"{label}: {where} uses {ref}, which the lock does not pin")
+        for ref in sorted(expected - seen):
+            digest_problem = True
+            mismatches.append(f"{label}: never uses {ref} from the lock")
+
+    def chart_images(files: dict[str, bytes], label: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="releaser-check-") as tmp:
+            chart = Path(tmp) / plan.name
+            for rel, content in files.items():
+                (chart / rel).parent.mkdir(parents=True, exist_ok=True)
+                (chart / rel).write_bytes(content)
+            compare(label, collect_manifest_images(helm_template(chart, helm=helm_bin)))
+
+    compose_key, chart_key = f"compose/{plan.name}", f"charts/{plan.name}"
+    compare("compose (rendered)", collect_compose_images(fresh[compose_key]["compose.yaml"]))
+    chart_images(fresh[chart_key], "chart (rendered)")
+    for key in (compose_key, chart_key):
+        committed = _read_tree(out / key)
+        if not committed:
+            mismatches.append(f"{out / key}: not rendered yet")
+            continue
+        for rel in sorted(set(fresh[key]) | set(committed)):
+            if rel not in committed:
+                mismatches.append(f"{out / key / rel}: missing (the release renders it)")
+            elif rel not in fresh[key]:
+                mismatches.append(f"{out / key / rel}: not part of the rendered output")
+            elif committed[rel] != fresh[key][rel]:
+                mismatches.append(f"{out / key / rel}: differs from what release.yaml and the lock render")
+        if key == compose_key and "compose.yaml" in committed:
+            compare("compose (committed)", collect_compose_images(committed["compose.yaml"]))
+        if key == chart_key and "Chart.yaml" in committed:
+            chart_images(committed, "chart (committed)")
+    if mismatches:
+        raise CheckError(mismatches, exit_code=EXIT_CHECK if digest_problem else EXIT_STALE,
+                         fix=f"run `releaser render {directory}` and commit the result; never edit digests by hand")
+    return CheckResult(release=plan.name, images=tuple(sorted(expected)), sources=sources)
