@@ -1,0 +1,27 @@
+# Entry points. Each target installs what it needs first (idempotent): see scripts/setup.sh.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+export DOCKER_CONFIG := $(CURDIR)/.tools/docker
+RELEASER := .venv/bin/releaser
+EXAMPLE := examples/bmp-tcpao
+
+.PHONY: setup demo test lint goldens
+setup:
+	@./scripts/setup.sh
+
+## The main job on the built-in example: validate, render, prove the digests agree.
+demo: setup
+	$(RELEASER) validate $(EXAMPLE)
+	$(RELEASER) render $(EXAMPLE) --out .
+	$(RELEASER) check $(EXAMPLE) --out .
+
+## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate.
+test: setup
+	.venv/bin/python -m pytest
+
+lint: setup
+	.venv/bin/ruff check releaser tests scripts
+
+## Rewrite golden files after an intended change (review the diff before committing).
+goldens: setup
+	.venv/bin/python -m pytest tests/test_goldens.py --update-goldens
