@@ -75,6 +75,7 @@ class ValidationError(ReleaserError):
     """release.yaml (or the lock) has one or more problems; all are listed."""
 
     def __init__(self, problems: list[Problem]) -> None:
+        problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.path))
         self.problems = [p for p in problems if p.severity == "error"]
         self.warnings = [p for p in problems if p.severity != "error"]
         n = len(self.problems)
@@ -82,7 +83,7 @@ class ValidationError(ReleaserError):
 
     def render(self) -> str:
         lines = [p.render() for p in self.problems + self.warnings]
-        lines.append(f"error: {self.message}; nothing was written")
+        lines.append(f"error: {self.message}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:

@@ -79,7 +79,7 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:
         return out
     if v == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
-        desc = _schema_at((*err.schema_path,))  # the object schema
+        desc = _schema_at(tuple(err.schema_path)[:-1])  # the object schema holding "required"
         prop = desc.get("properties", {}).get(missing, {}) if isinstance(desc, dict) else {}
         hint = prop.get("description") if isinstance(prop, dict) else None
         return [src.problem(path, f"missing required key {missing!r}", f"add {missing}: ({hint})" if hint else None)]
@@ -90,7 +90,9 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:
     if v == "type":
         return [src.problem(path, f"expected {_article(err.validator_value)}, got {_type_name(err.instance)}"
                             f" ({json.dumps(err.instance, default=str)[:60]})",
-                            "quote the value" if err.validator_value == "string" else None)]
+                            "quote the value" if err.validator_value == "string" else
+                            "write the number without quotes" if err.validator_value == "integer"
+                            and isinstance(err.instance, str) else None)]
     if v == "pattern":
         desc = parent.get("description", "")
         return [src.problem(path, f"{err.instance!r} is not valid here", f"expected: {desc}" if desc else None)]
@@ -469,13 +471,13 @@ def _check_pair(src: Source, r: m.Release, s: m.Service, services: dict[str, m.S
     assert t.remote is not None
     rhost, rport = _split_hostport(t.remote)
     _, lport = _split_hostport(pt.listen)
+    right = f"{peer.address or rhost}:{lport}"
     if rport != lport:
         out.append(src.problem((*tp, "remote"), f"remote port {rport} is not the port {t.peer}'s terminator listens"
-                               f" on ({lport})", f"use {rhost}:{lport}"))
+                               f" on ({lport})", f"use {right}"))
     if peer.address is not None and rhost != peer.address:
         out.append(src.problem((*tp, "remote"), f"remote address {rhost} is not {t.peer}'s address ({peer.address});"
-                               " TCP-AO signs addresses, so the peers must agree exactly",
-                               f"use {peer.address}:{rport}"))
+                               " TCP-AO signs addresses, so the peers must agree exactly", f"use {right}"))
 
 
 def load_release(directory: Path) -> tuple[m.Release, list[Problem]]:
@@ -498,4 +500,5 @@ def load_release(directory: Path) -> tuple[m.Release, list[Problem]]:
     problems += _semantic_problems(src, release)
     if any(p.severity == "error" for p in problems):
         raise ValidationError(problems)
+    problems.sort(key=lambda p: (p.line or 0, p.path))
     return release, problems

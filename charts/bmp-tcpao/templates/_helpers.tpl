@@ -77,7 +77,7 @@ keepalive_probes = 3
 [initiator]
 listen_plain = "{{ $t.listen }}"
 remote_ao = "{{ $t.remote }}"
-{{- else }}
+{{- else -}}
 # tcpao-proxy terminator for {{ .name }}: TCP-AO {{ $t.listen }} -> plain {{ $t.forward }}
 # Rendered by releaser. The key is read at run time from /run/secrets/tcpao-key; it is never in this file.
 # peer_port 0: the initiator connects from an ephemeral port.

@@ -1,0 +1,103 @@
+"""Shared fixtures: real Helm 3 / Helm 4 / Compose v2 binaries and golden-file support.
+
+The binaries are installed by scripts/setup.sh into .tools/. When one is missing
+the test fails under CI=true (the project's own setup should have installed it)
+and skips elsewhere, printing why.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / ".tools"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EXAMPLE = ROOT / "examples" / "bmp-tcpao"
+RELEASES = {"bmp-tcpao": EXAMPLE, "kitchen-sink": FIXTURES / "kitchen-sink"}
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite golden files from the current output instead of comparing")
+
+
+def missing_component(what: str) -> None:
+    """Fail in CI (setup should have installed it), skip with the reason elsewhere."""
+    msg = f"{what} is not installed; run scripts/setup.sh (make setup)"
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _binary(name: str, probe: list[str]) -> str:
+    path = TOOLS / "bin" / name
+    if not path.exists():
+        missing_component(name)
+    proc = subprocess.run([str(path), *probe], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        missing_component(f"{name} (it exists but `{' '.join(probe)}` failed: {proc.stderr.strip()})")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def helm3() -> str:
+    return _binary("helm3", ["version", "--short"])
+
+
+@pytest.fixture(scope="session")
+def helm4() -> str:
+    return _binary("helm4", ["version", "--short"])
+
+
+@pytest.fixture(scope="session", params=["helm3", "helm4"])
+def helm(request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(request.param))
+
+
+@pytest.fixture(scope="session")
+def compose_cmd() -> list[str]:
+    """`docker compose` (the v2 plugin from .tools) when the docker CLI exists, else the plugin binary itself."""
+    plugin = TOOLS / "docker" / "cli-plugins" / "docker-compose"
+    if not plugin.exists():
+        missing_component("Docker Compose v2")
+    docker = shutil.which("docker")
+    if docker:
+        proc = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False,
+                              env={**os.environ, "DOCKER_CONFIG": str(TOOLS / "docker")})
+        if proc.returncode == 0 and "v2." in proc.stdout:
+            return [docker, "compose"]
+    return [str(plugin)]
+
+
+@pytest.fixture(scope="session")
+def compose_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env["DOCKER_CONFIG"] = str(TOOLS / "docker")
+    return env
+
+
+@pytest.fixture()
+def update_goldens(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-goldens"))
+
+
+def assert_golden(path: Path, actual: str, update: bool) -> None:
+    """Compare with a golden file byte for byte; print a unified diff on failure."""
+    if update:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8")
+        return
+    if not path.exists():
+        pytest.fail(f"golden file {path} is missing; run `make goldens` and review it")
+    expected = path.read_text(encoding="utf-8")
+    if expected != actual:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
+                                            fromfile=f"{path} (wanted)", tofile="got"))
+        pytest.fail(f"output differs from {path.relative_to(ROOT)} (run `make goldens` if intended):\n{diff}")

@@ -1,0 +1,234 @@
+"""The generated chart against real Helm 3.19 and Helm 4, and kubernetes-validate 1.29-1.37.
+
+Also asserts on the rendered objects: restricted pod security, hostNetwork only
+where TCP-AO needs it, NET_ADMIN only on the sidecar, NetworkPolicy flow by
+flow, PDBs, checksums that roll only the affected pods, the airgap registry
+override, and TOML parity between the chart and Compose.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from releaser.api import collect_manifest_images, load_plan, render_files
+
+from .conftest import RELEASES
+
+KUBE_VERSIONS = [f"1.{m}.0" for m in range(29, 38)]
+
+
+def write_chart(name: str, tmp_path: Path) -> Path:
+    plan, _ = load_plan(RELEASES[name])
+    files = render_files(plan)
+    chart = tmp_path / "charts" / name
+    for rel, content in files[f"charts/{name}"].items():
+        (chart / rel).parent.mkdir(parents=True, exist_ok=True)
+        (chart / rel).write_bytes(content)
+    return chart
+
+
+def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+
+
+def template(helm: str, chart: Path, *args: str) -> list[dict[str, Any]]:
+    proc = run([helm, "template", "rel", str(chart), "--namespace", "ns", *args])
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.fixture(scope="module", params=sorted(RELEASES))
+def chart(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_chart(request.param, tmp_path_factory.mktemp("chart"))
+
+
+@pytest.mark.helm
+def test_helm_lint_strict(helm: str, chart: Path) -> None:
+    proc = run([helm, "lint", "--strict", str(chart)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.helm
+def test_manifests_validate_strictly_on_every_kubernetes_version(helm: str, chart: Path) -> None:
+    docs = template(helm, chart)
+    assert docs
+    for version in KUBE_VERSIONS:
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                pytest.fail(f"k8s {version}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                            f"{'.'.join(map(str, exc.path))}")
+
+
+@pytest.mark.helm
+def test_kube_version_below_the_floor_is_refused(helm3: str, tmp_path: Path) -> None:
+    chart = write_chart("bmp-tcpao", tmp_path)
+    proc = run([helm3, "template", "rel", str(chart), "--kube-version", "1.27.0"])
+    assert proc.returncode != 0
+    assert "kubeVersion" in proc.stderr or "incompatible" in proc.stderr
+
+
+@pytest.mark.helm
+def test_every_image_is_the_locked_digest(helm: str, chart: Path) -> None:
+    plan, _ = load_plan(RELEASES[chart.name])
+    proc = run([helm, "template", "rel", str(chart)])
+    refs = {ref for _, ref in collect_manifest_images(proc.stdout)}
+    assert refs == plan.pinned_references()
+
+
+@pytest.mark.helm
+def test_global_registry_override_keeps_digests(helm: str, chart: Path) -> None:
+    plan, _ = load_plan(RELEASES[chart.name])
+    proc = run([helm, "template", "rel", str(chart), "--set", "global.imageRegistry=registry.local:5000/mirror"])
+    refs = {ref for _, ref in collect_manifest_images(proc.stdout)}
+    assert refs == {f"registry.local:5000/mirror/{i.repository}@{i.digest}" for i in plan.images}
+
+
+@pytest.mark.helm
+def test_values_schema_rejects_typos_and_bad_digests(helm: str, tmp_path: Path) -> None:
+    chart = write_chart("bmp-tcpao", tmp_path)
+    proc = run([helm, "template", "rel", str(chart), "--set", "services.bus.replicass=2"])
+    assert proc.returncode != 0 and "replicass" in proc.stderr
+    proc = run([helm, "template", "rel", str(chart), "--set", "images.nats.digest=latest"])
+    assert proc.returncode != 0 and "digest" in proc.stderr
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(doc["spec"]["template"]["spec"]["containers"])
+
+
+@pytest.mark.helm
+def test_restricted_security_defaults(helm3: str, chart: Path) -> None:
+    docs = template(helm3, chart)
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
+    assert workloads
+    for w in workloads:
+        pod = w["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for c in _containers(w):
+            sc = c["securityContext"]
+            assert "@sha256:" in c["image"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            if c["name"] == "tcpao":
+                assert sc["capabilities"]["add"] == ["NET_ADMIN"]
+                assert pod["hostNetwork"] is True
+                assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+            else:
+                assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0
+                assert "NET_ADMIN" not in sc["capabilities"].get("add", [])
+    for sa in by_kind(docs, "ServiceAccount").values():
+        assert sa["automountServiceAccountToken"] is False
+
+
+@pytest.mark.helm
+def test_bmp_example_objects(helm4: str, tmp_path: Path) -> None:
+    docs = template(helm4, write_chart("bmp-tcpao", tmp_path))
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == {"bus", "collector", "speaker"}
+    assert "hostNetwork" not in deployments["bus"]["spec"]["template"]["spec"]
+    policies = by_kind(docs, "NetworkPolicy")
+    # default deny + bus only: the hostNetwork pods get none (NetworkPolicy cannot select them)
+    assert set(policies) == {"rel-default-deny", "bus"}
+    assert policies["rel-default-deny"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    bus = policies["bus"]["spec"]
+    assert bus["ingress"] == [
+        {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 4222, "protocol": "TCP"}]},
+        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+         "ports": [{"port": 8222, "protocol": "TCP"}]},
+    ]
+    assert [p["port"] for p in bus["egress"][0]["ports"]] == [53, 53]  # DNS only
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert set(pdbs) == {"bus"}
+    assert pdbs["bus"]["spec"]["minAvailable"] == 2
+    assert pdbs["bus"]["spec"]["selector"]["matchLabels"] == \
+        deployments["bus"]["spec"]["selector"]["matchLabels"]
+    secrets = by_kind(docs, "Secret")
+    assert set(secrets) == {"bmp-tcpao-nats-token"}  # generated only; the TCP-AO key is never created
+    pvcs = by_kind(docs, "PersistentVolumeClaim")
+    assert pvcs["speaker-state"]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@pytest.mark.helm
+def test_kitchen_sink_flows(helm3: str, tmp_path: Path) -> None:
+    docs = template(helm3, write_chart("kitchen-sink", tmp_path))
+    assert by_kind(docs, "DaemonSet")["agent"]["spec"]["template"]["spec"]["hostNetwork"] is True
+    policies = by_kind(docs, "NetworkPolicy")
+    assert "agent" not in policies
+    sel = {"app.kubernetes.io/name": "kitchen-sink", "app.kubernetes.io/instance": "rel"}
+    db = policies["db"]["spec"]
+    assert db["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "api"}}}],
+         "ports": [{"port": 5432, "protocol": "TCP"}]},
+        {"from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "worker"}}}],
+         "ports": [{"port": 5432, "protocol": "TCP"}]},
+    ]
+    api_egress = policies["api"]["spec"]["egress"]
+    targets = [(e["to"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+                or e["to"][0].get("ipBlock", {}).get("cidr") or "dns", [p["port"] for p in e["ports"]])
+               for e in api_egress]
+    assert targets == [("dns", [53, 53]), ("worker", [8125]), ("db", [5432]), ("203.0.113.0/24", [443])]
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert pdbs["api"]["spec"] == {"maxUnavailable": 1, "selector": pdbs["api"]["spec"]["selector"]}
+    assert pdbs["worker"]["spec"]["maxUnavailable"] == 1
+    assert "agent" not in pdbs and "db" not in pdbs
+    services = by_kind(docs, "Service")
+    assert [p["port"] for p in services["api-public"]["spec"]["ports"]] == [8443]
+    assert services["api-public"]["spec"]["type"] == "ClusterIP"
+    api = _containers(by_kind(docs, "Deployment")["api"])[0]
+    assert api["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+    assert {"name": "DB_PASSWORD_FILE", "value": "/run/secrets/db-password"} in api["env"]
+    secrets = by_kind(docs, "Secret")
+    assert set(secrets) == {"kitchen-sink-session-key"}  # acme-db is the user's own
+
+
+@pytest.mark.helm
+def test_config_checksum_rolls_only_the_affected_pods(helm: str, tmp_path: Path) -> None:
+    chart = write_chart("bmp-tcpao", tmp_path)
+
+    def checksums(*args: str) -> dict[str, str]:
+        return {n: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+                for n, d in by_kind(template(helm, chart, *args), "Deployment").items()}
+
+    base = checksums()
+    env = checksums("--set", "services.collector.env.GOBMP_LOG_LEVEL=debug")
+    assert env["collector"] != base["collector"]
+    assert env["bus"] == base["bus"] and env["speaker"] == base["speaker"]
+    remote = checksums("--set", "services.speaker.tcpao.remote=192.0.2.7:1790")
+    assert remote["speaker"] != base["speaker"] and remote["collector"] == base["collector"]
+
+
+@pytest.mark.helm
+def test_sidecar_config_is_identical_in_chart_and_compose(helm: str, tmp_path: Path) -> None:
+    plan, _ = load_plan(RELEASES["bmp-tcpao"])
+    compose = render_files(plan)["compose/bmp-tcpao"]
+    docs = template(helm, write_chart("bmp-tcpao", tmp_path))
+    maps = by_kind(docs, "ConfigMap")
+    for svc in ("collector", "speaker"):
+        assert maps[f"{svc}-tcpao"]["data"]["config.toml"] == compose[f"tcpao/{svc}.toml"].decode()
+
+
+@pytest.mark.helm
+def test_install_dry_run_prints_notes(helm4: str, tmp_path: Path) -> None:
+    # Helm 4's client-side dry run renders NOTES.txt offline; Helm 3's needs a cluster.
+    chart = write_chart("bmp-tcpao", tmp_path)
+    proc = run([helm4, "install", "bmp", str(chart), "--dry-run=client", "--namespace", "bmp"])
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "NetworkPolicy does not apply to hostNetwork pods, so this chart creates none for collector" in notes
+    assert "bmp-tcpao-key (key tcpao-key), used by collector TCP-AO sidecar, speaker TCP-AO sidecar" in notes
+    assert "TCP-AO initiator: connects to 10.77.0.10:1790" in notes

@@ -1,0 +1,95 @@
+"""release.yaml validation: every problem at once, with file:line, JSON path and fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from releaser.errors import ValidationError
+from releaser.values import load_release
+
+from .conftest import EXAMPLE, FIXTURES, assert_golden
+
+BAD = Path(__file__).parent / "bad"
+GOLDEN = Path(__file__).parent / "golden" / "errors"
+
+
+def _problems_text(tmp_path: Path, case: Path) -> str:
+    d = tmp_path / case.stem
+    d.mkdir()
+    shutil.copy(case, d / "release.yaml")
+    with pytest.raises(ValidationError) as info:
+        load_release(d)
+    return info.value.render().replace(str(tmp_path), "<tmp>") + "\n"
+
+
+@pytest.mark.parametrize("case", sorted(BAD.glob("*.yaml")), ids=lambda p: p.stem)
+def test_error_messages_are_golden(case: Path, tmp_path: Path, update_goldens: bool) -> None:
+    assert_golden(GOLDEN / f"{case.stem}.txt", _problems_text(tmp_path, case), update_goldens)
+
+
+def test_every_problem_has_file_line_path_and_most_a_fix(tmp_path: Path) -> None:
+    for case in sorted(BAD.glob("*.yaml")):
+        d = tmp_path / case.stem
+        d.mkdir()
+        shutil.copy(case, d / "release.yaml")
+        with pytest.raises(ValidationError) as info:
+            load_release(d)
+        for p in info.value.problems:
+            assert p.file.endswith("release.yaml")
+            assert p.line and p.line > 0, p
+            assert p.path.startswith("$"), p
+        fixes = [p.fix for p in info.value.problems]
+        assert sum(f is not None for f in fixes) >= len(fixes) - 1, (case, fixes)
+
+
+def test_all_problems_are_reported_in_one_run(tmp_path: Path) -> None:
+    text = _problems_text(tmp_path, BAD / "semantics.yaml")
+    for needle in ("image 'wbe' is not defined", "clashes with port 'http'", "blocks every eviction",
+                   "no service named 'nodes'", "no port named 'https'", "already published by web.http",
+                   "NetworkPolicy does not apply to hostNetwork pods"):
+        assert needle in text
+
+
+def test_the_example_and_fixtures_are_valid() -> None:
+    for d in (EXAMPLE, FIXTURES / "kitchen-sink"):
+        release, warnings = load_release(d)
+        assert release.services
+        assert not [w for w in warnings if w.severity == "error"]
+
+
+def test_tcpao_pair_checks_name_both_ends() -> None:
+    release, _ = load_release(EXAMPLE)
+    collector = release.service("collector")
+    speaker = release.service("speaker")
+    assert collector.tcpao and collector.tcpao.role == "terminator"
+    assert speaker.tcpao and speaker.tcpao.role == "initiator"
+    assert collector.host_network and speaker.host_network  # implied by tcpao
+
+
+def test_a_hostnetwork_source_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "release.yaml").write_text(
+        "apiVersion: releaser.dev/v1alpha1\nkind: Release\nmetadata: {name: r, version: 1.0.0}\n"
+        "images:\n  a: {ref: registry.example.org/a:1}\n"
+        "services:\n  agent: {image: a, hostNetwork: true}\n"
+        "  bus:\n    image: a\n    ports: [{name: c, port: 4222}]\n    ingress: [{from: {service: agent}}]\n")
+    _, warnings = load_release(d)
+    assert [w.path for w in warnings] == ["$.services.bus.ingress[0].from.service"]
+    assert "node CIDR" in (warnings[0].fix or "")
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="1 problem"):
+        load_release(tmp_path)
+    (tmp_path / "release.yaml").write_text("")
+    with pytest.raises(ValidationError) as info:
+        load_release(tmp_path)
+    assert "empty" in info.value.render()
+    (tmp_path / "release.yaml").write_text("- a list\n")
+    with pytest.raises(ValidationError) as info:
+        load_release(tmp_path)
+    assert "expected a mapping" in info.value.render()
