@@ -17,6 +17,7 @@ demo: setup
 
 ## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate.
 test: setup
+	.venv/bin/ruff check releaser tests scripts
 	.venv/bin/python -m pytest
 
 lint: setup

@@ -114,7 +114,11 @@ def load_source(path: Path, *, display: str | None = None) -> tuple[Source | Non
 
 
 def parse_source(text: str, name: str) -> tuple[Source | None, list[Problem]]:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader rejects control characters up front
+        return None, [Problem(file=name, line=None, path="$", message=f"not YAML text: {exc}",
+                              fix="remove the control characters; release.yaml is plain UTF-8 text")]
     try:
         node = loader.get_single_node()
         if node is None:
@@ -129,7 +133,8 @@ def parse_source(text: str, name: str) -> tuple[Source | None, list[Problem]]:
         return None, [Problem(file=name, line=line, path="$", message=f"YAML syntax: {msg}",
                               fix="fix the YAML at that line (indentation, quoting, a missing ':')")]
     except yaml.YAMLError as exc:
-        return None, [Problem(file=name, line=None, path="$", message=f"YAML: {exc}", fix=None)]
+        return None, [Problem(file=name, line=None, path="$", message=f"YAML: {exc}",
+                              fix="fix the YAML (quoting, indentation)")]
     except RecursionError:
         return None, [Problem(file=name, line=None, path="$", message="the document nests too deeply",
                               fix="flatten the document")]

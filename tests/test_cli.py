@@ -1,0 +1,152 @@
+"""The CLI as users and scripts see it: exit codes, messages, JSON envelopes, atomic outputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from releaser.cli import app
+
+from .conftest import EXAMPLE
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture()
+def release(tmp_path: Path) -> Path:
+    d = tmp_path / "rel"
+    shutil.copytree(EXAMPLE, d)
+    return d
+
+
+def test_validate_text_and_json(release: Path) -> None:
+    code, out = cli("validate", str(release))
+    assert code == 0 and "ok: bmp-tcpao 1.4.0 is valid" in out
+    code, out = cli("validate", str(release), "--json")
+    doc = json.loads(out)
+    assert code == 0
+    assert set(doc) == {"ok", "command", "result"}
+    assert set(doc["result"]) == {"release", "version", "services", "images", "lock", "warnings"}
+    assert doc["result"]["lock"] == "current"
+
+
+def test_validate_failure_json_lists_problems(tmp_path: Path) -> None:
+    d = tmp_path / "bad"
+    d.mkdir()
+    shutil.copy(Path(__file__).parent / "bad" / "semantics.yaml", d / "release.yaml")
+    code, out = cli("validate", str(d), "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["ok"] is False
+    assert doc["error"]["error"] == "ValidationError"
+    assert len(doc["error"]["problems"]) == 7
+    assert set(doc["error"]["problems"][0]) == {"file", "line", "path", "severity", "message", "fix"}
+
+
+def test_render_then_check_then_render_again(release: Path, tmp_path: Path, helm3: str) -> None:
+    out = tmp_path / "out"
+    code, text = cli("render", str(release), "--out", str(out))
+    assert code == 0, text
+    assert (out / "compose/bmp-tcpao/compose.yaml").exists()
+    assert (out / "charts/bmp-tcpao/Chart.yaml").exists()
+    code, text = cli("check", str(release), "--out", str(out), "--helm", helm3)
+    assert code == 0, text
+    assert "pin the same 4 image(s)" in text
+    code, text = cli("render", str(release), "--out", str(out), "--json")
+    doc = json.loads(text)
+    assert doc["result"]["written"] == [] and doc["result"]["unchanged"] > 10
+
+
+def test_render_refuses_a_missing_lock(release: Path, tmp_path: Path) -> None:
+    (release / "release.lock.yaml").unlink()
+    code, text = cli("render", str(release), "--out", str(tmp_path / "out"))
+    assert code == 3
+    assert "no lock file" in text and "fix:" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_render_refuses_a_stale_lock(release: Path, tmp_path: Path) -> None:
+    src = release / "release.yaml"
+    src.write_text(src.read_text().replace("nats:2.10.22", "nats:2.10.23"))
+    code, text = cli("render", str(release), "--out", str(tmp_path / "out"))
+    assert code == 3
+    assert "release.yaml says registry.example.org/library/nats:2.10.23" in text
+    assert "releaser lock" in text
+
+
+def test_malformed_lock_names_line_and_path(release: Path, tmp_path: Path) -> None:
+    lock = release / "release.lock.yaml"
+    text = lock.read_text()
+    lock.write_text(text.replace("digest: sha256:d2ad", "digest: sha256:XYZ", 1))
+    code, out = cli("render", str(release), "--out", str(tmp_path / "out"))
+    assert code == 1
+    assert "release.lock.yaml:" in out and "$.images.nats.digest" in out and "not a sha256 digest" in out
+
+
+def test_failed_render_keeps_previous_outputs(release: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert cli("render", str(release), "--out", str(out))[0] == 0
+    before = (out / "compose/bmp-tcpao/compose.yaml").read_bytes()
+    src = release / "release.yaml"
+    src.write_text(src.read_text().replace("image: nats", "image: natz"))
+    code, text = cli("render", str(release), "--out", str(out))
+    assert code == 1 and "did you mean 'nats'?" in text
+    assert (out / "compose/bmp-tcpao/compose.yaml").read_bytes() == before
+    assert not [p for p in (out / "compose").iterdir() if p.name.startswith(".")]
+
+
+def test_check_catches_a_tampered_digest(release: Path, tmp_path: Path, helm3: str) -> None:
+    out = tmp_path / "out"
+    assert cli("render", str(release), "--out", str(out))[0] == 0
+    compose = out / "compose/bmp-tcpao/compose.yaml"
+    compose.write_text(compose.read_text().replace("nats@sha256:d2ad", "nats@sha256:0000"))
+    values = out / "charts/bmp-tcpao/values.yaml"
+    values.write_text(values.read_text().replace("digest: sha256:f30b", "digest: sha256:1111"))
+    code, text = cli("check", str(release), "--out", str(out), "--helm", helm3)
+    assert code == 4, text
+    assert "compose (committed): bus uses registry.example.org/library/nats@sha256:0000" in text
+    assert "chart (committed): Deployment/collector collector uses registry.example.org/bmp/gobmp-tls@sha256:1111" in text
+    assert "differs from what release.yaml and the lock render" in text
+
+
+def test_check_reports_stale_outputs_with_exit_3(release: Path, tmp_path: Path, helm3: str) -> None:
+    out = tmp_path / "out"
+    assert cli("render", str(release), "--out", str(out))[0] == 0
+    (out / "charts/bmp-tcpao/templates/extra.yaml").write_text("# hand-made\n")
+    code, text = cli("check", str(release), "--out", str(out), "--helm", helm3, "--json")
+    doc = json.loads(text)
+    assert code == 3
+    assert doc["error"]["mismatches"] == [f"{out}/charts/bmp-tcpao/templates/extra.yaml: not part of the rendered output"]
+
+
+def test_check_without_helm_says_how_to_get_it(release: Path, tmp_path: Path) -> None:
+    code, text = cli("check", str(release), "--out", str(tmp_path), "--helm", str(tmp_path / "nope"))
+    assert code == 5 and "does not exist" in text and "RELEASER_HELM" in text
+
+
+def test_init_writes_a_valid_start(tmp_path: Path) -> None:
+    d = tmp_path / "My Release"
+    code, text = cli("init", str(d))
+    assert code == 0 and "release.yaml" in text
+    code, text = cli("validate", str(d))
+    assert code == 0, text
+    assert "my-release" in text and "no lock yet" in text
+    code, text = cli("init", str(d))
+    assert code == 1 and "already exists" in text and "--force" in text
+    assert cli("init", str(d), "--force")[0] == 0
+
+
+def test_help_teaches() -> None:
+    code, text = cli("render", "--help")
+    assert code == 0 and "Example:" in text and "--out" in text
+    code, text = cli("--version")
+    assert code == 0 and text.startswith("releaser ")
+

@@ -1,0 +1,105 @@
+"""Property tests: no release document, however broken, produces a traceback.
+
+Random mutations of real documents must end in a Release or a ValidationError;
+every Release that validates must plan and render without an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from releaser import model as m
+from releaser.errors import ReleaserError
+from releaser.lock import Lock, LockedImage, repository_of
+from releaser.plan import build_plan
+from releaser.render.compose import render_compose
+from releaser.render.helm import render_helm
+from releaser.values import load_release
+from releaser.yamlsource import parse_source
+
+from .conftest import EXAMPLE, FIXTURES
+
+BASES = [yaml.safe_load((d / "release.yaml").read_text()) for d in (EXAMPLE, FIXTURES / "kitchen-sink")]
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=False),
+                    st.text(max_size=12), st.sampled_from(["web", "bus", "collector", "0.0.0.0:1790", "10.77.0.10",
+                                                           "http", "initiator", "terminator", "sha256:", "TCP"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                      max_leaves=8)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> Any:
+    doc = copy.deepcopy(draw(st.sampled_from(BASES)))
+    for _ in range(draw(st.integers(1, 4))):
+        paths = [p for p in _paths(doc) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = doc
+        for part in path[:-1]:
+            parent = parent[part]
+        action = draw(st.sampled_from(["set", "delete", "add"]))
+        if action == "set":
+            parent[path[-1]] = draw(values)
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[draw(st.text(min_size=1, max_size=8))] = draw(values)
+    return doc
+
+
+def _lock_for(release: m.Release) -> Lock:
+    return Lock(release=release.name, file="synthetic", images=tuple(
+        LockedImage(name=i.name, source=i.ref, repository=repository_of(i.ref),
+                    digest="sha256:" + hashlib.sha256(i.ref.encode()).hexdigest(),
+                    media_type="application/vnd.oci.image.manifest.v1+json", size=1) for i in release.images))
+
+
+def _load(text: str, tmp: Path) -> m.Release | None:
+    (tmp / "release.yaml").write_text(text, encoding="utf-8")
+    try:
+        release, _ = load_release(tmp)
+    except ReleaserError:
+        return None
+    return release
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=mutated())
+def test_mutated_documents_never_raise_anything_but_releaser_errors(doc: Any, tmp_path: Path) -> None:
+    release = _load(yaml.safe_dump(doc, allow_unicode=True), tmp_path)
+    if release is not None:
+        plan = build_plan(release, _lock_for(release))
+        assert render_compose(plan) and render_helm(plan)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=200))
+def test_arbitrary_text_never_raises_anything_but_releaser_errors(text: str, tmp_path: Path) -> None:
+    _load(text, tmp_path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("{}[]:-&*!|>'\"#%@` \n\tab1")), max_size=80))
+def test_yaml_syntax_soup_is_reported_not_raised(text: str) -> None:
+    parse_source(text, "release.yaml")
