@@ -150,3 +150,10 @@ def test_help_teaches() -> None:
     code, text = cli("--version")
     assert code == 0 and text.startswith("releaser ")
 
+
+
+def test_committed_example_passes_check(helm3: str) -> None:
+    from .conftest import ROOT
+
+    code, text = cli("check", str(EXAMPLE), "--out", str(ROOT), "--helm", helm3)
+    assert code == 0, text

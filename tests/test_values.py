@@ -93,3 +93,31 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as info:
         load_release(tmp_path)
     assert "expected a mapping" in info.value.render()
+
+
+def test_every_schema_property_has_a_description() -> None:
+    from releaser.values import release_schema
+
+    missing = []
+
+    def walk(node: object, path: str) -> None:
+        if isinstance(node, dict):
+            for name, sub in (node.get("properties") or {}).items():
+                if isinstance(sub, dict) and "description" not in sub:
+                    missing.append(f"{path}.properties.{name}")
+            for key, sub in node.items():
+                if key != "if":  # conditions restate properties, they do not declare them
+                    walk(sub, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{path}[{i}]")
+
+    walk(release_schema(), "$")
+    assert not missing
+
+
+def test_schema_is_shipped_and_mirrored_at_top_level() -> None:
+    from .conftest import ROOT
+
+    top = (ROOT / "schemas" / "release.schema.json").read_bytes()
+    assert top == (ROOT / "releaser" / "schemas" / "release.schema.json").read_bytes()
