@@ -33,7 +33,7 @@ def missing_component(what: str) -> None:
     msg = f"{what} is not installed; run scripts/setup.sh (make setup)"
     if IN_CI:
         pytest.fail(msg)
-    pytest.skip(msg)
+    pytest.skip(reason=msg)
 
 
 def _binary(name: str, probe: list[str]) -> str:
