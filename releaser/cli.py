@@ -104,6 +104,7 @@ def render(directory: DirArg, out: OutOpt = Path("."), as_json: JsonOpt = False)
         lines.append(f"  compose: {r.compose_dir}/compose.yaml")
         lines.append(f"  chart:   {r.chart_dir}   (helm install {r.release} {r.chart_dir})")
         lines += [f"  image:   {i}" for i in r.images]
+        lines += [f"  note:    {n}" for n in r.notes]
         return "\n".join(lines)
 
     _emit("render", as_json, lambda: api.render_release(directory, out=out), text)
