@@ -1,0 +1,158 @@
+"""Tiny test images, built reproducibly as an OCI image layout, pushed with skopeo.
+
+Base layer: Debian's busybox-static (/bin/busybox + applet links), shared by every
+image. Each image adds a small layer of its own. A multi-platform image is an OCI
+index over linux/amd64 and linux/arm64 manifests (the arm64 one is a stand-in with
+the same binary: tests never run it). Every byte is deterministic: sorted tar
+entries, mtime 0, uid/gid 0, gzip mtime 0, so digests are stable across runs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+BUSYBOX = Path("/bin/busybox")
+APPLETS = ["sh", "cat", "echo", "nc", "wget", "httpd", "sleep", "ls", "true"]
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer(files: dict[str, bytes], links: dict[str, str] | None = None) -> tuple[bytes, str]:
+    """(gzip bytes, diff_id) of a deterministic tar."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        entries: list[tuple[str, bytes | None, str | None]] = [(p, d, None) for p, d in files.items()]
+        entries += [(p, None, t) for p, t in (links or {}).items()]
+        dirs = sorted({str(Path(p).parent) for p, _, _ in entries if str(Path(p).parent) != "."})
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            tar.addfile(info)
+        for path, data, target in sorted(entries, key=lambda e: e[0]):
+            info = tarfile.TarInfo(path)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if target is not None:
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, target, 0o777
+                tar.addfile(info)
+            else:
+                assert data is not None
+                info.size, info.mode = len(data), 0o755
+                tar.addfile(info, io.BytesIO(data))
+    tar_bytes = raw.getvalue()
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", mtime=0, compresslevel=6) as f:
+        f.write(tar_bytes)
+    return gz.getvalue(), sha(tar_bytes)
+
+
+@dataclass
+class Layout:
+    """An OCI image layout being written."""
+
+    root: Path
+    index: list[dict[str, object]] = field(default_factory=list)
+
+    def blob(self, data: bytes) -> str:
+        digest = sha(data)
+        path = self.root / "blobs" / "sha256" / digest.split(":")[1]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_bytes(data)
+        return digest
+
+    def finish(self) -> None:
+        (self.root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        (self.root / "index.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                                          "manifests": self.index}, separators=(",", ":")))
+
+
+_BASE: tuple[bytes, str] | None = None
+
+
+def base_layer() -> tuple[bytes, str]:
+    global _BASE
+    if _BASE is None:
+        _BASE = layer({"bin/busybox": BUSYBOX.read_bytes()}, {f"bin/{a}": "busybox" for a in APPLETS})
+    return _BASE
+
+
+def image_manifest(lay: Layout, name: str, arch: str, extra: dict[str, bytes], *, size_pad: int = 0) -> dict[str, object]:
+    """Write config + layers + manifest of one platform image; returns its descriptor."""
+    layers = [base_layer()]
+    files = {f"app/{name}.txt": f"stand-in image {name} for {arch}\n".encode(), **extra}
+    if size_pad:
+        # incompressible but deterministic filler, for benchmarks and chunked uploads
+        filler = b"".join(hashlib.sha256(f"{name}-{i}".encode()).digest() for i in range(size_pad // 32))
+        files[f"app/{name}.bin"] = filler
+    layers.append(layer(files))
+    config = {"architecture": arch, "os": "linux", "created": "1970-01-01T00:00:00Z",
+              "config": {"Entrypoint": ["/bin/sh"], "User": "65532:65532",
+                         "Labels": {"org.opencontainers.image.title": f"releaser test stand-in: {name}"}},
+              "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]}}
+    cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": lay.blob(cfg), "size": len(cfg)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": lay.blob(gz), "size": len(gz)} for gz, _ in layers]}
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    return {"mediaType": OCI_MANIFEST, "digest": lay.blob(body), "size": len(body),
+            "platform": {"architecture": arch, "os": "linux"}}
+
+
+def build(root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd64",),
+          extra: dict[str, bytes] | None = None, size_pad: int = 0) -> dict[str, object]:
+    """Add image `name:tag` to the layout at `root`; an index when several platforms."""
+    lay = Layout(root)
+    if (root / "index.json").exists():
+        lay.index = json.loads((root / "index.json").read_text())["manifests"]
+    children = [image_manifest(lay, name, arch, extra or {}, size_pad=size_pad) for arch in platforms]
+    if len(children) == 1:
+        desc = {k: v for k, v in children[0].items() if k != "platform"}
+    else:
+        idx = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children},
+                         separators=(",", ":")).encode()
+        desc = {"mediaType": OCI_INDEX, "digest": lay.blob(idx), "size": len(idx)}
+    desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
+    lay.index = [d for d in lay.index if d.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
+    lay.index.append(desc)
+    lay.finish()
+    return desc
+
+
+def push(layout: Path, tag: str, dest: str, *, tls_verify: bool = False, creds: str | None = None) -> None:
+    """skopeo copy --all oci:LAYOUT:TAG docker://DEST (an independent client, preserving digests)."""
+    cmd = ["skopeo", "copy", "--all", "--quiet", f"--dest-tls-verify={'true' if tls_verify else 'false'}",
+           "--preserve-digests", f"oci:{layout}:{tag}", f"docker://{dest}"]
+    if creds:
+        cmd.insert(2, f"--dest-creds={creds}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"skopeo copy failed: {proc.stderr}")
+
+
+def skopeo_digest(ref: str, *, tls_verify: bool = False, creds: str | None = None) -> str:
+    """The digest the registry serves for `ref`, as skopeo sees it (inspect --raw | sha256)."""
+    cmd = ["skopeo", "inspect", "--raw", f"--tls-verify={'true' if tls_verify else 'false'}", f"docker://{ref}"]
+    if creds:
+        cmd.insert(3, f"--creds={creds}")
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"skopeo inspect failed: {proc.stderr.decode()}")
+    return sha(proc.stdout)
+
+
+def have_tools() -> list[str]:
+    return [t for t in ("skopeo", "docker-registry", "htpasswd") if shutil.which(t) is None]
