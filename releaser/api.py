@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from .errors import EXIT_CHECK, EXIT_STALE, CheckError, LockError, Problem, UsageError, ValidationError
-from .lock import LOCK_FILE, read_lock
+from .lock import LOCK_FILE, Lock, load_lock_file, read_lock, resolve_lock, stale_reasons, write_lock
 from .plan import Plan, build_plan
+from .registry import Registry, credentials_for
 from .render.compose import render_compose
 from .render.helm import render_helm
 from .tools import find_helm, helm_template
@@ -77,6 +78,39 @@ class CheckResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "images": list(self.images), "sources": self.sources, "mismatches": []}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockResult:
+    release: str
+    path: str
+    written: bool
+    images: tuple[dict[str, Any], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"release": self.release, "path": self.path, "written": self.written, "images": list(self.images)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryOptions:
+    """How to reach registries: TLS and credentials (docs/cli.md)."""
+
+    insecure: bool = False  # skip TLS verification
+    plain_http: bool = False  # speak HTTP (loopback registries fall back to it by themselves)
+    ca_file: str | None = None
+    creds: str | None = None  # USER:PASSWORD for every registry (else env / Docker config)
+
+    def factory(self) -> Any:
+        cache: dict[str, Registry] = {}
+
+        def registry_for(host: str) -> Registry:
+            if host not in cache:
+                cache[host] = Registry(host, credentials=credentials_for(host, explicit=self.creds),
+                                       insecure=self.insecure, plain_http=True if self.plain_http else None,
+                                       ca_file=self.ca_file)
+            return cache[host]
+
+        return registry_for
 
 
 # ------------------------------------------------------------------- helpers
@@ -152,6 +186,36 @@ def init_release(directory: Path, *, force: bool = False) -> InitResult:
         f"releaser validate {directory}",
         f"write {directory / LOCK_FILE} (format: docs/lock-format.md) pinning every image to a digest",
         f"releaser render {directory}"))
+
+
+def lock_release(directory: Path, *, platforms: tuple[str, ...] = (), refresh: bool = False, check: bool = False,
+                 registries: RegistryOptions | None = None) -> LockResult:
+    """Resolve every image to a digest and write release.lock.yaml (or, with check, compare only)."""
+    directory = _release_dir(directory)
+    release, _ = load_release(directory)
+    previous: Lock | None = None
+    if (directory / LOCK_FILE).exists():
+        try:  # a stale lock still records what was pinned; a malformed one is replaced
+            previous = load_lock_file(directory / LOCK_FILE)
+        except ValidationError:
+            previous = None
+    factory = (registries or RegistryOptions()).factory()
+    lock, report = resolve_lock(release, previous, factory, platforms=platforms, refresh=refresh or check)
+    images = tuple({"name": r.name, "action": r.action, "pinned": r.pinned, "previous": r.previous} for r in report)
+    path = directory / LOCK_FILE
+    if check:
+        moved = [f"image {r.name!r}: the lock pins {r.previous}, the registry now serves {r.pinned}"
+                 for r in report if r.action == "changed"]
+        if previous is None:
+            moved.insert(0, "there is no lock yet")
+        else:
+            moved += stale_reasons(release, previous)
+        if moved:
+            raise LockError(f"{path} is not current:\n" + "\n".join(f"  - {x}" for x in moved),
+                            fix=f"run `releaser lock {directory} --refresh`, then `releaser render`")
+        return LockResult(release=release.name, path=str(path), written=False, images=images)
+    write_lock(directory, lock)
+    return LockResult(release=release.name, path=str(path), written=True, images=images)
 
 
 def validate_release(directory: Path) -> ValidateResult:

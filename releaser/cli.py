@@ -67,6 +67,50 @@ def init(directory: DirArg,
           lambda r: "\n".join([f"wrote {r.path}", "next:", *[f"  {s}" for s in r.next_steps]]))
 
 
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Skip TLS verification (never in production).")]
+PlainHttpOpt = Annotated[bool, typer.Option("--plain-http", help="Speak plain HTTP to registries "
+                                            "(loopback registries fall back to it on their own).")]
+CaFileOpt = Annotated[str | None, typer.Option("--ca-file", help="PEM bundle of CAs to trust for registries.")]
+CredsOpt = Annotated[str | None, typer.Option(
+    "--creds", envvar="RELEASER_CREDS", show_envvar=True,
+    help="USER:PASSWORD for the registries. Else $RELEASER_REGISTRY_AUTH (host=USER:PASSWORD,...), "
+         "else the Docker config file ($DOCKER_CONFIG/config.json).")]
+
+
+@app.command()
+def lock(directory: DirArg,
+         platform: Annotated[list[str] | None, typer.Option(
+             "--platform", help="Keep only this platform (os/arch[/variant]); re-pins to its manifest. "
+                                "Overrides images.*.platforms.")] = None,
+         refresh: Annotated[bool, typer.Option("--refresh", help="Re-resolve every image, even current ones.")]
+         = False,
+         check_only: Annotated[bool, typer.Option("--check", help="Resolve, compare with the lock, write nothing; "
+                                                  "exit 3 when the lock is stale or tags moved.")] = False,
+         insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
+         creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
+    """Resolve every image of release.yaml to a digest and write release.lock.yaml.
+
+    Indexes are pinned with their per-platform children. Images whose pin is still
+    current are kept without contacting a registry (unless --refresh). A platform
+    that disappears from an index is an error, never a silent drop.
+
+    Example:  releaser lock my-release/
+    Example:  releaser lock my-release/ --platform linux/amd64
+    Example:  releaser lock my-release/ --check     # in CI: fail when a tag moved
+    """
+    opts = api.RegistryOptions(insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds)
+
+    def text(r: api.LockResult) -> str:
+        lines = [f"  {i['action']:8} {i['name']}: {i['pinned']}" + (f"  (was {i['previous']})" if i["previous"] else "")
+                 for i in r.images]
+        verb = "wrote" if r.written else "checked"
+        lines.append(f"ok: {verb} {r.path}")
+        return "\n".join(lines)
+
+    _emit("lock", as_json, lambda: api.lock_release(directory, platforms=tuple(platform or ()), refresh=refresh,
+                                                    check=check_only, registries=opts), text)
+
+
 @app.command()
 def validate(directory: DirArg, as_json: JsonOpt = False) -> None:
     """Check release.yaml (schema, then meaning) and the lock; report EVERY problem at once.

@@ -16,6 +16,8 @@ EXIT_USAGE = 2  # bad command line (typer's own code)
 EXIT_STALE = 3  # lock missing or stale, committed outputs out of date
 EXIT_CHECK = 4  # `releaser check` found digest mismatches
 EXIT_TOOL = 5  # an external program (helm, compose) is missing or failed
+EXIT_REGISTRY = 6  # a registry is unreachable or answered with an error
+EXIT_AUTH = 7  # a registry refused or asked for credentials
 
 
 @dataclass(frozen=True, kw_only=True)

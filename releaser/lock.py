@@ -8,8 +8,9 @@ registries fills it (`releaser lock`); everything else only reads it.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ class LockedImage:
     digest: str
     media_type: str
     size: int
-    platforms: tuple[LockedPlatform, ...] = ()
+    platforms: tuple[LockedPlatform, ...] = ()  # an index's kept children
+    platform: str | None = None  # a single manifest's platform, when known
 
     @property
     def pinned(self) -> str:
@@ -106,7 +108,7 @@ def _problems(src: Source) -> list[Problem]:
         if not isinstance(img, dict):
             out.append(src.problem(base, "expected a mapping", "run `releaser lock DIR`"))
             continue
-        allowed = {"source", "repository", "digest", "mediaType", "size", "platforms"}
+        allowed = {"source", "repository", "digest", "mediaType", "size", "platforms", "platform"}
         for key in sorted(set(img) - allowed):
             out.append(src.problem((*base, key), f"unknown key {key!r}", "remove it"))
         for key in ("source", "repository", "digest", "mediaType", "size"):
@@ -141,15 +143,8 @@ def _pin_problems(src: Source, base: PathT, pin: dict[str, Any]) -> list[Problem
     return out
 
 
-def read_lock(directory: Path, release: m.Release) -> Lock:
-    """Read DIR/release.lock.yaml and prove it is current for `release`.
-
-    Raises LockError (missing / stale) or ValidationError (malformed).
-    """
-    path = directory / LOCK_FILE
-    fix = f"run `releaser lock {directory}` to resolve every image to a digest"
-    if not path.exists():
-        raise LockError(f"{path}: no lock file; outputs are pinned from the lock only", fix=fix)
+def load_lock_file(path: Path) -> Lock:
+    """Parse and structurally check a lock file, without comparing it to release.yaml."""
     src, problems = load_source(path)
     if src is None:
         raise ValidationError(problems)
@@ -159,11 +154,23 @@ def read_lock(directory: Path, release: m.Release) -> Lock:
     d = src.data
     images = tuple(
         LockedImage(name=n, source=i["source"], repository=i["repository"], digest=i["digest"],
-                    media_type=i["mediaType"], size=i["size"],
+                    media_type=i["mediaType"], size=i["size"], platform=i.get("platform"),
                     platforms=tuple(LockedPlatform(platform=p, digest=c["digest"], media_type=c["mediaType"],
                                                    size=c["size"]) for p, c in sorted((i.get("platforms") or {}).items())))
         for n, i in sorted(d["images"].items()))
-    lock = Lock(release=str(d.get("release", "")), images=images, file=str(path))
+    return Lock(release=str(d.get("release", "")), images=images, file=str(path))
+
+
+def read_lock(directory: Path, release: m.Release) -> Lock:
+    """Read DIR/release.lock.yaml and prove it is current for `release`.
+
+    Raises LockError (missing / stale) or ValidationError (malformed).
+    """
+    path = directory / LOCK_FILE
+    fix = f"run `releaser lock {directory}` to resolve every image to a digest"
+    if not path.exists():
+        raise LockError(f"{path}: no lock file; outputs are pinned from the lock only", fix=fix)
+    lock = load_lock_file(path)
     stale = stale_reasons(release, lock)
     if stale:
         raise LockError(f"{path} is stale:\n" + "\n".join(f"  - {s}" for s in stale),
@@ -189,6 +196,12 @@ def stale_reasons(release: m.Release, lock: Lock) -> list[str]:
         _, _, _, want_digest = split_reference(img.ref)
         if want_digest and want_digest != pin.digest and want_digest not in {p.digest for p in pin.platforms}:
             out.append(f"image {img.name!r}: release.yaml pins {want_digest}, the lock has {pin.digest}")
+        if img.platforms and not pin.is_index:
+            if len(img.platforms) > 1:
+                out.append(f"image {img.name!r}: {len(img.platforms)} platforms are asked for but the lock pins one "
+                           "manifest")
+            elif pin.platform and pin.platform != img.platforms[0]:
+                out.append(f"image {img.name!r}: {img.platforms[0]} is asked for but the lock pins {pin.platform}")
         if img.platforms and pin.is_index:
             have = {p.platform for p in pin.platforms}
             missing = sorted(set(img.platforms) - have)
@@ -209,8 +222,131 @@ def dump_lock(lock: Lock, *, header: str = "") -> str:
     for i in lock.images:
         entry: dict[str, Any] = {"source": i.source, "repository": i.repository, "digest": i.digest,
                                  "mediaType": i.media_type, "size": i.size}
+        if i.platform:
+            entry["platform"] = i.platform
         if i.platforms:
             entry["platforms"] = {p.platform: {"digest": p.digest, "mediaType": p.media_type, "size": p.size}
                                   for p in i.platforms}
         doc["images"][i.name] = entry
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+# ---------------------------------------------------------------- resolution
+
+LOCK_HEADER = ("# release.lock.yaml: written by `releaser lock`; do not edit by hand.\n"
+               "# Every output (compose, chart, bundle) takes its digests from here.\n")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resolution:
+    """What `releaser lock` did for one image."""
+
+    name: str
+    action: str  # kept | resolved | changed
+    pinned: str
+    previous: str | None = None
+
+
+def _platform_of(entry: dict[str, Any]) -> str:
+    p = entry.get("platform") or {}
+    text = f"{p.get('os', 'unknown')}/{p.get('architecture', 'unknown')}"
+    return f"{text}/{p['variant']}" if p.get("variant") else text
+
+
+def resolve_image(img: m.Image, registry: Any, *, platforms: tuple[str, ...] = (),
+                  previous: LockedImage | None = None) -> LockedImage:
+    """Resolve one image to a pin. `platforms` (from --platform or release.yaml) keeps a subset:
+    exactly one re-pins to that platform's manifest; none keeps the whole index."""
+    registry_host, path, tag, digest = split_reference(img.ref)
+    reference = digest or tag or "latest"
+    where = f"{img.ref} (images.{img.name})"
+    manifest = registry.get_manifest(path, reference)
+    repo = f"{registry_host}/{path}"
+    d = manifest.descriptor
+    if manifest.is_index:
+        children = {}
+        for entry in manifest.json().get("manifests", []):
+            plat = _platform_of(entry)
+            if plat == "unknown/unknown":  # attestations and other artifacts are not platforms
+                continue
+            children[plat] = LockedPlatform(platform=plat, digest=entry["digest"], media_type=entry["mediaType"],
+                                            size=int(entry["size"]))
+        missing = [p for p in platforms if p not in children]
+        if missing:
+            raise LockError(f"{where}: platform {', '.join(missing)} is not in the index "
+                            f"(it has {', '.join(sorted(children)) or 'none'})",
+                            fix="ask only for platforms the image provides, or build the missing one")
+        if len(platforms) == 1:
+            child = children[platforms[0]]
+            return LockedImage(name=img.name, source=img.ref, repository=repo, digest=child.digest,
+                               media_type=child.media_type, size=child.size, platform=child.platform)
+        if platforms and set(platforms) != set(children):
+            raise LockError(f"{where}: keeping {len(platforms)} of {len(children)} platforms cannot be pinned by "
+                            "one digest: the index names them all",
+                            fix="keep every platform (remove the platforms list) or exactly one")
+        kept = tuple(children[p] for p in sorted(children))
+        if previous is not None and previous.source == img.ref and previous.platforms:
+            dropped = sorted({p.platform for p in previous.platforms} - set(children))
+            if dropped:
+                raise LockError(f"{where}: the index no longer provides {', '.join(dropped)}, which the lock had",
+                                fix=f"list the platforms you want under images.{img.name}.platforms to drop "
+                                    "the others on purpose, or fix the image")
+        return LockedImage(name=img.name, source=img.ref, repository=repo, digest=d.digest, media_type=d.media_type,
+                           size=d.size, platforms=kept)
+    # a single manifest: learn its platform from the config
+    cfg_desc = manifest.json().get("config", {})
+    plat = None
+    if cfg_desc.get("digest"):
+        cfg = json.loads(b"".join(registry.iter_blob(path, cfg_desc["digest"])))
+        plat = f"{cfg.get('os', 'unknown')}/{cfg.get('architecture', 'unknown')}"
+        if cfg.get("variant"):
+            plat += f"/{cfg['variant']}"
+    if previous is not None and previous.source == img.ref and previous.platforms and not platforms:
+        raise LockError(f"{where}: now a single {plat} image; the lock had "
+                        f"{', '.join(p.platform for p in previous.platforms)}",
+                        fix=f"set images.{img.name}.platforms: [{plat}] to drop the others on purpose, or fix the tag")
+    wanted = [p for p in platforms if p != plat]
+    if platforms and (len(platforms) > 1 or wanted):
+        raise LockError(f"{where}: is a single {plat} image; asked for {', '.join(platforms)}",
+                        fix="drop the platforms list for this image, or point it at a multi-platform index")
+    return LockedImage(name=img.name, source=img.ref, repository=repo, digest=d.digest, media_type=d.media_type,
+                       size=d.size, platform=plat)
+
+
+def resolve_lock(release: m.Release, previous: Lock | None, registry_for: Any, *, platforms: tuple[str, ...] = (),
+                 refresh: bool = False) -> tuple[Lock, list[Resolution]]:
+    """Resolve every image of `release`. Entries of `previous` that are still current are kept
+    without touching a registry unless `refresh`."""
+    old = {i.name: i for i in previous.images} if previous else {}
+    images: list[LockedImage] = []
+    report: list[Resolution] = []
+    for img in release.images:
+        want = platforms or img.platforms
+        prev = old.get(img.name)
+        single = _narrowed(release, img)
+        if prev and not refresh and not platforms and not stale_reasons(single, Lock(
+                release=release.name, images=(prev,), file="")):
+            images.append(prev)
+            report.append(Resolution(name=img.name, action="kept", pinned=prev.pinned))
+            continue
+        registry_host = split_reference(img.ref)[0]
+        pin = resolve_image(img, registry_for(registry_host), platforms=tuple(want), previous=prev)
+        action = "resolved" if prev is None else ("kept" if prev.digest == pin.digest else "changed")
+        images.append(pin)
+        report.append(Resolution(name=img.name, action=action, pinned=pin.pinned,
+                                 previous=prev.pinned if prev and prev.digest != pin.digest else None))
+    return Lock(release=release.name, images=tuple(sorted(images, key=lambda i: i.name)), file=""), report
+
+
+def _narrowed(release: m.Release, img: m.Image) -> m.Release:
+    """`release` narrowed to one image, to ask whether that image's pin is current."""
+    return replace(release, images=(img,))
+
+
+def write_lock(directory: Path, lock: Lock) -> Path:
+    """Atomically write DIR/release.lock.yaml."""
+    path = directory / LOCK_FILE
+    tmp = path.with_name(f".{LOCK_FILE}.tmp")
+    tmp.write_text(dump_lock(lock, header=LOCK_HEADER), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -19,6 +19,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from urllib.parse import urljoin
 import requests
 from oras.auth.utils import parse_auth_header
 
-from .errors import ReleaserError
+from .errors import EXIT_AUTH, EXIT_REGISTRY, ReleaserError
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
@@ -41,9 +42,13 @@ MONOLITHIC_LIMIT = 16 << 20  # blobs up to this size go in one PUT; larger ones 
 class RegistryError(ReleaserError):
     """A registry answered with an error, or could not be reached."""
 
+    exit_code = EXIT_REGISTRY
+
 
 class AuthError(RegistryError):
     """Credentials are missing or refused; retrying cannot help."""
+
+    exit_code = EXIT_AUTH
 
 
 class DigestMismatch(RegistryError):
@@ -144,7 +149,12 @@ class Registry:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = "releaser"
-        self.session.verify = False if insecure else (ca_file or True)
+        # Passed on every call: requests lets $REQUESTS_CA_BUNDLE override a session-level setting.
+        self.verify: bool | str = False if insecure else (ca_file or True)
+        if insecure:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self._insecure = insecure
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._basic = False
@@ -158,7 +168,9 @@ class Registry:
     def _probe_plain_http(self) -> bool:
         """Loopback registries may speak plain HTTP: use it only when HTTPS does not answer."""
         try:
-            self.session.get(f"https://{self.host}/v2/", timeout=5, verify=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # only asking whether TLS answers at all
+                self.session.get(f"https://{self.host}/v2/", timeout=5, verify=False)
             return False
         except requests.exceptions.SSLError:
             return True
@@ -202,7 +214,7 @@ class Registry:
         params = {"service": h.service or "", "scope": scope}
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
         try:
-            resp = self.session.get(h.realm, params=params, auth=auth, timeout=self.timeout)
+            resp = self.session.get(h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as exc:
             raise RegistryError(f"token service {h.realm} for {self.host} is unreachable: {exc}",
                                 fix="check the registry's auth configuration and your network") from exc
@@ -231,7 +243,7 @@ class Registry:
             hdrs = {**(headers or {}), **self._auth_header(scope)}
             try:
                 resp = self.session.request(method, url, data=data, headers=hdrs, stream=stream, params=params,
-                                            timeout=self.timeout, allow_redirects=True)
+                                            timeout=self.timeout, allow_redirects=True, verify=self.verify)
             except requests.exceptions.SSLError as exc:
                 raise RegistryError(f"TLS with {self.host} failed: {exc}",
                                     fix="pass --ca-file with the registry's CA, or --insecure to skip "
@@ -253,7 +265,10 @@ class Registry:
                 continue
             if resp.status_code in (401, 403):
                 resp.close()
-                raise AuthError(f"{self.host} denied {method} on {repo} ({resp.status_code})", fix=self.login_hint())
+                who = f"the credentials of {self.credentials.username!r}" if self.credentials else "anonymous access"
+                what = "push to" if push else "pull from"
+                raise AuthError(f"{self.host} refused {who} to {what} {repo} ({resp.status_code})",
+                                fix=self.login_hint())
             if resp.status_code in TRANSIENT_STATUS and attempt < self.retries and retry_body:
                 retry_after = resp.headers.get("Retry-After")
                 resp.close()

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def self_signed(directory: Path, names: list[str]) -> tuple[Path, Path]:
             sans.append(x509.IPAddress(ipaddress.ip_address(n)))
         except ValueError:
             sans.append(x509.DNSName(n))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=2))
@@ -75,7 +76,7 @@ class TokenServer:
         self.service = service
         self.issuer = "releaser-test-issuer"
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "releaser test token signer")])
         self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
@@ -92,7 +93,7 @@ class TokenServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            def do_GET(self) -> None:
                 auth = self.headers.get("Authorization", "")
                 expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
                 if auth != expected:
@@ -142,6 +143,7 @@ class RegistryServer:
 
     def __init__(self, directory: Path, *, tls: bool = False, auth: str | None = None) -> None:
         self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.storage = directory / "storage"
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -182,7 +184,9 @@ class RegistryServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                requests.get(f"{self.url}/v2/", timeout=1, verify=False)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    requests.get(f"{self.url}/v2/", timeout=1, verify=False)
                 return self
             except requests.RequestException:
                 if self.proc.poll() is not None:

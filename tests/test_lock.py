@@ -1,0 +1,217 @@
+"""`releaser lock` against real registries (docker-registry 2.8), checked with skopeo.
+
+Plain HTTP on loopback, self-signed TLS, htpasswd basic auth and bearer tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from releaser.cli import app
+
+from .conftest import missing_component
+from .support import images
+from .support.registry import PASSWORD, USER, RegistryServer
+
+runner = CliRunner()
+CREDS = f"{USER}:{PASSWORD}"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), catch_exceptions=False, env=env)
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tools() -> None:
+    gone = images.have_tools()
+    if gone:
+        missing_component(", ".join(gone))
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("layout")
+    # layout tags are unique; they are pushed under the repository's own tag
+    images.build(root, "gobmp", "gobmp-v1", platforms=("amd64", "arm64"))
+    images.build(root, "nats", "nats-v1")
+    images.build(root, "gobmp", "gobmp-amd64-only", platforms=("amd64",))
+    return root
+
+
+def serve(tmp_path: Path, **kw: object) -> Iterator[RegistryServer]:
+    server = RegistryServer(tmp_path / "registry", **kw).start()  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def registry(tmp_path: Path) -> Iterator[RegistryServer]:
+    yield from serve(tmp_path)
+
+
+def release_dir(tmp_path: Path, host: str, *, platforms: list[str] | None = None) -> Path:
+    d = tmp_path / "rel"
+    d.mkdir(exist_ok=True)
+    gobmp: dict[str, object] = {"ref": f"{host}/bmp/gobmp:v1"}
+    if platforms:
+        gobmp["platforms"] = platforms
+    doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release",
+           "metadata": {"name": "locked", "version": "1.0.0"},
+           "images": {"gobmp": gobmp, "nats": {"ref": f"{host}/library/nats:v1"}},
+           "services": {"collector": {"image": "gobmp", "ports": [{"name": "bmp", "port": 11019}]},
+                        "bus": {"image": "nats", "ports": [{"name": "client", "port": 4222}]}}}
+    (d / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return d
+
+
+def push_all(layout: Path, host: str, creds: str | None = None) -> None:
+    images.push(layout, "gobmp-v1", f"{host}/bmp/gobmp:v1", creds=creds)
+    images.push(layout, "nats-v1", f"{host}/library/nats:v1", creds=creds)
+
+
+def test_lock_pins_index_and_children_as_skopeo_sees_them(registry: RegistryServer, layout: Path,
+                                                          tmp_path: Path, helm3: str) -> None:
+    push_all(layout, registry.host)
+    d = release_dir(tmp_path, registry.host)
+    code, out = cli("lock", str(d))
+    assert code == 0, out
+    lock = yaml.safe_load((d / "release.lock.yaml").read_text())
+    g = lock["images"]["gobmp"]
+    assert g["digest"] == images.skopeo_digest(f"{registry.host}/bmp/gobmp:v1")
+    assert g["mediaType"] == images.OCI_INDEX
+    assert sorted(g["platforms"]) == ["linux/amd64", "linux/arm64"]
+    index = json.loads((layout / "blobs/sha256" / g["digest"].split(":")[1]).read_bytes())
+    assert {m["digest"] for m in index["manifests"]} == {p["digest"] for p in g["platforms"].values()}
+    assert lock["images"]["nats"]["platform"] == "linux/amd64"
+    first = (d / "release.lock.yaml").read_bytes()
+    # current pins are kept without a registry: stop it and lock again
+    registry.stop()
+    code, out = cli("lock", str(d), "--json")
+    assert code == 0, out
+    assert {i["action"] for i in json.loads(out)["result"]["images"]} == {"kept"}
+    assert (d / "release.lock.yaml").read_bytes() == first
+    # and render pins what the lock says
+    out_dir = tmp_path / "out"
+    assert cli("render", str(d), "--out", str(out_dir))[0] == 0
+    compose = (out_dir / "compose/locked/compose.yaml").read_text()
+    assert f"{registry.host}/bmp/gobmp@{g['digest']}" in compose
+
+
+def test_one_platform_repins_to_its_manifest_everywhere(registry: RegistryServer, layout: Path,
+                                                        tmp_path: Path) -> None:
+    push_all(layout, registry.host)
+    d = release_dir(tmp_path, registry.host)
+    code, out = cli("lock", str(d), "--platform", "linux/arm64")
+    assert code == 3 and "images.nats): is a single linux/amd64 image; asked for linux/arm64" in out
+    code, out = cli("lock", str(d), "--platform", "linux/amd64")
+    assert code == 0, out
+    g = yaml.safe_load((d / "release.lock.yaml").read_text())["images"]["gobmp"]
+    index = json.loads((layout / "blobs/sha256" / images.skopeo_digest(
+        f"{registry.host}/bmp/gobmp:v1").split(":")[1]).read_bytes())
+    arm = next(m for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
+    assert (g["digest"], g["platform"], "platforms" in g) == (arm["digest"], "linux/amd64", False)
+    out_dir = tmp_path / "out"
+    assert cli("render", str(d), "--out", str(out_dir))[0] == 0
+    assert f"gobmp@{arm['digest']}" in (out_dir / "compose/locked/compose.yaml").read_text()
+    assert arm["digest"] in (out_dir / "charts/locked/values.yaml").read_text()
+
+
+def test_missing_platform_is_named(registry: RegistryServer, layout: Path, tmp_path: Path) -> None:
+    push_all(layout, registry.host)
+    d = release_dir(tmp_path, registry.host, platforms=["linux/s390x"])
+    code, out = cli("lock", str(d))
+    assert code == 3
+    assert "platform linux/s390x is not in the index (it has linux/amd64, linux/arm64)" in out
+
+
+def test_a_moved_tag_fails_check_and_refresh_follows_it(registry: RegistryServer, layout: Path,
+                                                        tmp_path: Path) -> None:
+    push_all(layout, registry.host)
+    d = release_dir(tmp_path, registry.host)
+    assert cli("lock", str(d))[0] == 0
+    assert cli("lock", str(d), "--check")[0] == 0
+    moved = tmp_path / "moved"
+    images.build(moved, "nats", "v1", extra={"etc/moved": b"new content\n"})
+    images.push(moved, "v1", f"{registry.host}/library/nats:v1")
+    code, out = cli("lock", str(d), "--check")
+    assert code == 3 and "image 'nats': the lock pins" in out and "now serves" in out
+    code, out = cli("lock", str(d), "--refresh")
+    assert code == 0 and "changed  nats" in out
+    assert yaml.safe_load((d / "release.lock.yaml").read_text())["images"]["nats"]["digest"] == \
+        images.skopeo_digest(f"{registry.host}/library/nats:v1")
+
+
+def test_a_platform_disappearing_is_refused(registry: RegistryServer, layout: Path, tmp_path: Path) -> None:
+    push_all(layout, registry.host)
+    d = release_dir(tmp_path, registry.host)
+    assert cli("lock", str(d))[0] == 0
+    before = (d / "release.lock.yaml").read_bytes()
+    images.push(layout, "gobmp-amd64-only", f"{registry.host}/bmp/gobmp:v1")  # the tag now has amd64 only
+    code, out = cli("lock", str(d), "--refresh")
+    assert code == 3 and "linux/arm64" in out and "drop the others on purpose" in out
+    assert (d / "release.lock.yaml").read_bytes() == before
+
+
+def test_tls_needs_the_ca_or_insecure(tmp_path: Path, layout: Path) -> None:
+    for server in serve(tmp_path, tls=True):
+        push_all(layout, server.host)
+        d = release_dir(tmp_path, server.host)
+        code, out = cli("lock", str(d), "--refresh")
+        assert code == 6 and "TLS with" in out and "--ca-file" in out
+        code, out = cli("lock", str(d), "--refresh", "--ca-file", str(server.ca))
+        assert code == 0, out
+        code, out = cli("lock", str(d), "--refresh", "--insecure")
+        assert code == 0, out
+
+
+def test_basic_auth(tmp_path: Path, layout: Path) -> None:
+    for server in serve(tmp_path, auth="htpasswd"):
+        push_all(layout, server.host, CREDS)
+        d = release_dir(tmp_path, server.host)
+        started = time.monotonic()
+        code, out = cli("lock", str(d))
+        assert code == 7, out
+        assert f"{server.host} requires a login" in out and f"docker login {server.host}" in out
+        code, out = cli("lock", str(d), "--creds", f"{USER}:wrong")
+        assert code == 7 and "refused" in out
+        assert time.monotonic() - started < 5  # auth errors are not retried
+        assert "wrong" not in out
+        code, out = cli("lock", str(d), "--creds", CREDS)
+        assert code == 0, out
+        assert PASSWORD not in out
+
+
+def test_bearer_token_auth_and_docker_config(tmp_path: Path, layout: Path) -> None:
+    for server in serve(tmp_path, auth="token"):
+        push_all(layout, server.host, CREDS)
+        d = release_dir(tmp_path, server.host)
+        code, out = cli("lock", str(d))
+        assert code == 7 and "token service refused anonymous access" in out
+        cfg = tmp_path / "docker"
+        cfg.mkdir()
+        import base64
+
+        auth = base64.b64encode(CREDS.encode()).decode()
+        (cfg / "config.json").write_text(json.dumps({"auths": {server.host: {"auth": auth}}}))
+        code, out = cli("lock", str(d), env={"DOCKER_CONFIG": str(cfg)})
+        assert code == 0, out
+        assert server.token is not None
+        assert "repository:bmp/gobmp:pull" in server.token.requests
+
+
+def test_unreachable_registry_is_named(tmp_path: Path) -> None:
+    d = release_dir(tmp_path, "127.0.0.1:9")  # discard port: nothing listens
+    code, out = cli("lock", str(d))
+    assert code == 6 and "127.0.0.1:9 is unreachable" in out
+
+
