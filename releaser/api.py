@@ -184,7 +184,7 @@ def init_release(directory: Path, *, force: bool = False) -> InitResult:
     return InitResult(path=str(target), next_steps=(
         f"edit {target}",
         f"releaser validate {directory}",
-        f"write {directory / LOCK_FILE} (format: docs/lock-format.md) pinning every image to a digest",
+        f"releaser lock {directory}   # resolves every image to a digest",
         f"releaser render {directory}"))
 
 
