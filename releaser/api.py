@@ -341,3 +341,182 @@ def check_release(directory: Path, *, out: Path, helm: str | None = None) -> Che
         raise CheckError(mismatches, exit_code=EXIT_CHECK if digest_problem else EXIT_STALE,
                          fix=f"run `releaser render {directory}` and commit the result; never edit digests by hand")
     return CheckResult(release=plan.name, images=tuple(sorted(expected)), sources=sources)
+
+
+# ------------------------------------------------------------------ bundles
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeygenResult:
+    private_key: str
+    public_key: str
+    fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"privateKey": self.private_key, "publicKey": self.public_key, "fingerprint": self.fingerprint}
+
+
+def keygen(out: Path, *, passphrase_file: Path | None = None, force: bool = False) -> KeygenResult:
+    """An ECDSA P-256 key pair: encrypted PKCS#8 private key, SubjectPublicKeyInfo PEM public key."""
+    from .bundle.sign import generate_keypair, passphrase
+
+    kp = generate_keypair(out, passphrase(passphrase_file), force=force)
+    return KeygenResult(private_key=kp.private_key, public_key=kp.public_key, fingerprint=kp.fingerprint)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleResult:
+    path: str
+    sha256: str
+    size: int
+    images: tuple[str, ...]
+    blobs: int
+    bytes_in: int
+    fetched: int
+    signer: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size, "images": list(self.images),
+                "blobs": self.blobs, "bytesIn": self.bytes_in, "fetched": self.fetched, "signer": self.signer}
+
+
+def source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds",
+                         fix="unset it, or set it to e.g. $(git log -1 --format=%ct)")
+    return int(value)
+
+
+def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passphrase_file: Path | None = None,
+                   level: int = 3, threads: int = -1, cache_dir: Path | None = None, use_cache: bool = True,
+                   registries: RegistryOptions | None = None,
+                   progress: Any = None) -> BundleResult:
+    """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed."""
+    import hashlib as _hashlib
+
+    from .bundle.cache import BlobCache, default_cache_dir
+    from .bundle.sign import fingerprint, load_private_key, passphrase, sign
+    from .bundle.write import assemble, checksums_and_metadata, write_archive
+    from .lock import dump_lock, split_reference
+
+    if not 1 <= level <= 19:
+        raise UsageError(f"--zstd-level {level} is out of range", fix="use 1 (fastest) to 19 (smallest); default 3")
+    directory = _release_dir(directory)
+    plan, _ = load_plan(directory)
+    release, _ = load_release(directory)
+    lock = read_lock(directory, release)
+    private = load_private_key(key, passphrase(passphrase_file))
+    from cryptography.hazmat.primitives import serialization
+
+    pub_pem = private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+    mtime = source_date_epoch()
+    factory = (registries or RegistryOptions()).factory()
+    bp = assemble(plan, lock, directory, factory, mtime=mtime)
+    lock_doc = yaml.safe_load(dump_lock(lock))
+    entries, checksums, metadata = checksums_and_metadata(plan, lock_doc, bp, mtime=mtime,
+                                                          signer_fingerprint=fingerprint(pub_pem))
+    signature = sign(private, metadata)
+    repo_hosts = {}
+    for img in lock.images:
+        registry_host, path, _, _ = split_reference(img.repository)
+        repo_hosts[path] = registry_host
+    target = out or Path("bundles") / f"{plan.name}-{plan.version}.tar.zst"
+    cache = BlobCache(cache_dir or default_cache_dir()) if use_cache else None
+    stats = write_archive(target, bp, entries, checksums=checksums, metadata=metadata, signature=signature,
+                          registry_for=factory, repo_hosts=repo_hosts, cache=cache, level=level, threads=threads,
+                          mtime=mtime, progress=progress)
+    h = _hashlib.sha256()
+    with target.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return BundleResult(path=str(target), sha256=h.hexdigest(), size=stats.size,
+                        images=tuple(i["source"] for i in bp.images), blobs=stats.blobs, bytes_in=stats.bytes_in,
+                        fetched=stats.fetched, signer=fingerprint(pub_pem))
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyResult:
+    path: str
+    release: str
+    version: str
+    files: int
+    bytes: int
+    images: tuple[str, ...]
+    signer: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "release": self.release, "version": self.version, "files": self.files,
+                "bytes": self.bytes, "images": list(self.images), "signer": self.signer, "problems": []}
+
+
+def verify_bundle_file(path: Path, *, key: Path) -> VerifyResult:
+    """Verify signature, checksums, every file and every blob; raise listing every problem."""
+    from .bundle.verify import verify_bundle
+
+    v = verify_bundle(path, key)
+    rel = v.metadata.get("release", {})
+    return VerifyResult(path=str(path), release=rel.get("name", ""), version=rel.get("version", ""), files=v.files,
+                        bytes=v.bytes, images=tuple(f"{i['repository']}@{i['digest']}" for i in v.metadata["images"]),
+                        signer=v.signer)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AirgapResult:
+    target: str
+    release: str
+    version: str
+    images: tuple[str, ...]
+    chart: str
+    values_file: str
+    compose_override: str
+    helm_install: str
+    stats: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "release": self.release, "version": self.version, "images": list(self.images),
+                "chart": self.chart, "valuesFile": self.values_file, "composeOverride": self.compose_override,
+                "helmInstall": self.helm_install, "stats": self.stats}
+
+
+def airgap_load(path: Path, *, to: str, key: Path, out: Path = Path("."), registries: RegistryOptions | None = None,
+                concurrency: int = 8, state_dir: Path | None = None, progress: Any = None) -> AirgapResult:
+    """Verify the bundle, then load it into the registry `to` (HOST[:PORT][/PREFIX])."""
+    from dataclasses import asdict
+
+    from .bundle.cache import default_cache_dir
+    from .bundle.load import Target, airgap_values, compose_override, push_bundle
+    from .bundle.verify import verify_bundle
+    from .lock import split_reference
+
+    target = Target.parse(to)
+    v = verify_bundle(path, key)  # raises before anything touches the registry
+    opts = registries or RegistryOptions()
+    registry = opts.factory()(target.host)
+    stats = push_bundle(path, v, target, registry, state_dir=state_dir or default_cache_dir() / "uploads",
+                        concurrency=concurrency, progress=progress)
+    name, version = v.metadata["release"]["name"], v.metadata["release"]["version"]
+    out.mkdir(parents=True, exist_ok=True)
+    values_path = out / "values-airgap.yaml"
+    _atomic_write(values_path, airgap_values(v, target))
+    compose_key = f"compose/{name}/compose.yaml"
+    override_path = out / "compose.airgap.yaml"
+    if compose_key in v.small_files:
+        _atomic_write(override_path, compose_override(v, target, v.small_files[compose_key]))
+    images = []
+    for i in v.metadata["images"]:
+        _, p, _, _ = split_reference(i["repository"])
+        images.append(f"{target.host}/{target.repo(p)}@{i['digest']}")
+    chart_ref = f"oci://{target.host}/{target.repo('charts')}/{name}"
+    plain = " --plain-http" if registry.base.startswith("http://") else ""
+    helm = f"helm install {name} {chart_ref} --version {version} -f {values_path}{plain}"
+    return AirgapResult(target=target.registry_value, release=name, version=version, images=tuple(images),
+                        chart=f"{chart_ref}:{version}", values_file=str(values_path),
+                        compose_override=str(override_path), helm_install=helm, stats=asdict(stats))
+
+
+def _atomic_write(path: Path, content: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(content)
+    tmp.replace(path)

@@ -179,6 +179,140 @@ def check(directory: DirArg, out: OutOpt = Path("."),
     _emit("check", as_json, lambda: api.check_release(directory, out=out, helm=helm), text)
 
 
+class _Progress:
+    """Bytes confirmed, on stderr, only when it is a terminal (and never with --json)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                TransferSpeedColumn(), console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+    def __call__(self, *args: Any) -> None:
+        if self.bar is None:
+            return
+        name, n = (args[0] or "chart", args[1]) if len(args) == 2 else (self.label, args[0])
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(name, total=None)
+        self.bar.advance(self.tasks[name], n)
+
+
+KeyOpt = Annotated[Path, typer.Option("--key", help="Signing key (releaser.key) or, to verify, the publisher's "
+                                                    "public key (releaser.pub).", show_default=False)]
+PassFileOpt = Annotated[Path | None, typer.Option(
+    "--passphrase-file", help="File whose first line is the key passphrase (else $RELEASER_KEY_PASSPHRASE). "
+                              "Never pass the passphrase itself on the command line.")]
+
+
+@app.command()
+def keygen(out: Annotated[Path, typer.Option("--out", help="Directory for releaser.key and releaser.pub.")]
+           = Path("keys"),
+           passphrase_file: PassFileOpt = None,
+           force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Make an ECDSA P-256 signing key pair for bundles.
+
+    The private key (releaser.key, mode 0600) is PKCS#8 encrypted with the passphrase
+    from $RELEASER_KEY_PASSPHRASE or --passphrase-file; releaser.pub is the
+    SubjectPublicKeyInfo PEM you give to whoever verifies your bundles.
+
+    Example:  RELEASER_KEY_PASSPHRASE=... releaser keygen --out keys/
+    """
+    _emit("keygen", as_json, lambda: api.keygen(out, passphrase_file=passphrase_file, force=force),
+          lambda r: f"ok: wrote {r.private_key} (keep it secret) and {r.public_key} (publish it)\n"
+                    f"  fingerprint: {r.fingerprint}")
+
+
+@app.command()
+def bundle(directory: DirArg, key: KeyOpt, passphrase_file: PassFileOpt = None,
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="Bundle path (default "
+                                                    "bundles/<name>-<version>.tar.zst).")] = None,
+           zstd_level: Annotated[int, typer.Option("--zstd-level", help="1 (fast) to 19 (small).")] = 3,
+           threads: Annotated[int, typer.Option("--threads", help="zstd worker threads (-1: one per core).")] = -1,
+           no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use or fill the local blob cache "
+                                                  "($RELEASER_CACHE, else ~/.cache/releaser).")] = False,
+           insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
+           creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
+    """Write a signed airgap bundle: every locked image as ONE OCI image layout, the chart
+    (package and OCI artifact), the compose files, release.yaml and the lock.
+
+    Blobs stream from the registry (or the local cache) through hashing into the
+    archive; layers are never recompressed. Identical inputs (and SOURCE_DATE_EPOCH)
+    give a byte-identical bundle.
+
+    Example:  releaser bundle my-release/ --key keys/releaser.key
+    """
+    opts = api.RegistryOptions(insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds)
+    with _Progress("bundle", not as_json) as prog:
+        _emit("bundle", as_json, lambda: api.bundle_release(
+            directory, key=key, out=out, passphrase_file=passphrase_file, level=zstd_level, threads=threads,
+            use_cache=not no_cache, registries=opts, progress=prog),
+            lambda r: f"ok: wrote {r.path} ({r.size:,} bytes, {r.blobs} blobs, {len(r.images)} images; "
+                      f"{r.fetched:,} bytes fetched, the rest from the cache)\n  sha256: {r.sha256}\n"
+                      f"  signer: {r.signer}")
+
+
+@app.command()
+def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, else the bundle to load.",
+                                               show_default=False)],
+           bundle_path: Annotated[Path | None, typer.Argument(help="The bundle (after 'verify').",
+                                                              show_default=False)] = None,
+           key: KeyOpt = Path("releaser.pub"),
+           to: Annotated[str | None, typer.Option("--to", help="Target registry HOST[:PORT][/PREFIX].")] = None,
+           out: Annotated[Path, typer.Option("--out", "-o", help="Where values-airgap.yaml and "
+                                             "compose.airgap.yaml are written.")] = Path("."),
+           concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests.")] = 8,
+           insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
+           creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
+    """Verify a bundle, or verify it and load it into a private registry.
+
+    Verification: signature (against YOUR copy of the publisher's public key) ->
+    aggregate checksum -> every listed file -> no unlisted file -> safe member names
+    -> every blob's digest. Every problem is listed; on any, nothing is pushed.
+    Loading pushes only what the registry lacks, then manifests by digest, then
+    tags, then the chart; a re-run after an interruption finishes the job.
+
+    Example:  releaser airgap verify bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
+    Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub
+    """
+    if what == "verify":
+        if bundle_path is None:
+            typer.echo("error: `releaser airgap verify` needs the bundle path", err=True)
+            raise typer.Exit(2)
+        _emit("airgap verify", as_json, lambda: api.verify_bundle_file(bundle_path, key=key),
+              lambda r: f"ok: {r.path} verified: {r.release} {r.version}, {r.files} files, {r.bytes:,} bytes, "
+                        f"signed by {r.signer}\n" + "\n".join(f"  {i}" for i in r.images))
+        return
+    if bundle_path is not None or to is None:
+        typer.echo("error: usage: releaser airgap BUNDLE --to HOST[:PORT][/PREFIX] --key releaser.pub\n"
+                   "       releaser airgap verify BUNDLE --key releaser.pub", err=True)
+        raise typer.Exit(2)
+    opts = api.RegistryOptions(insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds)
+    with _Progress("load", not as_json) as prog:
+        _emit("airgap", as_json, lambda: api.airgap_load(Path(what), to=to, key=key, out=out, registries=opts,
+                                                          concurrency=concurrency, progress=prog),
+              lambda r: "\n".join([
+                  f"ok: loaded {r.release} {r.version} into {r.target}: {r.stats['blobs_pushed']} blobs pushed "
+                  f"({r.stats['bytes_pushed']:,} bytes), {r.stats['blobs_skipped']} already there, "
+                  f"{r.stats['blobs_mounted']} mounted, {r.stats['manifests_pushed']} manifests",
+                  *(f"  {i}" for i in r.images), f"  chart: {r.chart}",
+                  f"  wrote {r.values_file} and {r.compose_override}", "", f"  {r.helm_install}"]))
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"releaser {__version__}")

@@ -297,3 +297,30 @@ def values_schema(plan: Plan) -> dict[str, Any]:
                          "properties": {s.name: service for s in plan.services}},
         },
     }
+
+
+def package_chart(plan: Plan, files: dict[str, bytes], *, mtime: int = 0) -> bytes:
+    """The chart as a deterministic `<name>-<version>.tgz` (what `helm package` makes, byte-stable:
+    sorted entries, fixed mtime, uid/gid 0, gzip header without a timestamp)."""
+    import gzip
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in sorted(files):
+            info = tarfile.TarInfo(f"{plan.name}/{rel}")
+            info.size, info.mtime, info.mode = len(files[rel]), mtime, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(files[rel]))
+    out = io.BytesIO()
+    with gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def chart_config(plan: Plan, files: dict[str, bytes]) -> bytes:
+    """Chart.yaml as the JSON config blob of a Helm OCI artifact."""
+    meta = yaml.safe_load(files["Chart.yaml"])
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()

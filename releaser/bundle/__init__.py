@@ -1,0 +1,1 @@
+"""The airgap bundle: archive, signing, verification and loading into a registry."""

@@ -1,0 +1,235 @@
+"""Load a verified bundle into a registry, digests preserved exactly.
+
+Order: verify everything (nothing is pushed on any problem) -> ask the target
+which blobs and manifests it already has (concurrently) -> one streaming pass
+over the archive pushing only missing blobs (a blob several repositories share
+is sent once and mounted into the others) -> manifests by digest, children
+before indexes -> tags -> the chart as an OCI artifact. A re-run after an
+interruption transfers only what is missing and resumes a half-sent blob from
+the registry's upload status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UsageError
+from ..lock import INDEX_TYPES, split_reference
+from ..registry import Registry
+from .archive import iter_members
+from .verify import Verified
+from .write import IMAGE_NAME, REF_NAME
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    host: str
+    prefix: str  # "" or "some/path"
+
+    @classmethod
+    def parse(cls, value: str) -> Target:
+        value = value.strip().removeprefix("docker://").rstrip("/")
+        if "://" in value or not value or value.startswith("/"):
+            raise UsageError(f"--to {value!r} is not HOST[:PORT][/PREFIX]", fix="e.g. --to registry.local:5000/airgap")
+        host, _, prefix = value.partition("/")
+        return cls(host=host, prefix=prefix)
+
+    def repo(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    @property
+    def registry_value(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+@dataclass
+class LoadStats:
+    blobs_pushed: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+    bytes_pushed: int = 0
+    bytes_skipped: int = 0
+    manifests_pushed: int = 0
+    manifests_skipped: int = 0
+    tags: list[str] = field(default_factory=list)
+    resumed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Item:
+    digest: str
+    media_type: str
+    size: int
+    repo: str
+    kind: str  # blob | manifest | index
+
+
+def _walk(v: Verified, digest: str, repo: str, out: list[_Item], media_type: str, size: int) -> None:
+    content = v.small_json.get(digest)
+    doc = json.loads(content) if content else {}
+    kind = "index" if media_type in INDEX_TYPES else "manifest"
+    if kind == "index":
+        for child in doc.get("manifests", []):
+            _walk(v, child["digest"], repo, out, child["mediaType"], int(child["size"]))
+    else:
+        for d in [doc.get("config"), *doc.get("layers", [])]:
+            if d:
+                out.append(_Item(digest=d["digest"], media_type=d["mediaType"], size=int(d["size"]), repo=repo,
+                                 kind="blob"))
+    out.append(_Item(digest=digest, media_type=media_type, size=size, repo=repo, kind=kind))
+
+
+def plan_load(v: Verified, target: Target) -> tuple[list[_Item], list[tuple[str, str, str]]]:
+    """(items to exist in the target, tags [(repo, tag, digest)])."""
+    items: list[_Item] = []
+    tags: list[tuple[str, str, str]] = []
+    images = {i["name"]: i for i in v.metadata.get("images", [])}
+    chart_name = v.metadata.get("release", {}).get("name", "chart")
+    for entry in v.index.get("manifests", []):
+        ann = entry.get("annotations", {})
+        name = ann.get(IMAGE_NAME, "")
+        if name == "chart":
+            repo = target.repo(f"charts/{chart_name}")
+            ref = ann.get(REF_NAME, "")
+            tag = ref.rsplit(":", 1)[1] if ":" in ref else None
+        else:
+            src = images.get(name)
+            if src is None:
+                continue
+            _, path, _, _ = split_reference(src["repository"])
+            repo = target.repo(path)
+            _, _, tag, _ = split_reference(ann.get(REF_NAME, ""))
+        _walk(v, entry["digest"], repo, items, entry["mediaType"], int(entry["size"]))
+        if tag:
+            tags.append((repo, tag, entry["digest"]))
+    return items, tags
+
+
+def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, state_dir: Path,
+                concurrency: int = 8, progress: Callable[[int], None] | None = None) -> LoadStats:
+    """Push a bundle that `verify_bundle` accepted (`v`)."""
+    stats = LoadStats()
+    items, tags = plan_load(v, target)
+    blobs = [i for i in items if i.kind == "blob"]
+    manifests = [i for i in items if i.kind != "blob"]
+    pairs = sorted({(b.repo, b.digest) for b in blobs})
+    with ThreadPoolExecutor(concurrency) as pool:
+        have = dict(zip(pairs, pool.map(lambda p: registry.blob_exists(*p), pairs), strict=True))
+    need: dict[str, list[str]] = {}  # digest -> repos lacking it
+    sizes = {b.digest: b.size for b in blobs}
+    for (repo, digest), present in have.items():
+        if present:
+            stats.blobs_skipped += 1
+            stats.bytes_skipped += sizes[digest]
+            if progress:
+                progress(sizes[digest])
+        else:
+            need.setdefault(digest, []).append(repo)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # one streaming pass: push each needed blob once, mount it into the other repositories
+    remaining = dict(need)
+    pending_mounts: list[tuple[str, str, str]] = []
+    if remaining:
+        for member, reader in iter_members(path):
+            if not member.name.startswith("blobs/sha256/") or reader is None:
+                continue
+            digest = "sha256:" + member.name.rsplit("/", 1)[1]
+            repos = remaining.pop(digest, None)
+            if not repos:
+                continue
+            first, rest = repos[0], repos[1:]
+            state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
+            opened = iter([reader])
+            result = registry.push_blob(first, digest, member.size, lambda o=opened: _NoClose(next(o)),
+                                        progress=progress, state_file=state)
+            if result == "exists":
+                stats.blobs_skipped += 1
+            else:
+                stats.blobs_pushed += 1
+                stats.bytes_pushed += member.size
+                stats.resumed += result == "resumed"
+            pending_mounts += [(repo, digest, first) for repo in rest]
+            if not remaining:
+                break
+    for repo, digest, source in pending_mounts:
+        if registry.mount_blob(repo, digest, source):
+            stats.blobs_mounted += 1
+        else:  # the registry would not mount: send the bytes again
+            for member, reader in iter_members(path):
+                if member.name == f"blobs/sha256/{digest.split(':')[1]}" and reader is not None:
+                    registry.push_blob(repo, digest, member.size, lambda r=reader: _NoClose(r))
+                    stats.blobs_pushed += 1
+                    break
+        if progress:
+            progress(sizes[digest])
+    # manifests by digest: every child before its index (plan order guarantees it)
+    seen: set[tuple[str, str]] = set()
+    ordered = [m for m in manifests if not ((m.repo, m.digest) in seen or seen.add((m.repo, m.digest)))]
+    for level in ("manifest", "index"):
+        batch = [m for m in ordered if m.kind == level]
+        with ThreadPoolExecutor(concurrency) as pool:
+            for pushed in pool.map(lambda m: _put_manifest(registry, v, m), batch):
+                if pushed:
+                    stats.manifests_pushed += 1
+                else:
+                    stats.manifests_skipped += 1
+    for repo, tag, digest in tags:
+        content = v.small_json[digest]
+        media_type = json.loads(content).get("mediaType") or next(m.media_type for m in manifests
+                                                                   if m.digest == digest)
+        registry.put_manifest(repo, tag, content, media_type)
+        stats.tags.append(f"{target.host}/{repo}:{tag}")
+    return stats
+
+
+def _put_manifest(registry: Registry, v: Verified, m: _Item) -> bool:
+    if registry.manifest_exists(m.repo, m.digest):
+        return False
+    registry.put_manifest(m.repo, m.digest, v.small_json[m.digest], m.media_type)
+    return True
+
+
+class _NoClose:
+    """A tar member reader handed to push_blob, which closes what it opens."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+
+    def read(self, n: int = -1) -> bytes:
+        return self.reader.read(n)  # type: ignore[no-any-return]
+
+    def __enter__(self) -> _NoClose:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def airgap_values(v: Verified, target: Target) -> bytes:
+    """values-airgap.yaml: the chart's registry override; digests stay those of values.yaml."""
+    name = v.metadata["release"]["name"]
+    doc = {"global": {"imageRegistry": target.registry_value}}
+    header = (f"# values-airgap.yaml for {name}: pull every image from {target.registry_value},\n"
+              "# by the same digests the chart pins (written by `releaser airgap --to`).\n")
+    return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
+
+
+def compose_override(v: Verified, target: Target, compose_yaml: bytes) -> bytes:
+    """compose.airgap.yaml: every service's image from the private registry, same digest."""
+    doc = yaml.safe_load(compose_yaml)
+    services: dict[str, Any] = {}
+    for svc, body in sorted((doc.get("services") or {}).items()):
+        ref = body.get("image", "")
+        repo, _, digest = ref.partition("@")
+        _, path, _, _ = split_reference(repo)
+        services[svc] = {"image": f"{target.host}/{target.repo(path)}@{digest}"}
+    header = ("# compose.airgap.yaml: use with -f compose.yaml -f compose.airgap.yaml; images come from\n"
+              f"# {target.registry_value} by the same digests (written by `releaser airgap --to`).\n")
+    return (header + yaml.safe_dump({"services": services}, sort_keys=False)).encode()

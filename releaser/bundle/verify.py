@@ -1,0 +1,237 @@
+"""Verify a bundle in one streaming pass, collecting every problem.
+
+Trust chain, in order: the signature over releaser.json (against a public key
+the user supplies, never one from the bundle) -> the aggregate checksum of
+checksums.txt in releaser.json -> every listed file's sha256 -> no unlisted
+file -> safe member names and types -> every blob hashes to its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ReleaserError
+from .archive import ArchiveError, iter_members
+from .sign import fingerprint, load_public_key, verify_signature
+from .write import CHECKSUMS, METADATA, SIGNATURE
+
+SMALL = 4 << 20  # JSON blobs up to this size are kept for the loader (manifests, configs)
+_LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)$")
+
+
+class VerificationError(ReleaserError):
+    """The bundle failed verification; nothing was (or will be) pushed."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{path}: {len(problems)} verification problem{'s' if len(problems) != 1 else ''}; "
+                         "nothing was pushed",
+                         fix="get the bundle again from its publisher and check you have their public key")
+
+    def render(self) -> str:
+        return "\n".join([*(f"  - {p}" for p in self.problems), super().render()])
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "problems": self.problems}
+
+
+@dataclass
+class Verified:
+    """What a successful verification learned; the loader builds on it."""
+
+    metadata: dict[str, Any]
+    index: dict[str, Any]
+    small_json: dict[str, bytes] = field(default_factory=dict)  # digest -> bytes of small JSON blobs
+    small_files: dict[str, bytes] = field(default_factory=dict)  # compose/... files, by path
+    files: int = 0
+    bytes: int = 0
+    signer: str = ""
+
+
+def unsafe_reason(member: tarfile.TarInfo) -> str | None:
+    name = member.name
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..' in the path"
+    if posixpath.normpath(name) != name.rstrip("/") or name.startswith("./"):
+        return "non-canonical path"
+    if member.issym() or member.islnk():
+        return f"a link (to {member.linkname!r})"
+    if member.isdev() or member.isfifo():
+        return "a device or fifo"
+    if not member.isreg():
+        return "not a regular file"
+    return None
+
+
+def _hash(reader: Any, *, any_content: bool = False) -> tuple[str, int, bytes | None]:
+    """sha256 hex, size, and the content when it is small (and JSON, unless `any_content`)."""
+    h = hashlib.sha256()
+    size = 0
+    head = bytearray()
+    keep = True
+    while True:
+        chunk = reader.read(1 << 20)
+        if not chunk:
+            break
+        h.update(chunk)
+        size += len(chunk)
+        if keep:
+            if size <= SMALL and (head or any_content or chunk[:1] == b"{"):
+                head += chunk
+            else:
+                keep = False
+                head = bytearray()
+    return h.hexdigest(), size, bytes(head) if keep and head else None
+
+
+def verify_bundle(path: Path, public_key: Path) -> Verified:
+    """Verify everything; raise VerificationError listing every problem."""
+    key = load_public_key(public_key)
+    problems: list[str] = []
+    head: dict[str, bytes] = {}
+    listed: dict[str, str] = {}
+    seen: set[str] = set()
+    meta: dict[str, Any] = {}
+    index: dict[str, Any] = {}
+    small: dict[str, bytes] = {}
+    small_files: dict[str, bytes] = {}
+    total = 0
+    position = 0
+    try:
+        for member, reader in iter_members(path):
+            position += 1
+            reason = unsafe_reason(member)
+            if reason:
+                problems.append(f"unsafe member {member.name!r}: {reason}")
+                continue
+            if member.name in seen:
+                problems.append(f"{member.name}: appears twice")
+                continue
+            seen.add(member.name)
+            assert reader is not None
+            if position <= 3:
+                want = (METADATA, SIGNATURE, CHECKSUMS)[position - 1]
+                if member.name != want:
+                    problems.append(f"member {position} is {member.name!r}; a bundle starts with {want}")
+                    if member.name not in (METADATA, SIGNATURE, CHECKSUMS):
+                        continue
+                head[member.name] = reader.read(SMALL + 1)
+                if len(head[member.name]) > SMALL:
+                    problems.append(f"{member.name} is larger than {SMALL} bytes")
+                if position == 3:
+                    meta, listed = _check_head(head, key, problems)
+                continue
+            digest, size, content = _hash(reader, any_content=member.name.startswith("compose/"))
+            total += size
+            want_hex = listed.get(member.name)
+            if want_hex is None:
+                problems.append(f"{member.name}: not listed in checksums.txt (unlisted file)")
+            elif want_hex != digest:
+                problems.append(f"{member.name}: sha256 {digest} does not match checksums.txt ({want_hex})")
+            if member.name.startswith("blobs/sha256/"):
+                name_hex = member.name.rsplit("/", 1)[1]
+                if name_hex != digest:
+                    problems.append(f"{member.name}: blob content hashes to sha256:{digest}, not its name")
+                elif content is not None:
+                    small["sha256:" + digest] = content
+            if member.name.startswith("compose/") and content is not None:
+                small_files[member.name] = content
+            if member.name == "index.json" and content is not None:
+                try:
+                    index = json.loads(content)
+                except ValueError:
+                    problems.append("index.json: not JSON")
+    except ArchiveError as exc:
+        problems.append(exc.message)
+    if position < 3:
+        problems.append("the archive ends before releaser.json, its signature and checksums.txt")
+    for name in listed:
+        if name not in seen:
+            problems.append(f"{name}: listed in checksums.txt but missing from the bundle")
+    if index:
+        problems += _check_references(index, small, listed)
+    if problems:
+        raise VerificationError(path, problems)
+    return Verified(metadata=meta, index=index, small_json=small, small_files=small_files, files=len(seen),
+                    bytes=total,
+                    signer=fingerprint(public_key.read_bytes()))
+
+
+def _check_head(head: dict[str, bytes], key: Any, problems: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    meta_bytes, sig, checksums = head.get(METADATA, b""), head.get(SIGNATURE, b""), head.get(CHECKSUMS, b"")
+    if not verify_signature(key, meta_bytes, sig):
+        problems.append("releaser.json: the signature does not verify with the given public key "
+                        "(wrong key, or releaser.json / its signature was altered)")
+    meta: dict[str, Any] = {}
+    try:
+        meta = json.loads(meta_bytes)
+    except ValueError:
+        problems.append("releaser.json: not JSON")
+    want = (meta.get("checksums") or {}).get("sha256")
+    got = hashlib.sha256(checksums).hexdigest()
+    if want != got:
+        problems.append(f"checksums.txt: sha256 {got} does not match the aggregate checksum in releaser.json "
+                        f"({want})")
+    listed: dict[str, str] = {}
+    for n, line in enumerate(checksums.decode("utf-8", "replace").splitlines(), 1):
+        m = _LINE.match(line)
+        if not m:
+            problems.append(f"checksums.txt:{n}: not `<sha256>  <path>`")
+            continue
+        listed[m.group(2)] = m.group(1)
+    return meta, listed
+
+
+def _check_references(index: dict[str, Any], small: dict[str, bytes], listed: dict[str, str]) -> list[str]:
+    """Every manifest the layout names, and everything they name, is in the bundle."""
+    out: list[str] = []
+    present = {"sha256:" + p.rsplit("/", 1)[1] for p in listed if p.startswith("blobs/sha256/")}
+    stack = [(d["digest"], "index.json") for d in index.get("manifests", [])]
+    visited: set[str] = set()
+    while stack:
+        digest, parent = stack.pop()
+        if digest in visited:
+            continue
+        visited.add(digest)
+        if digest not in present:
+            out.append(f"{parent} references {digest}, which is not in the bundle")
+            continue
+        content = small.get(digest)
+        if content is None:
+            continue  # a layer or config: present is enough
+        try:
+            doc = json.loads(content)
+        except ValueError:
+            continue
+        if not is_manifest(doc):
+            continue  # an image config
+        for ref in references(doc):
+            if ref is None:
+                out.append(f"{digest}: a descriptor without a digest")
+            else:
+                stack.append((ref, digest))
+    return out
+
+
+def is_manifest(doc: object) -> bool:
+    """An OCI/Docker manifest or index (as opposed to an image config, which is JSON too)."""
+    return isinstance(doc, dict) and doc.get("schemaVersion") == 2 and (
+        isinstance(doc.get("manifests"), list) or (isinstance(doc.get("config"), dict)
+                                                  and isinstance(doc.get("layers"), list)))
+
+
+def references(doc: dict[str, Any]) -> list[str | None]:
+    """Digests a manifest or index points at (None for a malformed descriptor)."""
+    descs = doc.get("manifests") if "manifests" in doc else [doc.get("config"), *doc.get("layers", [])]
+    return [d.get("digest") if isinstance(d, dict) and isinstance(d.get("digest"), str) else None
+            for d in descs or []]

@@ -1,0 +1,240 @@
+"""Assemble and write bundles/<name>-<version>.tar.zst (format: docs/bundle-format.md).
+
+Every checksum is known before the first byte is written (blobs are named by
+their digest; everything else is rendered in memory), so releaser.json and
+checksums.txt lead the archive and one streaming pass can verify and load it.
+Blobs flow registry -> hash -> compressor (or cache -> compressor); a blob that
+does not hash to its digest aborts the bundle and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import ReleaserError
+from ..lock import INDEX_TYPES, Lock, split_reference
+from ..plan import Plan
+from ..registry import sha256_digest
+from ..render.compose import render_compose
+from ..render.helm import chart_config, package_chart, render_helm
+from .archive import TarZstWriter
+from .cache import BlobCache
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+REF_NAME = "org.opencontainers.image.ref.name"
+IMAGE_NAME = "dev.releaser.image"
+FORMAT_VERSION = 1
+METADATA = "releaser.json"
+SIGNATURE = "releaser.json.sig"
+CHECKSUMS = "checksums.txt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Blob:
+    digest: str
+    size: int
+    media_type: str
+    source_repo: str  # registry path to fetch it from ("" when in memory)
+    content: bytes | None = None  # small things we already hold (manifests, chart)
+    kind: str = "blob"  # blob | manifest | index
+    image: str = ""  # which image (for progress), "" for the chart
+
+    @property
+    def path(self) -> str:
+        return f"blobs/sha256/{self.digest.split(':', 1)[1]}"
+
+
+@dataclass
+class BundlePlan:
+    """Everything the archive will hold, with checksums, before anything is written."""
+
+    blobs: dict[str, Blob] = field(default_factory=dict)
+    index: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # in-memory non-blob files (chart tgz, compose, ...)
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, blob: Blob) -> None:
+        self.blobs.setdefault(blob.digest, blob)
+
+
+def _collect_image(bp: BundlePlan, name: str, pin: Any, registry: Any) -> None:
+    _, path, _, _ = split_reference(pin.repository)
+    top = registry.get_manifest(path, pin.digest)
+    kind = "index" if top.descriptor.media_type in INDEX_TYPES else "manifest"
+    bp.add(Blob(digest=pin.digest, size=top.descriptor.size, media_type=top.descriptor.media_type, source_repo=path,
+                content=top.content, kind=kind, image=name))
+    manifests = [top]
+    if kind == "index":
+        for child in top.json().get("manifests", []):
+            m = registry.get_manifest(path, child["digest"])
+            if m.descriptor.media_type in INDEX_TYPES:
+                raise ReleaserError(f"{pin.pinned}: nested indexes are not supported",
+                                    fix="pin a platform index whose children are image manifests")
+            bp.add(Blob(digest=m.descriptor.digest, size=m.descriptor.size, media_type=m.descriptor.media_type,
+                        source_repo=path, content=m.content, kind="manifest", image=name))
+            manifests.append(m)
+    for m in manifests:
+        if m.descriptor.media_type in INDEX_TYPES:
+            continue
+        doc = m.json()
+        for desc in [doc["config"], *doc.get("layers", [])]:
+            if desc.get("urls"):
+                raise ReleaserError(f"{pin.pinned}: layer {desc['digest']} is a foreign layer (urls)",
+                                    fix="airgap bundles cannot carry foreign layers; rebuild the image without them")
+            bp.add(Blob(digest=desc["digest"], size=int(desc["size"]), media_type=desc["mediaType"],
+                        source_repo=path, image=name))
+
+
+def assemble(plan: Plan, lock: Lock, release_dir: Path, registry_for: Callable[[str], Any], *,
+             mtime: int) -> BundlePlan:
+    """Fetch manifests (small), render chart and compose, and lay out the bundle."""
+    bp = BundlePlan()
+    for img in plan.images:
+        pin = lock.image(img.name)
+        registry_host = split_reference(pin.repository)[0]
+        _collect_image(bp, img.name, pin, registry_for(registry_host))
+        source = next(i for i in lock.images if i.name == img.name).source
+        bp.index.append({"mediaType": pin.media_type, "digest": pin.digest, "size": pin.size,
+                         "annotations": {REF_NAME: _ref_name(source, pin), IMAGE_NAME: img.name}})
+        bp.images.append({"name": img.name, "source": source, "repository": pin.repository, "digest": pin.digest,
+                          "mediaType": pin.media_type})
+    # the chart, as a package and as an OCI artifact in the layout
+    chart_files = render_helm(plan)
+    tgz = package_chart(plan, chart_files, mtime=mtime)
+    cfg = chart_config(plan, chart_files)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": HELM_CONFIG, "digest": sha256_digest(cfg), "size": len(cfg)},
+        "layers": [{"mediaType": HELM_LAYER, "digest": sha256_digest(tgz), "size": len(tgz)}],
+        "annotations": {"org.opencontainers.image.title": plan.name,
+                        "org.opencontainers.image.version": plan.version},
+    }, separators=(",", ":")).encode()
+    for content, mt, kind in ((cfg, HELM_CONFIG, "blob"), (tgz, HELM_LAYER, "blob"), (manifest, OCI_MANIFEST, "manifest")):
+        bp.add(Blob(digest=sha256_digest(content), size=len(content), media_type=mt, source_repo="", content=content,
+                    kind=kind))
+    bp.index.append({"mediaType": OCI_MANIFEST, "digest": sha256_digest(manifest), "size": len(manifest),
+                     "annotations": {REF_NAME: f"charts/{plan.name}:{plan.version}", IMAGE_NAME: "chart"},
+                     "artifactType": HELM_CONFIG})
+    bp.files[f"chart/{plan.name}-{plan.version}.tgz"] = tgz
+    for rel, content in render_compose(plan).items():
+        bp.files[f"compose/{plan.name}/{rel}"] = content
+    bp.files["release/release.yaml"] = (release_dir / "release.yaml").read_bytes()
+    bp.files["release/release.lock.yaml"] = (release_dir / "release.lock.yaml").read_bytes()
+    return bp
+
+
+def _ref_name(source: str, pin: Any) -> str:
+    """The layout's ref.name: the source reference with its tag (digest-only sources get the digest)."""
+    registry, path, tag, _ = split_reference(source)
+    return f"{registry}/{path}:{tag}" if tag else f"{registry}/{path}@{pin.digest}"
+
+
+def _order(bp: BundlePlan) -> list[Blob]:
+    """Layers and configs, then manifests, then indexes: what a loader must push first comes first."""
+    rank = {"blob": 0, "manifest": 1, "index": 2}
+    return sorted(bp.blobs.values(), key=lambda b: (rank[b.kind], b.digest))
+
+
+def layout_files(bp: BundlePlan) -> dict[str, bytes]:
+    return {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}\n',
+            "index.json": json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": bp.index},
+                                     indent=1, sort_keys=True).encode() + b"\n"}
+
+
+def checksums_and_metadata(plan: Plan, lock_doc: dict[str, Any], bp: BundlePlan, *, mtime: int,
+                           signer_fingerprint: str) -> tuple[list[tuple[str, str, int]], bytes, bytes]:
+    """(entries [(path, sha256 hex, size)] in archive order, checksums.txt, releaser.json)."""
+    entries: list[tuple[str, str, int]] = []
+    for name, content in layout_files(bp).items():
+        entries.append((name, hashlib.sha256(content).hexdigest(), len(content)))
+    for blob in _order(bp):
+        entries.append((blob.path, blob.digest.split(":", 1)[1], blob.size))
+    for name in sorted(bp.files):
+        entries.append((name, hashlib.sha256(bp.files[name]).hexdigest(), len(bp.files[name])))
+    checksums = "".join(f"{h}  {p}\n" for p, h, _ in entries).encode()
+    meta = {
+        "formatVersion": FORMAT_VERSION,
+        "tool": f"releaser {__version__}",
+        "release": {"name": plan.name, "version": plan.version},
+        "created": mtime,
+        "checksums": {"path": CHECKSUMS, "sha256": hashlib.sha256(checksums).hexdigest(), "files": len(entries),
+                      "bytes": sum(s for _, _, s in entries)},
+        "images": bp.images,
+        "chart": {"path": f"chart/{plan.name}-{plan.version}.tgz", "ref": f"charts/{plan.name}:{plan.version}",
+                  "digest": bp.index[-1]["digest"]},
+        "signer": signer_fingerprint,
+        "lock": lock_doc,
+    }
+    return entries, checksums, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+
+
+def blob_source(blob: Blob, registry_for: Callable[[str], Any], registry_host: str,
+                cache: BlobCache | None) -> tuple[Iterator[bytes], bool]:
+    """(chunks, fetched) for a blob: memory, cache, or registry (teed into the cache)."""
+    if blob.content is not None:
+        return iter([blob.content]), False
+    if cache is not None and cache.has(blob.digest, blob.size):
+        return cache.read(blob.digest), False
+    chunks = registry_for(registry_host).iter_blob(blob.source_repo, blob.digest)
+    if cache is not None:
+        return cache.tee(blob.digest, chunks), True
+    return chunks, True
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteStats:
+    files: int
+    blobs: int
+    bytes_in: int
+    fetched: int  # bytes that came from a registry (not the cache)
+    size: int  # bytes of the .tar.zst
+
+
+def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]], *, checksums: bytes,
+                  metadata: bytes, signature: bytes, registry_for: Callable[[str], Any],
+                  repo_hosts: dict[str, str], cache: BlobCache | None, level: int, threads: int, mtime: int,
+                  progress: Callable[[str, int], None] | None = None) -> WriteStats:
+    """Write the archive to a temp file beside `out`, then rename it into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    fetched = 0
+    total_in = 0
+    try:
+        with tmp.open("wb") as fh:
+            w = TarZstWriter(fh, level=level, threads=threads, mtime=mtime)
+            w.add_bytes(METADATA, metadata)
+            w.add_bytes(SIGNATURE, signature)
+            w.add_bytes(CHECKSUMS, checksums)
+            for name, content in layout_files(bp).items():
+                w.add_bytes(name, content)
+            for blob in _order(bp):
+                chunks, from_registry = blob_source(blob, registry_for, repo_hosts.get(blob.source_repo, ""), cache)
+
+                def counted(it: Iterator[bytes], b: Blob = blob) -> Iterator[bytes]:
+                    for c in it:
+                        if progress:
+                            progress(b.image, len(c))
+                        yield c
+
+                total_in += w.add_stream(blob.path, blob.size, counted(chunks))
+                if from_registry:
+                    fetched += blob.size
+            for name in sorted(bp.files):
+                w.add_bytes(name, bp.files[name])
+            w.close()
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return WriteStats(files=len(entries) + 3, blobs=len(bp.blobs), bytes_in=total_in, fetched=fetched,
+                      size=out.stat().st_size)
