@@ -85,9 +85,25 @@ def iter_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None
         try:
             with tarfile.open(fileobj=_Buffered(reader), mode="r|", bufsize=1 << 20) as tar:  # type: ignore[call-overload]
                 for member in tar:
-                    yield member, tar.extractfile(member) if member.isreg() else None
+                    f = tar.extractfile(member) if member.isreg() else None
+                    yield member, _Guarded(f, path) if f is not None else None
         except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
             raise ArchiveError(f"{path}: the archive is damaged or truncated ({exc})",
+                               fix="copy the bundle again and compare its size and sha256 with the source") from exc
+
+
+class _Guarded:
+    """A member reader whose read errors (truncation, corrupt frames) become ArchiveError."""
+
+    def __init__(self, reader: IO[bytes], path: Path) -> None:
+        self.reader = reader
+        self.path = path
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.reader.read(n)
+        except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
+            raise ArchiveError(f"{self.path}: the archive is damaged or truncated ({exc})",
                                fix="copy the bundle again and compare its size and sha256 with the source") from exc
 
 

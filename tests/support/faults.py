@@ -1,0 +1,88 @@
+"""A TCP proxy in front of a real registry that cuts the line at a chosen moment.
+
+Used for the one fault a registry cannot be made to produce on cue: a client
+connection dying exactly between two chunks of a blob upload. After forwarding
+the registry's answer to the first PATCH, the proxy closes every connection and
+refuses new ones until `allow()` is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class CutAfterFirstPatch:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.blocked = False
+        self.armed = True
+        self.cut = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def allow(self) -> None:
+        self.blocked = False
+        self.armed = False
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.blocked:
+                client.close()
+                continue
+            server = socket.create_connection(self.upstream)
+            with self.lock:
+                self.conns += [client, server]
+            state = {"patches": 0}
+            threading.Thread(target=self._pipe, args=(client, server, state, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, state, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, state: dict[str, int], upstream: bool) -> None:
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if upstream:
+                    state["patches"] += data.count(b"PATCH /v2/")
+                    dst.sendall(data)
+                    continue
+                dst.sendall(data)
+                if self.armed and state["patches"] and b"HTTP/1.1 202" in data and b"\r\n\r\n" in data:
+                    self.armed = False
+                    self.blocked = True
+                    self._close_all()
+                    self.cut.set()
+                    return
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def _close_all(self) -> None:
+        with self.lock:
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def close(self) -> None:
+        self.listener.close()
+        self._close_all()

@@ -1,0 +1,351 @@
+"""Bundles end to end against real registries, checked by independent tools:
+skopeo (reads the extracted OCI layout; inspects what was loaded), sha256sum -c,
+zstd -d | tar t, openssl dgst -verify, helm pull of the loaded chart. Tamper
+tests leave the target registry unchanged; a registry killed mid-load is
+restarted and the re-run completes with identical content.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+import zstandard
+from typer.testing import CliRunner
+
+from releaser.cli import app
+
+from .conftest import missing_component
+from .support import images
+from .support.registry import RegistryServer
+
+PASS = "correct horse battery staple"
+runner = CliRunner()
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), catch_exceptions=False,
+                           env={"RELEASER_KEY_PASSPHRASE": PASS, **(env or {})})
+    return result.exit_code, result.output
+
+
+@dataclass
+class World:
+    root: Path
+    src: RegistryServer
+    dst: RegistryServer
+    release: Path
+    key: Path
+    pub: Path
+    bundle: Path
+    cache: Path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    gone = images.have_tools()
+    if gone:
+        missing_component(", ".join(gone))
+    root = tmp_path_factory.mktemp("bundle")
+    os.environ["RELEASER_CACHE"] = str(root / "cache")
+    src = RegistryServer(root / "src").start()
+    dst = RegistryServer(root / "dst").start()
+    lay = root / "layout"
+    # two images share the busybox base layer; one is a two-platform index
+    images.build(lay, "gobmp", "gobmp", platforms=("amd64", "arm64"))
+    images.build(lay, "nats", "nats", size_pad=18 << 20)  # above the monolithic limit: chunked, resumable
+    images.push(lay, "gobmp", f"{src.host}/bmp/gobmp:v1")
+    images.push(lay, "nats", f"{src.host}/library/nats:v1")
+    rel = root / "rel"
+    rel.mkdir()
+    doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release",
+           "metadata": {"name": "demo", "version": "1.0.0"},
+           "images": {"gobmp": {"ref": f"{src.host}/bmp/gobmp:v1"}, "nats": {"ref": f"{src.host}/library/nats:v1"}},
+           "services": {"collector": {"image": "gobmp", "ports": [{"name": "bmp", "port": 11019}]},
+                        "bus": {"image": "nats", "replicas": 2, "ports": [{"name": "client", "port": 4222}]}}}
+    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert cli("lock", str(rel))[0] == 0
+    assert cli("keygen", "--out", str(root / "keys"))[0] == 0
+    bundle = root / "demo.tar.zst"
+    code, out = cli("bundle", str(rel), "--key", str(root / "keys/releaser.key"), "--out", str(bundle))
+    assert code == 0, out
+    yield World(root=root, src=src, dst=dst, release=rel, key=root / "keys/releaser.key",
+                pub=root / "keys/releaser.pub", bundle=bundle, cache=root / "cache")
+    src.stop()
+    dst.stop()
+    os.environ.pop("RELEASER_CACHE", None)
+
+
+def extract(bundle: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(f"zstd -dc {bundle} | tar -x -C {dest}", shell=True, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return dest
+
+
+def members(bundle: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    raw = zstandard.ZstdDecompressor().stream_reader(bundle.open("rb"), read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        return [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+
+
+def repack(members_: list[tuple[tarfile.TarInfo, bytes]], out: Path) -> Path:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members_:
+            if info.isreg():
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    out.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    return out
+
+
+# ---------------------------------------------------------------- the bundle
+
+
+def test_bundle_is_a_plain_tar_zst_with_the_documented_order(world: World) -> None:
+    listing = subprocess.run(f"zstd -dc {world.bundle} | tar -t", shell=True, capture_output=True, text=True)
+    assert listing.returncode == 0, listing.stderr
+    names = listing.stdout.split()
+    assert names[:5] == ["releaser.json", "releaser.json.sig", "checksums.txt", "oci-layout", "index.json"]
+    blobs = [n for n in names if n.startswith("blobs/")]
+    assert names[5:5 + len(blobs)] == blobs  # blobs before chart, compose and release files
+    assert "chart/demo-1.0.0.tgz" in names and "compose/demo/compose.yaml" in names
+    assert names[-2:] == ["release/release.lock.yaml", "release/release.yaml"]
+    for info, _ in members(world.bundle):
+        assert (info.uid, info.gid, info.mtime) == (0, 0, 0)
+
+
+def test_sha256sum_checks_every_file_and_openssl_verifies_the_signature(world: World, tmp_path: Path) -> None:
+    d = extract(world.bundle, tmp_path / "x")
+    proc = subprocess.run(["sha256sum", "-c", "--strict", "checksums.txt"], cwd=d, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    meta = json.loads((d / "releaser.json").read_text())
+    assert meta["checksums"]["sha256"] == hashlib.sha256((d / "checksums.txt").read_bytes()).hexdigest()
+    (tmp_path / "sig.der").write_bytes(base64.b64decode((d / "releaser.json.sig").read_bytes()))
+    proc = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(world.pub), "-signature",
+                           str(tmp_path / "sig.der"), str(d / "releaser.json")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Verified OK" in proc.stdout, proc.stderr
+
+
+def test_skopeo_reads_the_layout_unmodified(world: World, tmp_path: Path) -> None:
+    d = extract(world.bundle, tmp_path / "x")
+    lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+    for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
+        ref = f"oci:{d}:{world.src.host}/{repo}:v1"
+        proc = subprocess.run(["skopeo", "inspect", "--raw", ref], capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        assert images.sha(proc.stdout) == lock["images"][name]["digest"]
+    # a shared base layer is stored once
+    layers = [p.name for p in (d / "blobs/sha256").iterdir()]
+    assert len(layers) == len(set(layers))
+    base = images.base_layer()[0]
+    assert (d / "blobs/sha256" / hashlib.sha256(base).hexdigest()).exists()
+
+
+def test_same_inputs_give_a_byte_identical_bundle(world: World, tmp_path: Path) -> None:
+    again = tmp_path / "again.tar.zst"
+    code, out = cli("bundle", str(world.release), "--key", str(world.key), "--out", str(again), "--json")
+    assert code == 0, out
+    result = json.loads(out)["result"]
+    assert again.read_bytes() == world.bundle.read_bytes()
+    assert result["fetched"] == 0  # everything came from the local blob cache
+
+
+def test_no_secret_in_outputs(world: World) -> None:
+    for _, data in members(world.bundle):
+        assert PASS.encode() not in data
+    assert b"ENCRYPTED PRIVATE KEY" not in world.bundle.read_bytes()
+
+
+def test_zstd_level_and_bad_key(world: World, tmp_path: Path) -> None:
+    code, out = cli("bundle", str(world.release), "--key", str(world.key), "--out", str(tmp_path / "b"),
+                    "--zstd-level", "42")
+    assert code == 1 and "out of range" in out
+    code, out = cli("bundle", str(world.release), "--key", str(world.key), "--out", str(tmp_path / "b"),
+                    env={"RELEASER_KEY_PASSPHRASE": "Tr0ub4dor&3-x"})
+    assert code == 1 and "cannot decrypt signing key" in out and "Tr0ub4dor" not in out
+    assert not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------- verify + load
+
+
+def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3: str) -> None:
+    code, out = cli("airgap", "verify", str(world.bundle), "--key", str(world.pub))
+    assert code == 0, out
+    out_dir = tmp_path / "out"
+    code, out = cli("airgap", str(world.bundle), "--to", f"{world.dst.host}/mirror", "--key", str(world.pub),
+                    "--out", str(out_dir), "--json")
+    assert code == 0, out
+    result = json.loads(out)["result"]
+    lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+    for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
+        assert images.skopeo_digest(f"{world.dst.host}/mirror/{repo}:v1") == lock["images"][name]["digest"]
+    assert yaml.safe_load((out_dir / "values-airgap.yaml").read_text()) == \
+        {"global": {"imageRegistry": f"{world.dst.host}/mirror"}}
+    override = yaml.safe_load((out_dir / "compose.airgap.yaml").read_text())
+    assert override["services"]["bus"]["image"] == \
+        f"{world.dst.host}/mirror/library/nats@{lock['images']['nats']['digest']}"
+    assert "helm install demo oci://" in result["helmInstall"]
+    # helm pulls the chart the load pushed, and it is the bundle's package byte for byte
+    pull = tmp_path / "pull"
+    pull.mkdir()
+    proc = subprocess.run([helm3, "pull", f"oci://{world.dst.host}/mirror/charts/demo", "--version", "1.0.0",
+                           "--plain-http", "-d", str(pull)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    packaged = dict((m.name, d) for m, d in members(world.bundle))["chart/demo-1.0.0.tgz"]
+    assert (pull / "demo-1.0.0.tgz").read_bytes() == packaged
+    # the chart installs the same digests from the private registry
+    proc = subprocess.run([helm3, "template", "demo", str(pull / "demo-1.0.0.tgz"), "-f",
+                           str(out_dir / "values-airgap.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{world.dst.host}/mirror/library/nats@{lock['images']['nats']['digest']}" in proc.stdout
+    # a second load transfers nothing
+    code, out = cli("airgap", str(world.bundle), "--to", f"{world.dst.host}/mirror", "--key", str(world.pub),
+                    "--out", str(out_dir), "--json")
+    stats = json.loads(out)["result"]["stats"]
+    assert (stats["bytes_pushed"], stats["manifests_pushed"]) == (0, 0)
+
+
+TAMPERS = {
+    "blob": "blobs/sha256/ is not its name",
+    "manifest": "does not match checksums.txt",
+    "releaser.json": "the signature does not verify",
+    "checksums.txt": "does not match the aggregate checksum",
+    "extra": "not listed in checksums.txt (unlisted file)",
+    "missing": "listed in checksums.txt but missing from the bundle",
+    "dotdot": "unsafe member '../evil': '..' in the path",
+    "symlink": "unsafe member 'link': a link",
+    "truncated": "damaged or truncated",
+}
+
+
+def _tampered(world: World, kind: str, out: Path) -> Path:
+    ms = members(world.bundle)
+    names = [m.name for m, _ in ms]
+    lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+    if kind == "truncated":
+        data = world.bundle.read_bytes()
+        out.write_bytes(data[: len(data) // 2])
+        return out
+    if kind in ("blob", "manifest", "releaser.json", "checksums.txt"):
+        if kind == "blob":
+            target = next(n for m, d in ms if (n := m.name).startswith("blobs/") and len(d) > 1 << 20)
+        elif kind == "manifest":
+            target = "blobs/sha256/" + lock["images"]["nats"]["digest"].split(":")[1]
+        else:
+            target = kind
+        i = names.index(target)
+        data = bytearray(ms[i][1])
+        data[len(data) // 2] ^= 0x01
+        ms[i] = (ms[i][0], bytes(data))
+    elif kind == "extra":
+        ms.append((tarfile.TarInfo("extra.txt"), b"not from the publisher\n"))
+    elif kind == "missing":
+        del ms[names.index("compose/demo/compose.yaml")]
+    elif kind == "dotdot":
+        ms.append((tarfile.TarInfo("../evil"), b"x"))
+    elif kind == "symlink":
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        ms.append((link, b""))
+    if kind == "manifest":  # keep the name but break the content: checksums and name disagree
+        pass
+    return repack(ms, out)
+
+
+@pytest.mark.parametrize("kind", sorted(TAMPERS))
+def test_tampered_bundles_are_refused_and_push_nothing(world: World, tmp_path: Path, kind: str) -> None:
+    bad = _tampered(world, kind, tmp_path / f"{kind}.tar.zst")
+    before = world.dst.snapshot()
+    code, out = cli("airgap", str(bad), "--to", f"{world.dst.host}/tamper", "--key", str(world.pub),
+                    "--out", str(tmp_path))
+    assert code == 1, out
+    expected = TAMPERS[kind]
+    if kind == "blob":
+        assert "blob content hashes to" in out
+    else:
+        assert expected in out, out
+    assert "nothing was pushed" in out
+    assert world.dst.snapshot() == before
+    assert not (tmp_path / "values-airgap.yaml").exists()
+
+
+def test_a_wrong_key_is_refused(world: World, tmp_path: Path) -> None:
+    assert cli("keygen", "--out", str(tmp_path / "other"))[0] == 0
+    code, out = cli("airgap", "verify", str(world.bundle), "--key", str(tmp_path / "other/releaser.pub"))
+    assert code == 1 and "the signature does not verify with the given public key" in out
+
+
+def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: Path) -> None:
+    target = RegistryServer(tmp_path / "flaky").start()
+    try:
+        killer = threading.Thread(target=_kill_when_uploading, args=(target,), daemon=True)
+        killer.start()
+        code, out = cli("airgap", str(world.bundle), "--to", f"{target.host}/x", "--key", str(world.pub),
+                        "--out", str(tmp_path))
+        killer.join()
+        assert code == 6 and "unreachable" in out, out
+        target.start()  # same storage, same port
+        code, out = cli("airgap", str(world.bundle), "--to", f"{target.host}/x", "--key", str(world.pub),
+                        "--out", str(tmp_path), "--json")
+        assert code == 0, out
+        assert json.loads(out)["result"]["stats"]["manifests_pushed"] == 5
+        lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+        for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
+            assert images.skopeo_digest(f"{target.host}/x/{repo}:v1") == lock["images"][name]["digest"]
+    finally:
+        target.stop()
+
+
+def _kill_when_uploading(server: RegistryServer) -> None:
+    """SIGKILL the registry once a chunked upload has more than one chunk stored."""
+    repos = server.storage / "docker/registry/v2/repositories"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for data in repos.glob("**/_uploads/*/data") if repos.exists() else []:
+            try:
+                if data.stat().st_size > 8 << 20:
+                    server.kill()
+                    return
+            except FileNotFoundError:
+                pass
+        time.sleep(0.002)
+    server.kill()
+
+
+def test_an_upload_cut_between_chunks_resumes_from_the_registry_offset(world: World, tmp_path: Path) -> None:
+    from .support.faults import CutAfterFirstPatch
+
+    target = RegistryServer(tmp_path / "resume").start()
+    proxy = CutAfterFirstPatch(target.port)
+    try:
+        code, out = cli("airgap", str(world.bundle), "--to", f"{proxy.host}/r", "--key", str(world.pub),
+                        "--out", str(tmp_path))
+        assert proxy.cut.is_set() and code == 6, out
+        proxy.allow()
+        code, out = cli("airgap", str(world.bundle), "--to", f"{proxy.host}/r", "--key", str(world.pub),
+                        "--out", str(tmp_path), "--json")
+        assert code == 0, out
+        stats = json.loads(out)["result"]["stats"]
+        assert stats["resumed"] == 1, stats  # the big layer continued at the registry's offset
+        lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+        assert images.skopeo_digest(f"{target.host}/r/library/nats:v1") == lock["images"]["nats"]["digest"]
+    finally:
+        proxy.close()
+        target.stop()
