@@ -19,7 +19,6 @@ import yaml
 from .errors import EXIT_CHECK, EXIT_STALE, CheckError, LockError, Problem, UsageError, ValidationError
 from .lock import LOCK_FILE, Lock, load_lock_file, read_lock, resolve_lock, stale_reasons, write_lock
 from .plan import Plan, build_plan
-from .registry import Registry, credentials_for
 from .render.compose import render_compose
 from .render.helm import render_helm
 from .tools import find_helm, helm_template
@@ -99,15 +98,18 @@ class RegistryOptions:
     plain_http: bool = False  # speak HTTP (loopback registries fall back to it by themselves)
     ca_file: str | None = None
     creds: str | None = None  # USER:PASSWORD for every registry (else env / Docker config)
+    chunk_mb: int = 32  # upload chunk: bigger blobs go in resumable PATCHes of this size
 
     def factory(self) -> Any:
+        from .registry import Registry, credentials_for  # requests: only when a registry is needed
+
         cache: dict[str, Registry] = {}
 
         def registry_for(host: str) -> Registry:
             if host not in cache:
                 cache[host] = Registry(host, credentials=credentials_for(host, explicit=self.creds),
                                        insecure=self.insecure, plain_http=True if self.plain_http else None,
-                                       ca_file=self.ca_file)
+                                       ca_file=self.ca_file, chunk_size=self.chunk_mb << 20)
             return cache[host]
 
         return registry_for

@@ -276,6 +276,9 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
            out: Annotated[Path, typer.Option("--out", "-o", help="Where values-airgap.yaml and "
                                              "compose.airgap.yaml are written.")] = Path("."),
            concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests.")] = 8,
+           chunk_mb: Annotated[int, typer.Option("--chunk-size", help="MB per upload request: bigger blobs go in "
+                                                 "PATCHes of this size, and an interrupted one resumes at a chunk "
+                                                 "boundary.", min=1, max=1024)] = 32,
            insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
            creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
     """Verify a bundle, or verify it and load it into a private registry.
@@ -301,7 +304,8 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
         typer.echo("error: usage: releaser airgap BUNDLE --to HOST[:PORT][/PREFIX] --key releaser.pub\n"
                    "       releaser airgap verify BUNDLE --key releaser.pub", err=True)
         raise typer.Exit(2)
-    opts = api.RegistryOptions(insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds)
+    opts = api.RegistryOptions(insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds,
+                               chunk_mb=chunk_mb)
     with _Progress("load", not as_json) as prog:
         _emit("airgap", as_json, lambda: api.airgap_load(Path(what), to=to, key=key, out=out, registries=opts,
                                                           concurrency=concurrency, progress=prog),

@@ -36,7 +36,7 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
-MONOLITHIC_LIMIT = 16 << 20  # blobs up to this size go in one PUT; larger ones in PATCH chunks
+UPLOAD_CHUNK = 32 << 20  # blobs up to this go in one PUT; bigger ones in resumable PATCHes of this size
 
 
 class RegistryError(ReleaserError):
@@ -138,8 +138,9 @@ class Registry:
 
     def __init__(self, host: str, *, credentials: Credentials | None = None, insecure: bool = False,
                  plain_http: bool | None = None, ca_file: str | None = None, retries: int = 4,
-                 backoff: float = 0.25, timeout: float = 60.0) -> None:
+                 backoff: float = 0.25, timeout: float = 60.0, chunk_size: int = UPLOAD_CHUNK) -> None:
         self.host = host
+        self.chunk_size = chunk_size
         self.credentials = credentials
         self.retries = retries
         self.backoff = backoff
@@ -392,7 +393,7 @@ class Registry:
             progress(offset)
         with open_stream() as stream:
             _skip(stream, offset)
-            if size - offset <= MONOLITHIC_LIMIT and offset == 0:
+            if size <= self.chunk_size and offset == 0:
                 data = _HashingReader(stream, progress, size)
                 resp = self.request("PUT", location, repo=repo, push=True, ok=(201,), data=data,
                                     params={"digest": digest},
@@ -422,7 +423,7 @@ class Registry:
     def _patch_chunks(self, repo: str, location: str, stream: IO[bytes], offset: int, size: int,
                       progress: Callable[[int], None] | None, state_file: Path | None) -> str:
         while offset < size:
-            chunk = stream.read(min(CHUNK * 8, size - offset))
+            chunk = stream.read(min(self.chunk_size, size - offset))
             if not chunk:
                 raise RegistryError(f"blob source ended at byte {offset} of {size}",
                                     fix="the bundle is truncated; verify it again")

@@ -12,10 +12,11 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError as SchemaError
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError as SchemaError
+
 
 from . import model as m
 from .errors import Problem, ValidationError
@@ -56,6 +57,8 @@ def _type_name(value: Any) -> str:
 
 
 def _schema_problems(src: Source) -> list[Problem]:
+    from jsonschema import Draft202012Validator  # imported when needed: it is the slowest import
+
     validator = Draft202012Validator(release_schema())
     problems: list[Problem] = []
     for err in sorted(validator.iter_errors(src.data), key=lambda e: (list(map(str, e.absolute_path)), e.message)):

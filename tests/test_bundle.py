@@ -65,7 +65,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     lay = root / "layout"
     # two images share the busybox base layer; one is a two-platform index
     images.build(lay, "gobmp", "gobmp", platforms=("amd64", "arm64"))
-    images.build(lay, "nats", "nats", size_pad=18 << 20)  # above the monolithic limit: chunked, resumable
+    images.build(lay, "nats", "nats", size_pad=18 << 20)  # with --chunk-size 8: three resumable PATCHes
     images.push(lay, "gobmp", f"{src.host}/bmp/gobmp:v1")
     images.push(lay, "nats", f"{src.host}/library/nats:v1")
     rel = root / "rel"
@@ -298,7 +298,7 @@ def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: P
         killer = threading.Thread(target=_kill_when_uploading, args=(target,), daemon=True)
         killer.start()
         code, out = cli("airgap", str(world.bundle), "--to", f"{target.host}/x", "--key", str(world.pub),
-                        "--out", str(tmp_path))
+                        "--out", str(tmp_path), "--chunk-size", "8")
         killer.join()
         assert code == 6 and "unreachable" in out, out
         target.start()  # same storage, same port
@@ -336,11 +336,11 @@ def test_an_upload_cut_between_chunks_resumes_from_the_registry_offset(world: Wo
     proxy = CutAfterFirstPatch(target.port)
     try:
         code, out = cli("airgap", str(world.bundle), "--to", f"{proxy.host}/r", "--key", str(world.pub),
-                        "--out", str(tmp_path))
+                        "--out", str(tmp_path), "--chunk-size", "8")
         assert proxy.cut.is_set() and code == 6, out
         proxy.allow()
         code, out = cli("airgap", str(world.bundle), "--to", f"{proxy.host}/r", "--key", str(world.pub),
-                        "--out", str(tmp_path), "--json")
+                        "--out", str(tmp_path), "--json", "--chunk-size", "8")
         assert code == 0, out
         stats = json.loads(out)["result"]["stats"]
         assert stats["resumed"] == 1, stats  # the big layer continued at the registry's offset

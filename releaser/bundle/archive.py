@@ -8,7 +8,6 @@ also a sequence of independent frames. Reading streams members in order.
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -75,51 +74,135 @@ class TarZstWriter:
 
 
 def iter_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
-    """(member, reader) for every member, in archive order, streamed. Raises ArchiveError."""
+    """(member, reader) for every member, in archive order, streamed. Raises ArchiveError.
+
+    Our own header loop instead of tarfile's stream mode, whose buffer concatenation
+    costs more than decompression and hashing together. Headers are parsed by tarfile;
+    pax ('x') and GNU long-name ('L'/'K') records are applied to the next member.
+    """
     try:
         fh = path.open("rb")
     except OSError as exc:
         raise ArchiveError(f"cannot open {path}: {exc.strerror}", fix="check the path") from exc
+    damaged = "copy the bundle again and compare its size and sha256 with the source"
     with fh:
-        reader = zstandard.ZstdDecompressor().stream_reader(fh, read_size=1 << 20, read_across_frames=True)
+        src = zstandard.ZstdDecompressor().stream_reader(fh, read_size=1 << 20, read_across_frames=True)
+        stream = _Exact(src, path)
+        pending: dict[str, str] = {}
+        while True:
+            block = stream.read_exact(BLOCK, allow_eof=True)
+            if block is None or block == b"\0" * BLOCK:
+                if block is None:
+                    raise ArchiveError(f"{path}: the archive is damaged or truncated (no end-of-archive marker)",
+                                       fix=damaged)
+                return
+            try:
+                info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            except tarfile.HeaderError as exc:
+                raise ArchiveError(f"{path}: a damaged tar header ({exc})", fix=damaged) from exc
+            padded = info.size + (-info.size) % BLOCK
+            if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+                if info.size > 1 << 20:
+                    raise ArchiveError(f"{path}: an oversized extended header", fix=damaged)
+                data = stream.read_exact(padded)[: info.size]
+                if info.type == tarfile.GNUTYPE_LONGNAME:
+                    pending["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+                elif info.type == tarfile.GNUTYPE_LONGLINK:
+                    pending["linkpath"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+                elif info.type == tarfile.XHDTYPE:
+                    pending.update(_pax(data))
+                continue
+            if "path" in pending:
+                info.name = pending["path"]
+            if "linkpath" in pending:
+                info.linkname = pending["linkpath"]
+            if "size" in pending and pending["size"].isdigit():
+                info.size = int(pending["size"])
+                padded = info.size + (-info.size) % BLOCK
+            pending = {}
+            body = _Member(stream, info.size, path)
+            yield info, (body if info.isreg() else None)
+            body.drain()
+            stream.skip(padded - info.size)
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    out = {}
+    pos = 0
+    while pos < len(data):
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            break
         try:
-            with tarfile.open(fileobj=_Buffered(reader), mode="r|", bufsize=1 << 20) as tar:  # type: ignore[call-overload]
-                for member in tar:
-                    f = tar.extractfile(member) if member.isreg() else None
-                    yield member, _Guarded(f, path) if f is not None else None
-        except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-            raise ArchiveError(f"{path}: the archive is damaged or truncated ({exc})",
-                               fix="copy the bundle again and compare its size and sha256 with the source") from exc
+            length = int(data[pos:sp])
+        except ValueError:
+            break
+        record = data[sp + 1: pos + length - 1]
+        key, _, value = record.partition(b"=")
+        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
+        pos += max(length, 1)
+    return out
 
 
-class _Guarded:
-    """A member reader whose read errors (truncation, corrupt frames) become ArchiveError."""
+class _Exact:
+    """Exact reads from the decompressor; errors become ArchiveError."""
 
-    def __init__(self, reader: IO[bytes], path: Path) -> None:
-        self.reader = reader
+    def __init__(self, src: IO[bytes], path: Path) -> None:
+        self.src = src
         self.path = path
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int) -> bytes:
         try:
-            return self.reader.read(n)
-        except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as exc:
+            return self.src.read(n)
+        except (zstandard.ZstdError, OSError) as exc:
             raise ArchiveError(f"{self.path}: the archive is damaged or truncated ({exc})",
                                fix="copy the bundle again and compare its size and sha256 with the source") from exc
 
+    def read_exact(self, n: int, allow_eof: bool = False) -> bytes | None:  # type: ignore[return]
+        data = self.read(n)
+        if len(data) == n:
+            return data
+        parts = [data]
+        got = len(data)
+        while got < n:
+            more = self.read(n - got)
+            if not more:
+                if allow_eof and got == 0:
+                    return None
+                raise ArchiveError(f"{self.path}: the archive is damaged or truncated (it ends early)",
+                                   fix="copy the bundle again and compare its size and sha256 with the source")
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
-class _Buffered(io.RawIOBase):
-    """Adapts the zstd stream reader for tarfile's stream mode."""
+    def skip(self, n: int) -> None:
+        while n > 0:
+            data = self.read(min(n, 1 << 20))
+            if not data:
+                raise ArchiveError(f"{self.path}: the archive is damaged or truncated (it ends early)",
+                                   fix="copy the bundle again and compare its size and sha256 with the source")
+            n -= len(data)
 
-    def __init__(self, reader: IO[bytes]) -> None:
-        self.reader = reader
 
-    def readable(self) -> bool:
-        return True
+class _Member:
+    """Reads one member's bytes from the shared stream, never past its end."""
+
+    def __init__(self, stream: _Exact, size: int, path: Path) -> None:
+        self.stream = stream
+        self.left = size
+        self.path = path
 
     def read(self, n: int = -1) -> bytes:
-        return self.reader.read(n if n and n > 0 else 1 << 20)
+        if self.left <= 0:
+            return b""
+        want = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.stream.read(want)
+        if not data:
+            raise ArchiveError(f"{self.path}: the archive is damaged or truncated (it ends inside a member)",
+                               fix="copy the bundle again and compare its size and sha256 with the source")
+        self.left -= len(data)
+        return data
 
-    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
-        data = self.reader.read(len(b))
-        b[: len(data)] = data
-        return len(data)
+    def drain(self) -> None:
+        self.stream.skip(self.left)
+        self.left = 0

@@ -11,7 +11,9 @@ the registry's upload status.
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,8 +26,8 @@ from ..errors import UsageError
 from ..lock import INDEX_TYPES, split_reference
 from ..registry import Registry
 from .archive import iter_members
+from .format import IMAGE_NAME, REF_NAME
 from .verify import Verified
-from .write import IMAGE_NAME, REF_NAME
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +49,29 @@ class Target:
     @property
     def registry_value(self) -> str:
         return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+IN_FLIGHT = 64 << 20  # at most this many buffered bytes at once (keeps peak RSS bounded)
+
+
+class _Budget:
+    """A byte budget: take() blocks until `n` more bytes fit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.cond = threading.Condition()
+
+    def take(self, n: int) -> None:
+        with self.cond:
+            while self.used and self.used + n > self.limit:
+                self.cond.wait()
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self.cond:
+            self.used -= n
+            self.cond.notify_all()
 
 
 @dataclass
@@ -133,31 +158,55 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
         else:
             need.setdefault(digest, []).append(repo)
     state_dir.mkdir(parents=True, exist_ok=True)
-    # one streaming pass: push each needed blob once, mount it into the other repositories
+    # One streaming pass: each needed blob is sent once (then mounted into the other repositories).
+    # Blobs up to the upload chunk size are read into memory and uploaded by the pool, at most IN_FLIGHT bytes
+    # at a time, so uploads overlap the registry's own digest checks; bigger ones stream directly.
     remaining = dict(need)
     pending_mounts: list[tuple[str, str, str]] = []
-    if remaining:
-        for member, reader in iter_members(path):
-            if not member.name.startswith("blobs/sha256/") or reader is None:
-                continue
-            digest = "sha256:" + member.name.rsplit("/", 1)[1]
-            repos = remaining.pop(digest, None)
-            if not repos:
-                continue
-            first, rest = repos[0], repos[1:]
-            state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
-            opened = iter([reader])
-            result = registry.push_blob(first, digest, member.size, lambda o=opened: _NoClose(next(o)),
-                                        progress=progress, state_file=state)
+    budget = _Budget(IN_FLIGHT)
+    lock = threading.Lock()
+
+    def send(repo: str, digest: str, size: int, opener: Callable[[], Any]) -> None:
+        state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
+        result = registry.push_blob(repo, digest, size, opener, progress=progress, state_file=state)
+        with lock:
             if result == "exists":
                 stats.blobs_skipped += 1
             else:
                 stats.blobs_pushed += 1
-                stats.bytes_pushed += member.size
+                stats.bytes_pushed += size
                 stats.resumed += result == "resumed"
-            pending_mounts += [(repo, digest, first) for repo in rest]
-            if not remaining:
-                break
+
+    if remaining:
+        with ThreadPoolExecutor(concurrency) as pool:
+            futures = []
+            try:
+                for member, reader in iter_members(path):
+                    if not member.name.startswith("blobs/sha256/") or reader is None:
+                        continue
+                    digest = "sha256:" + member.name.rsplit("/", 1)[1]
+                    repos = remaining.pop(digest, None)
+                    if not repos:
+                        continue
+                    pending_mounts += [(repo, digest, repos[0]) for repo in repos[1:]]
+                    if member.size <= min(registry.chunk_size, IN_FLIGHT // 2):
+                        budget.take(member.size)
+                        data = reader.read()
+
+                        def job(d: bytes = data, r: str = repos[0], g: str = digest) -> None:
+                            try:
+                                send(r, g, len(d), lambda: io.BytesIO(d))
+                            finally:
+                                budget.give(len(d))
+
+                        futures.append(pool.submit(job))
+                    else:
+                        send(repos[0], digest, member.size, lambda r=reader: _NoClose(r))
+                    if not remaining:
+                        break
+            finally:
+                for f in futures:
+                    f.result()  # re-raises the first upload error, after every upload has stopped
     for repo, digest, source in pending_mounts:
         if registry.mount_blob(repo, digest, source):
             stats.blobs_mounted += 1

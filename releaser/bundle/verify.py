@@ -19,8 +19,8 @@ from typing import Any
 
 from ..errors import ReleaserError
 from .archive import ArchiveError, iter_members
+from .format import CHECKSUMS, METADATA, SIGNATURE
 from .sign import fingerprint, load_public_key, verify_signature
-from .write import CHECKSUMS, METADATA, SIGNATURE
 
 SMALL = 4 << 20  # JSON blobs up to this size are kept for the loader (manifests, configs)
 _LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)$")
@@ -107,6 +107,7 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
     small_files: dict[str, bytes] = {}
     total = 0
     position = 0
+    truncated = False
     try:
         for member, reader in iter_members(path):
             position += 1
@@ -153,11 +154,14 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
                     problems.append("index.json: not JSON")
     except ArchiveError as exc:
         problems.append(exc.message)
+        truncated = True
     if position < 3:
         problems.append("the archive ends before releaser.json, its signature and checksums.txt")
-    for name in listed:
-        if name not in seen:
-            problems.append(f"{name}: listed in checksums.txt but missing from the bundle")
+    unseen = [name for name in listed if name not in seen]
+    if truncated and unseen:
+        problems.append(f"{len(unseen)} listed file(s) after the damage could not be checked")
+    else:
+        problems += [f"{name}: listed in checksums.txt but missing from the bundle" for name in unseen]
     if index:
         problems += _check_references(index, small, listed)
     if problems:

@@ -26,17 +26,18 @@ from ..render.compose import render_compose
 from ..render.helm import chart_config, package_chart, render_helm
 from .archive import TarZstWriter
 from .cache import BlobCache
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
-HELM_LAYER = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
-REF_NAME = "org.opencontainers.image.ref.name"
-IMAGE_NAME = "dev.releaser.image"
-FORMAT_VERSION = 1
-METADATA = "releaser.json"
-SIGNATURE = "releaser.json.sig"
-CHECKSUMS = "checksums.txt"
+from .format import (
+    CHECKSUMS,
+    FORMAT_VERSION,
+    HELM_CONFIG,
+    HELM_LAYER,
+    IMAGE_NAME,
+    METADATA,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REF_NAME,
+    SIGNATURE,
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jinja2
 import yaml
 
 from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_CONFIG_PATH, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
@@ -22,7 +21,9 @@ LABEL = "dev.releaser"
 
 
 @cache
-def _jinja() -> jinja2.Environment:
+def _jinja() -> Any:
+    import jinja2
+
     loader = jinja2.FunctionLoader(
         lambda name: resources.files("releaser").joinpath(f"render/tcpao/{name}").read_text(encoding="utf-8"))
     return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,

@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Benchmark: releaser bundle / airgap --to / airgap verify against real baselines, side by side.
+
+    .venv/bin/python bench/airgap.py [--mb 500] [--images 8] [--scale 3]
+
+Generates a release of N images sharing a base layer (~MB in total) in a local
+docker-registry, then measures in one run:
+
+  bundle       releaser bundle                  vs  skopeo copy of each image into one OCI layout + tar | zstd -3
+  load         releaser airgap B --to R          vs  skopeo copy --all of each image from that layout to R
+  reload       a second releaser airgap --to of the same bundle (everything already there)
+  verify       releaser airgap verify            vs  sha256sum of the same bundle bytes
+
+reporting wall time, the ratio baseline/releaser, and each process's peak RSS
+(from wait4). Then it measures releaser's peak RSS again at --scale times the size.
+Nothing here asserts; results go to stdout as a Markdown table (and --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.images import Layout  # noqa: E402 - after sys.path
+from tests.support.registry import RegistryServer  # noqa: E402
+
+RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
+LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+# A tiny launcher (python -S, ~8 MB) spawns the measured command and reports its peak RSS from
+# wait4: measuring from this (larger) process would report our own RSS for small children,
+# because a child's peak RSS starts at its parent's before exec.
+_LAUNCH = ("import os,sys,time;t=time.perf_counter();p=os.posix_spawnp(sys.argv[1],sys.argv[1:],os.environ);"
+           "_,s,u=os.wait4(p,0);sys.stderr.write('\\n%d %d %f\\n'%(os.waitstatus_to_exitcode(s),u.ru_maxrss,"
+           "time.perf_counter()-t))")
+
+
+def run(cmd: list[str] | str, *, env: dict[str, str] | None = None, shell: bool = False) -> tuple[float, int]:
+    """(wall seconds, peak RSS in MB) of one command."""
+    argv = ["/bin/sh", "-c", cmd] if shell else list(cmd)  # type: ignore[list-item]
+    proc = subprocess.run([sys.executable, "-S", "-c", _LAUNCH, *argv], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    code, rss, wall = proc.stderr.strip().splitlines()[-1].split()
+    if int(code) != 0:
+        raise SystemExit(f"benchmark command failed: {cmd}\n{proc.stderr}")
+    return float(wall), int(rss) // 1024
+
+
+def write_layer(lay: Layout, name: str, size: int, rng: random.Random) -> tuple[str, int, str]:
+    """A one-file uncompressed tar layer of `size` random bytes, streamed to disk.
+    Returns (digest, size, diff_id); for an uncompressed layer the digest is the diff_id."""
+    import hashlib
+
+    header = tarfile.TarInfo(name)
+    header.size = size
+    head = header.tobuf(format=tarfile.USTAR_FORMAT)
+    tmp = lay.root / "blobs" / "tmp"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    with tmp.open("wb") as f:
+        for part in (head,):
+            f.write(part)
+            h.update(part)
+        left = size
+        while left:
+            chunk = rng.randbytes(min(left, 16 << 20))
+            f.write(chunk)
+            h.update(chunk)
+            left -= len(chunk)
+        tail = b"\0" * ((-size) % 512) + b"\0" * 1024
+        f.write(tail)
+        h.update(tail)
+    digest = "sha256:" + h.hexdigest()
+    tmp.replace(lay.root / "blobs" / "sha256" / h.hexdigest())
+    return digest, tmp.parent.joinpath("sha256", h.hexdigest()).stat().st_size, digest
+
+
+def generate(layout: Path, n_images: int, total_mb: int, seed: int) -> list[str]:
+    """N images: a shared base layer (~1/5 of the total) + one own layer each. Returns tags."""
+    from tests.support.images import OCI_CONFIG, OCI_MANIFEST
+
+    rng = random.Random(seed)
+    base_mb = max(1, total_mb // 5)
+    own_mb = max(1, (total_mb - base_mb) // n_images)
+    lay = Layout(layout)
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    base = write_layer(lay, "base/blob.bin", base_mb << 20, rng)
+    tags = []
+    for i in range(n_images):
+        own = write_layer(lay, f"app/{i}.bin", own_mb << 20, rng)
+        layers = [base, own]
+        cfg = json.dumps({"architecture": "amd64", "os": "linux",
+                          "rootfs": {"type": "layers", "diff_ids": [x[2] for x in layers]}}).encode()
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": OCI_CONFIG, "digest": lay.blob(cfg), "size": len(cfg)},
+                               "layers": [{"mediaType": LAYER, "digest": d, "size": n} for d, n, _ in layers]
+                               }).encode()
+        tag = f"img{i}"
+        lay.index.append({"mediaType": OCI_MANIFEST, "digest": lay.blob(manifest), "size": len(manifest),
+                          "annotations": {"org.opencontainers.image.ref.name": tag}})
+        tags.append(tag)
+    lay.finish()
+    return tags
+
+
+def setup(work: Path, n_images: int, total_mb: int) -> tuple[RegistryServer, Path, list[str]]:
+    src = RegistryServer(work / "src").start()
+    layout = work / "gen"
+    tags = generate(layout, n_images, total_mb, seed=total_mb)
+    for tag in tags:
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}",
+                        f"docker://{src.host}/bench/{tag}:v1"], check=True)
+    shutil.rmtree(layout)
+    rel = work / "rel"
+    rel.mkdir()
+    import yaml
+
+    doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release",
+           "metadata": {"name": "bench", "version": "1.0.0"},
+           "images": {t: {"ref": f"{src.host}/bench/{t}:v1"} for t in tags},
+           "services": {t: {"image": t} for t in tags}}
+    (rel / "release.yaml").write_text(yaml.safe_dump(doc))
+    return src, rel, tags
+
+
+def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, baselines: bool) -> dict[str, object]:
+    src, rel, tags = setup(work, n_images, total_mb)
+    dst = RegistryServer(work / "dst").start()
+    base_dst = RegistryServer(work / "base-dst").start()
+    res: dict[str, object] = {"mb": total_mb, "images": n_images}
+    try:
+        subprocess.run([RELEASER, "lock", str(rel)], check=True, env=env, capture_output=True)
+        subprocess.run([RELEASER, "keygen", "--out", str(work / "keys")], check=True, env=env, capture_output=True)
+        bundle = work / "b.tar.zst"
+        cache = work / "cache"
+        benv = {**env, "RELEASER_CACHE": str(cache)}
+        res["bundle"] = run([RELEASER, "bundle", str(rel), "--key", str(work / "keys/releaser.key"), "--out",
+                             str(bundle), "--no-cache"], env=benv)
+        res["bundle_size"] = bundle.stat().st_size
+        res["verify"] = run([RELEASER, "airgap", "verify", str(bundle), "--key", str(work / "keys/releaser.pub")],
+                            env=benv)
+        res["load"] = run([RELEASER, "airgap", str(bundle), "--to", dst.host, "--key",
+                           str(work / "keys/releaser.pub"), "--out", str(work / "out")], env=benv)
+        res["reload"] = run([RELEASER, "airgap", str(bundle), "--to", dst.host, "--key",
+                             str(work / "keys/releaser.pub"), "--out", str(work / "out")], env=benv)
+        if baselines:
+            layout = work / "baseline-layout"
+
+            def skopeo_bundle() -> tuple[float, int]:
+                steps = [run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                              f"docker://{src.host}/bench/{t}:v1", f"oci:{layout}:{t}"]) for t in tags]
+                steps.append(run(f"tar -C {layout} -cf - . | zstd -3 -T0 -q -o {work / 'baseline.tar.zst'}",
+                                 shell=True))
+                return sum(w for w, _ in steps), max(r for _, r in steps)
+
+            res["bundle_baseline"] = skopeo_bundle()
+
+            steps = [run(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false",
+                          f"oci:{layout}:{t}", f"docker://{base_dst.host}/bench/{t}:v1"]) for t in tags]
+            res["load_baseline"] = (sum(w for w, _ in steps), max(r for _, r in steps))
+            res["verify_baseline"] = run(["sha256sum", str(bundle)])
+    finally:
+        for s in (src, dst, base_dst):
+            s.stop()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=int, default=500)
+    ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--scale", type=int, default=3, help="repeat releaser runs at this multiple of --mb for RSS")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    env = {**os.environ, "RELEASER_KEY_PASSPHRASE": "benchmark passphrase"}
+    out: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="releaser-bench-") as tmp:
+        out["base"] = bench(args.mb, args.images, Path(tmp) / "a", env, baselines=True)
+    if args.scale > 1:
+        with tempfile.TemporaryDirectory(prefix="releaser-bench-") as tmp:
+            out["scaled"] = bench(args.mb * args.scale, args.images, Path(tmp) / "b", env, baselines=False)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    b = out["base"]
+    assert isinstance(b, dict)
+
+    def row(label: str, ours: str, base: str | None, note: str = "") -> str:
+        w, r = b[ours]
+        if base:
+            bw, br = b[base]
+            return f"| {label} | {w:.2f} s | {r} MB | {bw:.2f} s | {br} MB | {bw / w:.2f}× | {note} |"
+        return f"| {label} | {w:.2f} s | {r} MB | | | | {note} |"
+
+    print(f"{args.images} images, {args.mb} MB generated (shared base layer), bundle "
+          f"{b['bundle_size'] / 1e6:.0f} MB\n")
+    print("| step | releaser | peak RSS | baseline | baseline peak RSS | speed-up | |")
+    print("|---|---|---|---|---|---|---|")
+    print(row("bundle", "bundle", "bundle_baseline", "baseline: skopeo copy ×N into one OCI layout + tar | zstd -3 -T0"))
+    print(row("load (--to)", "load", "load_baseline", "baseline: skopeo copy --all ×N, layout → registry"))
+    lw = b["load"][0]  # type: ignore[index]
+    rw = b["reload"][0]  # type: ignore[index]
+    print(row("reload (same bundle again)", "reload", None, f"{100 * rw / lw:.1f} % of the first load"))
+    print(row("verify", "verify", "verify_baseline", "baseline: sha256sum of the bundle"))
+    if "scaled" in out:
+        s = out["scaled"]
+        assert isinstance(s, dict)
+        print(f"\nAt {s['mb']} MB: peak RSS bundle {s['bundle'][1]} MB, verify {s['verify'][1]} MB, "
+              f"load {s['load'][1]} MB, reload {s['reload'][1]} MB")
+
+
+if __name__ == "__main__":
+    main()
