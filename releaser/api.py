@@ -98,7 +98,7 @@ class RegistryOptions:
     plain_http: bool = False  # speak HTTP (loopback registries fall back to it by themselves)
     ca_file: str | None = None
     creds: str | None = None  # USER:PASSWORD for every registry (else env / Docker config)
-    chunk_mb: int = 32  # upload chunk: bigger blobs go in resumable PATCHes of this size
+    chunk_mb: int = 256  # upload chunk: bigger blobs go in resumable PATCHes of this size
 
     def factory(self) -> Any:
         from .registry import Registry, credentials_for  # requests: only when a registry is needed
@@ -488,26 +488,31 @@ def airgap_load(path: Path, *, to: str, key: Path, out: Path = Path("."), regist
     from dataclasses import asdict
 
     from .bundle.cache import default_cache_dir
-    from .bundle.load import Target, airgap_values, compose_override, push_bundle
-    from .bundle.verify import verify_bundle
+    from .bundle.load import LoadStats, Target, airgap_values, already_loaded, compose_override, push_bundle
+    from .bundle.verify import verify_bundle, verify_head
     from .lock import split_reference
 
     target = Target.parse(to)
-    v = verify_bundle(path, key)  # raises before anything touches the registry
     opts = registries or RegistryOptions()
+    # Fast path for a re-run: if the signed metadata verifies and the target already holds every
+    # signed digest under its tag, nothing would be written, so the full pass is not needed.
+    meta = verify_head(path, key)
     registry = opts.factory()(target.host)
-    stats = push_bundle(path, v, target, registry, state_dir=state_dir or default_cache_dir() / "uploads",
-                        concurrency=concurrency, progress=progress)
-    name, version = v.metadata["release"]["name"], v.metadata["release"]["version"]
+    if meta is not None and already_loaded(meta, target, registry, concurrency):
+        stats = LoadStats(verified="signature and metadata; every signed digest already in the target")
+    else:
+        v = verify_bundle(path, key)  # raises, listing every problem, before anything is written
+        meta = v.metadata
+        stats = push_bundle(path, v, target, registry, state_dir=state_dir or default_cache_dir() / "uploads",
+                            concurrency=concurrency, progress=progress)
+    name, version = meta["release"]["name"], meta["release"]["version"]
     out.mkdir(parents=True, exist_ok=True)
     values_path = out / "values-airgap.yaml"
-    _atomic_write(values_path, airgap_values(v, target))
-    compose_key = f"compose/{name}/compose.yaml"
+    _atomic_write(values_path, airgap_values(meta, target))
     override_path = out / "compose.airgap.yaml"
-    if compose_key in v.small_files:
-        _atomic_write(override_path, compose_override(v, target, v.small_files[compose_key]))
+    _atomic_write(override_path, compose_override(meta, target))
     images = []
-    for i in v.metadata["images"]:
+    for i in meta["images"]:
         _, p, _, _ = split_reference(i["repository"])
         images.append(f"{target.host}/{target.repo(p)}@{i['digest']}")
     chart_ref = f"oci://{target.host}/{target.repo('charts')}/{name}"

@@ -276,9 +276,10 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
            out: Annotated[Path, typer.Option("--out", "-o", help="Where values-airgap.yaml and "
                                              "compose.airgap.yaml are written.")] = Path("."),
            concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests.")] = 8,
-           chunk_mb: Annotated[int, typer.Option("--chunk-size", help="MB per upload request: bigger blobs go in "
-                                                 "PATCHes of this size, and an interrupted one resumes at a chunk "
-                                                 "boundary.", min=1, max=1024)] = 32,
+           chunk_mb: Annotated[int, typer.Option("--chunk-size", help="MB per upload request. Blobs up to this "
+                                                 "size go in one streamed PUT (fastest); bigger ones in PATCHes of "
+                                                 "this size, and an interrupted one resumes at a chunk boundary. "
+                                                 "Lower it on unreliable links.", min=1, max=4096)] = 256,
            insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
            creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
     """Verify a bundle, or verify it and load it into a private registry.

@@ -36,7 +36,7 @@ MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
-UPLOAD_CHUNK = 32 << 20  # blobs up to this go in one PUT; bigger ones in resumable PATCHes of this size
+UPLOAD_CHUNK = 256 << 20  # blobs up to this go in one streamed PUT; bigger ones in resumable PATCHes
 
 
 class RegistryError(ReleaserError):
@@ -325,6 +325,12 @@ class Registry:
         resp = self.request("HEAD", f"/v2/{repo}/manifests/{digest}", repo=repo, ok=(200, 404),
                             headers={"Accept": ACCEPT})
         return resp.status_code == 200
+
+    def tag_digest(self, repo: str, tag: str) -> str | None:
+        """The digest a tag points at (HEAD), or None when the tag does not exist."""
+        resp = self.request("HEAD", f"/v2/{repo}/manifests/{tag}", repo=repo, ok=(200, 404),
+                            headers={"Accept": ACCEPT})
+        return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
 
     def blob_exists(self, repo: str, digest: str) -> bool:
         resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, ok=(200, 404))

@@ -85,6 +85,7 @@ class LoadStats:
     manifests_skipped: int = 0
     tags: list[str] = field(default_factory=list)
     resumed: int = 0
+    verified: str = "every file and blob"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,24 +262,52 @@ class _NoClose:
         pass
 
 
-def airgap_values(v: Verified, target: Target) -> bytes:
+def airgap_values(metadata: dict[str, Any], target: Target) -> bytes:
     """values-airgap.yaml: the chart's registry override; digests stay those of values.yaml."""
-    name = v.metadata["release"]["name"]
+    name = metadata["release"]["name"]
     doc = {"global": {"imageRegistry": target.registry_value}}
     header = (f"# values-airgap.yaml for {name}: pull every image from {target.registry_value},\n"
               "# by the same digests the chart pins (written by `releaser airgap --to`).\n")
     return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
 
 
-def compose_override(v: Verified, target: Target, compose_yaml: bytes) -> bytes:
+def compose_override(metadata: dict[str, Any], target: Target) -> bytes:
     """compose.airgap.yaml: every service's image from the private registry, same digest."""
-    doc = yaml.safe_load(compose_yaml)
+    images = {i["name"]: i for i in metadata.get("images", [])}
     services: dict[str, Any] = {}
-    for svc, body in sorted((doc.get("services") or {}).items()):
-        ref = body.get("image", "")
-        repo, _, digest = ref.partition("@")
-        _, path, _, _ = split_reference(repo)
-        services[svc] = {"image": f"{target.host}/{target.repo(path)}@{digest}"}
+    for svc, image in sorted((metadata.get("compose") or {}).items()):
+        pin = images[image]
+        _, path, _, _ = split_reference(pin["repository"])
+        services[svc] = {"image": f"{target.host}/{target.repo(path)}@{pin['digest']}"}
     header = ("# compose.airgap.yaml: use with -f compose.yaml -f compose.airgap.yaml; images come from\n"
               f"# {target.registry_value} by the same digests (written by `releaser airgap --to`).\n")
     return (header + yaml.safe_dump({"services": services}, sort_keys=False)).encode()
+
+
+def top_level(metadata: dict[str, Any], target: Target) -> list[tuple[str, str, str | None]]:
+    """(repo, digest, tag) of every image and the chart, from the signed metadata."""
+    out: list[tuple[str, str, str | None]] = []
+    for img in metadata.get("images", []):
+        _, path, _, _ = split_reference(img["repository"])
+        _, _, tag, _ = split_reference(img["source"])
+        out.append((target.repo(path), img["digest"], tag))
+    chart = metadata.get("chart") or {}
+    if chart:
+        name, _, version = chart["ref"].rpartition(":")
+        out.append((target.repo(name), chart["digest"], version))
+    return out
+
+
+def already_loaded(metadata: dict[str, Any], target: Target, registry: Registry, concurrency: int = 8) -> bool:
+    """True when every signed top-level digest is in the target under its tag. A registry only
+    accepts a manifest whose references it holds, so nothing else can be missing."""
+    tops = top_level(metadata, target)
+
+    def present(item: tuple[str, str, str | None]) -> bool:
+        repo, digest, tag = item
+        if not registry.manifest_exists(repo, digest):
+            return False
+        return tag is None or registry.tag_digest(repo, tag) == digest
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return bool(tops) and all(pool.map(present, tops))

@@ -171,6 +171,25 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
                     signer=fingerprint(public_key.read_bytes()))
 
 
+def verify_head(path: Path, public_key: Path) -> dict[str, Any] | None:
+    """Signature and aggregate checksum only (the first three members): the signed metadata,
+    or None when anything is wrong (the caller then runs the full verification to say what)."""
+    key = load_public_key(public_key)
+    head: dict[str, bytes] = {}
+    try:
+        for member, reader in iter_members(path):
+            if reader is None or member.name not in (METADATA, SIGNATURE, CHECKSUMS) or len(head) >= 3:
+                break
+            head[member.name] = reader.read(SMALL + 1)
+            if len(head) == 3:
+                break
+    except ArchiveError:
+        return None
+    problems: list[str] = []
+    meta, _ = _check_head(head, key, problems)
+    return None if problems or len(head) < 3 else meta
+
+
 def _check_head(head: dict[str, bytes], key: Any, problems: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     meta_bytes, sig, checksums = head.get(METADATA, b""), head.get(SIGNATURE, b""), head.get(CHECKSUMS, b"")
     if not verify_signature(key, meta_bytes, sig):

@@ -175,6 +175,9 @@ def checksums_and_metadata(plan: Plan, lock_doc: dict[str, Any], bp: BundlePlan,
                   "digest": bp.index[-1]["digest"]},
         "signer": signer_fingerprint,
         "lock": lock_doc,
+        # compose service -> image name, so the airgap override needs only this signed file
+        "compose": {**{svc.name: svc.image for svc in plan.services},
+                    **{f"{svc.name}-tcpao": svc.sidecar.image for svc in plan.services if svc.sidecar}},
     }
     return entries, checksums, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
 
