@@ -429,22 +429,19 @@ class Registry:
     def _patch_chunks(self, repo: str, location: str, stream: IO[bytes], offset: int, size: int,
                       progress: Callable[[int], None] | None, state_file: Path | None) -> str:
         while offset < size:
-            chunk = stream.read(min(self.chunk_size, size - offset))
-            if not chunk:
-                raise RegistryError(f"blob source ended at byte {offset} of {size}",
-                                    fix="the bundle is truncated; verify it again")
-            end = offset + len(chunk) - 1
+            n = min(self.chunk_size, size - offset)
+            chunk = _HashingReader(_Limited(stream, n), None, n)  # streamed, never held whole
+            end = offset + n - 1
             resp = self.request("PATCH", location, repo=repo, push=True, ok=(202,), data=chunk,
                                 headers={"Content-Type": "application/octet-stream",
-                                         "Content-Range": f"{offset}-{end}",
-                                         "Content-Length": str(len(chunk))}, retry_body=False)
+                                         "Content-Range": f"{offset}-{end}"}, retry_body=False)
             location = urljoin(self.base + "/", resp.headers.get("Location", location))
             resp.close()
             if state_file:
                 state_file.write_text(location)
             offset = end + 1
             if progress:
-                progress(len(chunk))
+                progress(n)
         return location
 
     def put_manifest(self, repo: str, reference: str, content: bytes, media_type: str) -> str:
@@ -489,6 +486,24 @@ class _HashingReader:
             if not data:
                 return
             yield data
+
+
+class _Limited:
+    """At most `n` bytes of `stream`; running short is an error (a truncated source)."""
+
+    def __init__(self, stream: IO[bytes], n: int) -> None:
+        self.stream = stream
+        self.left = n
+
+    def read(self, k: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.stream.read(min(k if k and k > 0 else CHUNK, self.left))
+        if not data:
+            raise RegistryError(f"blob source ended {self.left} bytes early",
+                                fix="the bundle is truncated; verify it again")
+        self.left -= len(data)
+        return data
 
 
 def _skip(stream: IO[bytes], n: int) -> None:
