@@ -202,17 +202,17 @@ class Registry:
         if scheme == "basic":
             if not self.credentials:
                 raise AuthError(f"{self.host} requires a login", fix=self.login_hint())
-            if self._basic:
-                raise AuthError(f"{self.host} refused the credentials of {self.credentials.username!r}",
-                                fix=self.login_hint())
-            self._basic = True
+            self._basic = True  # idempotent: concurrent calls may all arrive here; a 401 after it is a refusal
             return
         if scheme != "bearer":
             raise AuthError(f"{self.host} asks for unsupported auth scheme {scheme!r}", fix=self.login_hint())
         h = parse_auth_header(challenge)
         if not h.realm:
             raise AuthError(f"{self.host} sent a bearer challenge without a realm", fix=self.login_hint())
-        params = {"service": h.service or "", "scope": scope}
+        # The challenge names exactly the scopes this call needs (a cross-repository mount also needs
+        # pull on the source repository); ask for all of them, plus our own.
+        scopes = sorted({scope, *(h.scope or "").split()} - {""})
+        params: dict[str, Any] = {"service": h.service or "", "scope": scopes}
         auth = (self.credentials.username, self.credentials.password) if self.credentials else None
         try:
             resp = self.session.get(h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify)
@@ -239,7 +239,7 @@ class Registry:
         url = path_or_url if path_or_url.startswith("http") else f"{self.base}{path_or_url}"
         scope = self._scope(repo, push)
         attempt = 0
-        authed = False
+        authed = 0
         while True:
             hdrs = {**(headers or {}), **self._auth_header(scope)}
             try:
@@ -258,11 +258,12 @@ class Registry:
                 self._sleep(attempt, None)
                 attempt += 1
                 continue
-            if resp.status_code == 401 and not authed:
-                challenge = resp.headers.get("WWW-Authenticate", "")
+            challenge = resp.headers.get("WWW-Authenticate", "") if resp.status_code == 401 else ""
+            wider = authed == 1 and 'scope="' in challenge and scope not in challenge.split('scope="', 1)[1]
+            if resp.status_code == 401 and (not authed or wider):
                 resp.close()
                 self._authenticate(challenge, scope)
-                authed = True
+                authed += 1
                 continue
             if resp.status_code in (401, 403):
                 resp.close()

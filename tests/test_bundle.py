@@ -349,3 +349,43 @@ def test_an_upload_cut_between_chunks_resumes_from_the_registry_offset(world: Wo
     finally:
         proxy.close()
         target.stop()
+
+
+@pytest.mark.parametrize("auth", ["htpasswd", "token"])
+def test_load_into_a_registry_that_needs_credentials(world: World, tmp_path: Path, auth: str) -> None:
+    from .support.registry import PASSWORD, USER
+
+    target = RegistryServer(tmp_path / auth, auth=auth).start()
+    try:
+        code, out = cli("airgap", str(world.bundle), "--to", target.host, "--key", str(world.pub),
+                        "--out", str(tmp_path))
+        assert code == 7 and f"docker login {target.host}" in out, out
+        # credentials from the environment, per registry
+        code, out = cli("airgap", str(world.bundle), "--to", target.host, "--key", str(world.pub),
+                        "--out", str(tmp_path), env={"RELEASER_REGISTRY_AUTH": f"{target.host}={USER}:{PASSWORD}"})
+        assert code == 0, out
+        assert PASSWORD not in out
+        lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+        creds = f"{USER}:{PASSWORD}"
+        assert images.skopeo_digest(f"{target.host}/library/nats:v1", creds=creds) == lock["images"]["nats"]["digest"]
+        if target.token is not None:  # a push asks for a push scope, not the pull-only token it had
+            assert "repository:library/nats:pull,push" in target.token.requests
+    finally:
+        target.stop()
+
+
+def test_reload_of_a_loaded_bundle_reads_only_the_signed_head(world: World, tmp_path: Path) -> None:
+    target = RegistryServer(tmp_path / "again").start()
+    try:
+        for _ in range(2):
+            code, out = cli("airgap", str(world.bundle), "--to", target.host, "--key", str(world.pub),
+                            "--out", str(tmp_path), "--json")
+            assert code == 0, out
+        stats = json.loads(out)["result"]["stats"]
+        assert stats["verified"].startswith("signature and metadata") and stats["bytes_pushed"] == 0
+        # the fast path never trusts an unsigned change: a bundle with a bad signature is fully checked
+        bad = _tampered(world, "releaser.json", tmp_path / "bad.tar.zst")
+        code, out = cli("airgap", str(bad), "--to", target.host, "--key", str(world.pub), "--out", str(tmp_path))
+        assert code == 1 and "the signature does not verify" in out
+    finally:
+        target.stop()

@@ -100,9 +100,9 @@ class TokenServer:
                     self.send_response(401)
                     self.end_headers()
                     return
-                scope = parse_qs(urlparse(self.path).query).get("scope", [""])[0]
-                server.requests.append(scope)
-                body = json.dumps({"token": server.issue(scope)}).encode()
+                scopes = parse_qs(urlparse(self.path).query).get("scope", [])
+                server.requests.extend(scopes)
+                body = json.dumps({"token": server.issue(scopes)}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -116,9 +116,9 @@ class TokenServer:
     def realm(self) -> str:
         return f"http://127.0.0.1:{self.port}/token"
 
-    def issue(self, scope: str) -> str:
+    def issue(self, scopes: list[str]) -> str:
         access = []
-        if scope:
+        for scope in scopes:
             kind, name, actions = scope.split(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
