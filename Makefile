@@ -9,11 +9,13 @@ EXAMPLE := examples/bmp-tcpao
 setup:
 	@./scripts/setup.sh
 
-## The main job on the built-in example: validate, render, prove the digests agree.
+## The main job on the built-in example: validate, render, prove the digests agree; then the
+## airgap rehearsal (stand-in images -> registry -> lock -> bundle -> verify -> private registry).
 demo: setup
 	$(RELEASER) validate $(EXAMPLE)
 	$(RELEASER) render $(EXAMPLE) --out .
 	$(RELEASER) check $(EXAMPLE) --out .
+	.venv/bin/python scripts/rehearse.py
 
 ## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate.
 test: setup
