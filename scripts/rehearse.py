@@ -90,7 +90,7 @@ def main() -> None:
         import yaml
 
         lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
-        for name, entry in sorted(lock["images"].items()):
+        for _, entry in sorted(lock["images"].items()):
             path = entry["repository"].split("/", 1)[1]
             tag = entry["source"].rsplit(":", 1)[1]
             got = images.skopeo_digest(f"{private.host}/{path}:{tag}")
