@@ -56,13 +56,17 @@ class CutAfterFirstPatch:
                 if not data:
                     break
                 if upstream:
+                    if self.blocked:  # after the cut nothing more reaches the registry
+                        break
                     state["patches"] += data.count(b"PATCH /v2/")
                     dst.sendall(data)
                     continue
-                dst.sendall(data)
-                if self.armed and state["patches"] and b"HTTP/1.1 202" in data and b"\r\n\r\n" in data:
+                trigger = self.armed and state["patches"] and b"HTTP/1.1 202" in data and b"\r\n\r\n" in data
+                if trigger:
                     self.armed = False
-                    self.blocked = True
+                    self.blocked = True  # before the client can see the answer and send the next chunk
+                dst.sendall(data)
+                if trigger:
                     self._close_all()
                     self.cut.set()
                     return
