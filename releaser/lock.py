@@ -18,14 +18,12 @@ import yaml
 
 from . import model as m
 from .errors import LockError, Problem, ValidationError
+from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .yamlsource import PathT, Source, load_source
 
 LOCK_FILE = "release.lock.yaml"
 LOCK_KIND = "ReleaseLock"
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json")
 
 
 @dataclass(frozen=True, kw_only=True)

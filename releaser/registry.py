@@ -30,9 +30,8 @@ import requests
 from oras.auth.utils import parse_auth_header
 
 from .errors import EXIT_AUTH, EXIT_REGISTRY, ReleaserError
+from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
