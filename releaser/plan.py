@@ -22,6 +22,8 @@ SIDECAR_SUFFIX = "tcpao"
 # A non-root process does not keep added capabilities in its effective set (Kubernetes sets no
 # ambient capabilities), so the sidecar runs as UID 0 with every capability dropped but NET_ADMIN.
 SIDECAR_USER = (0, 0)
+TCPAO_NODE_LABEL = "releaser.dev/tcp-ao"  # nodes whose kernel has CONFIG_TCP_AO; overridable in values
+HOSTNAME_KEY = "kubernetes.io/hostname"
 SIDECAR_CAP = m.Capability(name="NET_ADMIN",
                            justification="installs TCP-AO keys and policies on its sockets (reference 000, section 4)")
 
@@ -132,6 +134,9 @@ class PlanService:
     address: str | None  # fixed Compose address
     depends_on: tuple[tuple[str, str], ...]  # Compose start order: (service, condition)
     pdb: tuple[str, int] | None  # ("minAvailable" | "maxUnavailable", n)
+    spread: bool  # replicas spread across nodes (topologySpreadConstraints, best effort)
+    one_per_node: bool  # hostNetwork pods bind node ports: never two on one node (required anti-affinity)
+    tcpao_nodes: bool  # scheduled only onto nodes labelled TCP-AO capable
     network_policy: NetworkPolicy | None  # None for hostNetwork pods
     sidecar: Sidecar | None
 
@@ -263,21 +268,25 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
                           for v in s.volumes),
             secrets=tuple(secrets), capabilities=s.capabilities, host_network=s.host_network,
             compose_network="host" if (s.host_network and not s.tcpao) else NETWORK_NAME,
-            address=s.address, depends_on=depends, pdb=pdb, network_policy=policy, sidecar=sidecar))
+            address=s.address, depends_on=depends, pdb=pdb, network_policy=policy, sidecar=sidecar,
+            spread=not s.per_node and s.replicas >= 2,
+            one_per_node=s.host_network and not s.per_node, tcpao_nodes=sidecar is not None))
     if any(s.pdb for s in services):
         omissions.append("PodDisruptionBudgets: Compose has no voluntary evictions")
     if any(s.network_policy for s in services):
         omissions.append("NetworkPolicy: Compose services on the release network can reach each other; "
                          "only public ports are published, on BIND_ADDRESS (127.0.0.1 by default)")
-    if any(s.node_selector for s in services):
-        omissions.append("nodeSelector: Compose runs everything on this host")
+    if any(s.node_selector or s.tcpao_nodes or s.spread or s.one_per_node for s in services):
+        omissions.append("scheduling (nodeSelector, TCP-AO node label, spread, one per node): Compose runs "
+                         "everything on this host")
     for (secret, key), users in sorted(external.items()):
         notes.append(f"Create Secret {secret} (key {key}) before installing; used by {', '.join(sorted(users))}: "
                      f"kubectl create secret generic {secret} --from-file={key}=./{key}")
     if any(s.sidecar for s in services):
         notes.append("TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
                      "services.<name>.tcpao.peerIP to the nodes' addresses (defaults are the Compose addresses), "
-                     "and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7).")
+                     f"and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7): "
+                     f"kubectl label node NODE {TCPAO_NODE_LABEL}=true")
     return Plan(name=release.name, version=release.version, description=release.description, subnet=release.subnet,
                 images=tuple(images), services=tuple(services),
                 generated_secrets=tuple(generated[k] for k in sorted(generated)),

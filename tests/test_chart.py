@@ -232,3 +232,22 @@ def test_install_dry_run_prints_notes(helm4: str, tmp_path: Path) -> None:
     assert "NetworkPolicy does not apply to hostNetwork pods, so this chart creates none for collector" in notes
     assert "bmp-tcpao-key (key tcpao-key), used by collector TCP-AO sidecar, speaker TCP-AO sidecar" in notes
     assert "TCP-AO initiator: connects to 10.77.0.10:1790" in notes
+
+
+@pytest.mark.helm
+def test_scheduling_spread_one_per_node_and_tcpao_nodes(helm: str, tmp_path: Path) -> None:
+    docs = template(helm, write_chart("bmp-tcpao", tmp_path), "--set", "global.tcpaoNodeLabel=example.com/ao")
+    deployments = by_kind(docs, "Deployment")
+    bus = deployments["bus"]["spec"]["template"]["spec"]
+    (spread,) = bus["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == deployments["bus"]["spec"]["selector"]["matchLabels"]
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and "affinity" not in bus
+    for name in ("collector", "speaker"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"example.com/ao": "true"}
+        (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == deployments[name]["spec"]["selector"]["matchLabels"]
+    # every PDB selects exactly its own Deployment's pods
+    for name, pdb in by_kind(docs, "PodDisruptionBudget").items():
+        assert pdb["spec"]["selector"]["matchLabels"] == deployments[name]["spec"]["template"]["metadata"]["labels"]

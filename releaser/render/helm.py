@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..plan import Plan, PlanService, PolicyRule
+from ..plan import TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
 
 KUBE_VERSION = ">=1.29.0-0"
 DIGEST_PATTERN = "^sha256:[a-f0-9]{64}$"
@@ -77,6 +77,9 @@ def _service_values(svc: PlanService) -> dict[str, Any]:
                      "envFile": s.env_file or ""} for s in svc.secrets],
         "hostNetwork": svc.host_network,
         "nodeSelector": dict(svc.node_selector),
+        "spreadAcrossNodes": svc.spread,
+        "onePerNode": svc.one_per_node,
+        "tcpaoNodesOnly": svc.tcpao_nodes,
         "tolerations": [],
         "podAnnotations": {},
         "pdb": {svc.pdb[0]: svc.pdb[1]} if svc.pdb else {},
@@ -110,7 +113,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:
 def chart_values(plan: Plan) -> dict[str, Any]:
     """The chart's values.yaml as data: every decision of the plan, overridable."""
     return {
-        "global": {"imageRegistry": "", "imagePullSecrets": []},
+        "global": {"imageRegistry": "", "imagePullSecrets": [], "tcpaoNodeLabel": TCPAO_NODE_LABEL},
         "images": {i.name: {"registry": i.registry, "repository": i.repository, "digest": i.digest}
                    for i in plan.images},
         "networkPolicy": {
@@ -261,6 +264,13 @@ def values_schema(plan: Plan) -> dict[str, Any]:
                                    "envFile": {"type": "string"}})},
         "hostNetwork": {"type": "boolean", "description": "Use the node's network namespace."},
         "nodeSelector": _str_map("Node labels the pods must land on."),
+        "spreadAcrossNodes": {"type": "boolean",
+                              "description": "Spread replicas over nodes (topologySpreadConstraints, ScheduleAnyway)."},
+        "onePerNode": {"type": "boolean",
+                       "description": "Never two pods on one node (required anti-affinity; hostNetwork binds node "
+                                      "ports)."},
+        "tcpaoNodesOnly": {"type": "boolean",
+                           "description": "Schedule only onto nodes labelled global.tcpaoNodeLabel=true."},
         "tolerations": {"type": "array", "description": "Pod tolerations.", "items": {"type": "object"}},
         "podAnnotations": _str_map("Extra pod annotations."),
         "pdb": {"type": "object", "description": "PodDisruptionBudget spec (empty: none).",
@@ -280,7 +290,10 @@ def values_schema(plan: Plan) -> dict[str, Any]:
             "global": _obj({"imageRegistry": {"type": "string", "pattern": "^([a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?)?$",
                                               "description": "Replaces every image's registry (airgap installs)."},
                             "imagePullSecrets": {"type": "array", "items": _obj({"name": {"type": "string"}}),
-                                                 "description": "Pull secrets for every pod."}},
+                                                 "description": "Pull secrets for every pod."},
+                            "tcpaoNodeLabel": {"type": "string", "minLength": 1,
+                                               "description": "Node label (value \"true\") marking nodes whose "
+                                                              "kernel has CONFIG_TCP_AO."}},
                            desc="Settings shared by every service."),
             "images": {"type": "object", "description": "Pinned images.", "additionalProperties": False,
                        "properties": {n: image for n in image_names}, "required": image_names},
