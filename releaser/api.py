@@ -61,12 +61,15 @@ class RenderResult:
     images: tuple[str, ...]
     notes: tuple[str, ...]
     warnings: tuple[Problem, ...] = ()
+    package: str | None = None
+    package_sha256: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "compose": self.compose_dir, "chart": self.chart_dir,
                 "written": list(self.written), "unchanged": self.unchanged, "removed": list(self.removed),
                 "images": list(self.images), "notes": list(self.notes),
-                "warnings": [w.to_json() for w in self.warnings]}
+                "warnings": [w.to_json() for w in self.warnings], "package": self.package,
+                "packageSha256": self.package_sha256}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,8 +244,13 @@ def validate_release(directory: Path) -> ValidateResult:
                           images=tuple(i.name for i in release.images), lock=lock_state, warnings=tuple(warnings))
 
 
-def render_release(directory: Path, *, out: Path) -> RenderResult:
-    """Render compose/<name>/ and charts/<name>/ under `out`, each swapped in atomically."""
+def render_release(directory: Path, *, out: Path, package: Path | None = None) -> RenderResult:
+    """Render compose/<name>/ and charts/<name>/ under `out`, each swapped in atomically;
+    with `package`, also write the chart as a deterministic <name>-<version>.tgz there."""
+    import hashlib
+
+    from .render.helm import package_chart
+
     plan, warnings = load_plan(directory)
     written: list[str] = []
     removed: list[str] = []
@@ -258,10 +266,17 @@ def render_release(directory: Path, *, out: Path) -> RenderResult:
         removed += [f"{sub}/{rel}" for rel in sorted(set(before) - set(files))]
         if before != files:
             _write_tree_atomically(target, files)
+    pkg_path = pkg_sha = None
+    if package is not None:
+        tgz = package_chart(plan, render_helm(plan), mtime=source_date_epoch())
+        package.mkdir(parents=True, exist_ok=True)
+        pkg = package / f"{plan.name}-{plan.version}.tgz"
+        _atomic_write(pkg, tgz)
+        pkg_path, pkg_sha = str(pkg), hashlib.sha256(tgz).hexdigest()
     return RenderResult(release=plan.name, compose_dir=str(out / "compose" / plan.name),
                         chart_dir=str(out / "charts" / plan.name), written=tuple(written), unchanged=unchanged,
                         removed=tuple(removed), images=tuple(sorted(plan.pinned_references())), notes=plan.notes,
-                        warnings=tuple(warnings))
+                        warnings=tuple(warnings), package=pkg_path, package_sha256=pkg_sha)
 
 
 def collect_compose_images(compose_text: bytes) -> list[tuple[str, str]]:

@@ -131,7 +131,12 @@ def validate(directory: DirArg, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def render(directory: DirArg, out: OutOpt = Path("."), as_json: JsonOpt = False) -> None:
+def render(directory: DirArg, out: OutOpt = Path("."),
+           package: Annotated[Path | None, typer.Option(
+               "--package", help="Also write the chart as <name>-<version>.tgz into this directory: "
+                                 "byte-identical for identical inputs (SOURCE_DATE_EPOCH sets its mtimes), "
+                                 "ready for `helm push`.")] = None,
+           as_json: JsonOpt = False) -> None:
     """Render compose/<name>/ and charts/<name>/ from release.yaml and the lock.
 
     Refuses a missing or stale lock. Each output directory is written to a temp
@@ -139,6 +144,7 @@ def render(directory: DirArg, out: OutOpt = Path("."), as_json: JsonOpt = False)
     Rendering twice gives byte-identical files.
 
     Example:  releaser render examples/bmp-tcpao --out .
+    Example:  releaser render examples/bmp-tcpao --package dist/   # + dist/bmp-tcpao-1.4.0.tgz
     """
 
     def text(r: api.RenderResult) -> str:
@@ -149,9 +155,11 @@ def render(directory: DirArg, out: OutOpt = Path("."), as_json: JsonOpt = False)
         lines.append(f"  chart:   {r.chart_dir}   (helm install {r.release} {r.chart_dir})")
         lines += [f"  image:   {i}" for i in r.images]
         lines += [f"  note:    {n}" for n in r.notes]
+        if r.package:
+            lines.append(f"  package: {r.package} (sha256 {r.package_sha256})")
         return "\n".join(lines)
 
-    _emit("render", as_json, lambda: api.render_release(directory, out=out), text)
+    _emit("render", as_json, lambda: api.render_release(directory, out=out, package=package), text)
 
 
 @app.command()

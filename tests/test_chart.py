@@ -8,6 +8,7 @@ override, and TOML parity between the chart and Compose.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,40 @@ def test_scheduling_spread_one_per_node_and_tcpao_nodes(helm: str, tmp_path: Pat
     # every PDB selects exactly its own Deployment's pods
     for name, pdb in by_kind(docs, "PodDisruptionBudget").items():
         assert pdb["spec"]["selector"]["matchLabels"] == deployments[name]["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.mark.helm
+def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(helm: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from releaser.cli import app
+
+    from .support.registry import RegistryServer
+
+    runner = CliRunner()
+    shas = set()
+    for i in range(2):
+        result = runner.invoke(app, ["render", str(RELEASES["bmp-tcpao"]), "--out", str(tmp_path / f"o{i}"),
+                                     "--package", str(tmp_path / f"p{i}"), "--json"])
+        assert result.exit_code == 0, result.output
+        shas.add(json.loads(result.output)["result"]["packageSha256"])
+    assert len(shas) == 1
+    tgz = tmp_path / "p0" / "bmp-tcpao-1.4.0.tgz"
+    assert (tmp_path / "p1" / tgz.name).read_bytes() == tgz.read_bytes()
+    assert run([helm, "lint", "--strict", str(tgz)]).returncode == 0
+    registry = RegistryServer(tmp_path / "reg").start()
+    try:
+        push = run([helm, "push", str(tgz), f"oci://{registry.host}/charts", "--plain-http"])
+        assert push.returncode == 0, push.stderr
+        digest = next(w for w in (push.stdout + push.stderr).split() if w.startswith("sha256:"))
+        pulled = tmp_path / "pulled"
+        pulled.mkdir()
+        pull = run([helm, "pull", f"oci://{registry.host}/charts/bmp-tcpao@{digest}", "--plain-http",
+                    "-d", str(pulled)])
+        assert pull.returncode == 0, pull.stderr
+        (got,) = list(pulled.iterdir())
+        assert got.read_bytes() == tgz.read_bytes()
+        docs = template(helm, got)
+        assert by_kind(docs, "Deployment")
+    finally:
+        registry.stop()

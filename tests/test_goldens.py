@@ -45,3 +45,16 @@ def test_committed_example_outputs_are_current() -> None:
         on_disk = {p.relative_to(root / sub).as_posix(): p.read_bytes()
                    for p in (root / sub).rglob("*") if p.is_file()}
         assert on_disk == files, f"{sub} is stale: run `make demo` and commit"
+
+
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_chart_readme_documents_every_value(name: str) -> None:
+    plan, _ = load_plan(RELEASES[name])
+    readme = render_files(plan)[f"charts/{name}"]["README.md"].decode()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    assert len(rows) > 40
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        assert len(cells) == 4 and all(cells), f"incomplete values reference row: {row}"
+    for key in ("global.imageRegistry", "networkPolicy.enabled", "generatedSecrets"):
+        assert f"| `{key}` |" in readme
