@@ -385,16 +385,17 @@ class Registry:
         if state_file and state_file.exists():
             location = state_file.read_text().strip() or None
             if location:
-                offset = self._upload_offset(repo, location)
-                if offset is None:
+                offset = self._upload_offset(repo, location) or 0
+                if not offset:  # nothing to resume from: the session is gone, empty or inconsistent
                     location, offset = None, 0
+                    state_file.unlink(missing_ok=True)
         result = "resumed" if location else "pushed"
         if location is None:
             resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, push=True, ok=(202,))
             location = urljoin(self.base + "/", resp.headers["Location"])
             resp.close()
-            if state_file:
-                state_file.write_text(location)
+            # the state file is written only after a chunk is acknowledged: a session is worth
+            # resuming exactly at a boundary the registry confirmed
         if progress and offset:
             progress(offset)
         with open_stream() as stream:
@@ -422,9 +423,11 @@ class Registry:
         if resp.status_code == 404:
             return None
         rng = resp.headers.get("Range", "")
-        if "-" in rng:
-            return int(rng.rsplit("-", 1)[1]) + 1
-        return 0
+        try:
+            start, end = (int(x) for x in rng.split("-", 1))
+        except ValueError:
+            return 0
+        return end + 1 if end > start else 0  # "0-0" is what distribution says for an empty session
 
     def _patch_chunks(self, repo: str, location: str, stream: IO[bytes], offset: int, size: int,
                       progress: Callable[[int], None] | None, state_file: Path | None) -> str:

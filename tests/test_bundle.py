@@ -300,7 +300,7 @@ def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: P
         code, out = cli("airgap", str(world.bundle), "--to", f"{target.host}/x", "--key", str(world.pub),
                         "--out", str(tmp_path), "--chunk-size", "8")
         killer.join()
-        assert code == 6 and "unreachable" in out, out
+        assert code == 6 and "unreachable" in out, (code, out)
         target.start()  # same storage, same port
         code, out = cli("airgap", str(world.bundle), "--to", f"{target.host}/x", "--key", str(world.pub),
                         "--out", str(tmp_path), "--json")

@@ -67,8 +67,8 @@ class CutAfterFirstPatch:
                     self.blocked = True  # before the client can see the answer and send the next chunk
                 dst.sendall(data)
                 if trigger:
+                    self.cut.set()  # before the close, which is what the client will see
                     self._close_all()
-                    self.cut.set()
                     return
         except OSError:
             pass
