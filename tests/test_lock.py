@@ -61,7 +61,7 @@ def registry(tmp_path: Path) -> Iterator[RegistryServer]:
 
 def release_dir(tmp_path: Path, host: str, *, platforms: list[str] | None = None) -> Path:
     d = tmp_path / "rel"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     gobmp: dict[str, object] = {"ref": f"{host}/bmp/gobmp:v1"}
     if platforms:
         gobmp["platforms"] = platforms
@@ -215,3 +215,28 @@ def test_unreachable_registry_is_named(tmp_path: Path) -> None:
     assert code == 6 and "127.0.0.1:9 is unreachable" in out
 
 
+
+
+def test_transient_faults_are_retried_a_bounded_number_of_times(registry: RegistryServer, layout: Path,
+                                                                 tmp_path: Path) -> None:
+    from .support.faults import Answer503First
+
+    push_all(layout, registry.host)
+    flaky = Answer503First(registry.port, 2)
+    try:
+        d = release_dir(tmp_path, flaky.host)  # the release names the proxy: its answers are the registry's
+        code, out = cli("lock", str(d), "--plain-http")  # no TLS probe: every request the proxy sees is ours
+        assert code == 0, out
+        assert flaky.served == 2
+    finally:
+        flaky.close()
+    broken = Answer503First(registry.port, 1000)
+    try:
+        d = release_dir(tmp_path / "b", broken.host)
+        started = time.monotonic()
+        code, out = cli("lock", str(d), "--plain-http")
+        assert code == 6 and "answered 503" in out, out
+        assert broken.served == 5  # one try and four retries, then it stops
+        assert time.monotonic() - started < 15
+    finally:
+        broken.close()

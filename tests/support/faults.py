@@ -90,3 +90,63 @@ class CutAfterFirstPatch:
     def close(self) -> None:
         self.listener.close()
         self._close_all()
+
+
+class Answer503First:
+    """Answers the first `n` HTTP requests with 503 Service Unavailable itself, then forwards
+    everything to the registry: a transient fault a healthy registry never produces on cue."""
+
+    def __init__(self, upstream_port: int, n: int) -> None:
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.left = n
+        self.served = 0
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with self.lock:
+            fail = self.left > 0
+            if fail:
+                self.left -= 1
+                self.served += 1
+        if fail:
+            with contextlib.suppress(OSError):
+                client.recv(1 << 16)
+                client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            client.close()
+            return
+        server = socket.create_connection(self.upstream)
+        for src, dst in ((client, server), (server, client)):
+            threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(1 << 16)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.close()
