@@ -301,8 +301,33 @@ def collect_manifest_images(manifests: str) -> list[tuple[str, str]]:
     return out
 
 
-def check_release(directory: Path, *, out: Path, helm: str | None = None) -> CheckResult:
-    """Prove compose, chart and lock name the same digests, and the committed outputs are current."""
+def bundle_images(path: Path) -> list[tuple[str, str]]:
+    """(where, repository@digest) for every image in a bundle's index.json (read from the head of
+    the archive; the chart artifact is not an image)."""
+    import json as _json
+
+    from .bundle.archive import iter_members
+    from .bundle.format import IMAGE_NAME, REF_NAME
+    from .lock import split_reference
+
+    for member, reader in iter_members(path):
+        if member.name == "index.json" and reader is not None:
+            index = _json.loads(reader.read())
+            out = []
+            for entry in index.get("manifests", []):
+                ann = entry.get("annotations", {})
+                if ann.get(IMAGE_NAME) == "chart":
+                    continue
+                registry, repo, _, _ = split_reference(ann.get(REF_NAME, ""))
+                out.append((f"index.json {ann.get(IMAGE_NAME, '?')}", f"{registry}/{repo}@{entry['digest']}"))
+            return out
+        if member.name.startswith("blobs/"):
+            break
+    return []
+
+
+def check_release(directory: Path, *, out: Path, helm: str | None = None, bundle: Path | None = None) -> CheckResult:
+    """Prove compose, chart, bundle and lock name the same digests, and the committed outputs are current."""
     plan, _ = load_plan(directory)
     helm_bin = find_helm(helm)
     expected = plan.pinned_references()
@@ -354,6 +379,13 @@ def check_release(directory: Path, *, out: Path, helm: str | None = None) -> Che
             compare("compose (committed)", collect_compose_images(committed["compose.yaml"]))
         if key == chart_key and "Chart.yaml" in committed:
             chart_images(committed, "chart (committed)")
+    default_bundle = out / "bundles" / f"{plan.name}-{plan.version}.tar.zst"
+    bundle = bundle or (default_bundle if default_bundle.exists() else None)
+    if bundle is not None:
+        if not bundle.exists():
+            mismatches.append(f"{bundle}: no such bundle")
+        else:
+            compare(f"bundle {bundle.name}", bundle_images(bundle))
     if mismatches:
         raise CheckError(mismatches, exit_code=EXIT_CHECK if digest_problem else EXIT_STALE,
                          fix=f"run `releaser render {directory}` and commit the result; never edit digests by hand")

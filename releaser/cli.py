@@ -166,8 +166,11 @@ def render(directory: DirArg, out: OutOpt = Path("."),
 def check(directory: DirArg, out: OutOpt = Path("."),
           helm: Annotated[str | None, typer.Option("--helm", help="helm binary (default: $RELEASER_HELM, then PATH).")]
           = None,
+          bundle: Annotated[Path | None, typer.Option(
+              "--bundle", help="Also compare this bundle's index.json (default: OUT/bundles/<name>-<version>.tar.zst "
+                               "when it exists).")] = None,
           as_json: JsonOpt = False) -> None:
-    """Prove the lock, the compose files and the chart name the same digests.
+    """Prove the lock, the compose files, the chart (and the bundle) name the same digests.
 
     Renders in memory, runs `helm template` on the chart, collects every image
     reference from Compose and from the rendered manifests (fresh and committed)
@@ -184,7 +187,7 @@ def check(directory: DirArg, out: OutOpt = Path("."),
         lines += [f"  checked {label}: {n} reference(s)" for label, n in r.sources.items()]
         return "\n".join(lines)
 
-    _emit("check", as_json, lambda: api.check_release(directory, out=out, helm=helm), text)
+    _emit("check", as_json, lambda: api.check_release(directory, out=out, helm=helm, bundle=bundle), text)
 
 
 class _Progress:

@@ -389,3 +389,21 @@ def test_reload_of_a_loaded_bundle_reads_only_the_signed_head(world: World, tmp_
         assert code == 1 and "the signature does not verify" in out
     finally:
         target.stop()
+
+
+def test_check_compares_the_bundle_too(world: World, tmp_path: Path, helm3: str) -> None:
+    out = tmp_path / "out"
+    assert cli("render", str(world.release), "--out", str(out))[0] == 0
+    code, text = cli("check", str(world.release), "--out", str(out), "--helm", helm3, "--bundle", str(world.bundle))
+    assert code == 0, text
+    assert "checked bundle demo.tar.zst: 2 reference(s)" in text
+    # a bundle made from another lock names other digests: check says so, exit 4
+    other = tmp_path / "other.tar.zst"
+    ms = members(world.bundle)
+    i = [m.name for m, _ in ms].index("index.json")
+    index = json.loads(ms[i][1])
+    index["manifests"][0]["digest"] = "sha256:" + "0" * 64
+    ms[i] = (ms[i][0], json.dumps(index).encode())
+    repack(ms, other)
+    code, text = cli("check", str(world.release), "--out", str(out), "--helm", helm3, "--bundle", str(other))
+    assert code == 4 and "which the lock does not pin" in text and f"bundle {other.name}" in text
