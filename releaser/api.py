@@ -574,3 +574,41 @@ def _atomic_write(path: Path, content: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(content)
     tmp.replace(path)
+
+
+# ------------------------------------------------------------------ doctor
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoctorResult:
+    checks: tuple[Any, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checks": [c.to_json() for c in self.checks]}
+
+
+def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tuple[str, ...] = (),
+           bind_address: str = "127.0.0.1") -> DoctorResult:
+    """Host prerequisites of the Compose quickstart; raises PreflightError when any check fails."""
+    from .errors import PreflightError
+    from .quickstart.doctor import ENGINES, run_checks
+
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="pick one of them")
+    ports: list[tuple[str, int, str]] = []
+    tcpao = False
+    if directory is not None:
+        release, _ = load_release(_release_dir(directory))
+        tcpao = any(s.tcpao for s in release.services)
+        for s in release.services:
+            for p in s.ports:
+                if s.host_network and not s.tcpao:
+                    ports.append((f"{s.name}.{p.name} (host network)", p.port, p.protocol))
+                elif p.exposure == "public":
+                    ports.append((f"{s.name}.{p.name}", p.host_port or p.port, p.protocol))
+    checks = run_checks(ports=ports, tcpao=tcpao, engine=engine, skip=frozenset(skip), bind_address=bind_address,
+                        disk_path=directory or Path("."))
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        raise PreflightError(failed, checks)
+    return DoctorResult(checks=tuple(checks))

@@ -329,6 +329,34 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
                   f"  wrote {r.values_file} and {r.compose_override}", "", f"  {r.helm_install}"]))
 
 
+@app.command()
+def doctor(directory: Annotated[Path | None, typer.Argument(help="A release directory: also check its published "
+                                                           "ports and, with TCP-AO sidecars, the kernel.",
+                                                           show_default=False)] = None,
+           engine: Annotated[str | None, typer.Option("--engine", help="Force docker, podman, podman-compose or "
+                                                      "docker-compose (default: the first that works).")] = None,
+           skip: Annotated[list[str] | None, typer.Option("--skip", help="Skip one named check (repeatable), e.g. "
+                                                          "--skip tcp-ao for a lab without CONFIG_TCP_AO.")] = None,
+           bind_address: Annotated[str, typer.Option("--bind-address", help="Address public ports are published "
+                                                     "on (BIND_ADDRESS in .env).")] = "127.0.0.1",
+           as_json: JsonOpt = False) -> None:
+    """Check this host for the Compose quickstart; each check passes or fails with a fix.
+
+    Engine (Docker + Compose v2, then podman compose, podman-compose, docker-compose)
+    and whether it answers; the release's published ports; disk space; for releases
+    with TCP-AO sidecars, kernel TCP-AO support (getsockopt TCP_AO_INFO) and NET_ADMIN.
+    Exit 0 when everything passes, 8 when a check fails.
+
+    Example:  releaser doctor examples/bmp-tcpao
+    Example:  releaser doctor examples/bmp-tcpao --skip tcp-ao
+    """
+    from .errors import _check_line
+
+    _emit("doctor", as_json, lambda: api.doctor(directory, engine=engine, skip=tuple(skip or ()),
+                                                bind_address=bind_address),
+          lambda r: "\n".join([*(_check_line(c) for c in r.checks), "ok: this host can run the quickstart"]))
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"releaser {__version__}")

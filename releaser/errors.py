@@ -18,6 +18,7 @@ EXIT_CHECK = 4  # `releaser check` found digest mismatches
 EXIT_TOOL = 5  # an external program (helm, compose) is missing or failed
 EXIT_REGISTRY = 6  # a registry is unreachable or answered with an error
 EXIT_AUTH = 7  # a registry refused or asked for credentials
+EXIT_PREFLIGHT = 8  # a host prerequisite (engine, port, disk, TCP-AO) is missing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,3 +137,29 @@ class ToolError(ReleaserError):
 
 class UsageError(ReleaserError):
     """Arguments that make no sense together, a target that exists, etc."""
+
+
+class PreflightError(ReleaserError):
+    """One or more host checks failed; nothing was started."""
+
+    exit_code = EXIT_PREFLIGHT
+
+    def __init__(self, failed: list[object], checks: list[object]) -> None:
+        self.failed = failed
+        self.checks = checks
+        n = len(failed)
+        super().__init__(f"{n} host check{'s' if n != 1 else ''} failed",
+                         fix="fix what each check says, or skip one explicitly with --skip NAME")
+
+    def render(self) -> str:
+        lines = [_check_line(c) for c in self.checks]
+        return "\n".join([*lines, super().render()])
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "checks": [c.to_json() for c in self.checks]}  # type: ignore[attr-defined]
+
+
+def _check_line(c: object) -> str:
+    status, name, detail, fix = (getattr(c, k) for k in ("status", "name", "detail", "fix"))
+    mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip"}[status]
+    return f"  {mark} {name}: {detail}" + (f"\n         fix: {fix}" if fix else "")

@@ -1,0 +1,1 @@
+"""The Compose quickstart: engine detection, preflight (doctor), and (next) secrets, up, readiness."""

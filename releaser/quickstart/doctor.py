@@ -1,0 +1,161 @@
+"""Host preflight for the Compose quickstart: every check says pass or fail, and how to fix it.
+
+Checks: a container engine (Docker with Compose v2 first, then podman compose,
+podman-compose, legacy docker-compose), the engine answering, the Compose version,
+the release's published ports being free, disk space, and for releases with TCP-AO
+sidecars the kernel's TCP-AO support (getsockopt TCP_AO_INFO; ENOPROTOOPT means
+the kernel lacks CONFIG_TCP_AO) and CAP_NET_ADMIN.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+TCP_AO_INFO = 40  # include/uapi/linux/tcp.h
+CAP_NET_ADMIN = 12
+MIN_FREE_BYTES = 2 << 30
+ENGINES = ("docker", "podman", "podman-compose", "docker-compose")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    name: str
+    status: str  # pass | fail | skipped
+    detail: str
+    fix: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Engine:
+    kind: str  # docker | podman | podman-compose | docker-compose
+    compose: tuple[str, ...]  # the compose command
+    info: tuple[str, ...]  # a command that needs the engine to answer
+    compose_version: str
+
+
+def _run(cmd: list[str], timeout: float = 15) -> tuple[int, str]:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 127, str(exc)
+    return proc.returncode, (proc.stdout.strip() or proc.stderr.strip())
+
+
+def detect_engine(preferred: str | None = None) -> tuple[Engine | None, list[str]]:
+    """The first engine with a working compose, and what was looked at (for the message)."""
+    seen: list[str] = []
+    for kind in ([preferred] if preferred else list(ENGINES)):
+        if kind == "docker" and shutil.which("docker"):
+            code, out = _run(["docker", "compose", "version", "--short"])
+            if code == 0:
+                return Engine(kind=kind, compose=("docker", "compose"), info=("docker", "info", "--format",
+                                                                              "{{.ServerVersion}}"),
+                              compose_version=out.lstrip("v")), seen
+            seen.append("docker (but not its Compose v2 plugin)")
+        elif kind == "podman" and shutil.which("podman"):
+            code, out = _run(["podman", "compose", "version"])
+            if code == 0:
+                return Engine(kind=kind, compose=("podman", "compose"),
+                              info=("podman", "info", "--format", "{{.Version.Version}}"),
+                              compose_version=out.splitlines()[-1] if out else "?"), seen
+            seen.append("podman (without `podman compose`)")
+        elif kind == "podman-compose" and shutil.which("podman-compose"):
+            code, out = _run(["podman-compose", "--version"])
+            if code == 0:
+                return Engine(kind=kind, compose=("podman-compose",),
+                              info=("podman", "info", "--format", "{{.Version.Version}}"),
+                              compose_version=out.splitlines()[-1] if out else "?"), seen
+            seen.append("podman-compose (not working)")
+        elif kind == "docker-compose" and shutil.which("docker-compose"):
+            code, out = _run(["docker-compose", "version", "--short"])
+            if code == 0:
+                return Engine(kind=kind, compose=("docker-compose",), info=("docker", "info"),
+                              compose_version=out), seen
+            seen.append("docker-compose (not working)")
+    return None, seen
+
+
+def tcp_ao_supported() -> tuple[bool, str]:
+    """Probe the kernel: getsockopt(IPPROTO_TCP, TCP_AO_INFO). ENOPROTOOPT means no CONFIG_TCP_AO."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.getsockopt(socket.IPPROTO_TCP, TCP_AO_INFO, 64)
+        except OSError as exc:
+            if exc.errno == errno.ENOPROTOOPT:
+                return False, f"this kernel ({os.uname().release}) lacks CONFIG_TCP_AO (getsockopt TCP_AO_INFO: ENOPROTOOPT)"
+            return True, f"TCP-AO socket option answered ({exc.strerror}); the kernel knows TCP-AO"
+    return True, f"TCP-AO available (kernel {os.uname().release})"
+
+
+def has_net_admin() -> bool:
+    """Is CAP_NET_ADMIN in this process's bounding set (what an engine could grant a container)?"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapBnd:"):
+                return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except OSError:
+        pass
+    return False
+
+
+def port_free(address: str, port: int, proto: str = "TCP") -> bool:
+    kind = socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | None = None,
+               skip: frozenset[str] = frozenset(), bind_address: str = "127.0.0.1",
+               disk_path: Path = Path("."), min_free: int = MIN_FREE_BYTES) -> list[Check]:
+    """Every check, in order; `ports` is [(service.port-name, host port, protocol)]."""
+    out: list[Check] = []
+
+    def add(name: str, ok: bool, detail: str, fix: str | None = None) -> None:
+        if name in skip:
+            out.append(Check(name=name, status="skipped", detail=f"skipped on request ({detail})"))
+        else:
+            out.append(Check(name=name, status="pass" if ok else "fail", detail=detail, fix=None if ok else fix))
+
+    found, seen = detect_engine(engine)
+    looked = ", ".join(seen) if seen else (f"no {engine}" if engine else
+                                           "none of docker, podman, podman-compose, docker-compose")
+    if found is None:
+        add("engine", False, f"no container engine with Compose found (found: {looked})",
+            "install Docker Engine with the Compose v2 plugin (Debian: apt-get install docker.io "
+            "docker-compose-plugin), or podman with podman-compose; --engine picks one")
+    else:
+        add("engine", True, f"{found.kind} with Compose {found.compose_version}")
+        code, text = _run(list(found.info))
+        first = text.splitlines()[0] if text else ""
+        add("engine-reachable", code == 0, f"{found.kind} engine {first}" if code == 0 else
+            f"{found.kind} does not answer: {first}",
+            "start the engine (systemctl start docker) or point DOCKER_HOST at a running one")
+    for where, port, proto in ports:
+        add(f"port-{port}", port_free(bind_address, port, proto), f"{bind_address}:{port}/{proto.lower()} "
+            f"for {where} is {'free' if port_free(bind_address, port, proto) else 'in use'}",
+            f"stop what listens on {port} (ss -ltnp 'sport = :{port}'), or choose another host port in .env")
+    free = shutil.disk_usage(disk_path if disk_path.exists() else Path(".")).free
+    add("disk", free >= min_free, f"{free / (1 << 30):.1f} GiB free under {disk_path.resolve()}",
+        f"free at least {min_free / (1 << 30):.0f} GiB for images and volumes")
+    if tcpao:
+        ok, detail = tcp_ao_supported()
+        add("tcp-ao", ok, detail,
+            "use a Linux >= 6.7 kernel built with CONFIG_TCP_AO=y; or pass --skip tcp-ao to run the wire leg "
+            "over plain TCP (NOT protected), for a lab only")
+        add("net-admin", has_net_admin(), "CAP_NET_ADMIN is " + ("available" if has_net_admin() else
+                                                                   "not in this host's bounding set"),
+            "run the engine as root (rootless engines cannot grant NET_ADMIN to the sidecars)")
+    return out

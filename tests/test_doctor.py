@@ -1,0 +1,99 @@
+"""`releaser doctor`: host checks with pass/fail and a fix, on this real host."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from releaser.cli import app
+
+from .conftest import EXAMPLE
+
+runner = CliRunner()
+
+# the probe from the TCP-AO deployment spec (reference 000, section 4), run as its own process
+REFERENCE_PROBE = """
+import socket
+TCP_AO_INFO = 40
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+try:
+    s.getsockopt(socket.IPPROTO_TCP, TCP_AO_INFO, 64)
+    print("TCP-AO runtime available")
+except OSError as e:
+    print("TCP-AO runtime unavailable:", e)
+"""
+
+
+def doctor(*args: str) -> tuple[int, dict[str, dict[str, object]], str]:
+    result = runner.invoke(app, ["doctor", *args, "--json"], catch_exceptions=False)
+    doc = json.loads(result.output)
+    checks = (doc.get("result") or doc.get("error") or {}).get("checks", [])
+    return result.exit_code, {c["name"]: c for c in checks}, result.output
+
+
+def test_tcp_ao_probe_agrees_with_the_reference_probe() -> None:
+    reference = subprocess.run([sys.executable, "-c", REFERENCE_PROBE], capture_output=True, text=True).stdout
+    code, checks, _ = doctor(str(EXAMPLE))
+    tcpao = checks["tcp-ao"]
+    if "unavailable" in reference:
+        assert tcpao["status"] == "fail" and "lacks CONFIG_TCP_AO" in str(tcpao["detail"])
+        assert "--skip tcp-ao" in str(tcpao["fix"]) and code == 8
+    else:
+        assert tcpao["status"] == "pass"
+
+
+def test_a_taken_port_is_named_with_its_service(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        d = tmp_path / "r"
+        d.mkdir()
+        doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release", "metadata": {"name": "r", "version": "1.0.0"},
+               "images": {"web": {"ref": "registry.example.org/web:1"}},
+               "services": {"web": {"image": "web", "ports": [{"name": "http", "port": 8080, "exposure": "public",
+                                                                "hostPort": port}]}}}
+        (d / "release.yaml").write_text(yaml.safe_dump(doc))
+        code, checks, _ = doctor(str(d))
+    check = checks[f"port-{port}"]
+    assert code == 8 and check["status"] == "fail"
+    assert f"127.0.0.1:{port}/tcp for web.http is in use" == check["detail"]
+    assert "tcp-ao" not in checks  # no sidecars, no kernel check
+
+
+def test_skip_is_explicit_and_reported(tmp_path: Path) -> None:
+    _, checks, _ = doctor(str(EXAMPLE), "--skip", "tcp-ao", "--skip", "disk")
+    assert checks["tcp-ao"]["status"] == "skipped" and checks["disk"]["status"] == "skipped"
+    assert str(checks["tcp-ao"]["detail"]).startswith("skipped on request")
+
+
+def test_missing_engine_says_what_was_found_and_how_to_install(tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()  # a PATH with no engine on it
+    result = runner.invoke(app, ["doctor", "--json"], catch_exceptions=False, env={"PATH": str(empty)})
+    checks = {c["name"]: c for c in json.loads(result.output)["error"]["checks"]}
+    assert result.exit_code == 8
+    assert checks["engine"]["detail"] == ("no container engine with Compose found (found: none of docker, podman, "
+                                          "podman-compose, docker-compose)")
+    assert "apt-get install docker.io" in str(checks["engine"]["fix"])
+    assert "engine-reachable" not in checks
+
+
+def test_unknown_engine_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["doctor", "--engine", "lxc"], catch_exceptions=False)
+    assert result.exit_code == 1 and "not one of docker, podman, podman-compose, docker-compose" in result.output
+
+
+def test_json_envelope_keys() -> None:
+    _, checks, out = doctor(str(EXAMPLE))
+    doc = json.loads(out)
+    assert set(doc) in ({"ok", "command", "result"}, {"ok", "command", "error"})
+    for c in checks.values():
+        assert set(c) == {"name", "status", "detail", "fix"}
+    assert {"engine", "disk", "tcp-ao", "net-admin", "port-8080"} <= set(checks)
