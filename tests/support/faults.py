@@ -13,14 +13,18 @@ import socket
 import threading
 
 
+def _listen() -> tuple[socket.socket, int]:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    return listener, int(listener.getsockname()[1])
+
+
 class CutAfterFirstPatch:
     def __init__(self, upstream_port: int) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = _listen()
         self.host = f"127.0.0.1:{self.port}"
         self.blocked = False
         self.armed = True
@@ -101,11 +105,7 @@ class Answer503First:
         self.left = n
         self.served = 0
         self.lock = threading.Lock()
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
+        self.listener, self.port = _listen()
         self.host = f"127.0.0.1:{self.port}"
         threading.Thread(target=self._accept, daemon=True).start()
 
