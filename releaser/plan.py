@@ -24,6 +24,10 @@ SIDECAR_SUFFIX = "tcpao"
 SIDECAR_USER = (0, 0)
 TCPAO_NODE_LABEL = "releaser.dev/tcp-ao"  # nodes whose kernel has CONFIG_TCP_AO; overridable in values
 HOSTNAME_KEY = "kubernetes.io/hostname"
+# The proxy copies bytes between two sockets: small, bounded, and always set so the
+# sidecar can never starve its app (release.yaml may override them).
+SIDECAR_RESOURCES = m.Resources(requests=(("cpu", "10m"), ("memory", "16Mi")),
+                                limits=(("cpu", "200m"), ("memory", "64Mi")))
 SIDECAR_CAP = m.Capability(name="NET_ADMIN",
                            justification="installs TCP-AO keys and policies on its sockets (reference 000, section 4)")
 
@@ -227,7 +231,8 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
                               remote=t.remote, peer=t.peer, peer_ip=peer_ip, peer_port=peer_port, key_id=t.key_id,
                               mac_algorithm=t.mac_algorithm, key_secret=t.key_secret,
                               key_secret_key=t.key_secret_key, compose_config=f"{s.name}.toml",
-                              resources=t.resources, capability=SIDECAR_CAP, uid=SIDECAR_USER[0],
+                              resources=t.resources if (t.resources.requests or t.resources.limits)
+                              else SIDECAR_RESOURCES, capability=SIDECAR_CAP, uid=SIDECAR_USER[0],
                               gid=SIDECAR_USER[1])
             external.setdefault((t.key_secret, t.key_secret_key), set()).add(f"{s.name} (TCP-AO key)")
         pdb: tuple[str, int] | None = None

@@ -36,3 +36,13 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/python scripts/install_tools.py
+
+# checkov (the chart's policy scanner in the tests) pins packaging<24, which pytest 9 cannot
+# share: it gets a venv of its own, hash-pinned like everything else.
+cstamp=.tools/checkov/.deps-$(sha256sum requirements/checkov.lock | cut -c1-16)
+if [ ! -f "$cstamp" ]; then
+  rm -rf .tools/checkov
+  "$PY" -m venv .tools/checkov
+  .tools/checkov/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/checkov.lock
+  touch "$cstamp"
+fi
