@@ -19,11 +19,11 @@ demo: setup
 
 ## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate.
 test: setup
-	.venv/bin/ruff check releaser tests scripts
+	.venv/bin/ruff check releaser tests scripts bench
 	.venv/bin/python -m pytest
 
 lint: setup
-	.venv/bin/ruff check releaser tests scripts
+	.venv/bin/ruff check releaser tests scripts bench
 
 ## Rewrite golden files after an intended change (review the diff before committing).
 goldens: setup
