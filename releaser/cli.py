@@ -213,13 +213,14 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
 
-    def __call__(self, *args: Any) -> None:
+    def __call__(self, name: str, n: int) -> None:
+        """`n` more bytes confirmed for `name` (an image); a total line sums them."""
         if self.bar is None:
             return
-        name, n = (args[0] or "chart", args[1]) if len(args) == 2 else (self.label, args[0])
-        if name not in self.tasks:
-            self.tasks[name] = self.bar.add_task(name, total=None)
-        self.bar.advance(self.tasks[name], n)
+        for key in (name or "chart", f"{self.label} total"):
+            if key not in self.tasks:
+                self.tasks[key] = self.bar.add_task(key, total=None)
+            self.bar.advance(self.tasks[key], n)
 
 
 KeyOpt = Annotated[Path, typer.Option("--key", help="Signing key (releaser.key) or, to verify, the publisher's "

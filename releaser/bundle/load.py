@@ -139,13 +139,17 @@ def plan_load(v: Verified, target: Target) -> tuple[list[_Item], list[tuple[str,
 
 
 def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, state_dir: Path,
-                concurrency: int = 8, progress: Callable[[int], None] | None = None) -> LoadStats:
+                concurrency: int = 8, progress: Callable[[str, int], None] | None = None) -> LoadStats:
     """Push a bundle that `verify_bundle` accepted (`v`)."""
     stats = LoadStats()
     items, tags = plan_load(v, target)
     blobs = [i for i in items if i.kind == "blob"]
     manifests = [i for i in items if i.kind != "blob"]
     pairs = sorted({(b.repo, b.digest) for b in blobs})
+    label = {r: r.rsplit("/", 1)[-1] for r in {b.repo for b in items}}  # progress per repository (image)
+
+    def advance(repo: str) -> Callable[[int], None] | None:
+        return None if progress is None else (lambda n: progress(label[repo], n))
     with ThreadPoolExecutor(concurrency) as pool:
         have = dict(zip(pairs, pool.map(lambda p: registry.blob_exists(*p), pairs), strict=True))
     need: dict[str, list[str]] = {}  # digest -> repos lacking it
@@ -155,7 +159,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
             stats.blobs_skipped += 1
             stats.bytes_skipped += sizes[digest]
             if progress:
-                progress(sizes[digest])
+                progress(label[repo], sizes[digest])
         else:
             need.setdefault(digest, []).append(repo)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +173,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
 
     def send(repo: str, digest: str, size: int, opener: Callable[[], Any]) -> None:
         state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
-        result = registry.push_blob(repo, digest, size, opener, progress=progress, state_file=state)
+        result = registry.push_blob(repo, digest, size, opener, progress=advance(repo), state_file=state)
         with lock:
             if result == "exists":
                 stats.blobs_skipped += 1
@@ -218,7 +222,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
                     stats.blobs_pushed += 1
                     break
         if progress:
-            progress(sizes[digest])
+            progress(label[repo], sizes[digest])
     # manifests by digest: every child before its index (plan order guarantees it)
     seen: set[tuple[str, str]] = set()
     ordered = [m for m in manifests if not ((m.repo, m.digest) in seen or seen.add((m.repo, m.digest)))]
