@@ -154,6 +154,12 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
         have = dict(zip(pairs, pool.map(lambda p: registry.blob_exists(*p), pairs), strict=True))
     need: dict[str, list[str]] = {}  # digest -> repos lacking it
     sizes = {b.digest: b.size for b in blobs}
+    if progress is not None and hasattr(progress, "set_total"):
+        totals: dict[str, int] = {}
+        for repo, digest in pairs:
+            totals[label[repo]] = totals.get(label[repo], 0) + sizes[digest]
+        for name, total in sorted(totals.items()):
+            progress.set_total(name, total)
     for (repo, digest), present in have.items():
         if present:
             stats.blobs_skipped += 1

@@ -213,6 +213,12 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     fetched = 0
     total_in = 0
+    if progress is not None and hasattr(progress, "set_total"):
+        per_image: dict[str, int] = {}
+        for blob in bp.blobs.values():
+            per_image[blob.image] = per_image.get(blob.image, 0) + blob.size
+        for name, total in sorted(per_image.items()):
+            progress.set_total(name, total)
     try:
         with tmp.open("wb") as fh:
             w = TarZstWriter(fh, level=level, threads=threads, mtime=mtime)
