@@ -336,6 +336,10 @@ def _semantic_problems(src: Source, r: m.Release) -> list[Problem]:
                 out.append(src.problem((*base, "ingress"), "NetworkPolicy does not apply to hostNetwork pods;"
                                        " an ingress list here would protect nothing",
                                        "remove ingress and firewall the node instead (see NOTES.txt)"))
+        if not s.resources.requests and not s.resources.limits:
+            out.append(src.problem(base, "no resources: the scheduler cannot place it well and nothing stops it "
+                                   "starving its neighbours", "add resources: {requests: {cpu, memory}, limits: "
+                                   "{cpu, memory}}", severity="warning"))
         # capabilities
         for i, c in enumerate(s.capabilities):
             if c.name in _FORBIDDEN_CAPS:

@@ -47,7 +47,7 @@ def test_validate_failure_json_lists_problems(tmp_path: Path) -> None:
     doc = json.loads(out)
     assert code == 1 and doc["ok"] is False
     assert doc["error"]["error"] == "ValidationError"
-    assert len(doc["error"]["problems"]) == 7
+    assert len([p for p in doc["error"]["problems"] if p["severity"] == "error"]) == 7
     assert set(doc["error"]["problems"][0]) == {"file", "line", "path", "severity", "message", "fix"}
 
 
