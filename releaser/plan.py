@@ -51,6 +51,7 @@ class PlanPort:
     protocol: str
     public: bool
     host_port: int  # Compose publishes public ports here
+    compose_published: bool  # public and the service is not on the host network (nothing to publish there)
     knob: str  # .env variable holding the published host port
 
 
@@ -254,8 +255,10 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
                 PolicyRule(peers=(PolicyPeer(kind="cidr", value=e.cidr),), ports=tuple((p, "TCP") for p in e.ports))
                 for e in s.egress)
             policy = NetworkPolicy(ingress=ingress, egress=egress)
+        compose_host = s.host_network and not s.tcpao
         ports = tuple(PlanPort(name=p.name, port=p.port, protocol=p.protocol, public=p.exposure == "public",
-                               host_port=p.host_port or p.port, knob=_knob(s.name, p.name, "port"))
+                               host_port=p.host_port or p.port, knob=_knob(s.name, p.name, "port"),
+                               compose_published=p.exposure == "public" and not compose_host)
                       for p in s.ports)
         depends = tuple((d, "service_healthy" if services_by_name[d].health else "service_started")
                         for d in s.depends_on)
@@ -272,7 +275,7 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
             volumes=tuple(PlanVolume(name=v.name, mount_path=v.mount_path, size=v.size, claim=f"{s.name}-{v.name}")
                           for v in s.volumes),
             secrets=tuple(secrets), capabilities=s.capabilities, host_network=s.host_network,
-            compose_network="host" if (s.host_network and not s.tcpao) else NETWORK_NAME,
+            compose_network="host" if compose_host else NETWORK_NAME,
             address=s.address, depends_on=depends, pdb=pdb, network_policy=policy, sidecar=sidecar,
             spread=not s.per_node and s.replicas >= 2,
             one_per_node=s.host_network and not s.per_node, tcpao_nodes=sidecar is not None))

@@ -401,7 +401,7 @@ class Registry:
         with open_stream() as stream:
             _skip(stream, offset)
             if size <= self.chunk_size and offset == 0:
-                data = _HashingReader(stream, progress, size)
+                data = _CountingReader(stream, progress, size)
                 resp = self.request("PUT", location, repo=repo, push=True, ok=(201,), data=data,
                                     params={"digest": digest},
                                     headers={"Content-Type": "application/octet-stream"}, retry_body=False)
@@ -433,7 +433,7 @@ class Registry:
                       progress: Callable[[int], None] | None, state_file: Path | None) -> str:
         while offset < size:
             n = min(self.chunk_size, size - offset)
-            chunk = _HashingReader(_Limited(stream, n), None, n)  # streamed, never held whole
+            chunk = _CountingReader(_Limited(stream, n), None, n)  # streamed, never held whole
             end = offset + n - 1
             resp = self.request("PATCH", location, repo=repo, push=True, ok=(202,), data=chunk,
                                 headers={"Content-Type": "application/octet-stream",
@@ -466,7 +466,7 @@ class Registry:
         return list(resp.json().get("tags") or [])
 
 
-class _HashingReader:
+class _CountingReader:
     """File-like wrapper reporting progress as requests reads the body."""
 
     def __init__(self, stream: IO[bytes], progress: Callable[[int], None] | None, length: int) -> None:

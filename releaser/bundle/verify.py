@@ -49,7 +49,6 @@ class Verified:
     metadata: dict[str, Any]
     index: dict[str, Any]
     small_json: dict[str, bytes] = field(default_factory=dict)  # digest -> bytes of small JSON blobs
-    small_files: dict[str, bytes] = field(default_factory=dict)  # compose/... files, by path
     files: int = 0
     bytes: int = 0
     signer: str = ""
@@ -73,8 +72,8 @@ def unsafe_reason(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _hash(reader: Any, *, any_content: bool = False) -> tuple[str, int, bytes | None]:
-    """sha256 hex, size, and the content when it is small (and JSON, unless `any_content`)."""
+def _hash(reader: Any) -> tuple[str, int, bytes | None]:
+    """sha256 hex, size, and the content when it is small JSON (manifests, configs, index.json)."""
     h = hashlib.sha256()
     size = 0
     head = bytearray()
@@ -86,7 +85,7 @@ def _hash(reader: Any, *, any_content: bool = False) -> tuple[str, int, bytes | 
         h.update(chunk)
         size += len(chunk)
         if keep:
-            if size <= SMALL and (head or any_content or chunk[:1] == b"{"):
+            if size <= SMALL and (head or chunk[:1] == b"{"):
                 head += chunk
             else:
                 keep = False
@@ -104,7 +103,6 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
     meta: dict[str, Any] = {}
     index: dict[str, Any] = {}
     small: dict[str, bytes] = {}
-    small_files: dict[str, bytes] = {}
     total = 0
     position = 0
     truncated = False
@@ -132,7 +130,7 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
                 if position == 3:
                     meta, listed = _check_head(head, key, problems)
                 continue
-            digest, size, content = _hash(reader, any_content=member.name.startswith("compose/"))
+            digest, size, content = _hash(reader)
             total += size
             want_hex = listed.get(member.name)
             if want_hex is None:
@@ -145,8 +143,6 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
                     problems.append(f"{member.name}: blob content hashes to sha256:{digest}, not its name")
                 elif content is not None:
                     small["sha256:" + digest] = content
-            if member.name.startswith("compose/") and content is not None:
-                small_files[member.name] = content
             if member.name == "index.json" and content is not None:
                 try:
                     index = json.loads(content)
@@ -166,7 +162,7 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
         problems += _check_references(index, small, listed)
     if problems:
         raise VerificationError(path, problems)
-    return Verified(metadata=meta, index=index, small_json=small, small_files=small_files, files=len(seen),
+    return Verified(metadata=meta, index=index, small_json=small, files=len(seen),
                     bytes=total,
                     signer=fingerprint(public_key.read_bytes()))
 

@@ -111,7 +111,7 @@ def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
         d["networks"] = {svc.compose_network: {"ipv4_address": svc.address} if svc.address else None}
         if not svc.address:
             d["networks"] = [svc.compose_network]
-    published = [p for p in svc.ports if p.public and svc.compose_network != "host"]
+    published = [p for p in svc.ports if p.compose_published]
     if published:
         d["ports"] = [f"${{{BIND_KNOB}:-127.0.0.1}}:${{{p.knob}:-{p.host_port}}}:{p.port}/{p.protocol.lower()}"
                       for p in published]
@@ -208,7 +208,7 @@ def _env_example(plan: Plan) -> str:
     for svc in plan.services:
         knobs = []
         for p in svc.ports:
-            if p.public and svc.compose_network != "host":
+            if p.compose_published:
                 knobs.append(f"# {svc.name}: host port for {p.name} (container port {p.port}/{p.protocol.lower()})")
                 knobs.append(f"{p.knob}={p.host_port}")
         for name, value, knob in svc.env:

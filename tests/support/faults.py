@@ -77,18 +77,14 @@ class CutAfterFirstPatch:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
+            _close(src, dst)
 
     def _close_all(self) -> None:
         with self.lock:
             for s in self.conns:
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                    s.close()
-                except OSError:
-                    pass
+            _close(*self.conns)
             self.conns.clear()
 
     def close(self) -> None:
@@ -147,6 +143,10 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.close()
+        _close(src, dst)
+
+
+def _close(*socks: socket.socket) -> None:
+    for s in socks:
+        with contextlib.suppress(OSError):
+            s.close()
