@@ -452,9 +452,9 @@ def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passp
     if not 1 <= level <= 19:
         raise UsageError(f"--zstd-level {level} is out of range", fix="use 1 (fastest) to 19 (smallest); default 3")
     directory = _release_dir(directory)
-    plan, _ = load_plan(directory)
     release, _ = load_release(directory)
     lock = read_lock(directory, release)
+    plan = build_plan(release, lock)
     private = load_private_key(key, passphrase(passphrase_file))
     from cryptography.hazmat.primitives import serialization
 

@@ -108,12 +108,18 @@ def credentials_for(host: str, *, explicit: str | None = None) -> Credentials | 
     """Credentials for `host`: an explicit USER:PASSWORD, then $RELEASER_REGISTRY_AUTH
     (host=USER:PASSWORD[,host=...]), then the Docker config file (auths only)."""
     if explicit:
-        user, _, pw = explicit.partition(":")
+        user, sep, pw = explicit.partition(":")
+        if not sep or not user:  # never echo the value: it may be a password
+            raise AuthError("--creds / $RELEASER_CREDS is not USER:PASSWORD",
+                            fix="pass --creds USER:PASSWORD, or log in with `docker login HOST`")
         return Credentials(username=user, password=pw)
     env = os.environ.get("RELEASER_REGISTRY_AUTH", "")
     for item in filter(None, (x.strip() for x in env.split(","))):
         h, _, cred = item.partition("=")
-        if h == host and ":" in cred:
+        if h == host and ":" not in cred:
+            raise AuthError(f"$RELEASER_REGISTRY_AUTH has an entry for {host} that is not {host}=USER:PASSWORD",
+                            fix=f"write it as {host}=USER:PASSWORD (several entries separated by commas)")
+        if h == host:
             user, _, pw = cred.partition(":")
             return Credentials(username=user, password=pw)
     cfg = docker_config_path()

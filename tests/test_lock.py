@@ -240,3 +240,11 @@ def test_transient_faults_are_retried_a_bounded_number_of_times(registry: Regist
         assert time.monotonic() - started < 15
     finally:
         broken.close()
+
+
+def test_malformed_credentials_are_named_without_echoing_them(tmp_path: Path) -> None:
+    d = release_dir(tmp_path, "127.0.0.1:9")
+    code, out = cli("lock", str(d), "--creds", "just-a-token-value")
+    assert code == 7 and "is not USER:PASSWORD" in out and "just-a-token-value" not in out
+    code, out = cli("lock", str(d), env={"RELEASER_REGISTRY_AUTH": "127.0.0.1:9=no-colon-secret"})
+    assert code == 7 and "127.0.0.1:9=USER:PASSWORD" in out and "no-colon-secret" not in out
