@@ -612,3 +612,49 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
     if failed:
         raise PreflightError(failed, checks)
     return DoctorResult(checks=tuple(checks))
+
+
+# ------------------------------------------------------------------ quickstart (releaser/quickstart/lifecycle.py)
+
+
+def quickstart_up(source: Path, **kwargs: Any) -> Any:
+    """Preflight, compose files, secrets, `compose up -d`, wait until every service is ready."""
+    from .quickstart.lifecycle import up
+
+    return up(source, **kwargs)
+
+
+def quickstart_status(stack: Path) -> Any:
+    from .quickstart.lifecycle import status
+
+    return status(stack)
+
+
+def quickstart_logs(stack: Path, service: str | None = None, **kwargs: Any) -> None:
+    from .quickstart.lifecycle import logs
+
+    logs(stack, service, **kwargs)
+
+
+def quickstart_down(stack: Path) -> Any:
+    from .quickstart.lifecycle import down
+
+    return down(stack)
+
+
+def quickstart_backup(stack: Path, *, out: Path, **kwargs: Any) -> Any:
+    from .quickstart.lifecycle import backup
+
+    return backup(stack, out=out, **kwargs)
+
+
+def quickstart_restore(archive: Path, stack: Path, **kwargs: Any) -> Any:
+    from .quickstart.lifecycle import restore
+
+    return restore(archive, stack, **kwargs)
+
+
+def quickstart_reset(stack: Path, *, yes: bool = False) -> Any:
+    from .quickstart.lifecycle import reset
+
+    return reset(stack, yes=yes)

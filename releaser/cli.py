@@ -369,6 +369,183 @@ def doctor(directory: Annotated[Path | None, typer.Argument(help="A release dire
           lambda r: "\n".join([*(_check_line(c) for c in r.checks), "ok: this host can run the quickstart"]))
 
 
+
+class _Readiness:
+    """Live per-service status while the stack comes up: a table on a terminal, else one line
+    per change (so logs of CI runs stay readable)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.live: Any = None
+        self.last: dict[str, str] = {}
+
+    def __enter__(self) -> _Readiness:
+        if self.enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def __call__(self, states: list[Any], elapsed: float, up_done: bool) -> None:
+        if not self.enabled:
+            return
+        if self.live is not None:
+            from rich.table import Table
+
+            table = Table(title=f"waiting for services ({elapsed:.0f} s)", title_justify="left")
+            for col in ("service", "state", "ports"):
+                table.add_column(col)
+            for s in states:
+                style = "green" if s.ready else ("red" if s.failed else "yellow")
+                table.add_row(s.service, f"[{style}]{s.label()}[/{style}]", ", ".join(s.ports))
+            self.live.update(table)
+            return
+        for s in states:
+            if self.last.get(s.service) != s.label():
+                self.last[s.service] = s.label()
+                typer.echo(f"  [{elapsed:5.1f}s] {s.service}: {s.label()}", err=True)
+
+
+QS_ACTIONS = ("status", "logs", "down", "backup", "restore", "reset")
+
+
+def _qs_hint(stack: Path) -> str:
+    return "" if stack == Path("quickstart") else f" --dir {stack}"
+
+
+def _qs_up_text(r: Any, stack: Path) -> str:
+    d = _qs_hint(stack)
+    lines = [f"ok: {r.release} {r.version} is up: {len(r.services)} services ready in {r.seconds:.0f} s "
+             f"({r.engine}, {r.stack})"]
+    lines += [f"  {name:<18} {url}" for name, url in r.urls]
+    made = f"created {', '.join(r.secrets_created)}" if r.secrets_created else ""
+    kept = f"kept {', '.join(r.secrets_kept)}" if r.secrets_kept else ""
+    lines.append(f"  {'secrets':<18} {r.secrets_dir}/ ({'; '.join(x for x in (made, kept) if x)}; "
+                 "values are never printed)")
+    lines += [f"  {'status':<18} releaser quickstart status{d}",
+              f"  {'logs':<18} releaser quickstart logs SERVICE{d}",
+              f"  {'stop':<18} releaser quickstart down{d}   (keeps volumes and secrets)"]
+    lines += [f"warning: {w}" for w in r.warnings]
+    return "\n".join(lines)
+
+
+def _qs_status_text(r: Any) -> str:
+    lines = [f"{r.release} {r.version} ({r.engine}, {r.stack}):"]
+    lines += [f"  {s.service:<18} {s.label():<14} {', '.join(s.ports)}" for s in r.services]
+    lines.append("ok: every service is ready" if r.healthy else "not ready: see the states above "
+                 "(releaser quickstart logs SERVICE)")
+    return "\n".join(lines)
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def quickstart(
+        what: Annotated[str, typer.Argument(
+            help="A release directory or a bundle (*.tar.zst) to bring up; or one of: status, logs, down, "
+                 "backup, restore, reset.", show_default=False)],
+        arg: Annotated[str | None, typer.Argument(help="logs: the service; restore: the backup file.",
+                                                  show_default=False)] = None,
+        stack: Annotated[Path, typer.Option("--dir", envvar="RELEASER_QUICKSTART_DIR", show_envvar=True,
+                                            help="The stack directory: compose files, .secrets/, state.")]
+        = Path("quickstart"),
+        engine: Annotated[str | None, typer.Option("--engine", help="Force docker, podman, podman-compose or "
+                                                   "docker-compose (default: the first that works).")] = None,
+        skip: Annotated[list[str] | None, typer.Option("--skip", help="Skip one named preflight check "
+                                                       "(repeatable), e.g. --skip tcp-ao: the TCP-AO sidecars "
+                                                       "then run their wire leg over PLAIN TCP (a lab only).")]
+        = None,
+        timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for every service to be "
+                                               "ready.")] = 180,
+        key: Annotated[Path | None, typer.Option("--key", help="Bundle: the publisher's public key.")] = None,
+        registry: Annotated[str | None, typer.Option("--registry", help="Bundle: the registry HOST[:PORT] to "
+                                                     "load it into and run from.")] = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="backup: the archive to write.")] = None,
+        yes: Annotated[bool, typer.Option("--yes", help="reset: really delete volumes and secrets.")] = False,
+        follow: Annotated[bool, typer.Option("--follow", "-f", help="logs: keep following.")] = False,
+        tail: Annotated[int | None, typer.Option("--tail", help="logs: only the last N lines.")] = None,
+        insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
+        creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
+    """Run the release's Compose stack on this host, and look after it.
+
+    \b
+    releaser quickstart RELEASE_DIR      preflight, secrets, up, wait until healthy, summary
+    releaser quickstart BUNDLE --key releaser.pub --registry 127.0.0.1:5000
+                                         airgap: verify, load, run the same digests from there
+    releaser quickstart status           every service's state and health (exit 9 if not ready)
+    releaser quickstart logs [SERVICE]   logs, secret values redacted (--follow, --tail N)
+    releaser quickstart down             stop; volumes and secrets stay
+    releaser quickstart backup --out F   volumes + config + secrets -> F (.tar.zst, mode 0600)
+    releaser quickstart restore F        put a backup back and start
+    releaser quickstart reset --yes      remove containers, volumes and generated secrets
+
+    Secrets are generated on first run (CSPRNG) into DIR/.secrets/ (0700, files 0400/0600),
+    mounted as files, and never printed. A failed preflight check stops everything before
+    anything starts; --skip NAME overrides one check (see `releaser doctor`).
+    Exit codes: 0 ready, 8 preflight failed, 9 a service did not become ready (its last
+    log lines are shown), 2 usage, 5 engine command failed.
+
+    Example:  releaser quickstart examples/bmp-tcpao --skip tcp-ao
+    """
+    def say(msg: str) -> None:
+        if not as_json:
+            typer.echo(f"== {msg}", err=True)
+
+    if what == "status":
+        seen: list[Any] = []
+        _emit("quickstart status", as_json, lambda: seen.append(api.quickstart_status(stack)) or seen[0],
+              _qs_status_text)
+        if not seen[0].healthy:
+            raise typer.Exit(9)
+        return
+    if what == "logs":
+        try:
+            api.quickstart_logs(stack, arg, follow=follow, tail=tail, write=typer.echo)
+        except ReleaserError as exc:
+            typer.echo(exc.render(), err=True)
+            raise typer.Exit(exc.exit_code) from None
+        return
+    if what == "down":
+        _emit("quickstart down", as_json, lambda: api.quickstart_down(stack),
+              lambda r: f"ok: {r.release} stopped; volumes and secrets kept (start again: releaser quickstart "
+                        f"{'SOURCE'}{_qs_hint(stack)})")
+        return
+    if what == "reset":
+        _emit("quickstart reset", as_json, lambda: api.quickstart_reset(stack, yes=yes),
+              lambda r: "\n".join(["ok: removed", *(f"  - {t}" for t in r.removed)]))
+        return
+    if what == "backup":
+        if out is None:
+            typer.echo("error: usage: releaser quickstart backup --out backup.tar.zst", err=True)
+            raise typer.Exit(2)
+        _emit("quickstart backup", as_json, lambda: api.quickstart_backup(stack, out=out, say=say),
+              lambda r: f"ok: wrote {r.path} ({r.bytes:,} bytes; volumes: {', '.join(r.volumes) or 'none'}; "
+                        f"{len(r.files)} files incl. secrets: keep it as safe as .secrets/)\n  sha256: {r.sha256}")
+        return
+    if what == "restore":
+        if arg is None:
+            typer.echo("error: usage: releaser quickstart restore BACKUP.tar.zst", err=True)
+            raise typer.Exit(2)
+        with _Readiness(not as_json) as show:
+            _emit("quickstart restore", as_json, lambda: api.quickstart_restore(Path(arg), stack, say=say,
+                                                                                 on_update=show, timeout=timeout),
+                  lambda r: f"ok: restored {r.release} from {r.path} (volumes: {', '.join(r.volumes) or 'none'}); "
+                            f"{len(r.services)} services ready")
+        return
+    if arg is not None:
+        typer.echo(f"error: unexpected argument {arg!r}; actions are {', '.join(QS_ACTIONS)}", err=True)
+        raise typer.Exit(2)
+    opts = api.RegistryOptions(insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds)
+    with _Progress("load", not as_json) as prog, _Readiness(not as_json) as show:
+        _emit("quickstart", as_json, lambda: api.quickstart_up(
+            Path(what), stack=stack, engine=engine, skip=tuple(skip or ()), timeout=timeout, key=key,
+            registry=registry, registries=opts, say=say, on_update=show, progress=prog),
+            lambda r: _qs_up_text(r, stack))
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"releaser {__version__}")

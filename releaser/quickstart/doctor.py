@@ -119,8 +119,10 @@ def port_free(address: str, port: int, proto: str = "TCP") -> bool:
 
 def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | None = None,
                skip: frozenset[str] = frozenset(), bind_address: str = "127.0.0.1",
-               disk_path: Path = Path("."), min_free: int = MIN_FREE_BYTES) -> list[Check]:
-    """Every check, in order; `ports` is [(service.port-name, host port, protocol)]."""
+               disk_path: Path = Path("."), min_free: int = MIN_FREE_BYTES,
+               registries: list[str] | None = None) -> list[Check]:
+    """Every check, in order; `ports` is [(service.port-name, host port, protocol)]; `registries`
+    are the hosts images must still be pulled from."""
     out: list[Check] = []
 
     def add(name: str, ok: bool, detail: str, fix: str | None = None) -> None:
@@ -147,6 +149,11 @@ def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | 
         add(f"port-{port}", port_free(bind_address, port, proto), f"{bind_address}:{port}/{proto.lower()} "
             f"for {where} is {'free' if port_free(bind_address, port, proto) else 'in use'}",
             f"stop what listens on {port} (ss -ltnp 'sport = :{port}'), or choose another host port in .env")
+    for host in registries or []:
+        ok, detail = registry_reachable(host)
+        add(f"registry-{host}", ok, detail,
+            f"images not yet on this host come from {host}: check the network or proxy, log in "
+            "(docker login), or load them first (releaser airgap BUNDLE --to HOST)")
     free = shutil.disk_usage(disk_path if disk_path.exists() else Path(".")).free
     add("disk", free >= min_free, f"{free / (1 << 30):.1f} GiB free under {disk_path.resolve()}",
         f"free at least {min_free / (1 << 30):.0f} GiB for images and volumes")
@@ -159,3 +166,15 @@ def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | 
                                                                    "not in this host's bounding set"),
             "run the engine as root (rootless engines cannot grant NET_ADMIN to the sidecars)")
     return out
+
+
+def registry_reachable(host: str, timeout: float = 3.0) -> tuple[bool, str]:
+    """Does a TCP connection to the registry HOST[:PORT] (443 by default) open?"""
+    name, sep, port = host.rpartition(":")
+    if not sep or not port.isdigit():
+        name, port = host, "443"
+    try:
+        with socket.create_connection((name, int(port)), timeout=timeout):
+            return True, f"registry {host} answers"
+    except OSError as exc:
+        return False, f"registry {host} is not reachable ({exc.strerror or exc})"

@@ -31,16 +31,21 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layer(files: dict[str, bytes], links: dict[str, str] | None = None) -> tuple[bytes, str]:
-    """(gzip bytes, diff_id) of a deterministic tar."""
+def layer(files: dict[str, bytes], links: dict[str, str] | None = None,
+          owned_dirs: dict[str, tuple[int, int]] | None = None) -> tuple[bytes, str]:
+    """(gzip bytes, diff_id) of a deterministic tar. `owned_dirs`: extra directories and their uid:gid."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         entries: list[tuple[str, bytes | None, str | None]] = [(p, d, None) for p, d in files.items()]
         entries += [(p, None, t) for p, t in (links or {}).items()]
-        dirs = sorted({str(Path(p).parent) for p, _, _ in entries if str(Path(p).parent) != "."})
-        for d in dirs:
+        owned = owned_dirs or {}
+        parents = {str(Path(p).parent) for p, _, _ in entries} | set(owned)
+        for d in list(parents):
+            parents.update(str(a) for a in Path(d).parents)
+        for d in sorted(parents - {"."}):
             info = tarfile.TarInfo(d)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
+            info.uid, info.gid = owned.get(d, (0, 0))
             tar.addfile(info)
         for path, data, target in sorted(entries, key=lambda e: e[0]):
             info = tarfile.TarInfo(path)
@@ -90,7 +95,9 @@ def base_layer() -> tuple[bytes, str]:
     return _BASE
 
 
-def image_manifest(lay: Layout, name: str, arch: str, extra: dict[str, bytes], *, size_pad: int = 0) -> dict[str, object]:
+def image_manifest(lay: Layout, name: str, arch: str, extra: dict[str, bytes], *, size_pad: int = 0,
+                   entrypoint: list[str] | None = None, links: dict[str, str] | None = None,
+                   owned_dirs: dict[str, tuple[int, int]] | None = None) -> dict[str, object]:
     """Write config + layers + manifest of one platform image; returns its descriptor."""
     layers = [base_layer()]
     files = {f"app/{name}.txt": f"stand-in image {name} for {arch}\n".encode(), **extra}
@@ -98,11 +105,13 @@ def image_manifest(lay: Layout, name: str, arch: str, extra: dict[str, bytes], *
         # incompressible but deterministic filler, for benchmarks and chunked uploads
         filler = b"".join(hashlib.sha256(f"{name}-{i}".encode()).digest() for i in range(size_pad // 32))
         files[f"app/{name}.bin"] = filler
-    layers.append(layer(files))
-    config = {"architecture": arch, "os": "linux", "created": "1970-01-01T00:00:00Z",
-              "config": {"Entrypoint": ["/bin/sh"], "User": "65532:65532",
-                         "Labels": {"org.opencontainers.image.title": f"releaser test stand-in: {name}"}},
-              "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]}}
+    layers.append(layer(files, links, owned_dirs))
+    config: dict[str, object] = {
+        "architecture": arch, "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "config": {"Entrypoint": entrypoint or ["/bin/sh"], "User": "65532:65532",
+                   "Labels": {"org.opencontainers.image.title": f"releaser test stand-in: {name}"},
+                   **({"Env": ["PATH=/usr/local/bin:/bin"]} if entrypoint else {})},
+        "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]}}
     cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                 "config": {"mediaType": OCI_CONFIG, "digest": lay.blob(cfg), "size": len(cfg)},
@@ -113,12 +122,14 @@ def image_manifest(lay: Layout, name: str, arch: str, extra: dict[str, bytes], *
 
 
 def build(root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd64",),
-          extra: dict[str, bytes] | None = None, size_pad: int = 0) -> dict[str, object]:
-    """Add image `name:tag` to the layout at `root`; an index when several platforms."""
+          extra: dict[str, bytes] | None = None, size_pad: int = 0, **image: object) -> dict[str, object]:
+    """Add image `name:tag` to the layout at `root`; an index when several platforms.
+    `image`: entrypoint / links / owned_dirs for image_manifest."""
     lay = Layout(root)
     if (root / "index.json").exists():
         lay.index = json.loads((root / "index.json").read_text())["manifests"]
-    children = [image_manifest(lay, name, arch, extra or {}, size_pad=size_pad) for arch in platforms]
+    children = [image_manifest(lay, name, arch, extra or {}, size_pad=size_pad, **image)  # type: ignore[arg-type]
+                for arch in platforms]
     if len(children) == 1:
         desc = {k: v for k, v in children[0].items() if k != "platform"}
     else:
@@ -156,3 +167,24 @@ def skopeo_digest(ref: str, *, tls_verify: bool = False, creds: str | None = Non
 
 def have_tools() -> list[str]:
     return [t for t in ("skopeo", "docker-registry", "htpasswd") if shutil.which(t) is None]
+
+
+# ------------------------------------------------------------------ runnable stand-ins
+STANDINS = Path(__file__).parent / "standins"
+# image name (last path element) -> role the stand-in plays in examples/bmp-tcpao
+STANDIN_ROLES = {"gobmp-tls": "collector", "gobgp-stunnel": "speaker", "nats": "bus", "tcpao-proxy": "proxy"}
+
+
+def build_standin(root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd64",)) -> dict[str, object]:
+    """A RUNNABLE stand-in for one image of the example (busybox scripts in tests/support/standins):
+    collector/speaker/bus answer their health checks, the speaker sends one numbered line per
+    second to its BMP target and keeps its counter in its volume, the collector stores what
+    arrives (served at /received on its HTTP port), the tcpao-proxy relays over PLAIN TCP."""
+    role = STANDIN_ROLES[name]
+    scripts = {f"usr/local/bin/{f.name}": f.read_bytes() for f in sorted(STANDINS.iterdir()) if f.name != "nc"}
+    scripts["usr/local/bin/nc"] = (STANDINS / "nc").read_bytes()  # busybox nc plus -z, ahead on PATH
+    links = {f"bin/{a}": "busybox" for a in ("timeout", "sed", "head", "wc", "mkdir", "hostname", "id", "sort")}
+    owned = {"var/lib/gobgp": (65532, 65532)} if role == "speaker" else {}
+    entry = ["/usr/local/bin/tcpao-proxy"] if role == "proxy" else ["/usr/local/bin/standin", role]
+    return build(root, f"stand-in-{name}", tag, platforms=platforms, extra=scripts, entrypoint=entry, links=links,
+                 owned_dirs=owned)

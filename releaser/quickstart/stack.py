@@ -1,0 +1,314 @@
+"""A running Compose stack: the compose command for the chosen engine, container states,
+readiness polling, and volume export/import for backups.
+
+Everything goes through the engine's own CLI (`docker compose`, `podman-compose`,
+`podman`), so what the quickstart does is what a user could type.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from ..errors import ReleaserError, ToolError
+from .doctor import Engine
+
+EXIT_UNHEALTHY = 9
+
+
+class StackError(ReleaserError):
+    """The stack did not come up healthy (or an engine command failed); says which service and why."""
+
+    exit_code = EXIT_UNHEALTHY
+
+    def __init__(self, message: str, *, fix: str | None = None, logs: str = "", service: str | None = None,
+                 states: list[ServiceState] | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.logs = logs
+        self.service = service
+        self.states = states or []
+
+    def render(self) -> str:
+        parts = []
+        if self.logs:
+            parts.append(f"last log lines of {self.service}:")
+            parts.extend("  | " + line for line in self.logs.rstrip().splitlines())
+        parts.append(super().render())
+        return "\n".join(parts)
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "service": self.service, "logs": self.logs,
+                "services": [s.to_json() for s in self.states]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComposeFile:
+    """What the quickstart needs to know about compose.yaml (parsed, never executed)."""
+
+    project: str
+    services: tuple[str, ...]
+    healthchecked: frozenset[str]
+    users: dict[str, tuple[int, int]]  # service -> (uid, gid); root when unset
+    secret_consumers: dict[str, list[str]]  # secret -> services that mount it
+    volumes: dict[str, tuple[str, str]]  # volume -> (a service that mounts it, mount path)
+    images: dict[str, str]  # service -> image reference
+
+    @classmethod
+    def read(cls, files: list[Path]) -> ComposeFile:
+        doc: dict[str, Any] = {}
+        for f in files:  # later files override image references (compose.airgap.yaml)
+            part = yaml.safe_load(f.read_text()) or {}
+            if not doc:
+                doc = part
+            else:
+                for svc, over in (part.get("services") or {}).items():
+                    doc["services"].setdefault(svc, {}).update(over)
+        services = doc.get("services") or {}
+        users: dict[str, tuple[int, int]] = {}
+        consumers: dict[str, list[str]] = {}
+        volumes: dict[str, tuple[str, str]] = {}
+        for name, svc in services.items():
+            uid, _, gid = str(svc.get("user", "0")).partition(":")
+            users[name] = (int(uid), int(gid or uid))
+            for s in svc.get("secrets") or []:
+                consumers.setdefault(s["source"] if isinstance(s, dict) else s, []).append(name)
+            for v in svc.get("volumes") or []:
+                if isinstance(v, dict) and v.get("type") == "volume":
+                    volumes.setdefault(v["source"], (name, v["target"]))
+        return cls(project=doc.get("name", ""), services=tuple(services),
+                   healthchecked=frozenset(n for n, s in services.items() if s.get("healthcheck")),
+                   users=users, secret_consumers=consumers, volumes=volumes,
+                   images={n: s.get("image", "") for n, s in services.items()})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceState:
+    service: str
+    container: str = ""
+    state: str = "waiting"  # waiting (no container yet) | created | running | restarting | exited | dead | paused
+    health: str = ""  # healthy | unhealthy | starting | "" (no health check)
+    exit_code: int = 0
+    ports: tuple[str, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "running" and self.health in ("healthy", "")
+
+    @property
+    def failed(self) -> bool:
+        return self.state in ("exited", "dead") or self.health == "unhealthy"
+
+    def label(self) -> str:
+        if self.state == "running" and self.health:
+            return self.health
+        if self.state == "exited":
+            return f"exited ({self.exit_code})"
+        return self.state
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "container": self.container, "state": self.state, "health": self.health,
+                "exitCode": self.exit_code, "ports": list(self.ports)}
+
+
+@dataclass
+class Compose:
+    """The compose command of one engine, run in the stack directory."""
+
+    engine: Engine
+    directory: Path
+    files: list[str]
+    project: str
+    env: dict[str, str] | None = None
+    _podman: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._podman = self.engine.kind in ("podman", "podman-compose")
+
+    def argv(self, *args: str) -> list[str]:
+        files = [a for f in self.files for a in ("-f", f)]
+        return [*self.engine.compose, *files, "-p", self.project, *args]
+
+    def run(self, *args: str, check: bool = True, timeout: float | None = 600,
+            stdin: IO[bytes] | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = self.argv(*args)
+        try:
+            proc = subprocess.run(cmd, cwd=self.directory, capture_output=True, text=True, timeout=timeout,
+                                  check=False, env=self.env, stdin=stdin)
+        except FileNotFoundError as exc:
+            raise ToolError(f"{cmd[0]} is not installed", fix="releaser doctor lists what is missing") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise ToolError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from exc
+        if check and proc.returncode != 0:
+            raise ToolError(f"`{' '.join(cmd[len(self.engine.compose):])}` failed (exit {proc.returncode}): "
+                            f"{_tail(proc.stderr or proc.stdout, 12)}",
+                            fix="see the message above; `releaser doctor` checks the engine")
+        return proc
+
+    def engine_cli(self) -> str:
+        return "podman" if self._podman else "docker"
+
+    # -------------------------------------------------------------- states
+    def states(self, services: tuple[str, ...]) -> list[ServiceState]:
+        found = self._podman_ps() if self._podman else self._docker_ps()
+        return [found.get(s, ServiceState(service=s)) for s in services]
+
+    def _docker_ps(self) -> dict[str, ServiceState]:
+        proc = self.run("ps", "--all", "--format", "json", check=False, timeout=60)
+        if proc.returncode != 0:
+            return {}
+        text = proc.stdout.strip()
+        rows: list[dict[str, Any]] = []
+        if text.startswith("["):
+            rows = json.loads(text)
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        out = {}
+        for r in rows:
+            ports = tuple(sorted({f"{p.get('URL')}:{p['PublishedPort']}->{p['TargetPort']}/{p.get('Protocol', 'tcp')}"
+                                  for p in r.get("Publishers") or [] if p.get("PublishedPort")}))
+            out[r["Service"]] = ServiceState(service=r["Service"], container=r.get("Name", ""),
+                                             state=r.get("State", ""), health=r.get("Health", "") or "",
+                                             exit_code=int(r.get("ExitCode") or 0), ports=ports)
+        return out
+
+    def _podman_ps(self) -> dict[str, ServiceState]:
+        proc = subprocess.run(["podman", "ps", "-a", "--format", "json", "--filter",
+                               f"label=io.podman.compose.project={self.project}"],
+                              capture_output=True, text=True, check=False, env=self.env)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return {}
+        out = {}
+        for r in json.loads(proc.stdout):
+            labels = r.get("Labels") or {}
+            svc = labels.get("com.docker.compose.service") or labels.get("io.podman.compose.service", "")
+            status = r.get("Status", "")
+            health = next((h for h in ("unhealthy", "healthy", "starting") if f"({h})" in status), "")
+            name = (r.get("Names") or [""])[0]
+            out[svc] = ServiceState(service=svc, container=name, state=r.get("State", ""), health=health,
+                                    exit_code=int(r.get("ExitCode") or 0))
+        return out
+
+    def run_healthchecks(self, states: list[ServiceState]) -> None:
+        """podman 4.3 runs no health checks by itself (no systemd timers here): run them."""
+        if not self._podman:
+            return
+        for s in states:
+            if s.state == "running" and s.health == "starting" and s.container:
+                subprocess.run(["podman", "healthcheck", "run", s.container], capture_output=True, check=False,
+                               timeout=30, env=self.env)
+
+    def logs(self, service: str, tail: int = 30) -> str:
+        proc = self.run("logs", "--no-color", "--tail", str(tail), service, check=False, timeout=60)
+        return proc.stdout + proc.stderr
+
+    # -------------------------------------------------------------- volumes
+    def export_path(self, container: str, path: str) -> Iterator[bytes]:
+        """A tar stream of `path` in a (stopped) container, volumes included (`docker cp CTR:PATH -`)."""
+        proc = subprocess.Popen([self.engine_cli(), "cp", f"{container}:{path}", "-"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=self.env)
+        assert proc.stdout is not None
+        while chunk := proc.stdout.read(1 << 20):
+            yield chunk
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if proc.wait() != 0:
+            raise ToolError(f"{self.engine_cli()} cp {container}:{path} failed: {err.strip()}")
+
+    def import_volume(self, volume: str, mount_path: str, image: str, data: IO[bytes]) -> None:
+        """Unpack a tar stream made by export_path into a named volume, owners kept.
+
+        The service containers have read-only root filesystems, into which `docker cp` refuses
+        to write even where a volume is mounted; so a helper container (created from the
+        service's own image, never started) mounts the volume and receives the copy."""
+        cli = self.engine_cli()
+        base = mount_path.rstrip("/").rsplit("/", 1)[-1] or "data"
+        helper = f"{self.project}-restore-{volume}"[:60]
+        subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
+        made = subprocess.run([cli, "create", "--name", helper, "--entrypoint", "/bin/true",
+                               "-v", f"{self.project}_{volume}:/restore/{base}", image],
+                              capture_output=True, text=True, check=False, env=self.env)
+        if made.returncode != 0:
+            raise ToolError(f"{cli} create (restore helper for volume {volume}) failed: {made.stderr.strip()}")
+        try:
+            proc = subprocess.run([cli, "cp", "-", f"{helper}:/restore"], stdin=data, capture_output=True,
+                                  check=False, env=self.env)
+            if proc.returncode != 0:
+                raise ToolError(f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}")
+        finally:
+            subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
+
+
+def _tail(text: str, n: int) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-n:])
+
+
+Update = Callable[[list[ServiceState], float, bool], None]
+
+
+def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_update: Update | None = None,
+                poll: float = 1.0, redact: Callable[[str], str] = lambda s: s) -> list[ServiceState]:
+    """`compose up -d` in the background while polling every service until all are ready.
+
+    Ready: running, and healthy when the service has a health check. Fails at once when a
+    service exits or turns unhealthy, or when `up` itself fails; otherwise at the deadline.
+    """
+    result: dict[str, Any] = {}
+
+    def run_up() -> None:
+        try:
+            result["proc"] = compose.run("up", "-d", "--remove-orphans", check=False, timeout=timeout + 60)
+        except ReleaserError as exc:
+            result["error"] = exc
+
+    worker = threading.Thread(target=run_up, daemon=True)
+    start = time.monotonic()
+    worker.start()
+    states: list[ServiceState] = []
+    while True:
+        elapsed = time.monotonic() - start
+        states = compose.states(spec.services)
+        compose.run_healthchecks(states)
+        up_done = not worker.is_alive()
+        if on_update:
+            on_update(states, elapsed, up_done)
+        failed = next((s for s in states if s.failed), None)
+        if failed is not None:
+            worker.join(timeout=5)
+            raise _failure(compose, failed, states, redact,
+                           f"{failed.service} " + (f"exited with code {failed.exit_code}" if failed.state
+                                                   in ("exited", "dead") else "is unhealthy (its health check fails)"))
+        if up_done:
+            if "error" in result:
+                raise result["error"]
+            proc = result["proc"]
+            if proc.returncode != 0:
+                msg = _tail(redact(proc.stderr or proc.stdout), 8)
+                culprit = next((s for s in states if s.service in msg and not s.ready), None)
+                if culprit is None:
+                    raise StackError(f"`compose up` failed (exit {proc.returncode}): {msg}", states=states,
+                                     fix="fix what the message names, then run the same command again")
+                raise _failure(compose, culprit, states, redact, f"`compose up` failed: {msg}")
+            if all(s.ready for s in states):
+                return states
+        if elapsed > timeout:
+            worker.join(timeout=1)
+            late = next((s for s in states if not s.ready), states[0])
+            raise _failure(compose, late, states, redact,
+                           f"{late.service} is not ready after {timeout:.0f} s (state: {late.label()})")
+        time.sleep(poll)
+
+
+def _failure(compose: Compose, svc: ServiceState, states: list[ServiceState], redact: Callable[[str], str],
+             message: str) -> StackError:
+    logs = redact(_tail(compose.logs(svc.service), 30)) if svc.container else ""
+    return StackError(message, service=svc.service, logs=logs, states=states,
+                      fix=f"read the log lines above (all of them: releaser quickstart logs {svc.service}); "
+                          "fix the cause and run the quickstart again (volumes and secrets are kept)")
