@@ -150,6 +150,9 @@ def _write_tree_atomically(target: Path, files: dict[str, bytes]) -> None:
     """Write `files` to a temp dir beside `target`, then swap it in with renames."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the output is an ordinary directory
     try:
         for rel, content in files.items():
             path = tmp / rel

@@ -110,6 +110,8 @@ def has_net_admin() -> bool:
 def port_free(address: str, port: int, proto: str = "TCP") -> bool:
     kind = socket.SOCK_STREAM if proto == "TCP" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
+        # as servers do (docker-proxy included): connections closing in TIME_WAIT do not hold the port
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((address, port))
         except OSError:

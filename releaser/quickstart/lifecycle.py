@@ -93,10 +93,12 @@ def _atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
 def _engine(kind: str | None) -> Engine:
     found, seen = detect_engine(kind)
     if found is None:
-        raise PreflightError([Check(name="engine", status="fail",
-                                    detail=f"no container engine with Compose ({', '.join(seen) or 'none found'})",
-                                    fix="install Docker with the Compose v2 plugin, or podman-compose; "
-                                        "`releaser doctor` checks everything")], [])
+        looked = ", ".join(seen) if seen else (f"no {kind}" if kind else "none of docker, podman, podman-compose, "
+                                                                          "docker-compose")
+        check = Check(name="engine", status="fail", detail=f"no container engine with Compose found (found: {looked})",
+                      fix="install Docker with the Compose v2 plugin, or podman with podman-compose; --engine picks "
+                          "one; `releaser doctor` checks everything")
+        raise PreflightError([check], [check])
     return found
 
 
@@ -148,19 +150,31 @@ def _secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
 
 def _preflight(plan: Plan, *, engine: str | None, skip: tuple[str, ...], held_ports: set[int],
                registries: list[str], stack: Path) -> list[Check]:
+    knobs = {**_dotenv(stack / ".env"), **os.environ}  # what Compose interpolates, shell first
     ports = []
     for s in plan.services:
         for p in s.ports:
-            port = p.host_port or p.port
+            port = int(knobs.get(p.knob) or p.host_port or p.port)
             if p.compose_published and port not in held_ports:
                 ports.append((f"{s.name}.{p.name}", port, p.protocol))
     tcpao = any(s.sidecar for s in plan.services)
     checks = run_checks(ports=ports, tcpao=tcpao, engine=engine, skip=frozenset(skip), disk_path=stack,
-                        registries=registries)
+                        registries=registries, bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1")
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise PreflightError(failed, checks)
     return checks
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a Compose .env file (comments and blanks skipped)."""
+    out: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and not key.startswith("#"):
+                out[key.strip()] = value.strip().strip("'\"")
+    return out
 
 
 def _held_ports(stack: Path, project: str, engine: str | None) -> set[int]:
@@ -315,8 +329,6 @@ def _bundle_files(bundle: Path, key: Path, tmp: Path) -> tuple[dict[str, bytes],
                 sums[member] = digest
         elif info.name.startswith((compose_prefix, "release/")):
             wanted[info.name] = reader.read()
-        elif info.name.startswith("blobs/"):
-            break  # small files come first in the bundle (docs/bundle-format.md)
     problems = [m for m, data in wanted.items() if sums.get(m) != hashlib.sha256(data).hexdigest()]
     if problems or not any(m.startswith(compose_prefix) for m in wanted):
         raise ReleaserError(f"{bundle}: {', '.join(problems) or 'compose files'} do not match the signed checksums",

@@ -104,7 +104,8 @@ class ServiceState:
 
     @property
     def failed(self) -> bool:
-        return self.state in ("exited", "dead") or self.health == "unhealthy"
+        # restarting: it exited and the restart policy brings it back; a healthy start never does that
+        return self.state in ("exited", "dead", "restarting") or self.health == "unhealthy"
 
     def label(self) -> str:
         if self.state == "running" and self.health:
@@ -283,8 +284,8 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
         if failed is not None:
             worker.join(timeout=5)
             raise _failure(compose, failed, states, redact,
-                           f"{failed.service} " + (f"exited with code {failed.exit_code}" if failed.state
-                                                   in ("exited", "dead") else "is unhealthy (its health check fails)"))
+                           f"{failed.service} " + ("is unhealthy (its health check fails)" if failed.health == "unhealthy"
+                                                   else f"{failed.state} (exit code {failed.exit_code})"))
         if up_done:
             if "error" in result:
                 raise result["error"]

@@ -90,7 +90,10 @@ def _hardening(uid: int, gid: int, caps: list[str]) -> dict[str, Any]:
     if caps:
         out["cap_add"] = caps
     out["security_opt"] = ["no-new-privileges:true"]
-    out["tmpfs"] = ["/tmp"]
+    # /tmp belongs to the service's user: Docker 20.10 (Debian bookworm's docker.io) remounts a
+    # tmpfs with mode 0755 owned by root when a container restarts, which a non-root service could
+    # no longer write to; a tmpfs mounted with uid/gid keeps its owner across restarts.
+    out["tmpfs"] = [f"/tmp:uid={uid},gid={gid},mode=0700"]
     return out
 
 

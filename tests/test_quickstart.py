@@ -1,0 +1,362 @@
+"""`releaser quickstart` against a real engine: Docker 20.10 (Debian's dockerd + containerd,
+started privately by tests/support/engine.py) with Compose v2.40.
+
+The example release runs with STAND-IN images (tests/support/standins): the speaker
+stand-in sends one numbered line per second to its initiator sidecar, the sidecars
+relay over PLAIN TCP (this kernel lacks TCP-AO; `--skip tcp-ao` says so), and the
+collector stand-in stores what arrives and serves it at /received on its HTTP port.
+
+The tests share one running stack and run in file order: preflight failures (nothing
+starts) -> up -> traffic -> sidecar restart behaviour -> secrets -> re-run -> status and
+logs -> backup / reset / restore -> an unhealthy service -> the airgap quickstart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import EXAMPLE, ROOT, TOOLS, missing_component
+from tests.support import engine as engine_mod
+from tests.support import images
+from tests.support.registry import RegistryServer, free_port
+
+RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
+CAPTURED: list[str] = []  # every output of every command this module ran, for the leak test
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[engine_mod.DockerEngine]:
+    missing = engine_mod.available()
+    if missing or images.have_tools():
+        missing_component(f"Docker engine ({', '.join(missing + images.have_tools())})")
+    if not (TOOLS / "docker" / "cli-plugins" / "docker-compose").exists():
+        missing_component("Docker Compose v2")
+    with engine_mod.DockerEngine() as eng:
+        yield eng
+
+
+@pytest.fixture(scope="module")
+def world(engine: engine_mod.DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Stand-in images in a publisher registry, the example pointed at it and locked, a stack dir."""
+    work = tmp_path_factory.mktemp("qs")
+    publisher = RegistryServer(work / "publisher").start()
+    try:
+        text = (EXAMPLE / "release.yaml").read_text()
+        for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):(\S+))", text):
+            name = path.rsplit("/", 1)[1]
+            multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
+            images.build_standin(work / "layout", name, full, platforms=multi)
+            images.push(work / "layout", full, f"{publisher.host}/{path}:{tag}")
+        rel = work / "bmp-tcpao"
+        rel.mkdir()
+        (rel / "release.yaml").write_text(text.replace("registry.example.org", publisher.host))
+        port = free_port()
+        env = {**engine.env, "PATH": f"{TOOLS / 'bin'}:{os.environ['PATH']}", "DOCKER_CONFIG": str(TOOLS / "docker"),
+               "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port),
+               "RELEASER_CACHE": str(work / "cache"), "RELEASER_KEY_PASSPHRASE": "test-only-passphrase"}
+        run(env, "lock", str(rel))
+        yield {"work": work, "rel": rel, "env": env, "port": port, "stack": work / "stack",
+               "publisher": publisher, "engine": engine}
+    finally:
+        subprocess.run([RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True, check=False)
+        publisher.stop()
+
+
+def run(env: dict[str, str], *args: str, expect: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([RELEASER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    CAPTURED.extend([proc.stdout, proc.stderr])
+    if expect is not None:
+        assert proc.returncode == expect, f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def docker(env: dict[str, str], *args: str, check: bool = True) -> str:
+    proc = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, check=False)
+    CAPTURED.extend([proc.stdout, proc.stderr])
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def compose(w: dict[str, Any], *args: str) -> str:
+    return docker(w["env"], "compose", "-f", str(w["stack"] / "compose.yaml"), "-p", "bmp-tcpao", *args)
+
+
+def received(w: dict[str, Any]) -> list[str]:
+    try:
+        r = requests.get(f"http://127.0.0.1:{w['port']}/received", timeout=3)
+    except requests.RequestException:
+        return []
+    return r.text.splitlines() if r.status_code == 200 else []
+
+
+def seqs(lines: list[str]) -> list[int]:
+    return [int(line.rsplit(" ", 1)[1]) for line in lines if " seq " in line]
+
+
+def wait_for(cond: Any, timeout: float = 30, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def containers(w: dict[str, Any]) -> list[str]:
+    return docker(w["env"], "ps", "-aq", "--filter", "label=com.docker.compose.project=bmp-tcpao").split()
+
+
+# ------------------------------------------------------------------ preflight
+
+
+def test_preflight_without_tcp_ao_starts_nothing(world: dict[str, Any]) -> None:
+    proc = run(world["env"], "quickstart", str(world["rel"]), expect=8)
+    assert "FAIL tcp-ao" in proc.stderr and "lacks CONFIG_TCP_AO" in proc.stderr
+    assert "--skip tcp-ao" in proc.stderr  # the documented override is named
+    assert containers(world) == []
+    assert not (world["stack"] / "compose.yaml").exists()
+
+
+def test_preflight_port_taken_starts_nothing(world: dict[str, Any]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", world["port"]))
+        s.listen()
+        proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
+    assert f"FAIL port-{world['port']}" in proc.stderr and "in use" in proc.stderr
+    assert containers(world) == []
+
+
+def test_preflight_engine_missing_or_down(world: dict[str, Any]) -> None:
+    proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--engine", "podman",
+               expect=8)
+    assert "no container engine with Compose found" in proc.stderr
+    down = {**world["env"], "DOCKER_HOST": f"unix://{world['work']}/no-engine.sock"}
+    proc = run(down, "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
+    assert "FAIL engine-reachable" in proc.stderr and "DOCKER_HOST" in proc.stderr
+    assert containers(world) == []
+
+
+# ------------------------------------------------------------------ up, traffic, sidecars
+
+
+def test_up_reaches_ready_and_runs_the_locked_digests(world: dict[str, Any]) -> None:
+    proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--json")
+    result = json.loads(proc.stdout)["result"]
+    assert {s["service"] for s in result["services"]} == {"bus", "collector", "collector-tcpao", "speaker",
+                                                          "speaker-tcpao"}
+    assert all(s["state"] == "running" for s in result["services"])
+    assert {s["service"]: s["health"] for s in result["services"] if s["health"]} == {
+        "bus": "healthy", "collector": "healthy", "speaker": "healthy"}
+    assert [u["url"] for u in result["urls"]] == [f"http://127.0.0.1:{world['port']}"]
+    assert sorted(result["secretsCreated"]) == ["bmp-tcpao-key", "nats-token"]
+    assert any("PLAIN TCP" in w for w in result["warnings"])
+    # the running containers use exactly the lock's digests
+    lock = yaml.safe_load((world["rel"] / "release.lock.yaml").read_text())
+    pinned = {f"{e['repository']}@{e['digest']}" for e in lock["images"].values()}
+    running = {docker(world["env"], "inspect", "-f", "{{.Config.Image}}", c).strip() for c in containers(world)}
+    assert running == pinned
+
+
+def test_traffic_crosses_both_sidecars(world: dict[str, Any]) -> None:
+    try:
+        lines = wait_for(lambda: len(received(world)) >= 3 and received(world), what="lines at the collector")
+    except pytest.fail.Exception:
+        pytest.fail("no traffic at the collector; logs:\n" + compose(world, "logs", "--no-color"))
+    assert all(line.startswith("bmp-standin from ") for line in lines)
+    assert seqs(lines) == sorted(seqs(lines))
+    logs = compose(world, "logs", "--no-color", "collector-tcpao", "speaker-tcpao")
+    assert "relaying 0.0.0.0:1790 -> 127.0.0.1:11019 over plain TCP" in logs  # terminator
+    assert "relaying 127.0.0.1:5000 -> 10.77.0.10:1790 over plain TCP" in logs  # initiator
+
+
+def test_sidecar_down_takes_its_leg_down_and_it_recovers(world: dict[str, Any]) -> None:
+    compose(world, "stop", "speaker-tcpao")
+    wait_for(lambda: "leg down" in compose(world, "logs", "--no-color", "--since", "20s", "speaker"),
+             what="the speaker to report its leg down")
+    before = len(received(world))
+    time.sleep(3)
+    assert len(received(world)) == before, "nothing may arrive while the initiator is down"
+    compose(world, "start", "speaker-tcpao")
+    wait_for(lambda: len(received(world)) > before + 1, what="traffic after the initiator is back")
+    # a crash (SIGKILL of the terminator's process) is restarted by the engine and traffic resumes
+    cid = compose(world, "ps", "-q", "collector-tcpao").strip()
+    pid = int(docker(world["env"], "inspect", "-f", "{{.State.Pid}}", cid))
+    os.kill(pid, 9)
+    wait_for(lambda: docker(world["env"], "inspect", "-f", "{{.RestartCount}}", cid).strip() == "1",
+             what="the terminator to be restarted")
+    n = len(received(world))
+    wait_for(lambda: len(received(world)) > n + 1, what="traffic after the terminator restarted")
+
+
+# ------------------------------------------------------------------ secrets
+
+
+def _secret_values(world: dict[str, Any]) -> dict[str, str]:
+    d = world["stack"] / ".secrets"
+    return {p.name: p.read_text() for p in d.iterdir() if not p.name.startswith(".")}
+
+
+def test_secrets_are_files_with_tight_modes(world: dict[str, Any]) -> None:
+    d = world["stack"] / ".secrets"
+    assert d.stat().st_mode & 0o777 == 0o700
+    st = {p.name: p.stat() for p in d.iterdir()}
+    assert {n: (s.st_mode & 0o777, s.st_uid) for n, s in st.items()} == {
+        "nats-token": (0o400, 65532),  # read by the collector (65532)
+        "bmp-tcpao-key": (0o400, 0)}  # read by the sidecars (root without CAP_DAC_OVERRIDE)
+    vals = _secret_values(world)
+    assert len(vals["nats-token"]) == 32 and vals["nats-token"].isalnum()
+    logs = compose(world, "logs", "--no-color", "collector")
+    assert "is readable (32 bytes; never printed)" in logs
+
+
+def test_secret_values_appear_nowhere_else(world: dict[str, Any]) -> None:
+    vals = list(_secret_values(world).values())
+    texts = list(CAPTURED)
+    for p in world["stack"].rglob("*"):
+        if p.is_file() and ".secrets" not in p.parts:
+            texts.append(p.read_text(errors="replace"))
+    texts.append(compose(world, "logs", "--no-color"))
+    texts.append(compose(world, "config"))
+    for c in containers(world):
+        texts.append(docker(world["env"], "inspect", c))
+    run(world["env"], "quickstart", "logs")
+    texts.extend(CAPTURED[-2:])
+    for v in vals:
+        hits = [i for i, t in enumerate(texts) if v in t]
+        assert not hits, "a secret value leaked into captured output or a file"
+
+
+def test_rerun_keeps_secrets_and_its_own_ports(world: dict[str, Any]) -> None:
+    before = _secret_values(world)
+    proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--json")
+    result = json.loads(proc.stdout)["result"]
+    assert result["secretsCreated"] == [] and sorted(result["secretsKept"]) == ["bmp-tcpao-key", "nats-token"]
+    assert _secret_values(world) == before
+
+
+def test_status_and_logs(world: dict[str, Any]) -> None:
+    proc = run(world["env"], "quickstart", "status", "--json")
+    assert json.loads(proc.stdout)["result"]["healthy"] is True
+    proc = run(world["env"], "quickstart", "status")
+    assert "ok: every service is ready" in proc.stdout
+    proc = run(world["env"], "quickstart", "logs", "collector", "--tail", "5")
+    assert proc.stdout.count("\n") <= 6 and "collector" in proc.stdout
+    proc = run(world["env"], "quickstart", "logs", "nope", expect=None)
+    assert proc.returncode != 0 and "no service 'nope'" in proc.stderr
+
+
+# ------------------------------------------------------------------ backup / reset / restore
+
+
+def test_backup_reset_restore_gives_back_the_volume_data(world: dict[str, Any]) -> None:
+    backup = world["work"] / "backup.tar.zst"
+    secrets_before = _secret_values(world)
+    proc = run(world["env"], "quickstart", "backup", "--out", str(backup), "--json")
+    result = json.loads(proc.stdout)["result"]
+    assert result["volumes"] == ["speaker-state"] and backup.stat().st_mode & 0o777 == 0o600
+    saved = int(subprocess.run(f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO gobgp/seq",
+                               shell=True, capture_output=True, text=True, check=True).stdout)
+    assert saved > 0
+    # the stack runs again after the backup
+    status: list[Any] = []
+
+    def healthy() -> bool:
+        status.append(json.loads(run(world["env"], "quickstart", "status", "--json", expect=None).stdout))
+        return bool(status[-1]["result"]["healthy"])
+
+    try:
+        wait_for(healthy, timeout=90, what="the stack after the backup")
+    except pytest.fail.Exception:
+        pytest.fail(f"not ready after the backup: {status[-1]}")
+
+    proc = run(world["env"], "quickstart", "reset", expect=None)
+    assert proc.returncode != 0 and "needs --yes" in proc.stderr and "volume bmp-tcpao_speaker-state" in proc.stderr
+    assert (world["stack"] / ".secrets" / "nats-token").exists()
+    run(world["env"], "quickstart", "reset", "--yes")
+    assert containers(world) == [] and not (world["stack"] / ".secrets").exists()
+    assert "bmp-tcpao_speaker-state" not in docker(world["env"], "volume", "ls", "-q")
+
+    run(world["env"], "quickstart", "restore", str(backup))
+    assert _secret_values(world) == secrets_before
+    first = wait_for(lambda: seqs(received(world)), what="traffic after the restore")
+    # the speaker resumed from the counter kept in its volume: the backup's value came back
+    assert first[0] == saved + 1, (first, saved)
+
+
+def test_restore_refuses_a_damaged_backup(world: dict[str, Any]) -> None:
+    bad = world["work"] / "bad.tar.zst"
+    bad.write_bytes((world["work"] / "backup.tar.zst").read_bytes()[:200])
+    proc = run(world["env"], "quickstart", "restore", str(bad), expect=None)
+    assert proc.returncode != 0 and "bad.tar.zst" in proc.stderr
+    assert "nothing was restored" in proc.stderr or "not a readable" in proc.stderr
+    assert len(containers(world)) == 5  # the running stack was not touched
+
+
+# ------------------------------------------------------------------ failure reporting
+
+
+def test_a_crashing_service_is_named_with_its_logs(world: dict[str, Any]) -> None:
+    run(world["env"], "quickstart", "down")
+    broken = world["work"] / "broken"
+    shutil.copytree(world["rel"], broken)
+    text = (broken / "release.yaml").read_text().replace('"--http-port=8080"', '"--http-port=notaport"')
+    (broken / "release.yaml").write_text(text)
+    env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "broken-stack")}
+    try:
+        proc = run(env, "quickstart", str(broken), "--skip", "tcp-ao", "--timeout", "90", expect=9)
+        assert "error: collector " in proc.stderr and "exit code" in proc.stderr
+        assert "last log lines of collector:" in proc.stderr and "STAND-IN collector" in proc.stderr
+        assert "releaser quickstart logs collector" in proc.stderr
+    finally:
+        run(env, "quickstart", "reset", "--yes", expect=None)
+
+
+# ------------------------------------------------------------------ airgap
+
+
+def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(world: dict[str, Any]) -> None:
+    env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "airgap-stack")}
+    run(env, "keygen", "--out", str(world["work"] / "keys"))
+    bundle = world["work"] / "bmp-tcpao-1.4.0.tar.zst"
+    run(env, "bundle", str(world["rel"]), "--key", str(world["work"] / "keys/releaser.key"), "--out", str(bundle))
+    private = RegistryServer(world["work"] / "private").start()
+    try:
+        # without --skip the TCP-AO check still stops it before anything is loaded
+        proc = run(env, "quickstart", str(bundle), "--key", str(world["work"] / "keys/releaser.pub"),
+                   "--registry", private.host, expect=8)
+        assert "lacks CONFIG_TCP_AO" in proc.stderr
+        proc = run(env, "quickstart", str(bundle), "--key", str(world["work"] / "keys/releaser.pub"),
+                   "--registry", private.host, "--skip", "tcp-ao", "--json")
+        result = json.loads(proc.stdout)["result"]
+        assert all(s["state"] == "running" for s in result["services"])
+        lock = yaml.safe_load((world["rel"] / "release.lock.yaml").read_text())
+        digests = {e["digest"] for e in lock["images"].values()}
+        running = {docker(env, "inspect", "-f", "{{.Config.Image}}", c).strip() for c in containers(world)}
+        assert {r.split("@")[1] for r in running} == digests
+        assert all(r.startswith(private.host + "/") for r in running)
+        wait_for(lambda: len(received(world)) >= 2, what="traffic in the airgap stack")
+        # a wrong key is refused before anything runs
+        run(env, "quickstart", "down")
+        other = world["work"] / "other-keys"
+        run(env, "keygen", "--out", str(other))
+        proc = run(env, "quickstart", str(bundle), "--key", str(other / "releaser.pub"), "--registry", private.host,
+                   "--skip", "tcp-ao", expect=None)
+        assert proc.returncode != 0 and "signature" in proc.stderr
+        assert containers(world) == []
+    finally:
+        run(env, "quickstart", "reset", "--yes", expect=None)
+        private.stop()
