@@ -8,10 +8,12 @@
 4. releaser airgap verify, then airgap --to a second, "private" registry,
 5. proves with skopeo that the private registry serves the lock's digests, and renders
    the chart with values-airgap.yaml (helm template) to show it pulls them by digest,
-6. stops what it started. Nothing is left behind except this run's temp directory,
-   which is removed.
-
-Running the stack itself (Compose quickstart) is the next capability.
+6. starts a private Docker engine and runs `releaser quickstart BUNDLE --registry PRIVATE`:
+   the Compose stack runs from the private registry by the locked digests, and the
+   collector shows the speaker's lines arriving through both TCP-AO sidecars (over PLAIN
+   TCP where the kernel lacks TCP-AO, which it says),
+7. stops what it started. Nothing is left behind: the stack is reset, the engine and the
+   registries are stopped, and this run's temp directory is removed.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import images  # noqa: E402 - after sys.path
-from tests.support.registry import RegistryServer  # noqa: E402
+from releaser.quickstart.doctor import tcp_ao_supported  # noqa: E402 - after sys.path
+from tests.support import engine as engine_mod  # noqa: E402
+from tests.support import images  # noqa: E402
+from tests.support.registry import RegistryServer, free_port  # noqa: E402
 
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 HELM = str(ROOT / ".tools" / "bin" / "helm")
@@ -42,7 +48,7 @@ def step(title: str) -> None:
 def sh(*cmd: str, env: dict[str, str]) -> str:
     print("$ " + " ".join(cmd).replace(str(ROOT) + "/", ""), flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
+    out = proc.stderr + proc.stdout  # progress first, then the result
     print("\n".join("  " + line for line in out.rstrip().splitlines()), flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"rehearsal failed at: {' '.join(cmd)} (exit {proc.returncode})")
@@ -64,7 +70,7 @@ def main() -> None:
         for full, path, tag in refs:
             name = path.rsplit("/", 1)[1]
             multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
-            images.build(layout, f"stand-in-{name}", full, platforms=multi)
+            images.build_standin(layout, name, full, platforms=multi)
             images.push(layout, full, f"{publisher.host}/{path}:{tag}")
             print(f"  pushed stand-in {publisher.host}/{path}:{tag} ({', '.join('linux/' + p for p in multi)})")
         rel = work / "bmp-tcpao"
@@ -87,7 +93,6 @@ def main() -> None:
         sh(RELEASER, "airgap", str(bundle), "--to", private.host, "--key", pub, "--out", str(work / "site"), env=env)
 
         step("independent checks")
-        import yaml
 
         lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
         for _, entry in sorted(lock["images"].items()):
@@ -111,11 +116,60 @@ def main() -> None:
             print(f"    {ref}")
         if not all(r.startswith(private.host + "/") and "@sha256:" in r for r in pulled):
             raise SystemExit("rehearsal failed: the chart does not pull everything from the private registry")
-        print("\nok: the bundle verified, loaded, and the private registry serves exactly the locked digests")
+        quickstart(work, bundle, pub, private.host, env, lock)
+        print("\nok: the bundle verified, loaded, and the private registry serves exactly the locked digests;")
+        print("    the Compose quickstart ran them from there and carried traffic through both sidecars")
     finally:
         publisher.stop()
         private.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def quickstart(work: Path, bundle: Path, pub: str, registry: str, env: dict[str, str], lock: dict) -> None:
+    import time
+
+    import requests
+
+    step("the Compose quickstart from the bundle (a private Docker engine on this machine)")
+    missing = engine_mod.available()
+    if missing:
+        raise SystemExit(f"rehearsal failed: cannot start a Docker engine here (missing: {', '.join(missing)}); "
+                         "run scripts/setup.sh as root")
+    has_ao, detail = tcp_ao_supported()
+    port = free_port()
+    with engine_mod.DockerEngine() as eng:
+        qenv = {**env, "DOCKER_HOST": eng.host, "RELEASER_QUICKSTART_DIR": str(work / "stack"),
+                "COLLECTOR_HTTP_PORT": str(port)}
+        skip = [] if has_ao else ["--skip", "tcp-ao"]
+        if not has_ao:
+            print(f"  {detail}:\n  the sidecars' wire leg runs over PLAIN TCP in this rehearsal (--skip tcp-ao)")
+        try:
+            sh(RELEASER, "quickstart", str(bundle), "--key", pub, "--registry", registry, *skip, env=qenv)
+            ids = subprocess.run(["docker", "ps", "-q"], env=qenv, capture_output=True, text=True,
+                                 check=True).stdout.split()
+            running = sorted(set(subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}", *ids], env=qenv,
+                                                capture_output=True, text=True, check=True).stdout.split()))
+            digests = {e["digest"] for e in lock["images"].values()}
+            print("  containers run:")
+            for ref in running:
+                print(f"    {ref}")
+            if {r.split("@")[-1] for r in running} != digests:
+                raise SystemExit("rehearsal failed: the running containers are not the locked digests")
+            print("  speaker -> initiator sidecar 127.0.0.1:5000 -> terminator sidecar 10.77.0.10:1790 "
+                  "-> collector 127.0.0.1:11019")
+            lines: list[str] = []
+            deadline = time.monotonic() + 30
+            while len(lines) < 3 and time.monotonic() < deadline:
+                time.sleep(1)
+                lines = requests.get(f"http://127.0.0.1:{port}/received", timeout=3).text.splitlines()
+            if len(lines) < 3:
+                raise SystemExit("rehearsal failed: no traffic arrived at the collector")
+            print(f"  the collector received (http://127.0.0.1:{port}/received):")
+            for line in lines[:3]:
+                print(f"    {line}")
+            sh(RELEASER, "quickstart", "status", env=qenv)
+        finally:
+            sh(RELEASER, "quickstart", "reset", "--yes", env=qenv)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,7 @@ class ComposeFile:
     secret_consumers: dict[str, list[str]]  # secret -> services that mount it
     volumes: dict[str, tuple[str, str]]  # volume -> (a service that mounts it, mount path)
     images: dict[str, str]  # service -> image reference
+    netns_parent: dict[str, str]  # sidecar -> the service whose network namespace it shares
 
     @classmethod
     def read(cls, files: list[Path]) -> ComposeFile:
@@ -86,7 +87,9 @@ class ComposeFile:
         return cls(project=doc.get("name", ""), services=tuple(services),
                    healthchecked=frozenset(n for n, s in services.items() if s.get("healthcheck")),
                    users=users, secret_consumers=consumers, volumes=volumes,
-                   images={n: s.get("image", "") for n, s in services.items()})
+                   images={n: s.get("image", "") for n, s in services.items()},
+                   netns_parent={n: str(s["network_mode"])[len("service:"):] for n, s in services.items()
+                                 if str(s.get("network_mode", "")).startswith("service:")})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,6 +285,12 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
             on_update(states, elapsed, up_done)
         failed = next((s for s in states if s.failed), None)
         if failed is not None:
+            # a sidecar dies with the service whose network it shares: blame that one when it is not ready
+            parent = next((s for s in states if s.service == spec.netns_parent.get(failed.service)), None)
+            if parent is not None and not parent.ready and parent.container:
+                failed = parent if parent.failed else ServiceState(
+                    service=parent.service, container=parent.container, state="restarting",
+                    exit_code=parent.exit_code)
             worker.join(timeout=5)
             raise _failure(compose, failed, states, redact,
                            f"{failed.service} " + ("is unhealthy (its health check fails)" if failed.health == "unhealthy"
