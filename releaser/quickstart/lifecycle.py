@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import PreflightError, ReleaserError, UsageError
+from ..errors import EXIT_USAGE, PreflightError, ReleaserError, UsageError
 from ..plan import Plan
 from . import secrets as sec
 from .doctor import Check, Engine, detect_engine, run_checks
@@ -38,6 +38,12 @@ STATE_FILE = "quickstart.json"
 BACKUP_FORMAT = "releaser.dev/quickstart-backup/v1"
 DEFAULT_DIR = Path("quickstart")
 Say = Callable[[str], None]
+
+
+class ConfirmationRequired(UsageError):
+    """A destructive action without --yes: says what it would delete."""
+
+    exit_code = EXIT_USAGE
 
 
 def _quiet(_: str) -> None:
@@ -427,7 +433,7 @@ def reset(stack: Path = DEFAULT_DIR, *, yes: bool = False) -> ResetResult:
     state = State.load(stack)
     targets = reset_targets(stack, state)
     if not yes:
-        raise UsageError("reset deletes data and needs --yes. It would remove:\n" +
+        raise ConfirmationRequired("reset deletes data and needs --yes. It would remove:\n" +
                          "\n".join(f"  - {t}" for t in targets),
                          fix="take a backup first (releaser quickstart backup --out backup.tar.zst), then "
                              "releaser quickstart reset --yes")
