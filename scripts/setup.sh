@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests drive as real components: an OCI registry (distribution
 # 2.8), skopeo as an independent OCI client, busybox for test images, htpasswd, and Docker
 # 20.10 (dockerd + containerd + runc) for the quickstart; tests and the demo start their own
-# engine on a private socket (tests/support/engine.py), never the system service.
-DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl docker.io)
+# engine on a private socket (tests/support/engine.py), never the system service; podman 4.3
+# as the second engine, configured per test through CONTAINERS_* variables (tests/support/podman.py).
+DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl docker.io podman)
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -268,7 +268,7 @@ def test_backup_reset_restore_gives_back_the_volume_data(world: dict[str, Any]) 
     proc = run(world["env"], "quickstart", "backup", "--out", str(backup), "--json")
     result = json.loads(proc.stdout)["result"]
     assert result["volumes"] == ["speaker-state"] and backup.stat().st_mode & 0o777 == 0o600
-    saved = int(subprocess.run(f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO gobgp/seq",
+    saved = int(subprocess.run(f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO ./seq",
                                shell=True, capture_output=True, text=True, check=True).stdout)
     assert saved > 0
     # the stack runs again after the backup

@@ -271,6 +271,9 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
 
         for rel, content in files.items():
             _atomic(stack / rel, content)
+        if found.kind in ("podman", "podman-compose"):
+            _atomic(stack / PODMAN_COMPOSE, podman_variant(files["compose.yaml"]))
+            compose_files[0] = PODMAN_COMPOSE
         state = State(release=plan.name, version=plan.version, source=str(source.absolute()),
                       source_kind="bundle" if is_bundle else "release", engine=found.kind,
                       files=tuple(compose_files), registry=registry, plain_tcp_wire=plain_tcp)
@@ -292,6 +295,24 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
                             secrets_dir=str(stack / sec.SECRETS_DIR), secrets_created=tuple(report.created),
                             secrets_kept=tuple(report.kept), warnings=tuple(warnings),
                             seconds=time.monotonic() - started)
+
+
+PODMAN_COMPOSE = "compose.podman.yaml"
+
+
+def podman_variant(compose_yaml: bytes) -> bytes:
+    """compose.yaml for podman: podman 4.3 refuses the tmpfs options uid= and gid= that keep a
+    tmpfs owned by the service's user across restarts on Docker 20.10; podman gets plain /tmp
+    (mode 1777). Everything else is the same file."""
+    import yaml
+
+    doc = yaml.safe_load(compose_yaml)
+    for svc in (doc.get("services") or {}).values():
+        if svc.get("tmpfs"):
+            svc["tmpfs"] = [str(t).split(":", 1)[0] for t in svc["tmpfs"]]
+    header = ("# compose.podman.yaml: compose.yaml for podman, written by `releaser quickstart`; the only\n"
+              "# difference: tmpfs mounts without uid=/gid= options, which podman 4.3 refuses.\n")
+    return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
 
 
 def _urls(plan: Plan, states: list[ServiceState]) -> list[tuple[str, str]]:
@@ -461,7 +482,7 @@ class BackupResult:
                 "files": list(self.files), "bytes": self.bytes, "sha256": self.sha256}
 
 
-CONFIG_NAMES = ("compose.yaml", "compose.airgap.yaml", ".env", ".env.example", STATE_FILE)
+CONFIG_NAMES = ("compose.yaml", "compose.podman.yaml", "compose.airgap.yaml", ".env", ".env.example", STATE_FILE)
 
 
 def _config_files(stack: Path) -> list[str]:
@@ -504,11 +525,12 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = _quiet) -> Backup
             for vol, (container, path) in sorted(holders.items()):
                 say(f"copying volume {vol} ({path})")
                 target = Path(work) / f"{vol}.tar"
-                h = hashlib.sha256()
                 with target.open("wb") as f:
-                    for chunk in compose.export_path(container, path):
+                    compose.export_volume(container, path, f)
+                h = hashlib.sha256()
+                with target.open("rb") as f:
+                    while chunk := f.read(1 << 20):
                         h.update(chunk)
-                        f.write(chunk)
                 manifest["volumes"][vol] = {"service": spec.volumes[vol][0], "path": path,
                                             "sha256": h.hexdigest(), "size": target.stat().st_size}
                 staged.append((f"volumes/{vol}.tar", target))

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -196,8 +198,10 @@ class Compose:
             status = r.get("Status", "")
             health = next((h for h in ("unhealthy", "healthy", "starting") if f"({h})" in status), "")
             name = (r.get("Names") or [""])[0]
+            ports = tuple(sorted({f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->{p['container_port']}/"
+                                  f"{p.get('protocol', 'tcp')}" for p in r.get("Ports") or [] if p.get("host_port")}))
             out[svc] = ServiceState(service=svc, container=name, state=r.get("State", ""), health=health,
-                                    exit_code=int(r.get("ExitCode") or 0))
+                                    exit_code=int(r.get("ExitCode") or 0), ports=ports)
         return out
 
     def run_healthchecks(self, states: list[ServiceState]) -> None:
@@ -214,23 +218,40 @@ class Compose:
         return proc.stdout + proc.stderr
 
     # -------------------------------------------------------------- volumes
-    def export_path(self, container: str, path: str) -> Iterator[bytes]:
-        """A tar stream of `path` in a (stopped) container, volumes included (`docker cp CTR:PATH -`)."""
-        proc = subprocess.Popen([self.engine_cli(), "cp", f"{container}:{path}", "-"], stdout=subprocess.PIPE,
+    def export_volume(self, container: str, path: str, out: IO[bytes]) -> None:
+        """Write the content of `path` in a (stopped) container, a volume, to `out` as a tar whose
+        names are relative to the volume's root ("./seq"): the backup's engine-neutral form.
+        (`docker cp CTR:/a/b -` names entries "b/...", `podman cp` names them "/...".)"""
+        cli = self.engine_cli()
+        base = path.rstrip("/").rsplit("/", 1)[-1]
+        proc = subprocess.Popen([cli, "cp", f"{container}:{path}", "-"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=self.env)
         assert proc.stdout is not None
-        while chunk := proc.stdout.read(1 << 20):
-            yield chunk
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        if proc.wait() != 0:
-            raise ToolError(f"{self.engine_cli()} cp {container}:{path} failed: {err.strip()}")
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as src, \
+                    tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+                for info in src:
+                    name = info.name.lstrip("/")
+                    if not self._podman and (name == base or name.startswith(base + "/")):
+                        name = name[len(base):].lstrip("/")
+                    info.name = "./" + name if name else "."
+                    dst.addfile(info, src.extractfile(info) if info.isfile() else None)
+        except tarfile.TarError as exc:
+            proc.kill()
+            raise ToolError(f"{cli} cp {container}:{path} gave no readable tar ({exc})") from exc
+        finally:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            code = proc.wait()
+        if code != 0:
+            raise ToolError(f"{cli} cp {container}:{path} failed: {err.strip()}")
 
     def import_volume(self, volume: str, mount_path: str, image: str, data: IO[bytes]) -> None:
-        """Unpack a tar stream made by export_path into a named volume, owners kept.
+        """Unpack a tar written by export_volume into a named volume, owners and modes kept.
 
-        The service containers have read-only root filesystems, into which `docker cp` refuses
-        to write even where a volume is mounted; so a helper container (created from the
-        service's own image, never started) mounts the volume and receives the copy."""
+        The service containers have read-only root filesystems, into which Docker 20.10's
+        `docker cp` refuses to write even where a volume is mounted; so a helper container
+        (created from the service's own image, never started) mounts the volume and
+        receives the copy."""
         cli = self.engine_cli()
         base = mount_path.rstrip("/").rsplit("/", 1)[-1] or "data"
         helper = f"{self.project}-restore-{volume}"[:60]
@@ -241,8 +262,18 @@ class Compose:
         if made.returncode != 0:
             raise ToolError(f"{cli} create (restore helper for volume {volume}) failed: {made.stderr.strip()}")
         try:
-            proc = subprocess.run([cli, "cp", "-", f"{helper}:/restore"], stdin=data, capture_output=True,
-                                  check=False, env=self.env)
+            with tempfile.TemporaryFile() as staged:
+                # docker cp unpacks "<base>/..." into the parent; podman cp unpacks into the path itself
+                with tarfile.open(fileobj=data, mode="r|") as src, \
+                        tarfile.open(fileobj=staged, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+                    for info in src:
+                        rel = info.name[2:] if info.name.startswith("./") else info.name.lstrip("./")
+                        info.name = (f"{base}/{rel}" if rel else base) if not self._podman else (rel or ".")
+                        dst.addfile(info, src.extractfile(info) if info.isfile() else None)
+                staged.seek(0)
+                target = f"{helper}:/restore" if not self._podman else f"{helper}:/restore/{base}"
+                proc = subprocess.run([cli, "cp", "-", target], stdin=staged, capture_output=True, check=False,
+                                      env=self.env)
             if proc.returncode != 0:
                 raise ToolError(f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}")
         finally:
@@ -276,6 +307,7 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
     start = time.monotonic()
     worker.start()
     states: list[ServiceState] = []
+    up_finished_at: float | None = None
     while True:
         elapsed = time.monotonic() - start
         states = compose.states(spec.services)
@@ -308,6 +340,14 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
                 raise _failure(compose, culprit, states, redact, f"`compose up` failed: {msg}")
             if all(s.ready for s in states):
                 return states
+            missing = [s.service for s in states if s.state == "waiting"]
+            if missing and up_finished_at is not None and time.monotonic() - up_finished_at > 10:
+                proc = result["proc"]
+                raise StackError(f"`compose up` finished but created no container for {', '.join(missing)}: "
+                                 f"{_tail(redact(proc.stderr or proc.stdout), 12)}", states=states,
+                                 fix="fix what the engine says above, then run the same command again")
+            if up_finished_at is None:
+                up_finished_at = time.monotonic()
         if elapsed > timeout:
             worker.join(timeout=1)
             late = next((s for s in states if not s.ready), states[0])

@@ -1,0 +1,109 @@
+"""`releaser quickstart --engine podman-compose` against Debian's podman 4.3.1 with
+podman-compose 1.6.0, as far as podman 4.3 allows here.
+
+Limits of this podman (docs/quickstart.md): it runs no health checks by itself (no
+systemd timers), so the quickstart runs them (`podman healthcheck run`) while it waits;
+podman-compose ignores `depends_on: condition: service_healthy` and starts everything at
+once; podman refuses the tmpfs options uid=/gid= that compose.yaml uses for Docker, so the
+quickstart writes compose.podman.yaml without them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import EXAMPLE, missing_component
+from tests.support import images
+from tests.support import podman as podman_mod
+from tests.support.registry import RegistryServer, free_port
+from tests.test_quickstart import RELEASER, seqs, wait_for
+
+
+@pytest.fixture(scope="module")
+def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    missing = podman_mod.available() + images.have_tools()
+    if missing:
+        missing_component(f"podman ({', '.join(missing)})")
+    work = tmp_path_factory.mktemp("podman")
+    publisher = RegistryServer(work / "publisher").start()
+    engine = podman_mod.Podman([publisher.host])
+    try:
+        text = (EXAMPLE / "release.yaml").read_text()
+        for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):(\S+))", text):
+            name = path.rsplit("/", 1)[1]
+            multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
+            images.build_standin(work / "layout", name, full, platforms=multi)
+            images.push(work / "layout", full, f"{publisher.host}/{path}:{tag}")
+        rel = work / "bmp-tcpao"
+        rel.mkdir()
+        (rel / "release.yaml").write_text(text.replace("registry.example.org", publisher.host))
+        port = free_port()
+        env = {**engine.env, "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port)}
+        subprocess.run([RELEASER, "lock", str(rel)], env=env, capture_output=True, check=True)
+        yield {"work": work, "rel": rel, "env": env, "port": port, "stack": work / "stack", "engine": engine}
+    finally:
+        subprocess.run([RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True, check=False)
+        engine.stop()
+        publisher.stop()
+
+
+def qs(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([RELEASER, "quickstart", *args], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == expect, f"quickstart {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def received(pod: dict[str, Any]) -> list[str]:
+    try:
+        return requests.get(f"http://127.0.0.1:{pod['port']}/received", timeout=3).text.splitlines()
+    except requests.RequestException:
+        return []
+
+
+def test_podman_stack_reaches_ready_with_the_locked_digests_and_carries_traffic(pod: dict[str, Any]) -> None:
+    proc = qs(pod["env"], str(pod["rel"]), "--engine", "podman-compose", "--skip", "tcp-ao", "--json")
+    result = json.loads(proc.stdout)["result"]
+    assert result["engine"] == "podman-compose"
+    assert {s["service"]: s["health"] for s in result["services"] if s["health"]} == {
+        "bus": "healthy", "collector": "healthy", "speaker": "healthy"}  # health checks run by the quickstart
+    assert [u["url"] for u in result["urls"]] == [f"http://127.0.0.1:{pod['port']}"]
+    state = json.loads((pod["stack"] / "quickstart.json").read_text())
+    assert state["files"] == ["compose.podman.yaml"]
+    podman_doc = yaml.safe_load((pod["stack"] / "compose.podman.yaml").read_text())
+    assert {t for s in podman_doc["services"].values() for t in s.get("tmpfs", [])} == {"/tmp"}
+    lock = yaml.safe_load((pod["rel"] / "release.lock.yaml").read_text())
+    pinned = {f"{e['repository']}@{e['digest']}" for e in lock["images"].values()}
+    names = pod["engine"].run("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    running = {pod["engine"].run("inspect", "-f", "{{.ImageName}}", n).stdout.strip() for n in names}
+    assert running == pinned
+    lines = wait_for(lambda: len(received(pod)) >= 3 and received(pod), what="traffic through the sidecars")
+    assert seqs(lines) == sorted(seqs(lines))
+    status = json.loads(qs(pod["env"], "status", "--json").stdout)["result"]
+    assert status["healthy"] is True and status["engine"] == "podman-compose"
+    assert (pod["stack"] / ".secrets" / "nats-token").stat().st_uid == 65532
+
+
+def test_podman_backup_reset_restore(pod: dict[str, Any]) -> None:
+    backup = pod["work"] / "backup.tar.zst"
+    wait_for(lambda: len(received(pod)) >= 2, what="some traffic before the backup")
+    qs(pod["env"], "backup", "--out", str(backup))
+    saved = int(subprocess.run(f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO ./seq",
+                               shell=True, capture_output=True, text=True, check=True).stdout)
+    qs(pod["env"], "reset", "--yes")
+    assert pod["engine"].run("ps", "-aq").stdout.split() == []
+    assert "bmp-tcpao_speaker-state" not in pod["engine"].run("volume", "ls", "-q").stdout
+    qs(pod["env"], "restore", str(backup))
+    first = wait_for(lambda: seqs(received(pod)), what="traffic after the restore")
+    assert first[0] == saved + 1, (first, saved)
+    qs(pod["env"], "down")
+    assert pod["engine"].run("ps", "-aq").stdout.split() == []
+    assert "bmp-tcpao_speaker-state" in pod["engine"].run("volume", "ls", "-q").stdout  # down keeps volumes
