@@ -65,17 +65,11 @@ def main() -> None:
     try:
         step("stand-in images (placeholders for the example's images, built from busybox)")
         release_text = (ROOT / "examples/bmp-tcpao/release.yaml").read_text()
-        layout = work / "layout"
-        refs = re.findall(r"ref: (registry\.example\.org/(\S+?):(\S+))", release_text)
-        for full, path, tag in refs:
-            name = path.rsplit("/", 1)[1]
-            multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
-            images.build_standin(layout, name, full, platforms=multi)
-            images.push(layout, full, f"{publisher.host}/{path}:{tag}")
-            print(f"  pushed stand-in {publisher.host}/{path}:{tag} ({', '.join('linux/' + p for p in multi)})")
         rel = work / "bmp-tcpao"
         rel.mkdir()
-        (rel / "release.yaml").write_text(release_text.replace("registry.example.org", publisher.host))
+        (rel / "release.yaml").write_text(images.publish_standins(release_text, work / "layout", publisher.host))
+        for path, tag in re.findall(r"ref: registry\.example\.org/(\S+?):(\S+)", release_text):
+            print(f"  pushed stand-in {publisher.host}/{path}:{tag}")
 
         step("lock, render, check")
         sh(RELEASER, "lock", str(rel), env=env)

@@ -11,7 +11,6 @@ quickstart writes compose.podman.yaml without them.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -36,15 +35,10 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     publisher = RegistryServer(work / "publisher").start()
     engine = podman_mod.Podman([publisher.host])
     try:
-        text = (EXAMPLE / "release.yaml").read_text()
-        for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):(\S+))", text):
-            name = path.rsplit("/", 1)[1]
-            multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
-            images.build_standin(work / "layout", name, full, platforms=multi)
-            images.push(work / "layout", full, f"{publisher.host}/{path}:{tag}")
         rel = work / "bmp-tcpao"
         rel.mkdir()
-        (rel / "release.yaml").write_text(text.replace("registry.example.org", publisher.host))
+        (rel / "release.yaml").write_text(
+            images.publish_standins((EXAMPLE / "release.yaml").read_text(), work / "layout", publisher.host))
         port = free_port()
         env = {**engine.env, "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port)}
         subprocess.run([RELEASER, "lock", str(rel)], env=env, capture_output=True, check=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -53,15 +52,10 @@ def world(engine: engine_mod.DockerEngine, tmp_path_factory: pytest.TempPathFact
     work = tmp_path_factory.mktemp("qs")
     publisher = RegistryServer(work / "publisher").start()
     try:
-        text = (EXAMPLE / "release.yaml").read_text()
-        for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):(\S+))", text):
-            name = path.rsplit("/", 1)[1]
-            multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
-            images.build_standin(work / "layout", name, full, platforms=multi)
-            images.push(work / "layout", full, f"{publisher.host}/{path}:{tag}")
         rel = work / "bmp-tcpao"
         rel.mkdir()
-        (rel / "release.yaml").write_text(text.replace("registry.example.org", publisher.host))
+        (rel / "release.yaml").write_text(
+            images.publish_standins((EXAMPLE / "release.yaml").read_text(), work / "layout", publisher.host))
         port = free_port()
         env = {**engine.env, "PATH": f"{TOOLS / 'bin'}:{os.environ['PATH']}", "DOCKER_CONFIG": str(TOOLS / "docker"),
                "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port),

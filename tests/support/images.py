@@ -188,3 +188,17 @@ def build_standin(root: Path, name: str, tag: str, *, platforms: tuple[str, ...]
     entry = ["/usr/local/bin/tcpao-proxy"] if role == "proxy" else ["/usr/local/bin/standin", role]
     return build(root, f"stand-in-{name}", tag, platforms=platforms, extra=scripts, entrypoint=entry, links=links,
                  owned_dirs=owned)
+
+
+def publish_standins(release_text: str, layout: Path, host: str) -> str:
+    """Build the runnable stand-ins of every `registry.example.org/...` image named in an
+    example release.yaml (two platforms for gobmp-tls and gobgp-stunnel, like the real ones),
+    push them to the registry `host`, and return the release text pointed at that registry."""
+    import re
+
+    for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):(\S+))", release_text):
+        name = path.rsplit("/", 1)[1]
+        multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
+        build_standin(layout, name, full, platforms=multi)
+        push(layout, full, f"{host}/{path}:{tag}")
+    return release_text.replace("registry.example.org", host)
