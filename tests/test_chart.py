@@ -289,3 +289,19 @@ def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(hel
         assert by_kind(docs, "Deployment")
     finally:
         registry.stop()
+
+
+@pytest.mark.helm
+def test_namespace_with_pod_security_labels_is_optional(helm: str, tmp_path: Path) -> None:
+    chart = write_chart("bmp-tcpao", tmp_path)
+    assert by_kind(template(helm, chart), "Namespace") == {}  # off by default
+    docs = template(helm, chart, "--set", "namespace.create=true")
+    ns = by_kind(docs, "Namespace")["ns"]
+    assert ns["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "privileged",  # hostNetwork sidecars
+                                        "pod-security.kubernetes.io/warn": "restricted",
+                                        "pod-security.kubernetes.io/audit": "restricted"}
+    assert ns["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(ns, version, strict=True)
+    proc = run([helm, "template", "rel", str(chart), "--set", "namespace.podSecurity.enforce=lax"])
+    assert proc.returncode != 0 and "/namespace/podSecurity/enforce" in proc.stderr  # the values schema

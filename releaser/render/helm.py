@@ -123,6 +123,11 @@ def chart_values(plan: Plan) -> dict[str, Any]:
         },
         "generatedSecrets": [{"name": s.k8s_secret, "key": s.k8s_key, "length": s.length}
                              for s in plan.generated_secrets],
+        # Pod Security Admission: hostNetwork pods pass only the `privileged` standard; everything
+        # else is still warned and audited against `restricted` (docs/security.md)
+        "namespace": {"create": False, "podSecurity": {
+            "enforce": "privileged" if any(s.host_network for s in plan.services) else "restricted",
+            "warn": "restricted", "audit": "restricted"}},
         "services": {s.name: _service_values(s) for s in sorted(plan.services, key=lambda s: s.name)},
     }
 
@@ -306,6 +311,15 @@ def values_schema(plan: Plan) -> dict[str, Any]:
                                                                 "Labels of the cluster DNS pods."}},
                                                desc="Where cluster DNS runs (egress on port 53 is allowed to it).")},
                                   desc="Default deny plus declared flows."),
+            "namespace": _obj({
+                "create": {"type": "boolean", "description": "Create the release namespace with the Pod Security "
+                                                            "labels below (instead of --create-namespace, which "
+                                                            "sets none). It is kept on uninstall."},
+                "podSecurity": _obj({lvl: {"type": "string", "enum": ["privileged", "baseline", "restricted"],
+                                           "description": f"pod-security.kubernetes.io/{lvl} label."}
+                                     for lvl in ("enforce", "warn", "audit")},
+                                    desc="Pod Security Admission levels for the namespace.")},
+                desc="The release namespace (optional creation, Pod Security labels)."),
             "generatedSecrets": {"type": "array", "description": "Secrets the chart creates once and keeps.",
                                  "items": _obj({"name": {"type": "string"}, "key": {"type": "string"},
                                                 "length": {"type": "integer", "minimum": 16}})},
