@@ -424,6 +424,9 @@ def _qs_up_text(r: Any, stack: Path) -> str:
     lines = [f"ok: {r.release} {r.version} is up: {len(r.services)} services ready in {r.seconds:.0f} s "
              f"({r.engine}, {r.stack})"]
     lines += [f"  {name:<18} {url}" for name, url in r.urls]
+    if r.registry:
+        own = " (started for this stack; `down` stops it, `reset --yes` deletes it)" if r.local_registry else ""
+        lines.append(f"  {'registry':<18} {r.registry}{own}")
     made = f"created {', '.join(r.secrets_created)}" if r.secrets_created else ""
     kept = f"kept {', '.join(r.secrets_kept)}" if r.secrets_kept else ""
     lines.append(f"  {'secrets':<18} {r.secrets_dir}/ ({'; '.join(x for x in (made, kept) if x)}; "
@@ -463,7 +466,8 @@ def quickstart(
                                                "ready.")] = 180,
         key: Annotated[Path | None, typer.Option("--key", help="Bundle: the publisher's public key.")] = None,
         registry: Annotated[str | None, typer.Option("--registry", help="Bundle: the registry HOST[:PORT] to "
-                                                     "load it into and run from.")] = None,
+                                                     "load it into and run from; `local` starts one on "
+                                                     "127.0.0.1 for this stack (needs docker-registry).")] = None,
         out: Annotated[Path | None, typer.Option("--out", "-o", help="backup: the archive to write.")] = None,
         yes: Annotated[bool, typer.Option("--yes", help="reset: really delete volumes and secrets.")] = False,
         follow: Annotated[bool, typer.Option("--follow", "-f", help="logs: keep following.")] = False,

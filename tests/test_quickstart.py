@@ -354,3 +354,29 @@ def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(world
     finally:
         run(env, "quickstart", "reset", "--yes", expect=None)
         private.stop()
+
+
+def test_airgap_quickstart_with_its_own_local_registry(world: dict[str, Any]) -> None:
+    stack = world["work"] / "local-stack"
+    env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(stack)}
+    bundle = world["work"] / "bmp-tcpao-1.4.0.tar.zst"  # written by the test above
+    try:
+        proc = run(env, "quickstart", str(bundle), "--key", str(world["work"] / "keys/releaser.pub"),
+                   "--registry", "local", "--skip", "tcp-ao", "--json")
+        result = json.loads(proc.stdout)["result"]
+        host = result["registry"]
+        assert result["localRegistry"] is True and host.startswith("127.0.0.1:")
+        running = {docker(env, "inspect", "-f", "{{.Config.Image}}", c).strip() for c in containers(world)}
+        assert running and all(r.startswith(host + "/") for r in running)
+        assert (stack / "registry" / "config.yml").stat().st_mode & 0o777 == 0o600
+        pid = int((stack / "registry" / "registry.pid").read_text())
+        wait_for(lambda: len(received(world)) >= 2, what="traffic in the stack run from its own registry")
+        run(env, "quickstart", "down")
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                 "zombie" in open(f"/proc/{pid}/status").read() or "(Z" in open(f"/proc/{pid}/stat").read(),
+                 timeout=10, what="the local registry to stop")
+        proc = run(env, "quickstart", "reset", expect=None)
+        assert "the stack's own registry" in proc.stderr
+    finally:
+        run(env, "quickstart", "reset", "--yes", expect=None)
+    assert not (stack / "registry").exists()

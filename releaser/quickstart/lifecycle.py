@@ -30,6 +30,7 @@ from typing import Any
 
 from ..errors import EXIT_USAGE, PreflightError, ReleaserError, UsageError
 from ..plan import Plan
+from . import localregistry
 from . import secrets as sec
 from .doctor import Check, Engine, detect_engine, run_checks
 from .stack import Compose, ComposeFile, ServiceState, up_and_wait
@@ -62,12 +63,18 @@ class State:
     engine: str
     files: tuple[str, ...]  # compose files, in -f order
     registry: str | None = None
+    local_registry: bool = False  # the registry is the stack's own (--registry local)
     plain_tcp_wire: bool = False  # TCP-AO sidecars run without TCP-AO (the check was skipped)
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "version": self.version, "source": self.source,
                 "sourceKind": self.source_kind, "engine": self.engine, "files": list(self.files),
-                "registry": self.registry, "plainTcpWire": self.plain_tcp_wire}
+                "registry": self.registry, "localRegistry": self.local_registry,
+                "plainTcpWire": self.plain_tcp_wire}
+
+    @property
+    def registry_port(self) -> int | None:
+        return int(self.registry.rsplit(":", 1)[1]) if self.local_registry and self.registry else None
 
     @classmethod
     def load(cls, stack: Path) -> State:
@@ -79,7 +86,7 @@ class State:
             d = json.loads(path.read_text())
             return cls(release=d["release"], version=d["version"], source=d["source"], source_kind=d["sourceKind"],
                        engine=d["engine"], files=tuple(d["files"]), registry=d.get("registry"),
-                       plain_tcp_wire=bool(d.get("plainTcpWire")))
+                       local_registry=bool(d.get("localRegistry")), plain_tcp_wire=bool(d.get("plainTcpWire")))
         except (ValueError, KeyError, TypeError) as exc:
             raise ReleaserError(f"{path}: unreadable quickstart state ({exc})",
                                 fix="run `releaser quickstart RELEASE_DIR` again to rewrite it") from exc
@@ -134,13 +141,16 @@ class QuickstartResult:
     secrets_kept: tuple[str, ...]
     warnings: tuple[str, ...]
     seconds: float
+    registry: str | None = None  # bundles: where the images were loaded and are pulled from
+    local_registry: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"release": self.release, "version": self.version, "stack": self.stack, "engine": self.engine,
                 "source": self.source, "services": [s.to_json() for s in self.services],
                 "urls": [{"name": n, "url": u} for n, u in self.urls], "secretsDir": self.secrets_dir,
                 "secretsCreated": list(self.secrets_created), "secretsKept": list(self.secrets_kept),
-                "warnings": list(self.warnings), "seconds": round(self.seconds, 1)}
+                "warnings": list(self.warnings), "seconds": round(self.seconds, 1), "registry": self.registry,
+                "localRegistry": self.local_registry}
 
 
 def _secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
@@ -245,7 +255,11 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
         found = _engine(engine)
         skip_all = tuple(skip)
         held = _held_ports(stack, plan.name, found.kind)
-        if is_bundle:
+        local = is_bundle and registry == "local"
+        previous = State.load(stack) if (stack / STATE_FILE).is_file() else None
+        if local:
+            pull_from = []  # started below, after the preflight
+        elif is_bundle:
             assert registry is not None
             pull_from = [registry.split("/", 1)[0]]
         else:
@@ -265,6 +279,10 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
             from ..api import airgap_load
 
             assert key is not None and registry is not None
+            if local:
+                port = previous.registry_port if previous and previous.release == plan.name else None
+                registry = localregistry.start(stack, port)
+                say(f"started a registry for this stack on {registry} (storage: {stack / localregistry.DIR})")
             say(f"verifying {source.name} and loading it into {registry}")
             loaded = airgap_load(source, to=registry, key=key, out=stack, registries=registries, progress=progress)
             compose_files.append(Path(loaded.compose_override).name)
@@ -276,7 +294,8 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
             compose_files[0] = PODMAN_COMPOSE
         state = State(release=plan.name, version=plan.version, source=str(source.absolute()),
                       source_kind="bundle" if is_bundle else "release", engine=found.kind,
-                      files=tuple(compose_files), registry=registry, plain_tcp_wire=plain_tcp)
+                      files=tuple(compose_files), registry=registry, local_registry=local,
+                      plain_tcp_wire=plain_tcp)
         spec = _spec(stack, state)
         report = sec.ensure(stack, _secret_specs(plan, spec))
         warnings.extend(report.warnings)
@@ -294,7 +313,7 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
                             source=str(source), services=tuple(states), urls=tuple(_urls(plan, states)),
                             secrets_dir=str(stack / sec.SECRETS_DIR), secrets_created=tuple(report.created),
                             secrets_kept=tuple(report.kept), warnings=tuple(warnings),
-                            seconds=time.monotonic() - started)
+                            seconds=time.monotonic() - started, registry=registry, local_registry=local)
 
 
 PODMAN_COMPOSE = "compose.podman.yaml"
@@ -424,6 +443,8 @@ def down(stack: Path = DEFAULT_DIR) -> StatusResult:
     state = State.load(stack)
     compose = _compose(stack, state)
     compose.run("down", "--remove-orphans")
+    if state.local_registry:
+        localregistry.stop(stack)
     return StatusResult(release=state.release, version=state.version, stack=str(stack.absolute()),
                         engine=compose.engine.kind, services=tuple(compose.states(_spec(stack, state).services)))
 
@@ -444,6 +465,8 @@ def reset_targets(stack: Path, state: State) -> list[str]:
     spec = _spec(stack, state)
     out = [f"containers of {state.release}: {', '.join(spec.services)}", f"network {state.release}_release"]
     out += [f"volume {state.release}_{v} (its data)" for v in sorted(spec.volumes)]
+    if state.local_registry:
+        out.append(f"the stack's own registry {state.registry} and its storage {stack / localregistry.DIR}")
     secret_dir = stack / sec.SECRETS_DIR
     if secret_dir.is_dir():
         out += [f"secret file {p}" for p in sorted(secret_dir.iterdir()) if not p.name.startswith(".")]
@@ -461,6 +484,9 @@ def reset(stack: Path = DEFAULT_DIR, *, yes: bool = False) -> ResetResult:
     compose = _compose(stack, state)
     compose.run("down", "--volumes", "--remove-orphans")
     shutil.rmtree(stack / sec.SECRETS_DIR, ignore_errors=True)
+    if state.local_registry:
+        localregistry.stop(stack)
+        shutil.rmtree(stack / localregistry.DIR, ignore_errors=True)
     return ResetResult(stack=str(stack.absolute()), removed=tuple(targets))
 
 
@@ -656,6 +682,8 @@ def restore(archive: Path, stack: Path = DEFAULT_DIR, *, timeout: float = 180, s
 
             subprocess.run([compose.engine_cli(), "volume", "rm", "-f", f"{state.release}_{vol}"],
                            capture_output=True, check=False)
+        if state.local_registry:
+            localregistry.start(stack, state.registry_port)
         say("creating containers and empty volumes")
         compose.run("up", "--no-start")
         for vol, meta in sorted(manifest["volumes"].items()):
