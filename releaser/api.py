@@ -599,18 +599,29 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
     if engine is not None and engine not in ENGINES:
         raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="pick one of them")
     ports: list[tuple[str, int, str]] = []
+    registries: list[str] = []
     tcpao = False
     if directory is not None:
-        release, _ = load_release(_release_dir(directory))
-        tcpao = any(s.tcpao for s in release.services)
-        for s in release.services:
-            for p in s.ports:
-                if s.host_network and not s.tcpao:
-                    ports.append((f"{s.name}.{p.name} (host network)", p.port, p.protocol))
-                elif p.exposure == "public":
-                    ports.append((f"{s.name}.{p.name}", p.host_port or p.port, p.protocol))
+        try:  # with a current lock: exactly what the quickstart would check
+            from .quickstart.doctor import detect_engine
+            from .quickstart.lifecycle import DEFAULT_DIR, published_ports, registries_to_pull
+
+            plan, _ = load_plan(directory)
+            ports = published_ports(plan, DEFAULT_DIR)
+            tcpao = any(s.sidecar for s in plan.services)
+            found, _ = detect_engine(engine)
+            registries = registries_to_pull(plan, found) if found else []
+        except LockError:  # no lock yet: the release's own ports, no registry check
+            release, _ = load_release(_release_dir(directory))
+            tcpao = any(s.tcpao for s in release.services)
+            for s in release.services:
+                for p in s.ports:
+                    if s.host_network and not s.tcpao:
+                        ports.append((f"{s.name}.{p.name} (host network)", p.port, p.protocol))
+                    elif p.exposure == "public":
+                        ports.append((f"{s.name}.{p.name}", p.host_port or p.port, p.protocol))
     checks = run_checks(ports=ports, tcpao=tcpao, engine=engine, skip=frozenset(skip), bind_address=bind_address,
-                        disk_path=directory or Path("."))
+                        disk_path=directory or Path("."), registries=registries)
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise PreflightError(failed, checks)

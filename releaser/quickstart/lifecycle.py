@@ -164,18 +164,31 @@ def _secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
     return out
 
 
-def _preflight(plan: Plan, *, engine: str | None, skip: tuple[str, ...], held_ports: set[int],
-               registries: list[str], stack: Path) -> list[Check]:
-    knobs = {**_dotenv(stack / ".env"), **os.environ}  # what Compose interpolates, shell first
+def published_ports(plan: Plan, stack: Path, held_ports: frozenset[int] = frozenset()) -> list[tuple[str, int, str]]:
+    """(service.port, host port, protocol) of every port Compose publishes, with the host port
+    Compose will really use (shell env first, then the stack's .env, then the default)."""
+    knobs = {**_dotenv(stack / ".env"), **os.environ}
     ports = []
     for s in plan.services:
         for p in s.ports:
             port = int(knobs.get(p.knob) or p.host_port or p.port)
             if p.compose_published and port not in held_ports:
                 ports.append((f"{s.name}.{p.name}", port, p.protocol))
+    return ports
+
+
+def registries_to_pull(plan: Plan, engine: Engine) -> list[str]:
+    """Registry hosts of the locked images this engine does not have yet."""
+    return sorted({r.split("/", 1)[0] for r in _images_missing_locally(engine, sorted(i.pinned for i in plan.images))})
+
+
+def _preflight(plan: Plan, *, engine: str | None, skip: tuple[str, ...], held_ports: set[int],
+               registries: list[str], stack: Path) -> list[Check]:
+    knobs = {**_dotenv(stack / ".env"), **os.environ}
     tcpao = any(s.sidecar for s in plan.services)
-    checks = run_checks(ports=ports, tcpao=tcpao, engine=engine, skip=frozenset(skip), disk_path=stack,
-                        registries=registries, bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1")
+    checks = run_checks(ports=published_ports(plan, stack, frozenset(held_ports)), tcpao=tcpao, engine=engine,
+                        skip=frozenset(skip), disk_path=stack, registries=registries,
+                        bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1")
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise PreflightError(failed, checks)
@@ -263,8 +276,7 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
             assert registry is not None
             pull_from = [registry.split("/", 1)[0]]
         else:
-            pinned = sorted(i.pinned for i in plan.images)
-            pull_from = sorted({r.split("/", 1)[0] for r in _images_missing_locally(found, pinned)})
+            pull_from = registries_to_pull(plan, found)
         say(f"preflight ({found.kind}, Compose {found.compose_version})")
         checks = _preflight(plan, engine=found.kind, skip=skip_all, held_ports=held, registries=pull_from,
                             stack=stack)
