@@ -477,20 +477,20 @@ def quickstart(
     """Run the release's Compose stack on this host, and look after it.
 
     \b
-    releaser quickstart RELEASE_DIR      preflight, secrets, up, wait until healthy, summary
-    releaser quickstart BUNDLE --key releaser.pub --registry 127.0.0.1:5000
-                                         airgap: verify, load, run the same digests from there
-    releaser quickstart status           every service's state and health (exit 9 if not ready)
-    releaser quickstart logs [SERVICE]   logs, secret values redacted (--follow, --tail N)
-    releaser quickstart down             stop; volumes and secrets stay
-    releaser quickstart backup --out F   volumes + config + secrets -> F (.tar.zst, mode 0600)
-    releaser quickstart restore F        put a backup back and start
-    releaser quickstart reset --yes      remove containers, volumes and generated secrets
+    quickstart RELEASE_DIR        preflight, secrets, up, wait until ready
+    quickstart BUNDLE --key PUB --registry HOST[:PORT]|local
+                                  airgap: verify, load, run the same digests
+    quickstart status             states and health (exit 9 if not ready)
+    quickstart logs [SERVICE]     logs, secret values redacted
+    quickstart down               stop; volumes and secrets stay
+    quickstart backup --out F     volumes + config + secrets -> F (0600)
+    quickstart restore F          put a backup back and start
+    quickstart reset --yes        remove containers, volumes, secrets
 
-    Secrets are generated on first run (CSPRNG) into DIR/.secrets/ (0700, files 0400/0600),
-    mounted as files, and never printed. A failed preflight check stops everything before
-    anything starts; --skip NAME overrides one check (see `releaser doctor`).
-    Exit codes: 0 ready, 8 preflight failed, 9 a service did not become ready (its last
+    Secrets are generated on first run (CSPRNG) into DIR/.secrets/ (0700),
+    mounted as files and never printed. A failed preflight check stops
+    everything before anything starts; --skip NAME overrides one check.
+    Exit codes: 0 ready, 8 preflight failed, 9 a service not ready (its last
     log lines are shown), 2 usage, 5 engine command failed.
 
     Example:  releaser quickstart examples/bmp-tcpao --skip tcp-ao
