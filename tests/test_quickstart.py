@@ -312,7 +312,7 @@ def test_a_crashing_service_is_named_with_its_logs(world: dict[str, Any]) -> Non
     env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "broken-stack")}
     try:
         proc = run(env, "quickstart", str(broken), "--skip", "tcp-ao", "--timeout", "90", expect=9)
-        assert "error: collector " in proc.stderr and "exit code" in proc.stderr
+        assert "error: collector " in proc.stderr and "exit code" in proc.stderr, proc.stderr
         assert "last log lines of collector:" in proc.stderr and "STAND-IN collector" in proc.stderr
         assert "releaser quickstart logs collector" in proc.stderr
     finally:

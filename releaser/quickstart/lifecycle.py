@@ -213,7 +213,7 @@ def _held_ports(stack: Path, project: str, engine: str | None) -> set[int]:
     try:
         state = State.load(stack)
         compose = _compose(stack, state)
-        found = compose.states(_spec(stack, state).services)
+        found = compose.states(_spec(stack, state))
     except ReleaserError:
         return set()
     held = set()
@@ -423,7 +423,7 @@ class StatusResult:
 def status(stack: Path = DEFAULT_DIR) -> StatusResult:
     state = State.load(stack)
     compose = _compose(stack, state)
-    states = compose.states(_spec(stack, state).services)
+    states = compose.states(_spec(stack, state))
     compose.run_healthchecks(states)
     return StatusResult(release=state.release, version=state.version, stack=str(stack.absolute()),
                         engine=compose.engine.kind, services=tuple(states))
@@ -458,7 +458,7 @@ def down(stack: Path = DEFAULT_DIR) -> StatusResult:
     if state.local_registry:
         localregistry.stop(stack)
     return StatusResult(release=state.release, version=state.version, stack=str(stack.absolute()),
-                        engine=compose.engine.kind, services=tuple(compose.states(_spec(stack, state).services)))
+                        engine=compose.engine.kind, services=tuple(compose.states(_spec(stack, state))))
 
 
 # ------------------------------------------------------------------ reset
@@ -540,7 +540,7 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = _quiet) -> Backup
     state = State.load(stack)
     spec = _spec(stack, state)
     compose = _compose(stack, state)
-    before = {s.service: s for s in compose.states(spec.services)}
+    before = {s.service: s for s in compose.states(spec)}
     holders = {}
     for vol, (svc, path) in spec.volumes.items():
         st = before.get(svc)

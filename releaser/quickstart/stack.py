@@ -7,6 +7,7 @@ Everything goes through the engine's own CLI (`docker compose`, `podman-compose`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import tarfile
@@ -162,9 +163,18 @@ class Compose:
         return "podman" if self._podman else "docker"
 
     # -------------------------------------------------------------- states
-    def states(self, services: tuple[str, ...]) -> list[ServiceState]:
+    def states(self, spec: ComposeFile) -> list[ServiceState]:
+        """Every service's state, in compose-file order. A service with a health check that the
+        engine does not report on yet (it does not, for a moment after the start) is `starting`,
+        never taken for a service without one."""
         found = self._podman_ps() if self._podman else self._docker_ps()
-        return [found.get(s, ServiceState(service=s)) for s in services]
+        out = []
+        for name in spec.services:
+            st = found.get(name, ServiceState(service=name))
+            if name in spec.healthchecked and st.state == "running" and not st.health:
+                st = dataclasses.replace(st, health="starting")
+            out.append(st)
+        return out
 
     def _docker_ps(self) -> dict[str, ServiceState]:
         proc = self.run("ps", "--all", "--format", "json", check=False, timeout=60)
@@ -310,19 +320,13 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
     up_finished_at: float | None = None
     while True:
         elapsed = time.monotonic() - start
-        states = compose.states(spec.services)
+        states = compose.states(spec)
         compose.run_healthchecks(states)
         up_done = not worker.is_alive()
         if on_update:
             on_update(states, elapsed, up_done)
-        failed = next((s for s in states if s.failed), None)
+        failed = _blame(spec, states)
         if failed is not None:
-            # a sidecar dies with the service whose network it shares: blame that one when it is not ready
-            parent = next((s for s in states if s.service == spec.netns_parent.get(failed.service)), None)
-            if parent is not None and not parent.ready and parent.container:
-                failed = parent if parent.failed else ServiceState(
-                    service=parent.service, container=parent.container, state="restarting",
-                    exit_code=parent.exit_code)
             worker.join(timeout=5)
             raise _failure(compose, failed, states, redact,
                            f"{failed.service} " + ("is unhealthy (its health check fails)" if failed.health == "unhealthy"
@@ -333,11 +337,15 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
             proc = result["proc"]
             if proc.returncode != 0:
                 msg = _tail(redact(proc.stderr or proc.stdout), 8)
-                culprit = next((s for s in states if s.service in msg and not s.ready), None)
+                states = compose.states(spec)  # after the failure: who is down now
+                culprit = _blame(spec, states) or next(
+                    (s for s in states if not s.ready and s.container and f"-{s.service}-" in msg), None)
                 if culprit is None:
                     raise StackError(f"`compose up` failed (exit {proc.returncode}): {msg}", states=states,
                                      fix="fix what the message names, then run the same command again")
-                raise _failure(compose, culprit, states, redact, f"`compose up` failed: {msg}")
+                raise _failure(compose, culprit, states, redact,
+                               f"{culprit.service} is {culprit.label()} (exit code {culprit.exit_code}); "
+                               f"`compose up` failed: {msg}")
             if all(s.ready for s in states):
                 return states
             missing = [s.service for s in states if s.state == "waiting"]
@@ -354,6 +362,20 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
             raise _failure(compose, late, states, redact,
                            f"{late.service} is not ready after {timeout:.0f} s (state: {late.label()})")
         time.sleep(poll)
+
+
+def _blame(spec: ComposeFile, states: list[ServiceState]) -> ServiceState | None:
+    """The service to blame for a failure, if any: the first one that exited, restarts or is
+    unhealthy; but a sidecar dies with the service whose network it shares, so when that
+    service is not ready it is the one to blame."""
+    failed = next((s for s in states if s.failed), None)
+    if failed is None:
+        return None
+    parent = next((s for s in states if s.service == spec.netns_parent.get(failed.service)), None)
+    if parent is not None and not parent.ready and parent.container:
+        return parent if parent.failed else ServiceState(service=parent.service, container=parent.container,
+                                                         state="restarting", exit_code=parent.exit_code)
+    return failed
 
 
 def _failure(compose: Compose, svc: ServiceState, states: list[ServiceState], redact: Callable[[str], str],
