@@ -600,17 +600,21 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
         raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="pick one of them")
     ports: list[tuple[str, int, str]] = []
     registries: list[str] = []
+    subnet: str | None = None
+    own: frozenset[str] = frozenset()
     tcpao = False
     if directory is not None:
         try:  # with a current lock: exactly what the quickstart would check
             from .quickstart.doctor import detect_engine
-            from .quickstart.lifecycle import DEFAULT_DIR, published_ports, registries_to_pull
+            from .quickstart.lifecycle import DEFAULT_DIR, _own_bridges, published_ports, registries_to_pull
 
             plan, _ = load_plan(directory)
             ports = published_ports(plan, DEFAULT_DIR)
             tcpao = any(s.sidecar for s in plan.services)
             found, _ = detect_engine(engine)
             registries = registries_to_pull(plan, found) if found else []
+            subnet = plan.subnet
+            own = _own_bridges(found.kind if found else None, plan.name) if subnet else frozenset()
         except LockError:  # no lock yet: the release's own ports, no registry check
             release, _ = load_release(_release_dir(directory))
             tcpao = any(s.tcpao for s in release.services)
@@ -621,7 +625,8 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
                     elif p.exposure == "public":
                         ports.append((f"{s.name}.{p.name}", p.host_port or p.port, p.protocol))
     checks = run_checks(ports=ports, tcpao=tcpao, engine=engine, skip=frozenset(skip), bind_address=bind_address,
-                        disk_path=directory or Path("."), registries=registries)
+                        disk_path=directory or Path("."), registries=registries, subnet=subnet,
+                        own_interfaces=own)
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise PreflightError(failed, checks)

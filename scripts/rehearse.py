@@ -155,7 +155,10 @@ def quickstart(work: Path, bundle: Path, pub: str, registry: str, env: dict[str,
             deadline = time.monotonic() + 30
             while len(lines) < 3 and time.monotonic() < deadline:
                 time.sleep(1)
-                lines = requests.get(f"http://127.0.0.1:{port}/received", timeout=3).text.splitlines()
+                try:
+                    lines = requests.get(f"http://127.0.0.1:{port}/received", timeout=3).text.splitlines()
+                except requests.RequestException as exc:
+                    print(f"  (collector not answering yet: {exc.__class__.__name__})")
             if len(lines) < 3:
                 raise SystemExit("rehearsal failed: no traffic arrived at the collector")
             print(f"  the collector received (http://127.0.0.1:{port}/received):")

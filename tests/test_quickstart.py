@@ -144,6 +144,20 @@ def test_preflight_engine_missing_or_down(world: dict[str, Any]) -> None:
     assert containers(world) == []
 
 
+def test_preflight_subnet_already_routed_starts_nothing(world: dict[str, Any]) -> None:
+    # a stale bridge holding the release's subnet (what a killed engine leaves behind)
+    subprocess.run(["ip", "link", "add", "rqclash0", "type", "bridge"], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "10.77.0.1/24", "dev", "rqclash0"], check=True)
+        subprocess.run(["ip", "link", "set", "rqclash0", "up"], check=True)
+        proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
+        assert "FAIL subnet: 10.77.0.0/24 (network.subnet) is routed to rqclash0 (10.77.0.0/24)" in proc.stderr
+        assert "ip link delete rqclash0" in proc.stderr
+        assert containers(world) == []
+    finally:
+        subprocess.run(["ip", "link", "delete", "rqclash0"], check=False)
+
+
 # ------------------------------------------------------------------ up, traffic, sidecars
 
 

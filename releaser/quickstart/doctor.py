@@ -122,7 +122,8 @@ def port_free(address: str, port: int, proto: str = "TCP") -> bool:
 def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | None = None,
                skip: frozenset[str] = frozenset(), bind_address: str = "127.0.0.1",
                disk_path: Path = Path("."), min_free: int = MIN_FREE_BYTES,
-               registries: list[str] | None = None) -> list[Check]:
+               registries: list[str] | None = None, subnet: str | None = None,
+               own_interfaces: frozenset[str] = frozenset()) -> list[Check]:
     """Every check, in order; `ports` is [(service.port-name, host port, protocol)]; `registries`
     are the hosts images must still be pulled from."""
     out: list[Check] = []
@@ -151,6 +152,14 @@ def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | 
         add(f"port-{port}", port_free(bind_address, port, proto), f"{bind_address}:{port}/{proto.lower()} "
             f"for {where} is {'free' if port_free(bind_address, port, proto) else 'in use'}",
             f"stop what listens on {port} (ss -ltnp 'sport = :{port}'), or choose another host port in .env")
+    if subnet:
+        clashes = routed_elsewhere(subnet, own_interfaces)
+        add("subnet", not clashes, f"{subnet} (network.subnet) " + (
+            "is routed to " + ", ".join(f"{i} ({r})" for i, r in clashes) + " already" if clashes
+            else "is not used by another network on this host"),
+            "a network on this host already uses it, so the stack's traffic would go astray: remove it if it "
+            "is stale (docker network prune; ip link delete " + (clashes[0][0] if clashes else "IFACE") +
+            "), or choose another network.subnet in release.yaml")
     for host in registries or []:
         ok, detail = registry_reachable(host)
         add(f"registry-{host}", ok, detail,
@@ -180,3 +189,29 @@ def registry_reachable(host: str, timeout: float = 3.0) -> tuple[bool, str]:
             return True, f"registry {host} answers"
     except OSError as exc:
         return False, f"registry {host} is not reachable ({exc.strerror or exc})"
+
+
+def routed_elsewhere(subnet: str, own: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(interface, route) of the host's IPv4 routes that overlap `subnet`, on interfaces other
+    than `own` (the stack's own bridge on a re-run). The default route is not counted."""
+    import ipaddress
+    import struct
+
+    net = ipaddress.ip_network(subnet, strict=False)
+    out = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    for line in lines:
+        f = line.split()
+        if len(f) < 8 or f[0] in own:
+            continue
+        dest = ipaddress.IPv4Address(struct.pack("<I", int(f[1], 16)))
+        mask = ipaddress.IPv4Address(struct.pack("<I", int(f[7], 16)))
+        if int(mask) == 0:
+            continue
+        route = ipaddress.ip_network(f"{dest}/{mask}", strict=False)
+        if route.overlaps(net):
+            out.append((f[0], str(route)))
+    return out

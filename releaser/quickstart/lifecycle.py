@@ -188,11 +188,27 @@ def _preflight(plan: Plan, *, engine: str | None, skip: tuple[str, ...], held_po
     tcpao = any(s.sidecar for s in plan.services)
     checks = run_checks(ports=published_ports(plan, stack, frozenset(held_ports)), tcpao=tcpao, engine=engine,
                         skip=frozenset(skip), disk_path=stack, registries=registries,
-                        bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1")
+                        bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1", subnet=plan.subnet,
+                        own_interfaces=_own_bridges(engine, plan.name) if plan.subnet else frozenset())
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise PreflightError(failed, checks)
     return checks
+
+
+def _own_bridges(engine: str | None, project: str) -> frozenset[str]:
+    """The host interface of this stack's own network, if it exists (a re-run must not trip on it)."""
+    import subprocess
+
+    podman = engine in ("podman", "podman-compose")
+    cli = "podman" if podman else "docker"
+    fmt = "{{.NetworkInterface}}" if podman else "{{.Id}}"
+    proc = subprocess.run([cli, "network", "inspect", "-f", fmt, f"{project}_release"], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return frozenset()
+    value = proc.stdout.strip().splitlines()[0]
+    return frozenset({value if podman else f"br-{value[:12]}"})
 
 
 def _dotenv(path: Path) -> dict[str, str]:

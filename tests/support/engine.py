@@ -75,12 +75,19 @@ class DockerEngine:
         raise RuntimeError(f"{what} did not start:\n{logs}")
 
     def stop(self) -> None:
-        """Stop every container, then dockerd, then containerd; remove the state directory."""
+        """Remove every container and network, then stop dockerd and containerd; remove the state
+        directory. Networks must go while dockerd runs: it leaves their bridges (and routes) in
+        the kernel when it stops, and a stale route for a subnet breaks the next stack using it."""
+        bridges: list[str] = []
         if self.procs and self.ready():
             ids = subprocess.run(["docker", "ps", "-aq"], env=self.env, capture_output=True, text=True,
                                  check=False).stdout.split()
             if ids:
                 subprocess.run(["docker", "rm", "-f", *ids], env=self.env, capture_output=True, check=False)
+            nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", "type=custom"], env=self.env,
+                                  capture_output=True, text=True, check=False).stdout.split()
+            bridges = [f"br-{n[:12]}" for n in nets]
+            subprocess.run(["docker", "network", "prune", "-f"], env=self.env, capture_output=True, check=False)
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -90,6 +97,9 @@ class DockerEngine:
                     p.kill()
                     p.wait()
         self.procs.clear()
+        for bridge in bridges:  # whatever prune could not remove
+            if Path(f"/sys/class/net/{bridge}").exists():
+                subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
         # dockerd unmounts its overlays on a clean stop; anything left is unmounted before removal
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
                   if line.split()[1].startswith(str(self.state))]
