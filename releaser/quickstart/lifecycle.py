@@ -712,13 +712,16 @@ def restore(archive: Path, stack: Path = DEFAULT_DIR, *, timeout: float = 180, s
                            capture_output=True, check=False)
         if state.local_registry:
             localregistry.start(stack, state.registry_port)
-        say("creating containers and empty volumes")
+        say("creating empty volumes (and pulling images)")
         compose.run("up", "--no-start")
         for vol, meta in sorted(manifest["volumes"].items()):
             svc = meta["service"]
             say(f"restoring volume {vol} ({meta['path']})")
             with members[f"volumes/{vol}.tar"].open("rb") as f:
                 compose.import_volume(vol, meta["path"], spec.images[svc], f)
+        # the containers `up --no-start` made are removed (the volumes stay): podman-compose's `up`
+        # leaves some of them in `created` instead of starting them; fresh ones start everywhere
+        compose.run("down", "--remove-orphans")
         say(f"starting {state.release}")
         states = up_and_wait(compose, spec, timeout=timeout, on_update=on_update,
                              redact=lambda text: sec.redact(text, stack))

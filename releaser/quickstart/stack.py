@@ -348,10 +348,10 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
                                f"`compose up` failed: {msg}")
             if all(s.ready for s in states):
                 return states
-            missing = [s.service for s in states if s.state == "waiting"]
-            if missing and up_finished_at is not None and time.monotonic() - up_finished_at > 10:
+            missing = [s.service for s in states if s.state in ("waiting", "created")]
+            if missing and up_finished_at is not None and time.monotonic() - up_finished_at > 15:
                 proc = result["proc"]
-                raise StackError(f"`compose up` finished but created no container for {', '.join(missing)}: "
+                raise StackError(f"`compose up` finished but did not start {', '.join(missing)}: "
                                  f"{_tail(redact(proc.stderr or proc.stdout), 12)}", states=states,
                                  fix="fix what the engine says above, then run the same command again")
             if up_finished_at is None:
