@@ -305,3 +305,16 @@ def test_namespace_with_pod_security_labels_is_optional(helm: str, tmp_path: Pat
         kubernetes_validate.validate(ns, version, strict=True)
     proc = run([helm, "template", "rel", str(chart), "--set", "namespace.podSecurity.enforce=lax"])
     assert proc.returncode != 0 and "/namespace/podSecurity/enforce" in proc.stderr  # the values schema
+
+
+@pytest.mark.helm
+def test_one_per_node_deployments_never_surge(helm: str, tmp_path: Path) -> None:
+    """A hostNetwork Deployment's surge pod would find no free node (required anti-affinity,
+    node ports): the rollout must remove the old pod first, or `helm upgrade` hangs."""
+    docs = template(helm, write_chart("bmp-tcpao", tmp_path))
+    deploys = by_kind(docs, "Deployment")
+    collector = deploys["collector"]["spec"]
+    assert collector["template"]["spec"]["hostNetwork"] is True
+    assert collector["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert deploys["speaker"]["spec"]["strategy"] == {"type": "Recreate"}  # it has a claim
+    assert "strategy" not in deploys["bus"]["spec"]  # replicated, no node ports: the default rolling update
