@@ -316,13 +316,13 @@ def _kill_when_uploading(server: RegistryServer) -> None:
     repos = server.storage / "docker/registry/v2/repositories"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for data in repos.glob("**/_uploads/*/data") if repos.exists() else []:
-            try:
+        try:  # the registry creates and removes upload directories while we walk them
+            for data in repos.glob("**/_uploads/*/data") if repos.exists() else []:
                 if data.stat().st_size > 8 << 20:
                     server.kill()
                     return
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:
+            pass
         time.sleep(0.002)
     server.kill()
 
