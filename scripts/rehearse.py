@@ -132,8 +132,10 @@ def quickstart(work: Path, bundle: Path, pub: str, registry: str, env: dict[str,
     has_ao, detail = tcp_ao_supported()
     port = free_port()
     with engine_mod.DockerEngine() as eng:
+        # the Compose v2 plugin and the tools setup.sh installed, also when run outside `make`
         qenv = {**env, "DOCKER_HOST": eng.host, "RELEASER_QUICKSTART_DIR": str(work / "stack"),
-                "COLLECTOR_HTTP_PORT": str(port)}
+                "COLLECTOR_HTTP_PORT": str(port), "DOCKER_CONFIG": str(ROOT / ".tools" / "docker"),
+                "PATH": f"{ROOT / '.tools' / 'bin'}:{env['PATH']}"}
         skip = [] if has_ao else ["--skip", "tcp-ao"]
         if not has_ao:
             print(f"  {detail}:\n  the sidecars' wire leg runs over PLAIN TCP in this rehearsal (--skip tcp-ao)")
@@ -166,7 +168,8 @@ def quickstart(work: Path, bundle: Path, pub: str, registry: str, env: dict[str,
                 print(f"    {line}")
             sh(RELEASER, "quickstart", "status", env=qenv)
         finally:
-            sh(RELEASER, "quickstart", "reset", "--yes", env=qenv)
+            if (work / "stack" / "quickstart.json").exists():  # else nothing was started
+                sh(RELEASER, "quickstart", "reset", "--yes", env=qenv)
 
 
 if __name__ == "__main__":
