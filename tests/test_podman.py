@@ -16,14 +16,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
-from tests.conftest import EXAMPLE, missing_component
+from tests.conftest import missing_component
 from tests.support import images
 from tests.support import podman as podman_mod
 from tests.support.registry import RegistryServer, free_port
-from tests.test_quickstart import RELEASER, seqs, wait_for
+from tests.support.stack import received as received_on
+from tests.support.stack import seqs, wait_for
+from tests.test_quickstart import RELEASER
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +36,7 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     publisher = RegistryServer(work / "publisher").start()
     engine = podman_mod.Podman([publisher.host])
     try:
-        rel = work / "bmp-tcpao"
-        rel.mkdir()
-        (rel / "release.yaml").write_text(
-            images.publish_standins((EXAMPLE / "release.yaml").read_text(), work / "layout", publisher.host))
+        rel = images.standin_release(work, publisher.host)
         port = free_port()
         env = {**engine.env, "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port)}
         subprocess.run([RELEASER, "lock", str(rel)], env=env, capture_output=True, check=True)
@@ -57,10 +55,7 @@ def qs(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.Completed
 
 
 def received(pod: dict[str, Any]) -> list[str]:
-    try:
-        return requests.get(f"http://127.0.0.1:{pod['port']}/received", timeout=3).text.splitlines()
-    except requests.RequestException:
-        return []
+    return received_on(pod["port"])
 
 
 def test_podman_stack_reaches_ready_with_the_locked_digests_and_carries_traffic(pod: dict[str, Any]) -> None:

@@ -23,13 +23,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
-from tests.conftest import EXAMPLE, ROOT, TOOLS, missing_component
+from tests.conftest import ROOT, TOOLS, missing_component
 from tests.support import engine as engine_mod
 from tests.support import images
 from tests.support.registry import RegistryServer, free_port
+from tests.support.stack import received as received_on
+from tests.support.stack import seqs, wait_for
 
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 CAPTURED: list[str] = []  # every output of every command this module ran, for the leak test
@@ -52,10 +53,7 @@ def world(engine: engine_mod.DockerEngine, tmp_path_factory: pytest.TempPathFact
     work = tmp_path_factory.mktemp("qs")
     publisher = RegistryServer(work / "publisher").start()
     try:
-        rel = work / "bmp-tcpao"
-        rel.mkdir()
-        (rel / "release.yaml").write_text(
-            images.publish_standins((EXAMPLE / "release.yaml").read_text(), work / "layout", publisher.host))
+        rel = images.standin_release(work, publisher.host)
         port = free_port()
         env = {**engine.env, "PATH": f"{TOOLS / 'bin'}:{os.environ['PATH']}", "DOCKER_CONFIG": str(TOOLS / "docker"),
                "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port),
@@ -89,25 +87,7 @@ def compose(w: dict[str, Any], *args: str) -> str:
 
 
 def received(w: dict[str, Any]) -> list[str]:
-    try:
-        r = requests.get(f"http://127.0.0.1:{w['port']}/received", timeout=3)
-    except requests.RequestException:
-        return []
-    return r.text.splitlines() if r.status_code == 200 else []
-
-
-def seqs(lines: list[str]) -> list[int]:
-    return [int(line.rsplit(" ", 1)[1]) for line in lines if " seq " in line]
-
-
-def wait_for(cond: Any, timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    return received_on(w["port"])
 
 
 def containers(w: dict[str, Any]) -> list[str]:

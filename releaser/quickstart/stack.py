@@ -152,7 +152,8 @@ class Compose:
         except FileNotFoundError as exc:
             raise ToolError(f"{cmd[0]} is not installed", fix="releaser doctor lists what is missing") from exc
         except subprocess.TimeoutExpired as exc:
-            raise ToolError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from exc
+            raise ToolError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s",
+                            fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again") from exc
         if check and proc.returncode != 0:
             raise ToolError(f"`{' '.join(cmd[len(self.engine.compose):])}` failed (exit {proc.returncode}): "
                             f"{_tail(proc.stderr or proc.stdout, 12)}",
@@ -248,12 +249,12 @@ class Compose:
                     dst.addfile(info, src.extractfile(info) if info.isfile() else None)
         except tarfile.TarError as exc:
             proc.kill()
-            raise ToolError(f"{cli} cp {container}:{path} gave no readable tar ({exc})") from exc
+            raise ToolError(f"{cli} cp {container}:{path} gave no readable tar ({exc})", fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again") from exc
         finally:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             code = proc.wait()
         if code != 0:
-            raise ToolError(f"{cli} cp {container}:{path} failed: {err.strip()}")
+            raise ToolError(f"{cli} cp {container}:{path} failed: {err.strip()}", fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again")
 
     def import_volume(self, volume: str, mount_path: str, image: str, data: IO[bytes]) -> None:
         """Unpack a tar written by export_volume into a named volume, owners and modes kept.
@@ -270,7 +271,8 @@ class Compose:
                                "-v", f"{self.project}_{volume}:/restore/{base}", image],
                               capture_output=True, text=True, check=False, env=self.env)
         if made.returncode != 0:
-            raise ToolError(f"{cli} create (restore helper for volume {volume}) failed: {made.stderr.strip()}")
+            raise ToolError(f"{cli} create (restore helper for volume {volume}) failed: {made.stderr.strip()}",
+                            fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again")
         try:
             with tempfile.TemporaryFile() as staged:
                 # docker cp unpacks "<base>/..." into the parent; podman cp unpacks into the path itself
@@ -285,7 +287,8 @@ class Compose:
                 proc = subprocess.run([cli, "cp", "-", target], stdin=staged, capture_output=True, check=False,
                                       env=self.env)
             if proc.returncode != 0:
-                raise ToolError(f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}")
+                raise ToolError(f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}",
+                                fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again")
         finally:
             subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
 

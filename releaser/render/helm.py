@@ -123,11 +123,9 @@ def chart_values(plan: Plan) -> dict[str, Any]:
         },
         "generatedSecrets": [{"name": s.k8s_secret, "key": s.k8s_key, "length": s.length}
                              for s in plan.generated_secrets],
-        # Pod Security Admission: hostNetwork pods pass only the `privileged` standard; everything
-        # else is still warned and audited against `restricted` (docs/security.md)
-        "namespace": {"create": False, "podSecurity": {
-            "enforce": "privileged" if any(s.host_network for s in plan.services) else "restricted",
-            "warn": "restricted", "audit": "restricted"}},
+        # warn and audit stay `restricted`, so every pod but the hostNetwork ones is still held to it
+        "namespace": {"create": False, "podSecurity": {"enforce": plan.pod_security, "warn": "restricted",
+                                                       "audit": "restricted"}},
         "services": {s.name: _service_values(s) for s in sorted(plan.services, key=lambda s: s.name)},
     }
 

@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLE, ROOT, TOOLS
+from tests.conftest import ROOT, TOOLS
 from tests.support import images
 from tests.support.registry import RegistryServer
+from tests.support.stack import wait_for as _wait_for
 
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 CLUSTER = "releaser-e2e"
@@ -80,13 +80,7 @@ def kjson(*args: str) -> Any:
 
 
 def wait_for(cond: Any, timeout: float = 180, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(2)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    return _wait_for(cond, timeout, what, poll=2)
 
 
 KIND_CONFIG = """\
@@ -134,10 +128,7 @@ def installed(cluster: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, "RELEASER_CACHE": str(work / "cache"), "RELEASER_KEY_PASSPHRASE": "e2e-only-passphrase"}
     publisher = RegistryServer(work / "publisher").start()
     try:
-        rel = work / "bmp-tcpao"
-        rel.mkdir()
-        (rel / "release.yaml").write_text(
-            images.publish_standins((EXAMPLE / "release.yaml").read_text(), work / "layout", publisher.host))
+        rel = images.standin_release(work, publisher.host)
         sh(RELEASER, "lock", str(rel), env=env)
         sh(RELEASER, "keygen", "--out", str(work / "keys"), env=env)
         bundle = work / "bundle.tar.zst"

@@ -202,3 +202,15 @@ def publish_standins(release_text: str, layout: Path, host: str) -> str:
         build_standin(layout, name, full, platforms=multi)
         push(layout, full, f"{host}/{path}:{tag}")
     return release_text.replace("registry.example.org", host)
+
+
+EXAMPLE_RELEASE = Path(__file__).resolve().parents[2] / "examples" / "bmp-tcpao" / "release.yaml"
+
+
+def standin_release(work: Path, host: str) -> Path:
+    """`work/bmp-tcpao/`: the example's release.yaml pointed at `host`, where its stand-ins are
+    pushed (layout kept in `work/layout`). Returns the release directory (not yet locked)."""
+    rel = work / "bmp-tcpao"
+    rel.mkdir(parents=True)
+    (rel / "release.yaml").write_text(publish_standins(EXAMPLE_RELEASE.read_text(), work / "layout", host))
+    return rel
