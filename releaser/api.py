@@ -12,17 +12,16 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_CHECK, EXIT_STALE, CheckError, LockError, Problem, UsageError, ValidationError
-from .lock import LOCK_FILE, Lock, load_lock_file, read_lock, resolve_lock, stale_reasons, write_lock
-from .plan import Plan, build_plan
-from .render.compose import render_compose
-from .render.helm import render_helm
-from .tools import find_helm, helm_template
-from .values import RELEASE_FILE, load_release
+from .names import LOCK_FILE, RELEASE_FILE
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+# Every pipeline stage is imported inside the function that runs it: a command pays only for the
+# stages it uses (an airgap re-run needs neither jsonschema nor jinja2), which keeps start-up short.
 
 # ------------------------------------------------------------------- results
 
@@ -129,6 +128,10 @@ def _release_dir(directory: Path) -> Path:
 
 def load_plan(directory: Path) -> tuple[Plan, list[Problem]]:
     """release.yaml + lock -> Plan; raises ValidationError / LockError."""
+    from .lock import read_lock
+    from .plan import build_plan
+    from .values import load_release
+
     directory = _release_dir(directory)
     release, warnings = load_release(directory)
     lock = read_lock(directory, release)
@@ -137,6 +140,9 @@ def load_plan(directory: Path) -> tuple[Plan, list[Problem]]:
 
 def render_files(plan: Plan) -> dict[str, dict[str, bytes]]:
     """Both outputs in memory: {'compose/<name>': files, 'charts/<name>': files}."""
+    from .render.compose import render_compose
+    from .render.helm import render_helm
+
     return {f"compose/{plan.name}": render_compose(plan), f"charts/{plan.name}": render_helm(plan)}
 
 
@@ -199,6 +205,9 @@ def init_release(directory: Path, *, force: bool = False) -> InitResult:
 def lock_release(directory: Path, *, platforms: tuple[str, ...] = (), refresh: bool = False, check: bool = False,
                  registries: RegistryOptions | None = None) -> LockResult:
     """Resolve every image to a digest and write release.lock.yaml (or, with check, compare only)."""
+    from .lock import Lock, load_lock_file, resolve_lock, stale_reasons, write_lock
+    from .values import load_release
+
     directory = _release_dir(directory)
     release, _ = load_release(directory)
     previous: Lock | None = None
@@ -228,6 +237,9 @@ def lock_release(directory: Path, *, platforms: tuple[str, ...] = (), refresh: b
 
 def validate_release(directory: Path) -> ValidateResult:
     """Schema + semantic checks of release.yaml, and the lock's freshness when one exists."""
+    from .lock import read_lock
+    from .values import load_release
+
     directory = _release_dir(directory)
     release, warnings = load_release(directory)
     lock_state = "missing"
@@ -252,7 +264,7 @@ def render_release(directory: Path, *, out: Path, package: Path | None = None) -
     with `package`, also write the chart as a deterministic <name>-<version>.tgz there."""
     import hashlib
 
-    from .render.helm import package_chart
+    from .render.helm import package_chart, render_helm
 
     plan, warnings = load_plan(directory)
     written: list[str] = []
@@ -284,12 +296,16 @@ def render_release(directory: Path, *, out: Path, package: Path | None = None) -
 
 def collect_compose_images(compose_text: bytes) -> list[tuple[str, str]]:
     """(service, image) for every service of a compose file."""
+    import yaml
+
     doc = yaml.safe_load(compose_text) or {}
     return [(name, str(svc.get("image", ""))) for name, svc in sorted((doc.get("services") or {}).items())]
 
 
 def collect_manifest_images(manifests: str) -> list[tuple[str, str]]:
     """('Kind/name container', image) for every container and init container in rendered manifests."""
+    import yaml
+
     out = []
     for doc in yaml.safe_load_all(manifests):
         if not isinstance(doc, dict):
@@ -331,6 +347,8 @@ def bundle_images(path: Path) -> list[tuple[str, str]]:
 
 def check_release(directory: Path, *, out: Path, helm: str | None = None, bundle: Path | None = None) -> CheckResult:
     """Prove compose, chart, bundle and lock name the same digests, and the committed outputs are current."""
+    from .tools import find_helm, helm_template
+
     plan, _ = load_plan(directory)
     helm_bin = find_helm(helm)
     expected = plan.pinned_references()
@@ -447,10 +465,14 @@ def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passp
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed."""
     import hashlib as _hashlib
 
+    import yaml
+
     from .bundle.cache import BlobCache, default_cache_dir
     from .bundle.sign import fingerprint, load_private_key, passphrase, sign
     from .bundle.write import assemble, checksums_and_metadata, write_archive
-    from .lock import dump_lock, split_reference
+    from .lock import dump_lock, read_lock, split_reference
+    from .plan import build_plan
+    from .values import load_release
 
     if not 1 <= level <= 19:
         raise UsageError(f"--zstd-level {level} is out of range", fix="use 1 (fastest) to 19 (smallest); default 3")
@@ -616,6 +638,8 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
             subnet = plan.subnet
             own = _own_bridges(found.kind if found else None, plan.name) if subnet else frozenset()
         except LockError:  # no lock yet: the release's own ports, no registry check
+            from .values import load_release
+
             release, _ = load_release(_release_dir(directory))
             tcpao = any(s.tcpao for s in release.services)
             for s in release.services:

@@ -19,9 +19,9 @@ import yaml
 from . import model as m
 from .errors import LockError, Problem, ValidationError
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from .names import LOCK_FILE
 from .yamlsource import PathT, Source, load_source
 
-LOCK_FILE = "release.lock.yaml"
 LOCK_KIND = "ReleaseLock"
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 from . import model as m
 from .errors import Problem, ValidationError
+from .names import RELEASE_FILE
 from .yamlsource import PathT, Source, load_source
 
-RELEASE_FILE = "release.yaml"
 API_VERSION = "releaser.dev/v1alpha1"
 DEFAULT_USER = "65532:65532"
 TCPAO_DEFAULT_KEY = "tcpao-key"

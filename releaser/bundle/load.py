@@ -315,9 +315,9 @@ def already_loaded(metadata: dict[str, Any], target: Target, registry: Registry,
 
     def present(item: tuple[str, str, str | None]) -> bool:
         repo, digest, tag = item
-        if not registry.manifest_exists(repo, digest):
-            return False
-        return tag is None or registry.tag_digest(repo, tag) == digest
+        if tag is None:
+            return registry.manifest_exists(repo, digest)
+        return registry.tag_digest(repo, tag) == digest  # one HEAD: the tag resolves to the signed digest
 
     with ThreadPoolExecutor(concurrency) as pool:
         return bool(tops) and all(pool.map(present, tops))
