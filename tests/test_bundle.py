@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -101,8 +102,12 @@ def members(bundle: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
         return [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
 
 
-def repack(members_: list[tuple[tarfile.TarInfo, bytes]], out: Path) -> Path:
+def repack(members_: list[tuple[tarfile.TarInfo, bytes]], out: Path, frames: str = "one") -> Path:
+    """A tar.zst of these members: in one zstd frame (as `tar | zstd` makes it), in frames cut at
+    every member boundary (as `releaser bundle` cuts them), or in frames cut every 100 KiB,
+    wherever that falls (as a parallel recompressor would)."""
     raw = io.BytesIO()
+    cuts = [0]
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in members_:
             if info.isreg():
@@ -110,7 +115,15 @@ def repack(members_: list[tuple[tarfile.TarInfo, bytes]], out: Path) -> Path:
                 tar.addfile(info, io.BytesIO(data))
             else:
                 tar.addfile(info)
-    out.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+            cuts.append(tar.offset)
+    stream = raw.getvalue()
+    if frames == "one":
+        cuts = [0]
+    elif frames == "arbitrary":
+        cuts = list(range(0, len(stream), 100 << 10))
+    bounds = [*cuts, len(stream)]
+    z = zstandard.ZstdCompressor(write_checksum=True)
+    out.write_bytes(b"".join(z.compress(stream[a:b]) for a, b in itertools.pairwise(bounds) if b > a))
     return out
 
 
@@ -235,12 +248,12 @@ TAMPERS = {
 }
 
 
-def _tampered(world: World, kind: str, out: Path) -> Path:
+def _tampered(world: World, kind: str, out: Path, frames: str = "one") -> Path:
     ms = members(world.bundle)
     names = [m.name for m, _ in ms]
     lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
     if kind == "truncated":
-        data = world.bundle.read_bytes()
+        data = repack(ms, out, frames).read_bytes()
         out.write_bytes(data[: len(data) // 2])
         return out
     if kind in ("blob", "manifest", "releaser.json", "checksums.txt"):
@@ -264,12 +277,15 @@ def _tampered(world: World, kind: str, out: Path) -> Path:
         link = tarfile.TarInfo("link")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         ms.append((link, b""))
-    return repack(ms, out)
+    return repack(ms, out, frames)
 
 
+@pytest.mark.parametrize("frames", ["one", "members"])
 @pytest.mark.parametrize("kind", sorted(TAMPERS))
-def test_tampered_bundles_are_refused_and_push_nothing(world: World, tmp_path: Path, kind: str) -> None:
-    bad = _tampered(world, kind, tmp_path / f"{kind}.tar.zst")
+def test_tampered_bundles_are_refused_and_push_nothing(world: World, tmp_path: Path, kind: str, frames: str) -> None:
+    """Each tamper in a one-frame archive (read in one pass) and in member-aligned frames (read
+    side by side): the same refusal."""
+    bad = _tampered(world, kind, tmp_path / f"{kind}.tar.zst", frames)
     before = world.dst.snapshot()
     code, out = cli("airgap", str(bad), "--to", f"{world.dst.host}/tamper", "--key", str(world.pub),
                     "--out", str(tmp_path))
@@ -282,6 +298,63 @@ def test_tampered_bundles_are_refused_and_push_nothing(world: World, tmp_path: P
     assert "nothing was pushed" in out
     assert world.dst.snapshot() == before
     assert not (tmp_path / "values-airgap.yaml").exists()
+
+
+def test_frames_are_read_side_by_side_exactly_like_one_pass(world: World) -> None:
+    """The bundle's zstd frames, each read on its own, give the members of one sequential pass,
+    byte for byte; verification proves them so and hands them to the loader."""
+    from releaser.bundle.archive import iter_members, zstd_frames
+    from releaser.bundle.verify import verify_bundle
+
+    frames = zstd_frames(world.bundle)
+    assert len(frames) >= 2
+    assert frames[0][0] == 0 and all(a + n <= b for (a, n), (b, _) in itertools.pairwise(frames))
+
+    def digest(reader: object) -> str:
+        return hashlib.sha256(reader.read()).hexdigest()  # type: ignore[attr-defined]
+
+    one = [(m.name, m.size, digest(r)) for m, r in iter_members(world.bundle)]
+    side = [(m.name, m.size, digest(r)) for i, f in enumerate(frames)
+            for m, r in iter_members(world.bundle, frame=f, last=i == len(frames) - 1)]
+    assert side == one
+    assert verify_bundle(world.bundle, world.pub).frames == frames
+
+
+@pytest.mark.parametrize("frames", ["one", "arbitrary", "members"])
+def test_a_recompressed_bundle_still_verifies_and_loads(world: World, tmp_path: Path, frames: str) -> None:
+    """Frames cut anywhere (another tool recompressed the bundle) are read in one pass; the
+    signature covers the members, not the compression, so the bundle is still good."""
+    from releaser.bundle.verify import verify_bundle
+
+    again = repack(members(world.bundle), tmp_path / f"{frames}.tar.zst", frames)
+    assert again.read_bytes() != world.bundle.read_bytes()
+    assert bool(verify_bundle(again, world.pub).frames) == (frames == "members")
+    target = RegistryServer(tmp_path / "reg").start()
+    try:
+        code, out = cli("airgap", str(again), "--to", target.host, "--key", str(world.pub), "--out", str(tmp_path))
+        assert code == 0, out
+        lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+        for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
+            assert images.skopeo_digest(f"{target.host}/{repo}:v1") == lock["images"][name]["digest"]
+    finally:
+        target.stop()
+
+
+def test_an_end_marker_before_the_last_frame_means_one_pass(world: World, tmp_path: Path) -> None:
+    """Frames appended after the end-of-archive marker are not part of the archive for tar, so
+    not for the side-by-side reader either: it falls back to one pass, which stops at the marker."""
+    from releaser.bundle.archive import iter_members
+    from releaser.bundle.verify import verify_bundle
+
+    extra = io.BytesIO()
+    with tarfile.open(fileobj=extra, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("blobs/sha256/" + "0" * 64)
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    appended = tmp_path / "appended.tar.zst"
+    appended.write_bytes(world.bundle.read_bytes() + zstandard.ZstdCompressor().compress(extra.getvalue()))
+    assert [m.name for m, _ in iter_members(appended)] == [m.name for m, _ in iter_members(world.bundle)]
+    assert verify_bundle(appended, world.pub).frames == []
 
 
 def test_a_wrong_key_is_refused(world: World, tmp_path: Path) -> None:

@@ -76,12 +76,19 @@ class TarZstWriter:
         self._z.close()
 
 
-def iter_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+def iter_members(path: Path, *, frame: tuple[int, int] | None = None, last: bool = True
+                 ) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
     """(member, reader) for every member, in archive order, streamed. Raises ArchiveError.
 
     Our own header loop instead of tarfile's stream mode, whose buffer concatenation
     costs more than decompression and hashing together. Headers are parsed by tarfile;
     pax ('x') and GNU long-name ('L'/'K') records are applied to the next member.
+
+    With `frame` (offset, length from `zstd_frames`), only the members of that one zstd frame:
+    it must begin at a member header and end at a member boundary, which is how TarZstWriter
+    cuts frames; the end-of-archive marker must be in the `last` frame and nowhere else.
+    Anything else raises ArchiveError. Reading every frame so gives exactly the members of
+    one sequential pass, or an ArchiveError.
     """
     try:
         fh = path.open("rb")
@@ -89,15 +96,22 @@ def iter_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None
         raise ArchiveError(f"cannot open {path}: {exc.strerror}", fix="check the path") from exc
     damaged = "copy the bundle again and compare its size and sha256 with the source"
     with fh:
-        src = zstandard.ZstdDecompressor().stream_reader(fh, read_size=1 << 20, read_across_frames=True)
+        source: IO[bytes] = fh
+        if frame is not None:
+            fh.seek(frame[0])
+            source = _Window(fh, frame[1])  # type: ignore[assignment]
+        src = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20,
+                                                         read_across_frames=frame is None)
         stream = _Exact(src, path)
         pending: dict[str, str] = {}
         while True:
             block = stream.read_exact(BLOCK, allow_eof=True)
             if block is None or block == b"\0" * BLOCK:
-                if block is None:
+                if block is None and (last or pending):
                     raise ArchiveError(f"{path}: the archive is damaged or truncated (no end-of-archive marker)",
                                        fix=damaged)
+                if block is not None and not last:
+                    raise ArchiveError(f"{path}: an end-of-archive marker before the last zstd frame", fix=damaged)
                 return
             try:
                 info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
@@ -127,6 +141,75 @@ def iter_members(path: Path) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None
             yield info, (body if info.isreg() else None)
             body.drain()
             stream.skip(padded - info.size)
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE = 0x184D2A50  # ..5F: skippable frames
+
+
+def zstd_frames(path: Path) -> list[tuple[int, int]]:
+    """(offset, length) of every non-empty zstd data frame of the file, in order, read from frame and block
+    headers alone (3 bytes per block of at most 128 KiB; nothing is decompressed). Raises
+    ArchiveError when the file is not a whole sequence of zstd frames (RFC 8878 section 3.1)."""
+    bad = ArchiveError(f"{path}: not a sequence of complete zstd frames",
+                       fix="copy the bundle again and compare its size and sha256 with the source")
+    frames: list[tuple[int, int]] = []
+    try:
+        with path.open("rb", buffering=0) as fh:
+            end = fh.seek(0, 2)
+            pos = 0
+            while pos < end:
+                fh.seek(pos)
+                head = fh.read(18)  # magic, descriptor and the longest frame header
+                if len(head) < 8:
+                    raise bad
+                magic = int.from_bytes(head[:4], "little")
+                if magic & 0xFFFFFFF0 == _SKIPPABLE:
+                    pos += 8 + int.from_bytes(head[4:8], "little")
+                    continue
+                if magic != _ZSTD_MAGIC:
+                    raise bad
+                fhd = head[4]
+                single = fhd >> 5 & 1
+                fcs = (0, 2, 4, 8)[fhd >> 6] or single
+                at = pos + 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + fcs
+                empty = True  # only an empty last block: what closing a writer appends
+                while True:
+                    fh.seek(at)
+                    bh = fh.read(3)
+                    if len(bh) < 3:
+                        raise bad
+                    word = int.from_bytes(bh, "little")
+                    kind, size = word >> 1 & 3, word >> 3
+                    if kind == 3:
+                        raise bad
+                    at += 3 + (1 if kind == 1 else size)
+                    empty = empty and kind == 0 and size == 0
+                    if word & 1:
+                        break
+                at += 4 if fhd >> 2 & 1 else 0
+                if at > end:
+                    raise bad
+                if not empty:  # an empty frame adds nothing to the stream
+                    frames.append((pos, at - pos))
+                pos = at
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
+    return frames
+
+
+class _Window:
+    """`length` bytes of a file from its current position, then EOF."""
+
+    def __init__(self, fh: IO[bytes], length: int) -> None:
+        self.fh = fh
+        self.left = length
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self.fh.read(n) if n else b""
+        self.left -= len(data)
+        return data
 
 
 def _pax(data: bytes) -> dict[str, str]:

@@ -1,9 +1,9 @@
 """Load a verified bundle into a registry, digests preserved exactly.
 
 Order: verify everything (nothing is pushed on any problem) -> ask the target
-which blobs and manifests it already has (concurrently) -> one streaming pass
-over the archive pushing only missing blobs (a blob several repositories share
-is sent once and mounted into the others) -> manifests by digest, children
+which blobs and manifests it already has (concurrently) -> stream the missing
+blobs from the archive, several zstd frames at once (a blob several repositories
+share is sent once and mounted into the others) -> manifests by digest, children
 before indexes -> tags -> the chart as an OCI artifact. A re-run after an
 interruption transfers only what is missing and resumes a half-sent blob from
 the registry's upload status.
@@ -25,7 +25,7 @@ import yaml
 from ..errors import UsageError
 from ..lock import INDEX_TYPES, split_reference
 from ..registry import Registry
-from .archive import iter_members
+from .archive import ArchiveError, iter_members
 from .format import IMAGE_NAME, REF_NAME
 from .verify import Verified
 
@@ -169,12 +169,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
         else:
             need.setdefault(digest, []).append(repo)
     state_dir.mkdir(parents=True, exist_ok=True)
-    # One streaming pass: each needed blob is sent once (then mounted into the other repositories).
-    # Blobs up to the upload chunk size are read into memory and uploaded by the pool, at most IN_FLIGHT bytes
-    # at a time, so uploads overlap the registry's own digest checks; bigger ones stream directly.
-    remaining = dict(need)
     pending_mounts: list[tuple[str, str, str]] = []
-    budget = _Budget(IN_FLIGHT)
     lock = threading.Lock()
 
     def send(repo: str, digest: str, size: int, opener: Callable[[], Any]) -> None:
@@ -187,37 +182,10 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
                 stats.blobs_pushed += 1
                 stats.bytes_pushed += size
                 stats.resumed += result == "resumed"
+            pending_mounts.extend((other, digest, repo) for other in need[digest][1:])
 
-    if remaining:
-        with ThreadPoolExecutor(concurrency) as pool:
-            futures = []
-            try:
-                for member, reader in iter_members(path):
-                    if not member.name.startswith("blobs/sha256/") or reader is None:
-                        continue
-                    digest = "sha256:" + member.name.rsplit("/", 1)[1]
-                    repos = remaining.pop(digest, None)
-                    if not repos:
-                        continue
-                    pending_mounts += [(repo, digest, repos[0]) for repo in repos[1:]]
-                    if member.size <= min(registry.chunk_size, IN_FLIGHT // 2):
-                        budget.take(member.size)
-                        data = reader.read()
-
-                        def job(d: bytes = data, r: str = repos[0], g: str = digest) -> None:
-                            try:
-                                send(r, g, len(d), lambda: io.BytesIO(d))
-                            finally:
-                                budget.give(len(d))
-
-                        futures.append(pool.submit(job))
-                    else:
-                        send(repos[0], digest, member.size, lambda r=reader: _NoClose(r))
-                    if not remaining:
-                        break
-            finally:
-                for f in futures:
-                    f.result()  # re-raises the first upload error, after every upload has stopped
+    if need:
+        _stream_blobs(path, v.frames, need, sizes, registry.chunk_size, send, concurrency, lock)
     for repo, digest, source in pending_mounts:
         if registry.mount_blob(repo, digest, source):
             stats.blobs_mounted += 1
@@ -247,6 +215,95 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
         registry.put_manifest(repo, tag, content, media_type)
         stats.tags.append(f"{target.host}/{repo}:{tag}")
     return stats
+
+
+STREAMS = 4  # archive frames read and uploaded at once: a registry takes several streams faster than one
+
+
+def _stream_blobs(path: Path, frames: list[tuple[int, int]], need: dict[str, list[str]], sizes: dict[str, int],
+                  chunk_size: int,
+                  send: Callable[[str, str, int, Callable[[], Any]], None], concurrency: int,
+                  lock: threading.Lock) -> None:
+    """Send every blob of `need` (digest -> repositories lacking it) once, to its first repository.
+
+    When verification proved the archive's zstd frames member-aligned (`frames`, archive.py), up
+    to STREAMS frames are decompressed and uploaded side by side, each from its own file handle;
+    otherwise (a bundle recompressed by another tool), and for anything a frame could not give
+    (the file changed since), one sequential pass over the whole archive follows. The registry
+    checks every blob's digest as it commits it. Blobs that fit the upload chunk are read into
+    memory and sent by a pool, at most IN_FLIGHT bytes at a time, so their uploads overlap the
+    registry's digest checks; bigger ones stream straight from the archive.
+    """
+    remaining = dict(need)
+    budget = _Budget(IN_FLIGHT)
+    failed = threading.Event()
+
+    def claim(name: str, size: int) -> str | None:
+        if not name.startswith("blobs/sha256/"):
+            return None
+        digest = "sha256:" + name.rsplit("/", 1)[1]
+        with lock:
+            if sizes.get(digest) != size or remaining.pop(digest, None) is None:
+                return None
+        return digest
+
+    def unclaim(digest: str) -> None:
+        with lock:
+            remaining[digest] = need[digest]
+
+    def one_pass(frame: tuple[int, int] | None, pool: ThreadPoolExecutor, futures: list[Any]) -> None:
+        current = None
+        try:
+            for member, reader in iter_members(path, frame=frame, last=frame is None or frame == frames[-1]):
+                if not remaining or failed.is_set():
+                    return
+                digest = None if reader is None else claim(member.name, member.size)
+                if digest is None:
+                    continue
+                repo = need[digest][0]
+                if member.size <= min(chunk_size, IN_FLIGHT // 2):
+                    current = digest
+                    budget.take(member.size)
+                    try:
+                        data = reader.read()
+                    except BaseException:
+                        budget.give(member.size)
+                        raise
+                    current = None
+
+                    def job(d: bytes = data, r: str = repo, g: str = digest) -> None:
+                        try:
+                            send(r, g, len(d), lambda: io.BytesIO(d))
+                        finally:
+                            budget.give(len(d))
+
+                    futures.append(pool.submit(job))
+                else:
+                    current = digest
+                    send(repo, digest, member.size, lambda r=reader: _NoClose(r))
+                    current = None
+        except ArchiveError:
+            if frame is None:
+                failed.set()
+                raise
+            if current is not None:
+                unclaim(current)  # the sequential pass sends it (resuming what reached the registry)
+        except BaseException:
+            failed.set()  # the other readers stop at their next member
+            raise
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        futures: list[Any] = []
+        try:
+            if len(frames) > 1:
+                with ThreadPoolExecutor(min(STREAMS, concurrency)) as readers:
+                    for f in [readers.submit(one_pass, fr, pool, futures) for fr in frames]:
+                        f.result()
+            if remaining:
+                one_pass(None, pool, futures)
+        finally:
+            for f in list(futures):
+                f.result()  # re-raises the first upload error, after every upload has stopped
 
 
 def _put_manifest(registry: Registry, v: Verified, m: _Item) -> bool:

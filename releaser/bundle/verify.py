@@ -1,4 +1,4 @@
-"""Verify a bundle in one streaming pass, collecting every problem.
+"""Verify a bundle in one streaming pass (its zstd frames side by side), collecting every problem.
 
 Trust chain, in order: the signature over releaser.json (against a public key
 the user supplies, never one from the bundle) -> the aggregate checksum of
@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 import re
 import tarfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ReleaserError
-from .archive import ArchiveError, iter_members
+from .archive import ArchiveError, iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
 from .sign import fingerprint, load_public_key, verify_signature
 
@@ -52,6 +55,7 @@ class Verified:
     files: int = 0
     bytes: int = 0
     signer: str = ""
+    frames: list[tuple[int, int]] = field(default_factory=list)  # (offset, length): proven member-aligned
 
 
 def unsafe_reason(member: tarfile.TarInfo) -> str | None:
@@ -93,6 +97,64 @@ def _hash(reader: Any) -> tuple[str, int, bytes | None]:
     return h.hexdigest(), size, bytes(head) if keep and head else None
 
 
+@dataclass
+class _Entry:
+    """One member as the checks need it: hashed once, by whichever reader got to it."""
+
+    member: tarfile.TarInfo
+    digest: str = ""  # sha256 hex of a regular file
+    size: int = 0
+    content: bytes | None = None  # the bytes of small JSON (manifests, configs, index.json)
+    raw: bytes = b""  # releaser.json, its signature, checksums.txt: the first SMALL + 1 bytes
+
+
+HEAD = (METADATA, SIGNATURE, CHECKSUMS)
+
+
+def _entry(member: tarfile.TarInfo, reader: Any) -> _Entry:
+    if reader is None or unsafe_reason(member):
+        return _Entry(member)
+    if member.name in HEAD:
+        raw = reader.read(SMALL + 1)
+        h = hashlib.sha256(raw)
+        size = len(raw)
+        while chunk := reader.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+        return _Entry(member, h.hexdigest(), size, None, raw)
+    digest, size, content = _hash(reader)
+    return _Entry(member, digest, size, content)
+
+
+def _frame_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, int]]] | None:
+    """Every member with its hash, the zstd frames of a bundle written by `releaser bundle` read
+    and hashed side by side; archive.iter_members proves each frame starts and ends at a member
+    boundary with the end-of-archive marker in the last one, so the result is exactly that of one
+    sequential pass. None for any other archive (a bundle recompressed by another tool, or a
+    damaged one): the sequential pass then reads it and says where it is damaged."""
+    try:
+        frames = zstd_frames(path)
+    except ArchiveError:
+        return None
+    if len(frames) < 2:
+        return None
+
+    def read(i: int) -> list[_Entry]:
+        return [_entry(m, r) for m, r in iter_members(path, frame=frames[i], last=i == len(frames) - 1)]
+
+    with ThreadPoolExecutor(min(len(frames), os.cpu_count() or 1)) as pool:
+        try:
+            parts = list(pool.map(read, range(len(frames))))
+        except ArchiveError:
+            return None
+    return [e for part in parts for e in part], frames
+
+
+def _sequential_entries(path: Path) -> Iterator[_Entry]:
+    for member, reader in iter_members(path):
+        yield _entry(member, reader)
+
+
 def verify_bundle(path: Path, public_key: Path) -> Verified:
     """Verify everything; raise VerificationError listing every problem."""
     key = load_public_key(public_key)
@@ -106,8 +168,11 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
     total = 0
     position = 0
     truncated = False
+    framed = _frame_entries(path)
+    entries, frames = framed if framed else (_sequential_entries(path), [])
     try:
-        for member, reader in iter_members(path):
+        for e in entries:
+            member = e.member
             position += 1
             reason = unsafe_reason(member)
             if reason:
@@ -117,20 +182,19 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
                 problems.append(f"{member.name}: appears twice")
                 continue
             seen.add(member.name)
-            assert reader is not None
             if position <= 3:
-                want = (METADATA, SIGNATURE, CHECKSUMS)[position - 1]
+                want = HEAD[position - 1]
                 if member.name != want:
                     problems.append(f"member {position} is {member.name!r}; a bundle starts with {want}")
-                    if member.name not in (METADATA, SIGNATURE, CHECKSUMS):
+                    if member.name not in HEAD:
                         continue
-                head[member.name] = reader.read(SMALL + 1)
-                if len(head[member.name]) > SMALL:
+                head[member.name] = e.raw
+                if len(e.raw) > SMALL:
                     problems.append(f"{member.name} is larger than {SMALL} bytes")
                 if position == 3:
                     meta, listed = _check_head(head, key, problems)
                 continue
-            digest, size, content = _hash(reader)
+            digest, size, content = e.digest, e.size, e.content
             total += size
             want_hex = listed.get(member.name)
             if want_hex is None:
@@ -162,9 +226,8 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
         problems += _check_references(index, small, listed)
     if problems:
         raise VerificationError(path, problems)
-    return Verified(metadata=meta, index=index, small_json=small, files=len(seen),
-                    bytes=total,
-                    signer=fingerprint(public_key.read_bytes()))
+    return Verified(metadata=meta, index=index, small_json=small, files=len(seen), bytes=total,
+                    signer=fingerprint(public_key.read_bytes()), frames=frames)
 
 
 def verify_head(path: Path, public_key: Path) -> dict[str, Any] | None:
