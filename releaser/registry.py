@@ -376,14 +376,16 @@ class Registry:
                              retry_body=False)
 
     def push_blob(self, repo: str, digest: str, size: int, open_stream: Callable[[], IO[bytes]],
-                  *, progress: Callable[[int], None] | None = None, state_file: Path | None = None) -> str:
+                  *, progress: Callable[[int], None] | None = None, state_file: Path | None = None,
+                  known_missing: bool = False) -> str:
         """Upload one blob unless the registry has it. Returns 'exists', 'pushed' or 'resumed'.
 
         `open_stream` gives a fresh reader positioned at byte 0 (it may be called again on resume).
         With `state_file`, the upload location is remembered so an interrupted push resumes
-        from the registry's reported offset instead of starting over.
+        from the registry's reported offset instead of starting over. `known_missing`: the
+        caller has just asked (saves a HEAD).
         """
-        if self.blob_exists(repo, digest):
+        if not known_missing and self.blob_exists(repo, digest):
             if progress:
                 progress(size)
             return "exists"

@@ -174,7 +174,8 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
 
     def send(repo: str, digest: str, size: int, opener: Callable[[], Any]) -> None:
         state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
-        result = registry.push_blob(repo, digest, size, opener, progress=advance(repo), state_file=state)
+        result = registry.push_blob(repo, digest, size, opener, progress=advance(repo), state_file=state,
+                                    known_missing=True)
         with lock:
             if result == "exists":
                 stats.blobs_skipped += 1
@@ -208,12 +209,16 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
                     stats.manifests_pushed += 1
                 else:
                     stats.manifests_skipped += 1
-    for repo, tag, digest in tags:
+    def put_tag(item: tuple[str, str, str]) -> str:
+        repo, tag, digest = item
         content = v.small_json[digest]
         media_type = json.loads(content).get("mediaType") or next(m.media_type for m in manifests
                                                                    if m.digest == digest)
         registry.put_manifest(repo, tag, content, media_type)
-        stats.tags.append(f"{target.host}/{repo}:{tag}")
+        return f"{target.host}/{repo}:{tag}"
+
+    with ThreadPoolExecutor(concurrency) as pool:  # tags last: each names a manifest already there
+        stats.tags.extend(pool.map(put_tag, tags))
     return stats
 
 
