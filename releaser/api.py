@@ -463,7 +463,6 @@ def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passp
                    registries: RegistryOptions | None = None,
                    progress: Any = None) -> BundleResult:
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed."""
-    import hashlib as _hashlib
 
     import yaml
 
@@ -501,11 +500,7 @@ def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passp
     stats = write_archive(target, bp, entries, checksums=checksums, metadata=metadata, signature=signature,
                           registry_for=factory, repo_hosts=repo_hosts, cache=cache, level=level, threads=threads,
                           mtime=mtime, progress=progress)
-    h = _hashlib.sha256()
-    with target.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return BundleResult(path=str(target), sha256=h.hexdigest(), size=stats.size,
+    return BundleResult(path=str(target), sha256=stats.sha256, size=stats.size,
                         images=tuple(i["source"] for i in bp.images), blobs=stats.blobs, bytes_in=stats.bytes_in,
                         fetched=stats.fetched, signer=fingerprint(pub_pem))
 

@@ -298,7 +298,9 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
            to: Annotated[str | None, typer.Option("--to", help="Target registry HOST[:PORT][/PREFIX].")] = None,
            out: Annotated[Path, typer.Option("--out", "-o", help="Where values-airgap.yaml and "
                                              "compose.airgap.yaml are written.")] = Path("."),
-           concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests.")] = 8,
+           concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests; up to 4 "
+                                                    "of them stream large blobs from the archive at once (1: one "
+                                                    "at a time).", min=1)] = 8,
            chunk_mb: Annotated[int, typer.Option("--chunk-size", help="MB per upload request. Blobs up to this "
                                                  "size go in one streamed PUT (fastest); bigger ones in PATCHes of "
                                                  "this size, and an interrupted one resumes at a chunk boundary. "

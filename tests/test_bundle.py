@@ -177,6 +177,9 @@ def test_same_inputs_give_a_byte_identical_bundle(world: World, tmp_path: Path) 
     result = json.loads(out)["result"]
     assert again.read_bytes() == world.bundle.read_bytes()
     assert result["fetched"] == 0  # everything came from the local blob cache
+    # the reported sha256 and size (hashed while writing) are those of the file
+    assert (result["sha256"], result["size"]) == (hashlib.sha256(again.read_bytes()).hexdigest(),
+                                                  again.stat().st_size)
 
 
 def test_no_secret_in_outputs(world: World) -> None:

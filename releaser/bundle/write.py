@@ -202,6 +202,7 @@ class WriteStats:
     bytes_in: int
     fetched: int  # bytes that came from a registry (not the cache)
     size: int  # bytes of the .tar.zst
+    sha256: str  # of the .tar.zst, hashed as it was written
 
 
 def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]], *, checksums: bytes,
@@ -220,8 +221,9 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
         for name, total in sorted(per_image.items()):
             progress.set_total(name, total)
     try:
-        with tmp.open("wb") as fh:
-            w = TarZstWriter(fh, level=level, threads=threads, mtime=mtime)
+        with tmp.open("wb") as raw:
+            fh = _Hashing(raw)
+            w = TarZstWriter(fh, level=level, threads=threads, mtime=mtime)  # type: ignore[arg-type]
             w.add_bytes(METADATA, metadata)
             w.add_bytes(SIGNATURE, signature)
             w.add_bytes(CHECKSUMS, checksums)
@@ -247,4 +249,21 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
         tmp.unlink(missing_ok=True)
         raise
     return WriteStats(files=len(entries) + 3, blobs=len(bp.blobs), bytes_in=total_in, fetched=fetched,
-                      size=out.stat().st_size)
+                      size=fh.size, sha256=fh.hash.hexdigest())
+
+
+class _Hashing:
+    """A file being written, hashed on the way (no second read of the archive)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
