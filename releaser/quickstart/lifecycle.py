@@ -26,14 +26,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_USAGE, PreflightError, ReleaserError, UsageError
-from ..plan import Plan
 from . import localregistry
 from . import secrets as sec
 from .doctor import Check, Engine, detect_engine, run_checks
 from .stack import Compose, ComposeFile, ServiceState, up_and_wait
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 STATE_FILE = "quickstart.json"
 BACKUP_FORMAT = "releaser.dev/quickstart-backup/v1"
