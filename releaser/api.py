@@ -463,7 +463,6 @@ def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passp
                    registries: RegistryOptions | None = None,
                    progress: Any = None) -> BundleResult:
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed."""
-
     import yaml
 
     from .bundle.cache import BlobCache, default_cache_dir

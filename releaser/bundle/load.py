@@ -175,14 +175,11 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
     def send(repo: str, digest: str, size: int, opener: Callable[[], Any]) -> None:
         state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
         result = registry.push_blob(repo, digest, size, opener, progress=advance(repo), state_file=state,
-                                    known_missing=True)
+                                    known_missing=True)  # `have` says it is missing: pushed or resumed
         with lock:
-            if result == "exists":
-                stats.blobs_skipped += 1
-            else:
-                stats.blobs_pushed += 1
-                stats.bytes_pushed += size
-                stats.resumed += result == "resumed"
+            stats.blobs_pushed += 1
+            stats.bytes_pushed += size
+            stats.resumed += result == "resumed"
             pending_mounts.extend((other, digest, repo) for other in need[digest][1:])
 
     if need:

@@ -76,16 +76,15 @@ def unsafe_reason(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _hash(reader: Any) -> tuple[str, int, bytes | None]:
-    """sha256 hex, size, and the content when it is small JSON (manifests, configs, index.json)."""
+def _hash(reader: Any, first: bytes = b"") -> tuple[str, int, bytes | None]:
+    """sha256 hex, size, and the content when it is small JSON (manifests, configs, index.json),
+    of `first` (bytes the caller already read) and the rest of `reader`."""
     h = hashlib.sha256()
     size = 0
     head = bytearray()
     keep = True
-    while True:
-        chunk = reader.read(1 << 20)
-        if not chunk:
-            break
+    chunk = first
+    while chunk or (chunk := reader.read(1 << 20)):
         h.update(chunk)
         size += len(chunk)
         if keep:
@@ -94,6 +93,7 @@ def _hash(reader: Any) -> tuple[str, int, bytes | None]:
             else:
                 keep = False
                 head = bytearray()
+        chunk = b""
     return h.hexdigest(), size, bytes(head) if keep and head else None
 
 
@@ -114,16 +114,9 @@ HEAD = (METADATA, SIGNATURE, CHECKSUMS)
 def _entry(member: tarfile.TarInfo, reader: Any) -> _Entry:
     if reader is None or unsafe_reason(member):
         return _Entry(member)
-    if member.name in HEAD:
-        raw = reader.read(SMALL + 1)
-        h = hashlib.sha256(raw)
-        size = len(raw)
-        while chunk := reader.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-        return _Entry(member, h.hexdigest(), size, None, raw)
-    digest, size, content = _hash(reader)
-    return _Entry(member, digest, size, content)
+    raw = reader.read(SMALL + 1) if member.name in HEAD else b""
+    digest, size, content = _hash(reader, raw)
+    return _Entry(member, digest, size, content, raw)
 
 
 def _frame_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, int]]] | None:
