@@ -213,16 +213,14 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
 
-    def set_total(self, name: str, total: int) -> None:
-        """The bytes `name` will confirm in all (the total line adds them up)."""
+    def set_totals(self, totals: dict[str, int]) -> None:
+        """The bytes each image (\"\" for the chart) will count in all. The total line is added
+        first, with the sum, so no frame ever shows a partial total."""
         if self.bar is None:
             return
-        for key, add in ((name or "chart", total), (f"{self.label} total", total)):
-            if key not in self.tasks:
-                self.tasks[key] = self.bar.add_task(key, total=0)
-            task = self.tasks[key]
-            self.bar.update(task, total=(self.bar.tasks[task].total or 0) + add if key.endswith(" total")
-                            else total)
+        self.tasks[f"{self.label} total"] = self.bar.add_task(f"{self.label} total", total=sum(totals.values()))
+        for name, total in sorted(totals.items()):
+            self.tasks[name or "chart"] = self.bar.add_task(name or "chart", total=total)
 
     def __call__(self, name: str, n: int) -> None:
         """`n` more bytes confirmed for `name` (an image); a total line sums them."""

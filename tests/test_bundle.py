@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import tarfile
 import threading
@@ -481,3 +482,159 @@ def test_check_compares_the_bundle_too(world: World, tmp_path: Path, helm3: str)
     repack(ms, other)
     code, text = cli("check", str(world.release), "--out", str(out), "--helm", helm3, "--bundle", str(other))
     assert code == 4 and "which the lock does not pin" in text and f"bundle {other.name}" in text
+
+
+# ---------------------------------------------------------------- progress
+
+
+class _Recorder:
+    """A progress sink with the CLI's interface: set_totals({name: bytes}), then (name, more bytes)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, int] = {}
+        self.steps: list[tuple[str, int]] = []
+        self.lock = threading.Lock()
+
+    def set_totals(self, totals: dict[str, int]) -> None:
+        assert not self.totals and not self.steps  # once, before any byte
+        self.totals = dict(totals)
+
+    def __call__(self, name: str, n: int) -> None:
+        with self.lock:
+            self.steps.append((name, n))
+
+    def shown(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, n in self.steps:
+            out[name] = out.get(name, 0) + n
+        return out
+
+
+def test_progress_counts_every_byte_once_and_never_goes_backwards(world: World, tmp_path: Path) -> None:
+    from releaser import api
+    from releaser.errors import ReleaserError
+
+    from .support.faults import CutAfterFirstPatch
+
+    target = RegistryServer(tmp_path / "progress").start()
+    proxy = CutAfterFirstPatch(target.port)
+    opts = api.RegistryOptions(chunk_mb=8)
+    try:
+        cut = _Recorder()
+        with pytest.raises(ReleaserError):
+            api.airgap_load(world.bundle, to=f"{proxy.host}/p", key=world.pub, out=tmp_path, registries=opts,
+                            progress=cut)
+        assert proxy.cut.is_set()
+        assert cut.totals and all(n > 0 for _, n in cut.steps)
+        assert all(cut.shown().get(k, 0) <= t for k, t in cut.totals.items()), (cut.shown(), cut.totals)
+        proxy.allow()
+        again = _Recorder()
+        result = api.airgap_load(world.bundle, to=f"{proxy.host}/p", key=world.pub, out=tmp_path, registries=opts,
+                                 progress=again)
+        assert result.stats["resumed"] == 1
+        assert all(n > 0 for _, n in again.steps)
+        assert again.shown() == again.totals  # every byte of every image once, none twice
+        # the resumed layer is shown from the registry's offset at once, not from zero
+        nats = [n for name, n in again.steps if name == "nats"]
+        assert max(nats) >= 8 << 20, nats
+    finally:
+        proxy.close()
+        target.stop()
+
+
+def test_a_blob_sent_twice_is_shown_once() -> None:
+    from releaser.bundle.load import _Shown
+
+    rec = _Recorder()
+    shown = _Shown(rec, {"r/app": "app"})
+    first = shown.blob("r/app", "sha256:a", 100)
+    assert first is not None
+    first(60)  # the frame fails here; the sequential pass sends the blob again from byte 0
+    second = shown.blob("r/app", "sha256:a", 100)
+    assert second is not None
+    for n in (30, 30, 30, 30):
+        second(n)
+    shown.done("r/app", "sha256:a", 100)
+    assert rec.steps == [("app", 60), ("app", 30), ("app", 10)]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_MOVES = re.compile(r"\x1b\[[0-9;?]*[A-LN-Za-ln-z]")  # cursor moves and erasures: a new line; colours (m): nothing
+_UNITS = {"bytes": 1, "kB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run argv with stderr on a pseudo-terminal (120x40); return its exit code and what it drew."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    reader.join(10)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+def _total_line(drawn: str, label: str) -> list[tuple[float, float]]:
+    """(done, total) in bytes from every drawn `<label> total` line, in order."""
+    out = []
+    for line in re.split(r"[\r\n]", _ANSI.sub("", _MOVES.sub("\n", drawn))):
+        if line.strip().startswith(f"{label} total"):
+            m = re.search(r"([\d.]+)/([\d.]+) (bytes|kB|MB|GB)", line)
+            if m:
+                out.append((float(m[1]) * _UNITS[m[3]], float(m[2]) * _UNITS[m[3]]))
+    return out
+
+
+@pytest.mark.parametrize("step", ["bundle", "load"])
+def test_progress_is_drawn_on_a_terminal_and_nowhere_else(world: World, tmp_path: Path, step: str) -> None:
+    import sys
+
+    env = {**os.environ, "TERM": "xterm-256color", "RELEASER_KEY_PASSPHRASE": PASS,
+           "RELEASER_CACHE": str(tmp_path / "cache")}  # a cold cache: the bundle fetches every blob
+    target = RegistryServer(tmp_path / "tty").start()
+    try:
+        def argv(n: int) -> list[str]:
+            if step == "bundle":
+                return [sys.executable, "-m", "releaser", "bundle", str(world.release), "--key", str(world.key),
+                        "--out", str(tmp_path / f"b{n}.tar.zst")]
+            return [sys.executable, "-m", "releaser", "airgap", str(world.bundle), "--to", f"{target.host}/t{n}",
+                    "--key", str(world.pub), "--out", str(tmp_path)]
+
+        code, drawn = _on_a_terminal(argv(1), env)
+        assert code == 0, drawn
+        label = "bundle" if step == "bundle" else "load"
+        totals = _total_line(drawn, label)
+        assert totals, drawn
+        done = [d for d, _ in totals]
+        assert done == sorted(done)  # never backwards
+        assert {t for _, t in totals} == {totals[-1][1]}  # the total is known from the first frame drawn
+        assert done[-1] == totals[-1][1]  # and reached
+        assert "nats" in _ANSI.sub("", drawn) and "gobmp" in _ANSI.sub("", drawn)
+        if step == "load":
+            assert PASS not in drawn
+        # not a terminal: no bars at all, only the summary
+        env_pipe = {**env, "RELEASER_CACHE": str(tmp_path / "cache2")}
+        proc = subprocess.run(argv(2), env=env_pipe, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert f"{label} total" not in proc.stderr + proc.stdout and "\x1b[" not in proc.stderr
+    finally:
+        target.stop()

@@ -147,25 +147,21 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
     manifests = [i for i in items if i.kind != "blob"]
     pairs = sorted({(b.repo, b.digest) for b in blobs})
     label = {r: r.rsplit("/", 1)[-1] for r in {b.repo for b in items}}  # progress per repository (image)
-
-    def advance(repo: str) -> Callable[[int], None] | None:
-        return None if progress is None else (lambda n: progress(label[repo], n))
+    shown = _Shown(progress, label)
     with ThreadPoolExecutor(concurrency) as pool:
         have = dict(zip(pairs, pool.map(lambda p: registry.blob_exists(*p), pairs), strict=True))
     need: dict[str, list[str]] = {}  # digest -> repos lacking it
     sizes = {b.digest: b.size for b in blobs}
-    if progress is not None and hasattr(progress, "set_total"):
+    if progress is not None and hasattr(progress, "set_totals"):
         totals: dict[str, int] = {}
         for repo, digest in pairs:
             totals[label[repo]] = totals.get(label[repo], 0) + sizes[digest]
-        for name, total in sorted(totals.items()):
-            progress.set_total(name, total)
+        progress.set_totals(totals)
     for (repo, digest), present in have.items():
         if present:
             stats.blobs_skipped += 1
             stats.bytes_skipped += sizes[digest]
-            if progress:
-                progress(label[repo], sizes[digest])
+            shown.done(repo, digest, sizes[digest])
         else:
             need.setdefault(digest, []).append(repo)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -174,8 +170,8 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
 
     def send(repo: str, digest: str, size: int, opener: Callable[[], Any]) -> None:
         state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
-        result = registry.push_blob(repo, digest, size, opener, progress=advance(repo), state_file=state,
-                                    known_missing=True)  # `have` says it is missing: pushed or resumed
+        result = registry.push_blob(repo, digest, size, opener, progress=shown.blob(repo, digest, size),
+                                    state_file=state, known_missing=True)  # `have` says it is missing: pushed or resumed
         with lock:
             stats.blobs_pushed += 1
             stats.bytes_pushed += size
@@ -193,8 +189,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
                     registry.push_blob(repo, digest, member.size, lambda r=reader: _NoClose(r))
                     stats.blobs_pushed += 1
                     break
-        if progress:
-            progress(label[repo], sizes[digest])
+        shown.done(repo, digest, sizes[digest])
     # manifests by digest: every child before its index (plan order guarantees it)
     seen: set[tuple[str, str]] = set()
     ordered = [m for m in manifests if not ((m.repo, m.digest) in seen or seen.add((m.repo, m.digest)))]
@@ -217,6 +212,47 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
     with ThreadPoolExecutor(concurrency) as pool:  # tags last: each names a manifest already there
         stats.tags.extend(pool.map(put_tag, tags))
     return stats
+
+
+class _Shown:
+    """Progress per blob that never goes backwards and never counts a byte twice.
+
+    A blob can be sent more than once in a run (a frame that fails after verification leaves
+    its blob to the sequential pass; a resumed upload first reports the registry's offset), so
+    each attempt reports its own position and only bytes beyond the most already shown for that
+    blob reach `progress`; the total for a blob never exceeds its size.
+    """
+
+    def __init__(self, progress: Callable[[str, int], None] | None, label: dict[str, str]) -> None:
+        self.progress = progress
+        self.label = label
+        self.high: dict[tuple[str, str], int] = {}
+        self.lock = threading.Lock()
+
+    def blob(self, repo: str, digest: str, size: int) -> Callable[[int], None] | None:
+        """A callback for one attempt at sending a blob: `n` more bytes of it confirmed."""
+        if self.progress is None:
+            return None
+        at = 0
+
+        def advance(n: int) -> None:
+            nonlocal at
+            at = min(at + n, size)
+            self._show(repo, digest, at)
+        return advance
+
+    def done(self, repo: str, digest: str, size: int) -> None:
+        """The blob is in the target (was there, mounted, or sent)."""
+        if self.progress is not None:
+            self._show(repo, digest, size)
+
+    def _show(self, repo: str, digest: str, at: int) -> None:
+        with self.lock:
+            new = at - self.high.get((repo, digest), 0)
+            if new <= 0:
+                return
+            self.high[(repo, digest)] = at
+        self.progress(self.label[repo], new)  # type: ignore[misc]
 
 
 STREAMS = 4  # archive frames read and uploaded at once: a registry takes several streams faster than one

@@ -214,12 +214,11 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     fetched = 0
     total_in = 0
-    if progress is not None and hasattr(progress, "set_total"):
+    if progress is not None and hasattr(progress, "set_totals"):
         per_image: dict[str, int] = {}
         for blob in bp.blobs.values():
             per_image[blob.image] = per_image.get(blob.image, 0) + blob.size
-        for name, total in sorted(per_image.items()):
-            progress.set_total(name, total)
+        progress.set_totals(per_image)
     try:
         with tmp.open("wb") as raw:
             fh = _Hashing(raw)
