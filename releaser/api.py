@@ -614,7 +614,7 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
 
     if engine is not None and engine not in ENGINES:
         raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="pick one of them")
-    ports: list[tuple[str, int, str]] = []
+    ports: list[tuple[str, int, str, str | None]] = []
     registries: list[str] = []
     subnet: str | None = None
     own: frozenset[str] = frozenset()
@@ -639,9 +639,9 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
             for s in release.services:
                 for p in s.ports:
                     if s.host_network and not s.tcpao:
-                        ports.append((f"{s.name}.{p.name} (host network)", p.port, p.protocol))
+                        ports.append((f"{s.name}.{p.name} (host network)", p.port, p.protocol, "0.0.0.0"))
                     elif p.exposure == "public":
-                        ports.append((f"{s.name}.{p.name}", p.host_port or p.port, p.protocol))
+                        ports.append((f"{s.name}.{p.name}", p.host_port or p.port, p.protocol, None))
     checks = run_checks(ports=ports, tcpao=tcpao, engine=engine, skip=frozenset(skip), bind_address=bind_address,
                         disk_path=directory or Path("."), registries=registries, subnet=subnet,
                         own_interfaces=own)

@@ -52,6 +52,7 @@ class PlanPort:
     public: bool
     host_port: int  # Compose publishes public ports here
     compose_published: bool  # public and the service is not on the host network (nothing to publish there)
+    compose_host_bound: bool  # the service is on the host network in Compose: it binds this port on the host itself
     knob: str  # .env variable holding the published host port
 
 
@@ -261,7 +262,8 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
         compose_host = s.host_network and not s.tcpao
         ports = tuple(PlanPort(name=p.name, port=p.port, protocol=p.protocol, public=p.exposure == "public",
                                host_port=p.host_port or p.port, knob=_knob(s.name, p.name, "port"),
-                               compose_published=p.exposure == "public" and not compose_host)
+                               compose_published=p.exposure == "public" and not compose_host,
+                               compose_host_bound=compose_host)
                       for p in s.ports)
         depends = tuple((d, "service_healthy" if services_by_name[d].health else "service_started")
                         for d in s.depends_on)

@@ -67,6 +67,30 @@ def test_a_taken_port_is_named_with_its_service(tmp_path: Path) -> None:
     assert "tcp-ao" not in checks  # no sidecars, no kernel check
 
 
+def test_a_host_network_port_is_checked_on_every_address_with_a_lock(tmp_path: Path) -> None:
+    """With a current lock, doctor checks exactly what the quickstart would: a host-network
+    service binds its own port, so a socket on any address (here loopback only) is in the way."""
+    import shutil
+
+    from .conftest import ROOT
+
+    d = tmp_path / "ks"
+    shutil.copytree(ROOT / "tests/fixtures/kitchen-sink", d)  # locked; `agent` is on the host network
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        text = (d / "release.yaml").read_text()
+        assert text.count("port: 9100}") == 2
+        (d / "release.yaml").write_text(text.replace("port: 9100}", f"port: {port}}}"))
+        code, checks, _ = doctor(str(d), "--skip", "engine", "--skip", "engine-reachable")
+    check = checks[f"port-{port}"]
+    assert code == 8 and check["status"] == "fail"
+    assert check["detail"] == f"0.0.0.0:{port}/tcp for agent.node-metrics (host network) is in use"
+    assert "which .env cannot move" in str(check["fix"])
+    assert checks["port-9443"]["detail"].startswith("127.0.0.1:9443/tcp for api.https")  # published: BIND_ADDRESS
+
+
 def test_skip_is_explicit_and_reported(tmp_path: Path) -> None:
     _, checks, _ = doctor(str(EXAMPLE), "--skip", "tcp-ao", "--skip", "disk")
     assert checks["tcp-ao"]["status"] == "skipped" and checks["disk"]["status"] == "skipped"

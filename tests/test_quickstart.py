@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -311,6 +312,46 @@ def test_a_crashing_service_is_named_with_its_logs(world: dict[str, Any]) -> Non
         assert "releaser quickstart logs collector" in proc.stderr
     finally:
         run(env, "quickstart", "reset", "--yes", expect=None)
+
+
+def test_a_host_network_service_has_its_ports_checked_and_a_rerun_keeps_them(world: dict[str, Any]) -> None:
+    """A service on the host network binds its ports on the host itself (nothing is published):
+    the preflight checks them on every address, and a re-run does not trip on its own."""
+    http, bmp = free_port(), free_port()
+    rel = world["work"] / "hostnet"
+    rel.mkdir()
+    ref = yaml.safe_load((world["rel"] / "release.yaml").read_text())["images"]["gobmp"]["ref"]
+    doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release", "metadata": {"name": "hostnet", "version": "1.0.0"},
+           "images": {"gobmp": {"ref": ref}},
+           "services": {"agent": {"image": "gobmp", "hostNetwork": True,
+                                  "args": [f"--source-port={bmp}", f"--http-port={http}"],
+                                  "ports": [{"name": "bmp", "port": bmp}, {"name": "http", "port": http}],
+                                  "health": {"http": {"path": "/healthz", "port": "http"}},
+                                  "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}}}}
+    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "hostnet-stack")}
+    run(env, "lock", str(rel))
+
+    def project() -> list[str]:
+        return docker(env, "ps", "-aq", "--filter", "label=com.docker.compose.project=hostnet").split()
+
+    try:
+        with socket.socket() as s:  # held on loopback only: a service listening on 0.0.0.0 would still fail
+            s.bind(("127.0.0.1", http))
+            s.listen()
+            proc = run(env, "quickstart", str(rel), "--json", expect=8)
+        failed = {c["name"]: c for c in json.loads(proc.stdout)["error"]["checks"] if c["status"] == "fail"}
+        assert list(failed) == [f"port-{http}"], failed
+        assert failed[f"port-{http}"]["detail"] == f"0.0.0.0:{http}/tcp for agent.http (host network) is in use"
+        assert "which .env cannot move" in failed[f"port-{http}"]["fix"]
+        assert project() == []
+        run(env, "quickstart", str(rel))
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=5) as resp:  # on the host itself
+            assert resp.read().strip() == b"ok"
+        run(env, "quickstart", str(rel))  # a re-run: its own ports are not "in use"
+    finally:
+        run(env, "quickstart", "reset", "--yes", expect=None)
+    assert project() == []
 
 
 # ------------------------------------------------------------------ airgap

@@ -119,13 +119,14 @@ def port_free(address: str, port: int, proto: str = "TCP") -> bool:
     return True
 
 
-def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | None = None,
+def run_checks(*, ports: list[tuple[str, int, str, str | None]], tcpao: bool, engine: str | None = None,
                skip: frozenset[str] = frozenset(), bind_address: str = "127.0.0.1",
                disk_path: Path = Path("."), min_free: int = MIN_FREE_BYTES,
                registries: list[str] | None = None, subnet: str | None = None,
                own_interfaces: frozenset[str] = frozenset()) -> list[Check]:
-    """Every check, in order; `ports` is [(service.port-name, host port, protocol)]; `registries`
-    are the hosts images must still be pulled from."""
+    """Every check, in order; `ports` is [(service.port-name, host port, protocol, address)], an
+    address of None meaning `bind_address`; `registries` are the hosts images must still be
+    pulled from."""
     out: list[Check] = []
 
     def add(name: str, ok: bool, detail: str, fix: str | None = None) -> None:
@@ -148,10 +149,13 @@ def run_checks(*, ports: list[tuple[str, int, str]], tcpao: bool, engine: str | 
         add("engine-reachable", code == 0, f"{found.kind} engine {first}" if code == 0 else
             f"{found.kind} does not answer: {first}",
             "start the engine (systemctl start docker) or point DOCKER_HOST at a running one")
-    for where, port, proto in ports:
-        add(f"port-{port}", port_free(bind_address, port, proto), f"{bind_address}:{port}/{proto.lower()} "
-            f"for {where} is {'free' if port_free(bind_address, port, proto) else 'in use'}",
-            f"stop what listens on {port} (ss -ltnp 'sport = :{port}'), or choose another host port in .env")
+    for where, port, proto, address in ports:
+        at = address or bind_address
+        free = port_free(at, port, proto)
+        add(f"port-{port}", free, f"{at}:{port}/{proto.lower()} for {where} is {'free' if free else 'in use'}",
+            f"stop what listens on {port} (ss -{'u' if proto == 'UDP' else 't'}lnp 'sport = :{port}')" + (
+                ", or choose another host port in .env" if address is None else
+                "; a host-network service binds its own port, which .env cannot move"))
     if subnet:
         clashes = routed_elsewhere(subnet, own_interfaces)
         add("subnet", not clashes, f"{subnet} (network.subnet) " + (

@@ -166,16 +166,22 @@ def _secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
     return out
 
 
-def published_ports(plan: Plan, stack: Path, held_ports: frozenset[int] = frozenset()) -> list[tuple[str, int, str]]:
-    """(service.port, host port, protocol) of every port Compose publishes, with the host port
-    Compose will really use (shell env first, then the stack's .env, then the default)."""
+def published_ports(plan: Plan, stack: Path, held_ports: frozenset[int] = frozenset()
+                    ) -> list[tuple[str, int, str, str | None]]:
+    """(service.port, host port, protocol, address) of every port the stack takes on this host:
+    each port Compose publishes, with the host port Compose will really use (shell env first,
+    then the stack's .env, then the default) on BIND_ADDRESS (address None), and each port a
+    host-network service binds itself (address 0.0.0.0: it may listen on any address, so
+    whatever holds the port on any address is in the way). `held_ports`: the stack's own."""
     knobs = {**_dotenv(stack / ".env"), **os.environ}
-    ports = []
+    ports: list[tuple[str, int, str, str | None]] = []
     for s in plan.services:
         for p in s.ports:
+            if p.compose_host_bound and p.port not in held_ports:
+                ports.append((f"{s.name}.{p.name} (host network)", p.port, p.protocol, "0.0.0.0"))
             port = int(knobs.get(p.knob) or p.host_port or p.port)
             if p.compose_published and port not in held_ports:
-                ports.append((f"{s.name}.{p.name}", port, p.protocol))
+                ports.append((f"{s.name}.{p.name}", port, p.protocol, None))
     return ports
 
 
@@ -224,8 +230,9 @@ def _dotenv(path: Path) -> dict[str, str]:
     return out
 
 
-def _held_ports(stack: Path, project: str, engine: str | None) -> set[int]:
-    """Host ports this stack's own running containers publish (a re-run must not trip on them)."""
+def _held_ports(stack: Path, plan: Plan, engine: str | None) -> set[int]:
+    """Host ports this stack's own running containers hold (a re-run must not trip on them):
+    the ports they publish, and the ports of its host-network services that are running."""
     if not (stack / STATE_FILE).is_file():
         return set()
     try:
@@ -234,10 +241,13 @@ def _held_ports(stack: Path, project: str, engine: str | None) -> set[int]:
         found = compose.states(_spec(stack, state))
     except ReleaserError:
         return set()
+    host_bound = {s.name: [p.port for p in s.ports if p.compose_host_bound] for s in plan.services}
     held = set()
     for s in found:
         for p in s.ports:
             held.add(int(p.split("->")[0].rsplit(":", 1)[1]))
+        if s.state in ("running", "restarting", "paused"):
+            held.update(host_bound.get(s.service, ()))
     return held
 
 
@@ -285,7 +295,7 @@ def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, sk
 
         found = _engine(engine)
         skip_all = tuple(skip)
-        held = _held_ports(stack, plan.name, found.kind)
+        held = _held_ports(stack, plan, found.kind)
         local = is_bundle and registry == "local"
         previous = State.load(stack) if (stack / STATE_FILE).is_file() else None
         if local:
