@@ -97,6 +97,17 @@ nodes:
 """
 
 
+def site_values(collector_node: str, speaker_node: str, collector_ip: str, speaker_ip: str) -> dict[str, Any]:
+    """The site's own values: which worker runs which TCP-AO peer, and the peers' node addresses.
+    (tests/test_chart.py renders the chart with these offline, on Helm 3 and 4.)"""
+    return {"services": {
+        "collector": {"nodeSelector": {"kubernetes.io/hostname": collector_node},
+                      "tcpao": {"peerIP": speaker_ip}},
+        "speaker": {"nodeSelector": {"kubernetes.io/hostname": speaker_node},
+                    "tcpao": {"remote": f"{collector_ip}:1790", "peerIP": collector_ip}},
+    }}
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("kind")
@@ -151,14 +162,7 @@ def installed(cluster: dict[str, Any]) -> dict[str, Any]:
     speaker_ip = next(a["address"] for a in kjson("get", "node", sorted(workers)[1])["status"]["addresses"]
                       if a["type"] == "InternalIP")
     kubectl("-n", NS, "create", "secret", "generic", "bmp-tcpao-key", "--from-literal=tcpao-key=e2e-lab-key-0123456789")
-    site = {
-        "services": {
-            "collector": {"nodeSelector": {"kubernetes.io/hostname": collector_node},
-                          "tcpao": {"peerIP": speaker_ip}},
-            "speaker": {"nodeSelector": {"kubernetes.io/hostname": sorted(workers)[1]},
-                        "tcpao": {"remote": f"{node_ip}:1790", "peerIP": node_ip}},
-        }
-    }
+    site = site_values(collector_node, sorted(workers)[1], node_ip, speaker_ip)
     (work / "site.yaml").write_text(yaml.safe_dump(site))
     lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
     sh(HELM, "--kube-context", f"kind-{CLUSTER}", "install", "bmp", f"oci://{LOCAL}/charts/bmp-tcpao",
