@@ -367,6 +367,14 @@ def test_a_wrong_key_is_refused(world: World, tmp_path: Path) -> None:
     assert code == 1 and "the signature does not verify with the given public key" in out
 
 
+def test_a_bundle_that_is_not_there_is_a_wrong_path_not_a_damaged_bundle(world: World, tmp_path: Path) -> None:
+    for args in (["airgap", "verify", str(tmp_path / "nope.tar.zst")],
+                 ["airgap", str(tmp_path / "nope.tar.zst"), "--to", world.dst.host], ["airgap", "verify", str(tmp_path)]):
+        code, out = cli(*args, "--key", str(world.pub))
+        assert code == 1 and ("no such file" in out or "is a directory" in out), out
+        assert "verification problems" not in out and "pass the bundle file" in out
+
+
 def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: Path) -> None:
     target = RegistryServer(tmp_path / "flaky").start()
     try:

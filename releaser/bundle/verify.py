@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ReleaserError
+from ..errors import ReleaserError, UsageError
 from .archive import ArchiveError, iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
 from .sign import fingerprint, load_public_key, verify_signature
@@ -148,8 +148,17 @@ def _sequential_entries(path: Path) -> Iterator[_Entry]:
         yield _entry(member, reader)
 
 
+def _readable(path: Path) -> None:
+    """A bundle that is not there is a wrong path, not a damaged bundle: say only that."""
+    if not path.is_file():
+        raise UsageError(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}",
+                         fix="pass the bundle file (bundles/<name>-<version>.tar.zst, as `releaser bundle` "
+                             "writes it)")
+
+
 def verify_bundle(path: Path, public_key: Path) -> Verified:
     """Verify everything; raise VerificationError listing every problem."""
+    _readable(path)
     key = load_public_key(public_key)
     problems: list[str] = []
     head: dict[str, bytes] = {}
@@ -226,6 +235,7 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
 def verify_head(path: Path, public_key: Path) -> dict[str, Any] | None:
     """Signature and aggregate checksum only (the first three members): the signed metadata,
     or None when anything is wrong (the caller then runs the full verification to say what)."""
+    _readable(path)
     key = load_public_key(public_key)
     head: dict[str, bytes] = {}
     try:
