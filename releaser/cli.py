@@ -20,10 +20,12 @@ from .errors import ReleaserError
 app = typer.Typer(
     name="releaser",
     help=(
-        "One release.yaml -> a Compose quickstart, a Helm chart and (later) an airgap bundle, "
+        "One release.yaml -> a Compose quickstart, a Helm chart and a signed airgap bundle, "
         "all pinned to the image digests of release.lock.yaml.\n\n"
-        "Typical flow:  releaser init my-release/ ; releaser validate my-release/ ; "
-        "releaser render my-release/ ; releaser check my-release/"
+        "Typical flow:  releaser init my-release/ ; releaser validate my-release/ ; releaser lock my-release/ ; "
+        "releaser render my-release/ ; releaser check my-release/ ; releaser quickstart my-release/ ; "
+        "releaser bundle my-release/ --key keys/releaser.key ; "
+        "releaser airgap BUNDLE --to registry.local:5000 --key releaser.pub"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -80,7 +82,7 @@ CredsOpt = Annotated[str | None, typer.Option(
 @app.command()
 def lock(directory: DirArg,
          platform: Annotated[list[str] | None, typer.Option(
-             "--platform", help="Keep only this platform (os/arch[/variant]); re-pins to its manifest. "
+             "--platform", help="Keep only this platform (os/arch\\[/variant]); re-pins to its manifest. "
                                 "Overrides images.*.platforms.")] = None,
          refresh: Annotated[bool, typer.Option("--refresh", help="Re-resolve every image, even current ones.")]
          = False,
@@ -293,7 +295,7 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
            bundle_path: Annotated[Path | None, typer.Argument(help="The bundle (after 'verify').",
                                                               show_default=False)] = None,
            key: KeyOpt = Path("releaser.pub"),
-           to: Annotated[str | None, typer.Option("--to", help="Target registry HOST[:PORT][/PREFIX].")] = None,
+           to: Annotated[str | None, typer.Option("--to", help="Target registry HOST[:PORT]\\[/PREFIX].")] = None,
            out: Annotated[Path, typer.Option("--out", "-o", help="Where values-airgap.yaml and "
                                              "compose.airgap.yaml are written.")] = Path("."),
            concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests; up to 4 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,30 @@ def test_help_teaches() -> None:
     assert code == 0 and "Example:" in text and "--out" in text
     code, text = cli("--version")
     assert code == 0 and text.startswith("releaser ")
+
+
+def test_every_help_renders_with_its_brackets_literal() -> None:
+    """Every command's and subcommand's --help exits 0, and every [...] of its help text is shown
+    as written (help is rendered as rich markup, where `[/x]` would be a closing tag)."""
+    import re
+
+    import typer
+
+    def walk(command: object, path: list[str]) -> Iterator[tuple[list[str], object]]:
+        yield path, command
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            yield from walk(sub, [*path, name])
+
+    seen = 0
+    for path, command in walk(typer.main.get_command(app), []):
+        code, text = cli(*path, "--help")
+        assert code == 0, (path, text)
+        flat = re.sub(r"[\s│]+", "", text)  # rich wraps lines inside boxes
+        raw = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]  # type: ignore[attr-defined]
+        for group in re.findall(r"\[[^\]\s]*\]", " ".join(raw).replace("\\[", "[")):
+            assert group in flat, (path, group)
+        seen += 1
+    assert seen >= 11  # the app, its commands and the quickstart subcommands
 
 
 
