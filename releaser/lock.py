@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 
 from . import model as m
-from .errors import LockError, Problem, ValidationError
+from .errors import LockError, Problem, ReleaserError, ValidationError
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
-from .names import LOCK_FILE
+from .names import LOCK_FILE, RELEASE_FILE
 from .yamlsource import PathT, Source, load_source
 
 LOCK_KIND = "ReleaseLock"
@@ -328,7 +328,13 @@ def resolve_lock(release: m.Release, previous: Lock | None, registry_for: Any, *
             report.append(Resolution(name=img.name, action="kept", pinned=prev.pinned))
             continue
         registry_host = split_reference(img.ref)[0]
-        pin = resolve_image(img, registry_for(registry_host), platforms=tuple(want), previous=prev)
+        try:
+            pin = resolve_image(img, registry_for(registry_host), platforms=tuple(want), previous=prev)
+        except LockError:
+            raise
+        except ReleaserError as exc:  # a registry error: say which image of release.yaml asked
+            raise type(exc)(f"images.{img.name} ({img.ref}) in {RELEASE_FILE}: {exc.message}",
+                            fix=exc.fix) from exc
         action = "resolved" if prev is None else ("kept" if prev.digest == pin.digest else "changed")
         images.append(pin)
         report.append(Resolution(name=img.name, action=action, pinned=pin.pinned,

@@ -213,6 +213,7 @@ def test_unreachable_registry_is_named(tmp_path: Path) -> None:
     d = release_dir(tmp_path, "127.0.0.1:9")  # discard port: nothing listens
     code, out = cli("lock", str(d))
     assert code == 6 and "127.0.0.1:9 is unreachable" in out
+    assert "error: images." in out and "(127.0.0.1:9/" in out and "in release.yaml" in out  # which image asked
 
 
 
