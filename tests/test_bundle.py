@@ -189,6 +189,20 @@ def test_no_secret_in_outputs(world: World) -> None:
     assert b"ENCRYPTED PRIVATE KEY" not in world.bundle.read_bytes()
 
 
+def test_an_unreachable_source_names_the_image_and_leaves_no_file(world: World, tmp_path: Path) -> None:
+    import shutil
+
+    rel = tmp_path / "rel"
+    shutil.copytree(world.release, rel)
+    for name in ("release.yaml", "release.lock.yaml"):  # a current lock whose registry is gone
+        (rel / name).write_text((rel / name).read_text().replace(world.src.host, "127.0.0.1:9"))
+    out = tmp_path / "out" / "b.tar.zst"
+    code, text = cli("bundle", str(rel), "--key", str(world.key), "--out", str(out), "--no-cache")
+    assert code == 6 and "127.0.0.1:9 is unreachable" in text, text
+    assert "error: images.gobmp (127.0.0.1:9/bmp/gobmp@sha256:" in text and "from release.lock.yaml" in text
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
 def test_zstd_level_and_bad_key(world: World, tmp_path: Path) -> None:
     code, out = cli("bundle", str(world.release), "--key", str(world.key), "--out", str(tmp_path / "b"),
                     "--zstd-level", "42")

@@ -20,8 +20,9 @@ from typing import Any
 from .. import __version__
 from ..errors import ReleaserError
 from ..lock import INDEX_TYPES, Lock, split_reference
+from ..names import LOCK_FILE
 from ..plan import Plan
-from ..registry import sha256_digest
+from ..registry import RegistryError, sha256_digest
 from ..render.compose import render_compose
 from ..render.helm import chart_config, package_chart, render_helm
 from .archive import TarZstWriter
@@ -68,6 +69,11 @@ class BundlePlan:
         self.blobs.setdefault(blob.digest, blob)
 
 
+def _about(exc: RegistryError, what: str) -> RegistryError:
+    """The same registry error, saying which image of the release it was fetching."""
+    return type(exc)(f"{what}: {exc.message}", fix=exc.fix)
+
+
 def _collect_image(bp: BundlePlan, name: str, pin: Any, registry: Any) -> None:
     _, path, _, _ = split_reference(pin.repository)
     top = registry.get_manifest(path, pin.digest)
@@ -103,7 +109,10 @@ def assemble(plan: Plan, lock: Lock, release_dir: Path, registry_for: Callable[[
     for img in plan.images:
         pin = lock.image(img.name)
         registry_host = split_reference(pin.repository)[0]
-        _collect_image(bp, img.name, pin, registry_for(registry_host))
+        try:
+            _collect_image(bp, img.name, pin, registry_for(registry_host))
+        except RegistryError as exc:
+            raise _about(exc, f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})") from exc
         source = next(i for i in lock.images if i.name == img.name).source
         bp.index.append({"mediaType": pin.media_type, "digest": pin.digest, "size": pin.size,
                          "annotations": {REF_NAME: _ref_name(source, pin), IMAGE_NAME: img.name}})
@@ -237,7 +246,10 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
                             progress(b.image, len(c))
                         yield c
 
-                total_in += w.add_stream(blob.path, blob.size, counted(chunks))
+                try:
+                    total_in += w.add_stream(blob.path, blob.size, counted(chunks))
+                except RegistryError as exc:  # the partial archive is a temp file, removed below
+                    raise _about(exc, f"images.{blob.image} blob {blob.digest}") from exc
                 if from_registry:
                     fetched += blob.size
             for name in sorted(bp.files):
