@@ -622,10 +622,10 @@ def doctor(directory: Path | None = None, *, engine: str | None = None, skip: tu
     if directory is not None:
         try:  # with a current lock: exactly what the quickstart would check
             from .quickstart.doctor import detect_engine
-            from .quickstart.lifecycle import DEFAULT_DIR, _own_bridges, published_ports, registries_to_pull
+            from .quickstart.lifecycle import DEFAULT_DIR, _own_bridges, host_ports, registries_to_pull
 
             plan, _ = load_plan(directory)
-            ports = published_ports(plan, DEFAULT_DIR)
+            ports = host_ports(plan, DEFAULT_DIR)
             tcpao = any(s.sidecar for s in plan.services)
             found, _ = detect_engine(engine)
             registries = registries_to_pull(plan, found) if found else []

@@ -166,7 +166,7 @@ def _secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
     return out
 
 
-def published_ports(plan: Plan, stack: Path, held_ports: frozenset[int] = frozenset()
+def host_ports(plan: Plan, stack: Path, held_ports: frozenset[int] = frozenset()
                     ) -> list[tuple[str, int, str, str | None]]:
     """(service.port, host port, protocol, address) of every port the stack takes on this host:
     each port Compose publishes, with the host port Compose will really use (shell env first,
@@ -194,7 +194,7 @@ def _preflight(plan: Plan, *, engine: str | None, skip: tuple[str, ...], held_po
                registries: list[str], stack: Path) -> list[Check]:
     knobs = {**_dotenv(stack / ".env"), **os.environ}
     tcpao = any(s.sidecar for s in plan.services)
-    checks = run_checks(ports=published_ports(plan, stack, frozenset(held_ports)), tcpao=tcpao, engine=engine,
+    checks = run_checks(ports=host_ports(plan, stack, frozenset(held_ports)), tcpao=tcpao, engine=engine,
                         skip=frozenset(skip), disk_path=stack, registries=registries,
                         bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1", subnet=plan.subnet,
                         own_interfaces=_own_bridges(engine, plan.name) if plan.subnet else frozenset())
