@@ -492,7 +492,8 @@ def load_release(directory: Path) -> tuple[m.Release, list[Problem]]:
 
     Returns the release and the warnings (which do not stop anything).
     """
-    path = directory / RELEASE_FILE if directory.is_dir() else directory
+    # DIR, or the file itself; a DIR that does not exist is reported as DIR/release.yaml
+    path = directory if directory.is_file() or directory.suffix in (".yaml", ".yml") else directory / RELEASE_FILE
     src, problems = load_source(path)
     if src is None:
         raise ValidationError(problems)

@@ -82,8 +82,10 @@ class State:
     def load(cls, stack: Path) -> State:
         path = stack / STATE_FILE
         if not path.is_file():
-            raise UsageError(f"{stack} holds no quickstart (no {STATE_FILE})",
-                             fix="start one with `releaser quickstart RELEASE_DIR` or point --dir at its directory")
+            where = "does not exist" if not stack.exists() else f"has no {STATE_FILE}"
+            raise UsageError(f"no quickstart stack at {stack} (the directory {where})",
+                             fix="start one with `releaser quickstart RELEASE_DIR`, or point --dir (or "
+                                 "$RELEASER_QUICKSTART_DIR) at the directory it was started in")
         try:
             d = json.loads(path.read_text())
             return cls(release=d["release"], version=d["version"], source=d["source"], source_kind=d["sourceKind"],
