@@ -40,7 +40,13 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where compose/<name>/
 
 def _emit(command: str, as_json: bool, fn: Callable[[], Any], text: Callable[[Any], str]) -> None:
     try:
-        result = fn()
+        try:
+            result = fn()
+        except OSError as exc:  # the file system said no: name the path, never a traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise ReleaserError(f"{where}{exc.strerror or exc}",
+                                fix="check that path: a directory where a file is expected (or the other way "
+                                    "round), permissions, or free space") from exc
     except ReleaserError as exc:
         if as_json:
             typer.echo(json.dumps({"ok": False, "command": command, "error": exc.to_json()}, indent=2))

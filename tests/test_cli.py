@@ -182,3 +182,11 @@ def test_committed_example_passes_check(helm3: str) -> None:
 
     code, text = cli("check", str(EXAMPLE), "--out", str(ROOT), "--helm", helm3)
     assert code == 0, text
+
+
+def test_a_file_system_refusal_is_an_error_naming_the_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, text = cli("render", str(EXAMPLE), "--out", str(blocker))  # --out is a file, not a directory
+    assert code == 1 and f"error: {blocker}/compose: Not a directory" in text and "fix:" in text
+    assert "Traceback" not in text
