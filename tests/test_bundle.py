@@ -389,6 +389,15 @@ def test_a_bundle_that_is_not_there_is_a_wrong_path_not_a_damaged_bundle(world: 
         assert "verification problems" not in out and "pass the bundle file" in out
 
 
+def test_a_target_no_client_could_pull_from_is_refused_before_reading_the_bundle(world: World) -> None:
+    # a registry may store "Air/..." but docker, containerd and helm refuse such names
+    for to, fix in ((f"{world.dst.host}/Air", f"--to {world.dst.host}/air"),
+                    (f"{world.dst.host}/a b", f"--to {world.dst.host}/a-b"), ("reg_istry:5000", "HOST[:PORT]")):
+        code, out = cli("airgap", str(world.bundle), "--to", to, "--key", str(world.pub))
+        assert code == 1 and f"--to {to!r}" in out and fix in out, out
+        assert "verif" not in out  # refused before the bundle is read
+
+
 def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: Path) -> None:
     target = RegistryServer(tmp_path / "flaky").start()
     try:

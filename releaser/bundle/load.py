@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,18 @@ from .archive import ArchiveError, iter_members
 from .format import IMAGE_NAME, REF_NAME
 from .verify import Verified
 
+# repository names, OCI distribution spec v1.1 ("Definitions"); clients (docker, containerd, helm)
+# refuse anything else even where a registry stores it
+_NAME = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)"
+                   r"(:[0-9]{1,5})?")
+
+
+def _suggest(prefix: str) -> str:
+    """A valid prefix close to `prefix` (lowercased, other characters turned into '-')."""
+    parts = [re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in prefix.split("/")]
+    return "/".join(p for p in parts if p) or "airgap"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Target:
@@ -41,6 +54,13 @@ class Target:
         if "://" in value or not value or value.startswith("/"):
             raise UsageError(f"--to {value!r} is not HOST[:PORT][/PREFIX]", fix="e.g. --to registry.local:5000/airgap")
         host, _, prefix = value.partition("/")
+        if not _HOST.fullmatch(host):
+            raise UsageError(f"--to {value!r}: {host!r} is not a registry HOST[:PORT]",
+                             fix="a host name or IP address, then an optional :PORT, e.g. --to registry.local:5000")
+        if prefix and not _NAME.fullmatch(prefix):
+            raise UsageError(f"--to {value!r}: the prefix {prefix!r} is not a valid repository path (OCI "
+                             "distribution spec: lowercase letters and digits, separated by '.', '_', '__', "
+                             "'-' or '/')", fix=f"e.g. --to {host}/{_suggest(prefix)}")
         return cls(host=host, prefix=prefix)
 
     def repo(self, path: str) -> str:
