@@ -7,6 +7,7 @@ code (docs/cli.md). Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,20 @@ def _emit(command: str, as_json: bool, fn: Callable[[], Any], text: Callable[[An
             raise ReleaserError(f"{where}{exc.strerror or exc}",
                                 fix="check that path: a directory where a file is expected (or the other way "
                                     "round), permissions, or free space") from exc
+    except KeyboardInterrupt:
+        exc = ReleaserError(f"{command}: interrupted", fix="re-run the same command: nothing is left half "
+                            "written (files are written to a temp name and renamed) and a registry load "
+                            "sends only what the target still lacks")
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "command": command, "error": exc.to_json()}, indent=2))
+        else:
+            typer.echo(exc.render(), err=True)
+        # Exit now: worker threads may sit in a request to a registry that stopped answering (up
+        # to the request timeout, times the retries), and Python would wait for each of them.
+        # The main thread has already cleaned up (temp files removed); upload state is on disk.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     except ReleaserError as exc:
         if as_json:
             typer.echo(json.dumps({"ok": False, "command": command, "error": exc.to_json()}, indent=2))

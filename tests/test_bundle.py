@@ -435,6 +435,45 @@ def _kill_when_uploading(server: RegistryServer) -> None:
     server.kill()
 
 
+@pytest.mark.parametrize("step", ["load", "bundle"])
+def test_ctrl_c_against_a_registry_that_stopped_answering_stops_at_once(world: World, tmp_path: Path,
+                                                                         step: str) -> None:
+    """Workers blocked on a silent registry must not hold Ctrl-C for timeout x retries; nothing
+    is left half written, and the message says a re-run finishes the job."""
+    import shutil
+    import signal
+    import sys
+
+    from .support.faults import BlackHole
+
+    hole = BlackHole()
+    out = tmp_path / "out"
+    if step == "load":
+        argv = ["airgap", str(world.bundle), "--to", f"{hole.host}/x", "--key", str(world.pub), "--plain-http",
+                "--out", str(out)]
+    else:  # a current lock whose registry went silent
+        rel = tmp_path / "rel"
+        shutil.copytree(world.release, rel)
+        for name in ("release.yaml", "release.lock.yaml"):
+            (rel / name).write_text((rel / name).read_text().replace(world.src.host, hole.host))
+        argv = ["bundle", str(rel), "--key", str(world.key), "--out", str(out / "b.tar.zst"), "--no-cache"]
+    env = {**os.environ, "RELEASER_KEY_PASSPHRASE": PASS, "RELEASER_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "releaser", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert hole.accepted.wait(60), "the command never reached the registry"
+        time.sleep(0.3)  # its requests are in flight, waiting for an answer that never comes
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)  # the request timeout alone is 60 s
+    finally:
+        proc.kill()
+        hole.close()
+    assert proc.returncode == 130, err
+    assert f"error: {'airgap' if step == 'load' else 'bundle'}: interrupted" in err and "re-run" in err
+    assert "Traceback" not in err
+    assert not out.exists() or [p.name for p in out.iterdir()] == []  # nothing half written
+
+
 def test_an_upload_cut_between_chunks_resumes_from_the_registry_offset(world: World, tmp_path: Path) -> None:
     from .support.faults import CutAfterFirstPatch
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from .. import workers
 from ..errors import UsageError
 from ..lock import INDEX_TYPES, split_reference
 from ..registry import Registry
@@ -168,7 +169,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
     pairs = sorted({(b.repo, b.digest) for b in blobs})
     label = {r: r.rsplit("/", 1)[-1] for r in {b.repo for b in items}}  # progress per repository (image)
     shown = _Shown(progress, label)
-    with ThreadPoolExecutor(concurrency) as pool:
+    with workers.pool(concurrency) as pool:
         have = dict(zip(pairs, pool.map(lambda p: registry.blob_exists(*p), pairs), strict=True))
     need: dict[str, list[str]] = {}  # digest -> repos lacking it
     sizes = {b.digest: b.size for b in blobs}
@@ -215,7 +216,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
     ordered = [m for m in manifests if not ((m.repo, m.digest) in seen or seen.add((m.repo, m.digest)))]
     for level in ("manifest", "index"):
         batch = [m for m in ordered if m.kind == level]
-        with ThreadPoolExecutor(concurrency) as pool:
+        with workers.pool(concurrency) as pool:
             for pushed in pool.map(lambda m: _put_manifest(registry, v, m), batch):
                 if pushed:
                     stats.manifests_pushed += 1
@@ -229,7 +230,7 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
         registry.put_manifest(repo, tag, content, media_type)
         return f"{target.host}/{repo}:{tag}"
 
-    with ThreadPoolExecutor(concurrency) as pool:  # tags last: each names a manifest already there
+    with workers.pool(concurrency) as pool:  # tags last: each names a manifest already there
         stats.tags.extend(pool.map(put_tag, tags))
     return stats
 
@@ -350,18 +351,24 @@ def _stream_blobs(path: Path, frames: list[tuple[int, int]], need: dict[str, lis
             failed.set()  # the other readers stop at their next member
             raise
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    with workers.pool(concurrency) as pool:
         futures: list[Any] = []
         try:
             if len(frames) > 1:
-                with ThreadPoolExecutor(min(STREAMS, concurrency)) as readers:
+                with workers.pool(min(STREAMS, concurrency)) as readers:
                     for f in [readers.submit(one_pass, fr, pool, futures) for fr in frames]:
                         f.result()
             if remaining:
                 one_pass(None, pool, futures)
-        finally:
+        except KeyboardInterrupt:
+            failed.set()  # readers stop at their next member; nothing waits for the uploads
+            raise
+        except BaseException:
             for f in list(futures):
-                f.result()  # re-raises the first upload error, after every upload has stopped
+                f.exception()  # every upload has stopped before the error is reported
+            raise
+        for f in list(futures):
+            f.result()  # re-raises the first upload error, after every upload has stopped
 
 
 def _put_manifest(registry: Registry, v: Verified, m: _Item) -> bool:
@@ -434,5 +441,5 @@ def already_loaded(metadata: dict[str, Any], target: Target, registry: Registry,
             return registry.manifest_exists(repo, digest)
         return registry.tag_digest(repo, tag) == digest  # one HEAD: the tag resolves to the signed digest
 
-    with ThreadPoolExecutor(concurrency) as pool:
+    with workers.pool(concurrency) as pool:
         return bool(tops) and all(pool.map(present, tops))

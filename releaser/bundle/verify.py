@@ -15,11 +15,11 @@ import posixpath
 import re
 import tarfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import workers
 from ..errors import ReleaserError, UsageError
 from .archive import ArchiveError, iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
@@ -135,7 +135,7 @@ def _frame_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, int]]] | N
     def read(i: int) -> list[_Entry]:
         return [_entry(m, r) for m, r in iter_members(path, frame=frames[i], last=i == len(frames) - 1)]
 
-    with ThreadPoolExecutor(min(len(frames), os.cpu_count() or 1)) as pool:
+    with workers.pool(min(len(frames), os.cpu_count() or 1)) as pool:
         try:
             parts = list(pool.map(read, range(len(frames))))
         except ArchiveError:

@@ -150,3 +150,33 @@ def _close(*socks: socket.socket) -> None:
     for s in socks:
         with contextlib.suppress(OSError):
             s.close()
+
+
+class BlackHole:
+    """A registry that stopped answering: accepts connections, reads what is sent, never replies."""
+
+    def __init__(self) -> None:
+        self.listener, self.port = _listen()
+        self.host = f"127.0.0.1:{self.port}"
+        self.accepted = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(client)
+            self.accepted.set()
+            threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _swallow(client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while client.recv(1 << 16):
+                pass
+
+    def close(self) -> None:
+        _close(self.listener, *self.conns)
