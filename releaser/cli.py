@@ -49,19 +49,7 @@ def _emit(command: str, as_json: bool, fn: Callable[[], Any], text: Callable[[An
                                 fix="check that path: a directory where a file is expected (or the other way "
                                     "round), permissions, or free space") from exc
     except KeyboardInterrupt:
-        exc = ReleaserError(f"{command}: interrupted", fix="re-run the same command: nothing is left half "
-                            "written (files are written to a temp name and renamed) and a registry load "
-                            "sends only what the target still lacks")
-        if as_json:
-            typer.echo(json.dumps({"ok": False, "command": command, "error": exc.to_json()}, indent=2))
-        else:
-            typer.echo(exc.render(), err=True)
-        # Exit now: worker threads may sit in a request to a registry that stopped answering (up
-        # to the request timeout, times the retries), and Python would wait for each of them.
-        # The main thread has already cleaned up (temp files removed); upload state is on disk.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130)
+        raise _Interrupted(command, as_json) from None  # out through the progress displays, to main()
     except ReleaserError as exc:
         if as_json:
             typer.echo(json.dumps({"ok": False, "command": command, "error": exc.to_json()}, indent=2))
@@ -585,8 +573,29 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """releaser: one release.yaml, three delivery modes, the same digests."""
 
 
+class _Interrupted(Exception):
+    def __init__(self, command: str, as_json: bool) -> None:
+        self.command = command
+        self.as_json = as_json
+
+
 def main() -> None:
-    app(prog_name="releaser")
+    try:
+        app(prog_name="releaser")
+    except _Interrupted as i:  # Ctrl-C: the progress displays have been closed (cursor back) on the way here
+        exc = ReleaserError(f"{i.command}: interrupted", fix="re-run the same command: nothing is left half "
+                            "written (files are written to a temp name and renamed) and a registry load "
+                            "sends only what the target still lacks")
+        if i.as_json:
+            typer.echo(json.dumps({"ok": False, "command": i.command, "error": exc.to_json()}, indent=2))
+        else:
+            typer.echo(exc.render(), err=True)
+        # Exit now: worker threads may sit in a request to a registry that stopped answering (up
+        # to the request timeout, times the retries), and Python would wait for each of them.
+        # Temp files are already removed; upload state is on disk for the re-run.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 if __name__ == "__main__":

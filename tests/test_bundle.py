@@ -8,6 +8,7 @@ restarted and the re-run completes with identical content.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import itertools
@@ -457,18 +458,37 @@ def test_ctrl_c_against_a_registry_that_stopped_answering_stops_at_once(world: W
         for name in ("release.yaml", "release.lock.yaml"):
             (rel / name).write_text((rel / name).read_text().replace(world.src.host, hole.host))
         argv = ["bundle", str(rel), "--key", str(world.key), "--out", str(out / "b.tar.zst"), "--no-cache"]
-    env = {**os.environ, "RELEASER_KEY_PASSPHRASE": PASS, "RELEASER_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "releaser", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    import pty
+
+    env = {**os.environ, "RELEASER_KEY_PASSPHRASE": PASS, "RELEASER_CACHE": str(tmp_path / "cache"),
+           "TERM": "xterm"}
+    master, slave = pty.openpty()  # stderr on a terminal: the progress display is up when Ctrl-C comes
+    proc = subprocess.Popen([sys.executable, "-m", "releaser", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=slave)
+    os.close(slave)
+    drawn: list[bytes] = []
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(master, 1 << 16):
+                drawn.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         assert hole.accepted.wait(60), "the command never reached the registry"
         time.sleep(0.3)  # its requests are in flight, waiting for an answer that never comes
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)  # the request timeout alone is 60 s
+        proc.wait(timeout=10)  # the request timeout alone is 60 s
+        reader.join(5)
     finally:
         proc.kill()
         hole.close()
+        os.close(master)
+    raw = b"".join(drawn)
+    err = raw.decode(errors="replace")
     assert proc.returncode == 130, err
+    assert raw.rfind(b"\x1b[?25h") > raw.find(b"\x1b[?25l") >= 0  # the terminal gets its cursor back
     assert f"error: {'airgap' if step == 'load' else 'bundle'}: interrupted" in err and "re-run" in err
     assert "Traceback" not in err
     assert not out.exists() or [p.name for p in out.iterdir()] == []  # nothing half written
