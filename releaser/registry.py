@@ -254,6 +254,15 @@ class Registry:
                 raise RegistryError(f"TLS with {self.host} failed: {exc}",
                                     fix="pass --ca-file with the registry's CA, or --insecure to skip "
                                         "verification (never in production)") from exc
+            except requests.exceptions.ReadTimeout as exc:
+                # it takes connections but does not answer: once more, then say so (not 5 x the timeout)
+                if attempt >= min(1, self.retries) or not retry_body:
+                    raise RegistryError(f"{self.host} accepted the connection but did not answer within "
+                                        f"{self.timeout:g} s ({attempt + 1} attempt(s)): {method} {url}",
+                                        fix="check the registry's health and logs (it may be overloaded or "
+                                            "hung); re-run to resume where it stopped") from exc
+                attempt += 1
+                continue
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 if attempt >= self.retries or not retry_body:
                     raise RegistryError(f"{self.host} is unreachable ({type(exc).__name__}) after {attempt + 1} "

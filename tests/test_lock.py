@@ -216,6 +216,21 @@ def test_unreachable_registry_is_named(tmp_path: Path) -> None:
     assert "error: images." in out and "(127.0.0.1:9/" in out and "in release.yaml" in out  # which image asked
 
 
+def test_a_registry_that_stopped_answering_is_tried_twice_then_named() -> None:
+    from releaser.registry import Registry, RegistryError
+
+    from .support.faults import BlackHole
+
+    hole = BlackHole()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RegistryError) as err:
+            Registry(hole.host, plain_http=True, timeout=0.5).get_manifest("bmp/gobmp", "v1")
+        assert "accepted the connection but did not answer within 0.5 s (2 attempt(s))" in err.value.message
+        assert time.monotonic() - started < 3  # not five times the timeout
+        assert len(hole.conns) <= 2
+    finally:
+        hole.close()
 
 
 def test_transient_faults_are_retried_a_bounded_number_of_times(registry: RegistryServer, layout: Path,
