@@ -531,6 +531,65 @@ def verify_bundle_file(path: Path, *, key: Path) -> VerifyResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class InspectedImage:
+    name: str
+    source: str
+    reference: str  # repository@digest, as pinned
+    media_type: str
+    platforms: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "reference": self.reference,
+                "mediaType": self.media_type, "platforms": list(self.platforms)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class InspectResult:
+    path: str
+    size: int  # of the bundle file
+    release: str
+    version: str
+    tool: str
+    format_version: int
+    signer: str  # as recorded in releaser.json
+    checked: bool  # signature + aggregate checksum verified with the given key
+    files: int
+    bytes: int  # of the listed files, uncompressed
+    images: tuple[InspectedImage, ...]
+    chart: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "release": self.release, "version": self.version,
+                "tool": self.tool, "formatVersion": self.format_version, "signer": self.signer,
+                "signatureChecked": self.checked, "files": self.files, "bytes": self.bytes,
+                "images": [i.to_json() for i in self.images], "chart": self.chart}
+
+
+def inspect_bundle_file(path: Path, *, key: Path | None = None) -> InspectResult:
+    """What a bundle holds, from its signed metadata alone (the first three members): release,
+    images with their pinned digests and platforms, chart, signer. With `key`, the signature and
+    aggregate checksum are checked (not the files: that is verify_bundle_file)."""
+    from .bundle.verify import inspect_head
+
+    meta, checked = inspect_head(path, key)
+    locked = (meta.get("lock") or {}).get("images") or {}
+    images = []
+    for i in meta["images"]:
+        pin = locked.get(i.get("name"), {})
+        platforms = tuple(pin.get("platforms") or ()) or ((pin["platform"],) if pin.get("platform") else ())
+        images.append(InspectedImage(name=i.get("name", ""), source=i.get("source", ""),
+                                     reference=f"{i.get('repository', '')}@{i.get('digest', '')}",
+                                     media_type=i.get("mediaType", ""), platforms=platforms))
+    sums = meta.get("checksums") or {}
+    chart = meta.get("chart") or {}
+    return InspectResult(path=str(path), size=path.stat().st_size, release=meta["release"].get("name", ""),
+                         version=meta["release"].get("version", ""), tool=meta.get("tool", ""),
+                         format_version=meta.get("formatVersion", 0), signer=meta.get("signer", ""),
+                         checked=checked, files=sums.get("files", 0), bytes=sums.get("bytes", 0),
+                         images=tuple(images), chart={k: chart.get(k, "") for k in ("ref", "digest", "path")})
+
+
+@dataclass(frozen=True, kw_only=True)
 class AirgapResult:
     target: str
     release: str

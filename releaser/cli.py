@@ -6,6 +6,7 @@ code (docs/cli.md). Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -299,11 +300,13 @@ def bundle(directory: DirArg, key: KeyOpt, passphrase_file: PassFileOpt = None,
 
 
 @app.command()
-def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, else the bundle to load.",
-                                               show_default=False)],
-           bundle_path: Annotated[Path | None, typer.Argument(help="The bundle (after 'verify').",
+def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, 'inspect' to list what the bundle "
+                                               "holds, else the bundle to load.", show_default=False)],
+           bundle_path: Annotated[Path | None, typer.Argument(help="The bundle (after 'verify' or 'inspect').",
                                                               show_default=False)] = None,
-           key: KeyOpt = Path("releaser.pub"),
+           key: Annotated[Path | None, typer.Option(
+               "--key", help="The publisher's public key (default: releaser.pub). Optional for 'inspect', "
+                             "which then shows the metadata unverified.", show_default=False)] = None,
            to: Annotated[str | None, typer.Option("--to", help="Target registry HOST[:PORT]\\[/PREFIX].")] = None,
            out: Annotated[Path, typer.Option("--out", "-o", help="Where values-airgap.yaml and "
                                              "compose.airgap.yaml are written.")] = Path("."),
@@ -316,7 +319,7 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
                                                  "Lower it on unreliable links.", min=1, max=4096)] = 256,
            insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
            creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
-    """Verify a bundle, or verify it and load it into a private registry.
+    """Inspect a bundle, verify it, or verify it and load it into a private registry.
 
     Verification: signature (against YOUR copy of the publisher's public key) ->
     aggregate checksum -> every listed file -> no unlisted file -> safe member names
@@ -324,13 +327,23 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
     Loading pushes only what the registry lacks, then manifests by digest, then
     tags, then the chart; a re-run after an interruption finishes the job.
 
+    'inspect' reads only the signed metadata at the head of the archive (milliseconds at
+    any size): release, images with their pinned digests and platforms, chart, signer.
+
+    Example:  releaser airgap inspect bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
     Example:  releaser airgap verify bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
     Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub
     """
+    if what in ("verify", "inspect") and bundle_path is None:
+        typer.echo(f"error: `releaser airgap {what}` needs the bundle path", err=True)
+        raise typer.Exit(2)
+    if what == "inspect":
+        assert bundle_path is not None
+        _emit("airgap inspect", as_json, lambda: api.inspect_bundle_file(bundle_path, key=key), _inspected)
+        return
+    key = key or Path("releaser.pub")
     if what == "verify":
-        if bundle_path is None:
-            typer.echo("error: `releaser airgap verify` needs the bundle path", err=True)
-            raise typer.Exit(2)
+        assert bundle_path is not None
         _emit("airgap verify", as_json, lambda: api.verify_bundle_file(bundle_path, key=key),
               lambda r: f"ok: {r.path} verified: {r.release} {r.version}, {r.files} files, {r.bytes:,} bytes, "
                         f"signed by {r.signer}\n" + "\n".join(f"  {i}" for i in r.images))
@@ -350,6 +363,21 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, el
                   f"{r.stats['blobs_mounted']} mounted, {r.stats['manifests_pushed']} manifests",
                   *(f"  {i}" for i in r.images), f"  chart: {r.chart}",
                   f"  wrote {r.values_file} and {r.compose_override}", "", f"  {r.helm_install}"]))
+
+
+def _inspected(r: api.InspectResult) -> str:
+    trust = (f"signature and aggregate checksum verified with the given key (signer {r.signer})" if r.checked
+             else f"NOT verified (no --key): the metadata below is what the bundle claims; signer {r.signer}")
+    lines = [f"{r.release} {r.version}: {r.path} ({r.size:,} bytes; {r.files} listed files, {r.bytes:,} bytes unpacked; "
+             f"format {r.format_version}, {r.tool})", f"  {trust}", f"  images ({len(r.images)}):"]
+    width = max((len(i.name) for i in r.images), default=0)
+    for i in r.images:
+        kind = "index" if "index" in i.media_type or "list" in i.media_type else "manifest"
+        where = f"{kind}: {', '.join(i.platforms)}" if i.platforms else kind
+        lines += [f"    {i.name:<{width}}  {i.source}", f"    {'':<{width}}  = {i.reference}  ({where})"]
+    lines.append(f"  chart: {r.chart['ref']}  {r.chart['digest']}")
+    lines.append("  inspect reads only the head; `releaser airgap verify BUNDLE --key releaser.pub` checks every byte")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -571,6 +599,30 @@ def _version(value: bool) -> None:
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False) -> None:
     """releaser: one release.yaml, three delivery modes, the same digests."""
+
+
+def _reflow(doc: str) -> str:
+    """A docstring as help text: each paragraph's lines joined into one (the terminal wraps it at
+    its own width), except `Example:` lines, which stay one per line, and paragraphs marked
+    with a `\\b` line (tables), which stay exactly as written."""
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines = para.splitlines()
+        if lines and lines[0].strip() == "\b":
+            paragraphs.append("\n".join(lines[1:]))
+            continue
+        out: list[str] = []
+        for line in lines:
+            if out and not line.startswith("Example:") and not out[-1].startswith("Example:"):
+                out[-1] += " " + line.strip()
+            else:
+                out.append(line.strip())
+        paragraphs.append("\n".join(out))
+    return "\n\n".join(paragraphs)
+
+
+for _info in app.registered_commands:
+    _info.help = _reflow(_info.help or (_info.callback.__doc__ if _info.callback else "") or "")
 
 
 class _Interrupted(Exception):

@@ -81,8 +81,9 @@ def main() -> None:
         bundle = work / "bmp-tcpao-1.4.0.tar.zst"
         sh(RELEASER, "bundle", str(rel), "--key", str(work / "keys/releaser.key"), "--out", str(bundle), env=env)
 
-        step("on the disconnected side: verify, load into the private registry")
+        step("on the disconnected side: inspect, verify, load into the private registry")
         pub = str(work / "keys/releaser.pub")
+        sh(RELEASER, "airgap", "inspect", str(bundle), "--key", pub, env=env)
         sh(RELEASER, "airgap", "verify", str(bundle), "--key", pub, env=env)
         sh(RELEASER, "airgap", str(bundle), "--to", private.host, "--key", pub, "--out", str(work / "site"), env=env)
 

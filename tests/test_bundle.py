@@ -218,13 +218,17 @@ def test_zstd_level_and_bad_key(world: World, tmp_path: Path) -> None:
 
 
 def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3: str) -> None:
-    code, out = cli("airgap", "verify", str(world.bundle), "--key", str(world.pub))
+    code, out = cli("airgap", "verify", str(world.bundle), "--key", str(world.pub), "--json")
     assert code == 0, out
+    assert set(json.loads(out)["result"]) == {"path", "release", "version", "files", "bytes", "images", "signer",
+                                              "problems"}  # docs/cli.md
     out_dir = tmp_path / "out"
     code, out = cli("airgap", str(world.bundle), "--to", f"{world.dst.host}/mirror", "--key", str(world.pub),
                     "--out", str(out_dir), "--json")
     assert code == 0, out
     result = json.loads(out)["result"]
+    assert set(result) == {"target", "release", "version", "images", "chart", "valuesFile", "composeOverride",
+                           "helmInstall", "stats"}
     lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
     for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
         assert images.skopeo_digest(f"{world.dst.host}/mirror/{repo}:v1") == lock["images"][name]["digest"]
@@ -380,6 +384,47 @@ def test_a_wrong_key_is_refused(world: World, tmp_path: Path) -> None:
     assert cli("keygen", "--out", str(tmp_path / "other"))[0] == 0
     code, out = cli("airgap", "verify", str(world.bundle), "--key", str(tmp_path / "other/releaser.pub"))
     assert code == 1 and "the signature does not verify with the given public key" in out
+
+
+def test_inspect_shows_the_signed_pins_from_the_head_alone(world: World, tmp_path: Path) -> None:
+    lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())["images"]
+    code, out = cli("airgap", "inspect", str(world.bundle), "--key", str(world.pub), "--json")
+    assert code == 0, out
+    r = json.loads(out)["result"]
+    assert set(r) == {"path", "size", "release", "version", "tool", "formatVersion", "signer", "signatureChecked",
+                      "files", "bytes", "images", "chart"}  # docs/cli.md
+    assert r["signatureChecked"] is True and (r["release"], r["version"]) == ("demo", "1.0.0")
+    assert {i["name"]: i["reference"] for i in r["images"]} == {
+        n: f"{p['repository']}@{p['digest']}" for n, p in lock.items()}
+    assert {i["name"]: i["platforms"] for i in r["images"]} == {"gobmp": ["linux/amd64", "linux/arm64"],
+                                                               "nats": ["linux/amd64"]}
+    assert r["chart"]["ref"] == "charts/demo:1.0.0" and r["size"] == world.bundle.stat().st_size
+    # it reads the head only: a bundle cut after it still inspects, while verify refuses it
+    cut = tmp_path / "cut.tar.zst"
+    cut.write_bytes(world.bundle.read_bytes()[: world.bundle.stat().st_size // 2])
+    code, text = cli("airgap", "inspect", str(cut), "--key", str(world.pub))
+    assert code == 0 and "signature and aggregate checksum verified with the given key" in text, text
+    assert all(f"= {i['reference']}" in text for i in r["images"]) and "checks every byte" in text
+    assert cli("airgap", "verify", str(cut), "--key", str(world.pub))[0] == 1
+    # without a key it says plainly that nothing was verified
+    code, text = cli("airgap", "inspect", str(world.bundle))
+    assert code == 0 and "NOT verified (no --key)" in text, text
+
+
+def test_inspect_refuses_a_wrong_key_and_what_is_not_a_bundle(world: World, tmp_path: Path) -> None:
+    assert cli("keygen", "--out", str(tmp_path / "other"))[0] == 0
+    code, out = cli("airgap", "inspect", str(world.bundle), "--key", str(tmp_path / "other/releaser.pub"))
+    assert code == 1 and "the signature does not verify" in out and "the metadata cannot be trusted" in out, out
+    heads = members(world.bundle)
+    other = repack([m for m in heads if m[0].name != "releaser.json.sig"], tmp_path / "nosig.tar.zst")
+    code, out = cli("airgap", "inspect", str(other))
+    assert code == 1 and "not a releaser bundle: it does not start with releaser.json.sig" in out, out
+    junk = tmp_path / "junk.tar.zst"
+    junk.write_bytes(b"not zstd at all" * 100)
+    code, out = cli("airgap", "inspect", str(junk))
+    assert code == 1 and str(junk) in out and "Traceback" not in out, out
+    code, out = cli("airgap", "inspect")
+    assert code == 2 and "needs the bundle path" in out
 
 
 def test_a_bundle_that_is_not_there_is_a_wrong_path_not_a_damaged_bundle(world: World, tmp_path: Path) -> None:

@@ -176,6 +176,21 @@ def test_every_help_renders_with_its_brackets_literal() -> None:
     assert seen >= 11  # the app, its commands and the quickstart subcommands
 
 
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_by_the_source() -> None:
+    """Docstring lines are joined into paragraphs (a wide terminal shows a sentence on one line),
+    while `Example:` lines and `\\b` tables keep their lines."""
+    result = CliRunner().invoke(app, ["bundle", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False)
+    assert "Identical inputs (and SOURCE_DATE_EPOCH) give a byte-identical bundle." in result.output
+    result = CliRunner().invoke(app, ["quickstart", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False)
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert "quickstart status             states and health (exit 9 if not ready)" in lines
+    assert "quickstart down               stop; volumes and secrets stay" in lines
+    assert "\b" not in result.output
+    result = CliRunner().invoke(app, ["airgap", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False)
+    examples = [line.strip() for line in result.output.splitlines() if line.strip().startswith("Example:")]
+    assert len(examples) == 3 and examples[0].startswith("Example:  releaser airgap inspect ")
+
+
 
 def test_committed_example_passes_check(helm3: str) -> None:
     from .conftest import ROOT

@@ -32,10 +32,10 @@ _LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)$")
 class VerificationError(ReleaserError):
     """The bundle failed verification; nothing was (or will be) pushed."""
 
-    def __init__(self, path: Path, problems: list[str]) -> None:
+    def __init__(self, path: Path, problems: list[str], *, outcome: str = "nothing was pushed") -> None:
         self.problems = problems
         super().__init__(f"{path}: {len(problems)} verification problem{'s' if len(problems) != 1 else ''}; "
-                         "nothing was pushed",
+                         f"{outcome}",
                          fix="get the bundle again from its publisher and check you have their public key")
 
     def render(self) -> str:
@@ -232,24 +232,60 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
                     signer=fingerprint(public_key.read_bytes()), frames=frames)
 
 
+def _read_head(path: Path) -> dict[str, bytes]:
+    """The first three members (releaser.json, its signature, checksums.txt), as far as they are
+    there, without reading further. Raises ArchiveError when the archive cannot be read that far."""
+    _readable(path)
+    head: dict[str, bytes] = {}
+    for member, reader in iter_members(path):
+        if reader is None or member.name not in (METADATA, SIGNATURE, CHECKSUMS) or member.name in head:
+            break
+        head[member.name] = reader.read(SMALL + 1)
+        if len(head) == 3:
+            break
+    return head
+
+
 def verify_head(path: Path, public_key: Path) -> dict[str, Any] | None:
     """Signature and aggregate checksum only (the first three members): the signed metadata,
     or None when anything is wrong (the caller then runs the full verification to say what)."""
     _readable(path)
     key = load_public_key(public_key)
-    head: dict[str, bytes] = {}
     try:
-        for member, reader in iter_members(path):
-            if reader is None or member.name not in (METADATA, SIGNATURE, CHECKSUMS) or len(head) >= 3:
-                break
-            head[member.name] = reader.read(SMALL + 1)
-            if len(head) == 3:
-                break
+        head = _read_head(path)
     except ArchiveError:
         return None
     problems: list[str] = []
     meta, _ = _check_head(head, key, problems)
     return None if problems or len(head) < 3 else meta
+
+
+def inspect_head(path: Path, public_key: Path | None) -> tuple[dict[str, Any], bool]:
+    """The metadata of a bundle from its first three members only (milliseconds, whatever its
+    size), and whether the signature and aggregate checksum were checked (only with a key).
+    Raises ArchiveError for an unreadable archive, VerificationError when the head is not a
+    bundle's or, with a key, does not verify."""
+    key = load_public_key(public_key) if public_key is not None else None
+    head = _read_head(path)
+    missing = [n for n in (METADATA, SIGNATURE, CHECKSUMS) if n not in head]
+    if missing:
+        raise VerificationError(path, [f"not a releaser bundle: it does not start with {', '.join(missing)} "
+                                       f"(a bundle starts with {METADATA}, {SIGNATURE}, {CHECKSUMS})"],
+                                outcome="nothing to inspect")
+    problems: list[str] = []
+    if key is not None:
+        meta, _ = _check_head(head, key, problems)
+    else:
+        try:
+            meta = json.loads(head[METADATA])
+        except ValueError:
+            problems.append(f"{METADATA}: not JSON")
+    if not problems and not (isinstance(meta, dict) and isinstance(meta.get("release"), dict)
+                             and isinstance(meta.get("images"), list)):
+        problems.append(f"{METADATA}: not releaser metadata (no release name and images); see docs/bundle-format.md")
+    if problems:
+        raise VerificationError(path, problems, outcome="the metadata cannot be trusted")
+    return meta, key is not None
 
 
 def _check_head(head: dict[str, bytes], key: Any, problems: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
