@@ -58,9 +58,24 @@ class DigestMismatch(RegistryError):
 class Credentials:
     username: str
     password: str
+    identity_token: str | None = None  # an OAuth2 refresh token from `docker login` (Username "<token>")
+    origin: str = ""  # where they came from, for messages: "--creds", "$RELEASER_REGISTRY_AUTH", a config key
 
     def __repr__(self) -> str:  # never print the password
-        return f"Credentials(username={self.username!r}, password=***)"
+        return f"Credentials(username={self.username!r}, password=***, origin={self.origin!r})"
+
+
+# Docker Hub: images are named docker.io/..., the API is served at registry-1.docker.io, and
+# `docker login` files the credentials under the legacy index URL.
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_API = "registry-1.docker.io"
+DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
+HELPER_TIMEOUT = 30.0
+
+
+def api_host(host: str) -> str:
+    """The host:port that serves the registry API for a registry named `host`."""
+    return DOCKER_HUB_API if host in (DOCKER_HUB, "index.docker.io") else host
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,15 +119,108 @@ def docker_config_path() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
 
 
+def _config_keys(host: str) -> list[str]:
+    """The keys `docker login HOST` may have used for `host` in the config file."""
+    if api_host(host) == DOCKER_HUB_API:
+        return [DOCKER_HUB_CONFIG_KEY, "index.docker.io", DOCKER_HUB, DOCKER_HUB_API, f"https://{DOCKER_HUB_API}"]
+    return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"]
+
+
+def _from_secret(user: str, secret: str, origin: str) -> Credentials:
+    if user == "<token>":  # what docker stores for an identity (refresh) token
+        return Credentials(username="", password="", identity_token=secret, origin=origin)
+    return Credentials(username=user, password=secret, origin=origin)
+
+
+def _from_helper(helper: str, host: str, cfg: Path, key: str) -> Credentials | None:
+    """Run `docker-credential-<helper> get` (the Docker credential helper protocol: the server
+    URL on stdin, {"Username", "Secret"} on stdout). None when it has nothing for `host`."""
+    import shutil
+    import subprocess
+
+    program = f"docker-credential-{helper}"
+    where = f"{cfg} ({key} {helper!r})"
+    fix = (f"install {program} (or fix {cfg}), pass --creds USER:PASSWORD, or set "
+           f"RELEASER_REGISTRY_AUTH={host}=USER:PASSWORD")
+    path = shutil.which(program)
+    if path is None:
+        raise AuthError(f"{where} names a credential helper for {host}, but {program} is not on PATH", fix=fix)
+    server = DOCKER_HUB_CONFIG_KEY if api_host(host) == DOCKER_HUB_API else host
+    try:
+        proc = subprocess.run([path, "get"], input=server, capture_output=True, text=True, timeout=HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise AuthError(f"{program} get did not answer within {HELPER_TIMEOUT:.0f} s for {host} "
+                        "(is it waiting for a keyring or a passphrase prompt?)", fix=fix) from None
+    if proc.returncode != 0:
+        said = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+        if said and "credentials not found" in said[0].lower():
+            return None
+        # The first line only, cut: a helper's error says what went wrong, never the secret.
+        raise AuthError(f"{program} get failed for {host} (exit {proc.returncode}): "
+                        f"{(said[0] if said else 'no message')[:200]}", fix=fix)
+    try:
+        doc = json.loads(proc.stdout)
+        user, secret = str(doc["Username"]), str(doc["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise AuthError(f"{program} get answered for {host} with something other than "
+                        '{"Username": ..., "Secret": ...}', fix=fix) from None
+    return _from_secret(user, secret, f"{program}") if secret else None
+
+
+def _from_docker_config(host: str) -> Credentials | None:
+    """What Docker itself would use for `host`: the `credHelpers` entry for it, else the
+    `credsStore` helper, else an `auths` entry (auth, username/password or identitytoken)."""
+    cfg = docker_config_path()
+    if not cfg.exists():
+        return None
+    try:
+        doc = json.loads(cfg.read_text())
+        if not isinstance(doc, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as exc:
+        raise AuthError(f"{cfg}: cannot read the Docker config file ({exc})",
+                        fix=f"fix or remove {cfg}, or pass --creds USER:PASSWORD") from None
+    keys = _config_keys(host)
+    helpers = doc.get("credHelpers") or {}
+    for key in keys:
+        if isinstance(helpers, dict) and helpers.get(key):
+            return _from_helper(str(helpers[key]), host, cfg, "credHelpers")
+    if doc.get("credsStore"):
+        found = _from_helper(str(doc["credsStore"]), host, cfg, "credsStore")
+        if found:
+            return found
+    auths = doc.get("auths") or {}
+    for key in keys:
+        entry = auths.get(key) if isinstance(auths, dict) else None
+        if not isinstance(entry, dict):
+            continue
+        origin = f"{cfg} (auths.{key})"
+        if entry.get("identitytoken"):
+            return Credentials(username="", password="", identity_token=str(entry["identitytoken"]), origin=origin)
+        if entry.get("auth"):
+            try:
+                user, sep, pw = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                sep = ""
+            if not sep:  # never echo the value
+                raise AuthError(f"{origin}: `auth` is not base64 of USER:PASSWORD",
+                                fix=f"log in again with `docker login {host}`")
+            return Credentials(username=user, password=pw, origin=origin)
+        if entry.get("username") and entry.get("password"):
+            return Credentials(username=str(entry["username"]), password=str(entry["password"]), origin=origin)
+    return None
+
+
 def credentials_for(host: str, *, explicit: str | None = None) -> Credentials | None:
     """Credentials for `host`: an explicit USER:PASSWORD, then $RELEASER_REGISTRY_AUTH
-    (host=USER:PASSWORD[,host=...]), then the Docker config file (auths only)."""
+    (host=USER:PASSWORD[,host=...]), then the Docker config file as Docker reads it
+    (credential helpers, credsStore, auths with auth or an identity token)."""
     if explicit:
         user, sep, pw = explicit.partition(":")
         if not sep or not user:  # never echo the value: it may be a password
             raise AuthError("--creds / $RELEASER_CREDS is not USER:PASSWORD",
                             fix="pass --creds USER:PASSWORD, or log in with `docker login HOST`")
-        return Credentials(username=user, password=pw)
+        return Credentials(username=user, password=pw, origin="--creds")
     env = os.environ.get("RELEASER_REGISTRY_AUTH", "")
     for item in filter(None, (x.strip() for x in env.split(","))):
         h, _, cred = item.partition("=")
@@ -121,21 +229,8 @@ def credentials_for(host: str, *, explicit: str | None = None) -> Credentials | 
                             fix=f"write it as {host}=USER:PASSWORD (several entries separated by commas)")
         if h == host:
             user, _, pw = cred.partition(":")
-            return Credentials(username=user, password=pw)
-    cfg = docker_config_path()
-    if cfg.exists():
-        try:
-            from oras.auth.utils import load_configs
-
-            auths = load_configs([str(cfg)]).get("auths", {})
-        except (OSError, ValueError):
-            auths = {}
-        for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"):
-            entry = auths.get(key)
-            if entry and entry.get("auth"):
-                user, _, pw = base64.b64decode(entry["auth"]).decode().partition(":")
-                return Credentials(username=user, password=pw)
-    return None
+            return Credentials(username=user, password=pw, origin="$RELEASER_REGISTRY_AUTH")
+    return _from_docker_config(host)
 
 
 class Registry:
@@ -167,7 +262,7 @@ class Registry:
         self._lock = threading.Lock()
         if plain_http is None:
             plain_http = self._probe_plain_http() if is_loopback(host) else False
-        self.base = f"{'http' if plain_http else 'https'}://{host}"
+        self.base = f"{'http' if plain_http else 'https'}://{api_host(host)}"
 
     # ------------------------------------------------------------ plumbing
 
@@ -187,6 +282,14 @@ class Registry:
         return (f"log in with `docker login {self.host}` (the Docker config file is read), pass "
                 f"--creds USER:PASSWORD, or set RELEASER_REGISTRY_AUTH={self.host}=USER:PASSWORD")
 
+    def _who(self) -> str:
+        """Whose credentials, and from where (never their value)."""
+        c = self.credentials
+        if c is None:
+            return "anonymous access"
+        what = "the identity token" if c.identity_token else f"the credentials of {c.username!r}"
+        return f"{what} from {c.origin}" if c.origin else what
+
     def _scope(self, repo: str, push: bool) -> str:
         return f"repository:{repo}:{'pull,push' if push else 'pull'}"
 
@@ -197,7 +300,7 @@ class Registry:
                 token = self._tokens.get(scope + ",push")
         if token:
             return {"Authorization": f"Bearer {token}"}
-        if self._basic and self.credentials:
+        if self._basic and self.credentials and not self.credentials.identity_token:
             raw = f"{self.credentials.username}:{self.credentials.password}".encode()
             return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
         return {}
@@ -205,8 +308,10 @@ class Registry:
     def _authenticate(self, challenge: str, scope: str) -> None:
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
-            if not self.credentials:
-                raise AuthError(f"{self.host} requires a login", fix=self.login_hint())
+            if not self.credentials or self.credentials.identity_token:
+                have = f" (the identity token from {self.credentials.origin} is for token services only)" \
+                    if self.credentials else ""
+                raise AuthError(f"{self.host} requires a login{have}", fix=self.login_hint())
             self._basic = True  # idempotent: concurrent calls may all arrive here; a 401 after it is a refusal
             return
         if scheme != "bearer":
@@ -218,15 +323,27 @@ class Registry:
         # pull on the source repository); ask for all of them, plus our own.
         scopes = sorted({scope, *(h.scope or "").split()} - {""})
         params: dict[str, Any] = {"service": h.service or "", "scope": scopes}
-        auth = (self.credentials.username, self.credentials.password) if self.credentials else None
+        creds = self.credentials
         try:
-            resp = self.session.get(h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify)
+            if creds and creds.identity_token:
+                # An identity token is an OAuth2 refresh token: POSTed to the realm (distribution
+                # token spec, "OAuth2 token authentication"), never sent as a password.
+                resp = self.session.post(h.realm, data={"grant_type": "refresh_token", "client_id": "releaser",
+                                                        "refresh_token": creds.identity_token,
+                                                        "service": h.service or "", "scope": " ".join(scopes)},
+                                         timeout=self.timeout, verify=self.verify)
+            else:
+                auth = (creds.username, creds.password) if creds else None
+                resp = self.session.get(h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify)
         except requests.RequestException as exc:
             raise RegistryError(f"token service {h.realm} for {self.host} is unreachable: {exc}",
                                 fix="check the registry's auth configuration and your network") from exc
+        if resp.status_code in (400, 401, 403) and creds and creds.identity_token:
+            raise AuthError(f"{self.host}: the token service refused the identity token from {creds.origin} for "
+                            f"{scope} (expired or revoked?)", fix=self.login_hint())
         if resp.status_code in (401, 403):
-            who = f"the credentials of {self.credentials.username!r}" if self.credentials else "anonymous access"
-            raise AuthError(f"{self.host}: the token service refused {who} for {scope}", fix=self.login_hint())
+            raise AuthError(f"{self.host}: the token service refused {self._who()} for {scope}",
+                            fix=self.login_hint())
         if resp.status_code != 200:
             raise RegistryError(f"{self.host}: token service answered {resp.status_code}", fix=self.login_hint())
         body = resp.json()
@@ -281,9 +398,8 @@ class Registry:
                 continue
             if resp.status_code in (401, 403):
                 resp.close()
-                who = f"the credentials of {self.credentials.username!r}" if self.credentials else "anonymous access"
                 what = "push to" if push else "pull from"
-                raise AuthError(f"{self.host} refused {who} to {what} {repo} ({resp.status_code})",
+                raise AuthError(f"{self.host} refused {self._who()} to {what} {repo} ({resp.status_code})",
                                 fix=self.login_hint())
             if resp.status_code in TRANSIENT_STATUS and attempt < self.retries and retry_body:
                 retry_after = resp.headers.get("Retry-After")

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from releaser.cli import app
 
 from .conftest import missing_component
-from .support import images
-from .support.registry import PASSWORD, USER, RegistryServer
+from .support import credhelper, images
+from .support.registry import PASSWORD, REFRESH_TOKEN, USER, RegistryServer
 
 runner = CliRunner()
 CREDS = f"{USER}:{PASSWORD}"
@@ -207,6 +207,88 @@ def test_bearer_token_auth_and_docker_config(tmp_path: Path, layout: Path) -> No
         assert code == 0, out
         assert server.token is not None
         assert "repository:bmp/gobmp:pull" in server.token.requests
+
+
+def test_docker_config_credential_helpers_and_identity_tokens(tmp_path: Path, layout: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `docker login` leaves behind, read as Docker reads it: a credHelpers entry, a
+    credsStore (a real helper, docker-credential-pass), an identity token (OAuth2 refresh
+    grant to the token service). Secrets never appear in the output."""
+    gone = credhelper.missing()
+    if gone:
+        missing_component(", ".join(gone))
+    from releaser.registry import credentials_for
+
+    for server in serve(tmp_path, auth="token"):
+        assert server.token is not None
+        push_all(layout, server.host, CREDS)
+        d = release_dir(tmp_path, server.host)
+        cfg = tmp_path / "docker"
+        cfg.mkdir()
+        conf = cfg / "config.json"
+        outputs = []
+        with credhelper.pass_store(tmp_path / "pass") as penv:
+            env = {"DOCKER_CONFIG": str(cfg), **penv}
+            credhelper.store(penv, server.host, USER, PASSWORD)
+            # a helper for this one registry (as `gcloud auth configure-docker` writes it)
+            conf.write_text(json.dumps({"credHelpers": {server.host: "pass"}}))
+            code, out = cli("lock", str(d), env=env)
+            outputs.append(out)
+            assert code == 0, out
+            # the default store (Docker Desktop, osxkeychain, pass): auths holds only a placeholder
+            conf.write_text(json.dumps({"credsStore": "pass", "auths": {server.host: {}}}))
+            code, out = cli("lock", str(d), "--refresh", env=env)
+            outputs.append(out)
+            assert code == 0, out
+            assert server.token.grants == []  # both were USER:PASSWORD, sent to the token service by GET
+            # an identity token kept by the helper
+            credhelper.store(penv, server.host, "<token>", REFRESH_TOKEN)
+            code, out = cli("lock", str(d), "--refresh", env=env)
+            outputs.append(out)
+            assert code == 0 and set(server.token.grants) == {"refresh_token"}, out
+            # Docker Hub: the helper is asked for the index URL `docker login` files it under
+            credhelper.store(penv, "https://index.docker.io/v1/", "hubuser", "hub-secret")
+            monkeypatch.setenv("DOCKER_CONFIG", str(cfg))
+            for k, v in penv.items():
+                monkeypatch.setenv(k, v)
+            hub = credentials_for("docker.io")
+            assert hub is not None and (hub.username, hub.password) == ("hubuser", "hub-secret")
+            # a helper that is not installed: named, with the file and the fix; not anonymous
+            conf.write_text(json.dumps({"credHelpers": {server.host: "nosuch"}}))
+            code, out = cli("lock", str(d), "--refresh", env=env)
+            outputs.append(out)
+            assert code == 7 and "docker-credential-nosuch is not on PATH" in out and str(conf) in out, out
+        # an identity token in auths (what `docker login` writes without a helper)
+        conf.write_text(json.dumps({"auths": {server.host: {"identitytoken": REFRESH_TOKEN}}}))
+        code, out = cli("lock", str(d), "--refresh", env={"DOCKER_CONFIG": str(cfg)})
+        outputs.append(out)
+        assert code == 0 and server.token.grants[-1] == "refresh_token", out
+        conf.write_text(json.dumps({"auths": {server.host: {"identitytoken": "revoked-refresh-token"}}}))
+        code, out = cli("lock", str(d), "--refresh", env={"DOCKER_CONFIG": str(cfg)})
+        outputs.append(out)
+        assert code == 7 and f"refused the identity token from {conf} (auths.{server.host})" in out, out
+        for out in outputs:
+            assert PASSWORD not in out and REFRESH_TOKEN not in out and "revoked-refresh-token" not in out
+
+
+def test_docker_hub_names_reach_its_api_host_with_what_docker_login_stored(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    from releaser.registry import Registry, credentials_for
+
+    # images are named docker.io/library/nats; the API is registry-1.docker.io (no request is made here)
+    assert Registry("docker.io").base == "https://registry-1.docker.io"
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"hubuser:hub-secret").decode()}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    creds = credentials_for("docker.io")
+    assert creds is not None and (creds.username, creds.password) == ("hubuser", "hub-secret")
+    assert "hub-secret" not in repr(creds)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(Exception, match="cannot read the Docker config file") as exc:
+        credentials_for("docker.io")
+    assert type(exc.value).__name__ == "AuthError"
 
 
 def test_unreachable_registry_is_named(tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ from cryptography.x509.oid import NameOID
 
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 USER, PASSWORD = "releaser", "s3cret-test-only"
+# What `docker login` stores as "identitytoken" for a token service that hands out OAuth2
+# refresh tokens; the token server accepts it in a refresh_token grant.
+REFRESH_TOKEN = "refresh-test-only-5d1e0c"
 
 
 def free_port() -> int:
@@ -70,7 +73,9 @@ def self_signed(directory: Path, names: list[str]) -> tuple[Path, Path]:
 
 
 class TokenServer:
-    """Issues registry bearer tokens (ES256 JWT, x5c) to USER:PASSWORD, for any requested scope."""
+    """Issues registry bearer tokens (ES256 JWT, x5c) for any requested scope: on GET to
+    USER:PASSWORD (basic), on POST to an OAuth2 refresh_token grant of REFRESH_TOKEN
+    (distribution's "OAuth2 token authentication")."""
 
     def __init__(self, directory: Path, service: str) -> None:
         self.service = service
@@ -87,11 +92,32 @@ class TokenServer:
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         self.port = free_port()
         self.requests: list[str] = []  # scopes asked for
+        self.grants: list[str] = []  # OAuth2 grant types POSTed
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def _json(self, code: int, doc: dict[str, str]) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode())
+                grant = form.get("grant_type", [""])[0]
+                server.grants.append(grant)
+                if grant != "refresh_token" or form.get("refresh_token") != [REFRESH_TOKEN] \
+                        or not form.get("client_id"):
+                    self._json(401, {"error": "invalid_grant"})
+                    return
+                scopes = " ".join(form.get("scope", [])).split()
+                server.requests.extend(scopes)
+                self._json(200, {"access_token": server.issue(scopes), "refresh_token": REFRESH_TOKEN})
 
             def do_GET(self) -> None:
                 auth = self.headers.get("Authorization", "")
