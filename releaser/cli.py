@@ -82,7 +82,9 @@ def init(directory: DirArg,
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Skip TLS verification (never in production).")]
 PlainHttpOpt = Annotated[bool, typer.Option("--plain-http", help="Speak plain HTTP to registries "
                                             "(loopback registries fall back to it on their own).")]
-CaFileOpt = Annotated[str | None, typer.Option("--ca-file", help="PEM bundle of CAs to trust for registries.")]
+CaFileOpt = Annotated[str | None, typer.Option(
+    "--ca-file", help="PEM file of CAs to trust for registries, in addition to the system's CAs and those "
+                      "filed under /etc/docker/certs.d/HOST/ or /etc/containers/certs.d/HOST/.")]
 CredsOpt = Annotated[str | None, typer.Option(
     "--creds", envvar="RELEASER_CREDS", show_envvar=True,
     help="USER:PASSWORD for the registries. Else $RELEASER_REGISTRY_AUTH (host=USER:PASSWORD,...), "

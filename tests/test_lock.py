@@ -174,6 +174,34 @@ def test_tls_needs_the_ca_or_insecure(tmp_path: Path, layout: Path) -> None:
         assert code == 0, out
 
 
+def test_tls_trusts_the_system_cas_and_certs_d_like_docker(tmp_path: Path, layout: Path) -> None:
+    """An internal CA installed in the system store (OpenSSL's default paths, selected here by
+    $SSL_CERT_FILE as OpenSSL and Go both honour it), or filed for the registry under certs.d
+    as Docker and skopeo read it, is trusted without flags; --ca-file adds to them."""
+    from .support.registry import self_signed
+
+    for server in serve(tmp_path, tls=True):
+        assert server.ca is not None
+        push_all(layout, server.host)
+        d = release_dir(tmp_path, server.host)
+        nowhere = {"RELEASER_CERTS_D": str(tmp_path / "empty")}
+        code, out = cli("lock", str(d), "--refresh", env=nowhere)
+        assert code == 6 and "TLS with" in out, out
+        code, out = cli("lock", str(d), "--refresh", env={**nowhere, "SSL_CERT_FILE": str(server.ca)})
+        assert code == 0, out
+        certs_d = tmp_path / "certs.d"
+        (certs_d / server.host).mkdir(parents=True)
+        (certs_d / server.host / "ca.crt").write_bytes(server.ca.read_bytes())
+        code, out = cli("lock", str(d), "--refresh", env={"RELEASER_CERTS_D": str(certs_d)})
+        assert code == 0, out
+        other, _ = self_signed(tmp_path / "other-ca", ["elsewhere.invalid"])
+        code, out = cli("lock", str(d), "--refresh", "--ca-file", str(other),
+                        env={**nowhere, "SSL_CERT_FILE": str(server.ca)})
+        assert code == 0, out  # added to the system's CAs, not instead of them
+        code, out = cli("lock", str(d), "--refresh", "--ca-file", str(tmp_path / "missing.pem"), env=nowhere)
+        assert code == 6 and "missing.pem: no such file" in out, out
+
+
 def test_basic_auth(tmp_path: Path, layout: Path) -> None:
     for server in serve(tmp_path, auth="htpasswd"):
         push_all(layout, server.host, CREDS)
