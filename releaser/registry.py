@@ -178,6 +178,19 @@ def trust_for(host: str, ca_file: str | None = None) -> str | bool:
         return _bundles[key]
 
 
+def client_cert_for(host: str) -> tuple[str, str] | None:
+    """A client certificate filed for `host` under certs.d, as Docker reads it: NAME.cert with
+    NAME.key beside it (the first pair found). A .cert without its .key is an error."""
+    for d in certs_d_dirs():
+        for cert in sorted((d / host).glob("*.cert")):
+            key = cert.with_suffix(".key")
+            if not key.is_file():
+                raise RegistryError(f"{cert}: a client certificate without its key ({key.name})",
+                                    fix=f"put the key beside it as {key}, or remove {cert}")
+            return str(cert), str(key)
+    return None
+
+
 def _config_keys(host: str) -> list[str]:
     """The keys `docker login HOST` may have used for `host` in the config file."""
     if api_host(host) == DOCKER_HUB_API:
@@ -311,6 +324,7 @@ class Registry:
         self.session.headers["User-Agent"] = "releaser"
         # Passed on every call: requests lets $REQUESTS_CA_BUNDLE override a session-level setting.
         self.verify: bool | str = False if insecure else trust_for(host, ca_file)
+        self.cert = client_cert_for(host)  # mutual TLS: sent to the registry, never to its token service
         if insecure:
             import urllib3
 
@@ -326,16 +340,22 @@ class Registry:
     # ------------------------------------------------------------ plumbing
 
     def _probe_plain_http(self) -> bool:
-        """Loopback registries may speak plain HTTP: use it only when HTTPS does not answer."""
+        """Loopback registries may speak plain HTTP: use it only when HTTPS does not answer and
+        plain HTTP does. A TLS server that refuses the handshake (it wants a client certificate,
+        say) is still TLS: the real request then reports why."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # only asking whether TLS answers at all
-                self.session.get(f"https://{self.host}/v2/", timeout=5, verify=False)
+                self.session.get(f"https://{self.host}/v2/", timeout=5, verify=False, cert=self.cert)
             return False
-        except requests.exceptions.SSLError:
-            return True
-        except requests.exceptions.ConnectionError:
-            return True
+        except (requests.exceptions.SSLError, requests.exceptions.ConnectionError):
+            pass
+        try:
+            resp = self.session.get(f"http://{self.host}/v2/", timeout=5)
+        except requests.RequestException:
+            return True  # nothing answers either way: the real request names the registry as unreachable
+        # Go's TLS servers answer plain HTTP with exactly this
+        return not (resp.status_code == 400 and "HTTP request to an HTTPS server" in resp.text)
 
     def login_hint(self) -> str:
         return (f"log in with `docker login {self.host}` (the Docker config file is read), pass "
@@ -425,11 +445,19 @@ class Registry:
             hdrs = {**(headers or {}), **self._auth_header(scope)}
             try:
                 resp = self.session.request(method, url, data=data, headers=hdrs, stream=stream, params=params,
-                                            timeout=self.timeout, allow_redirects=True, verify=self.verify)
+                                            timeout=self.timeout, allow_redirects=True, verify=self.verify,
+                                            cert=self.cert if url.startswith(self.base) else None)
             except requests.exceptions.SSLError as exc:
-                raise RegistryError(f"TLS with {self.host} failed: {exc}",
-                                    fix="pass --ca-file with the registry's CA, or --insecure to skip "
-                                        "verification (never in production)") from exc
+                text = str(exc).lower()
+                if self.cert is None and ("certificate required" in text or "bad certificate" in text
+                                          or "handshake failure" in text):
+                    fix = (f"the registry wants a client certificate: file it as client.cert + client.key under "
+                           f"/etc/docker/certs.d/{self.host}/ (or $RELEASER_CERTS_D/{self.host}/)")
+                else:
+                    fix = (f"trust the registry's CA: add it to the system store, file it as "
+                           f"/etc/docker/certs.d/{self.host}/ca.crt, or pass --ca-file; --insecure skips "
+                           "verification (never in production)")
+                raise RegistryError(f"TLS with {self.host} failed: {exc}", fix=fix) from exc
             except requests.exceptions.ReadTimeout as exc:
                 # it takes connections but does not answer: once more, then say so (not 5 x the timeout)
                 if attempt >= min(1, self.retries) or not retry_body:

@@ -202,6 +202,42 @@ def test_tls_trusts_the_system_cas_and_certs_d_like_docker(tmp_path: Path, layou
         assert code == 6 and "missing.pem: no such file" in out, out
 
 
+def test_a_registry_that_requires_a_client_certificate_gets_the_one_filed_in_certs_d(tmp_path: Path,
+                                                                                    layout: Path) -> None:
+    """Mutual TLS as Docker does it: certs.d/HOST/NAME.cert + NAME.key (+ ca.crt)."""
+    for server in serve(tmp_path, tls=True, client_certs=True):
+        assert server.ca is not None and server.client is not None
+        client_cert, client_key = server.client
+        images.push(layout, "gobmp-v1", f"{server.host}/bmp/gobmp:v1",
+                    cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client))
+        images.push(layout, "nats-v1", f"{server.host}/library/nats:v1",
+                    cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client))
+        d = release_dir(tmp_path, server.host)
+        certs_d = tmp_path / "certs.d"
+        (certs_d / server.host).mkdir(parents=True)
+        (certs_d / server.host / "ca.crt").write_bytes(server.ca.read_bytes())
+        code, out = cli("lock", str(d), env={"RELEASER_CERTS_D": str(certs_d)})
+        assert code == 6 and "TLS with" in out and "wants a client certificate" in out, out  # no certificate
+        (certs_d / server.host / "client.cert").write_bytes(client_cert.read_bytes())
+        code, out = cli("lock", str(d), env={"RELEASER_CERTS_D": str(certs_d)})
+        assert code == 6 and "client.cert: a client certificate without its key (client.key)" in out, out
+        (certs_d / server.host / "client.key").write_bytes(client_key.read_bytes())
+        code, out = cli("lock", str(d), env={"RELEASER_CERTS_D": str(certs_d)})
+        assert code == 0, out
+        lock = yaml.safe_load((d / "release.lock.yaml").read_text())
+        assert lock["images"]["nats"]["digest"] == images.skopeo_digest(
+            f"{server.host}/library/nats:v1", cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client))
+
+
+def _certs_dir(d: Path, ca: Path, client: tuple[Path, Path]) -> Path:
+    """The same files in the layout skopeo's --cert-dir reads (*.crt CAs, *.cert + *.key)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "ca.crt").write_bytes(ca.read_bytes())
+    (d / "client.cert").write_bytes(client[0].read_bytes())
+    (d / "client.key").write_bytes(client[1].read_bytes())
+    return d
+
+
 def test_basic_auth(tmp_path: Path, layout: Path) -> None:
     for server in serve(tmp_path, auth="htpasswd"):
         push_all(layout, server.host, CREDS)

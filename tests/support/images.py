@@ -143,22 +143,28 @@ def build(root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd
     return desc
 
 
-def push(layout: Path, tag: str, dest: str, *, tls_verify: bool = False, creds: str | None = None) -> None:
+def push(layout: Path, tag: str, dest: str, *, tls_verify: bool = False, creds: str | None = None,
+         cert_dir: Path | None = None) -> None:
     """skopeo copy --all oci:LAYOUT:TAG docker://DEST (an independent client, preserving digests)."""
     cmd = ["skopeo", "copy", "--all", "--quiet", f"--dest-tls-verify={'true' if tls_verify else 'false'}",
            "--preserve-digests", f"oci:{layout}:{tag}", f"docker://{dest}"]
     if creds:
         cmd.insert(2, f"--dest-creds={creds}")
+    if cert_dir:
+        cmd.insert(2, f"--dest-cert-dir={cert_dir}")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"skopeo copy failed: {proc.stderr}")
 
 
-def skopeo_digest(ref: str, *, tls_verify: bool = False, creds: str | None = None) -> str:
+def skopeo_digest(ref: str, *, tls_verify: bool = False, creds: str | None = None,
+                  cert_dir: Path | None = None) -> str:
     """The digest the registry serves for `ref`, as skopeo sees it (inspect --raw | sha256)."""
     cmd = ["skopeo", "inspect", "--raw", f"--tls-verify={'true' if tls_verify else 'false'}", f"docker://{ref}"]
     if creds:
         cmd.insert(3, f"--creds={creds}")
+    if cert_dir:
+        cmd.insert(3, f"--cert-dir={cert_dir}")
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"skopeo inspect failed: {proc.stderr.decode()}")

@@ -167,7 +167,8 @@ class TokenServer:
 class RegistryServer:
     """docker-registry serving on 127.0.0.1:<free port> from a private directory."""
 
-    def __init__(self, directory: Path, *, tls: bool = False, auth: str | None = None) -> None:
+    def __init__(self, directory: Path, *, tls: bool = False, auth: str | None = None,
+                 client_certs: bool = False) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.storage = directory / "storage"
@@ -178,6 +179,7 @@ class RegistryServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.token: TokenServer | None = None
         self.ca: Path | None = None
+        self.client: tuple[Path, Path] | None = None  # (certificate, key) the registry requires (mutual TLS)
         cfg: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "error", "accesslog": {"disabled": True}},
@@ -187,6 +189,9 @@ class RegistryServer:
         if tls:
             self.ca, key = self_signed(directory / "tls", ["registry.local", "127.0.0.1", "localhost"])
             cfg["http"]["tls"] = {"certificate": str(self.ca), "key": str(key)}
+            if client_certs:  # a self-signed client certificate that is its own CA
+                self.client = self_signed(directory / "client", ["releaser-test-client"])
+                cfg["http"]["tls"]["clientcas"] = [str(self.client[0])]
         if auth == "htpasswd":
             htpasswd = directory / "htpasswd"
             subprocess.run(["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True)
@@ -212,7 +217,8 @@ class RegistryServer:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    requests.get(f"{self.url}/v2/", timeout=1, verify=False)
+                    requests.get(f"{self.url}/v2/", timeout=1, verify=False,
+                                 cert=tuple(map(str, self.client)) if self.client else None)
                 return self
             except requests.RequestException:
                 if self.proc.poll() is not None:
