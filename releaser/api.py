@@ -326,7 +326,7 @@ def bundle_images(path: Path) -> list[tuple[str, str]]:
     import json as _json
 
     from .bundle.archive import iter_members
-    from .bundle.format import IMAGE_NAME, REF_NAME
+    from .bundle.format import IMAGE_NAME, REF_NAME, SUBJECT
     from .lock import split_reference
 
     for member, reader in iter_members(path):
@@ -335,8 +335,8 @@ def bundle_images(path: Path) -> list[tuple[str, str]]:
             out = []
             for entry in index.get("manifests", []):
                 ann = entry.get("annotations", {})
-                if ann.get(IMAGE_NAME) == "chart":
-                    continue
+                if ann.get(IMAGE_NAME) == "chart" or SUBJECT in ann:
+                    continue  # the chart, and signatures/SBOMs attached to an image: not images that run
                 registry, repo, _, _ = split_reference(ann.get(REF_NAME, ""))
                 out.append((f"index.json {ann.get(IMAGE_NAME, '?')}", f"{registry}/{repo}@{entry['digest']}"))
             return out
@@ -444,10 +444,12 @@ class BundleResult:
     bytes_in: int
     fetched: int
     signer: str
+    attachments: tuple[str, ...] = ()  # repository:sha256-<hex>.sig ... carried with the images
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256, "size": self.size, "images": list(self.images),
-                "blobs": self.blobs, "bytesIn": self.bytes_in, "fetched": self.fetched, "signer": self.signer}
+                "blobs": self.blobs, "bytesIn": self.bytes_in, "fetched": self.fetched, "signer": self.signer,
+                "attachments": list(self.attachments)}
 
 
 def source_date_epoch() -> int:
@@ -460,7 +462,7 @@ def source_date_epoch() -> int:
 
 def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passphrase_file: Path | None = None,
                    level: int = 3, threads: int = -1, cache_dir: Path | None = None, use_cache: bool = True,
-                   registries: RegistryOptions | None = None,
+                   attachments: bool = True, registries: RegistryOptions | None = None,
                    progress: Any = None) -> BundleResult:
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed."""
     import yaml
@@ -485,7 +487,7 @@ def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passp
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
     mtime = source_date_epoch()
     factory = (registries or RegistryOptions()).factory()
-    bp = assemble(plan, lock, directory, factory, mtime=mtime)
+    bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
     lock_doc = yaml.safe_load(dump_lock(lock))
     entries, checksums, metadata = checksums_and_metadata(plan, lock_doc, bp, mtime=mtime,
                                                           signer_fingerprint=fingerprint(pub_pem))
@@ -501,7 +503,9 @@ def bundle_release(directory: Path, *, key: Path, out: Path | None = None, passp
                           mtime=mtime, progress=progress)
     return BundleResult(path=str(target), sha256=stats.sha256, size=stats.size,
                         images=tuple(i["source"] for i in bp.images), blobs=stats.blobs, bytes_in=stats.bytes_in,
-                        fetched=stats.fetched, signer=fingerprint(pub_pem))
+                        fetched=stats.fetched, signer=fingerprint(pub_pem),
+                        attachments=tuple(f"{i['repository']}:{a['tag']}" for i in bp.images
+                                          for a in i.get("attachments", [])))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -537,10 +541,12 @@ class InspectedImage:
     reference: str  # repository@digest, as pinned
     media_type: str
     platforms: tuple[str, ...]
+    attachments: tuple[str, ...] = ()  # tags: sha256-<hex>.sig ...
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "reference": self.reference,
-                "mediaType": self.media_type, "platforms": list(self.platforms)}
+                "mediaType": self.media_type, "platforms": list(self.platforms),
+                "attachments": list(self.attachments)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -579,7 +585,8 @@ def inspect_bundle_file(path: Path, *, key: Path | None = None) -> InspectResult
         platforms = tuple(pin.get("platforms") or ()) or ((pin["platform"],) if pin.get("platform") else ())
         images.append(InspectedImage(name=i.get("name", ""), source=i.get("source", ""),
                                      reference=f"{i.get('repository', '')}@{i.get('digest', '')}",
-                                     media_type=i.get("mediaType", ""), platforms=platforms))
+                                     media_type=i.get("mediaType", ""), platforms=platforms,
+                                     attachments=tuple(a.get("tag", "") for a in i.get("attachments", []))))
     sums = meta.get("checksums") or {}
     chart = meta.get("chart") or {}
     return InspectResult(path=str(path), size=path.stat().st_size, release=meta["release"].get("name", ""),

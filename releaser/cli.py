@@ -280,6 +280,10 @@ def bundle(directory: DirArg, key: KeyOpt, passphrase_file: PassFileOpt = None,
            threads: Annotated[int, typer.Option("--threads", help="zstd worker threads (-1: one per core).")] = -1,
            no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use or fill the local blob cache "
                                                   "($RELEASER_CACHE, else ~/.cache/releaser).")] = False,
+           attachments: Annotated[bool, typer.Option(
+               "--attachments/--no-attachments", help="Carry the signatures, attestations and SBOMs attached to "
+               "each pinned digest (cosign's sha256-<hex>.sig/.att/.sbom tags and the OCI referrers tag "
+               "sha256-<hex>), so policies that check them keep working behind the air gap.")] = True,
            insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
            creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
     """Write a signed airgap bundle: every locked image as ONE OCI image layout, the chart
@@ -295,10 +299,11 @@ def bundle(directory: DirArg, key: KeyOpt, passphrase_file: PassFileOpt = None,
     with _Progress("bundle", not as_json) as prog:
         _emit("bundle", as_json, lambda: api.bundle_release(
             directory, key=key, out=out, passphrase_file=passphrase_file, level=zstd_level, threads=threads,
-            use_cache=not no_cache, registries=opts, progress=prog),
-            lambda r: f"ok: wrote {r.path} ({r.size:,} bytes, {r.blobs} blobs, {len(r.images)} images; "
-                      f"{r.fetched:,} bytes fetched, the rest from the cache)\n  sha256: {r.sha256}\n"
-                      f"  signer: {r.signer}")
+            use_cache=not no_cache, attachments=attachments, registries=opts, progress=prog),
+            lambda r: f"ok: wrote {r.path} ({r.size:,} bytes, {r.blobs} blobs, {len(r.images)} images, "
+                      f"{len(r.attachments)} attachments; {r.fetched:,} bytes fetched, the rest from the cache)\n"
+                      f"  sha256: {r.sha256}\n  signer: {r.signer}"
+                      + "".join(f"\n  attached: {a}" for a in r.attachments))
 
 
 @app.command()
@@ -377,6 +382,7 @@ def _inspected(r: api.InspectResult) -> str:
         kind = "index" if "index" in i.media_type or "list" in i.media_type else "manifest"
         where = f"{kind}: {', '.join(i.platforms)}" if i.platforms else kind
         lines += [f"    {i.name:<{width}}  {i.source}", f"    {'':<{width}}  = {i.reference}  ({where})"]
+        lines += [f"    {'':<{width}}  + {t}" for t in i.attachments]
     lines.append(f"  chart: {r.chart['ref']}  {r.chart['digest']}")
     lines.append("  inspect reads only the head; `releaser airgap verify BUNDLE --key releaser.pub` checks every byte")
     return "\n".join(lines)

@@ -54,6 +54,9 @@ class World:
     pub: Path
     bundle: Path
     cache: Path
+    # image name -> {tag attached to one of its digests: digest the source registry serves for it}
+    attached: dict[str, dict[str, str]]
+    cosign_pub: Path  # the key the stand-in cosign signatures verify with
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +70,34 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     dst = RegistryServer(root / "dst").start()
     lay = root / "layout"
     # two images share the busybox base layer; one is a two-platform index
-    images.build(lay, "gobmp", "gobmp", platforms=("amd64", "arm64"))
-    images.build(lay, "nats", "nats", size_pad=18 << 20)  # with --chunk-size 8: three resumable PATCHes
+    gobmp = images.build(lay, "gobmp", "gobmp", platforms=("amd64", "arm64"))
+    nats = images.build(lay, "nats", "nats", size_pad=18 << 20)  # with --chunk-size 8: three resumable PATCHes
     images.push(lay, "gobmp", f"{src.host}/bmp/gobmp:v1")
     images.push(lay, "nats", f"{src.host}/library/nats:v1")
+    # attached to them: cosign signatures of the index and of its amd64 child (cosign sign --recursive),
+    # an attestation of nats, and an SBOM for nats in the OCI referrers tag schema
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    cosign_key = ec.generate_private_key(ec.SECP256R1())
+    cosign_pub = root / "cosign.pub"
+    cosign_pub.write_bytes(cosign_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    amd64 = json.loads((lay / "blobs/sha256" / str(gobmp["digest"]).split(":")[1]).read_text())["manifests"][0]
+    att = root / "attached"
+    pushes = {"gobmp": [images.cosign_signature(att, str(gobmp["digest"]), f"{src.host}/bmp/gobmp", cosign_key)[0],
+                        images.cosign_signature(att, amd64["digest"], f"{src.host}/bmp/gobmp", cosign_key)[0]],
+              "nats": [images.cosign_attestation(att, str(nats["digest"])),
+                       images.referrers_sbom(att, {k: nats[k] for k in ("mediaType", "digest", "size")})]}
+    repos = {"gobmp": "bmp/gobmp", "nats": "library/nats"}
+    attached: dict[str, dict[str, str]] = {}
+    for name, tags in pushes.items():
+        for tag in tags:
+            if tag.endswith((".sig", ".att")):
+                images.push(att, tag, f"{src.host}/{repos[name]}:{tag}")
+            else:  # an index of OCI 1.1 artifacts, which skopeo 1.9 will not copy unchanged
+                images.put_raw(att, tag, src.host, repos[name])
+            attached.setdefault(name, {})[tag] = images.skopeo_digest(f"{src.host}/{repos[name]}:{tag}")
     rel = root / "rel"
     rel.mkdir()
     doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release",
@@ -85,7 +112,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     code, out = cli("bundle", str(rel), "--key", str(root / "keys/releaser.key"), "--out", str(bundle))
     assert code == 0, out
     yield World(root=root, src=src, dst=dst, release=rel, key=root / "keys/releaser.key",
-                pub=root / "keys/releaser.pub", bundle=bundle, cache=root / "cache")
+                pub=root / "keys/releaser.pub", bundle=bundle, cache=root / "cache", attached=attached,
+                cosign_pub=cosign_pub)
     src.stop()
     dst.stop()
     os.environ.pop("RELEASER_CACHE", None)
@@ -256,6 +284,63 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
                     "--out", str(out_dir), "--json")
     stats = json.loads(out)["result"]["stats"]
     assert (stats["bytes_pushed"], stats["manifests_pushed"]) == (0, 0)
+
+
+def test_signatures_attestations_and_sboms_travel_with_their_images(world: World, tmp_path: Path) -> None:
+    """What is attached to a pinned digest by tag (cosign .sig/.att, the OCI referrers tag
+    schema) is in the bundle, loaded under the same tags with the same digests, and a cosign
+    signature still verifies (openssl) against the payload the private registry serves."""
+    want = {tag: digest for tags in world.attached.values() for tag, digest in tags.items()}
+    lay = extract(world.bundle, tmp_path / "x")
+    index = json.loads((lay / "index.json").read_text())["manifests"]
+    attached = {e["annotations"]["org.opencontainers.image.ref.name"]: e for e in index
+                if "dev.releaser.subject" in e["annotations"]}
+    assert {ref.rsplit(":", 1)[1]: e["digest"] for ref, e in attached.items()} == want
+    for ref, entry in attached.items():  # skopeo reads each from the layout, byte for byte
+        raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci:{lay}:{ref}"], capture_output=True, check=True)
+        assert images.sha(raw.stdout) == entry["digest"]
+        assert ref.rsplit(":", 1)[1].startswith("sha256-" + entry["annotations"]["dev.releaser.subject"][7:])
+    code, out = cli("airgap", "inspect", str(world.bundle), "--json")
+    assert {t for i in json.loads(out)["result"]["images"] for t in i["attachments"]} == set(want)
+
+    target = f"{world.dst.host}/att"
+    code, out = cli("airgap", str(world.bundle), "--to", target, "--key", str(world.pub), "--out", str(tmp_path))
+    assert code == 0, out
+    repos = {"gobmp": "bmp/gobmp", "nats": "library/nats"}
+    for name, tags in world.attached.items():
+        for tag, digest in tags.items():
+            assert images.skopeo_digest(f"{target}/{repos[name]}:{tag}") == digest
+    lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+    sig_tag = images.attached_tag(lock["images"]["gobmp"]["digest"], ".sig")
+    manifest = json.loads(subprocess.run(["skopeo", "inspect", "--raw", f"docker://{target}/bmp/gobmp:{sig_tag}",
+                                          "--tls-verify=false"], capture_output=True, check=True).stdout)
+    layer = manifest["layers"][0]
+    payload = subprocess.run(["curl", "-sf", f"http://{world.dst.host}/v2/att/bmp/gobmp/blobs/{layer['digest']}"],
+                             capture_output=True, check=True).stdout
+    assert json.loads(payload)["critical"]["image"]["docker-manifest-digest"] == lock["images"]["gobmp"]["digest"]
+    (tmp_path / "payload").write_bytes(payload)
+    (tmp_path / "sig.der").write_bytes(base64.b64decode(layer["annotations"]["dev.cosignproject.cosign/signature"]))
+    proc = subprocess.run(["openssl", "dgst", "-sha256", "-verify", str(world.cosign_pub), "-signature",
+                           str(tmp_path / "sig.der"), str(tmp_path / "payload")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Verified OK" in proc.stdout, proc.stdout + proc.stderr
+
+    # a re-run notices a missing signature (the fast path checks attached tags too) and puts it back
+    gone = world.attached["gobmp"][sig_tag]
+    import requests
+
+    assert requests.delete(f"http://{world.dst.host}/v2/att/bmp/gobmp/manifests/{gone}", timeout=10).status_code == 202
+    code, out = cli("airgap", str(world.bundle), "--to", target, "--key", str(world.pub), "--out", str(tmp_path),
+                    "--json")
+    assert code == 0 and json.loads(out)["result"]["stats"]["manifests_pushed"] == 1, out
+    assert images.skopeo_digest(f"{target}/bmp/gobmp:{sig_tag}") == gone
+
+    # --no-attachments leaves them out
+    plain = tmp_path / "plain.tar.zst"
+    code, out = cli("bundle", str(world.release), "--key", str(world.key), "--out", str(plain), "--no-attachments",
+                    "--json")
+    assert code == 0 and json.loads(out)["result"]["attachments"] == [], out
+    code, out = cli("airgap", "inspect", str(plain), "--json")
+    assert all(i["attachments"] == [] for i in json.loads(out)["result"]["images"])
 
 
 TAMPERS = {
@@ -457,10 +542,14 @@ def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: P
         code, out = cli("airgap", str(world.bundle), "--to", f"{target.host}/x", "--key", str(world.pub),
                         "--out", str(tmp_path), "--json")
         assert code == 0, out
-        assert json.loads(out)["result"]["stats"]["manifests_pushed"] == 5
+        # index + 2 platform manifests + nats + chart, and the attached: 2 signatures, an attestation,
+        # the referrers index and its SBOM artifact (the kill came before any manifest)
+        assert json.loads(out)["result"]["stats"]["manifests_pushed"] == 10
         lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
         for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
             assert images.skopeo_digest(f"{target.host}/x/{repo}:v1") == lock["images"][name]["digest"]
+            for tag, digest in world.attached[name].items():
+                assert images.skopeo_digest(f"{target.host}/x/{repo}:{tag}") == digest
     finally:
         target.stop()
 

@@ -417,12 +417,14 @@ def compose_override(metadata: dict[str, Any], target: Target) -> bytes:
 
 
 def top_level(metadata: dict[str, Any], target: Target) -> list[tuple[str, str, str | None]]:
-    """(repo, digest, tag) of every image and the chart, from the signed metadata."""
+    """(repo, digest, tag) of every image, everything attached to it, and the chart, from the
+    signed metadata."""
     out: list[tuple[str, str, str | None]] = []
     for img in metadata.get("images", []):
         _, path, _, _ = split_reference(img["repository"])
         _, _, tag, _ = split_reference(img["source"])
         out.append((target.repo(path), img["digest"], tag))
+        out += [(target.repo(path), a["digest"], a["tag"]) for a in img.get("attachments", [])]
     chart = metadata.get("chart") or {}
     if chart:
         name, _, version = chart["ref"].rpartition(":")

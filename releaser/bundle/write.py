@@ -28,6 +28,7 @@ from ..render.helm import chart_config, package_chart, render_helm
 from .archive import TarZstWriter
 from .cache import BlobCache
 from .format import (
+    ATTACHMENT_SUFFIXES,
     CHECKSUMS,
     FORMAT_VERSION,
     HELM_CONFIG,
@@ -38,6 +39,7 @@ from .format import (
     OCI_MANIFEST,
     REF_NAME,
     SIGNATURE,
+    SUBJECT,
 )
 
 
@@ -74,7 +76,9 @@ def _about(exc: RegistryError, what: str) -> RegistryError:
     return type(exc)(f"{what}: {exc.message}", fix=exc.fix)
 
 
-def _collect_image(bp: BundlePlan, name: str, pin: Any, registry: Any) -> None:
+def _collect_image(bp: BundlePlan, name: str, pin: Any, registry: Any) -> list[str]:
+    """Add the pinned manifest (or index and its children) and every blob they reference;
+    return the digests something may be attached to (the pinned one, then the children)."""
     _, path, _, _ = split_reference(pin.repository)
     top = registry.get_manifest(path, pin.digest)
     kind = "index" if top.descriptor.media_type in INDEX_TYPES else "manifest"
@@ -82,42 +86,88 @@ def _collect_image(bp: BundlePlan, name: str, pin: Any, registry: Any) -> None:
                 content=top.content, kind=kind, image=name))
     manifests = [top]
     if kind == "index":
-        for child in top.json().get("manifests", []):
-            m = registry.get_manifest(path, child["digest"])
-            if m.descriptor.media_type in INDEX_TYPES:
-                raise ReleaserError(f"{pin.pinned}: nested indexes are not supported",
-                                    fix="pin a platform index whose children are image manifests")
-            bp.add(Blob(digest=m.descriptor.digest, size=m.descriptor.size, media_type=m.descriptor.media_type,
-                        source_repo=path, content=m.content, kind="manifest", image=name))
-            manifests.append(m)
+        manifests += _children(bp, name, path, top, registry, pin.pinned)
+    _add_blobs(bp, name, path, manifests, pin.pinned)
+    return [m.descriptor.digest for m in manifests]
+
+
+def _children(bp: BundlePlan, name: str, path: str, index: Any, registry: Any, what: str) -> list[Any]:
+    out = []
+    for child in index.json().get("manifests", []):
+        m = registry.get_manifest(path, child["digest"])
+        if m.descriptor.media_type in INDEX_TYPES:
+            raise ReleaserError(f"{what}: nested indexes are not supported",
+                                fix="pin a platform index whose children are image manifests")
+        bp.add(Blob(digest=m.descriptor.digest, size=m.descriptor.size, media_type=m.descriptor.media_type,
+                    source_repo=path, content=m.content, kind="manifest", image=name))
+        out.append(m)
+    return out
+
+
+def _add_blobs(bp: BundlePlan, name: str, path: str, manifests: list[Any], pinned: str) -> None:
     for m in manifests:
         if m.descriptor.media_type in INDEX_TYPES:
             continue
         doc = m.json()
         for desc in [doc["config"], *doc.get("layers", [])]:
             if desc.get("urls"):
-                raise ReleaserError(f"{pin.pinned}: layer {desc['digest']} is a foreign layer (urls)",
+                raise ReleaserError(f"{pinned}: layer {desc['digest']} is a foreign layer (urls)",
                                     fix="airgap bundles cannot carry foreign layers; rebuild the image without them")
             bp.add(Blob(digest=desc["digest"], size=int(desc["size"]), media_type=desc["mediaType"],
                         source_repo=path, image=name))
 
 
+def _attachments(bp: BundlePlan, name: str, pin: Any, subjects: list[str], registry: Any,
+                 concurrency: int = 8) -> list[dict[str, Any]]:
+    """Signatures, attestations and SBOMs attached to `subjects` by tag (ATTACHMENT_SUFFIXES),
+    added to the bundle with everything they reference. One HEAD per candidate tag, at once."""
+    from .. import workers
+
+    _, path, _, _ = split_reference(pin.repository)
+    candidates = [(subject, f"sha256-{subject.split(':', 1)[1]}{suffix}")
+                  for subject in subjects for suffix in ATTACHMENT_SUFFIXES]
+    with workers.pool(concurrency) as pool:
+        found = list(pool.map(lambda c: registry.tag_digest(path, c[1]), candidates))
+    out = []
+    for (subject, tag), digest in zip(candidates, found, strict=True):
+        if digest is None:
+            continue
+        m = registry.get_manifest(path, digest)
+        kind = "index" if m.descriptor.media_type in INDEX_TYPES else "manifest"
+        bp.add(Blob(digest=m.descriptor.digest, size=m.descriptor.size, media_type=m.descriptor.media_type,
+                    source_repo=path, content=m.content, kind=kind, image=name))
+        what = f"{pin.repository}:{tag}"
+        manifests = [m, *(_children(bp, name, path, m, registry, what) if kind == "index" else [])]
+        _add_blobs(bp, name, path, manifests, what)
+        bp.index.append({"mediaType": m.descriptor.media_type, "digest": m.descriptor.digest,
+                         "size": m.descriptor.size,
+                         "annotations": {REF_NAME: f"{pin.repository}:{tag}", IMAGE_NAME: name, SUBJECT: subject}})
+        out.append({"tag": tag, "digest": m.descriptor.digest, "mediaType": m.descriptor.media_type,
+                    "subject": subject})
+    return out
+
+
 def assemble(plan: Plan, lock: Lock, release_dir: Path, registry_for: Callable[[str], Any], *,
-             mtime: int) -> BundlePlan:
-    """Fetch manifests (small), render chart and compose, and lay out the bundle."""
+             mtime: int, attachments: bool = True) -> BundlePlan:
+    """Fetch manifests (small), render chart and compose, and lay out the bundle. With
+    `attachments`, also what is attached to each pinned digest (signatures, attestations, SBOMs)."""
     bp = BundlePlan()
     for img in plan.images:
         pin = lock.image(img.name)
         registry_host = split_reference(pin.repository)[0]
-        try:
-            _collect_image(bp, img.name, pin, registry_for(registry_host))
-        except RegistryError as exc:
-            raise _about(exc, f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})") from exc
         source = next(i for i in lock.images if i.name == img.name).source
         bp.index.append({"mediaType": pin.media_type, "digest": pin.digest, "size": pin.size,
                          "annotations": {REF_NAME: _ref_name(source, pin), IMAGE_NAME: img.name}})
-        bp.images.append({"name": img.name, "source": source, "repository": pin.repository, "digest": pin.digest,
-                          "mediaType": pin.media_type})
+        entry: dict[str, Any] = {"name": img.name, "source": source, "repository": pin.repository,
+                                 "digest": pin.digest, "mediaType": pin.media_type}
+        try:
+            registry = registry_for(registry_host)
+            subjects = _collect_image(bp, img.name, pin, registry)
+            if attachments:
+                entry["attachments"] = _attachments(bp, img.name, pin, subjects, registry)
+        except RegistryError as exc:
+            raise _about(exc, f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})") from exc
+        bp.images.append(entry)
     # the chart, as a package and as an OCI artifact in the layout
     chart_files = render_helm(plan)
     tgz = package_chart(plan, chart_files, mtime=mtime)

@@ -220,3 +220,131 @@ def standin_release(work: Path, host: str) -> Path:
     rel.mkdir(parents=True)
     (rel / "release.yaml").write_text(publish_standins(EXAMPLE_RELEASE.read_text(), work / "layout", host))
     return rel
+
+
+# ------------------------------------------------------------ things attached to an image
+# Signatures, attestations and SBOMs in the formats the tools that make them store them,
+# written by hand (cosign cannot be installed here) and pushed with skopeo like everything else.
+
+COSIGN_SIGNATURE = "application/vnd.dev.cosign.simplesigning.v1+json"
+DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+SPDX = "application/spdx+json"
+
+
+def attached_tag(subject: str, suffix: str) -> str:
+    """cosign's tag scheme (suffix .sig/.att/.sbom) and the OCI referrers tag schema (suffix "")."""
+    return f"sha256-{subject.split(':', 1)[1]}{suffix}"
+
+
+def _single_layer(lay: Layout, payload: bytes, media_type: str, annotations: dict[str, str]) -> bytes:
+    """A cosign-style manifest: an image config whose one diff_id is the payload, one layer."""
+    cfg = json.dumps({"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
+                      "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
+                      "rootfs": {"type": "layers", "diff_ids": [sha(payload)]}}, separators=(",", ":")).encode()
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "config": {"mediaType": OCI_CONFIG, "size": len(cfg), "digest": lay.blob(cfg)},
+                       "layers": [{"mediaType": media_type, "size": len(payload), "digest": lay.blob(payload),
+                                   "annotations": annotations}]}, separators=(",", ":")).encode()
+
+
+def _tagged(root: Path, tag: str, body: bytes, media_type: str) -> str:
+    lay = Layout(root)
+    if (root / "index.json").exists():
+        lay.index = json.loads((root / "index.json").read_text())["manifests"]
+    digest = lay.blob(body)
+    lay.index = [d for d in lay.index if d.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
+    lay.index.append({"mediaType": media_type, "digest": digest, "size": len(body),
+                      "annotations": {"org.opencontainers.image.ref.name": tag}})
+    lay.finish()
+    return digest
+
+
+def cosign_signature(root: Path, subject: str, docker_reference: str, key: object) -> tuple[str, bytes, str]:
+    """What `cosign sign --key` stores for `subject`: a simple-signing payload naming the digest,
+    its ECDSA P-256 / SHA-256 signature in base64 as the layer's annotation. Written to the layout
+    under tag sha256-<hex>.sig; returns (tag, payload, base64 signature)."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    payload = json.dumps({"critical": {"identity": {"docker-reference": docker_reference},
+                                       "image": {"docker-manifest-digest": subject},
+                                       "type": "cosign container image signature"}, "optional": None},
+                         separators=(",", ":")).encode()
+    sig = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()  # type: ignore[attr-defined]
+    lay = Layout(root)
+    body = _single_layer(lay, payload, COSIGN_SIGNATURE, {"dev.cosignproject.cosign/signature": sig})
+    tag = attached_tag(subject, ".sig")
+    _tagged(root, tag, body, OCI_MANIFEST)
+    return tag, payload, sig
+
+
+def cosign_attestation(root: Path, subject: str) -> str:
+    """What `cosign attest` stores: a DSSE envelope of an in-toto statement, tag sha256-<hex>.att."""
+    import base64
+
+    statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1",
+                            "predicateType": "https://slsa.dev/provenance/v0.2",
+                            "subject": [{"name": "stand-in", "digest": {"sha256": subject.split(":")[1]}}],
+                            "predicate": {"builder": {"id": "releaser-tests"}}}, separators=(",", ":")).encode()
+    envelope = json.dumps({"payloadType": "application/vnd.in-toto+json",
+                           "payload": base64.b64encode(statement).decode(),
+                           "signatures": [{"keyid": "", "sig": "dGVzdA=="}]}, separators=(",", ":")).encode()
+    lay = Layout(root)
+    body = _single_layer(lay, envelope, DSSE_ENVELOPE, {"predicateType": "https://slsa.dev/provenance/v0.2"})
+    tag = attached_tag(subject, ".att")
+    _tagged(root, tag, body, OCI_MANIFEST)
+    return tag
+
+
+def referrers_sbom(root: Path, subject: dict[str, object]) -> str:
+    """An SBOM as an OCI 1.1 artifact with `subject`, listed in the referrers tag schema's index
+    (tag sha256-<hex>), as a client writes it for a registry without the referrers API."""
+    lay = Layout(root)
+    sbom = json.dumps({"spdxVersion": "SPDX-2.3", "name": "stand-in", "packages": []}).encode()
+    empty = lay.blob(b"{}")
+    artifact = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SPDX,
+                           "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
+                           "layers": [{"mediaType": SPDX, "digest": lay.blob(sbom), "size": len(sbom)}],
+                           "subject": subject}, separators=(",", ":")).encode()
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                        "manifests": [{"mediaType": OCI_MANIFEST, "digest": lay.blob(artifact),
+                                       "size": len(artifact), "artifactType": SPDX}]},
+                       separators=(",", ":")).encode()
+    tag = attached_tag(str(subject["digest"]), "")
+    _tagged(root, tag, index, OCI_INDEX)
+    return tag
+
+
+def put_raw(layout: Path, tag: str, host: str, repo: str) -> None:
+    """Push `tag` of the layout with plain distribution-spec requests (monolithic blob uploads,
+    manifests PUT children first), for what skopeo 1.9 will not copy unchanged (an index of
+    OCI 1.1 artifacts). Plain HTTP test registries only."""
+    import requests
+
+    index = json.loads((layout / "index.json").read_text())["manifests"]
+    top = next(d for d in index if d.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs/sha256" / digest.split(":")[1]).read_bytes()
+
+    def push(desc: dict[str, object], reference: str) -> None:
+        body = blob(str(desc["digest"]))
+        doc = json.loads(body)
+        for child in doc.get("manifests", []):
+            push(child, child["digest"])
+        for d in [doc.get("config"), *doc.get("layers", [])]:
+            if d:
+                r = requests.post(f"http://{host}/v2/{repo}/blobs/uploads/", timeout=30)
+                assert r.status_code == 202, r.text
+                location = requests.compat.urljoin(f"http://{host}/", r.headers["Location"])
+                r = requests.put(location, params={"digest": d["digest"]}, data=blob(d["digest"]),
+                                 headers={"Content-Type": "application/octet-stream"}, timeout=30)
+                assert r.status_code == 201, r.text
+        r = requests.put(f"http://{host}/v2/{repo}/manifests/{reference}", data=body,
+                         headers={"Content-Type": str(desc["mediaType"])}, timeout=30)
+        assert r.status_code == 201, r.text
+
+    push(top, tag)
