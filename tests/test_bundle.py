@@ -212,6 +212,21 @@ def test_same_inputs_give_a_byte_identical_bundle(world: World, tmp_path: Path) 
                                                   again.stat().st_size)
 
 
+def test_images_gathered_one_at_a_time_give_the_same_bundle(world: World, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images (manifests and attachment lookups) are gathered side by side and merged in the
+    release's order: one at a time, the bundle is the same, byte for byte."""
+    import functools
+
+    from releaser.bundle import write
+
+    monkeypatch.setattr(write, "assemble", functools.partial(write.assemble, concurrency=1))
+    one = tmp_path / "one.tar.zst"
+    code, out = cli("bundle", str(world.release), "--key", str(world.key), "--out", str(one))
+    assert code == 0, out
+    assert one.read_bytes() == world.bundle.read_bytes()
+
+
 def test_no_secret_in_outputs(world: World) -> None:
     for _, data in members(world.bundle):
         assert PASS.encode() not in data

@@ -147,26 +147,47 @@ def _attachments(bp: BundlePlan, name: str, pin: Any, subjects: list[str], regis
     return out
 
 
+def _gather_image(img: Any, pin: Any, source: str, registry: Any, attachments: bool) -> tuple[BundlePlan, dict[str, Any]]:
+    """One image's part of the bundle (its manifests, blobs, attachments and index entries),
+    in a plan of its own so that images can be gathered side by side."""
+    part = BundlePlan()
+    part.index.append({"mediaType": pin.media_type, "digest": pin.digest, "size": pin.size,
+                       "annotations": {REF_NAME: _ref_name(source, pin), IMAGE_NAME: img.name}})
+    entry: dict[str, Any] = {"name": img.name, "source": source, "repository": pin.repository,
+                             "digest": pin.digest, "mediaType": pin.media_type}
+    try:
+        subjects = _collect_image(part, img.name, pin, registry)
+        if attachments:
+            entry["attachments"] = _attachments(part, img.name, pin, subjects, registry)
+    except RegistryError as exc:
+        raise _about(exc, f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})") from exc
+    return part, entry
+
+
 def assemble(plan: Plan, lock: Lock, release_dir: Path, registry_for: Callable[[str], Any], *,
-             mtime: int, attachments: bool = True) -> BundlePlan:
+             mtime: int, attachments: bool = True, concurrency: int = 4) -> BundlePlan:
     """Fetch manifests (small), render chart and compose, and lay out the bundle. With
-    `attachments`, also what is attached to each pinned digest (signatures, attestations, SBOMs)."""
+    `attachments`, also what is attached to each pinned digest (signatures, attestations, SBOMs).
+    Images are gathered side by side (each is a few small requests) and merged in the
+    release's order, so the result does not depend on which answer came first."""
+    from .. import workers
+
     bp = BundlePlan()
+    jobs = []
     for img in plan.images:
         pin = lock.image(img.name)
-        registry_host = split_reference(pin.repository)[0]
         source = next(i for i in lock.images if i.name == img.name).source
-        bp.index.append({"mediaType": pin.media_type, "digest": pin.digest, "size": pin.size,
-                         "annotations": {REF_NAME: _ref_name(source, pin), IMAGE_NAME: img.name}})
-        entry: dict[str, Any] = {"name": img.name, "source": source, "repository": pin.repository,
-                                 "digest": pin.digest, "mediaType": pin.media_type}
         try:
-            registry = registry_for(registry_host)
-            subjects = _collect_image(bp, img.name, pin, registry)
-            if attachments:
-                entry["attachments"] = _attachments(bp, img.name, pin, subjects, registry)
+            registry = registry_for(split_reference(pin.repository)[0])
         except RegistryError as exc:
             raise _about(exc, f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})") from exc
+        jobs.append((img, pin, source, registry))
+    with workers.pool(concurrency) as pool:
+        parts = list(pool.map(lambda job: _gather_image(*job, attachments), jobs))
+    for part, entry in parts:
+        for blob in part.blobs.values():
+            bp.add(blob)  # the first image that holds a shared blob is the one it is fetched from
+        bp.index.extend(part.index)
         bp.images.append(entry)
     # the chart, as a package and as an OCI artifact in the layout
     chart_files = render_helm(plan)
