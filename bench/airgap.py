@@ -192,6 +192,9 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
         benv = {**env, "RELEASER_CACHE": str(work / "cache")}
         layout = work / "baseline-layout"
         for r in range(rounds):
+            # each side writes a new file: replacing the last round's 500 MB would time the kernel freeing it
+            bundle.unlink(missing_ok=True)
+            (work / "baseline.tar.zst").unlink(missing_ok=True)
             samples.setdefault("bundle", []).append(run(
                 [RELEASER, "bundle", str(rel), "--key", str(keys / "releaser.key"), "--out", str(bundle),
                  "--no-cache"], env=benv))

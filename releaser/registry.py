@@ -560,11 +560,16 @@ class Registry:
 
     def iter_blob(self, repo: str, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
         """Stream a blob, verifying its digest at the end (raises DigestMismatch)."""
-        h = hashlib.sha256()
-        with self.open_blob(repo, digest) as resp:
-            for part in resp.iter_content(chunk):
-                h.update(part)
-                yield part
+        from .workers import HashBeside
+
+        h = HashBeside()  # checked beside the stream: the caller compresses while this hashes
+        try:
+            with self.open_blob(repo, digest) as resp:
+                for part in resp.iter_content(chunk):
+                    h.update(part)
+                    yield part
+        finally:
+            h.close()
         if "sha256:" + h.hexdigest() != digest:
             raise DigestMismatch(f"{self.host}/{repo} blob {digest} arrived hashing to sha256:{h.hexdigest()}",
                                  fix="re-run; if it persists the registry's storage is corrupt")

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -245,6 +246,54 @@ def test_an_unreachable_source_names_the_image_and_leaves_no_file(world: World, 
     assert code == 6 and "127.0.0.1:9 is unreachable" in text, text
     assert "error: images.gobmp (127.0.0.1:9/bmp/gobmp@sha256:" in text and "from release.lock.yaml" in text
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_a_source_blob_that_does_not_match_its_digest_is_refused(world: World, tmp_path: Path) -> None:
+    """Blobs are checked on a thread beside the stream; a mismatch still fails the bundle,
+    names the image and the blob, and leaves no file."""
+    import shutil
+
+    bad = RegistryServer(tmp_path / "bad")
+    shutil.copytree(world.src.storage, bad.storage)
+    data = max((bad.storage / "docker/registry/v2/blobs").rglob("data"), key=lambda p: p.stat().st_size)
+    with data.open("r+b") as f:  # one flipped byte in the middle of the biggest layer
+        f.seek(data.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 1]))
+    blob = f"sha256:{data.parent.name}"
+    rel = tmp_path / "rel"
+    shutil.copytree(world.release, rel)
+    for name in ("release.yaml", "release.lock.yaml"):
+        (rel / name).write_text((rel / name).read_text().replace(world.src.host, bad.host))
+    out = tmp_path / "out" / "b.tar.zst"
+    bad.start()
+    try:
+        code, text = cli("bundle", str(rel), "--key", str(world.key), "--out", str(out), "--no-cache")
+    finally:
+        bad.stop()
+    assert code == 6, text
+    assert f"blob {blob}" in text and "arrived hashing to sha256:" in text and "images.nats" in text, text
+    assert list(out.parent.iterdir()) == []
+
+
+def test_a_bundle_that_cannot_be_written_names_the_file_and_leaves_nothing(world: World, tmp_path: Path) -> None:
+    """The archive is hashed and written on a thread of its own; a write refused by the file
+    system (here: a 4 MB file-size limit) still stops the bundle with the path named."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
+    out = tmp_path / "out" / "b.tar.zst"
+    out.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "releaser", "bundle", str(world.release), "--key",
+                           str(world.key), "--out", str(out), "--no-cache"], capture_output=True, text=True,
+                          env={**os.environ, "RELEASER_KEY_PASSPHRASE": PASS}, preexec_fn=limit)
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: {out}: File too large" in proc.stderr and "free space" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(out.parent.iterdir()) == []
 
 
 def test_zstd_level_and_bad_key(world: World, tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -292,8 +294,6 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
     """Write the archive to a temp file beside `out`, then rename it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    fetched = 0
-    total_in = 0
     if progress is not None and hasattr(progress, "set_totals"):
         per_image: dict[str, int] = {}
         for blob in bp.blobs.values():
@@ -301,31 +301,16 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
         progress.set_totals(per_image)
     try:
         with tmp.open("wb") as raw:
-            fh = _Hashing(raw)
-            w = TarZstWriter(fh, level=level, threads=threads, mtime=mtime)  # type: ignore[arg-type]
-            w.add_bytes(METADATA, metadata)
-            w.add_bytes(SIGNATURE, signature)
-            w.add_bytes(CHECKSUMS, checksums)
-            for name, content in layout_files(bp).items():
-                w.add_bytes(name, content)
-            for blob in _order(bp):
-                chunks, from_registry = blob_source(blob, registry_for, repo_hosts.get(blob.source_repo, ""), cache)
-
-                def counted(it: Iterator[bytes], b: Blob = blob) -> Iterator[bytes]:
-                    for c in it:
-                        if progress:
-                            progress(b.image, len(c))
-                        yield c
-
-                try:
-                    total_in += w.add_stream(blob.path, blob.size, counted(chunks))
-                except RegistryError as exc:  # the partial archive is a temp file, removed below
-                    raise _about(exc, f"images.{blob.image} blob {blob.digest}") from exc
-                if from_registry:
-                    fetched += blob.size
-            for name in sorted(bp.files):
-                w.add_bytes(name, bp.files[name])
-            w.close()
+            fh = _Hashing(raw, str(out))
+            try:
+                fetched, total_in = _write_members(fh, bp, metadata=metadata, signature=signature,
+                                                   checksums=checksums, registry_for=registry_for,
+                                                   repo_hosts=repo_hosts, cache=cache, level=level,
+                                                   threads=threads, mtime=mtime, progress=progress)
+            except BaseException:
+                fh.close(quiet=True)
+                raise
+            fh.close()
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -334,18 +319,82 @@ def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]]
                       size=fh.size, sha256=fh.hash.hexdigest())
 
 
-class _Hashing:
-    """A file being written, hashed on the way (no second read of the archive)."""
+def _write_members(fh: Any, bp: BundlePlan, *, metadata: bytes, signature: bytes, checksums: bytes,
+                   registry_for: Callable[[str], Any], repo_hosts: dict[str, str], cache: BlobCache | None,
+                   level: int, threads: int, mtime: int,
+                   progress: Callable[[str, int], None] | None) -> tuple[int, int]:
+    """Every member, in the documented order; (bytes fetched from registries, bytes written in)."""
+    fetched = 0
+    total_in = 0
+    w = TarZstWriter(fh, level=level, threads=threads, mtime=mtime)
+    w.add_bytes(METADATA, metadata)
+    w.add_bytes(SIGNATURE, signature)
+    w.add_bytes(CHECKSUMS, checksums)
+    for name, content in layout_files(bp).items():
+        w.add_bytes(name, content)
+    for blob in _order(bp):
+        chunks, from_registry = blob_source(blob, registry_for, repo_hosts.get(blob.source_repo, ""), cache)
 
-    def __init__(self, raw: Any) -> None:
+        def counted(it: Iterator[bytes], b: Blob = blob) -> Iterator[bytes]:
+            for c in it:
+                if progress:
+                    progress(b.image, len(c))
+                yield c
+
+        try:
+            total_in += w.add_stream(blob.path, blob.size, counted(chunks))
+        except RegistryError as exc:  # the partial archive is a temp file, removed by the caller
+            raise _about(exc, f"images.{blob.image} blob {blob.digest}") from exc
+        if from_registry:
+            fetched += blob.size
+    for name in sorted(bp.files):
+        w.add_bytes(name, bp.files[name])
+    w.close()
+    return fetched, total_in
+
+
+class _Hashing:
+    """A file being written, hashed on the way (no second read of the archive). Hashing and
+    writing run on a thread of their own, so that they overlap with fetching, checking and
+    compressing what comes next (hashlib and file writes let go of the GIL). At most `depth`
+    compressed chunks (~128 KiB each) wait in between."""
+
+    def __init__(self, raw: Any, name: str, depth: int = 32) -> None:
         self.raw = raw
+        self.name = name  # named in a write error (the file written is a temp file beside it)
         self.hash = hashlib.sha256()
         self.size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="bundle-file", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:  # after a failure, keep taking chunks so that write() never blocks
+                try:
+                    self.hash.update(data)
+                    self.raw.write(data)
+                except OSError as exc:  # raised again in the writing thread, naming the bundle
+                    self._error = OSError(exc.errno, exc.strerror, self.name) if not exc.filename else exc
+                except BaseException as exc:
+                    self._error = exc
 
     def write(self, data: bytes) -> int:
-        self.hash.update(data)
+        if self._error is not None:
+            raise self._error
+        data = bytes(data)  # the compressor may reuse its buffer
         self.size += len(data)
-        return self.raw.write(data)
+        self._queue.put(data)
+        return len(data)
 
     def flush(self) -> None:
-        self.raw.flush()
+        """Called by the compressor at every frame end: nothing to wait for here (close() does)."""
+
+    def close(self, *, quiet: bool = False) -> None:
+        """Wait until every chunk is hashed and written; raise what writing raised (unless `quiet`)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error
