@@ -12,8 +12,8 @@ docker-registry, then measures in one run:
   verify       releaser airgap verify            vs  sha256sum of the same bundle bytes
 
 reporting the median wall time of --rounds runs (releaser and baseline alternating, every
-load into a fresh registry), the ratio baseline/releaser, and each process's peak RSS
-(from wait4). Then it measures releaser's peak RSS again at --scale times the size.
+load into a fresh registry), the ratio baseline/releaser, each process's peak RSS and CPU
+time (from wait4), and the CPU time the registry spent serving each step (from /proc). Then it measures releaser's peak RSS again at --scale times the size.
 Nothing here asserts; results go to stdout as a Markdown table (and --json).
 """
 
@@ -47,19 +47,34 @@ LAYER = "application/vnd.oci.image.layer.v1.tar"
 # wait4: measuring from this (larger) process would report our own RSS for small children,
 # because a child's peak RSS starts at its parent's before exec.
 _LAUNCH = ("import os,sys,time;t=time.perf_counter();p=os.posix_spawnp(sys.argv[1],sys.argv[1:],os.environ);"
-           "_,s,u=os.wait4(p,0);sys.stderr.write('\\n%d %d %f\\n'%(os.waitstatus_to_exitcode(s),u.ru_maxrss,"
-           "time.perf_counter()-t))")
+           "_,s,u=os.wait4(p,0);sys.stderr.write('\\n%d %d %f %f\\n'%(os.waitstatus_to_exitcode(s),u.ru_maxrss,"
+           "time.perf_counter()-t,u.ru_utime+u.ru_stime))")
 
 
-def run(cmd: list[str] | str, *, env: dict[str, str] | None = None, shell: bool = False) -> tuple[float, int]:
-    """(wall seconds, peak RSS in MB) of one command."""
+Sample = tuple[float, int, float]  # wall seconds, peak RSS in MB, CPU seconds (user + system)
+
+
+def run(cmd: list[str] | str, *, env: dict[str, str] | None = None, shell: bool = False) -> Sample:
+    """(wall seconds, peak RSS in MB, CPU seconds) of one command, its children included."""
     argv = ["/bin/sh", "-c", cmd] if shell else list(cmd)  # type: ignore[list-item]
     proc = subprocess.run([sys.executable, "-S", "-c", _LAUNCH, *argv], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
-    code, rss, wall = proc.stderr.strip().splitlines()[-1].split()
+    code, rss, wall, cpu = proc.stderr.strip().splitlines()[-1].split()
     if int(code) != 0:
         raise SystemExit(f"benchmark command failed: {cmd}\n{proc.stderr}")
-    return float(wall), int(rss) // 1024
+    return float(wall), int(rss) // 1024, float(cpu)
+
+
+def combined(steps: list[Sample]) -> Sample:
+    """Several commands run one after the other, as one step."""
+    return sum(w for w, _, _ in steps), max(r for _, r, _ in steps), sum(c for _, _, c in steps)
+
+
+def server_cpu(server: RegistryServer) -> float:
+    """CPU seconds (user + system) the registry process has used so far, from /proc."""
+    assert server.proc is not None
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_layer(lay: Layout, name: str, size: int, rng: random.Random) -> tuple[str, int, str]:
@@ -171,9 +186,10 @@ def setup(work: Path, n_images: int, total_mb: int) -> tuple[RegistryServer, Pat
     return src, rel, tags
 
 
-def median(samples: list[tuple[float, int]]) -> tuple[float, int]:
-    """The median wall time, and the largest peak RSS, of several runs."""
-    return statistics.median(w for w, _ in samples), max(r for _, r in samples)
+def median(samples: list[Sample]) -> Sample:
+    """The median wall time, the largest peak RSS and the median CPU time of several runs."""
+    return (statistics.median(w for w, _, _ in samples), max(r for _, r, _ in samples),
+            statistics.median(c for _, _, c in samples))
 
 
 def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, baselines: bool,
@@ -183,7 +199,7 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
     run of each proves little."""
     src, rel, tags = setup(work, n_images, total_mb)
     res: dict[str, object] = {"mb": total_mb, "images": n_images, "rounds": rounds}
-    samples: dict[str, list[tuple[float, int]]] = {}
+    samples: dict[str, list[Sample]] = {}
     keys = work / "keys"
     try:
         subprocess.run([RELEASER, "lock", str(rel)], check=True, env=env, capture_output=True)
@@ -195,17 +211,20 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
             # each side writes a new file: replacing the last round's 500 MB would time the kernel freeing it
             bundle.unlink(missing_ok=True)
             (work / "baseline.tar.zst").unlink(missing_ok=True)
+            before = server_cpu(src)
             samples.setdefault("bundle", []).append(run(
                 [RELEASER, "bundle", str(rel), "--key", str(keys / "releaser.key"), "--out", str(bundle),
                  "--no-cache"], env=benv))
+            samples.setdefault("bundle_registry", []).append((0.0, 0, server_cpu(src) - before))
             if baselines:
                 shutil.rmtree(layout, ignore_errors=True)
+                before = server_cpu(src)
                 steps = [run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
                               f"docker://{src.host}/bench/{t}:v1", f"oci:{layout}:{t}"]) for t in tags]
                 steps.append(run(f"tar -C {layout} -cf - . | zstd -3 -T0 -q -f -o {work / 'baseline.tar.zst'}",
                                  shell=True))
-                samples.setdefault("bundle_baseline", []).append(
-                    (sum(w for w, _ in steps), max(m for _, m in steps)))
+                samples.setdefault("bundle_baseline", []).append(combined(steps))
+                samples.setdefault("bundle_baseline_registry", []).append((0.0, 0, server_cpu(src) - before))
             samples.setdefault("verify", []).append(run(
                 [RELEASER, "airgap", "verify", str(bundle), "--key", str(keys / "releaser.pub")], env=benv))
             if baselines:
@@ -213,9 +232,11 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
             dst = RegistryServer(work / f"dst{r}").start()
             try:
                 for step in ("load", "reload"):
+                    before = server_cpu(dst)
                     samples.setdefault(step, []).append(run(
                         [RELEASER, "airgap", str(bundle), "--to", dst.host, "--key", str(keys / "releaser.pub"),
                          "--out", str(work / "out")], env=benv))
+                    samples.setdefault(f"{step}_registry", []).append((0.0, 0, server_cpu(dst) - before))
             finally:
                 dst.stop()
                 shutil.rmtree(work / f"dst{r}", ignore_errors=True)
@@ -230,14 +251,12 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
             if baselines:
                 base_dst = RegistryServer(work / f"base-dst{r}").start()
                 try:
-                    steps = [run(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false",
-                                  f"oci:{layout}:{t}", f"docker://{base_dst.host}/bench/{t}:v1"]) for t in tags]
-                    samples.setdefault("load_baseline", []).append(
-                        (sum(w for w, _ in steps), max(m for _, m in steps)))
-                    steps = [run(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false",
-                                  f"oci:{layout}:{t}", f"docker://{base_dst.host}/bench/{t}:v1"]) for t in tags]
-                    samples.setdefault("reload_baseline", []).append(
-                        (sum(w for w, _ in steps), max(m for _, m in steps)))
+                    for step in ("load_baseline", "reload_baseline"):
+                        before = server_cpu(base_dst)
+                        steps = [run(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false",
+                                      f"oci:{layout}:{t}", f"docker://{base_dst.host}/bench/{t}:v1"]) for t in tags]
+                        samples.setdefault(step, []).append(combined(steps))
+                        samples.setdefault(f"{step}_registry", []).append((0.0, 0, server_cpu(base_dst) - before))
                     if r == 0:
                         res["ceiling"] = ingest_ceiling(base_dst, work, 200)
                         res["ceiling_streams"] = ingest_ceiling(base_dst, work, 200, STREAMS)
@@ -247,7 +266,8 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
         res["bundle_size"] = bundle.stat().st_size
         for step, runs in samples.items():
             res[step] = median(runs)
-            res[f"{step}_runs"] = [w for w, _ in runs]
+            if not step.endswith("_registry"):
+                res[f"{step}_runs"] = [w for w, _, _ in runs]
     finally:
         src.stop()
     return res
@@ -276,9 +296,9 @@ def main() -> None:
     assert isinstance(b, dict)
 
     def row(label: str, ours: str, base: str | None, note: str = "") -> str:
-        w, r = b[ours]
+        w, r, _ = b[ours]
         if base:
-            bw, br = b[base]
+            bw, br, _ = b[base]
             return f"| {label} | {w:.2f} s | {r} MB | {bw:.2f} s | {br} MB | {bw / w:.2f}x | {note} |"
         return f"| {label} | {w:.2f} s | {r} MB | | | | {note} |"
 
@@ -301,6 +321,16 @@ def main() -> None:
           f"{b['ceiling_streams']:.0f} MB/s in {STREAMS} at once. releaser load moved {size_mb:.0f} MB in {lw:.2f} s "
           f"({size_mb / lw:.0f} MB/s) including its full verification pass and start-up; {STREAMS} streams of "
           f"curl would take {size_mb / b['ceiling_streams']:.2f} s for the bytes alone.")
+
+    def cpu(step: str) -> str:
+        return f"{b[step][2]:.2f}"  # type: ignore[index]
+
+    print(f"\nCPU seconds (user + system, medians; {os.cpu_count()} cores): bundle {cpu('bundle')} + source registry "
+          f"{cpu('bundle_registry')} vs baseline {cpu('bundle_baseline')} + {cpu('bundle_baseline_registry')}; load "
+          f"{cpu('load')} + target registry {cpu('load_registry')} vs skopeo {cpu('load_baseline')} + "
+          f"{cpu('load_baseline_registry')}; reload {cpu('reload')} + {cpu('reload_registry')} vs "
+          f"{cpu('reload_baseline')} + {cpu('reload_baseline_registry')}; verify {cpu('verify')} vs "
+          f"{cpu('verify_baseline')}.")
     if "scaled" in out:
         s = out["scaled"]
         assert isinstance(s, dict)
