@@ -89,6 +89,20 @@ def main() -> None:
 
         step("independent checks")
 
+        # the commands of docs/airgap.md "Verifying with other tools", as written there
+        x = work / "x"
+        x.mkdir()
+        for cmd in (f"zstd -dc {bundle} | tar -x -C {x}", "sha256sum --quiet -c checksums.txt",
+                    "base64 -d releaser.json.sig > releaser.json.sig.der",
+                    f"openssl dgst -sha256 -verify {pub} -signature releaser.json.sig.der releaser.json"):
+            done = subprocess.run(cmd, shell=True, cwd=x, capture_output=True, text=True)
+            print(f"  $ {cmd.replace(str(work) + '/', '')}" + "".join(f"\n    {line}" for line in
+                                                                      done.stdout.splitlines()))
+            if done.returncode != 0:
+                raise SystemExit(f"rehearsal failed: {cmd}: {done.stderr.strip()}")
+        files = len((x / "checksums.txt").read_text().splitlines())
+        print(f"  sha256sum: all {files} files listed in checksums.txt match; openssl: the signature is the key's")
+
         lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
         for _, entry in sorted(lock["images"].items()):
             path = entry["repository"].split("/", 1)[1]

@@ -14,3 +14,5 @@ def test_airgap_rehearsal_runs_end_to_end(helm3: str) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "ok: the bundle verified, loaded, and the private registry serves exactly the locked digests" in proc.stdout
     assert "MISMATCH" not in proc.stdout
+    # docs/airgap.md's "Verifying with other tools" commands ran as written
+    assert "Verified OK" in proc.stdout and "listed in checksums.txt match" in proc.stdout
