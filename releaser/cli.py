@@ -369,6 +369,8 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, 'i
                   f"({r.stats['bytes_pushed']:,} bytes), {r.stats['blobs_skipped']} already there, "
                   f"{r.stats['blobs_mounted']} mounted, {r.stats['manifests_pushed']} manifests",
                   *(f"  {i}" for i in r.images), f"  chart: {r.chart}",
+                  *(f"  merged with what the target had: {m}" for m in r.stats["attachments_merged"]),
+                  *(f"  warning: {k}" for k in r.stats["attachments_kept"]),
                   f"  wrote {r.values_file} and {r.compose_override}", "", f"  {r.helm_install}"]))
 
 

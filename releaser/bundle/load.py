@@ -26,10 +26,13 @@ import yaml
 from .. import workers
 from ..errors import UsageError
 from ..lock import INDEX_TYPES, split_reference
-from ..registry import Registry
+from ..registry import Registry, sha256_digest
 from .archive import ArchiveError, iter_members
+from .attachments import IMAGE_CONFIGS, CannotMerge, contains, merge
 from .format import IMAGE_NAME, REF_NAME
 from .verify import Verified
+
+SMALL_CONFIG = 1 << 20  # a cosign config is a few hundred bytes
 
 # repository names, OCI distribution spec v1.1 ("Definitions"); clients (docker, containerd, helm)
 # refuse anything else even where a registry stores it
@@ -105,6 +108,10 @@ class LoadStats:
     manifests_pushed: int = 0
     manifests_skipped: int = 0
     tags: list[str] = field(default_factory=list)
+    # attachment tags the target already had at another digest: merged with the bundle's, or kept
+    # as they were (with the reason); never replaced (bundle/attachments.py)
+    attachments_merged: list[str] = field(default_factory=list)
+    attachments_kept: list[str] = field(default_factory=list)
     resumed: int = 0
     verified: str = "every file and blob"
 
@@ -222,17 +229,64 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
                     stats.manifests_pushed += 1
                 else:
                     stats.manifests_skipped += 1
+    attached = attachment_tags(v.metadata, target)
+
     def put_tag(item: tuple[str, str, str]) -> str:
         repo, tag, digest = item
         content = v.small_json[digest]
         media_type = json.loads(content).get("mediaType") or next(m.media_type for m in manifests
                                                                    if m.digest == digest)
+        ref = f"{target.host}/{repo}:{tag}"
+        if (repo, tag) in attached and _merge_into_target(registry, repo, tag, digest, content, media_type,
+                                                          ref, stats, lock):
+            return ref
         registry.put_manifest(repo, tag, content, media_type)
-        return f"{target.host}/{repo}:{tag}"
+        return ref
 
     with workers.pool(concurrency) as pool:  # tags last: each names a manifest already there
         stats.tags.extend(pool.map(put_tag, tags))
     return stats
+
+
+def attachment_tags(metadata: dict[str, Any], target: Target) -> set[tuple[str, str]]:
+    """(repo, tag) in the target of everything attached to the bundle's images."""
+    out = set()
+    for img in metadata.get("images", []):
+        _, path, _, _ = split_reference(img["repository"])
+        out |= {(target.repo(path), a["tag"]) for a in img.get("attachments", [])}
+    return out
+
+
+def _merge_into_target(registry: Registry, repo: str, tag: str, digest: str, content: bytes, media_type: str,
+                       ref: str, stats: LoadStats, lock: threading.Lock) -> bool:
+    """When the target's `tag` already names something other than the bundle's attachment,
+    merge the two (or keep the target's); True when the tag was dealt with here."""
+    current = registry.tag_digest(repo, tag)
+    if current is None or current == digest:
+        return False
+    theirs = registry.get_manifest(repo, current)
+    their_type = theirs.descriptor.media_type
+    config = None
+    cfg = (theirs.json().get("config") or {}) if their_type not in INDEX_TYPES else {}
+    if cfg.get("mediaType") in IMAGE_CONFIGS and int(cfg.get("size", 0)) <= SMALL_CONFIG:
+        config = b"".join(registry.iter_blob(repo, cfg["digest"]))
+    try:
+        merged = merge(theirs.content, their_type, content, media_type, config)
+    except CannotMerge as exc:
+        with lock:
+            stats.attachments_kept.append(f"{ref}: kept the target's {current} ({exc}); the bundle's is "
+                                          f"{repo}@{digest}")
+        return True
+    if merged is None:  # the target's already holds the bundle's
+        return True
+    if merged.config is not None:
+        config_digest = sha256_digest(merged.config)
+        registry.push_blob(repo, config_digest, len(merged.config), lambda: io.BytesIO(merged.config))
+    registry.put_manifest(repo, tag, merged.manifest, their_type)
+    with lock:
+        stats.attachments_merged.append(f"{ref}: the target's {current} + the bundle's {digest} "
+                                        f"= {sha256_digest(merged.manifest)}")
+    return True
 
 
 class _Shown:
@@ -433,15 +487,22 @@ def top_level(metadata: dict[str, Any], target: Target) -> list[tuple[str, str, 
 
 
 def already_loaded(metadata: dict[str, Any], target: Target, registry: Registry, concurrency: int = 8) -> bool:
-    """True when every signed top-level digest is in the target under its tag. A registry only
-    accepts a manifest whose references it holds, so nothing else can be missing."""
+    """True when every signed top-level digest is in the target under its tag (an attachment
+    tag may name a merge that holds it). A registry only accepts a manifest whose references
+    it holds, so nothing else can be missing."""
     tops = top_level(metadata, target)
+    attached = attachment_tags(metadata, target)
 
     def present(item: tuple[str, str, str | None]) -> bool:
         repo, digest, tag = item
         if tag is None:
             return registry.manifest_exists(repo, digest)
-        return registry.tag_digest(repo, tag) == digest  # one HEAD: the tag resolves to the signed digest
+        current = registry.tag_digest(repo, tag)  # one HEAD: the tag resolves to the signed digest
+        if current == digest:
+            return True
+        if current is None or (repo, tag) not in attached or not registry.manifest_exists(repo, digest):
+            return False
+        return contains(registry.get_manifest(repo, current).content, registry.get_manifest(repo, digest).content)
 
     with workers.pool(concurrency) as pool:
         return bool(tops) and all(pool.map(present, tops))

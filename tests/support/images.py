@@ -299,11 +299,11 @@ def cosign_attestation(root: Path, subject: str) -> str:
     return tag
 
 
-def referrers_sbom(root: Path, subject: dict[str, object]) -> str:
+def referrers_sbom(root: Path, subject: dict[str, object], name: str = "stand-in") -> str:
     """An SBOM as an OCI 1.1 artifact with `subject`, listed in the referrers tag schema's index
     (tag sha256-<hex>), as a client writes it for a registry without the referrers API."""
     lay = Layout(root)
-    sbom = json.dumps({"spdxVersion": "SPDX-2.3", "name": "stand-in", "packages": []}).encode()
+    sbom = json.dumps({"spdxVersion": "SPDX-2.3", "name": name, "packages": []}).encode()
     empty = lay.blob(b"{}")
     artifact = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SPDX,
                            "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
