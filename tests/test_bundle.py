@@ -322,6 +322,9 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
     result = json.loads(out)["result"]
     assert set(result) == {"target", "release", "version", "images", "chart", "valuesFile", "composeOverride",
                            "helmInstall", "stats"}
+    assert set(result["stats"]) == {"blobs_pushed", "blobs_skipped", "blobs_mounted", "bytes_pushed", "bytes_skipped",
+                                    "manifests_pushed", "manifests_skipped", "tags", "attachments_merged",
+                                    "attachments_kept", "resumed", "verified"}  # docs/cli.md
     lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
     for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
         assert images.skopeo_digest(f"{world.dst.host}/mirror/{repo}:v1") == lock["images"][name]["digest"]
