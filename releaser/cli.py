@@ -333,6 +333,9 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, 'i
     -> every blob's digest. Every problem is listed; on any, nothing is pushed.
     Loading pushes only what the registry lacks, then manifests by digest, then
     tags, then the chart; a re-run after an interruption finishes the job.
+    Signatures, attestations and SBOMs travel under their tags; where the registry
+    already has such a tag (the site's own signature), the bundle's is merged in,
+    never put in its place.
 
     'inspect' reads only the signed metadata at the head of the archive (milliseconds at
     any size): release, images with their pinned digests and platforms, chart, signer.
