@@ -85,10 +85,22 @@ PlainHttpOpt = Annotated[bool, typer.Option("--plain-http", help="Speak plain HT
 CaFileOpt = Annotated[str | None, typer.Option(
     "--ca-file", help="PEM file of CAs to trust for registries, in addition to the system's CAs and those "
                       "filed under /etc/docker/certs.d/HOST/ or /etc/containers/certs.d/HOST/.")]
+
+
+def _creds_from_flag(value: str | None) -> str | None:
+    """A password given on the command line is readable by every user of the host (ps) and
+    lands in shell history: say so, as `docker login -p` does (never echoing the value)."""
+    if value and os.environ.get("RELEASER_CREDS") != value:
+        typer.echo("warning: --creds on the command line can be read by other users of this host (ps) and stays "
+                   "in shell history; prefer RELEASER_CREDS, RELEASER_REGISTRY_AUTH or `docker login`", err=True)
+    return value
+
+
 CredsOpt = Annotated[str | None, typer.Option(
-    "--creds", envvar="RELEASER_CREDS", show_envvar=True,
-    help="USER:PASSWORD for the registries. Else $RELEASER_REGISTRY_AUTH (host=USER:PASSWORD,...), "
-         "else the Docker config file ($DOCKER_CONFIG/config.json).")]
+    "--creds", envvar="RELEASER_CREDS", show_envvar=True, callback=_creds_from_flag,
+    help="USER:PASSWORD for the registries (better from the environment than on the command line). Else "
+         "$RELEASER_REGISTRY_AUTH (host=USER:PASSWORD,...), else the Docker config file "
+         "($DOCKER_CONFIG/config.json) with its credential helpers.")]
 
 
 @app.command()

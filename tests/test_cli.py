@@ -205,3 +205,12 @@ def test_a_file_system_refusal_is_an_error_naming_the_path(tmp_path: Path) -> No
     code, text = cli("render", str(EXAMPLE), "--out", str(blocker))  # --out is a file, not a directory
     assert code == 1 and f"error: {blocker}/compose: Not a directory" in text and "fix:" in text
     assert "Traceback" not in text
+
+
+def test_credentials_on_the_command_line_are_warned_about_never_echoed(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    code, text = cli("lock", str(missing), "--creds", "ci:s3cret-pw")
+    assert code == 1 and "warning: --creds on the command line can be read by other users" in text
+    assert "s3cret-pw" not in text
+    result = runner.invoke(app, ["lock", str(missing)], env={"RELEASER_CREDS": "ci:s3cret-pw"})
+    assert result.exit_code == 1 and "warning" not in result.output and "s3cret-pw" not in result.output
