@@ -607,29 +607,35 @@ class AirgapResult:
     compose_override: str
     helm_install: str
     stats: dict[str, Any]
+    dry_run: bool = False
+    plan: dict[str, Any] | None = None  # --dry-run: what the load would write (LoadPlan.to_json)
 
     def to_json(self) -> dict[str, Any]:
         return {"target": self.target, "release": self.release, "version": self.version, "images": list(self.images),
                 "chart": self.chart, "valuesFile": self.values_file, "composeOverride": self.compose_override,
-                "helmInstall": self.helm_install, "stats": self.stats}
+                "helmInstall": self.helm_install, "stats": self.stats, "dryRun": self.dry_run, "plan": self.plan}
 
 
 def airgap_load(path: Path, *, to: str, key: Path, out: Path = Path("."), registries: RegistryOptions | None = None,
-                concurrency: int = 8, state_dir: Path | None = None, progress: Any = None) -> AirgapResult:
-    """Verify the bundle, then load it into the registry `to` (HOST[:PORT][/PREFIX])."""
-    from dataclasses import asdict
-
+                concurrency: int = 8, state_dir: Path | None = None, progress: Any = None,
+                dry_run: bool = False) -> AirgapResult:
+    """Verify the bundle, then load it into the registry `to` (HOST[:PORT][/PREFIX]). With
+    `dry_run`, verify it whole and ask the registry what the load would write; write nothing."""
     from .bundle.cache import default_cache_dir
-    from .bundle.load import LoadStats, Target, airgap_values, already_loaded, compose_override, push_bundle
+    from .bundle.load import LoadStats, Target, already_loaded, plan_changes, push_bundle
     from .bundle.verify import verify_bundle, verify_head
-    from .lock import split_reference
 
     target = Target.parse(to)
     opts = registries or RegistryOptions()
+    registry = opts.factory()(target.host)
+    if dry_run:
+        v = verify_bundle(path, key)  # every problem, as a load would find them
+        plan = plan_changes(v, target, registry, concurrency)
+        return _airgap_result(v.metadata, target, registry, out, LoadStats(verified="every file and blob"),
+                              dry_run=True, plan=plan.to_json())
     # Fast path for a re-run: if the signed metadata verifies and the target already holds every
     # signed digest under its tag, nothing would be written, so the full pass is not needed.
     meta = verify_head(path, key)
-    registry = opts.factory()(target.host)
     if meta is not None and already_loaded(meta, target, registry, concurrency):
         stats = LoadStats(verified="signature and metadata; every signed digest already in the target")
     else:
@@ -637,12 +643,24 @@ def airgap_load(path: Path, *, to: str, key: Path, out: Path = Path("."), regist
         meta = v.metadata
         stats = push_bundle(path, v, target, registry, state_dir=state_dir or default_cache_dir() / "uploads",
                             concurrency=concurrency, progress=progress)
+    return _airgap_result(meta, target, registry, out, stats)
+
+
+def _airgap_result(meta: dict[str, Any], target: Any, registry: Any, out: Path, stats: Any, *,
+                   dry_run: bool = False, plan: dict[str, Any] | None = None) -> AirgapResult:
+    """Write the airgap values and compose override (not in a dry run) and say how to install."""
+    from dataclasses import asdict
+
+    from .bundle.load import airgap_values, compose_override
+    from .lock import split_reference
+
     name, version = meta["release"]["name"], meta["release"]["version"]
-    out.mkdir(parents=True, exist_ok=True)
     values_path = out / "values-airgap.yaml"
-    _atomic_write(values_path, airgap_values(meta, target))
     override_path = out / "compose.airgap.yaml"
-    _atomic_write(override_path, compose_override(meta, target))
+    if not dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(values_path, airgap_values(meta, target))
+        _atomic_write(override_path, compose_override(meta, target))
     images = []
     for i in meta["images"]:
         _, p, _, _ = split_reference(i["repository"])
@@ -652,7 +670,8 @@ def airgap_load(path: Path, *, to: str, key: Path, out: Path = Path("."), regist
     helm = f"helm install {name} {chart_ref} --version {version} -f {values_path}{plain}"
     return AirgapResult(target=target.registry_value, release=name, version=version, images=tuple(images),
                         chart=f"{chart_ref}:{version}", values_file=str(values_path),
-                        compose_override=str(override_path), helm_install=helm, stats=asdict(stats))
+                        compose_override=str(override_path), helm_install=helm, stats=asdict(stats),
+                        dry_run=dry_run, plan=plan)
 
 
 def _atomic_write(path: Path, content: bytes) -> None:

@@ -336,6 +336,9 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, 'i
                                                  "size go in one streamed PUT (fastest); bigger ones in PATCHes of "
                                                  "this size, and an interrupted one resumes at a chunk boundary. "
                                                  "Lower it on unreliable links.", min=1, max=4096)] = 256,
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify the whole bundle and ask the registry "
+                                                 "what the load would write (blobs, manifests, each tag created, "
+                                                 "moved, kept or merged); write nothing, there or here.")] = False,
            insecure: InsecureOpt = False, plain_http: PlainHttpOpt = False, ca_file: CaFileOpt = None,
            creds: CredsOpt = None, as_json: JsonOpt = False) -> None:
     """Inspect a bundle, verify it, or verify it and load it into a private registry.
@@ -354,6 +357,7 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, 'i
 
     Example:  releaser airgap inspect bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
     Example:  releaser airgap verify bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
+    Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub --dry-run
     Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub
     """
     if what in ("verify", "inspect") and bundle_path is None:
@@ -376,6 +380,10 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, 'i
         raise typer.Exit(2)
     opts = api.RegistryOptions(insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds,
                                chunk_mb=chunk_mb)
+    if dry_run:
+        _emit("airgap", as_json, lambda: api.airgap_load(Path(what), to=to, key=key, out=out, registries=opts,
+                                                          concurrency=concurrency, dry_run=True), _planned)
+        return
     with _Progress("load", not as_json) as prog:
         _emit("airgap", as_json, lambda: api.airgap_load(Path(what), to=to, key=key, out=out, registries=opts,
                                                           concurrency=concurrency, progress=prog),
@@ -387,6 +395,26 @@ def airgap(what: Annotated[str, typer.Argument(help="'verify' to only verify, 'i
                   *(f"  merged with what the target had: {m}" for m in r.stats["attachments_merged"]),
                   *(f"  warning: {k}" for k in r.stats["attachments_kept"]),
                   f"  wrote {r.values_file} and {r.compose_override}", "", f"  {r.helm_install}"]))
+
+
+def _planned(r: api.AirgapResult) -> str:
+    """The dry run's report: what the load would write, tag by tag."""
+    p = r.plan or {}
+    changes = [t for t in p.get("tags", []) if t["action"] != "keep"]
+    kept = len(p.get("tags", [])) - len(changes)
+
+    def n(count: int, what: str) -> str:
+        return f"{count} {what}{'' if count == 1 else 's'}"
+
+    lines = [f"ok: dry run, nothing written: loading {r.release} {r.version} into {r.target} would send "
+             f"{n(p['blobsMissing'], 'blob')} ({p['bytesToSend']:,} bytes; {p['blobsPresent']} already there), push "
+             f"{n(p['manifestsMissing'], 'manifest')} ({p['manifestsPresent']} already there) and change "
+             f"{n(len(changes), 'tag')} ({kept} already as the bundle has them)"]
+    width = max((len(t["action"]) for t in changes), default=0)
+    lines += [f"  {'warning: ' if t['action'] == 'keep-theirs' else ''}{t['action']:<{width}}  {t['detail']}"
+              for t in changes]
+    lines.append(f"  then it would write {r.values_file} and {r.compose_override}")
+    return "\n".join(lines)
 
 
 def _inspected(r: api.InspectResult) -> str:

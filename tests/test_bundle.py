@@ -321,7 +321,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
     assert code == 0, out
     result = json.loads(out)["result"]
     assert set(result) == {"target", "release", "version", "images", "chart", "valuesFile", "composeOverride",
-                           "helmInstall", "stats"}
+                           "helmInstall", "stats", "dryRun", "plan"}
     assert set(result["stats"]) == {"blobs_pushed", "blobs_skipped", "blobs_mounted", "bytes_pushed", "bytes_skipped",
                                     "manifests_pushed", "manifests_skipped", "tags", "attachments_merged",
                                     "attachments_kept", "resumed", "verified"}  # docs/cli.md
@@ -499,6 +499,57 @@ def test_attachments_the_target_already_has_are_merged_not_replaced(world: World
     assert stats["verified"].startswith("signature and metadata; every signed digest already"), stats
     assert {t: images.skopeo_digest(f"{target}/{r}:{t}") for r, t in (("bmp/gobmp", sig_tag),
                                                                      ("library/nats", sbom_tag))} == merged
+
+
+def test_a_dry_run_says_what_a_load_would_write_and_writes_nothing(world: World, tmp_path: Path) -> None:
+    import requests
+
+    target, out_dir = f"{world.dst.host}/dry", tmp_path / "out"
+
+    def dry(*extra: str) -> tuple[int, str]:
+        return cli("airgap", str(world.bundle), "--to", target, "--key", str(world.pub), "--out", str(out_dir),
+                   "--dry-run", *extra)
+
+    def repos() -> list[str]:
+        listed = requests.get(f"http://{world.dst.host}/v2/_catalog", timeout=10).json()["repositories"]
+        return [r for r in listed if r.startswith("dry/")]
+
+    code, out = dry()
+    assert code == 0 and out.startswith("ok: dry run, nothing written: loading demo 1.0.0 into " + target), out
+    assert f"create  {target}/bmp/gobmp:v1: sha256:" in out
+    assert repos() == [] and not out_dir.exists()  # nothing in the registry, no values files
+    code, out = dry("--json")
+    result = json.loads(out)["result"]
+    plan = result["plan"]
+    assert code == 0 and result["dryRun"] is True and plan["blobsPresent"] == plan["manifestsPresent"] == 0
+    assert {t["action"] for t in plan["tags"]} == {"create"}
+    assert repos() == []
+
+    code, out = cli("airgap", str(world.bundle), "--to", target, "--key", str(world.pub), "--out", str(out_dir),
+                    "--json")
+    stats = json.loads(out)["result"]["stats"]
+    assert code == 0 and json.loads(out)["result"]["dryRun"] is False
+    # the load did what the dry run said
+    assert stats["bytes_pushed"] == plan["bytesToSend"]
+    assert stats["blobs_pushed"] + stats["blobs_mounted"] == plan["blobsMissing"]
+    assert stats["manifests_pushed"] == plan["manifestsMissing"]
+    assert sorted(stats["tags"]) == sorted(t["ref"] for t in plan["tags"])
+
+    # after it, nothing to do; a tag someone moved is named with where it points now
+    lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+    child = lock["images"]["gobmp"]["platforms"]["linux/amd64"]
+    body = requests.get(f"http://{world.dst.host}/v2/dry/bmp/gobmp/manifests/{child['digest']}", timeout=10,
+                        headers={"Accept": child["mediaType"]}).content
+    assert requests.put(f"http://{world.dst.host}/v2/dry/bmp/gobmp/manifests/v1", data=body, timeout=10,
+                        headers={"Content-Type": child["mediaType"]}).status_code == 201
+    code, out = dry("--json")
+    plan = json.loads(out)["result"]["plan"]
+    assert plan["blobsMissing"] == plan["manifestsMissing"] == plan["bytesToSend"] == 0
+    assert [(t["ref"], t["action"], t["current"]) for t in plan["tags"] if t["action"] != "keep"] == \
+        [(f"{target}/bmp/gobmp:v1", "move", child["digest"])]
+    code, out = dry()
+    assert f"move  {target}/bmp/gobmp:v1: {child['digest']} -> {lock['images']['gobmp']['digest']}" in out, out
+    assert images.skopeo_digest(f"{target}/bmp/gobmp:v1") == child["digest"]  # still moved: nothing written
 
 
 TAMPERS = {

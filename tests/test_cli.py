@@ -188,7 +188,8 @@ def test_help_paragraphs_are_wrapped_by_the_terminal_not_by_the_source() -> None
     assert "\b" not in result.output
     result = CliRunner().invoke(app, ["airgap", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False)
     examples = [line.strip() for line in result.output.splitlines() if line.strip().startswith("Example:")]
-    assert len(examples) == 3 and examples[0].startswith("Example:  releaser airgap inspect ")
+    assert len(examples) == 4 and examples[0].startswith("Example:  releaser airgap inspect ")
+    assert examples[2].endswith("--key releaser.pub --dry-run")
 
 
 

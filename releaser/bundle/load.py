@@ -28,7 +28,7 @@ from ..errors import UsageError
 from ..lock import INDEX_TYPES, split_reference
 from ..registry import Registry, sha256_digest
 from .archive import ArchiveError, iter_members
-from .attachments import IMAGE_CONFIGS, CannotMerge, contains, merge
+from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, contains, merge
 from .format import IMAGE_NAME, REF_NAME
 from .verify import Verified
 
@@ -237,9 +237,23 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
         media_type = json.loads(content).get("mediaType") or next(m.media_type for m in manifests
                                                                    if m.digest == digest)
         ref = f"{target.host}/{repo}:{tag}"
-        if (repo, tag) in attached and _merge_into_target(registry, repo, tag, digest, content, media_type,
-                                                          ref, stats, lock):
-            return ref
+        if (repo, tag) in attached:
+            change = tag_change(registry, repo, tag, digest, content, media_type, ref, attachment=True)
+            if change.action == "merge":
+                assert change.merged is not None
+                if change.merged.config is not None:
+                    cfg = change.merged.config
+                    registry.push_blob(repo, sha256_digest(cfg), len(cfg), lambda: io.BytesIO(cfg))
+                registry.put_manifest(repo, tag, change.merged.manifest, change.media_type)
+                with lock:
+                    stats.attachments_merged.append(describe(change))
+                return ref
+            if change.action == "keep-theirs":
+                with lock:
+                    stats.attachments_kept.append(describe(change))
+                return ref
+            if change.action == "keep":
+                return ref
         registry.put_manifest(repo, tag, content, media_type)
         return ref
 
@@ -257,13 +271,29 @@ def attachment_tags(metadata: dict[str, Any], target: Target) -> set[tuple[str, 
     return out
 
 
-def _merge_into_target(registry: Registry, repo: str, tag: str, digest: str, content: bytes, media_type: str,
-                       ref: str, stats: LoadStats, lock: threading.Lock) -> bool:
-    """When the target's `tag` already names something other than the bundle's attachment,
-    merge the two (or keep the target's); True when the tag was dealt with here."""
+@dataclass(frozen=True)
+class TagChange:
+    """What loading does to one tag of the target."""
+
+    ref: str  # HOST/REPO:TAG
+    action: str  # create | move | keep (already the bundle's) | merge | keep-theirs (cannot merge)
+    digest: str  # the bundle's
+    current: str | None = None  # what the tag names in the target now
+    merged: Merged | None = None  # action == merge: what will be put under the tag
+    media_type: str = ""  # action == merge: the target manifest's media type
+    reason: str = ""  # action == keep-theirs
+
+
+def tag_change(registry: Registry, repo: str, tag: str, digest: str, content: bytes, media_type: str,
+               ref: str, attachment: bool) -> TagChange:
+    """Decide, without writing, what loading does to `tag` (bundle/attachments.py for merges)."""
     current = registry.tag_digest(repo, tag)
-    if current is None or current == digest:
-        return False
+    if current is None:
+        return TagChange(ref, "create", digest)
+    if current == digest:
+        return TagChange(ref, "keep", digest, current)
+    if not attachment:
+        return TagChange(ref, "move", digest, current)
     theirs = registry.get_manifest(repo, current)
     their_type = theirs.descriptor.media_type
     config = None
@@ -273,20 +303,68 @@ def _merge_into_target(registry: Registry, repo: str, tag: str, digest: str, con
     try:
         merged = merge(theirs.content, their_type, content, media_type, config)
     except CannotMerge as exc:
-        with lock:
-            stats.attachments_kept.append(f"{ref}: kept the target's {current} ({exc}); the bundle's is "
-                                          f"{repo}@{digest}")
-        return True
+        return TagChange(ref, "keep-theirs", digest, current, reason=str(exc))
     if merged is None:  # the target's already holds the bundle's
-        return True
-    if merged.config is not None:
-        config_digest = sha256_digest(merged.config)
-        registry.push_blob(repo, config_digest, len(merged.config), lambda: io.BytesIO(merged.config))
-    registry.put_manifest(repo, tag, merged.manifest, their_type)
-    with lock:
-        stats.attachments_merged.append(f"{ref}: the target's {current} + the bundle's {digest} "
-                                        f"= {sha256_digest(merged.manifest)}")
-    return True
+        return TagChange(ref, "keep", digest, current)
+    return TagChange(ref, "merge", digest, current, merged=merged, media_type=their_type)
+
+
+def describe(change: TagChange) -> str:
+    """One line for a tag change (the load's report and the dry run's)."""
+    if change.action == "merge":
+        assert change.merged is not None
+        return (f"{change.ref}: the target's {change.current} + the bundle's {change.digest} "
+                f"= {sha256_digest(change.merged.manifest)}")
+    if change.action == "keep-theirs":
+        return (f"{change.ref}: kept the target's {change.current} ({change.reason}); the bundle's is "
+                f"{change.ref.split('/', 1)[1].rsplit(':', 1)[0]}@{change.digest}")
+    if change.action == "move":
+        return f"{change.ref}: {change.current} -> {change.digest}"
+    return f"{change.ref}: {change.digest}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadPlan:
+    """What a load would write, asked of the target without writing (`airgap --dry-run`)."""
+
+    blobs_missing: int  # (repository, blob) pairs the target lacks
+    blobs_present: int
+    bytes_to_send: int  # each missing blob once: the others are mounted
+    manifests_missing: int
+    manifests_present: int
+    tags: list[TagChange]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"blobsMissing": self.blobs_missing, "blobsPresent": self.blobs_present,
+                "bytesToSend": self.bytes_to_send, "manifestsMissing": self.manifests_missing,
+                "manifestsPresent": self.manifests_present,
+                "tags": [{"ref": t.ref, "action": t.action, "digest": t.digest, "current": t.current,
+                          "detail": describe(t)} for t in self.tags]}
+
+
+def plan_changes(v: Verified, target: Target, registry: Registry, concurrency: int = 8) -> LoadPlan:
+    """Ask the target what it has (HEADs, and a GET per attachment tag it holds at another
+    digest) and say what loading `v` would write; nothing is written."""
+    items, tags = plan_load(v, target)
+    blobs = sorted({(i.repo, i.digest): i.size for i in items if i.kind == "blob"}.items())
+    manifests = sorted({(i.repo, i.digest) for i in items if i.kind != "blob"})
+    attached = attachment_tags(v.metadata, target)
+
+    def change(item: tuple[str, str, str]) -> TagChange:
+        repo, tag, digest = item
+        content = v.small_json[digest]
+        media_type = json.loads(content).get("mediaType") or next(i.media_type for i in items if i.digest == digest)
+        return tag_change(registry, repo, tag, digest, content, media_type, f"{target.host}/{repo}:{tag}",
+                          attachment=(repo, tag) in attached)
+
+    with workers.pool(concurrency) as pool:
+        have_blob = list(pool.map(lambda b: registry.blob_exists(*b[0]), blobs))
+        have_manifest = list(pool.map(lambda m: registry.manifest_exists(*m), manifests))
+        changes = list(pool.map(change, tags))
+    missing = {digest: size for ((_, digest), size), have in zip(blobs, have_blob, strict=True) if not have}
+    return LoadPlan(blobs_missing=have_blob.count(False), blobs_present=have_blob.count(True),
+                    bytes_to_send=sum(missing.values()), manifests_missing=have_manifest.count(False),
+                    manifests_present=have_manifest.count(True), tags=changes)
 
 
 class _Shown:
