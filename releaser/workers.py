@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -32,29 +32,56 @@ def pool(workers: int) -> Iterator[ThreadPoolExecutor]:
     executor.shutdown(wait=True)
 
 
-class HashBeside:
-    """A sha256 whose update() returns at once: the hashing runs on a thread of its own
-    (hashlib lets go of the GIL), at most `depth` chunks behind, so a stream can be checked
-    while the caller is already passing its bytes on. The chunks must be `bytes` (immutable).
-    hexdigest() waits for the last chunk; close() stops the thread (hexdigest() calls it)."""
+class Behind:
+    """Calls `fn(chunk)` for every chunk put(), in order, on a thread of its own, at most
+    `depth` chunks behind the caller: work that lets go of the GIL (hashlib, file writes)
+    then overlaps with what the caller does next. Chunks must be `bytes` (immutable). The
+    first exception `fn` raises is kept and the rest of the chunks are dropped (put() never
+    blocks on a dead consumer); put() raises it, and so does close() unless `quiet`."""
 
-    def __init__(self, depth: int = 4) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, fn: Callable[[bytes], object], *, depth: int, name: str) -> None:
+        self._fn = fn
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (data := self._queue.get()) is not None:
-            self._hash.update(data)
+            if self.error is None:
+                try:
+                    self._fn(data)
+                except BaseException as exc:  # raised again in the caller's thread
+                    self.error = exc
 
-    def update(self, data: bytes) -> None:
+    def put(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
         self._queue.put(data)
 
-    def close(self) -> None:
+    def close(self, *, quiet: bool = False) -> None:
+        """Wait until every chunk has been handled; raise what `fn` raised (unless `quiet`)."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        if self.error is not None and not quiet:
+            raise self.error
+
+
+class HashBeside:
+    """A sha256 whose update() returns at once: the hashing runs Behind the caller (at most
+    `depth` chunks back), so a stream can be checked while its bytes are already passed on.
+    hexdigest() waits for the last chunk; close() stops the thread (hexdigest() calls it)."""
+
+    def __init__(self, depth: int = 4) -> None:
+        self._hash = hashlib.sha256()
+        self._behind = Behind(self._hash.update, depth=depth, name="hash")
+
+    def update(self, data: bytes) -> None:
+        self._behind.put(data)
+
+    def close(self) -> None:
+        self._behind.close()
 
     def hexdigest(self) -> str:
         self.close()

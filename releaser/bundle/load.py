@@ -233,12 +233,10 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
 
     def put_tag(item: tuple[str, str, str]) -> str:
         repo, tag, digest = item
-        content = v.small_json[digest]
-        media_type = json.loads(content).get("mediaType") or next(m.media_type for m in manifests
-                                                                   if m.digest == digest)
+        content, media_type = v.small_json[digest], _media_type(v, digest, manifests)
         ref = f"{target.host}/{repo}:{tag}"
         if (repo, tag) in attached:
-            change = tag_change(registry, repo, tag, digest, content, media_type, ref, attachment=True)
+            change = tag_change(registry, target, repo, tag, digest, content, media_type, attachment=True)
             if change.action == "merge":
                 assert change.merged is not None
                 if change.merged.config is not None:
@@ -262,6 +260,12 @@ def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, 
     return stats
 
 
+def _media_type(v: Verified, digest: str, items: list[_Item]) -> str:
+    """A manifest's media type: its own `mediaType`, else the descriptor that names it."""
+    return str(json.loads(v.small_json[digest]).get("mediaType")
+               or next(i.media_type for i in items if i.digest == digest))
+
+
 def attachment_tags(metadata: dict[str, Any], target: Target) -> set[tuple[str, str]]:
     """(repo, tag) in the target of everything attached to the bundle's images."""
     out = set()
@@ -276,6 +280,7 @@ class TagChange:
     """What loading does to one tag of the target."""
 
     ref: str  # HOST/REPO:TAG
+    repo: str  # REPO, in the target
     action: str  # create | move | keep (already the bundle's) | merge | keep-theirs (cannot merge)
     digest: str  # the bundle's
     current: str | None = None  # what the tag names in the target now
@@ -284,16 +289,17 @@ class TagChange:
     reason: str = ""  # action == keep-theirs
 
 
-def tag_change(registry: Registry, repo: str, tag: str, digest: str, content: bytes, media_type: str,
-               ref: str, attachment: bool) -> TagChange:
+def tag_change(registry: Registry, target: Target, repo: str, tag: str, digest: str, content: bytes,
+               media_type: str, *, attachment: bool) -> TagChange:
     """Decide, without writing, what loading does to `tag` (bundle/attachments.py for merges)."""
+    ref = f"{target.host}/{repo}:{tag}"
     current = registry.tag_digest(repo, tag)
     if current is None:
-        return TagChange(ref, "create", digest)
+        return TagChange(ref, repo, "create", digest)
     if current == digest:
-        return TagChange(ref, "keep", digest, current)
+        return TagChange(ref, repo, "keep", digest, current)
     if not attachment:
-        return TagChange(ref, "move", digest, current)
+        return TagChange(ref, repo, "move", digest, current)
     theirs = registry.get_manifest(repo, current)
     their_type = theirs.descriptor.media_type
     config = None
@@ -303,10 +309,10 @@ def tag_change(registry: Registry, repo: str, tag: str, digest: str, content: by
     try:
         merged = merge(theirs.content, their_type, content, media_type, config)
     except CannotMerge as exc:
-        return TagChange(ref, "keep-theirs", digest, current, reason=str(exc))
+        return TagChange(ref, repo, "keep-theirs", digest, current, reason=str(exc))
     if merged is None:  # the target's already holds the bundle's
-        return TagChange(ref, "keep", digest, current)
-    return TagChange(ref, "merge", digest, current, merged=merged, media_type=their_type)
+        return TagChange(ref, repo, "keep", digest, current)
+    return TagChange(ref, repo, "merge", digest, current, merged=merged, media_type=their_type)
 
 
 def describe(change: TagChange) -> str:
@@ -317,7 +323,7 @@ def describe(change: TagChange) -> str:
                 f"= {sha256_digest(change.merged.manifest)}")
     if change.action == "keep-theirs":
         return (f"{change.ref}: kept the target's {change.current} ({change.reason}); the bundle's is "
-                f"{change.ref.split('/', 1)[1].rsplit(':', 1)[0]}@{change.digest}")
+                f"{change.repo}@{change.digest}")
     if change.action == "move":
         return f"{change.ref}: {change.current} -> {change.digest}"
     return f"{change.ref}: {change.digest}"
@@ -352,9 +358,7 @@ def plan_changes(v: Verified, target: Target, registry: Registry, concurrency: i
 
     def change(item: tuple[str, str, str]) -> TagChange:
         repo, tag, digest = item
-        content = v.small_json[digest]
-        media_type = json.loads(content).get("mediaType") or next(i.media_type for i in items if i.digest == digest)
-        return tag_change(registry, repo, tag, digest, content, media_type, f"{target.host}/{repo}:{tag}",
+        return tag_change(registry, target, repo, tag, digest, v.small_json[digest], _media_type(v, digest, items),
                           attachment=(repo, tag) in attached)
 
     with workers.pool(concurrency) as pool:

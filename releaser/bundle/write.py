@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,37 +353,33 @@ def _write_members(fh: Any, bp: BundlePlan, *, metadata: bytes, signature: bytes
 
 class _Hashing:
     """A file being written, hashed on the way (no second read of the archive). Hashing and
-    writing run on a thread of their own, so that they overlap with fetching, checking and
-    compressing what comes next (hashlib and file writes let go of the GIL). At most `depth`
-    compressed chunks (~128 KiB each) wait in between."""
+    writing run Behind the compressor (workers.Behind), so that they overlap with fetching,
+    checking and compressing what comes next; at most `depth` compressed chunks (~128 KiB
+    each) wait in between. A write error names `name`, the bundle (the file written is a
+    temp file beside it)."""
 
     def __init__(self, raw: Any, name: str, depth: int = 32) -> None:
+        from ..workers import Behind
+
         self.raw = raw
-        self.name = name  # named in a write error (the file written is a temp file beside it)
+        self.name = name
         self.hash = hashlib.sha256()
         self.size = 0
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name="bundle-file", daemon=True)
-        self._thread.start()
+        self._behind = Behind(self._hash_and_write, depth=depth, name="bundle-file")
 
-    def _drain(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is None:  # after a failure, keep taking chunks so that write() never blocks
-                try:
-                    self.hash.update(data)
-                    self.raw.write(data)
-                except OSError as exc:  # raised again in the writing thread, naming the bundle
-                    self._error = OSError(exc.errno, exc.strerror, self.name) if not exc.filename else exc
-                except BaseException as exc:
-                    self._error = exc
+    def _hash_and_write(self, data: bytes) -> None:
+        self.hash.update(data)
+        try:
+            self.raw.write(data)
+        except OSError as exc:
+            if exc.filename:
+                raise
+            raise OSError(exc.errno, exc.strerror, self.name) from exc
 
     def write(self, data: bytes) -> int:
-        if self._error is not None:
-            raise self._error
         data = bytes(data)  # the compressor may reuse its buffer
+        self._behind.put(data)
         self.size += len(data)
-        self._queue.put(data)
         return len(data)
 
     def flush(self) -> None:
@@ -393,8 +387,4 @@ class _Hashing:
 
     def close(self, *, quiet: bool = False) -> None:
         """Wait until every chunk is hashed and written; raise what writing raised (unless `quiet`)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if self._error is not None and not quiet:
-            raise self._error
+        self._behind.close(quiet=quiet)
