@@ -5,7 +5,7 @@ export DOCKER_CONFIG := $(CURDIR)/.tools/docker
 RELEASER := .venv/bin/releaser
 EXAMPLE := examples/bmp-tcpao
 
-.PHONY: setup demo test lint goldens e2e-kind
+.PHONY: setup demo test lint format goldens e2e-kind
 setup:
 	@./scripts/setup.sh
 
@@ -13,17 +13,24 @@ setup:
 ## airgap rehearsal (stand-in images -> registry -> lock -> bundle -> verify -> private registry).
 demo: setup
 	$(RELEASER) validate $(EXAMPLE)
-	$(RELEASER) render $(EXAMPLE) --out .
-	$(RELEASER) check $(EXAMPLE) --out .
+	$(RELEASER) render $(EXAMPLE) --out-dir .
+	$(RELEASER) check $(EXAMPLE) --out-dir .
 	.venv/bin/python scripts/rehearse.py
 
-## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate.
-test: setup
-	.venv/bin/ruff check releaser tests scripts bench
+## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate, after the
+## checks the code claims: lint (with a complexity limit), formatting, and strict typing.
+test: setup lint
 	.venv/bin/python -m pytest
 
 lint: setup
 	.venv/bin/ruff check releaser tests scripts bench
+	.venv/bin/ruff format --check releaser tests scripts bench
+	.venv/bin/mypy
+
+## Rewrite the code in the project's format (ruff format) and fix what ruff can fix by itself.
+format: setup
+	.venv/bin/ruff format releaser tests scripts bench
+	.venv/bin/ruff check --fix releaser tests scripts bench
 
 ## Rewrite golden files after an intended change (review the diff before committing).
 goldens: setup

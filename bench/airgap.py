@@ -46,9 +46,11 @@ LAYER = "application/vnd.oci.image.layer.v1.tar"
 # A tiny launcher (python -S, ~8 MB) spawns the measured command and reports its peak RSS from
 # wait4: measuring from this (larger) process would report our own RSS for small children,
 # because a child's peak RSS starts at its parent's before exec.
-_LAUNCH = ("import os,sys,time;t=time.perf_counter();p=os.posix_spawnp(sys.argv[1],sys.argv[1:],os.environ);"
-           "_,s,u=os.wait4(p,0);sys.stderr.write('\\n%d %d %f %f\\n'%(os.waitstatus_to_exitcode(s),u.ru_maxrss,"
-           "time.perf_counter()-t,u.ru_utime+u.ru_stime))")
+_LAUNCH = (
+    "import os,sys,time;t=time.perf_counter();p=os.posix_spawnp(sys.argv[1],sys.argv[1:],os.environ);"
+    "_,s,u=os.wait4(p,0);sys.stderr.write('\\n%d %d %f %f\\n'%(os.waitstatus_to_exitcode(s),u.ru_maxrss,"
+    "time.perf_counter()-t,u.ru_utime+u.ru_stime))"
+)
 
 
 Sample = tuple[float, int, float]  # wall seconds, peak RSS in MB, CPU seconds (user + system)
@@ -57,8 +59,13 @@ Sample = tuple[float, int, float]  # wall seconds, peak RSS in MB, CPU seconds (
 def run(cmd: list[str] | str, *, env: dict[str, str] | None = None, shell: bool = False) -> Sample:
     """(wall seconds, peak RSS in MB, CPU seconds) of one command, its children included."""
     argv = ["/bin/sh", "-c", cmd] if shell else list(cmd)  # type: ignore[list-item]
-    proc = subprocess.run([sys.executable, "-S", "-c", _LAUNCH, *argv], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", _LAUNCH, *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     code, rss, wall, cpu = proc.stderr.strip().splitlines()[-1].split()
     if int(code) != 0:
         raise SystemExit(f"benchmark command failed: {cmd}\n{proc.stderr}")
@@ -120,15 +127,30 @@ def generate(layout: Path, n_images: int, total_mb: int, seed: int) -> list[str]
     for i in range(n_images):
         own = write_layer(lay, f"app/{i}.bin", own_mb << 20, rng)
         layers = [base, own]
-        cfg = json.dumps({"architecture": "amd64", "os": "linux",
-                          "rootfs": {"type": "layers", "diff_ids": [x[2] for x in layers]}}).encode()
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                               "config": {"mediaType": OCI_CONFIG, "digest": lay.blob(cfg), "size": len(cfg)},
-                               "layers": [{"mediaType": LAYER, "digest": d, "size": n} for d, n, _ in layers]
-                               }).encode()
+        cfg = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [x[2] for x in layers]},
+            }
+        ).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": lay.blob(cfg), "size": len(cfg)},
+                "layers": [{"mediaType": LAYER, "digest": d, "size": n} for d, n, _ in layers],
+            }
+        ).encode()
         tag = f"img{i}"
-        lay.index.append({"mediaType": OCI_MANIFEST, "digest": lay.blob(manifest), "size": len(manifest),
-                          "annotations": {"org.opencontainers.image.ref.name": tag}})
+        lay.index.append(
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": lay.blob(manifest),
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        )
         tags.append(tag)
     lay.finish()
     return tags
@@ -156,8 +178,10 @@ def ingest_ceiling(server: RegistryServer, work: Path, mb: int, streams: int = 1
         urls.append(f"{loc}{'&' if '?' in loc else '?'}digest=sha256:{h.hexdigest()}")
         files.append(blob)
     start = time.perf_counter()
-    procs = [subprocess.Popen(["curl", "-sf", "-T", str(f), "-H", "Content-Type: application/octet-stream", u])
-             for f, u in zip(files, urls, strict=True)]
+    procs = [
+        subprocess.Popen(["curl", "-sf", "-T", str(f), "-H", "Content-Type: application/octet-stream", u])
+        for f, u in zip(files, urls, strict=True)
+    ]
     if any(p.wait() for p in procs):
         raise SystemExit("curl could not upload to the registry")
     wall = time.perf_counter() - start
@@ -171,29 +195,45 @@ def setup(work: Path, n_images: int, total_mb: int) -> tuple[RegistryServer, Pat
     layout = work / "gen"
     tags = generate(layout, n_images, total_mb, seed=total_mb)
     for tag in tags:
-        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}",
-                        f"docker://{src.host}/bench/{tag}:v1"], check=True)
+        subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:{tag}",
+                f"docker://{src.host}/bench/{tag}:v1",
+            ],
+            check=True,
+        )
     shutil.rmtree(layout)
     rel = work / "rel"
     rel.mkdir()
     import yaml
 
-    doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release",
-           "metadata": {"name": "bench", "version": "1.0.0"},
-           "images": {t: {"ref": f"{src.host}/bench/{t}:v1"} for t in tags},
-           "services": {t: {"image": t} for t in tags}}
+    doc = {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "bench", "version": "1.0.0"},
+        "images": {t: {"ref": f"{src.host}/bench/{t}:v1"} for t in tags},
+        "services": {t: {"image": t} for t in tags},
+    }
     (rel / "release.yaml").write_text(yaml.safe_dump(doc))
     return src, rel, tags
 
 
 def median(samples: list[Sample]) -> Sample:
     """The median wall time, the largest peak RSS and the median CPU time of several runs."""
-    return (statistics.median(w for w, _, _ in samples), max(r for _, r, _ in samples),
-            statistics.median(c for _, _, c in samples))
+    return (
+        statistics.median(w for w, _, _ in samples),
+        max(r for _, r, _ in samples),
+        statistics.median(c for _, _, c in samples),
+    )
 
 
-def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, baselines: bool,
-          rounds: int) -> dict[str, object]:
+def bench(
+    total_mb: int, n_images: int, work: Path, env: dict[str, str], *, baselines: bool, rounds: int
+) -> dict[str, object]:
     """Each step `rounds` times, releaser and its baseline alternating, every load into a fresh
     registry; the medians. This machine's run-to-run spread is large (shared cores), so one
     run of each proves little."""
@@ -203,7 +243,7 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
     keys = work / "keys"
     try:
         subprocess.run([RELEASER, "lock", str(rel)], check=True, env=env, capture_output=True)
-        subprocess.run([RELEASER, "keygen", "--out", str(keys)], check=True, env=env, capture_output=True)
+        subprocess.run([RELEASER, "keygen", "--out-dir", str(keys)], check=True, env=env, capture_output=True)
         bundle = work / "b.tar.zst"
         benv = {**env, "RELEASER_CACHE": str(work / "cache")}
         layout = work / "baseline-layout"
@@ -212,39 +252,97 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
             bundle.unlink(missing_ok=True)
             (work / "baseline.tar.zst").unlink(missing_ok=True)
             before = server_cpu(src)
-            samples.setdefault("bundle", []).append(run(
-                [RELEASER, "bundle", str(rel), "--key", str(keys / "releaser.key"), "--out", str(bundle),
-                 "--no-cache"], env=benv))
+            samples.setdefault("bundle", []).append(
+                run(
+                    [
+                        RELEASER,
+                        "bundle",
+                        str(rel),
+                        "--signing-key",
+                        str(keys / "releaser.key"),
+                        "--out-file",
+                        str(bundle),
+                        "--no-cache",
+                    ],
+                    env=benv,
+                )
+            )
             samples.setdefault("bundle_registry", []).append((0.0, 0, server_cpu(src) - before))
             if baselines:
                 shutil.rmtree(layout, ignore_errors=True)
                 before = server_cpu(src)
-                steps = [run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                              f"docker://{src.host}/bench/{t}:v1", f"oci:{layout}:{t}"]) for t in tags]
-                steps.append(run(f"tar -C {layout} -cf - . | zstd -3 -T0 -q -f -o {work / 'baseline.tar.zst'}",
-                                 shell=True))
+                steps = [
+                    run(
+                        [
+                            "skopeo",
+                            "copy",
+                            "--quiet",
+                            "--src-tls-verify=false",
+                            f"docker://{src.host}/bench/{t}:v1",
+                            f"oci:{layout}:{t}",
+                        ]
+                    )
+                    for t in tags
+                ]
+                steps.append(
+                    run(
+                        f"tar -C {layout} -cf - . | zstd -3 -T0 -q -f -o {work / 'baseline.tar.zst'}",
+                        shell=True,
+                    )
+                )
                 samples.setdefault("bundle_baseline", []).append(combined(steps))
                 samples.setdefault("bundle_baseline_registry", []).append((0.0, 0, server_cpu(src) - before))
-            samples.setdefault("verify", []).append(run(
-                [RELEASER, "airgap", "verify", str(bundle), "--key", str(keys / "releaser.pub")], env=benv))
+            samples.setdefault("verify", []).append(
+                run(
+                    [RELEASER, "airgap", "verify", str(bundle), "--key", str(keys / "releaser.pub")], env=benv
+                )
+            )
             if baselines:
                 samples.setdefault("verify_baseline", []).append(run(["sha256sum", str(bundle)]))
             dst = RegistryServer(work / f"dst{r}").start()
             try:
                 for step in ("load", "reload"):
                     before = server_cpu(dst)
-                    samples.setdefault(step, []).append(run(
-                        [RELEASER, "airgap", str(bundle), "--to", dst.host, "--key", str(keys / "releaser.pub"),
-                         "--out", str(work / "out")], env=benv))
+                    samples.setdefault(step, []).append(
+                        run(
+                            [
+                                RELEASER,
+                                "airgap",
+                                str(bundle),
+                                "--to",
+                                dst.host,
+                                "--key",
+                                str(keys / "releaser.pub"),
+                                "--out-dir",
+                                str(work / "out"),
+                            ],
+                            env=benv,
+                        )
+                    )
                     samples.setdefault(f"{step}_registry", []).append((0.0, 0, server_cpu(dst) - before))
             finally:
                 dst.stop()
                 shutil.rmtree(work / f"dst{r}", ignore_errors=True)
             one = RegistryServer(work / f"one{r}").start()  # the same load, one request at a time
             try:
-                samples.setdefault("load_one_stream", []).append(run(
-                    [RELEASER, "airgap", str(bundle), "--to", one.host, "--key", str(keys / "releaser.pub"),
-                     "--out", str(work / "out"), "--concurrency", "1"], env=benv))
+                samples.setdefault("load_one_stream", []).append(
+                    run(
+                        [
+                            RELEASER,
+                            "airgap",
+                            str(bundle),
+                            "--to",
+                            one.host,
+                            "--key",
+                            str(keys / "releaser.pub"),
+                            "--out-dir",
+                            str(work / "out"),
+                            "--concurrency",
+                            "1",
+                        ],
+                        env=benv,
+                    )
+                )
             finally:
                 one.stop()
                 shutil.rmtree(work / f"one{r}", ignore_errors=True)
@@ -253,10 +351,24 @@ def bench(total_mb: int, n_images: int, work: Path, env: dict[str, str], *, base
                 try:
                     for step in ("load_baseline", "reload_baseline"):
                         before = server_cpu(base_dst)
-                        steps = [run(["skopeo", "copy", "--all", "--quiet", "--dest-tls-verify=false",
-                                      f"oci:{layout}:{t}", f"docker://{base_dst.host}/bench/{t}:v1"]) for t in tags]
+                        steps = [
+                            run(
+                                [
+                                    "skopeo",
+                                    "copy",
+                                    "--all",
+                                    "--quiet",
+                                    "--dest-tls-verify=false",
+                                    f"oci:{layout}:{t}",
+                                    f"docker://{base_dst.host}/bench/{t}:v1",
+                                ]
+                            )
+                            for t in tags
+                        ]
                         samples.setdefault(step, []).append(combined(steps))
-                        samples.setdefault(f"{step}_registry", []).append((0.0, 0, server_cpu(base_dst) - before))
+                        samples.setdefault(f"{step}_registry", []).append(
+                            (0.0, 0, server_cpu(base_dst) - before)
+                        )
                     if r == 0:
                         res["ceiling"] = ingest_ceiling(base_dst, work, 200)
                         res["ceiling_streams"] = ingest_ceiling(base_dst, work, 200, STREAMS)
@@ -277,7 +389,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=500)
     ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--scale", type=int, default=3, help="repeat releaser runs at this multiple of --mb for RSS")
+    ap.add_argument(
+        "--scale", type=int, default=3, help="repeat releaser runs at this multiple of --mb for RSS"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="runs of each step; medians are reported")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -287,8 +401,9 @@ def main() -> None:
         out["base"] = bench(args.mb, args.images, Path(tmp) / "a", env, baselines=True, rounds=args.rounds)
     if args.scale > 1:
         with tempfile.TemporaryDirectory(prefix="releaser-bench-") as tmp:
-            out["scaled"] = bench(args.mb * args.scale, args.images, Path(tmp) / "b", env, baselines=False,
-                                  rounds=1)
+            out["scaled"] = bench(
+                args.mb * args.scale, args.images, Path(tmp) / "b", env, baselines=False, rounds=1
+            )
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -302,40 +417,67 @@ def main() -> None:
             return f"| {label} | {w:.2f} s | {r} MB | {bw:.2f} s | {br} MB | {bw / w:.2f}x | {note} |"
         return f"| {label} | {w:.2f} s | {r} MB | | | | {note} |"
 
-    print(f"{args.images} images, {args.mb} MB generated (shared base layer), bundle "
-          f"{b['bundle_size'] / 1e6:.0f} MB; median of {b['rounds']} rounds, largest peak RSS\n")
+    print(
+        f"{args.images} images, {args.mb} MB generated (shared base layer), bundle "
+        f"{b['bundle_size'] / 1e6:.0f} MB; median of {b['rounds']} rounds, largest peak RSS\n"
+    )
     print("| step | releaser | peak RSS | baseline | baseline peak RSS | speed-up | |")
     print("|---|---|---|---|---|---|---|")
-    print(row("bundle", "bundle", "bundle_baseline", "baseline: skopeo copy xN into one OCI layout + tar | zstd -3 -T0"))
+    print(
+        row(
+            "bundle",
+            "bundle",
+            "bundle_baseline",
+            "baseline: skopeo copy xN into one OCI layout + tar | zstd -3 -T0",
+        )
+    )
     print(row("load (--to)", "load", "load_baseline", "baseline: skopeo copy --all xN, layout → registry"))
     lw = b["load"][0]  # type: ignore[index]
     rw = b["reload"][0]  # type: ignore[index]
     print(row("load --concurrency 1", "load_one_stream", None, "one frame, one request at a time"))
-    print(row("reload (same bundle again)", "reload", "reload_baseline" if "reload_baseline" in b else None,
-              f"{100 * rw / lw:.1f} % of the first load; baseline: the same skopeo copies again"))
+    print(
+        row(
+            "reload (same bundle again)",
+            "reload",
+            "reload_baseline" if "reload_baseline" in b else None,
+            f"{100 * rw / lw:.1f} % of the first load; baseline: the same skopeo copies again",
+        )
+    )
     print(row("verify", "verify", "verify_baseline", "baseline: sha256sum of the bundle"))
-    print("\nEvery run (s): " + "; ".join(f"{k.removesuffix('_runs')} {', '.join(f'{w:.2f}' for w in v)}"
-                                          for k, v in b.items() if k.endswith("_runs")))
+    print(
+        "\nEvery run (s): "
+        + "; ".join(
+            f"{k.removesuffix('_runs')} {', '.join(f'{w:.2f}' for w in v)}"
+            for k, v in b.items()
+            if k.endswith("_runs")
+        )
+    )
     size_mb = b["bundle_size"] / 1e6  # type: ignore[operator]
-    print(f"\nRegistry ingest ceiling, 200 MB of streamed PUTs by curl: {b['ceiling']:.0f} MB/s in one stream, "
-          f"{b['ceiling_streams']:.0f} MB/s in {STREAMS} at once. releaser load moved {size_mb:.0f} MB in {lw:.2f} s "
-          f"({size_mb / lw:.0f} MB/s) including its full verification pass and start-up; {STREAMS} streams of "
-          f"curl would take {size_mb / b['ceiling_streams']:.2f} s for the bytes alone.")
+    print(
+        f"\nRegistry ingest ceiling, 200 MB of streamed PUTs by curl: {b['ceiling']:.0f} MB/s in one stream, "
+        f"{b['ceiling_streams']:.0f} MB/s in {STREAMS} at once. releaser load moved {size_mb:.0f} MB in {lw:.2f} s "
+        f"({size_mb / lw:.0f} MB/s) including its full verification pass and start-up; {STREAMS} streams of "
+        f"curl would take {size_mb / b['ceiling_streams']:.2f} s for the bytes alone."
+    )
 
     def cpu(step: str) -> str:
         return f"{b[step][2]:.2f}"  # type: ignore[index]
 
-    print(f"\nCPU seconds (user + system, medians; {os.cpu_count()} cores): bundle {cpu('bundle')} + source registry "
-          f"{cpu('bundle_registry')} vs baseline {cpu('bundle_baseline')} + {cpu('bundle_baseline_registry')}; load "
-          f"{cpu('load')} + target registry {cpu('load_registry')} vs skopeo {cpu('load_baseline')} + "
-          f"{cpu('load_baseline_registry')}; reload {cpu('reload')} + {cpu('reload_registry')} vs "
-          f"{cpu('reload_baseline')} + {cpu('reload_baseline_registry')}; verify {cpu('verify')} vs "
-          f"{cpu('verify_baseline')}.")
+    print(
+        f"\nCPU seconds (user + system, medians; {os.cpu_count()} cores): bundle {cpu('bundle')} + source registry "
+        f"{cpu('bundle_registry')} vs baseline {cpu('bundle_baseline')} + {cpu('bundle_baseline_registry')}; load "
+        f"{cpu('load')} + target registry {cpu('load_registry')} vs skopeo {cpu('load_baseline')} + "
+        f"{cpu('load_baseline_registry')}; reload {cpu('reload')} + {cpu('reload_registry')} vs "
+        f"{cpu('reload_baseline')} + {cpu('reload_baseline_registry')}; verify {cpu('verify')} vs "
+        f"{cpu('verify_baseline')}."
+    )
     if "scaled" in out:
         s = out["scaled"]
         assert isinstance(s, dict)
-        print(f"\nAt {s['mb']} MB: peak RSS bundle {s['bundle'][1]} MB, verify {s['verify'][1]} MB, "
-              f"load {s['load'][1]} MB, reload {s['reload'][1]} MB")
+        print(
+            f"\nAt {s['mb']} MB: peak RSS bundle {s['bundle'][1]} MB, verify {s['verify'][1]} MB, "
+            f"load {s['load'][1]} MB, reload {s['reload'][1]} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -52,11 +52,18 @@ def main() -> None:
 
     try:
         rel = images.standin_release(work, publisher.host)
-        base_env = {**os.environ, "PATH": f"{ROOT / '.tools/bin'}:{os.environ['PATH']}",
-                    "DOCKER_CONFIG": str(ROOT / ".tools/docker")}
+        base_env = {
+            **os.environ,
+            "PATH": f"{ROOT / '.tools/bin'}:{os.environ['PATH']}",
+            "DOCKER_CONFIG": str(ROOT / ".tools/docker"),
+        }
         subprocess.run([RELEASER, "lock", str(rel)], env=base_env, check=True, capture_output=True)
-        subprocess.run([RELEASER, "render", str(rel), "--out", str(work / "out")], env=base_env, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [RELEASER, "render", str(rel), "--out-dir", str(work / "out")],
+            env=base_env,
+            check=True,
+            capture_output=True,
+        )
         plain = work / "out" / "compose" / "bmp-tcpao"
         secrets = plain / ".secrets"
         secrets.mkdir(mode=0o700)
@@ -67,7 +74,11 @@ def main() -> None:
         for i in range(args.rounds):
             # a fresh engine per round: both sides start cold (nothing pulled)
             with engine_mod.DockerEngine() as eng:
-                env = {**base_env, "DOCKER_HOST": eng.host, "RELEASER_QUICKSTART_DIR": str(work / f"stack{i}")}
+                env = {
+                    **base_env,
+                    "DOCKER_HOST": eng.host,
+                    "RELEASER_QUICKSTART_DIR": str(work / f"stack{i}"),
+                }
                 compose = ["docker", "compose", "-f", str(plain / "compose.yaml"), "-p", "bmp-tcpao"]
                 add("compose up (cold)", run([*compose, "up", "-d", "--wait"], env=env))
                 add("compose up (warm)", run([*compose, "up", "-d", "--wait"], env=env))
@@ -77,8 +88,13 @@ def main() -> None:
                 add("quickstart (cold)", run([RELEASER, "quickstart", str(rel), "--skip", "tcp-ao"], env=env))
                 add("quickstart (warm)", run([RELEASER, "quickstart", str(rel), "--skip", "tcp-ao"], env=env))
                 add("quickstart status", run([RELEASER, "quickstart", "status"], env=env))
-                add("quickstart backup", run([RELEASER, "quickstart", "backup", "--out",
-                                              str(work / f"backup{i}.tar.zst")], env=env))
+                add(
+                    "quickstart backup",
+                    run(
+                        [RELEASER, "quickstart", "backup", "--out-file", str(work / f"backup{i}.tar.zst")],
+                        env=env,
+                    ),
+                )
                 subprocess.run([RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True)
     finally:
         publisher.stop()
@@ -88,10 +104,12 @@ def main() -> None:
     if args.json:
         print(json.dumps({k: {"seconds": w, "peakRssMb": r} for k, (w, r) in med.items()}, indent=2))
         return
-    rows = [("up, images not pulled", "quickstart (cold)", "compose up (cold)"),
-            ("up again, stack running", "quickstart (warm)", "compose up (warm)"),
-            ("status", "quickstart status", "compose ps"),
-            ("backup (stop, copy, start)", "quickstart backup", None)]
+    rows = [
+        ("up, images not pulled", "quickstart (cold)", "compose up (cold)"),
+        ("up again, stack running", "quickstart (warm)", "compose up (warm)"),
+        ("status", "quickstart status", "compose ps"),
+        ("backup (stop, copy, start)", "quickstart backup", None),
+    ]
     print(f"median of {args.rounds} rounds\n")
     print("| step | releaser | baseline | baseline / releaser | releaser peak RSS | baseline peak RSS |")
     print("|---|---|---|---|---|---|")

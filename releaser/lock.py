@@ -12,15 +12,19 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from . import model as m
-from .errors import LockError, Problem, ReleaserError, ValidationError
+from .errors import LockError, MetadataError, Problem, ReleaserError, ValidationError
+from .fs import atomic_write
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .names import LOCK_FILE, RELEASE_FILE
 from .yamlsource import PathT, Source, load_source
+
+if TYPE_CHECKING:  # types only: validate and render never load the registry client (requests)
+    from .registry import Manifest, Registry, RegistryFor
 
 LOCK_KIND = "ReleaseLock"
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
@@ -99,7 +103,9 @@ def _problems(src: Source) -> list[Problem]:
         out.append(src.problem((key,), f"unknown key {key!r}", "remove it"))
     images = d.get("images")
     if not isinstance(images, dict):
-        out.append(src.problem(("images",), "expected a mapping of image name -> pin", "run `releaser lock DIR`"))
+        out.append(
+            src.problem(("images",), "expected a mapping of image name -> pin", "run `releaser lock DIR`")
+        )
         return out
     for name, img in images.items():
         base: PathT = ("images", name)
@@ -118,8 +124,13 @@ def _problems(src: Source) -> list[Problem]:
             out.append(src.problem((*base, "platforms"), "expected a mapping of os/arch -> pin", None))
             continue
         if plats and img.get("mediaType") not in INDEX_TYPES:
-            out.append(src.problem((*base, "platforms"), "only an index has per-platform children",
-                                   "run `releaser lock --refresh DIR`"))
+            out.append(
+                src.problem(
+                    (*base, "platforms"),
+                    "only an index has per-platform children",
+                    "run `releaser lock --refresh DIR`",
+                )
+            )
         for p, child in plats.items():
             if not isinstance(child, dict):
                 out.append(src.problem((*base, "platforms", p), "expected a mapping", None))
@@ -131,13 +142,29 @@ def _problems(src: Source) -> list[Problem]:
 def _pin_problems(src: Source, base: PathT, pin: dict[str, Any]) -> list[Problem]:
     out = []
     if "digest" in pin and not (isinstance(pin["digest"], str) and DIGEST_RE.match(pin["digest"])):
-        out.append(src.problem((*base, "digest"), f"{pin['digest']!r} is not a sha256 digest",
-                               "run `releaser lock --refresh DIR`; never edit digests by hand"))
+        out.append(
+            src.problem(
+                (*base, "digest"),
+                f"{pin['digest']!r} is not a sha256 digest",
+                "run `releaser lock --refresh DIR`; never edit digests by hand",
+            )
+        )
     if "mediaType" in pin and pin["mediaType"] not in INDEX_TYPES + MANIFEST_TYPES:
-        out.append(src.problem((*base, "mediaType"), f"{pin['mediaType']!r} is not an image manifest or index type",
-                               "run `releaser lock --refresh DIR`"))
-    if "size" in pin and not (isinstance(pin["size"], int) and not isinstance(pin["size"], bool) and pin["size"] > 0):
-        out.append(src.problem((*base, "size"), "size must be a positive integer", "run `releaser lock --refresh DIR`"))
+        out.append(
+            src.problem(
+                (*base, "mediaType"),
+                f"{pin['mediaType']!r} is not an image manifest or index type",
+                "run `releaser lock --refresh DIR`",
+            )
+        )
+    if "size" in pin and not (
+        isinstance(pin["size"], int) and not isinstance(pin["size"], bool) and pin["size"] > 0
+    ):
+        out.append(
+            src.problem(
+                (*base, "size"), "size must be a positive integer", "run `releaser lock --refresh DIR`"
+            )
+        )
     return out
 
 
@@ -149,14 +176,40 @@ def load_lock_file(path: Path) -> Lock:
     problems += _problems(src)
     if problems:
         raise ValidationError(problems)
-    d = src.data
+    return _lock(src.data, file=str(path))
+
+
+def _lock(d: dict[str, Any], *, file: str) -> Lock:
+    """A lock document that passed _problems, as a Lock."""
     images = tuple(
-        LockedImage(name=n, source=i["source"], repository=i["repository"], digest=i["digest"],
-                    media_type=i["mediaType"], size=i["size"], platform=i.get("platform"),
-                    platforms=tuple(LockedPlatform(platform=p, digest=c["digest"], media_type=c["mediaType"],
-                                                   size=c["size"]) for p, c in sorted((i.get("platforms") or {}).items())))
-        for n, i in sorted(d["images"].items()))
-    return Lock(release=str(d.get("release", "")), images=images, file=str(path))
+        LockedImage(
+            name=n,
+            source=i["source"],
+            repository=i["repository"],
+            digest=i["digest"],
+            media_type=i["mediaType"],
+            size=i["size"],
+            platform=i.get("platform"),
+            platforms=tuple(
+                LockedPlatform(platform=p, digest=c["digest"], media_type=c["mediaType"], size=c["size"])
+                for p, c in sorted((i.get("platforms") or {}).items())
+            ),
+        )
+        for n, i in sorted(d["images"].items())
+    )
+    return Lock(release=str(d.get("release", "")), images=images, file=file)
+
+
+def lock_from_document(doc: object, *, where: str) -> Lock:
+    """A lock carried as data (in a bundle's releaser.json), checked as a lock file is; raises
+    MetadataError naming `where` and the first problem."""
+    src = Source(file=where, data=doc, lines={})
+    problems = _problems(src)
+    if problems:
+        p = problems[0]
+        raise MetadataError(path=f"{where} {p.path}", expected=f"a lock ({p.message})", got=doc)
+    assert isinstance(doc, dict)
+    return _lock(doc, file=where)
 
 
 def read_lock(directory: Path, release: m.Release) -> Lock:
@@ -171,8 +224,10 @@ def read_lock(directory: Path, release: m.Release) -> Lock:
     lock = load_lock_file(path)
     stale = stale_reasons(release, lock)
     if stale:
-        raise LockError(f"{path} is stale:\n" + "\n".join(f"  - {s}" for s in stale),
-                        fix=f"run `releaser lock {directory}` (re-resolves only what changed)")
+        raise LockError(
+            f"{path} is stale:\n" + "\n".join(f"  - {s}" for s in stale),
+            fix=f"run `releaser lock {directory}` (re-resolves only what changed)",
+        )
     return lock
 
 
@@ -190,16 +245,22 @@ def stale_reasons(release: m.Release, lock: Lock) -> list[str]:
         if pin.source != img.ref:
             out.append(f"image {img.name!r}: release.yaml says {img.ref}, the lock pinned {pin.source}")
         if pin.repository != repository_of(img.ref):
-            out.append(f"image {img.name!r}: repository {pin.repository} does not match {repository_of(img.ref)}")
+            out.append(
+                f"image {img.name!r}: repository {pin.repository} does not match {repository_of(img.ref)}"
+            )
         _, _, _, want_digest = split_reference(img.ref)
         if want_digest and want_digest != pin.digest and want_digest not in {p.digest for p in pin.platforms}:
             out.append(f"image {img.name!r}: release.yaml pins {want_digest}, the lock has {pin.digest}")
         if img.platforms and not pin.is_index:
             if len(img.platforms) > 1:
-                out.append(f"image {img.name!r}: {len(img.platforms)} platforms are asked for but the lock pins one "
-                           "manifest")
+                out.append(
+                    f"image {img.name!r}: {len(img.platforms)} platforms are asked for but the lock pins one "
+                    "manifest"
+                )
             elif pin.platform and pin.platform != img.platforms[0]:
-                out.append(f"image {img.name!r}: {img.platforms[0]} is asked for but the lock pins {pin.platform}")
+                out.append(
+                    f"image {img.name!r}: {img.platforms[0]} is asked for but the lock pins {pin.platform}"
+                )
         if img.platforms and pin.is_index:
             have = {p.platform for p in pin.platforms}
             missing = sorted(set(img.platforms) - have)
@@ -207,7 +268,9 @@ def stale_reasons(release: m.Release, lock: Lock) -> list[str]:
             if missing:
                 out.append(f"image {img.name!r}: platforms {', '.join(missing)} are asked for but not locked")
             if extra:
-                out.append(f"image {img.name!r}: the lock keeps {', '.join(extra)}, which release.yaml no longer lists")
+                out.append(
+                    f"image {img.name!r}: the lock keeps {', '.join(extra)}, which release.yaml no longer lists"
+                )
     for name in sorted(set(locked) - {i.name for i in release.images}):
         out.append(f"image {name!r} is in the lock but no longer in release.yaml")
     return out
@@ -215,24 +278,42 @@ def stale_reasons(release: m.Release, lock: Lock) -> list[str]:
 
 def dump_lock(lock: Lock, *, header: str = "") -> str:
     """Deterministic YAML text of a lock."""
-    doc: dict[str, Any] = {"apiVersion": "releaser.dev/v1alpha1", "kind": LOCK_KIND, "release": lock.release,
-                           "images": {}}
+    return header + yaml.safe_dump(lock_document(lock), sort_keys=False, default_flow_style=False)
+
+
+def lock_document(lock: Lock) -> dict[str, object]:
+    """A lock as the data of its file (the same document the YAML and the bundle's metadata hold)."""
+    doc: dict[str, Any] = {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": LOCK_KIND,
+        "release": lock.release,
+        "images": {},
+    }
     for i in lock.images:
-        entry: dict[str, Any] = {"source": i.source, "repository": i.repository, "digest": i.digest,
-                                 "mediaType": i.media_type, "size": i.size}
+        entry: dict[str, Any] = {
+            "source": i.source,
+            "repository": i.repository,
+            "digest": i.digest,
+            "mediaType": i.media_type,
+            "size": i.size,
+        }
         if i.platform:
             entry["platform"] = i.platform
         if i.platforms:
-            entry["platforms"] = {p.platform: {"digest": p.digest, "mediaType": p.media_type, "size": p.size}
-                                  for p in i.platforms}
+            entry["platforms"] = {
+                p.platform: {"digest": p.digest, "mediaType": p.media_type, "size": p.size}
+                for p in i.platforms
+            }
         doc["images"][i.name] = entry
-    return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    return doc
 
 
 # ---------------------------------------------------------------- resolution
 
-LOCK_HEADER = ("# release.lock.yaml: written by `releaser lock`; do not edit by hand.\n"
-               "# Every output (compose, chart, bundle) takes its digests from here.\n")
+LOCK_HEADER = (
+    "# release.lock.yaml: written by `releaser lock`; do not edit by hand.\n"
+    "# Every output (compose, chart, bundle) takes its digests from here.\n"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,8 +332,9 @@ def _platform_of(entry: dict[str, Any]) -> str:
     return f"{text}/{p['variant']}" if p.get("variant") else text
 
 
-def resolve_image(img: m.Image, registry: Any, *, platforms: tuple[str, ...] = (),
-                  previous: LockedImage | None = None) -> LockedImage:
+def resolve_image(
+    img: m.Image, registry: Registry, *, platforms: tuple[str, ...] = (), previous: LockedImage | None = None
+) -> LockedImage:
     """Resolve one image to a pin. `platforms` (from --platform or release.yaml) keeps a subset:
     exactly one re-pins to that platform's manifest; none keeps the whole index."""
     registry_host, path, tag, digest = split_reference(img.ref)
@@ -267,52 +349,107 @@ def resolve_image(img: m.Image, registry: Any, *, platforms: tuple[str, ...] = (
             plat = _platform_of(entry)
             if plat == "unknown/unknown":  # attestations and other artifacts are not platforms
                 continue
-            children[plat] = LockedPlatform(platform=plat, digest=entry["digest"], media_type=entry["mediaType"],
-                                            size=int(entry["size"]))
+            children[plat] = LockedPlatform(
+                platform=plat, digest=entry["digest"], media_type=entry["mediaType"], size=int(entry["size"])
+            )
         missing = [p for p in platforms if p not in children]
         if missing:
-            raise LockError(f"{where}: platform {', '.join(missing)} is not in the index "
-                            f"(it has {', '.join(sorted(children)) or 'none'})",
-                            fix="ask only for platforms the image provides, or build the missing one")
+            raise LockError(
+                f"{where}: platform {', '.join(missing)} is not in the index "
+                f"(it has {', '.join(sorted(children)) or 'none'})",
+                fix="ask only for platforms the image provides, or build the missing one",
+            )
         if len(platforms) == 1:
             child = children[platforms[0]]
-            return LockedImage(name=img.name, source=img.ref, repository=repo, digest=child.digest,
-                               media_type=child.media_type, size=child.size, platform=child.platform)
+            return LockedImage(
+                name=img.name,
+                source=img.ref,
+                repository=repo,
+                digest=child.digest,
+                media_type=child.media_type,
+                size=child.size,
+                platform=child.platform,
+            )
         if platforms and set(platforms) != set(children):
-            raise LockError(f"{where}: keeping {len(platforms)} of {len(children)} platforms cannot be pinned by "
-                            "one digest: the index names them all",
-                            fix="keep every platform (remove the platforms list) or exactly one")
+            raise LockError(
+                f"{where}: keeping {len(platforms)} of {len(children)} platforms cannot be pinned by "
+                "one digest: the index names them all",
+                fix="keep every platform (remove the platforms list) or exactly one",
+            )
         kept = tuple(children[p] for p in sorted(children))
         if previous is not None and previous.source == img.ref and previous.platforms:
             dropped = sorted({p.platform for p in previous.platforms} - set(children))
             if dropped:
-                raise LockError(f"{where}: the index no longer provides {', '.join(dropped)}, which the lock had",
-                                fix=f"list the platforms you want under images.{img.name}.platforms to drop "
-                                    "the others on purpose, or fix the image")
-        return LockedImage(name=img.name, source=img.ref, repository=repo, digest=d.digest, media_type=d.media_type,
-                           size=d.size, platforms=kept)
-    # a single manifest: learn its platform from the config
+                raise LockError(
+                    f"{where}: the index no longer provides {', '.join(dropped)}, which the lock had",
+                    fix=f"list the platforms you want under images.{img.name}.platforms to drop "
+                    "the others on purpose, or fix the image",
+                )
+        return LockedImage(
+            name=img.name,
+            source=img.ref,
+            repository=repo,
+            digest=d.digest,
+            media_type=d.media_type,
+            size=d.size,
+            platforms=kept,
+        )
+    return _pin_single(
+        img, registry, manifest, path=path, repo=repo, where=where, platforms=platforms, previous=previous
+    )
+
+
+def _pin_single(
+    img: m.Image,
+    registry: Registry,
+    manifest: Manifest,
+    *,
+    path: str,
+    repo: str,
+    where: str,
+    platforms: tuple[str, ...],
+    previous: LockedImage | None,
+) -> LockedImage:
+    """A single manifest's pin; its platform comes from its config."""
     cfg_desc = manifest.json().get("config", {})
-    plat = None
+    plat: str | None = None
     if cfg_desc.get("digest"):
         cfg = json.loads(b"".join(registry.iter_blob(path, cfg_desc["digest"])))
         plat = f"{cfg.get('os', 'unknown')}/{cfg.get('architecture', 'unknown')}"
         if cfg.get("variant"):
             plat += f"/{cfg['variant']}"
     if previous is not None and previous.source == img.ref and previous.platforms and not platforms:
-        raise LockError(f"{where}: now a single {plat} image; the lock had "
-                        f"{', '.join(p.platform for p in previous.platforms)}",
-                        fix=f"set images.{img.name}.platforms: [{plat}] to drop the others on purpose, or fix the tag")
+        raise LockError(
+            f"{where}: now a single {plat} image; the lock had "
+            f"{', '.join(p.platform for p in previous.platforms)}",
+            fix=f"set images.{img.name}.platforms: [{plat}] to drop the others on purpose, or fix the tag",
+        )
     wanted = [p for p in platforms if p != plat]
     if platforms and (len(platforms) > 1 or wanted):
-        raise LockError(f"{where}: is a single {plat} image; asked for {', '.join(platforms)}",
-                        fix="drop the platforms list for this image, or point it at a multi-platform index")
-    return LockedImage(name=img.name, source=img.ref, repository=repo, digest=d.digest, media_type=d.media_type,
-                       size=d.size, platform=plat)
+        raise LockError(
+            f"{where}: is a single {plat} image; asked for {', '.join(platforms)}",
+            fix="drop the platforms list for this image, or point it at a multi-platform index",
+        )
+    d = manifest.descriptor
+    return LockedImage(
+        name=img.name,
+        source=img.ref,
+        repository=repo,
+        digest=d.digest,
+        media_type=d.media_type,
+        size=d.size,
+        platform=plat,
+    )
 
 
-def resolve_lock(release: m.Release, previous: Lock | None, registry_for: Any, *, platforms: tuple[str, ...] = (),
-                 refresh: bool = False) -> tuple[Lock, list[Resolution]]:
+def resolve_lock(
+    release: m.Release,
+    previous: Lock | None,
+    registry_for: RegistryFor,
+    *,
+    platforms: tuple[str, ...] = (),
+    refresh: bool = False,
+) -> tuple[Lock, list[Resolution]]:
     """Resolve every image of `release`. Entries of `previous` that are still current are kept
     without touching a registry unless `refresh`."""
     old = {i.name: i for i in previous.images} if previous else {}
@@ -322,8 +459,12 @@ def resolve_lock(release: m.Release, previous: Lock | None, registry_for: Any, *
         want = platforms or img.platforms
         prev = old.get(img.name)
         single = _narrowed(release, img)
-        if prev and not refresh and not platforms and not stale_reasons(single, Lock(
-                release=release.name, images=(prev,), file="")):
+        if (
+            prev
+            and not refresh
+            and not platforms
+            and not stale_reasons(single, Lock(release=release.name, images=(prev,), file=""))
+        ):
             images.append(prev)
             report.append(Resolution(name=img.name, action="kept", pinned=prev.pinned))
             continue
@@ -333,12 +474,18 @@ def resolve_lock(release: m.Release, previous: Lock | None, registry_for: Any, *
         except LockError:
             raise
         except ReleaserError as exc:  # a registry error: say which image of release.yaml asked
-            raise type(exc)(f"images.{img.name} ({img.ref}) in {RELEASE_FILE}: {exc.message}",
-                            fix=exc.fix) from exc
+            exc.add_note(f"images.{img.name} ({img.ref}) in {RELEASE_FILE}")
+            raise
         action = "resolved" if prev is None else ("kept" if prev.digest == pin.digest else "changed")
         images.append(pin)
-        report.append(Resolution(name=img.name, action=action, pinned=pin.pinned,
-                                 previous=prev.pinned if prev and prev.digest != pin.digest else None))
+        report.append(
+            Resolution(
+                name=img.name,
+                action=action,
+                pinned=pin.pinned,
+                previous=prev.pinned if prev and prev.digest != pin.digest else None,
+            )
+        )
     return Lock(release=release.name, images=tuple(sorted(images, key=lambda i: i.name)), file=""), report
 
 
@@ -350,7 +497,5 @@ def _narrowed(release: m.Release, img: m.Image) -> m.Release:
 def write_lock(directory: Path, lock: Lock) -> Path:
     """Atomically write DIR/release.lock.yaml."""
     path = directory / LOCK_FILE
-    tmp = path.with_name(f".{LOCK_FILE}.tmp")
-    tmp.write_text(dump_lock(lock, header=LOCK_HEADER), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, dump_lock(lock, header=LOCK_HEADER).encode())
     return path

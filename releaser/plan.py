@@ -26,10 +26,13 @@ TCPAO_NODE_LABEL = "releaser.dev/tcp-ao"  # nodes whose kernel has CONFIG_TCP_AO
 HOSTNAME_KEY = "kubernetes.io/hostname"
 # The proxy copies bytes between two sockets: small, bounded, and always set so the
 # sidecar can never starve its app (release.yaml may override them).
-SIDECAR_RESOURCES = m.Resources(requests=(("cpu", "10m"), ("memory", "16Mi")),
-                                limits=(("cpu", "200m"), ("memory", "64Mi")))
-SIDECAR_CAP = m.Capability(name="NET_ADMIN",
-                           justification="installs TCP-AO keys and policies on its sockets (reference 000, section 4)")
+SIDECAR_RESOURCES = m.Resources(
+    requests=(("cpu", "10m"), ("memory", "16Mi")), limits=(("cpu", "200m"), ("memory", "64Mi"))
+)
+SIDECAR_CAP = m.Capability(
+    name="NET_ADMIN",
+    justification="installs TCP-AO keys and policies on its sockets (reference 000, section 4)",
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,7 +55,9 @@ class PlanPort:
     public: bool
     host_port: int  # Compose publishes public ports here
     compose_published: bool  # public and the service is not on the host network (nothing to publish there)
-    compose_host_bound: bool  # the service is on the host network in Compose: it binds this port on the host itself
+    compose_host_bound: (
+        bool  # the service is on the host network in Compose: it binds this port on the host itself
+    )
     knob: str  # .env variable holding the published host port
 
 
@@ -200,8 +205,11 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
         for rule in target.ingress:
             if rule.source.service and rule.source.service in egress_to:
                 egress_to[rule.source.service].append(
-                    PolicyRule(peers=(PolicyPeer(kind="service", value=target.name),),
-                               ports=_rule_ports(target, rule)))
+                    PolicyRule(
+                        peers=(PolicyPeer(kind="service", value=target.name),),
+                        ports=_rule_ports(target, rule),
+                    )
+                )
 
     generated: dict[str, PlanSecret] = {}
     external: dict[tuple[str, str], set[str]] = {}
@@ -209,103 +217,214 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
     notes: list[str] = []
     services = []
     for s in release.services:
-        uid, gid = _uid_gid(s.user)
-        secrets = []
-        for sec in s.secrets:
-            ps = PlanSecret(name=sec.name, file=f"{RUN_SECRETS}/{sec.name}", generated=sec.generated,
-                            length=sec.generate_length or 0,
-                            k8s_secret=sec.existing_name or f"{release.name}-{sec.name}",
-                            k8s_key=sec.existing_key or sec.name, compose_file=f".secrets/{sec.name}",
-                            env_file=sec.env_file)
-            secrets.append(ps)
-            if ps.generated:
-                generated[ps.name] = ps
-            else:
-                external.setdefault((ps.k8s_secret, ps.k8s_key), set()).add(s.name)
+        secrets = _plan_secrets(release, s, generated, external)
         sidecar = None
         if s.tcpao:
-            t = s.tcpao
-            peer = services_by_name[t.peer]
-            _, lport = _hostport(t.listen)
-            if t.role == "initiator":
-                assert t.remote is not None
-                peer_ip, peer_port = _hostport(t.remote)
-            else:
-                peer_ip, peer_port = peer.address or "0.0.0.0", 0
-            sidecar = Sidecar(role=t.role, image=t.image, listen=t.listen, listen_port=lport, forward=t.forward,
-                              remote=t.remote, peer=t.peer, peer_ip=peer_ip, peer_port=peer_port, key_id=t.key_id,
-                              mac_algorithm=t.mac_algorithm, key_secret=t.key_secret,
-                              key_secret_key=t.key_secret_key, compose_config=f"{s.name}.toml",
-                              resources=t.resources if (t.resources.requests or t.resources.limits)
-                              else SIDECAR_RESOURCES, capability=SIDECAR_CAP, uid=SIDECAR_USER[0],
-                              gid=SIDECAR_USER[1])
-            external.setdefault((t.key_secret, t.key_secret_key), set()).add(f"{s.name} (TCP-AO key)")
-        pdb: tuple[str, int] | None = None
-        if not s.per_node:
-            if s.disruption and s.disruption.min_available is not None:
-                pdb = ("minAvailable", s.disruption.min_available)
-            elif s.disruption and s.disruption.max_unavailable is not None:
-                pdb = ("maxUnavailable", s.disruption.max_unavailable)
-            elif s.replicas >= 2:
-                pdb = ("maxUnavailable", 1)
-        policy = None
+            sidecar = _plan_sidecar(s, s.tcpao, services_by_name[s.tcpao.peer])
+            external.setdefault((s.tcpao.key_secret, s.tcpao.key_secret_key), set()).add(
+                f"{s.name} (TCP-AO key)"
+            )
         if s.host_network:
-            notes.append(f"{s.name} runs with hostNetwork (TCP-AO signs addresses and ports, so no NAT may sit "
-                         "between the peers); NetworkPolicy does not apply to hostNetwork pods, so the chart "
-                         f"creates none for it. Restrict its node ports with a host firewall.")
-        else:
-            ingress = tuple(PolicyRule(peers=(_peer(r.source),), ports=_rule_ports(s, r)) for r in s.ingress)
-            egress = tuple(egress_to[s.name]) + tuple(
-                PolicyRule(peers=(PolicyPeer(kind="cidr", value=e.cidr),), ports=tuple((p, "TCP") for p in e.ports))
-                for e in s.egress)
-            policy = NetworkPolicy(ingress=ingress, egress=egress)
-        compose_host = s.host_network and not s.tcpao
-        ports = tuple(PlanPort(name=p.name, port=p.port, protocol=p.protocol, public=p.exposure == "public",
-                               host_port=p.host_port or p.port, knob=_knob(s.name, p.name, "port"),
-                               compose_published=p.exposure == "public" and not compose_host,
-                               compose_host_bound=compose_host)
-                      for p in s.ports)
-        depends = tuple((d, "service_healthy" if services_by_name[d].health else "service_started")
-                        for d in s.depends_on)
+            notes.append(
+                f"{s.name} runs with hostNetwork (TCP-AO signs addresses and ports, so no NAT may sit "
+                "between the peers); NetworkPolicy does not apply to hostNetwork pods, so the chart "
+                f"creates none for it. Restrict its node ports with a host firewall."
+            )
         if s.replicas > 1:
             omissions.append(f"{s.name}: {s.replicas} replicas in Kubernetes, one container in Compose")
         if s.per_node:
-            omissions.append(f"{s.name}: one pod per node (DaemonSet) in Kubernetes, one container in Compose")
-        services.append(PlanService(
-            name=s.name, description=s.description, image=s.image,
-            workload="DaemonSet" if s.per_node else "Deployment", replicas=s.replicas,
-            node_selector=s.node_selector, command=s.command, args=s.args,
-            env=tuple((k, v, _knob(s.name, k)) for k, v in s.env), uid=uid, gid=gid, ports=ports, health=s.health,
-            resources=s.resources,
-            volumes=tuple(PlanVolume(name=v.name, mount_path=v.mount_path, size=v.size, claim=f"{s.name}-{v.name}")
-                          for v in s.volumes),
-            secrets=tuple(secrets), capabilities=s.capabilities, host_network=s.host_network,
-            compose_network="host" if compose_host else NETWORK_NAME,
-            address=s.address, depends_on=depends, pdb=pdb, network_policy=policy, sidecar=sidecar,
-            spread=not s.per_node and s.replicas >= 2,
-            one_per_node=s.host_network and not s.per_node, tcpao_nodes=sidecar is not None))
+            omissions.append(
+                f"{s.name}: one pod per node (DaemonSet) in Kubernetes, one container in Compose"
+            )
+        services.append(_plan_service(s, services_by_name, egress_to[s.name], secrets, sidecar))
     if any(s.pdb for s in services):
         omissions.append("PodDisruptionBudgets: Compose has no voluntary evictions")
     if any(s.network_policy for s in services):
-        omissions.append("NetworkPolicy: Compose services on the release network can reach each other; "
-                         "only public ports are published, on BIND_ADDRESS (127.0.0.1 by default)")
+        omissions.append(
+            "NetworkPolicy: Compose services on the release network can reach each other; "
+            "only public ports are published, on BIND_ADDRESS (127.0.0.1 by default)"
+        )
     if any(s.node_selector or s.tcpao_nodes or s.spread or s.one_per_node for s in services):
-        omissions.append("scheduling (nodeSelector, TCP-AO node label, spread, one per node): Compose runs "
-                         "everything on this host")
+        omissions.append(
+            "scheduling (nodeSelector, TCP-AO node label, spread, one per node): Compose runs "
+            "everything on this host"
+        )
     for (secret, key), users in sorted(external.items()):
-        notes.append(f"Create Secret {secret} (key {key}) before installing; used by {', '.join(sorted(users))}: "
-                     f"kubectl create secret generic {secret} --from-file={key}=./{key}")
+        notes.append(
+            f"Create Secret {secret} (key {key}) before installing; used by {', '.join(sorted(users))}: "
+            f"kubectl create secret generic {secret} --from-file={key}=./{key}"
+        )
     if any(s.sidecar for s in services):
-        notes.append("TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
-                     "services.<name>.tcpao.peerIP to the nodes' addresses (defaults are the Compose addresses), "
-                     f"and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7): "
-                     f"kubectl label node NODE {TCPAO_NODE_LABEL}=true")
-    return Plan(name=release.name, version=release.version, description=release.description, subnet=release.subnet,
-                images=tuple(images), services=tuple(services),
-                generated_secrets=tuple(generated[k] for k in sorted(generated)),
-                external_secrets=tuple((sec, key, ", ".join(sorted(u))) for (sec, key), u in sorted(external.items())),
-                compose_omissions=tuple(omissions), notes=tuple(notes),
-                pod_security="privileged" if any(s.host_network for s in services) else "restricted")
+        notes.append(
+            "TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
+            "services.<name>.tcpao.peerIP to the nodes' addresses (defaults are the Compose addresses), "
+            f"and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7): "
+            f"kubectl label node NODE {TCPAO_NODE_LABEL}=true"
+        )
+    return Plan(
+        name=release.name,
+        version=release.version,
+        description=release.description,
+        subnet=release.subnet,
+        images=tuple(images),
+        services=tuple(services),
+        generated_secrets=tuple(generated[k] for k in sorted(generated)),
+        external_secrets=tuple(
+            (sec, key, ", ".join(sorted(u))) for (sec, key), u in sorted(external.items())
+        ),
+        compose_omissions=tuple(omissions),
+        notes=tuple(notes),
+        pod_security="privileged" if any(s.host_network for s in services) else "restricted",
+    )
+
+
+def _plan_secrets(
+    release: m.Release,
+    s: m.Service,
+    generated: dict[str, PlanSecret],
+    external: dict[tuple[str, str], set[str]],
+) -> list[PlanSecret]:
+    """A service's secret files; records which the chart generates and which the user creates."""
+    secrets = []
+    for sec in s.secrets:
+        ps = PlanSecret(
+            name=sec.name,
+            file=f"{RUN_SECRETS}/{sec.name}",
+            generated=sec.generated,
+            length=sec.generate_length or 0,
+            k8s_secret=sec.existing_name or f"{release.name}-{sec.name}",
+            k8s_key=sec.existing_key or sec.name,
+            compose_file=f".secrets/{sec.name}",
+            env_file=sec.env_file,
+        )
+        secrets.append(ps)
+        if ps.generated:
+            generated[ps.name] = ps
+        else:
+            external.setdefault((ps.k8s_secret, ps.k8s_key), set()).add(s.name)
+    return secrets
+
+
+def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
+    """The TCP-AO proxy beside a service: its legs, its peer, and the settings every renderer uses."""
+    _, lport = _hostport(t.listen)
+    if t.role == "initiator":
+        assert t.remote is not None
+        peer_ip, peer_port = _hostport(t.remote)
+    else:
+        peer_ip, peer_port = peer.address or "0.0.0.0", 0
+    return Sidecar(
+        role=t.role,
+        image=t.image,
+        listen=t.listen,
+        listen_port=lport,
+        forward=t.forward,
+        remote=t.remote,
+        peer=t.peer,
+        peer_ip=peer_ip,
+        peer_port=peer_port,
+        key_id=t.key_id,
+        mac_algorithm=t.mac_algorithm,
+        key_secret=t.key_secret,
+        key_secret_key=t.key_secret_key,
+        compose_config=f"{s.name}.toml",
+        resources=t.resources if (t.resources.requests or t.resources.limits) else SIDECAR_RESOURCES,
+        capability=SIDECAR_CAP,
+        uid=SIDECAR_USER[0],
+        gid=SIDECAR_USER[1],
+    )
+
+
+def _pdb(s: m.Service) -> tuple[str, int] | None:
+    """The disruption budget: the one asked for, else maxUnavailable 1 for two replicas or more."""
+    if s.per_node:
+        return None  # kubectl drain skips DaemonSet pods
+    if s.disruption and s.disruption.min_available is not None:
+        return ("minAvailable", s.disruption.min_available)
+    if s.disruption and s.disruption.max_unavailable is not None:
+        return ("maxUnavailable", s.disruption.max_unavailable)
+    return ("maxUnavailable", 1) if s.replicas >= 2 else None
+
+
+def _plan_service(
+    s: m.Service,
+    services_by_name: dict[str, m.Service],
+    egress_to: list[PolicyRule],
+    secrets: list[PlanSecret],
+    sidecar: Sidecar | None,
+) -> PlanService:
+    uid, gid = _uid_gid(s.user)
+    policy = None
+    if not s.host_network:  # NetworkPolicy does not apply to hostNetwork pods
+        ingress = tuple(PolicyRule(peers=(_peer(r.source),), ports=_rule_ports(s, r)) for r in s.ingress)
+        egress = tuple(egress_to) + tuple(
+            PolicyRule(
+                peers=(PolicyPeer(kind="cidr", value=e.cidr),), ports=tuple((p, "TCP") for p in e.ports)
+            )
+            for e in s.egress
+        )
+        policy = NetworkPolicy(ingress=ingress, egress=egress)
+    compose_host = _compose_host_network(s)
+    depends = tuple(
+        (d, "service_healthy" if services_by_name[d].health else "service_started") for d in s.depends_on
+    )
+    return PlanService(
+        name=s.name,
+        description=s.description,
+        image=s.image,
+        workload="DaemonSet" if s.per_node else "Deployment",
+        replicas=s.replicas,
+        node_selector=s.node_selector,
+        command=s.command,
+        args=s.args,
+        env=tuple((k, v, _knob(s.name, k)) for k, v in s.env),
+        uid=uid,
+        gid=gid,
+        ports=plan_ports(s),
+        health=s.health,
+        resources=s.resources,
+        volumes=tuple(
+            PlanVolume(name=v.name, mount_path=v.mount_path, size=v.size, claim=f"{s.name}-{v.name}")
+            for v in s.volumes
+        ),
+        secrets=tuple(secrets),
+        capabilities=s.capabilities,
+        host_network=s.host_network,
+        compose_network="host" if compose_host else NETWORK_NAME,
+        address=s.address,
+        depends_on=depends,
+        pdb=_pdb(s),
+        network_policy=policy,
+        sidecar=sidecar,
+        spread=not s.per_node and s.replicas >= 2,
+        one_per_node=s.host_network and not s.per_node,
+        tcpao_nodes=sidecar is not None,
+    )
+
+
+def _compose_host_network(s: m.Service) -> bool:
+    """In Compose a host-network service runs on the host network itself, except one with a TCP-AO
+    sidecar: that pair shares the app's namespace on the release network at a fixed address."""
+    return s.host_network and not s.tcpao
+
+
+def plan_ports(s: m.Service) -> tuple[PlanPort, ...]:
+    """The ports of a service and how each delivery mode exposes them: the one place that decides
+    which host ports a service takes (the quickstart's preflight and `doctor` read them from here)."""
+    compose_host = _compose_host_network(s)
+    return tuple(
+        PlanPort(
+            name=p.name,
+            port=p.port,
+            protocol=p.protocol,
+            public=p.exposure == "public",
+            host_port=p.host_port or p.port,
+            knob=_knob(s.name, p.name, "port"),
+            compose_published=p.exposure == "public" and not compose_host,
+            compose_host_bound=compose_host,
+        )
+        for p in s.ports
+    )
 
 
 def _peer(p: m.Peer) -> PolicyPeer:

@@ -1,11 +1,12 @@
 """The OCI distribution client.
 
-Built on requests, with two pieces of oras-py (Docker config loading and
-WWW-Authenticate parsing). Our own code where oras-py does not serve: it sends
-each manifest with its own media type and exact bytes, asks for a push scope
-when it pushes, resumes interrupted blob uploads from the registry's upload
-status, and retries only transient faults, a bounded number of times. An auth
-failure stops at once and says how to log in.
+Our own client, on requests: it sends each manifest with its own media type and exact
+bytes, streams blob uploads (one PUT, or resumable PATCHes from the registry's upload
+status) without holding a blob in memory, mounts blobs across repositories, asks for a push
+scope when it pushes, reads credentials as `docker login` leaves them, and retries only
+transient faults, a bounded number of times. An auth failure stops at once and says how to
+log in. (oras-py 0.2.43 reads a whole blob into memory to upload it and has neither resumable
+uploads nor mounts, so it is not used; docs/architecture.md.)
 """
 
 from __future__ import annotations
@@ -17,20 +18,21 @@ import ipaddress
 import json
 import os
 import random
+import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
-from oras.auth.utils import parse_auth_header
 
-from .errors import EXIT_AUTH, EXIT_REGISTRY, ReleaserError
+from .errors import AuthError, DigestMismatch, RegistryError
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from .readers import OpenReader, Reader
 
 ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
@@ -38,20 +40,35 @@ CHUNK = 1 << 20
 UPLOAD_CHUNK = 256 << 20  # blobs up to this go in one streamed PUT; bigger ones in resumable PATCHes
 
 
-class RegistryError(ReleaserError):
-    """A registry answered with an error, or could not be reached."""
+@dataclass(frozen=True, kw_only=True)
+class Challenge:
+    """The parameters of a WWW-Authenticate challenge (RFC 7235 auth-params)."""
 
-    exit_code = EXIT_REGISTRY
-
-
-class AuthError(RegistryError):
-    """Credentials are missing or refused; retrying cannot help."""
-
-    exit_code = EXIT_AUTH
+    scheme: str
+    realm: str | None = None
+    service: str | None = None
+    scope: str | None = None
 
 
-class DigestMismatch(RegistryError):
-    """Content did not hash to the digest it was asked for."""
+# auth-param = token "=" ( token / quoted-string ), RFC 7235 section 2.1 (quoted-pair unescaped below)
+_AUTH_PARAM = re.compile(r'([A-Za-z0-9!#$%&\'*+.^_`|~-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+
+
+def parse_auth_header(header: str) -> Challenge:
+    """Scheme, realm, service and scope of a WWW-Authenticate header, e.g.
+    `Bearer realm="https://auth.example/token",service="registry",scope="repository:a:pull"`."""
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    for m in _AUTH_PARAM.finditer(rest):
+        quoted, bare = m.group(2), m.group(3)
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+        params.setdefault(m.group(1).lower(), value)
+    return Challenge(
+        scheme=scheme.lower(),
+        realm=params.get("realm"),
+        service=params.get("service"),
+        scope=params.get("scope"),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,8 +142,11 @@ def certs_d_dirs() -> list[Path]:
     env = os.environ.get("RELEASER_CERTS_D")
     if env is not None:
         return [Path(d) for d in env.split(":") if d]
-    return [Path("/etc/docker/certs.d"), Path("/etc/containers/certs.d"),
-            Path.home() / ".config/containers/certs.d"]
+    return [
+        Path("/etc/docker/certs.d"),
+        Path("/etc/containers/certs.d"),
+        Path.home() / ".config/containers/certs.d",
+    ]
 
 
 def system_trust() -> str | None:
@@ -153,7 +173,9 @@ def trust_for(host: str, ca_file: str | None = None) -> str | bool:
     extra = [str(c) for d in certs_d_dirs() for c in sorted((d / host).glob("*.crt")) if c.is_file()]
     if ca_file:
         if not os.path.isfile(ca_file):
-            raise RegistryError(f"--ca-file {ca_file}: no such file", fix="pass a PEM file of CA certificates")
+            raise RegistryError(
+                f"--ca-file {ca_file}: no such file", fix="pass a PEM file of CA certificates"
+            )
         extra.append(ca_file)
     system = system_trust()
     if not extra:
@@ -185,8 +207,10 @@ def client_cert_for(host: str) -> tuple[str, str] | None:
         for cert in sorted((d / host).glob("*.cert")):
             key = cert.with_suffix(".key")
             if not key.is_file():
-                raise RegistryError(f"{cert}: a client certificate without its key ({key.name})",
-                                    fix=f"put the key beside it as {key}, or remove {cert}")
+                raise RegistryError(
+                    f"{cert}: a client certificate without its key ({key.name})",
+                    fix=f"put the key beside it as {key}, or remove {cert}",
+                )
             return str(cert), str(key)
     return None
 
@@ -194,7 +218,13 @@ def client_cert_for(host: str) -> tuple[str, str] | None:
 def _config_keys(host: str) -> list[str]:
     """The keys `docker login HOST` may have used for `host` in the config file."""
     if api_host(host) == DOCKER_HUB_API:
-        return [DOCKER_HUB_CONFIG_KEY, "index.docker.io", DOCKER_HUB, DOCKER_HUB_API, f"https://{DOCKER_HUB_API}"]
+        return [
+            DOCKER_HUB_CONFIG_KEY,
+            "index.docker.io",
+            DOCKER_HUB,
+            DOCKER_HUB_API,
+            f"https://{DOCKER_HUB_API}",
+        ]
     return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"]
 
 
@@ -212,30 +242,44 @@ def _from_helper(helper: str, host: str, cfg: Path, key: str) -> Credentials | N
 
     program = f"docker-credential-{helper}"
     where = f"{cfg} ({key} {helper!r})"
-    fix = (f"install {program} (or fix {cfg}), pass --creds USER:PASSWORD, or set "
-           f"RELEASER_REGISTRY_AUTH={host}=USER:PASSWORD")
+    fix = (
+        f"install {program} (or fix {cfg}), pass --creds USER:PASSWORD, or set "
+        f"RELEASER_REGISTRY_AUTH={host}=USER:PASSWORD"
+    )
     path = shutil.which(program)
     if path is None:
-        raise AuthError(f"{where} names a credential helper for {host}, but {program} is not on PATH", fix=fix)
+        raise AuthError(
+            f"{where} names a credential helper for {host}, but {program} is not on PATH", fix=fix
+        )
     server = DOCKER_HUB_CONFIG_KEY if api_host(host) == DOCKER_HUB_API else host
     try:
-        proc = subprocess.run([path, "get"], input=server, capture_output=True, text=True, timeout=HELPER_TIMEOUT)
+        proc = subprocess.run(
+            [path, "get"], input=server, capture_output=True, text=True, timeout=HELPER_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
-        raise AuthError(f"{program} get did not answer within {HELPER_TIMEOUT:.0f} s for {host} "
-                        "(is it waiting for a keyring or a passphrase prompt?)", fix=fix) from None
+        raise AuthError(
+            f"{program} get did not answer within {HELPER_TIMEOUT:.0f} s for {host} "
+            "(is it waiting for a keyring or a passphrase prompt?)",
+            fix=fix,
+        ) from None
     if proc.returncode != 0:
         said = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
         if said and "credentials not found" in said[0].lower():
             return None
         # The first line only, cut: a helper's error says what went wrong, never the secret.
-        raise AuthError(f"{program} get failed for {host} (exit {proc.returncode}): "
-                        f"{(said[0] if said else 'no message')[:200]}", fix=fix)
+        raise AuthError(
+            f"{program} get failed for {host} (exit {proc.returncode}): "
+            f"{(said[0] if said else 'no message')[:200]}",
+            fix=fix,
+        )
     try:
         doc = json.loads(proc.stdout)
         user, secret = str(doc["Username"]), str(doc["Secret"])
     except (ValueError, KeyError, TypeError):
-        raise AuthError(f"{program} get answered for {host} with something other than "
-                        '{"Username": ..., "Secret": ...}', fix=fix) from None
+        raise AuthError(
+            f'{program} get answered for {host} with something other than {{"Username": ..., "Secret": ...}}',
+            fix=fix,
+        ) from None
     return _from_secret(user, secret, f"{program}") if secret else None
 
 
@@ -250,8 +294,10 @@ def _from_docker_config(host: str) -> Credentials | None:
         if not isinstance(doc, dict):
             raise ValueError("not an object")
     except (OSError, ValueError) as exc:
-        raise AuthError(f"{cfg}: cannot read the Docker config file ({exc})",
-                        fix=f"fix or remove {cfg}, or pass --creds USER:PASSWORD") from None
+        raise AuthError(
+            f"{cfg}: cannot read the Docker config file ({exc})",
+            fix=f"fix or remove {cfg}, or pass --creds USER:PASSWORD",
+        ) from None
     keys = _config_keys(host)
     helpers = doc.get("credHelpers") or {}
     for key in keys:
@@ -268,18 +314,24 @@ def _from_docker_config(host: str) -> Credentials | None:
             continue
         origin = f"{cfg} (auths.{key})"
         if entry.get("identitytoken"):
-            return Credentials(username="", password="", identity_token=str(entry["identitytoken"]), origin=origin)
+            return Credentials(
+                username="", password="", identity_token=str(entry["identitytoken"]), origin=origin
+            )
         if entry.get("auth"):
             try:
                 user, sep, pw = base64.b64decode(entry["auth"]).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 sep = ""
             if not sep:  # never echo the value
-                raise AuthError(f"{origin}: `auth` is not base64 of USER:PASSWORD",
-                                fix=f"log in again with `docker login {host}`")
+                raise AuthError(
+                    f"{origin}: `auth` is not base64 of USER:PASSWORD",
+                    fix=f"log in again with `docker login {host}`",
+                )
             return Credentials(username=user, password=pw, origin=origin)
         if entry.get("username") and entry.get("password"):
-            return Credentials(username=str(entry["username"]), password=str(entry["password"]), origin=origin)
+            return Credentials(
+                username=str(entry["username"]), password=str(entry["password"]), origin=origin
+            )
     return None
 
 
@@ -290,15 +342,19 @@ def credentials_for(host: str, *, explicit: str | None = None) -> Credentials | 
     if explicit:
         user, sep, pw = explicit.partition(":")
         if not sep or not user:  # never echo the value: it may be a password
-            raise AuthError("--creds / $RELEASER_CREDS is not USER:PASSWORD",
-                            fix="pass --creds USER:PASSWORD, or log in with `docker login HOST`")
+            raise AuthError(
+                "--creds / $RELEASER_CREDS is not USER:PASSWORD",
+                fix="pass --creds USER:PASSWORD, or log in with `docker login HOST`",
+            )
         return Credentials(username=user, password=pw, origin="--creds")
     env = os.environ.get("RELEASER_REGISTRY_AUTH", "")
     for item in filter(None, (x.strip() for x in env.split(","))):
         h, _, cred = item.partition("=")
         if h == host and ":" not in cred:
-            raise AuthError(f"$RELEASER_REGISTRY_AUTH has an entry for {host} that is not {host}=USER:PASSWORD",
-                            fix=f"write it as {host}=USER:PASSWORD (several entries separated by commas)")
+            raise AuthError(
+                f"$RELEASER_REGISTRY_AUTH has an entry for {host} that is not {host}=USER:PASSWORD",
+                fix=f"write it as {host}=USER:PASSWORD (several entries separated by commas)",
+            )
         if h == host:
             user, _, pw = cred.partition(":")
             return Credentials(username=user, password=pw, origin="$RELEASER_REGISTRY_AUTH")
@@ -308,9 +364,19 @@ def credentials_for(host: str, *, explicit: str | None = None) -> Credentials | 
 class Registry:
     """One registry host. Thread-safe for concurrent blob transfers."""
 
-    def __init__(self, host: str, *, credentials: Credentials | None = None, insecure: bool = False,
-                 plain_http: bool | None = None, ca_file: str | None = None, retries: int = 4,
-                 backoff: float = 0.25, timeout: float = 60.0, chunk_size: int = UPLOAD_CHUNK) -> None:
+    def __init__(
+        self,
+        host: str,
+        *,
+        credentials: Credentials | None = None,
+        insecure: bool = False,
+        plain_http: bool | None = None,
+        ca_file: str | None = None,
+        retries: int = 4,
+        backoff: float = 0.25,
+        timeout: float = 60.0,
+        chunk_size: int = UPLOAD_CHUNK,
+    ) -> None:
         self.host = host
         self.chunk_size = chunk_size
         self.credentials = credentials
@@ -358,8 +424,10 @@ class Registry:
         return not (resp.status_code == 400 and "HTTP request to an HTTPS server" in resp.text)
 
     def login_hint(self) -> str:
-        return (f"log in with `docker login {self.host}` (the Docker config file is read), pass "
-                f"--creds USER:PASSWORD, or set RELEASER_REGISTRY_AUTH={self.host}=USER:PASSWORD")
+        return (
+            f"log in with `docker login {self.host}` (the Docker config file is read), pass "
+            f"--creds USER:PASSWORD, or set RELEASER_REGISTRY_AUTH={self.host}=USER:PASSWORD"
+        )
 
     def _who(self) -> str:
         """Whose credentials, and from where (never their value)."""
@@ -388,10 +456,15 @@ class Registry:
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
             if not self.credentials or self.credentials.identity_token:
-                have = f" (the identity token from {self.credentials.origin} is for token services only)" \
-                    if self.credentials else ""
+                have = (
+                    f" (the identity token from {self.credentials.origin} is for token services only)"
+                    if self.credentials
+                    else ""
+                )
                 raise AuthError(f"{self.host} requires a login{have}", fix=self.login_hint())
-            self._basic = True  # idempotent: concurrent calls may all arrive here; a 401 after it is a refusal
+            self._basic = (
+                True  # idempotent: concurrent calls may all arrive here; a 401 after it is a refusal
+            )
             return
         if scheme != "bearer":
             raise AuthError(f"{self.host} asks for unsupported auth scheme {scheme!r}", fix=self.login_hint())
@@ -407,24 +480,42 @@ class Registry:
             if creds and creds.identity_token:
                 # An identity token is an OAuth2 refresh token: POSTed to the realm (distribution
                 # token spec, "OAuth2 token authentication"), never sent as a password.
-                resp = self.session.post(h.realm, data={"grant_type": "refresh_token", "client_id": "releaser",
-                                                        "refresh_token": creds.identity_token,
-                                                        "service": h.service or "", "scope": " ".join(scopes)},
-                                         timeout=self.timeout, verify=self.verify)
+                resp = self.session.post(
+                    h.realm,
+                    data={
+                        "grant_type": "refresh_token",
+                        "client_id": "releaser",
+                        "refresh_token": creds.identity_token,
+                        "service": h.service or "",
+                        "scope": " ".join(scopes),
+                    },
+                    timeout=self.timeout,
+                    verify=self.verify,
+                )
             else:
                 auth = (creds.username, creds.password) if creds else None
-                resp = self.session.get(h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify)
+                resp = self.session.get(
+                    h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify
+                )
         except requests.RequestException as exc:
-            raise RegistryError(f"token service {h.realm} for {self.host} is unreachable: {exc}",
-                                fix="check the registry's auth configuration and your network") from exc
+            raise RegistryError(
+                f"token service {h.realm} for {self.host} is unreachable: {exc}",
+                fix="check the registry's auth configuration and your network",
+            ) from exc
         if resp.status_code in (400, 401, 403) and creds and creds.identity_token:
-            raise AuthError(f"{self.host}: the token service refused the identity token from {creds.origin} for "
-                            f"{scope} (expired or revoked?)", fix=self.login_hint())
+            raise AuthError(
+                f"{self.host}: the token service refused the identity token from {creds.origin} for "
+                f"{scope} (expired or revoked?)",
+                fix=self.login_hint(),
+            )
         if resp.status_code in (401, 403):
-            raise AuthError(f"{self.host}: the token service refused {self._who()} for {scope}",
-                            fix=self.login_hint())
+            raise AuthError(
+                f"{self.host}: the token service refused {self._who()} for {scope}", fix=self.login_hint()
+            )
         if resp.status_code != 200:
-            raise RegistryError(f"{self.host}: token service answered {resp.status_code}", fix=self.login_hint())
+            raise RegistryError(
+                f"{self.host}: token service answered {resp.status_code}", fix=self.login_hint()
+            )
         body = resp.json()
         token = body.get("token") or body.get("access_token")
         if not token:
@@ -432,10 +523,20 @@ class Registry:
         with self._lock:
             self._tokens[scope] = token
 
-    def request(self, method: str, path_or_url: str, *, repo: str, push: bool = False,
-                ok: tuple[int, ...] = (200,), data: Any = None, headers: dict[str, str] | None = None,
-                stream: bool = False, params: dict[str, str] | None = None,
-                retry_body: bool = True) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        repo: str,
+        push: bool = False,
+        ok: tuple[int, ...] = (200,),
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+        params: dict[str, str] | None = None,
+        retry_body: bool = True,
+    ) -> requests.Response:
         """One registry call with auth and bounded retries of transient faults only."""
         url = path_or_url if path_or_url.startswith("http") else f"{self.base}{path_or_url}"
         scope = self._scope(repo, push)
@@ -444,35 +545,53 @@ class Registry:
         while True:
             hdrs = {**(headers or {}), **self._auth_header(scope)}
             try:
-                resp = self.session.request(method, url, data=data, headers=hdrs, stream=stream, params=params,
-                                            timeout=self.timeout, allow_redirects=True, verify=self.verify,
-                                            cert=self.cert if url.startswith(self.base) else None)
+                resp = self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=hdrs,
+                    stream=stream,
+                    params=params,
+                    timeout=self.timeout,
+                    allow_redirects=True,
+                    verify=self.verify,
+                    cert=self.cert if url.startswith(self.base) else None,
+                )
             except requests.exceptions.SSLError as exc:
                 text = str(exc).lower()
-                if self.cert is None and ("certificate required" in text or "bad certificate" in text
-                                          or "handshake failure" in text):
-                    fix = (f"the registry wants a client certificate: file it as client.cert + client.key under "
-                           f"/etc/docker/certs.d/{self.host}/ (or $RELEASER_CERTS_D/{self.host}/)")
+                if self.cert is None and (
+                    "certificate required" in text or "bad certificate" in text or "handshake failure" in text
+                ):
+                    fix = (
+                        f"the registry wants a client certificate: file it as client.cert + client.key under "
+                        f"/etc/docker/certs.d/{self.host}/ (or $RELEASER_CERTS_D/{self.host}/)"
+                    )
                 else:
-                    fix = (f"trust the registry's CA: add it to the system store, file it as "
-                           f"/etc/docker/certs.d/{self.host}/ca.crt, or pass --ca-file; --insecure skips "
-                           "verification (never in production)")
+                    fix = (
+                        f"trust the registry's CA: add it to the system store, file it as "
+                        f"/etc/docker/certs.d/{self.host}/ca.crt, or pass --ca-file; --insecure skips "
+                        "verification (never in production)"
+                    )
                 raise RegistryError(f"TLS with {self.host} failed: {exc}", fix=fix) from exc
             except requests.exceptions.ReadTimeout as exc:
                 # it takes connections but does not answer: once more, then say so (not 5 x the timeout)
                 if attempt >= min(1, self.retries) or not retry_body:
-                    raise RegistryError(f"{self.host} accepted the connection but did not answer within "
-                                        f"{self.timeout:g} s ({attempt + 1} attempt(s)): {method} {url}",
-                                        fix="check the registry's health and logs (it may be overloaded or "
-                                            "hung); re-run to resume where it stopped") from exc
+                    raise RegistryError(
+                        f"{self.host} accepted the connection but did not answer within "
+                        f"{self.timeout:g} s ({attempt + 1} attempt(s)): {method} {url}",
+                        fix="check the registry's health and logs (it may be overloaded or "
+                        "hung); re-run to resume where it stopped",
+                    ) from exc
                 attempt += 1
                 continue
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 if attempt >= self.retries or not retry_body:
-                    raise RegistryError(f"{self.host} is unreachable ({type(exc).__name__}) after {attempt + 1} "
-                                        f"attempt(s): {method} {url}",
-                                        fix="check the address and that the registry is running; re-run to "
-                                            "resume where it stopped") from exc
+                    raise RegistryError(
+                        f"{self.host} is unreachable ({type(exc).__name__}) after {attempt + 1} "
+                        f"attempt(s): {method} {url}",
+                        fix="check the address and that the registry is running; re-run to "
+                        "resume where it stopped",
+                    ) from exc
                 self._sleep(attempt, None)
                 attempt += 1
                 continue
@@ -486,8 +605,10 @@ class Registry:
             if resp.status_code in (401, 403):
                 resp.close()
                 what = "push to" if push else "pull from"
-                raise AuthError(f"{self.host} refused {self._who()} to {what} {repo} ({resp.status_code})",
-                                fix=self.login_hint())
+                raise AuthError(
+                    f"{self.host} refused {self._who()} to {what} {repo} ({resp.status_code})",
+                    fix=self.login_hint(),
+                )
             if resp.status_code in TRANSIENT_STATUS and attempt < self.retries and retry_body:
                 retry_after = resp.headers.get("Retry-After")
                 resp.close()
@@ -499,7 +620,7 @@ class Registry:
             return resp
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * (2 ** attempt) * (1 + random.random() / 2)  # jitter, not crypto
+        delay = self.backoff * (2**attempt) * (1 + random.random() / 2)  # jitter, not crypto
         if retry_after and retry_after.isdigit():
             delay = min(float(retry_after), 30.0)
         time.sleep(delay)
@@ -512,9 +633,11 @@ class Registry:
         except ValueError:
             detail = resp.text[:200]
         resp.close()
-        raise RegistryError(f"{self.host}: {method} {url.split(self.host, 1)[-1]} answered {resp.status_code}"
-                            + (f" ({detail})" if detail else ""),
-                            fix="check the repository name and your access rights")
+        raise RegistryError(
+            f"{self.host}: {method} {url.split(self.host, 1)[-1]} answered {resp.status_code}"
+            + (f" ({detail})" if detail else ""),
+            fix="check the repository name and your access rights",
+        )
 
     # --------------------------------------------------------------- reads
 
@@ -527,27 +650,35 @@ class Registry:
         content = resp.content
         digest = sha256_digest(content)
         if reference.startswith("sha256:") and digest != reference:
-            raise DigestMismatch(f"{self.host}/{repo}@{reference}: the registry served content hashing to {digest}",
-                                 fix="the registry's storage is corrupt or something rewrote the manifest")
+            raise DigestMismatch(
+                f"{self.host}/{repo}@{reference}: the registry served content hashing to {digest}",
+                fix="the registry's storage is corrupt or something rewrote the manifest",
+            )
         served = resp.headers.get("Docker-Content-Digest")
         if served and served != digest:
-            raise DigestMismatch(f"{self.host}/{repo}:{reference}: Docker-Content-Digest {served} but the content "
-                                 f"hashes to {digest}", fix="a proxy may be rewriting manifests; bypass it")
+            raise DigestMismatch(
+                f"{self.host}/{repo}:{reference}: Docker-Content-Digest {served} but the content "
+                f"hashes to {digest}",
+                fix="a proxy may be rewriting manifests; bypass it",
+            )
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if media_type not in (*INDEX_TYPES, *MANIFEST_TYPES):
             media_type = json.loads(content).get("mediaType", media_type)
-        return Manifest(descriptor=Descriptor(media_type=media_type, digest=digest, size=len(content)),
-                        content=content)
+        return Manifest(
+            descriptor=Descriptor(media_type=media_type, digest=digest, size=len(content)), content=content
+        )
 
     def manifest_exists(self, repo: str, digest: str) -> bool:
-        resp = self.request("HEAD", f"/v2/{repo}/manifests/{digest}", repo=repo, ok=(200, 404),
-                            headers={"Accept": ACCEPT})
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/manifests/{digest}", repo=repo, ok=(200, 404), headers={"Accept": ACCEPT}
+        )
         return resp.status_code == 200
 
     def tag_digest(self, repo: str, tag: str) -> str | None:
         """The digest a tag points at (HEAD), or None when the tag does not exist."""
-        resp = self.request("HEAD", f"/v2/{repo}/manifests/{tag}", repo=repo, ok=(200, 404),
-                            headers={"Accept": ACCEPT})
+        resp = self.request(
+            "HEAD", f"/v2/{repo}/manifests/{tag}", repo=repo, ok=(200, 404), headers={"Accept": ACCEPT}
+        )
         return resp.headers.get("Docker-Content-Digest") if resp.status_code == 200 else None
 
     def blob_exists(self, repo: str, digest: str) -> bool:
@@ -571,15 +702,23 @@ class Registry:
         finally:
             h.close()
         if "sha256:" + h.hexdigest() != digest:
-            raise DigestMismatch(f"{self.host}/{repo} blob {digest} arrived hashing to sha256:{h.hexdigest()}",
-                                 fix="re-run; if it persists the registry's storage is corrupt")
+            raise DigestMismatch(
+                f"{self.host}/{repo} blob {digest} arrived hashing to sha256:{h.hexdigest()}",
+                fix="re-run; if it persists the registry's storage is corrupt",
+            )
 
     # -------------------------------------------------------------- writes
 
     def mount_blob(self, repo: str, digest: str, source_repo: str) -> bool:
         """Cross-repository mount; True when the registry linked it without a transfer."""
-        resp = self.request("POST", f"/v2/{repo}/blobs/uploads/", repo=repo, push=True, ok=(201, 202),
-                            params={"mount": digest, "from": source_repo})
+        resp = self.request(
+            "POST",
+            f"/v2/{repo}/blobs/uploads/",
+            repo=repo,
+            push=True,
+            ok=(201, 202),
+            params={"mount": digest, "from": source_repo},
+        )
         if resp.status_code == 201:
             return True
         self._cancel(resp, repo)
@@ -589,12 +728,26 @@ class Registry:
         loc = resp.headers.get("Location")
         if loc:
             with contextlib.suppress(RegistryError):  # an abandoned session expires on its own
-                self.request("DELETE", urljoin(self.base, loc), repo=repo, push=True, ok=(204, 404, 200),
-                             retry_body=False)
+                self.request(
+                    "DELETE",
+                    urljoin(self.base, loc),
+                    repo=repo,
+                    push=True,
+                    ok=(204, 404, 200),
+                    retry_body=False,
+                )
 
-    def push_blob(self, repo: str, digest: str, size: int, open_stream: Callable[[], IO[bytes]],
-                  *, progress: Callable[[int], None] | None = None, state_file: Path | None = None,
-                  known_missing: bool = False) -> str:
+    def push_blob(
+        self,
+        repo: str,
+        digest: str,
+        size: int,
+        open_stream: Callable[[], OpenReader],
+        *,
+        progress: Callable[[int], None] | None = None,
+        state_file: Path | None = None,
+        known_missing: bool = False,
+    ) -> str:
         """Upload one blob unless the registry has it. Returns 'exists', 'pushed' or 'resumed'.
 
         `open_stream` gives a fresh reader positioned at byte 0 (it may be called again on resume).
@@ -627,13 +780,29 @@ class Registry:
             _skip(stream, offset)
             if size <= self.chunk_size and offset == 0:
                 data = _CountingReader(stream, progress, size)
-                resp = self.request("PUT", location, repo=repo, push=True, ok=(201,), data=data,
-                                    params={"digest": digest},
-                                    headers={"Content-Type": "application/octet-stream"}, retry_body=False)
+                resp = self.request(
+                    "PUT",
+                    location,
+                    repo=repo,
+                    push=True,
+                    ok=(201,),
+                    data=data,
+                    params={"digest": digest},
+                    headers={"Content-Type": "application/octet-stream"},
+                    retry_body=False,
+                )
             else:
                 location = self._patch_chunks(repo, location, stream, offset, size, progress, state_file)
-                resp = self.request("PUT", location, repo=repo, push=True, ok=(201,), params={"digest": digest},
-                                    headers={"Content-Length": "0"}, retry_body=False)
+                resp = self.request(
+                    "PUT",
+                    location,
+                    repo=repo,
+                    push=True,
+                    ok=(201,),
+                    params={"digest": digest},
+                    headers={"Content-Length": "0"},
+                    retry_body=False,
+                )
         resp.close()
         if state_file and state_file.exists():
             state_file.unlink()
@@ -654,15 +823,30 @@ class Registry:
             return 0
         return end + 1 if end > start else 0  # "0-0" is what distribution says for an empty session
 
-    def _patch_chunks(self, repo: str, location: str, stream: IO[bytes], offset: int, size: int,
-                      progress: Callable[[int], None] | None, state_file: Path | None) -> str:
+    def _patch_chunks(
+        self,
+        repo: str,
+        location: str,
+        stream: Reader,
+        offset: int,
+        size: int,
+        progress: Callable[[int], None] | None,
+        state_file: Path | None,
+    ) -> str:
         while offset < size:
             n = min(self.chunk_size, size - offset)
             chunk = _CountingReader(_Limited(stream, n), None, n)  # streamed, never held whole
             end = offset + n - 1
-            resp = self.request("PATCH", location, repo=repo, push=True, ok=(202,), data=chunk,
-                                headers={"Content-Type": "application/octet-stream",
-                                         "Content-Range": f"{offset}-{end}"}, retry_body=False)
+            resp = self.request(
+                "PATCH",
+                location,
+                repo=repo,
+                push=True,
+                ok=(202,),
+                data=chunk,
+                headers={"Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end}"},
+                retry_body=False,
+            )
             location = urljoin(self.base + "/", resp.headers.get("Location", location))
             resp.close()
             if state_file:
@@ -675,13 +859,22 @@ class Registry:
     def put_manifest(self, repo: str, reference: str, content: bytes, media_type: str) -> str:
         """PUT a manifest byte for byte with its own media type; returns its digest."""
         digest = sha256_digest(content)
-        resp = self.request("PUT", f"/v2/{repo}/manifests/{reference}", repo=repo, push=True, ok=(201,),
-                            data=content, headers={"Content-Type": media_type})
+        resp = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            repo=repo,
+            push=True,
+            ok=(201,),
+            data=content,
+            headers={"Content-Type": media_type},
+        )
         served = resp.headers.get("Docker-Content-Digest")
         resp.close()
         if served and served != digest:
-            raise DigestMismatch(f"{self.host}/{repo}:{reference}: stored as {served}, expected {digest}",
-                                 fix="the registry rewrote the manifest; use a registry that stores bytes as sent")
+            raise DigestMismatch(
+                f"{self.host}/{repo}:{reference}: stored as {served}, expected {digest}",
+                fix="the registry rewrote the manifest; use a registry that stores bytes as sent",
+            )
         return digest
 
     def tags(self, repo: str) -> list[str]:
@@ -694,7 +887,7 @@ class Registry:
 class _CountingReader:
     """File-like wrapper reporting progress as requests reads the body."""
 
-    def __init__(self, stream: IO[bytes], progress: Callable[[int], None] | None, length: int) -> None:
+    def __init__(self, stream: Reader, progress: Callable[[int], None] | None, length: int) -> None:
         self.stream = stream
         self.progress = progress
         self.length = length
@@ -722,7 +915,7 @@ class _CountingReader:
 class _Limited:
     """At most `n` bytes of `stream`; running short is an error (a truncated source)."""
 
-    def __init__(self, stream: IO[bytes], n: int) -> None:
+    def __init__(self, stream: Reader, n: int) -> None:
         self.stream = stream
         self.left = n
 
@@ -731,23 +924,59 @@ class _Limited:
             return b""
         data = self.stream.read(min(k if k and k > 0 else CHUNK, self.left))
         if not data:
-            raise RegistryError(f"blob source ended {self.left} bytes early",
-                                fix="the bundle is truncated; verify it again")
+            raise RegistryError(
+                f"blob source ended {self.left} bytes early", fix="the bundle is truncated; verify it again"
+            )
         self.left -= len(data)
         return data
 
 
-def _skip(stream: IO[bytes], n: int) -> None:
+def _skip(stream: Reader, n: int) -> None:
     if n <= 0:
         return
-    try:
-        stream.seek(n, os.SEEK_CUR)
-        return
-    except (OSError, AttributeError, ValueError):
-        pass
+    seek = getattr(stream, "seek", None)  # a file skips without reading; a tar member reads
+    if seek is not None:
+        try:
+            seek(n, os.SEEK_CUR)
+            return
+        except (OSError, ValueError):
+            pass
     while n > 0:
         part = stream.read(min(n, CHUNK))
         if not part:
             break
         n -= len(part)
 
+
+RegistryFor = Callable[[str], Registry]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryOptions:
+    """How to reach registries: TLS and credentials (docs/cli.md), one client per host."""
+
+    insecure: bool = False  # skip TLS verification
+    plain_http: bool = False  # speak HTTP (loopback registries fall back to it by themselves)
+    ca_file: str | None = None
+    creds: str | None = None  # USER:PASSWORD for every registry (else env / Docker config)
+    chunk_mb: int = 256  # upload chunk: bigger blobs go in resumable PATCHes of this size
+
+    def factory(self) -> RegistryFor:
+        """host -> its Registry client, made once per host."""
+        cache: dict[str, Registry] = {}
+        lock = threading.Lock()
+
+        def registry_for(host: str) -> Registry:
+            with lock:
+                if host not in cache:
+                    cache[host] = Registry(
+                        host,
+                        credentials=credentials_for(host, explicit=self.creds),
+                        insecure=self.insecure,
+                        plain_http=True if self.plain_http else None,
+                        ca_file=self.ca_file,
+                        chunk_size=self.chunk_mb << 20,
+                    )
+                return cache[host]
+
+        return registry_for

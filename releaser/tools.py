@@ -9,8 +9,10 @@ from pathlib import Path
 
 from .errors import ToolError
 
-HELM_FIX = ("install Helm 3.19+ or Helm 4 and put it on PATH, or set RELEASER_HELM=/path/to/helm "
-            "(in a checkout, scripts/setup.sh installs both into .tools/bin)")
+HELM_FIX = (
+    "install Helm 3.19+ or Helm 4 and put it on PATH, or set RELEASER_HELM=/path/to/helm "
+    "(in a checkout, scripts/setup.sh installs both into .tools/bin)"
+)
 
 
 def find_helm(explicit: str | None = None) -> str:
@@ -26,9 +28,16 @@ def find_helm(explicit: str | None = None) -> str:
     return found
 
 
-def helm_template(chart_dir: Path, *, helm: str, release: str = "check", namespace: str = "default",
-                  values: list[Path] | None = None, set_values: list[str] | None = None,
-                  kube_version: str | None = None) -> str:
+def helm_template(
+    chart_dir: Path,
+    *,
+    helm: str,
+    release: str = "check",
+    namespace: str = "default",
+    values: list[Path] | None = None,
+    set_values: list[str] | None = None,
+    kube_version: str | None = None,
+) -> str:
     """`helm template` of a chart directory; raises ToolError with helm's own message on failure."""
     cmd = [helm, "template", release, str(chart_dir), "--namespace", namespace]
     for v in values or []:
@@ -42,6 +51,8 @@ def helm_template(chart_dir: Path, *, helm: str, release: str = "check", namespa
     except OSError as exc:
         raise ToolError(f"cannot run {helm}: {exc.strerror}", fix=HELM_FIX) from exc
     if proc.returncode != 0:
-        raise ToolError(f"helm template {chart_dir} failed:\n{proc.stderr.strip()}",
-                        fix="run `releaser render` again; if the chart was edited by hand, revert the edit")
+        raise ToolError(
+            f"helm template {chart_dir} failed:\n{proc.stderr.strip()}",
+            fix="run `releaser render` again; if the chart was edited by hand, revert the edit",
+        )
     return proc.stdout

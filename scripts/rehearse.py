@@ -57,9 +57,12 @@ def sh(*cmd: str, env: dict[str, str]) -> str:
 
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="releaser-rehearsal-"))
-    env = {**os.environ, "RELEASER_CACHE": str(work / "cache"),
-           # a throwaway key for this run only; real keys take their passphrase from a secret store
-           "RELEASER_KEY_PASSPHRASE": secrets.token_urlsafe(24)}
+    env = {
+        **os.environ,
+        "RELEASER_CACHE": str(work / "cache"),
+        # a throwaway key for this run only; real keys take their passphrase from a secret store
+        "RELEASER_KEY_PASSPHRASE": secrets.token_urlsafe(24),
+    }
     publisher = RegistryServer(work / "publisher").start()
     private = RegistryServer(work / "private").start()
     try:
@@ -67,41 +70,70 @@ def main() -> None:
         release_text = (ROOT / "examples/bmp-tcpao/release.yaml").read_text()
         rel = work / "bmp-tcpao"
         rel.mkdir()
-        (rel / "release.yaml").write_text(images.publish_standins(release_text, work / "layout", publisher.host))
+        (rel / "release.yaml").write_text(
+            images.publish_standins(release_text, work / "layout", publisher.host)
+        )
         for path, tag in re.findall(r"ref: registry\.example\.org/(\S+?):(\S+)", release_text):
             print(f"  pushed stand-in {publisher.host}/{path}:{tag}")
 
         step("lock, render, check")
         sh(RELEASER, "lock", str(rel), env=env)
-        sh(RELEASER, "render", str(rel), "--out", str(work / "out"), env=env)
-        sh(RELEASER, "check", str(rel), "--out", str(work / "out"), "--helm", HELM, env=env)
+        sh(RELEASER, "render", str(rel), "--out-dir", str(work / "out"), env=env)
+        sh(RELEASER, "check", str(rel), "--out-dir", str(work / "out"), "--helm", HELM, env=env)
 
         step("sign and bundle")
-        sh(RELEASER, "keygen", "--out", str(work / "keys"), env=env)
+        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
         bundle = work / "bmp-tcpao-1.4.0.tar.zst"
-        sh(RELEASER, "bundle", str(rel), "--key", str(work / "keys/releaser.key"), "--out", str(bundle), env=env)
+        sh(
+            RELEASER,
+            "bundle",
+            str(rel),
+            "--signing-key",
+            str(work / "keys/releaser.key"),
+            "--out-file",
+            str(bundle),
+            env=env,
+        )
 
         step("on the disconnected side: inspect, verify, load into the private registry")
         pub = str(work / "keys/releaser.pub")
         sh(RELEASER, "airgap", "inspect", str(bundle), "--key", pub, env=env)
         sh(RELEASER, "airgap", "verify", str(bundle), "--key", pub, env=env)
-        sh(RELEASER, "airgap", str(bundle), "--to", private.host, "--key", pub, "--out", str(work / "site"), env=env)
+        sh(
+            RELEASER,
+            "airgap",
+            str(bundle),
+            "--to",
+            private.host,
+            "--key",
+            pub,
+            "--out-dir",
+            str(work / "site"),
+            env=env,
+        )
 
         step("independent checks")
 
         # the commands of docs/airgap.md "Verifying with other tools", as written there
         x = work / "x"
         x.mkdir()
-        for cmd in (f"zstd -dc {bundle} | tar -x -C {x}", "sha256sum --quiet -c checksums.txt",
-                    "base64 -d releaser.json.sig > releaser.json.sig.der",
-                    f"openssl dgst -sha256 -verify {pub} -signature releaser.json.sig.der releaser.json"):
+        for cmd in (
+            f"zstd -dc {bundle} | tar -x -C {x}",
+            "sha256sum --quiet -c checksums.txt",
+            "base64 -d releaser.json.sig > releaser.json.sig.der",
+            f"openssl dgst -sha256 -verify {pub} -signature releaser.json.sig.der releaser.json",
+        ):
             done = subprocess.run(cmd, shell=True, cwd=x, capture_output=True, text=True)
-            print(f"  $ {cmd.replace(str(work) + '/', '')}" + "".join(f"\n    {line}" for line in
-                                                                      done.stdout.splitlines()))
+            print(
+                f"  $ {cmd.replace(str(work) + '/', '')}"
+                + "".join(f"\n    {line}" for line in done.stdout.splitlines())
+            )
             if done.returncode != 0:
                 raise SystemExit(f"rehearsal failed: {cmd}: {done.stderr.strip()}")
         files = len((x / "checksums.txt").read_text().splitlines())
-        print(f"  sha256sum: all {files} files listed in checksums.txt match; openssl: the signature is the key's")
+        print(
+            f"  sha256sum: all {files} files listed in checksums.txt match; openssl: the signature is the key's"
+        )
 
         lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
         for _, entry in sorted(lock["images"].items()):
@@ -109,16 +141,40 @@ def main() -> None:
             tag = entry["source"].rsplit(":", 1)[1]
             got = images.skopeo_digest(f"{private.host}/{path}:{tag}")
             mark = "ok" if got == entry["digest"] else "MISMATCH"
-            print(f"  skopeo: {private.host}/{path}:{tag} -> {got} [{mark}: lock pins {entry['digest'][:19]}...]")
+            print(
+                f"  skopeo: {private.host}/{path}:{tag} -> {got} [{mark}: lock pins {entry['digest'][:19]}...]"
+            )
             if got != entry["digest"]:
                 raise SystemExit("rehearsal failed: the private registry does not serve the locked digest")
-        chart = subprocess.run([HELM, "pull", f"oci://{private.host}/charts/bmp-tcpao", "--version", "1.4.0",
-                                "--plain-http", "-d", str(work)], capture_output=True, text=True)
+        chart = subprocess.run(
+            [
+                HELM,
+                "pull",
+                f"oci://{private.host}/charts/bmp-tcpao",
+                "--version",
+                "1.4.0",
+                "--plain-http",
+                "-d",
+                str(work),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if chart.returncode != 0:
             raise SystemExit(f"rehearsal failed: helm pull: {chart.stderr}")
-        rendered = subprocess.run([HELM, "template", "bmp", str(work / "bmp-tcpao-1.4.0.tgz"), "-f",
-                                   str(work / "site/values-airgap.yaml")], capture_output=True, text=True,
-                                  check=True).stdout
+        rendered = subprocess.run(
+            [
+                HELM,
+                "template",
+                "bmp",
+                str(work / "bmp-tcpao-1.4.0.tgz"),
+                "-f",
+                str(work / "site/values-airgap.yaml"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         pulled = sorted(set(re.findall(r"image: (\S+)", rendered)))
         print("  helm template with values-airgap.yaml pulls:")
         for ref in pulled:
@@ -126,7 +182,9 @@ def main() -> None:
         if not all(r.startswith(private.host + "/") and "@sha256:" in r for r in pulled):
             raise SystemExit("rehearsal failed: the chart does not pull everything from the private registry")
         quickstart(work, bundle, pub, private.host, env, lock)
-        print("\nok: the bundle verified, loaded, and the private registry serves exactly the locked digests;")
+        print(
+            "\nok: the bundle verified, loaded, and the private registry serves exactly the locked digests;"
+        )
         print("    the Compose quickstart ran them from there and carried traffic through both sidecars")
     finally:
         publisher.stop()
@@ -142,32 +200,53 @@ def quickstart(work: Path, bundle: Path, pub: str, registry: str, env: dict[str,
     step("the Compose quickstart from the bundle (a private Docker engine on this machine)")
     missing = engine_mod.available()
     if missing:
-        raise SystemExit(f"rehearsal failed: cannot start a Docker engine here (missing: {', '.join(missing)}); "
-                         "run scripts/setup.sh as root")
+        raise SystemExit(
+            f"rehearsal failed: cannot start a Docker engine here (missing: {', '.join(missing)}); "
+            "run scripts/setup.sh as root"
+        )
     has_ao, detail = tcp_ao_supported()
     port = free_port()
     with engine_mod.DockerEngine() as eng:
         # the Compose v2 plugin and the tools setup.sh installed, also when run outside `make`
-        qenv = {**env, "DOCKER_HOST": eng.host, "RELEASER_QUICKSTART_DIR": str(work / "stack"),
-                "COLLECTOR_HTTP_PORT": str(port), "DOCKER_CONFIG": str(ROOT / ".tools" / "docker"),
-                "PATH": f"{ROOT / '.tools' / 'bin'}:{env['PATH']}"}
+        qenv = {
+            **env,
+            "DOCKER_HOST": eng.host,
+            "RELEASER_QUICKSTART_DIR": str(work / "stack"),
+            "COLLECTOR_HTTP_PORT": str(port),
+            "DOCKER_CONFIG": str(ROOT / ".tools" / "docker"),
+            "PATH": f"{ROOT / '.tools' / 'bin'}:{env['PATH']}",
+        }
         skip = [] if has_ao else ["--skip", "tcp-ao"]
         if not has_ao:
-            print(f"  {detail}:\n  the sidecars' wire leg runs over PLAIN TCP in this rehearsal (--skip tcp-ao)")
+            print(
+                f"  {detail}:\n  the sidecars' wire leg runs over PLAIN TCP in this rehearsal (--skip tcp-ao)"
+            )
         try:
             sh(RELEASER, "quickstart", str(bundle), "--key", pub, "--registry", registry, *skip, env=qenv)
-            ids = subprocess.run(["docker", "ps", "-q"], env=qenv, capture_output=True, text=True,
-                                 check=True).stdout.split()
-            running = sorted(set(subprocess.run(["docker", "inspect", "-f", "{{.Config.Image}}", *ids], env=qenv,
-                                                capture_output=True, text=True, check=True).stdout.split()))
+            ids = subprocess.run(
+                ["docker", "ps", "-q"], env=qenv, capture_output=True, text=True, check=True
+            ).stdout.split()
+            running = sorted(
+                set(
+                    subprocess.run(
+                        ["docker", "inspect", "-f", "{{.Config.Image}}", *ids],
+                        env=qenv,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    ).stdout.split()
+                )
+            )
             digests = {e["digest"] for e in lock["images"].values()}
             print("  containers run:")
             for ref in running:
                 print(f"    {ref}")
             if {r.split("@")[-1] for r in running} != digests:
                 raise SystemExit("rehearsal failed: the running containers are not the locked digests")
-            print("  speaker -> initiator sidecar 127.0.0.1:5000 -> terminator sidecar 10.77.0.10:1790 "
-                  "-> collector 127.0.0.1:11019")
+            print(
+                "  speaker -> initiator sidecar 127.0.0.1:5000 -> terminator sidecar 10.77.0.10:1790 "
+                "-> collector 127.0.0.1:11019"
+            )
             lines: list[str] = []
             deadline = time.monotonic() + 30
             while len(lines) < 3 and time.monotonic() < deadline:

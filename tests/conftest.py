@@ -24,8 +24,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-goldens", action="store_true", default=False,
-                     help="rewrite golden files from the current output instead of comparing")
+    parser.addoption(
+        "--update-goldens",
+        action="store_true",
+        default=False,
+        help="rewrite golden files from the current output instead of comparing",
+    )
 
 
 def missing_component(what: str) -> None:
@@ -69,8 +73,13 @@ def compose_cmd() -> list[str]:
         missing_component("Docker Compose v2")
     docker = shutil.which("docker")
     if docker:
-        proc = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False,
-                              env={**os.environ, "DOCKER_CONFIG": str(TOOLS / "docker")})
+        proc = subprocess.run(
+            [docker, "compose", "version"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "DOCKER_CONFIG": str(TOOLS / "docker")},
+        )
         if proc.returncode == 0 and "v2." in proc.stdout:
             return [docker, "compose"]
     return [str(plugin)]
@@ -98,6 +107,9 @@ def assert_golden(path: Path, actual: str, update: bool) -> None:
         pytest.fail(f"golden file {path} is missing; run `make goldens` and review it")
     expected = path.read_text(encoding="utf-8")
     if expected != actual:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                            fromfile=f"{path} (wanted)", tofile="got"))
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(True), actual.splitlines(True), fromfile=f"{path} (wanted)", tofile="got"
+            )
+        )
         pytest.fail(f"output differs from {path.relative_to(ROOT)} (run `make goldens` if intended):\n{diff}")

@@ -23,13 +23,31 @@ def dump(doc: object) -> bytes:
 
 def cosign(signature: str) -> tuple[bytes, bytes]:
     """(manifest, config) of a one-signature .sig, as cosign writes it."""
-    config = dump({"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
-                   "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
-                   "rootfs": {"type": "layers", "diff_ids": [PAYLOAD]}})
-    return dump({"schemaVersion": 2, "mediaType": MANIFEST,
-                 "config": {"mediaType": CONFIG, "digest": sha256_digest(config), "size": len(config)},
-                 "layers": [{"mediaType": SIG, "digest": PAYLOAD, "size": 10,
-                             "annotations": {"dev.cosignproject.cosign/signature": signature}}]}), config
+    config = dump(
+        {
+            "architecture": "",
+            "config": {},
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [PAYLOAD]},
+        }
+    )
+    return dump(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": sha256_digest(config), "size": len(config)},
+            "layers": [
+                {
+                    "mediaType": SIG,
+                    "digest": PAYLOAD,
+                    "size": 10,
+                    "annotations": {"dev.cosignproject.cosign/signature": signature},
+                }
+            ],
+        }
+    ), config
 
 
 def test_two_signatures_of_one_payload_are_two_layers_and_the_config_follows() -> None:
@@ -38,10 +56,16 @@ def test_two_signatures_of_one_payload_are_two_layers_and_the_config_follows() -
     merged = merge(theirs, MANIFEST, ours, MANIFEST, their_config)
     assert merged is not None and merged.config is not None
     doc, cfg = json.loads(merged.manifest), json.loads(merged.config)
-    assert [la["annotations"]["dev.cosignproject.cosign/signature"] for la in doc["layers"]] == \
-        ["c2l0ZQ==", "cHVibGlzaGVy"]
+    assert [la["annotations"]["dev.cosignproject.cosign/signature"] for la in doc["layers"]] == [
+        "c2l0ZQ==",
+        "cHVibGlzaGVy",
+    ]
     assert cfg["rootfs"]["diff_ids"] == [PAYLOAD, PAYLOAD] and len(cfg["history"]) == 2
-    assert doc["config"] == {"mediaType": CONFIG, "digest": sha256_digest(merged.config), "size": len(merged.config)}
+    assert doc["config"] == {
+        "mediaType": CONFIG,
+        "digest": sha256_digest(merged.config),
+        "size": len(merged.config),
+    }
     assert contains(merged.manifest, ours) and contains(merged.manifest, theirs)
     assert merge(merged.manifest, MANIFEST, ours, MANIFEST, merged.config) is None  # never merged twice
 
@@ -72,10 +96,22 @@ def test_what_cannot_be_merged_is_refused_with_the_reason() -> None:
 def test_an_artifact_with_an_empty_config_merges_its_layers_only() -> None:
     empty = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256_digest(b"{}"), "size": 2}
     layer = {"mediaType": "text/spdx+json", "size": 3}
-    theirs = dump({"schemaVersion": 2, "mediaType": MANIFEST, "config": empty,
-                   "layers": [{**layer, "digest": "sha256:" + "3" * 64}]})
-    ours = dump({"schemaVersion": 2, "mediaType": MANIFEST, "config": empty,
-                 "layers": [{**layer, "digest": "sha256:" + "4" * 64}]})
+    theirs = dump(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": empty,
+            "layers": [{**layer, "digest": "sha256:" + "3" * 64}],
+        }
+    )
+    ours = dump(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST,
+            "config": empty,
+            "layers": [{**layer, "digest": "sha256:" + "4" * 64}],
+        }
+    )
     merged = merge(theirs, MANIFEST, ours, MANIFEST, None)
     assert merged is not None and merged.config is None
     assert [la["digest"][-1] for la in json.loads(merged.manifest)["layers"]] == ["3", "4"]

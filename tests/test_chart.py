@@ -17,7 +17,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from releaser.api import collect_manifest_images, load_plan, render_files
+from releaser.commands.check import collect_manifest_images
+from releaser.pipeline import load_plan, render_files
 
 from .conftest import RELEASES
 
@@ -68,8 +69,10 @@ def test_manifests_validate_strictly_on_every_kubernetes_version(helm: str, char
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                pytest.fail(f"k8s {version}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
-                            f"{'.'.join(map(str, exc.path))}")
+                pytest.fail(
+                    f"k8s {version}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} at "
+                    f"{'.'.join(map(str, exc.path))}"
+                )
 
 
 @pytest.mark.helm
@@ -91,7 +94,9 @@ def test_every_image_is_the_locked_digest(helm: str, chart: Path) -> None:
 @pytest.mark.helm
 def test_global_registry_override_keeps_digests(helm: str, chart: Path) -> None:
     plan, _ = load_plan(RELEASES[chart.name])
-    proc = run([helm, "template", "rel", str(chart), "--set", "global.imageRegistry=registry.local:5000/mirror"])
+    proc = run(
+        [helm, "template", "rel", str(chart), "--set", "global.imageRegistry=registry.local:5000/mirror"]
+    )
     refs = {ref for _, ref in collect_manifest_images(proc.stdout)}
     assert refs == {f"registry.local:5000/mirror/{i.repository}@{i.digest}" for i in plan.images}
 
@@ -149,15 +154,19 @@ def test_bmp_example_objects(helm4: str, tmp_path: Path) -> None:
     bus = policies["bus"]["spec"]
     assert bus["ingress"] == [
         {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 4222, "protocol": "TCP"}]},
-        {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-         "ports": [{"port": 8222, "protocol": "TCP"}]},
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"port": 8222, "protocol": "TCP"}],
+        },
     ]
     assert [p["port"] for p in bus["egress"][0]["ports"]] == [53, 53]  # DNS only
     pdbs = by_kind(docs, "PodDisruptionBudget")
     assert set(pdbs) == {"bus"}
     assert pdbs["bus"]["spec"]["minAvailable"] == 2
-    assert pdbs["bus"]["spec"]["selector"]["matchLabels"] == \
-        deployments["bus"]["spec"]["selector"]["matchLabels"]
+    assert (
+        pdbs["bus"]["spec"]["selector"]["matchLabels"]
+        == deployments["bus"]["spec"]["selector"]["matchLabels"]
+    )
     secrets = by_kind(docs, "Secret")
     assert set(secrets) == {"bmp-tcpao-nats-token"}  # generated only; the TCP-AO key is never created
     pvcs = by_kind(docs, "PersistentVolumeClaim")
@@ -173,15 +182,25 @@ def test_kitchen_sink_flows(helm3: str, tmp_path: Path) -> None:
     sel = {"app.kubernetes.io/name": "kitchen-sink", "app.kubernetes.io/instance": "rel"}
     db = policies["db"]["spec"]
     assert db["ingress"] == [
-        {"from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "api"}}}],
-         "ports": [{"port": 5432, "protocol": "TCP"}]},
-        {"from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "worker"}}}],
-         "ports": [{"port": 5432, "protocol": "TCP"}]},
+        {
+            "from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "api"}}}],
+            "ports": [{"port": 5432, "protocol": "TCP"}],
+        },
+        {
+            "from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "worker"}}}],
+            "ports": [{"port": 5432, "protocol": "TCP"}],
+        },
     ]
     api_egress = policies["api"]["spec"]["egress"]
-    targets = [(e["to"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
-                or e["to"][0].get("ipBlock", {}).get("cidr") or "dns", [p["port"] for p in e["ports"]])
-               for e in api_egress]
+    targets = [
+        (
+            e["to"][0].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component")
+            or e["to"][0].get("ipBlock", {}).get("cidr")
+            or "dns",
+            [p["port"] for p in e["ports"]],
+        )
+        for e in api_egress
+    ]
     assert targets == [("dns", [53, 53]), ("worker", [8125]), ("db", [5432]), ("203.0.113.0/24", [443])]
     pdbs = by_kind(docs, "PodDisruptionBudget")
     assert pdbs["api"]["spec"] == {"maxUnavailable": 1, "selector": pdbs["api"]["spec"]["selector"]}
@@ -202,8 +221,10 @@ def test_config_checksum_rolls_only_the_affected_pods(helm: str, tmp_path: Path)
     chart = write_chart("bmp-tcpao", tmp_path)
 
     def checksums(*args: str) -> dict[str, str]:
-        return {n: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-                for n, d in by_kind(template(helm, chart, *args), "Deployment").items()}
+        return {
+            n: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            for n, d in by_kind(template(helm, chart, *args), "Deployment").items()
+        }
 
     base = checksums()
     env = checksums("--set", "services.collector.env.GOBMP_LOG_LEVEL=debug")
@@ -230,7 +251,9 @@ def test_install_dry_run_prints_notes(helm4: str, tmp_path: Path) -> None:
     proc = run([helm4, "install", "bmp", str(chart), "--dry-run=client", "--namespace", "bmp"])
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout.split("NOTES:", 1)[1]
-    assert "NetworkPolicy does not apply to hostNetwork pods, so this chart creates none for collector" in notes
+    assert (
+        "NetworkPolicy does not apply to hostNetwork pods, so this chart creates none for collector" in notes
+    )
     assert "bmp-tcpao-key (key tcpao-key), used by collector TCP-AO sidecar, speaker TCP-AO sidecar" in notes
     assert "TCP-AO initiator: connects to 10.77.0.10:1790" in notes
 
@@ -251,11 +274,16 @@ def test_scheduling_spread_one_per_node_and_tcpao_nodes(helm: str, tmp_path: Pat
         assert term["labelSelector"]["matchLabels"] == deployments[name]["spec"]["selector"]["matchLabels"]
     # every PDB selects exactly its own Deployment's pods
     for name, pdb in by_kind(docs, "PodDisruptionBudget").items():
-        assert pdb["spec"]["selector"]["matchLabels"] == deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert (
+            pdb["spec"]["selector"]["matchLabels"]
+            == deployments[name]["spec"]["template"]["metadata"]["labels"]
+        )
 
 
 @pytest.mark.helm
-def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(helm: str, tmp_path: Path) -> None:
+def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(
+    helm: str, tmp_path: Path
+) -> None:
     from typer.testing import CliRunner
 
     from releaser.cli import app
@@ -265,8 +293,18 @@ def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(hel
     runner = CliRunner()
     shas = set()
     for i in range(2):
-        result = runner.invoke(app, ["render", str(RELEASES["bmp-tcpao"]), "--out", str(tmp_path / f"o{i}"),
-                                     "--package", str(tmp_path / f"p{i}"), "--json"])
+        result = runner.invoke(
+            app,
+            [
+                "render",
+                str(RELEASES["bmp-tcpao"]),
+                "--out-dir",
+                str(tmp_path / f"o{i}"),
+                "--package",
+                str(tmp_path / f"p{i}"),
+                "--json",
+            ],
+        )
         assert result.exit_code == 0, result.output
         shas.add(json.loads(result.output)["result"]["packageSha256"])
     assert len(shas) == 1
@@ -280,8 +318,16 @@ def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(hel
         digest = next(w for w in (push.stdout + push.stderr).split() if w.startswith("sha256:"))
         pulled = tmp_path / "pulled"
         pulled.mkdir()
-        pull = run([helm, "pull", f"oci://{registry.host}/charts/bmp-tcpao@{digest}", "--plain-http",
-                    "-d", str(pulled)])
+        pull = run(
+            [
+                helm,
+                "pull",
+                f"oci://{registry.host}/charts/bmp-tcpao@{digest}",
+                "--plain-http",
+                "-d",
+                str(pulled),
+            ]
+        )
         assert pull.returncode == 0, pull.stderr
         (got,) = list(pulled.iterdir())
         assert got.read_bytes() == tgz.read_bytes()
@@ -297,9 +343,11 @@ def test_namespace_with_pod_security_labels_is_optional(helm: str, tmp_path: Pat
     assert by_kind(template(helm, chart), "Namespace") == {}  # off by default
     docs = template(helm, chart, "--set", "namespace.create=true")
     ns = by_kind(docs, "Namespace")["ns"]
-    assert ns["metadata"]["labels"] == {"pod-security.kubernetes.io/enforce": "privileged",  # hostNetwork sidecars
-                                        "pod-security.kubernetes.io/warn": "restricted",
-                                        "pod-security.kubernetes.io/audit": "restricted"}
+    assert ns["metadata"]["labels"] == {
+        "pod-security.kubernetes.io/enforce": "privileged",  # hostNetwork sidecars
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    }
     assert ns["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     for version in KUBE_VERSIONS:
         kubernetes_validate.validate(ns, version, strict=True)
@@ -315,7 +363,10 @@ def test_one_per_node_deployments_never_surge(helm: str, tmp_path: Path) -> None
     deploys = by_kind(docs, "Deployment")
     collector = deploys["collector"]["spec"]
     assert collector["template"]["spec"]["hostNetwork"] is True
-    assert collector["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    assert collector["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
     assert deploys["speaker"]["spec"]["strategy"] == {"type": "Recreate"}  # it has a claim
     assert "strategy" not in deploys["bus"]["spec"]  # replicated, no node ports: the default rolling update
 
@@ -332,7 +383,7 @@ def test_the_kind_e2e_install_values_render_as_it_expects(helm: str, tmp_path: P
 
     chart = write_chart("bmp-tcpao", tmp_path)
     airgap = tmp_path / "values-airgap.yaml"
-    airgap.write_bytes(airgap_values({"release": {"name": "bmp-tcpao"}}, Target.parse(LOCAL)))
+    airgap.write_bytes(airgap_values("bmp-tcpao", Target.parse(LOCAL)))
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump(site_values("kind-worker", "kind-worker2", "172.18.0.3", "172.18.0.4")))
     docs = template(helm, chart, "-f", str(airgap), "-f", str(site))
@@ -344,7 +395,9 @@ def test_the_kind_e2e_install_values_render_as_it_expects(helm: str, tmp_path: P
     assert images and all(i.startswith(f"{LOCAL}/") and "@sha256:" in i for i in images)
     for name, node in (("collector", "kind-worker"), ("speaker", "kind-worker2")):
         assert deployments[name]["spec"]["template"]["spec"]["nodeSelector"] == {
-            "kubernetes.io/hostname": node, "releaser.dev/tcp-ao": "true"}  # pinned, and still TCP-AO nodes only
+            "kubernetes.io/hostname": node,
+            "releaser.dev/tcp-ao": "true",
+        }  # pinned, and still TCP-AO nodes only
     config = "\n".join(v for d in by_kind(docs, "ConfigMap").values() for v in (d.get("data") or {}).values())
     assert 'remote_ao = "172.18.0.3:1790"' in config and config.count('peer_ip = "172.18.0.3"') == 1
     assert config.count('peer_ip = "172.18.0.4"') == 1

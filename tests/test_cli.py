@@ -54,21 +54,21 @@ def test_validate_failure_json_lists_problems(tmp_path: Path) -> None:
 
 def test_render_then_check_then_render_again(release: Path, tmp_path: Path, helm3: str) -> None:
     out = tmp_path / "out"
-    code, text = cli("render", str(release), "--out", str(out))
+    code, text = cli("render", str(release), "--out-dir", str(out))
     assert code == 0, text
     assert (out / "compose/bmp-tcpao/compose.yaml").exists()
     assert (out / "charts/bmp-tcpao/Chart.yaml").exists()
-    code, text = cli("check", str(release), "--out", str(out), "--helm", helm3)
+    code, text = cli("check", str(release), "--out-dir", str(out), "--helm", helm3)
     assert code == 0, text
     assert "pin the same 4 image(s)" in text
-    code, text = cli("render", str(release), "--out", str(out), "--json")
+    code, text = cli("render", str(release), "--out-dir", str(out), "--json")
     doc = json.loads(text)
     assert doc["result"]["written"] == [] and doc["result"]["unchanged"] > 10
 
 
 def test_render_refuses_a_missing_lock(release: Path, tmp_path: Path) -> None:
     (release / "release.lock.yaml").unlink()
-    code, text = cli("render", str(release), "--out", str(tmp_path / "out"))
+    code, text = cli("render", str(release), "--out-dir", str(tmp_path / "out"))
     assert code == 3
     assert "no lock file" in text and "fix:" in text
     assert not (tmp_path / "out").exists()
@@ -77,7 +77,7 @@ def test_render_refuses_a_missing_lock(release: Path, tmp_path: Path) -> None:
 def test_render_refuses_a_stale_lock(release: Path, tmp_path: Path) -> None:
     src = release / "release.yaml"
     src.write_text(src.read_text().replace("nats:2.10.22", "nats:2.10.23"))
-    code, text = cli("render", str(release), "--out", str(tmp_path / "out"))
+    code, text = cli("render", str(release), "--out-dir", str(tmp_path / "out"))
     assert code == 3
     assert "release.yaml says registry.example.org/library/nats:2.10.23" in text
     assert "releaser lock" in text
@@ -87,18 +87,18 @@ def test_malformed_lock_names_line_and_path(release: Path, tmp_path: Path) -> No
     lock = release / "release.lock.yaml"
     text = lock.read_text()
     lock.write_text(text.replace("digest: sha256:d2ad", "digest: sha256:XYZ", 1))
-    code, out = cli("render", str(release), "--out", str(tmp_path / "out"))
+    code, out = cli("render", str(release), "--out-dir", str(tmp_path / "out"))
     assert code == 1
     assert "release.lock.yaml:" in out and "$.images.nats.digest" in out and "not a sha256 digest" in out
 
 
 def test_failed_render_keeps_previous_outputs(release: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert cli("render", str(release), "--out", str(out))[0] == 0
+    assert cli("render", str(release), "--out-dir", str(out))[0] == 0
     before = (out / "compose/bmp-tcpao/compose.yaml").read_bytes()
     src = release / "release.yaml"
     src.write_text(src.read_text().replace("image: nats", "image: natz"))
-    code, text = cli("render", str(release), "--out", str(out))
+    code, text = cli("render", str(release), "--out-dir", str(out))
     assert code == 1 and "did you mean 'nats'?" in text
     assert (out / "compose/bmp-tcpao/compose.yaml").read_bytes() == before
     assert not [p for p in (out / "compose").iterdir() if p.name.startswith(".")]
@@ -106,30 +106,35 @@ def test_failed_render_keeps_previous_outputs(release: Path, tmp_path: Path) -> 
 
 def test_check_catches_a_tampered_digest(release: Path, tmp_path: Path, helm3: str) -> None:
     out = tmp_path / "out"
-    assert cli("render", str(release), "--out", str(out))[0] == 0
+    assert cli("render", str(release), "--out-dir", str(out))[0] == 0
     compose = out / "compose/bmp-tcpao/compose.yaml"
     compose.write_text(compose.read_text().replace("nats@sha256:d2ad", "nats@sha256:0000"))
     values = out / "charts/bmp-tcpao/values.yaml"
     values.write_text(values.read_text().replace("digest: sha256:f30b", "digest: sha256:1111"))
-    code, text = cli("check", str(release), "--out", str(out), "--helm", helm3)
+    code, text = cli("check", str(release), "--out-dir", str(out), "--helm", helm3)
     assert code == 4, text
     assert "compose (committed): bus uses registry.example.org/library/nats@sha256:0000" in text
-    assert "chart (committed): Deployment/collector collector uses registry.example.org/bmp/gobmp-tls@sha256:1111" in text
+    assert (
+        "chart (committed): Deployment/collector collector uses registry.example.org/bmp/gobmp-tls@sha256:1111"
+        in text
+    )
     assert "differs from what release.yaml and the lock render" in text
 
 
 def test_check_reports_stale_outputs_with_exit_3(release: Path, tmp_path: Path, helm3: str) -> None:
     out = tmp_path / "out"
-    assert cli("render", str(release), "--out", str(out))[0] == 0
+    assert cli("render", str(release), "--out-dir", str(out))[0] == 0
     (out / "charts/bmp-tcpao/templates/extra.yaml").write_text("# hand-made\n")
-    code, text = cli("check", str(release), "--out", str(out), "--helm", helm3, "--json")
+    code, text = cli("check", str(release), "--out-dir", str(out), "--helm", helm3, "--json")
     doc = json.loads(text)
     assert code == 3
-    assert doc["error"]["mismatches"] == [f"{out}/charts/bmp-tcpao/templates/extra.yaml: not part of the rendered output"]
+    assert doc["error"]["mismatches"] == [
+        f"{out}/charts/bmp-tcpao/templates/extra.yaml: not part of the rendered output"
+    ]
 
 
 def test_check_without_helm_says_how_to_get_it(release: Path, tmp_path: Path) -> None:
-    code, text = cli("check", str(release), "--out", str(tmp_path), "--helm", str(tmp_path / "nope"))
+    code, text = cli("check", str(release), "--out-dir", str(tmp_path), "--helm", str(tmp_path / "nope"))
     assert code == 5 and "does not exist" in text and "RELEASER_HELM" in text
 
 
@@ -178,32 +183,33 @@ def test_every_help_renders_with_its_brackets_literal() -> None:
 
 def test_help_paragraphs_are_wrapped_by_the_terminal_not_by_the_source() -> None:
     """Docstring lines are joined into paragraphs (a wide terminal shows a sentence on one line),
-    while `Example:` lines and `\\b` tables keep their lines."""
+    while `Example:` lines keep their lines; the groups list their sub-commands."""
     result = CliRunner().invoke(app, ["bundle", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False)
     assert "Identical inputs (and SOURCE_DATE_EPOCH) give a byte-identical bundle." in result.output
     result = CliRunner().invoke(app, ["quickstart", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False)
-    lines = [line.strip() for line in result.output.splitlines()]
-    assert "quickstart status             states and health (exit 9 if not ready)" in lines
-    assert "quickstart down               stop; volumes and secrets stay" in lines
+    lines = [line.strip("│ ") for line in result.output.splitlines()]
+    for action in ("up", "status", "logs", "down", "backup", "restore", "reset"):
+        assert any(line.startswith(f"{action} ") for line in lines), (action, result.output)
     assert "\b" not in result.output
-    result = CliRunner().invoke(app, ["airgap", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["airgap", "load", "--help"], env={"COLUMNS": "200"}, catch_exceptions=False
+    )
     examples = [line.strip() for line in result.output.splitlines() if line.strip().startswith("Example:")]
-    assert len(examples) == 4 and examples[0].startswith("Example:  releaser airgap inspect ")
-    assert examples[2].endswith("--key releaser.pub --dry-run")
-
+    assert len(examples) == 2 and examples[0].startswith("Example:  releaser airgap bundles/")
+    assert examples[0].endswith("--key releaser.pub --dry-run")
 
 
 def test_committed_example_passes_check(helm3: str) -> None:
     from .conftest import ROOT
 
-    code, text = cli("check", str(EXAMPLE), "--out", str(ROOT), "--helm", helm3)
+    code, text = cli("check", str(EXAMPLE), "--out-dir", str(ROOT), "--helm", helm3)
     assert code == 0, text
 
 
 def test_a_file_system_refusal_is_an_error_naming_the_path(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, text = cli("render", str(EXAMPLE), "--out", str(blocker))  # --out is a file, not a directory
+    code, text = cli("render", str(EXAMPLE), "--out-dir", str(blocker))  # --out is a file, not a directory
     assert code == 1 and f"error: {blocker}/compose: Not a directory" in text and "fix:" in text
     assert "Traceback" not in text
 

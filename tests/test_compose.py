@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from releaser.api import load_plan, render_files
+from releaser.pipeline import load_plan, render_files
 
 from .conftest import RELEASES
 
@@ -24,9 +24,24 @@ def write_compose(name: str, tmp_path: Path) -> Path:
 
 
 def config(compose_cmd: list[str], env: dict[str, str], project: Path, *extra: str) -> dict[str, Any]:
-    proc = subprocess.run([*compose_cmd, "--project-directory", str(project), "-f", str(project / "compose.yaml"),
-                           "config", "--format", "json", *extra],
-                          capture_output=True, text=True, env=env, check=False, timeout=60)
+    proc = subprocess.run(
+        [
+            *compose_cmd,
+            "--project-directory",
+            str(project),
+            "-f",
+            str(project / "compose.yaml"),
+            "config",
+            "--format",
+            "json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
@@ -37,9 +52,24 @@ def project(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 
 @pytest.mark.compose
-def test_compose_config_accepts_the_file(compose_cmd: list[str], compose_env: dict[str, str], project: Path) -> None:
-    proc = subprocess.run([*compose_cmd, "--project-directory", str(project), "-f", str(project / "compose.yaml"),
-                           "config", "--quiet"], capture_output=True, text=True, env=compose_env, check=False)
+def test_compose_config_accepts_the_file(
+    compose_cmd: list[str], compose_env: dict[str, str], project: Path
+) -> None:
+    proc = subprocess.run(
+        [
+            *compose_cmd,
+            "--project-directory",
+            str(project),
+            "-f",
+            str(project / "compose.yaml"),
+            "config",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=compose_env,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -93,9 +123,11 @@ def test_env_example_has_every_knob_and_no_secret_values(tmp_path: Path) -> None
     env = files[".env.example"].decode()
     compose = files["compose.yaml"].decode()
     import re
+
     knobs = set(re.findall(r"\$\{([A-Z0-9_]+):-", compose))
     declared = {line.split("=", 1)[0] for line in env.splitlines() if line and not line.startswith("#")}
     assert knobs == declared
     assert "session-key" in env and "db-password" in env  # named as files ...
-    assert "=" not in "".join(line for line in env.splitlines() if "secret" in line.lower() and
-                              not line.startswith("#"))  # ... never given values
+    assert "=" not in "".join(
+        line for line in env.splitlines() if "secret" in line.lower() and not line.startswith("#")
+    )  # ... never given values

@@ -55,10 +55,18 @@ def test_a_taken_port_is_named_with_its_service(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         d = tmp_path / "r"
         d.mkdir()
-        doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release", "metadata": {"name": "r", "version": "1.0.0"},
-               "images": {"web": {"ref": "registry.example.org/web:1"}},
-               "services": {"web": {"image": "web", "ports": [{"name": "http", "port": 8080, "exposure": "public",
-                                                                "hostPort": port}]}}}
+        doc = {
+            "apiVersion": "releaser.dev/v1alpha1",
+            "kind": "Release",
+            "metadata": {"name": "r", "version": "1.0.0"},
+            "images": {"web": {"ref": "registry.example.org/web:1"}},
+            "services": {
+                "web": {
+                    "image": "web",
+                    "ports": [{"name": "http", "port": 8080, "exposure": "public", "hostPort": port}],
+                }
+            },
+        }
         (d / "release.yaml").write_text(yaml.safe_dump(doc))
         code, checks, _ = doctor(str(d))
     check = checks[f"port-{port}"]
@@ -88,7 +96,9 @@ def test_a_host_network_port_is_checked_on_every_address_with_a_lock(tmp_path: P
     assert code == 8 and check["status"] == "fail"
     assert check["detail"] == f"0.0.0.0:{port}/tcp for agent.node-metrics (host network) is in use"
     assert "which .env cannot move" in str(check["fix"])
-    assert checks["port-9443"]["detail"].startswith("127.0.0.1:9443/tcp for api.https")  # published: BIND_ADDRESS
+    assert checks["port-9443"]["detail"].startswith(
+        "127.0.0.1:9443/tcp for api.https"
+    )  # published: BIND_ADDRESS
 
 
 def test_skip_is_explicit_and_reported(tmp_path: Path) -> None:
@@ -103,15 +113,19 @@ def test_missing_engine_says_what_was_found_and_how_to_install(tmp_path: Path) -
     result = runner.invoke(app, ["doctor", "--json"], catch_exceptions=False, env={"PATH": str(empty)})
     checks = {c["name"]: c for c in json.loads(result.output)["error"]["checks"]}
     assert result.exit_code == 8
-    assert checks["engine"]["detail"] == ("no container engine with Compose found (found: none of docker, podman, "
-                                          "podman-compose, docker-compose)")
+    assert checks["engine"]["detail"] == (
+        "no container engine with Compose found (found: none of docker, podman, "
+        "podman-compose, docker-compose)"
+    )
     assert "apt-get install docker.io" in str(checks["engine"]["fix"])
     assert "engine-reachable" not in checks
 
 
 def test_unknown_engine_is_a_usage_error() -> None:
     result = runner.invoke(app, ["doctor", "--engine", "lxc"], catch_exceptions=False)
-    assert result.exit_code == 1 and "not one of docker, podman, podman-compose, docker-compose" in result.output
+    assert (
+        result.exit_code == 2 and "not one of docker, podman, podman-compose, docker-compose" in result.output
+    )
 
 
 def test_json_envelope_keys() -> None:

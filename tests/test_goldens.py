@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from releaser.api import load_plan, render_files
+from releaser.pipeline import load_plan, render_files
 
 from .conftest import RELEASES, assert_golden
 
@@ -42,8 +42,11 @@ def test_committed_example_outputs_are_current() -> None:
     root = Path(__file__).resolve().parent.parent
     plan, _ = load_plan(RELEASES["bmp-tcpao"])
     for sub, files in render_files(plan).items():
-        on_disk = {p.relative_to(root / sub).as_posix(): p.read_bytes()
-                   for p in (root / sub).rglob("*") if p.is_file()}
+        on_disk = {
+            p.relative_to(root / sub).as_posix(): p.read_bytes()
+            for p in (root / sub).rglob("*")
+            if p.is_file()
+        }
         assert on_disk == files, f"{sub} is stale: run `make demo` and commit"
 
 

@@ -65,11 +65,16 @@ def release_dir(tmp_path: Path, host: str, *, platforms: list[str] | None = None
     gobmp: dict[str, object] = {"ref": f"{host}/bmp/gobmp:v1"}
     if platforms:
         gobmp["platforms"] = platforms
-    doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release",
-           "metadata": {"name": "locked", "version": "1.0.0"},
-           "images": {"gobmp": gobmp, "nats": {"ref": f"{host}/library/nats:v1"}},
-           "services": {"collector": {"image": "gobmp", "ports": [{"name": "bmp", "port": 11019}]},
-                        "bus": {"image": "nats", "ports": [{"name": "client", "port": 4222}]}}}
+    doc = {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "locked", "version": "1.0.0"},
+        "images": {"gobmp": gobmp, "nats": {"ref": f"{host}/library/nats:v1"}},
+        "services": {
+            "collector": {"image": "gobmp", "ports": [{"name": "bmp", "port": 11019}]},
+            "bus": {"image": "nats", "ports": [{"name": "client", "port": 4222}]},
+        },
+    }
     (d / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return d
 
@@ -79,8 +84,9 @@ def push_all(layout: Path, host: str, creds: str | None = None) -> None:
     images.push(layout, "nats-v1", f"{host}/library/nats:v1", creds=creds)
 
 
-def test_lock_pins_index_and_children_as_skopeo_sees_them(registry: RegistryServer, layout: Path,
-                                                          tmp_path: Path, helm3: str) -> None:
+def test_lock_pins_index_and_children_as_skopeo_sees_them(
+    registry: RegistryServer, layout: Path, tmp_path: Path, helm3: str
+) -> None:
     push_all(layout, registry.host)
     d = release_dir(tmp_path, registry.host)
     code, out = cli("lock", str(d))
@@ -102,13 +108,14 @@ def test_lock_pins_index_and_children_as_skopeo_sees_them(registry: RegistryServ
     assert (d / "release.lock.yaml").read_bytes() == first
     # and render pins what the lock says
     out_dir = tmp_path / "out"
-    assert cli("render", str(d), "--out", str(out_dir))[0] == 0
+    assert cli("render", str(d), "--out-dir", str(out_dir))[0] == 0
     compose = (out_dir / "compose/locked/compose.yaml").read_text()
     assert f"{registry.host}/bmp/gobmp@{g['digest']}" in compose
 
 
-def test_one_platform_repins_to_its_manifest_everywhere(registry: RegistryServer, layout: Path,
-                                                        tmp_path: Path) -> None:
+def test_one_platform_repins_to_its_manifest_everywhere(
+    registry: RegistryServer, layout: Path, tmp_path: Path
+) -> None:
     push_all(layout, registry.host)
     d = release_dir(tmp_path, registry.host)
     code, out = cli("lock", str(d), "--platform", "linux/arm64")
@@ -116,12 +123,15 @@ def test_one_platform_repins_to_its_manifest_everywhere(registry: RegistryServer
     code, out = cli("lock", str(d), "--platform", "linux/amd64")
     assert code == 0, out
     g = yaml.safe_load((d / "release.lock.yaml").read_text())["images"]["gobmp"]
-    index = json.loads((layout / "blobs/sha256" / images.skopeo_digest(
-        f"{registry.host}/bmp/gobmp:v1").split(":")[1]).read_bytes())
+    index = json.loads(
+        (
+            layout / "blobs/sha256" / images.skopeo_digest(f"{registry.host}/bmp/gobmp:v1").split(":")[1]
+        ).read_bytes()
+    )
     arm = next(m for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
     assert (g["digest"], g["platform"], "platforms" in g) == (arm["digest"], "linux/amd64", False)
     out_dir = tmp_path / "out"
-    assert cli("render", str(d), "--out", str(out_dir))[0] == 0
+    assert cli("render", str(d), "--out-dir", str(out_dir))[0] == 0
     assert f"gobmp@{arm['digest']}" in (out_dir / "compose/locked/compose.yaml").read_text()
     assert arm["digest"] in (out_dir / "charts/locked/values.yaml").read_text()
 
@@ -134,8 +144,9 @@ def test_missing_platform_is_named(registry: RegistryServer, layout: Path, tmp_p
     assert "platform linux/s390x is not in the index (it has linux/amd64, linux/arm64)" in out
 
 
-def test_a_moved_tag_fails_check_and_refresh_follows_it(registry: RegistryServer, layout: Path,
-                                                        tmp_path: Path) -> None:
+def test_a_moved_tag_fails_check_and_refresh_follows_it(
+    registry: RegistryServer, layout: Path, tmp_path: Path
+) -> None:
     push_all(layout, registry.host)
     d = release_dir(tmp_path, registry.host)
     assert cli("lock", str(d))[0] == 0
@@ -147,8 +158,9 @@ def test_a_moved_tag_fails_check_and_refresh_follows_it(registry: RegistryServer
     assert code == 3 and "image 'nats': the lock pins" in out and "now serves" in out
     code, out = cli("lock", str(d), "--refresh")
     assert code == 0 and "changed  nats" in out
-    assert yaml.safe_load((d / "release.lock.yaml").read_text())["images"]["nats"]["digest"] == \
-        images.skopeo_digest(f"{registry.host}/library/nats:v1")
+    assert yaml.safe_load((d / "release.lock.yaml").read_text())["images"]["nats"][
+        "digest"
+    ] == images.skopeo_digest(f"{registry.host}/library/nats:v1")
 
 
 def test_a_platform_disappearing_is_refused(registry: RegistryServer, layout: Path, tmp_path: Path) -> None:
@@ -195,23 +207,38 @@ def test_tls_trusts_the_system_cas_and_certs_d_like_docker(tmp_path: Path, layou
         code, out = cli("lock", str(d), "--refresh", env={"RELEASER_CERTS_D": str(certs_d)})
         assert code == 0, out
         other, _ = self_signed(tmp_path / "other-ca", ["elsewhere.invalid"])
-        code, out = cli("lock", str(d), "--refresh", "--ca-file", str(other),
-                        env={**nowhere, "SSL_CERT_FILE": str(server.ca)})
+        code, out = cli(
+            "lock",
+            str(d),
+            "--refresh",
+            "--ca-file",
+            str(other),
+            env={**nowhere, "SSL_CERT_FILE": str(server.ca)},
+        )
         assert code == 0, out  # added to the system's CAs, not instead of them
         code, out = cli("lock", str(d), "--refresh", "--ca-file", str(tmp_path / "missing.pem"), env=nowhere)
         assert code == 6 and "missing.pem: no such file" in out, out
 
 
-def test_a_registry_that_requires_a_client_certificate_gets_the_one_filed_in_certs_d(tmp_path: Path,
-                                                                                    layout: Path) -> None:
+def test_a_registry_that_requires_a_client_certificate_gets_the_one_filed_in_certs_d(
+    tmp_path: Path, layout: Path
+) -> None:
     """Mutual TLS as Docker does it: certs.d/HOST/NAME.cert + NAME.key (+ ca.crt)."""
     for server in serve(tmp_path, tls=True, client_certs=True):
         assert server.ca is not None and server.client is not None
         client_cert, client_key = server.client
-        images.push(layout, "gobmp-v1", f"{server.host}/bmp/gobmp:v1",
-                    cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client))
-        images.push(layout, "nats-v1", f"{server.host}/library/nats:v1",
-                    cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client))
+        images.push(
+            layout,
+            "gobmp-v1",
+            f"{server.host}/bmp/gobmp:v1",
+            cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client),
+        )
+        images.push(
+            layout,
+            "nats-v1",
+            f"{server.host}/library/nats:v1",
+            cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client),
+        )
         d = release_dir(tmp_path, server.host)
         certs_d = tmp_path / "certs.d"
         (certs_d / server.host).mkdir(parents=True)
@@ -226,7 +253,9 @@ def test_a_registry_that_requires_a_client_certificate_gets_the_one_filed_in_cer
         assert code == 0, out
         lock = yaml.safe_load((d / "release.lock.yaml").read_text())
         assert lock["images"]["nats"]["digest"] == images.skopeo_digest(
-            f"{server.host}/library/nats:v1", cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client))
+            f"{server.host}/library/nats:v1",
+            cert_dir=_certs_dir(tmp_path / "skopeo-certs", server.ca, server.client),
+        )
 
 
 def _certs_dir(d: Path, ca: Path, client: tuple[Path, Path]) -> Path:
@@ -273,8 +302,9 @@ def test_bearer_token_auth_and_docker_config(tmp_path: Path, layout: Path) -> No
         assert "repository:bmp/gobmp:pull" in server.token.requests
 
 
-def test_docker_config_credential_helpers_and_identity_tokens(tmp_path: Path, layout: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_config_credential_helpers_and_identity_tokens(
+    tmp_path: Path, layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What `docker login` leaves behind, read as Docker reads it: a credHelpers entry, a
     credsStore (a real helper, docker-credential-pass), an identity token (OAuth2 refresh
     grant to the token service). Secrets never appear in the output."""
@@ -335,16 +365,24 @@ def test_docker_config_credential_helpers_and_identity_tokens(tmp_path: Path, la
             assert PASSWORD not in out and REFRESH_TOKEN not in out and "revoked-refresh-token" not in out
 
 
-def test_docker_hub_names_reach_its_api_host_with_what_docker_login_stored(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docker_hub_names_reach_its_api_host_with_what_docker_login_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import base64
 
     from releaser.registry import Registry, credentials_for
 
     # images are named docker.io/library/nats; the API is registry-1.docker.io (no request is made here)
     assert Registry("docker.io").base == "https://registry-1.docker.io"
-    (tmp_path / "config.json").write_text(json.dumps(
-        {"auths": {"https://index.docker.io/v1/": {"auth": base64.b64encode(b"hubuser:hub-secret").decode()}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "auths": {
+                    "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hubuser:hub-secret").decode()}
+                }
+            }
+        )
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     creds = credentials_for("docker.io")
     assert creds is not None and (creds.username, creds.password) == ("hubuser", "hub-secret")
@@ -359,7 +397,9 @@ def test_unreachable_registry_is_named(tmp_path: Path) -> None:
     d = release_dir(tmp_path, "127.0.0.1:9")  # discard port: nothing listens
     code, out = cli("lock", str(d))
     assert code == 6 and "127.0.0.1:9 is unreachable" in out
-    assert "error: images." in out and "(127.0.0.1:9/" in out and "in release.yaml" in out  # which image asked
+    assert (
+        "error: images." in out and "(127.0.0.1:9/" in out and "in release.yaml" in out
+    )  # which image asked
 
 
 def test_a_registry_that_stopped_answering_is_tried_twice_then_named() -> None:
@@ -379,8 +419,9 @@ def test_a_registry_that_stopped_answering_is_tried_twice_then_named() -> None:
         hole.close()
 
 
-def test_transient_faults_are_retried_a_bounded_number_of_times(registry: RegistryServer, layout: Path,
-                                                                 tmp_path: Path) -> None:
+def test_transient_faults_are_retried_a_bounded_number_of_times(
+    registry: RegistryServer, layout: Path, tmp_path: Path
+) -> None:
     from .support.faults import Answer503First
 
     push_all(layout, registry.host)

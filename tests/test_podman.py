@@ -48,9 +48,12 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def qs(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([RELEASER, "quickstart", *args], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert proc.returncode == expect, f"quickstart {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    proc = subprocess.run(
+        [RELEASER, "quickstart", *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == expect, (
+        f"quickstart {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc
 
 
@@ -63,7 +66,10 @@ def test_podman_stack_reaches_ready_with_the_locked_digests_and_carries_traffic(
     result = json.loads(proc.stdout)["result"]
     assert result["engine"] == "podman-compose"
     assert {s["service"]: s["health"] for s in result["services"] if s["health"]} == {
-        "bus": "healthy", "collector": "healthy", "speaker": "healthy"}  # health checks run by the quickstart
+        "bus": "healthy",
+        "collector": "healthy",
+        "speaker": "healthy",
+    }  # health checks run by the quickstart
     assert [u["url"] for u in result["urls"]] == [f"http://127.0.0.1:{pod['port']}"]
     state = json.loads((pod["stack"] / "quickstart.json").read_text())
     assert state["files"] == ["compose.podman.yaml"]
@@ -84,9 +90,16 @@ def test_podman_stack_reaches_ready_with_the_locked_digests_and_carries_traffic(
 def test_podman_backup_reset_restore(pod: dict[str, Any]) -> None:
     backup = pod["work"] / "backup.tar.zst"
     wait_for(lambda: len(received(pod)) >= 2, what="some traffic before the backup")
-    qs(pod["env"], "backup", "--out", str(backup))
-    saved = int(subprocess.run(f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO ./seq",
-                               shell=True, capture_output=True, text=True, check=True).stdout)
+    qs(pod["env"], "backup", "--out-file", str(backup))
+    saved = int(
+        subprocess.run(
+            f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO ./seq",
+            shell=True,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     qs(pod["env"], "reset", "--yes")
     assert pod["engine"].run("ps", "-aq").stdout.split() == []
     assert "bmp-tcpao_speaker-state" not in pod["engine"].run("volume", "ls", "-q").stdout

@@ -28,12 +28,34 @@ from .conftest import EXAMPLE, FIXTURES
 
 BASES = [yaml.safe_load((d / "release.yaml").read_text()) for d in (EXAMPLE, FIXTURES / "kitchen-sink")]
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000), st.floats(allow_nan=False),
-                    st.text(max_size=12), st.sampled_from(["web", "bus", "collector", "0.0.0.0:1790", "10.77.0.10",
-                                                           "http", "initiator", "terminator", "sha256:", "TCP"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=8)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "web",
+            "bus",
+            "collector",
+            "0.0.0.0:1790",
+            "10.77.0.10",
+            "http",
+            "initiator",
+            "terminator",
+            "sha256:",
+            "TCP",
+        ]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -69,10 +91,21 @@ def mutated(draw: st.DrawFn) -> Any:
 
 
 def _lock_for(release: m.Release) -> Lock:
-    return Lock(release=release.name, file="synthetic", images=tuple(
-        LockedImage(name=i.name, source=i.ref, repository=repository_of(i.ref),
-                    digest="sha256:" + hashlib.sha256(i.ref.encode()).hexdigest(),
-                    media_type="application/vnd.oci.image.manifest.v1+json", size=1) for i in release.images))
+    return Lock(
+        release=release.name,
+        file="synthetic",
+        images=tuple(
+            LockedImage(
+                name=i.name,
+                source=i.ref,
+                repository=repository_of(i.ref),
+                digest="sha256:" + hashlib.sha256(i.ref.encode()).hexdigest(),
+                media_type="application/vnd.oci.image.manifest.v1+json",
+                size=1,
+            )
+            for i in release.images
+        ),
+    )
 
 
 def _load(text: str, tmp: Path) -> m.Release | None:

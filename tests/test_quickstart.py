@@ -49,29 +49,50 @@ def engine() -> Iterator[engine_mod.DockerEngine]:
 
 
 @pytest.fixture(scope="module")
-def world(engine: engine_mod.DockerEngine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(
+    engine: engine_mod.DockerEngine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     """Stand-in images in a publisher registry, the example pointed at it and locked, a stack dir."""
     work = tmp_path_factory.mktemp("qs")
     publisher = RegistryServer(work / "publisher").start()
     try:
         rel = images.standin_release(work, publisher.host)
         port = free_port()
-        env = {**engine.env, "PATH": f"{TOOLS / 'bin'}:{os.environ['PATH']}", "DOCKER_CONFIG": str(TOOLS / "docker"),
-               "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port),
-               "RELEASER_CACHE": str(work / "cache"), "RELEASER_KEY_PASSPHRASE": "test-only-passphrase"}
+        env = {
+            **engine.env,
+            "PATH": f"{TOOLS / 'bin'}:{os.environ['PATH']}",
+            "DOCKER_CONFIG": str(TOOLS / "docker"),
+            "RELEASER_QUICKSTART_DIR": str(work / "stack"),
+            "COLLECTOR_HTTP_PORT": str(port),
+            "RELEASER_CACHE": str(work / "cache"),
+            "RELEASER_KEY_PASSPHRASE": "test-only-passphrase",
+        }
         run(env, "lock", str(rel))
-        yield {"work": work, "rel": rel, "env": env, "port": port, "stack": work / "stack",
-               "publisher": publisher, "engine": engine}
+        yield {
+            "work": work,
+            "rel": rel,
+            "env": env,
+            "port": port,
+            "stack": work / "stack",
+            "publisher": publisher,
+            "engine": engine,
+        }
     finally:
         subprocess.run([RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True, check=False)
         publisher.stop()
 
 
-def run(env: dict[str, str], *args: str, expect: int | None = 0, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([RELEASER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+def run(
+    env: dict[str, str], *args: str, expect: int | None = 0, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [RELEASER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     CAPTURED.extend([proc.stdout, proc.stderr])
     if expect is not None:
-        assert proc.returncode == expect, f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == expect, (
+            f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -116,8 +137,9 @@ def test_preflight_port_taken_starts_nothing(world: dict[str, Any]) -> None:
 
 
 def test_preflight_engine_missing_or_down(world: dict[str, Any]) -> None:
-    proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--engine", "podman",
-               expect=8)
+    proc = run(
+        world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--engine", "podman", expect=8
+    )
     assert "no container engine with Compose found" in proc.stderr
     down = {**world["env"], "DOCKER_HOST": f"unix://{world['work']}/no-engine.sock"}
     proc = run(down, "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
@@ -132,7 +154,9 @@ def test_preflight_subnet_already_routed_starts_nothing(world: dict[str, Any]) -
         subprocess.run(["ip", "addr", "add", "10.77.0.1/24", "dev", "rqclash0"], check=True)
         subprocess.run(["ip", "link", "set", "rqclash0", "up"], check=True)
         proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
-        assert "FAIL subnet: 10.77.0.0/24 (network.subnet) is routed to rqclash0 (10.77.0.0/24)" in proc.stderr
+        assert (
+            "FAIL subnet: 10.77.0.0/24 (network.subnet) is routed to rqclash0 (10.77.0.0/24)" in proc.stderr
+        )
         assert "ip link delete rqclash0" in proc.stderr
         assert containers(world) == []
     finally:
@@ -145,18 +169,28 @@ def test_preflight_subnet_already_routed_starts_nothing(world: dict[str, Any]) -
 def test_up_reaches_ready_and_runs_the_locked_digests(world: dict[str, Any]) -> None:
     proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--json")
     result = json.loads(proc.stdout)["result"]
-    assert {s["service"] for s in result["services"]} == {"bus", "collector", "collector-tcpao", "speaker",
-                                                          "speaker-tcpao"}
+    assert {s["service"] for s in result["services"]} == {
+        "bus",
+        "collector",
+        "collector-tcpao",
+        "speaker",
+        "speaker-tcpao",
+    }
     assert all(s["state"] == "running" for s in result["services"])
     assert {s["service"]: s["health"] for s in result["services"] if s["health"]} == {
-        "bus": "healthy", "collector": "healthy", "speaker": "healthy"}
+        "bus": "healthy",
+        "collector": "healthy",
+        "speaker": "healthy",
+    }
     assert [u["url"] for u in result["urls"]] == [f"http://127.0.0.1:{world['port']}"]
     assert sorted(result["secretsCreated"]) == ["bmp-tcpao-key", "nats-token"]
     assert any("PLAIN TCP" in w for w in result["warnings"])
     # the running containers use exactly the lock's digests
     lock = yaml.safe_load((world["rel"] / "release.lock.yaml").read_text())
     pinned = {f"{e['repository']}@{e['digest']}" for e in lock["images"].values()}
-    running = {docker(world["env"], "inspect", "-f", "{{.Config.Image}}", c).strip() for c in containers(world)}
+    running = {
+        docker(world["env"], "inspect", "-f", "{{.Config.Image}}", c).strip() for c in containers(world)
+    }
     assert running == pinned
 
 
@@ -174,8 +208,10 @@ def test_traffic_crosses_both_sidecars(world: dict[str, Any]) -> None:
 
 def test_sidecar_down_takes_its_leg_down_and_it_recovers(world: dict[str, Any]) -> None:
     compose(world, "stop", "speaker-tcpao")
-    wait_for(lambda: "leg down" in compose(world, "logs", "--no-color", "--since", "20s", "speaker"),
-             what="the speaker to report its leg down")
+    wait_for(
+        lambda: "leg down" in compose(world, "logs", "--no-color", "--since", "20s", "speaker"),
+        what="the speaker to report its leg down",
+    )
     before = len(received(world))
     time.sleep(3)
     assert len(received(world)) == before, "nothing may arrive while the initiator is down"
@@ -185,8 +221,10 @@ def test_sidecar_down_takes_its_leg_down_and_it_recovers(world: dict[str, Any]) 
     cid = compose(world, "ps", "-q", "collector-tcpao").strip()
     pid = int(docker(world["env"], "inspect", "-f", "{{.State.Pid}}", cid))
     os.kill(pid, 9)
-    wait_for(lambda: docker(world["env"], "inspect", "-f", "{{.RestartCount}}", cid).strip() == "1",
-             what="the terminator to be restarted")
+    wait_for(
+        lambda: docker(world["env"], "inspect", "-f", "{{.RestartCount}}", cid).strip() == "1",
+        what="the terminator to be restarted",
+    )
     n = len(received(world))
     wait_for(lambda: len(received(world)) > n + 1, what="traffic after the terminator restarted")
 
@@ -205,7 +243,8 @@ def test_secrets_are_files_with_tight_modes(world: dict[str, Any]) -> None:
     st = {p.name: p.stat() for p in d.iterdir()}
     assert {n: (s.st_mode & 0o777, s.st_uid) for n, s in st.items()} == {
         "nats-token": (0o400, 65532),  # read by the collector (65532)
-        "bmp-tcpao-key": (0o400, 0)}  # read by the sidecars (root without CAP_DAC_OVERRIDE)
+        "bmp-tcpao-key": (0o400, 0),
+    }  # read by the sidecars (root without CAP_DAC_OVERRIDE)
     vals = _secret_values(world)
     assert len(vals["nats-token"]) == 32 and vals["nats-token"].isalnum()
     logs = compose(world, "logs", "--no-color", "collector")
@@ -254,11 +293,18 @@ def test_status_and_logs(world: dict[str, Any]) -> None:
 def test_backup_reset_restore_gives_back_the_volume_data(world: dict[str, Any]) -> None:
     backup = world["work"] / "backup.tar.zst"
     secrets_before = _secret_values(world)
-    proc = run(world["env"], "quickstart", "backup", "--out", str(backup), "--json")
+    proc = run(world["env"], "quickstart", "backup", "--out-file", str(backup), "--json")
     result = json.loads(proc.stdout)["result"]
     assert result["volumes"] == ["speaker-state"] and backup.stat().st_mode & 0o777 == 0o600
-    saved = int(subprocess.run(f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO ./seq",
-                               shell=True, capture_output=True, text=True, check=True).stdout)
+    saved = int(
+        subprocess.run(
+            f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO ./seq",
+            shell=True,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert saved > 0
     # the stack runs again after the backup
     status: list[Any] = []
@@ -273,7 +319,11 @@ def test_backup_reset_restore_gives_back_the_volume_data(world: dict[str, Any]) 
         pytest.fail(f"not ready after the backup: {status[-1]}")
 
     proc = run(world["env"], "quickstart", "reset", expect=None)
-    assert proc.returncode != 0 and "needs --yes" in proc.stderr and "volume bmp-tcpao_speaker-state" in proc.stderr
+    assert (
+        proc.returncode != 0
+        and "needs --yes" in proc.stderr
+        and "volume bmp-tcpao_speaker-state" in proc.stderr
+    )
     assert (world["stack"] / ".secrets" / "nats-token").exists()
     run(world["env"], "quickstart", "reset", "--yes")
     assert containers(world) == [] and not (world["stack"] / ".secrets").exists()
@@ -321,13 +371,22 @@ def test_a_host_network_service_has_its_ports_checked_and_a_rerun_keeps_them(wor
     rel = world["work"] / "hostnet"
     rel.mkdir()
     ref = yaml.safe_load((world["rel"] / "release.yaml").read_text())["images"]["gobmp"]["ref"]
-    doc = {"apiVersion": "releaser.dev/v1alpha1", "kind": "Release", "metadata": {"name": "hostnet", "version": "1.0.0"},
-           "images": {"gobmp": {"ref": ref}},
-           "services": {"agent": {"image": "gobmp", "hostNetwork": True,
-                                  "args": [f"--source-port={bmp}", f"--http-port={http}"],
-                                  "ports": [{"name": "bmp", "port": bmp}, {"name": "http", "port": http}],
-                                  "health": {"http": {"path": "/healthz", "port": "http"}},
-                                  "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}}}}}
+    doc = {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "hostnet", "version": "1.0.0"},
+        "images": {"gobmp": {"ref": ref}},
+        "services": {
+            "agent": {
+                "image": "gobmp",
+                "hostNetwork": True,
+                "args": [f"--source-port={bmp}", f"--http-port={http}"],
+                "ports": [{"name": "bmp", "port": bmp}, {"name": "http", "port": http}],
+                "health": {"http": {"path": "/healthz", "port": "http"}},
+                "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
+            }
+        },
+    }
     (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "hostnet-stack")}
     run(env, "lock", str(rel))
@@ -342,11 +401,15 @@ def test_a_host_network_service_has_its_ports_checked_and_a_rerun_keeps_them(wor
             proc = run(env, "quickstart", str(rel), "--json", expect=8)
         failed = {c["name"]: c for c in json.loads(proc.stdout)["error"]["checks"] if c["status"] == "fail"}
         assert list(failed) == [f"port-{http}"], failed
-        assert failed[f"port-{http}"]["detail"] == f"0.0.0.0:{http}/tcp for agent.http (host network) is in use"
+        assert (
+            failed[f"port-{http}"]["detail"] == f"0.0.0.0:{http}/tcp for agent.http (host network) is in use"
+        )
         assert "which .env cannot move" in failed[f"port-{http}"]["fix"]
         assert project() == []
         run(env, "quickstart", str(rel))
-        with urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=5) as resp:  # on the host itself
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{http}/healthz", timeout=5
+        ) as resp:  # on the host itself
             assert resp.read().strip() == b"ok"
         run(env, "quickstart", str(rel))  # a re-run: its own ports are not "in use"
     finally:
@@ -359,17 +422,43 @@ def test_a_host_network_service_has_its_ports_checked_and_a_rerun_keeps_them(wor
 
 def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(world: dict[str, Any]) -> None:
     env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "airgap-stack")}
-    run(env, "keygen", "--out", str(world["work"] / "keys"))
+    run(env, "keygen", "--out-dir", str(world["work"] / "keys"))
     bundle = world["work"] / "bmp-tcpao-1.4.0.tar.zst"
-    run(env, "bundle", str(world["rel"]), "--key", str(world["work"] / "keys/releaser.key"), "--out", str(bundle))
+    run(
+        env,
+        "bundle",
+        str(world["rel"]),
+        "--signing-key",
+        str(world["work"] / "keys/releaser.key"),
+        "--out-file",
+        str(bundle),
+    )
     private = RegistryServer(world["work"] / "private").start()
     try:
         # without --skip the TCP-AO check still stops it before anything is loaded
-        proc = run(env, "quickstart", str(bundle), "--key", str(world["work"] / "keys/releaser.pub"),
-                   "--registry", private.host, expect=8)
+        proc = run(
+            env,
+            "quickstart",
+            str(bundle),
+            "--key",
+            str(world["work"] / "keys/releaser.pub"),
+            "--registry",
+            private.host,
+            expect=8,
+        )
         assert "lacks CONFIG_TCP_AO" in proc.stderr
-        proc = run(env, "quickstart", str(bundle), "--key", str(world["work"] / "keys/releaser.pub"),
-                   "--registry", private.host, "--skip", "tcp-ao", "--json")
+        proc = run(
+            env,
+            "quickstart",
+            str(bundle),
+            "--key",
+            str(world["work"] / "keys/releaser.pub"),
+            "--registry",
+            private.host,
+            "--skip",
+            "tcp-ao",
+            "--json",
+        )
         result = json.loads(proc.stdout)["result"]
         assert all(s["state"] == "running" for s in result["services"])
         lock = yaml.safe_load((world["rel"] / "release.lock.yaml").read_text())
@@ -381,9 +470,19 @@ def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(world
         # a wrong key is refused before anything runs
         run(env, "quickstart", "down")
         other = world["work"] / "other-keys"
-        run(env, "keygen", "--out", str(other))
-        proc = run(env, "quickstart", str(bundle), "--key", str(other / "releaser.pub"), "--registry", private.host,
-                   "--skip", "tcp-ao", expect=None)
+        run(env, "keygen", "--out-dir", str(other))
+        proc = run(
+            env,
+            "quickstart",
+            str(bundle),
+            "--key",
+            str(other / "releaser.pub"),
+            "--registry",
+            private.host,
+            "--skip",
+            "tcp-ao",
+            expect=None,
+        )
         assert proc.returncode != 0 and "signature" in proc.stderr
         assert containers(world) == []
     finally:
@@ -396,8 +495,18 @@ def test_airgap_quickstart_with_its_own_local_registry(world: dict[str, Any]) ->
     env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(stack)}
     bundle = world["work"] / "bmp-tcpao-1.4.0.tar.zst"  # written by the test above
     try:
-        proc = run(env, "quickstart", str(bundle), "--key", str(world["work"] / "keys/releaser.pub"),
-                   "--registry", "local", "--skip", "tcp-ao", "--json")
+        proc = run(
+            env,
+            "quickstart",
+            str(bundle),
+            "--key",
+            str(world["work"] / "keys/releaser.pub"),
+            "--registry",
+            "local",
+            "--skip",
+            "tcp-ao",
+            "--json",
+        )
         result = json.loads(proc.stdout)["result"]
         host = result["registry"]
         assert result["localRegistry"] is True and host.startswith("127.0.0.1:")

@@ -38,11 +38,28 @@ def test_checkov_findings_are_exactly_the_accepted_ones(name: str, helm3: str, t
         missing_component("checkov (.tools/checkov)")
     chart = write_chart(name, tmp_path)
     manifests = tmp_path / "manifests.yaml"
-    proc = subprocess.run([helm3, "template", "rel", str(chart), "--namespace", "prod"], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [helm3, "template", "rel", str(chart), "--namespace", "prod"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     manifests.write_text(proc.stdout)
-    scan = subprocess.run([str(CHECKOV), "-f", str(manifests), "--framework", "kubernetes", "--compact", "--quiet",
-                           "-o", "json"], capture_output=True, text=True)
+    scan = subprocess.run(
+        [
+            str(CHECKOV),
+            "-f",
+            str(manifests),
+            "--framework",
+            "kubernetes",
+            "--compact",
+            "--quiet",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+    )
     reports = json.loads(scan.stdout)
     reports = reports if isinstance(reports, list) else [reports]
     found: dict[str, set[str]] = {}

@@ -47,9 +47,15 @@ def test_every_problem_has_file_line_path_and_most_a_fix(tmp_path: Path) -> None
 
 def test_all_problems_are_reported_in_one_run(tmp_path: Path) -> None:
     text = _problems_text(tmp_path, BAD / "semantics.yaml")
-    for needle in ("image 'wbe' is not defined", "clashes with port 'http'", "blocks every eviction",
-                   "no service named 'nodes'", "no port named 'https'", "already published by web.http",
-                   "NetworkPolicy does not apply to hostNetwork pods"):
+    for needle in (
+        "image 'wbe' is not defined",
+        "clashes with port 'http'",
+        "blocks every eviction",
+        "no service named 'nodes'",
+        "no port named 'https'",
+        "already published by web.http",
+        "NetworkPolicy does not apply to hostNetwork pods",
+    ):
         assert needle in text
 
 
@@ -76,7 +82,8 @@ def test_a_hostnetwork_source_is_a_warning_not_an_error(tmp_path: Path) -> None:
         "apiVersion: releaser.dev/v1alpha1\nkind: Release\nmetadata: {name: r, version: 1.0.0}\n"
         "images:\n  a: {ref: registry.example.org/a:1}\n"
         "services:\n  agent: {image: a, hostNetwork: true}\n"
-        "  bus:\n    image: a\n    ports: [{name: c, port: 4222}]\n    ingress: [{from: {service: agent}}]\n")
+        "  bus:\n    image: a\n    ports: [{name: c, port: 4222}]\n    ingress: [{from: {service: agent}}]\n"
+    )
     _, warnings = load_release(d)
     warnings = [w for w in warnings if "no resources" not in w.message]
     assert [w.path for w in warnings] == ["$.services.bus.ingress[0].from.service"]

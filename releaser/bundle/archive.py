@@ -15,14 +15,11 @@ from typing import IO
 
 import zstandard
 
-from ..errors import ReleaserError
+from ..errors import ArchiveError, BundleDamaged
+from ..readers import Reader, Writer
 
 BLOCK = 512
 FRAME_THRESHOLD = 1 << 20  # blobs at least this big get a zstd frame of their own
-
-
-class ArchiveError(ReleaserError):
-    """The archive is unreadable, truncated or not a tar.zst."""
 
 
 def _header(name: str, size: int, mtime: int, mode: int = 0o644) -> bytes:
@@ -37,12 +34,16 @@ def _header(name: str, size: int, mtime: int, mode: int = 0o644) -> bytes:
 class TarZstWriter:
     """Append-only deterministic tar.zst writer."""
 
-    def __init__(self, fileobj: IO[bytes], *, level: int = 3, threads: int = -1, mtime: int = 0) -> None:
+    def __init__(
+        self, fileobj: IO[bytes] | Writer, *, level: int = 3, threads: int = -1, mtime: int = 0
+    ) -> None:
         # 2 MB jobs: zstd's default job size for level 3 costs ~100 MB more memory for no speed;
         # with a fixed job size the output is also the same for any number of threads.
-        params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, write_checksum=True,
-                                                                job_size=2 << 20)
-        self._z = zstandard.ZstdCompressor(compression_params=params).stream_writer(fileobj, closefd=False)
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=threads, write_checksum=True, job_size=2 << 20
+        )
+        compressor = zstandard.ZstdCompressor(compression_params=params)
+        self._z = compressor.stream_writer(fileobj, closefd=False)  # type: ignore[arg-type]  # write+flush suffice
         self.mtime = mtime
         self.names: list[str] = []
 
@@ -56,12 +57,16 @@ class TarZstWriter:
         for chunk in chunks:
             written += len(chunk)
             if written > size:
-                raise ArchiveError(f"{name}: source gave more than the {size} bytes it declared",
-                                   fix="the source changed while bundling; run again")
+                raise ArchiveError(
+                    f"{name}: source gave more than the {size} bytes it declared",
+                    fix="the source changed while bundling; run again",
+                )
             self._z.write(chunk)
         if written != size:
-            raise ArchiveError(f"{name}: source gave {written} of {size} bytes",
-                               fix="the source changed or was cut off while bundling; run again")
+            raise ArchiveError(
+                f"{name}: source gave {written} of {size} bytes",
+                fix="the source changed or was cut off while bundling; run again",
+            )
         pad = (-size) % BLOCK
         if pad:
             self._z.write(b"\0" * pad)
@@ -73,11 +78,12 @@ class TarZstWriter:
     def close(self) -> None:
         self._z.write(b"\0" * (BLOCK * 2))
         self._z.flush(zstandard.FLUSH_FRAME)
-        self._z.close()
+        self._z.close()  # type: ignore[no-untyped-call]  # zstandard does not annotate close()
 
 
-def iter_members(path: Path, *, frame: tuple[int, int] | None = None, last: bool = True
-                 ) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+def iter_members(
+    path: Path, *, frame: tuple[int, int] | None = None, last: bool = True
+) -> Iterator[tuple[tarfile.TarInfo, Reader | None]]:
     """(member, reader) for every member, in archive order, streamed. Raises ArchiveError.
 
     Our own header loop instead of tarfile's stream mode, whose buffer concatenation
@@ -94,40 +100,38 @@ def iter_members(path: Path, *, frame: tuple[int, int] | None = None, last: bool
         fh = path.open("rb")
     except OSError as exc:
         raise ArchiveError(f"cannot open {path}: {exc.strerror}", fix="check the path") from exc
-    damaged = "copy the bundle again and compare its size and sha256 with the source"
     with fh:
         source: IO[bytes] = fh
         if frame is not None:
             fh.seek(frame[0])
             source = _Window(fh, frame[1])  # type: ignore[assignment]
-        src = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20,
-                                                         read_across_frames=frame is None)
+        src = zstandard.ZstdDecompressor().stream_reader(
+            source, read_size=1 << 20, read_across_frames=frame is None
+        )
         stream = _Exact(src, path)
         pending: dict[str, str] = {}
         while True:
-            block = stream.read_exact(BLOCK, allow_eof=True)
+            block = stream.read_or_eof(BLOCK)
             if block is None or block == b"\0" * BLOCK:
                 if block is None and (last or pending):
-                    raise ArchiveError(f"{path}: the archive is damaged or truncated (no end-of-archive marker)",
-                                       fix=damaged)
+                    raise BundleDamaged(
+                        path, "the archive is damaged or truncated (no end-of-archive marker)"
+                    )
                 if block is not None and not last:
-                    raise ArchiveError(f"{path}: an end-of-archive marker before the last zstd frame", fix=damaged)
+                    raise BundleDamaged(path, "an end-of-archive marker before the last zstd frame")
                 return
             try:
                 info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
             except tarfile.HeaderError as exc:
-                raise ArchiveError(f"{path}: a damaged tar header ({exc})", fix=damaged) from exc
+                raise BundleDamaged(path, f"a damaged tar header ({exc})") from exc
             padded = info.size + (-info.size) % BLOCK
-            if info.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
-                if info.size > 1 << 20:
-                    raise ArchiveError(f"{path}: an oversized extended header", fix=damaged)
-                data = stream.read_exact(padded)[: info.size]
-                if info.type == tarfile.GNUTYPE_LONGNAME:
-                    pending["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-                elif info.type == tarfile.GNUTYPE_LONGLINK:
-                    pending["linkpath"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
-                elif info.type == tarfile.XHDTYPE:
-                    pending.update(_pax(data))
+            if info.type in _EXTENDED:
+                _extended(
+                    info,
+                    stream.read_exact(padded)[: info.size] if info.size <= 1 << 20 else None,
+                    pending,
+                    path,
+                )
                 continue
             if "path" in pending:
                 info.name = pending["path"]
@@ -143,6 +147,21 @@ def iter_members(path: Path, *, frame: tuple[int, int] | None = None, last: bool
             stream.skip(padded - info.size)
 
 
+_EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+
+def _extended(info: tarfile.TarInfo, data: bytes | None, pending: dict[str, str], path: Path) -> None:
+    """Apply a pax or GNU long-name record (`data`, None when oversized) to the next member."""
+    if data is None:
+        raise BundleDamaged(path, "an oversized extended header")
+    if info.type == tarfile.GNUTYPE_LONGNAME:
+        pending["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+    elif info.type == tarfile.GNUTYPE_LONGLINK:
+        pending["linkpath"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
+    elif info.type == tarfile.XHDTYPE:
+        pending.update(_pax(data))
+
+
 _ZSTD_MAGIC = 0xFD2FB528
 _SKIPPABLE = 0x184D2A50  # ..5F: skippable frames
 
@@ -151,8 +170,7 @@ def zstd_frames(path: Path) -> list[tuple[int, int]]:
     """(offset, length) of every non-empty zstd data frame of the file, in order, read from frame and block
     headers alone (3 bytes per block of at most 128 KiB; nothing is decompressed). Raises
     ArchiveError when the file is not a whole sequence of zstd frames (RFC 8878 section 3.1)."""
-    bad = ArchiveError(f"{path}: not a sequence of complete zstd frames",
-                       fix="copy the bundle again and compare its size and sha256 with the source")
+    bad = BundleDamaged(path, "not a sequence of complete zstd frames")
     frames: list[tuple[int, int]] = []
     try:
         with path.open("rb", buffering=0) as fh:
@@ -223,7 +241,7 @@ def _pax(data: bytes) -> dict[str, str]:
             length = int(data[pos:sp])
         except ValueError:
             break
-        record = data[sp + 1: pos + length - 1]
+        record = data[sp + 1 : pos + length - 1]
         key, _, value = record.partition(b"=")
         out[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
         pos += max(length, 1)
@@ -241,10 +259,16 @@ class _Exact:
         try:
             return self.src.read(n)
         except (zstandard.ZstdError, OSError) as exc:
-            raise ArchiveError(f"{self.path}: the archive is damaged or truncated ({exc})",
-                               fix="copy the bundle again and compare its size and sha256 with the source") from exc
+            raise BundleDamaged(self.path, f"the archive is damaged or truncated ({exc})") from exc
 
-    def read_exact(self, n: int, allow_eof: bool = False) -> bytes | None:  # type: ignore[return]
+    def read_exact(self, n: int) -> bytes:
+        data = self.read_or_eof(n)
+        if data is None:
+            raise BundleDamaged(self.path, "the archive is damaged or truncated (it ends early)")
+        return data
+
+    def read_or_eof(self, n: int) -> bytes | None:
+        """Exactly `n` bytes, or None at the end of the stream; ending part way is damage."""
         data = self.read(n)
         if len(data) == n:
             return data
@@ -253,10 +277,9 @@ class _Exact:
         while got < n:
             more = self.read(n - got)
             if not more:
-                if allow_eof and got == 0:
+                if got == 0:
                     return None
-                raise ArchiveError(f"{self.path}: the archive is damaged or truncated (it ends early)",
-                                   fix="copy the bundle again and compare its size and sha256 with the source")
+                raise BundleDamaged(self.path, "the archive is damaged or truncated (it ends early)")
             parts.append(more)
             got += len(more)
         return b"".join(parts)
@@ -265,8 +288,7 @@ class _Exact:
         while n > 0:
             data = self.read(min(n, 1 << 20))
             if not data:
-                raise ArchiveError(f"{self.path}: the archive is damaged or truncated (it ends early)",
-                                   fix="copy the bundle again and compare its size and sha256 with the source")
+                raise BundleDamaged(self.path, "the archive is damaged or truncated (it ends early)")
             n -= len(data)
 
 
@@ -284,8 +306,7 @@ class _Member:
         want = self.left if n is None or n < 0 else min(n, self.left)
         data = self.stream.read(want)
         if not data:
-            raise ArchiveError(f"{self.path}: the archive is damaged or truncated (it ends inside a member)",
-                               fix="copy the bundle again and compare its size and sha256 with the source")
+            raise BundleDamaged(self.path, "the archive is damaged or truncated (it ends inside a member)")
         self.left -= len(data)
         return data
 

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..lock import INDEX_TYPES
+from ..mediatypes import INDEX_TYPES
 from ..registry import sha256_digest
 
 IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
@@ -57,15 +57,19 @@ def contains(theirs: bytes, ours: bytes) -> bool:
     return {_layer_key(d) for d in o.get("layers", [])} <= {_layer_key(d) for d in t.get("layers", [])}
 
 
-def merge(theirs: bytes, their_type: str, ours: bytes, our_type: str, their_config: bytes | None) -> Merged | None:
+def merge(
+    theirs: bytes, their_type: str, ours: bytes, our_type: str, their_config: bytes | None
+) -> Merged | None:
     """The target's manifest with what the bundle's adds (None: it adds nothing). Raises
     CannotMerge. `their_config` is the target manifest's config blob (image manifests only)."""
     if contains(theirs, ours):
         return None
     t, o = json.loads(theirs), json.loads(ours)
     if (their_type in INDEX_TYPES) != (our_type in INDEX_TYPES):
-        raise CannotMerge(f"the target's is {'an index' if their_type in INDEX_TYPES else 'a manifest'}, "
-                          f"the bundle's {'an index' if our_type in INDEX_TYPES else 'a manifest'}")
+        raise CannotMerge(
+            f"the target's is {'an index' if their_type in INDEX_TYPES else 'a manifest'}, "
+            f"the bundle's {'an index' if our_type in INDEX_TYPES else 'a manifest'}"
+        )
     if our_type in INDEX_TYPES:
         have = {d["digest"] for d in t.get("manifests", [])}
         t["manifests"] = [*t.get("manifests", []), *(d for d in o["manifests"] if d["digest"] not in have)]
@@ -84,9 +88,14 @@ def merge(theirs: bytes, their_type: str, ours: bytes, our_type: str, their_conf
         if not isinstance(rootfs.get("diff_ids"), list):
             raise TypeError("no diff_ids")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CannotMerge(f"the target's config {cfg_desc.get('digest')} is not an image config ({exc})") from None
+        raise CannotMerge(
+            f"the target's config {cfg_desc.get('digest')} is not an image config ({exc})"
+        ) from None
     before = len(rootfs["diff_ids"])
-    rootfs["diff_ids"] = [*rootfs["diff_ids"], *(d["digest"] for d in added)]  # cosign's layers are uncompressed
+    rootfs["diff_ids"] = [
+        *rootfs["diff_ids"],
+        *(d["digest"] for d in added),
+    ]  # cosign's layers are uncompressed
     history = cfg.get("history")
     if isinstance(history, list) and history and len(history) == before:
         cfg["history"] = [*history, *([history[-1]] * len(added))]

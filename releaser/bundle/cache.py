@@ -6,7 +6,9 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+
+from ..errors import DigestMismatch
+from ..fs import atomic_file
 
 
 def default_cache_dir() -> Path:
@@ -41,8 +43,6 @@ class BlobCache:
                 yield data
         if "sha256:" + h.hexdigest() != digest:
             p.unlink(missing_ok=True)
-            from ..registry import DigestMismatch
-
             raise DigestMismatch(f"cache entry {p} is corrupt (removed)", fix="run the command again")
 
     def tee(self, digest: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -50,15 +50,7 @@ class BlobCache:
         (the source verifies the digest before it finishes)."""
         final = self.path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        f: IO[bytes] = tmp.open("wb")
-        try:
+        with atomic_file(final, durable=False) as f:  # entries are re-hashed when read
             for data in chunks:
                 f.write(data)
                 yield data
-            f.close()
-            tmp.replace(final)
-        finally:
-            if not f.closed:
-                f.close()
-            tmp.unlink(missing_ok=True)

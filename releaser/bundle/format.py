@@ -14,5 +14,17 @@ SUBJECT = "dev.releaser.subject"  # on an attachment's index.json entry: the dig
 # spec v1.1, for registries without the referrers API).
 ATTACHMENT_SUFFIXES = (".sig", ".att", ".sbom", "")
 
-__all__ = ["ATTACHMENT_SUFFIXES", "CHECKSUMS", "FORMAT_VERSION", "HELM_CONFIG", "HELM_LAYER", "IMAGE_NAME", "METADATA", "OCI_INDEX",
-           "OCI_MANIFEST", "REF_NAME", "SIGNATURE", "SUBJECT"]
+__all__ = [
+    "ATTACHMENT_SUFFIXES",
+    "CHECKSUMS",
+    "FORMAT_VERSION",
+    "HELM_CONFIG",
+    "HELM_LAYER",
+    "IMAGE_NAME",
+    "METADATA",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "REF_NAME",
+    "SIGNATURE",
+    "SUBJECT",
+]

@@ -16,20 +16,24 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .. import workers
-from ..errors import UsageError
-from ..lock import INDEX_TYPES, split_reference
+from ..errors import ArchiveError, MetadataError, UsageError
+from ..lock import split_reference
+from ..mediatypes import INDEX_TYPES
+from ..progress import Progress
+from ..readers import OpenReader, Reader
 from ..registry import Registry, sha256_digest
-from .archive import ArchiveError, iter_members
+from .archive import iter_members
 from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, contains, merge
-from .format import IMAGE_NAME, REF_NAME
+from .records import BundleMetadata
 from .verify import Verified
 
 SMALL_CONFIG = 1 << 20  # a cosign config is a few hundred bytes
@@ -37,8 +41,10 @@ SMALL_CONFIG = 1 << 20  # a cosign config is a few hundred bytes
 # repository names, OCI distribution spec v1.1 ("Definitions"); clients (docker, containerd, helm)
 # refuse anything else even where a registry stores it
 _NAME = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)"
-                   r"(:[0-9]{1,5})?")
+_HOST = re.compile(
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)"
+    r"(:[0-9]{1,5})?"
+)
 
 
 def _suggest(prefix: str) -> str:
@@ -56,15 +62,22 @@ class Target:
     def parse(cls, value: str) -> Target:
         value = value.strip().removeprefix("docker://").rstrip("/")
         if "://" in value or not value or value.startswith("/"):
-            raise UsageError(f"--to {value!r} is not HOST[:PORT][/PREFIX]", fix="e.g. --to registry.local:5000/airgap")
+            raise UsageError(
+                f"--to {value!r} is not HOST[:PORT][/PREFIX]", fix="e.g. --to registry.local:5000/airgap"
+            )
         host, _, prefix = value.partition("/")
         if not _HOST.fullmatch(host):
-            raise UsageError(f"--to {value!r}: {host!r} is not a registry HOST[:PORT]",
-                             fix="a host name or IP address, then an optional :PORT, e.g. --to registry.local:5000")
+            raise UsageError(
+                f"--to {value!r}: {host!r} is not a registry HOST[:PORT]",
+                fix="a host name or IP address, then an optional :PORT, e.g. --to registry.local:5000",
+            )
         if prefix and not _NAME.fullmatch(prefix):
-            raise UsageError(f"--to {value!r}: the prefix {prefix!r} is not a valid repository path (OCI "
-                             "distribution spec: lowercase letters and digits, separated by '.', '_', '__', "
-                             "'-' or '/')", fix=f"e.g. --to {host}/{_suggest(prefix)}")
+            raise UsageError(
+                f"--to {value!r}: the prefix {prefix!r} is not a valid repository path (OCI "
+                "distribution spec: lowercase letters and digits, separated by '.', '_', '__', "
+                "'-' or '/')",
+                fix=f"e.g. --to {host}/{_suggest(prefix)}",
+            )
         return cls(host=host, prefix=prefix)
 
     def repo(self, path: str) -> str:
@@ -135,8 +148,15 @@ def _walk(v: Verified, digest: str, repo: str, out: list[_Item], media_type: str
     else:
         for d in [doc.get("config"), *doc.get("layers", [])]:
             if d:
-                out.append(_Item(digest=d["digest"], media_type=d["mediaType"], size=int(d["size"]), repo=repo,
-                                 kind="blob"))
+                out.append(
+                    _Item(
+                        digest=d["digest"],
+                        media_type=d["mediaType"],
+                        size=int(d["size"]),
+                        repo=repo,
+                        kind="blob",
+                    )
+                )
     out.append(_Item(digest=digest, media_type=media_type, size=size, repo=repo, kind=kind))
 
 
@@ -144,134 +164,209 @@ def plan_load(v: Verified, target: Target) -> tuple[list[_Item], list[tuple[str,
     """(items to exist in the target, tags [(repo, tag, digest)])."""
     items: list[_Item] = []
     tags: list[tuple[str, str, str]] = []
-    images = {i["name"]: i for i in v.metadata.get("images", [])}
-    chart_name = v.metadata.get("release", {}).get("name", "chart")
-    for entry in v.index.get("manifests", []):
-        ann = entry.get("annotations", {})
-        name = ann.get(IMAGE_NAME, "")
-        if name == "chart":
-            repo = target.repo(f"charts/{chart_name}")
-            ref = ann.get(REF_NAME, "")
+    for entry in v.index:
+        if entry.image_name == "chart":
+            repo = target.repo(f"charts/{v.metadata.name}")
+            ref = entry.ref_name
             tag = ref.rsplit(":", 1)[1] if ":" in ref else None
         else:
-            src = images.get(name)
+            src = v.metadata.image(entry.image_name)
             if src is None:
                 continue
-            _, path, _, _ = split_reference(src["repository"])
-            repo = target.repo(path)
-            _, _, tag, _ = split_reference(ann.get(REF_NAME, ""))
-        _walk(v, entry["digest"], repo, items, entry["mediaType"], int(entry["size"]))
+            repo = target.repo(src.path)
+            _, _, tag, _ = split_reference(entry.ref_name)
+        _walk(v, entry.digest, repo, items, entry.media_type, entry.size)
         if tag:
-            tags.append((repo, tag, entry["digest"]))
+            tags.append((repo, tag, entry.digest))
     return items, tags
 
 
-def push_bundle(path: Path, v: Verified, target: Target, registry: Registry, *, state_dir: Path,
-                concurrency: int = 8, progress: Callable[[str, int], None] | None = None) -> LoadStats:
-    """Push a bundle that `verify_bundle` accepted (`v`)."""
-    stats = LoadStats()
+def push_bundle(
+    path: Path,
+    v: Verified,
+    target: Target,
+    registry: Registry,
+    *,
+    state_dir: Path,
+    concurrency: int = 8,
+    progress: Progress | None = None,
+) -> LoadStats:
+    """Push a bundle that `verify_bundle` accepted (`v`): blobs the target lacks (each sent once,
+    then mounted into the other repositories that need it), manifests by digest (children before
+    their index), then tags."""
     items, tags = plan_load(v, target)
-    blobs = [i for i in items if i.kind == "blob"]
-    manifests = [i for i in items if i.kind != "blob"]
-    pairs = sorted({(b.repo, b.digest) for b in blobs})
-    label = {r: r.rsplit("/", 1)[-1] for r in {b.repo for b in items}}  # progress per repository (image)
-    shown = _Shown(progress, label)
-    with workers.pool(concurrency) as pool:
-        have = dict(zip(pairs, pool.map(lambda p: registry.blob_exists(*p), pairs), strict=True))
-    need: dict[str, list[str]] = {}  # digest -> repos lacking it
-    sizes = {b.digest: b.size for b in blobs}
-    if progress is not None and hasattr(progress, "set_totals"):
-        totals: dict[str, int] = {}
-        for repo, digest in pairs:
-            totals[label[repo]] = totals.get(label[repo], 0) + sizes[digest]
-        progress.set_totals(totals)
-    for (repo, digest), present in have.items():
-        if present:
-            stats.blobs_skipped += 1
-            stats.bytes_skipped += sizes[digest]
-            shown.done(repo, digest, sizes[digest])
-        else:
-            need.setdefault(digest, []).append(repo)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    pending_mounts: list[tuple[str, str, str]] = []
-    lock = threading.Lock()
+    load = _Load(
+        path,
+        v,
+        target,
+        registry,
+        state_dir=state_dir,
+        concurrency=concurrency,
+        progress=progress,
+        items=items,
+    )
+    load.blobs()
+    load.manifests()
+    load.tags(tags)
+    return load.stats
 
-    def send(repo: str, digest: str, size: int, opener: Callable[[], Any]) -> None:
-        state = state_dir / f"{target.host.replace(':', '_')}-{digest.split(':')[1]}"
-        result = registry.push_blob(repo, digest, size, opener, progress=shown.blob(repo, digest, size),
-                                    state_file=state, known_missing=True)  # `have` says it is missing: pushed or resumed
-        with lock:
-            stats.blobs_pushed += 1
-            stats.bytes_pushed += size
-            stats.resumed += result == "resumed"
-            pending_mounts.extend((other, digest, repo) for other in need[digest][1:])
 
-    if need:
-        _stream_blobs(path, v.frames, need, sizes, registry.chunk_size, send, concurrency, lock)
-    for repo, digest, source in pending_mounts:
-        if registry.mount_blob(repo, digest, source):
-            stats.blobs_mounted += 1
+class _Load:
+    """One load's state: what the target lacks, what was sent, the progress shown."""
+
+    def __init__(
+        self,
+        path: Path,
+        v: Verified,
+        target: Target,
+        registry: Registry,
+        *,
+        state_dir: Path,
+        concurrency: int,
+        progress: Progress | None,
+        items: list[_Item],
+    ) -> None:
+        self.path, self.v, self.target, self.registry = path, v, target, registry
+        self.state_dir, self.concurrency, self.progress = state_dir, concurrency, progress
+        self.items = items
+        self.stats = LoadStats()
+        self.lock = threading.Lock()
+        blobs = [i for i in items if i.kind == "blob"]
+        self.pairs = sorted({(b.repo, b.digest) for b in blobs})
+        self.sizes = {b.digest: b.size for b in blobs}
+        self.label = {
+            r: r.rsplit("/", 1)[-1] for r in {b.repo for b in items}
+        }  # progress per repository (image)
+        self.shown = _Shown(progress, self.label)
+        self.need: dict[str, list[str]] = {}  # digest -> repos lacking it
+        self.pending_mounts: list[tuple[str, str, str]] = []  # (repo, digest, the repo it was sent to)
+
+    def blobs(self) -> None:
+        with workers.pool(self.concurrency) as pool:
+            have = dict(
+                zip(self.pairs, pool.map(lambda p: self.registry.blob_exists(*p), self.pairs), strict=True)
+            )
+        if self.progress is not None:
+            totals: dict[str, int] = {}
+            for repo, digest in self.pairs:
+                totals[self.label[repo]] = totals.get(self.label[repo], 0) + self.sizes[digest]
+            self.progress.set_totals(totals)
+        for (repo, digest), present in have.items():
+            if present:
+                self.stats.blobs_skipped += 1
+                self.stats.bytes_skipped += self.sizes[digest]
+                self.shown.done(repo, digest, self.sizes[digest])
+            else:
+                self.need.setdefault(digest, []).append(repo)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.need:
+            _BlobStream(
+                self.path,
+                self.v.frames,
+                self.need,
+                self.sizes,
+                self.registry.chunk_size,
+                self.send,
+                self.concurrency,
+                self.lock,
+            ).run()
+        for repo, digest, source in self.pending_mounts:
+            self._mount_or_send(repo, digest, source)
+
+    def send(self, repo: str, digest: str, size: int, opener: Callable[[], OpenReader]) -> None:
+        state = self.state_dir / f"{self.target.host.replace(':', '_')}-{digest.split(':')[1]}"
+        result = self.registry.push_blob(
+            repo,
+            digest,
+            size,
+            opener,
+            progress=self.shown.blob(repo, digest, size),
+            state_file=state,
+            known_missing=True,
+        )  # missing: pushed or resumed
+        with self.lock:
+            self.stats.blobs_pushed += 1
+            self.stats.bytes_pushed += size
+            self.stats.resumed += result == "resumed"
+            self.pending_mounts.extend((other, digest, repo) for other in self.need[digest][1:])
+
+    def _mount_or_send(self, repo: str, digest: str, source: str) -> None:
+        if self.registry.mount_blob(repo, digest, source):
+            self.stats.blobs_mounted += 1
         else:  # the registry would not mount: send the bytes again
-            for member, reader in iter_members(path):
+            for member, reader in iter_members(self.path):
                 if member.name == f"blobs/sha256/{digest.split(':')[1]}" and reader is not None:
-                    registry.push_blob(repo, digest, member.size, lambda r=reader: _NoClose(r))
-                    stats.blobs_pushed += 1
+                    self.registry.push_blob(repo, digest, member.size, partial(_NoClose, reader))
+                    self.stats.blobs_pushed += 1
                     break
-        shown.done(repo, digest, sizes[digest])
-    # manifests by digest: every child before its index (plan order guarantees it)
-    seen: set[tuple[str, str]] = set()
-    ordered = [m for m in manifests if not ((m.repo, m.digest) in seen or seen.add((m.repo, m.digest)))]
-    for level in ("manifest", "index"):
-        batch = [m for m in ordered if m.kind == level]
-        with workers.pool(concurrency) as pool:
-            for pushed in pool.map(lambda m: _put_manifest(registry, v, m), batch):
-                if pushed:
-                    stats.manifests_pushed += 1
-                else:
-                    stats.manifests_skipped += 1
-    attached = attachment_tags(v.metadata, target)
+        self.shown.done(repo, digest, self.sizes[digest])
 
-    def put_tag(item: tuple[str, str, str]) -> str:
+    def manifests(self) -> None:
+        """Every manifest by digest: every child before its index (plan order guarantees it)."""
+        ordered: list[_Item] = []
+        seen: set[tuple[str, str]] = set()
+        for m in self.items:
+            if m.kind != "blob" and (m.repo, m.digest) not in seen:
+                seen.add((m.repo, m.digest))
+                ordered.append(m)
+        for level in ("manifest", "index"):
+            batch = [m for m in ordered if m.kind == level]
+            with workers.pool(self.concurrency) as pool:
+                for pushed in pool.map(lambda m: _put_manifest(self.registry, self.v, m), batch):
+                    if pushed:
+                        self.stats.manifests_pushed += 1
+                    else:
+                        self.stats.manifests_skipped += 1
+
+    def tags(self, tags: list[tuple[str, str, str]]) -> None:
+        """Tags last: each names a manifest already there."""
+        attached = attachment_tags(self.v.metadata, self.target)
+        with workers.pool(self.concurrency) as pool:
+            self.stats.tags.extend(
+                pool.map(lambda t: self._put_tag(t, attachment=(t[0], t[1]) in attached), tags)
+            )
+
+    def _put_tag(self, item: tuple[str, str, str], *, attachment: bool) -> str:
         repo, tag, digest = item
-        content, media_type = v.small_json[digest], _media_type(v, digest, manifests)
-        ref = f"{target.host}/{repo}:{tag}"
-        if (repo, tag) in attached:
-            change = tag_change(registry, target, repo, tag, digest, content, media_type, attachment=True)
+        manifests = [i for i in self.items if i.kind != "blob"]
+        content, media_type = self.v.small_json[digest], _media_type(self.v, digest, manifests)
+        ref = f"{self.target.host}/{repo}:{tag}"
+        if attachment:
+            change = tag_change(
+                self.registry, self.target, repo, tag, digest, content, media_type, attachment=True
+            )
             if change.action == "merge":
                 assert change.merged is not None
                 if change.merged.config is not None:
                     cfg = change.merged.config
-                    registry.push_blob(repo, sha256_digest(cfg), len(cfg), lambda: io.BytesIO(cfg))
-                registry.put_manifest(repo, tag, change.merged.manifest, change.media_type)
-                with lock:
-                    stats.attachments_merged.append(describe(change))
+                    self.registry.push_blob(repo, sha256_digest(cfg), len(cfg), lambda: io.BytesIO(cfg))
+                self.registry.put_manifest(repo, tag, change.merged.manifest, change.media_type)
+                with self.lock:
+                    self.stats.attachments_merged.append(describe(change))
                 return ref
             if change.action == "keep-theirs":
-                with lock:
-                    stats.attachments_kept.append(describe(change))
+                with self.lock:
+                    self.stats.attachments_kept.append(describe(change))
                 return ref
             if change.action == "keep":
                 return ref
-        registry.put_manifest(repo, tag, content, media_type)
+        self.registry.put_manifest(repo, tag, content, media_type)
         return ref
-
-    with workers.pool(concurrency) as pool:  # tags last: each names a manifest already there
-        stats.tags.extend(pool.map(put_tag, tags))
-    return stats
 
 
 def _media_type(v: Verified, digest: str, items: list[_Item]) -> str:
     """A manifest's media type: its own `mediaType`, else the descriptor that names it."""
-    return str(json.loads(v.small_json[digest]).get("mediaType")
-               or next(i.media_type for i in items if i.digest == digest))
+    return str(
+        json.loads(v.small_json[digest]).get("mediaType")
+        or next(i.media_type for i in items if i.digest == digest)
+    )
 
 
-def attachment_tags(metadata: dict[str, Any], target: Target) -> set[tuple[str, str]]:
+def attachment_tags(metadata: BundleMetadata, target: Target) -> set[tuple[str, str]]:
     """(repo, tag) in the target of everything attached to the bundle's images."""
     out = set()
-    for img in metadata.get("images", []):
-        _, path, _, _ = split_reference(img["repository"])
-        out |= {(target.repo(path), a["tag"]) for a in img.get("attachments", [])}
+    for img in metadata.images:
+        out |= {(target.repo(img.path), a.tag) for a in img.attachments or ()}
     return out
 
 
@@ -288,9 +383,22 @@ class TagChange:
     media_type: str = ""  # action == merge: the target manifest's media type
     reason: str = ""  # action == keep-theirs
 
+    @property
+    def detail(self) -> str:
+        return describe(self)
 
-def tag_change(registry: Registry, target: Target, repo: str, tag: str, digest: str, content: bytes,
-               media_type: str, *, attachment: bool) -> TagChange:
+
+def tag_change(
+    registry: Registry,
+    target: Target,
+    repo: str,
+    tag: str,
+    digest: str,
+    content: bytes,
+    media_type: str,
+    *,
+    attachment: bool,
+) -> TagChange:
     """Decide, without writing, what loading does to `tag` (bundle/attachments.py for merges)."""
     ref = f"{target.host}/{repo}:{tag}"
     current = registry.tag_digest(repo, tag)
@@ -319,11 +427,15 @@ def describe(change: TagChange) -> str:
     """One line for a tag change (the load's report and the dry run's)."""
     if change.action == "merge":
         assert change.merged is not None
-        return (f"{change.ref}: the target's {change.current} + the bundle's {change.digest} "
-                f"= {sha256_digest(change.merged.manifest)}")
+        return (
+            f"{change.ref}: the target's {change.current} + the bundle's {change.digest} "
+            f"= {sha256_digest(change.merged.manifest)}"
+        )
     if change.action == "keep-theirs":
-        return (f"{change.ref}: kept the target's {change.current} ({change.reason}); the bundle's is "
-                f"{change.repo}@{change.digest}")
+        return (
+            f"{change.ref}: kept the target's {change.current} ({change.reason}); the bundle's is "
+            f"{change.repo}@{change.digest}"
+        )
     if change.action == "move":
         return f"{change.ref}: {change.current} -> {change.digest}"
     return f"{change.ref}: {change.digest}"
@@ -341,11 +453,23 @@ class LoadPlan:
     tags: list[TagChange]
 
     def to_json(self) -> dict[str, Any]:
-        return {"blobsMissing": self.blobs_missing, "blobsPresent": self.blobs_present,
-                "bytesToSend": self.bytes_to_send, "manifestsMissing": self.manifests_missing,
-                "manifestsPresent": self.manifests_present,
-                "tags": [{"ref": t.ref, "action": t.action, "digest": t.digest, "current": t.current,
-                          "detail": describe(t)} for t in self.tags]}
+        return {
+            "blobsMissing": self.blobs_missing,
+            "blobsPresent": self.blobs_present,
+            "bytesToSend": self.bytes_to_send,
+            "manifestsMissing": self.manifests_missing,
+            "manifestsPresent": self.manifests_present,
+            "tags": [
+                {
+                    "ref": t.ref,
+                    "action": t.action,
+                    "digest": t.digest,
+                    "current": t.current,
+                    "detail": describe(t),
+                }
+                for t in self.tags
+            ],
+        }
 
 
 def plan_changes(v: Verified, target: Target, registry: Registry, concurrency: int = 8) -> LoadPlan:
@@ -358,17 +482,30 @@ def plan_changes(v: Verified, target: Target, registry: Registry, concurrency: i
 
     def change(item: tuple[str, str, str]) -> TagChange:
         repo, tag, digest = item
-        return tag_change(registry, target, repo, tag, digest, v.small_json[digest], _media_type(v, digest, items),
-                          attachment=(repo, tag) in attached)
+        return tag_change(
+            registry,
+            target,
+            repo,
+            tag,
+            digest,
+            v.small_json[digest],
+            _media_type(v, digest, items),
+            attachment=(repo, tag) in attached,
+        )
 
     with workers.pool(concurrency) as pool:
         have_blob = list(pool.map(lambda b: registry.blob_exists(*b[0]), blobs))
         have_manifest = list(pool.map(lambda m: registry.manifest_exists(*m), manifests))
         changes = list(pool.map(change, tags))
     missing = {digest: size for ((_, digest), size), have in zip(blobs, have_blob, strict=True) if not have}
-    return LoadPlan(blobs_missing=have_blob.count(False), blobs_present=have_blob.count(True),
-                    bytes_to_send=sum(missing.values()), manifests_missing=have_manifest.count(False),
-                    manifests_present=have_manifest.count(True), tags=changes)
+    return LoadPlan(
+        blobs_missing=have_blob.count(False),
+        blobs_present=have_blob.count(True),
+        bytes_to_send=sum(missing.values()),
+        manifests_missing=have_manifest.count(False),
+        manifests_present=have_manifest.count(True),
+        tags=changes,
+    )
 
 
 class _Shown:
@@ -396,6 +533,7 @@ class _Shown:
             nonlocal at
             at = min(at + n, size)
             self._show(repo, digest, at)
+
         return advance
 
     def done(self, repo: str, digest: str, size: int) -> None:
@@ -412,13 +550,11 @@ class _Shown:
         self.progress(self.label[repo], new)  # type: ignore[misc]
 
 
+Send = Callable[[str, str, int, Callable[[], OpenReader]], None]  # repo, digest, size, opener
 STREAMS = 4  # archive frames read and uploaded at once: a registry takes several streams faster than one
 
 
-def _stream_blobs(path: Path, frames: list[tuple[int, int]], need: dict[str, list[str]], sizes: dict[str, int],
-                  chunk_size: int,
-                  send: Callable[[str, str, int, Callable[[], Any]], None], concurrency: int,
-                  lock: threading.Lock) -> None:
+class _BlobStream:
     """Send every blob of `need` (digest -> repositories lacking it) once, to its first repository.
 
     When verification proved the archive's zstd frames member-aligned (`frames`, archive.py), up
@@ -429,82 +565,101 @@ def _stream_blobs(path: Path, frames: list[tuple[int, int]], need: dict[str, lis
     memory and sent by a pool, at most IN_FLIGHT bytes at a time, so their uploads overlap the
     registry's digest checks; bigger ones stream straight from the archive.
     """
-    remaining = dict(need)
-    budget = _Budget(IN_FLIGHT)
-    failed = threading.Event()
 
-    def claim(name: str, size: int) -> str | None:
+    def __init__(
+        self,
+        path: Path,
+        frames: list[tuple[int, int]],
+        need: dict[str, list[str]],
+        sizes: dict[str, int],
+        chunk_size: int,
+        send: Send,
+        concurrency: int,
+        lock: threading.Lock,
+    ) -> None:
+        self.path, self.frames, self.need, self.sizes = path, frames, need, sizes
+        self.chunk_size, self.send, self.concurrency, self.lock = chunk_size, send, concurrency, lock
+        self.remaining = dict(need)
+        self.budget = _Budget(IN_FLIGHT)
+        self.failed = threading.Event()
+        self.futures: list[Future[None]] = []
+
+    def run(self) -> None:
+        with workers.pool(self.concurrency) as pool:
+            try:
+                if len(self.frames) > 1:
+                    with workers.pool(min(STREAMS, self.concurrency)) as readers:
+                        for f in [readers.submit(self.one_pass, fr, pool) for fr in self.frames]:
+                            f.result()
+                if self.remaining:
+                    self.one_pass(None, pool)
+            except KeyboardInterrupt:
+                self.failed.set()  # readers stop at their next member; nothing waits for the uploads
+                raise
+            except BaseException:
+                for f in list(self.futures):
+                    f.exception()  # every upload has stopped before the error is reported
+                raise
+            for f in list(self.futures):
+                f.result()  # re-raises the first upload error, after every upload has stopped
+
+    def claim(self, name: str, size: int) -> str | None:
+        """The digest of a blob member this pass should send, taken from `remaining`; else None."""
         if not name.startswith("blobs/sha256/"):
             return None
         digest = "sha256:" + name.rsplit("/", 1)[1]
-        with lock:
-            if sizes.get(digest) != size or remaining.pop(digest, None) is None:
+        with self.lock:
+            if self.sizes.get(digest) != size or self.remaining.pop(digest, None) is None:
                 return None
         return digest
 
-    def unclaim(digest: str) -> None:
-        with lock:
-            remaining[digest] = need[digest]
+    def unclaim(self, digest: str) -> None:
+        with self.lock:
+            self.remaining[digest] = self.need[digest]
 
-    def one_pass(frame: tuple[int, int] | None, pool: ThreadPoolExecutor, futures: list[Any]) -> None:
+    def one_pass(self, frame: tuple[int, int] | None, pool: ThreadPoolExecutor) -> None:
+        """Send what `remaining` holds from one frame (or, with None, the whole archive)."""
         current = None
         try:
-            for member, reader in iter_members(path, frame=frame, last=frame is None or frame == frames[-1]):
-                if not remaining or failed.is_set():
+            last = frame is None or frame == self.frames[-1]
+            for member, reader in iter_members(self.path, frame=frame, last=last):
+                if not self.remaining or self.failed.is_set():
                     return
-                digest = None if reader is None else claim(member.name, member.size)
-                if digest is None:
+                digest = None if reader is None else self.claim(member.name, member.size)
+                if digest is None or reader is None:
                     continue
-                repo = need[digest][0]
-                if member.size <= min(chunk_size, IN_FLIGHT // 2):
-                    current = digest
-                    budget.take(member.size)
-                    try:
-                        data = reader.read()
-                    except BaseException:
-                        budget.give(member.size)
-                        raise
-                    current = None
-
-                    def job(d: bytes = data, r: str = repo, g: str = digest) -> None:
-                        try:
-                            send(r, g, len(d), lambda: io.BytesIO(d))
-                        finally:
-                            budget.give(len(d))
-
-                    futures.append(pool.submit(job))
-                else:
-                    current = digest
-                    send(repo, digest, member.size, lambda r=reader: _NoClose(r))
-                    current = None
+                current = digest
+                self._send_member(digest, member.size, reader, pool)
+                current = None
         except ArchiveError:
             if frame is None:
-                failed.set()
+                self.failed.set()
                 raise
             if current is not None:
-                unclaim(current)  # the sequential pass sends it (resuming what reached the registry)
+                self.unclaim(current)  # the sequential pass sends it (resuming what reached the registry)
         except BaseException:
-            failed.set()  # the other readers stop at their next member
+            self.failed.set()  # the other readers stop at their next member
             raise
 
-    with workers.pool(concurrency) as pool:
-        futures: list[Any] = []
+    def _send_member(self, digest: str, size: int, reader: Reader, pool: ThreadPoolExecutor) -> None:
+        repo = self.need[digest][0]
+        if size > min(self.chunk_size, IN_FLIGHT // 2):
+            self.send(repo, digest, size, partial(_NoClose, reader))  # streamed from the archive
+            return
+        self.budget.take(size)
         try:
-            if len(frames) > 1:
-                with workers.pool(min(STREAMS, concurrency)) as readers:
-                    for f in [readers.submit(one_pass, fr, pool, futures) for fr in frames]:
-                        f.result()
-            if remaining:
-                one_pass(None, pool, futures)
-        except KeyboardInterrupt:
-            failed.set()  # readers stop at their next member; nothing waits for the uploads
-            raise
+            data = reader.read()
         except BaseException:
-            for f in list(futures):
-                f.exception()  # every upload has stopped before the error is reported
+            self.budget.give(size)
             raise
-        for f in list(futures):
-            f.result()  # re-raises the first upload error, after every upload has stopped
+
+        def job() -> None:
+            try:
+                self.send(repo, digest, len(data), lambda: io.BytesIO(data))
+            finally:
+                self.budget.give(len(data))
+
+        self.futures.append(pool.submit(job))
 
 
 def _put_manifest(registry: Registry, v: Verified, m: _Item) -> bool:
@@ -517,58 +672,61 @@ def _put_manifest(registry: Registry, v: Verified, m: _Item) -> bool:
 class _NoClose:
     """A tar member reader handed to push_blob, which closes what it opens."""
 
-    def __init__(self, reader: Any) -> None:
+    def __init__(self, reader: Reader) -> None:
         self.reader = reader
 
-    def read(self, n: int = -1) -> bytes:
-        return self.reader.read(n)  # type: ignore[no-any-return]
+    def read(self, n: int = -1, /) -> bytes:
+        return self.reader.read(n)
 
     def __enter__(self) -> _NoClose:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        pass
+        pass  # the archive's reader stays open for the members after this one
 
 
-def airgap_values(metadata: dict[str, Any], target: Target) -> bytes:
-    """values-airgap.yaml: the chart's registry override; digests stay those of values.yaml."""
-    name = metadata["release"]["name"]
+def airgap_values(name: str, target: Target) -> bytes:
+    """values-airgap.yaml for release `name`: the chart's registry override; digests stay those of
+    values.yaml."""
     doc = {"global": {"imageRegistry": target.registry_value}}
-    header = (f"# values-airgap.yaml for {name}: pull every image from {target.registry_value},\n"
-              "# by the same digests the chart pins (written by `releaser airgap --to`).\n")
+    header = (
+        f"# values-airgap.yaml for {name}: pull every image from {target.registry_value},\n"
+        "# by the same digests the chart pins (written by `releaser airgap --to`).\n"
+    )
     return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
 
 
-def compose_override(metadata: dict[str, Any], target: Target) -> bytes:
+def compose_override(metadata: BundleMetadata, target: Target) -> bytes:
     """compose.airgap.yaml: every service's image from the private registry, same digest."""
-    images = {i["name"]: i for i in metadata.get("images", [])}
-    services: dict[str, Any] = {}
-    for svc, image in sorted((metadata.get("compose") or {}).items()):
-        pin = images[image]
-        _, path, _, _ = split_reference(pin["repository"])
-        services[svc] = {"image": f"{target.host}/{target.repo(path)}@{pin['digest']}"}
-    header = ("# compose.airgap.yaml: use with -f compose.yaml -f compose.airgap.yaml; images come from\n"
-              f"# {target.registry_value} by the same digests (written by `releaser airgap --to`).\n")
+    services: dict[str, dict[str, str]] = {}
+    for svc, image in sorted(metadata.compose.items()):
+        pin = metadata.image(image)
+        if pin is None:
+            raise MetadataError(path=f"$.compose.{svc}", expected="the name of one of $.images", got=image)
+        services[svc] = {"image": f"{target.host}/{target.repo(pin.path)}@{pin.digest}"}
+    header = (
+        "# compose.airgap.yaml: use with -f compose.yaml -f compose.airgap.yaml; images come from\n"
+        f"# {target.registry_value} by the same digests (written by `releaser airgap --to`).\n"
+    )
     return (header + yaml.safe_dump({"services": services}, sort_keys=False)).encode()
 
 
-def top_level(metadata: dict[str, Any], target: Target) -> list[tuple[str, str, str | None]]:
+def top_level(metadata: BundleMetadata, target: Target) -> list[tuple[str, str, str | None]]:
     """(repo, digest, tag) of every image, everything attached to it, and the chart, from the
     signed metadata."""
     out: list[tuple[str, str, str | None]] = []
-    for img in metadata.get("images", []):
-        _, path, _, _ = split_reference(img["repository"])
-        _, _, tag, _ = split_reference(img["source"])
-        out.append((target.repo(path), img["digest"], tag))
-        out += [(target.repo(path), a["digest"], a["tag"]) for a in img.get("attachments", [])]
-    chart = metadata.get("chart") or {}
-    if chart:
-        name, _, version = chart["ref"].rpartition(":")
-        out.append((target.repo(name), chart["digest"], version))
+    for img in metadata.images:
+        _, _, tag, _ = split_reference(img.source)
+        out.append((target.repo(img.path), img.digest, tag))
+        out += [(target.repo(img.path), a.digest, a.tag) for a in img.attachments or ()]
+    name, _, version = metadata.chart.ref.rpartition(":")
+    out.append((target.repo(name), metadata.chart.digest, version))
     return out
 
 
-def already_loaded(metadata: dict[str, Any], target: Target, registry: Registry, concurrency: int = 8) -> bool:
+def already_loaded(
+    metadata: BundleMetadata, target: Target, registry: Registry, concurrency: int = 8
+) -> bool:
     """True when every signed top-level digest is in the target under its tag (an attachment
     tag may name a merge that holds it). A registry only accepts a manifest whose references
     it holds, so nothing else can be missing."""
@@ -584,7 +742,9 @@ def already_loaded(metadata: dict[str, Any], target: Target, registry: Registry,
             return True
         if current is None or (repo, tag) not in attached or not registry.manifest_exists(repo, digest):
             return False
-        return contains(registry.get_manifest(repo, current).content, registry.get_manifest(repo, digest).content)
+        return contains(
+            registry.get_manifest(repo, current).content, registry.get_manifest(repo, digest).content
+        )
 
     with workers.pool(concurrency) as pool:
         return bool(tops) and all(pool.map(present, tops))

@@ -19,15 +19,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import ReleaserError, UsageError
+from ..errors import SigningError, TargetExists
+from ..fs import atomic_write
 
 PASSPHRASE_ENV = "RELEASER_KEY_PASSPHRASE"
 KEY_NAME = "releaser.key"
 PUB_NAME = "releaser.pub"
-
-
-class SigningError(ReleaserError):
-    """A key cannot be read or a signature cannot be made."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,16 +40,27 @@ def passphrase(file: Path | None = None) -> bytes:
         try:
             value = file.read_text(encoding="utf-8").splitlines()[0] if file.stat().st_size else ""
         except OSError as exc:
-            raise SigningError(f"cannot read passphrase file {file}: {exc.strerror}",
-                               fix="point --passphrase-file at a readable file") from exc
+            raise SigningError(
+                f"cannot read passphrase file {file}: {exc.strerror}",
+                fix="point --passphrase-file at a readable file",
+            ) from exc
     else:
         value = os.environ.get(PASSPHRASE_ENV, "")
     if len(value) < 8:
         where = f"{file}" if file else f"${PASSPHRASE_ENV}"
-        raise SigningError(f"no usable passphrase in {where} (at least 8 characters)",
-                           fix=f"export {PASSPHRASE_ENV}=... or pass --passphrase-file FILE; never put it on the "
-                               "command line")
+        raise SigningError(
+            f"no usable passphrase in {where} (at least 8 characters)",
+            fix=f"export {PASSPHRASE_ENV}=... or pass --passphrase-file FILE; never put it on the "
+            "command line",
+        )
     return value.encode()
+
+
+def public_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """The SubjectPublicKeyInfo PEM of a private key's public half (what releaser.pub holds)."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def fingerprint(public_pem: bytes) -> str:
@@ -68,22 +76,23 @@ def generate_keypair(out: Path, secret: bytes, *, force: bool = False) -> KeyPai
     key_path, pub_path = out / KEY_NAME, out / PUB_NAME
     for p in (key_path, pub_path):
         if p.exists() and not force:
-            raise UsageError(f"{p} already exists", fix="pass --force to replace it (old signatures will no "
-                                                         "longer verify with the new key), or choose another --out")
+            raise TargetExists(
+                p,
+                fix="pass --force to replace it (old signatures will no "
+                "longer verify with the new key), or choose another --out",
+            )
     out.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.BestAvailableEncryption(secret))
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    tmp = key_path.with_name(f".{KEY_NAME}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    tmp.replace(key_path)
-    tmp_pub = pub_path.with_name(f".{PUB_NAME}.tmp")
-    tmp_pub.write_bytes(public)
-    tmp_pub.replace(pub_path)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(secret),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    atomic_write(key_path, private, mode=0o600)
+    atomic_write(pub_path, public)
     return KeyPair(private_key=str(key_path), public_key=str(pub_path), fingerprint=fingerprint(public))
 
 
@@ -91,13 +100,17 @@ def load_private_key(path: Path, secret: bytes) -> ec.EllipticCurvePrivateKey:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SigningError(f"cannot read signing key {path}: {exc.strerror}",
-                           fix="create one with `releaser keygen --out keys/`") from exc
+        raise SigningError(
+            f"cannot read signing key {path}: {exc.strerror}",
+            fix="create one with `releaser keygen --out keys/`",
+        ) from exc
     try:
         key = serialization.load_pem_private_key(data, password=secret)
     except (ValueError, TypeError) as exc:
-        raise SigningError(f"cannot decrypt signing key {path}: wrong passphrase or not a PKCS#8 PEM key",
-                           fix=f"check ${PASSPHRASE_ENV} / --passphrase-file") from exc
+        raise SigningError(
+            f"cannot decrypt signing key {path}: wrong passphrase or not a PKCS#8 PEM key",
+            fix=f"check ${PASSPHRASE_ENV} / --passphrase-file",
+        ) from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise SigningError(f"{path} is not an ECDSA P-256 key", fix="create one with `releaser keygen`")
     return key
@@ -114,10 +127,14 @@ def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except OSError as exc:
-        raise SigningError(f"cannot read public key {path}: {exc.strerror}",
-                           fix="pass --key with the publisher's releaser.pub") from exc
+        raise SigningError(
+            f"cannot read public key {path}: {exc.strerror}",
+            fix="pass --key with the publisher's releaser.pub",
+        ) from exc
     except ValueError as exc:
-        raise SigningError(f"{path} is not a PEM public key", fix="pass the publisher's releaser.pub") from exc
+        raise SigningError(
+            f"{path} is not a PEM public key", fix="pass the publisher's releaser.pub"
+        ) from exc
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise SigningError(f"{path} is not an ECDSA public key", fix="pass the publisher's releaser.pub")
     return key

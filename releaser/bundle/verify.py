@@ -19,38 +19,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
 from .. import workers
-from ..errors import ReleaserError, UsageError
-from .archive import ArchiveError, iter_members, zstd_frames
+from ..errors import ArchiveError, InputError, MetadataError, VerificationError
+from ..readers import Reader
+from .archive import iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
+from .records import BundleMetadata, IndexEntry, parse_index
 from .sign import fingerprint, load_public_key, verify_signature
 
 SMALL = 4 << 20  # JSON blobs up to this size are kept for the loader (manifests, configs)
 _LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)$")
 
 
-class VerificationError(ReleaserError):
-    """The bundle failed verification; nothing was (or will be) pushed."""
-
-    def __init__(self, path: Path, problems: list[str], *, outcome: str = "nothing was pushed") -> None:
-        self.problems = problems
-        super().__init__(f"{path}: {len(problems)} verification problem{'s' if len(problems) != 1 else ''}; "
-                         f"{outcome}",
-                         fix="get the bundle again from its publisher and check you have their public key")
-
-    def render(self) -> str:
-        return "\n".join([*(f"  - {p}" for p in self.problems), super().render()])
-
-    def to_json(self) -> dict[str, object]:
-        return {**super().to_json(), "problems": self.problems}
-
-
 @dataclass
 class Verified:
     """What a successful verification learned; the loader builds on it."""
 
-    metadata: dict[str, Any]
-    index: dict[str, Any]
+    metadata: BundleMetadata
+    index: tuple[IndexEntry, ...]
     small_json: dict[str, bytes] = field(default_factory=dict)  # digest -> bytes of small JSON blobs
     files: int = 0
     bytes: int = 0
@@ -76,7 +64,7 @@ def unsafe_reason(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _hash(reader: Any, first: bytes = b"") -> tuple[str, int, bytes | None]:
+def _hash(reader: Reader, first: bytes = b"") -> tuple[str, int, bytes | None]:
     """sha256 hex, size, and the content when it is small JSON (manifests, configs, index.json),
     of `first` (bytes the caller already read) and the rest of `reader`."""
     h = hashlib.sha256()
@@ -111,7 +99,7 @@ class _Entry:
 HEAD = (METADATA, SIGNATURE, CHECKSUMS)
 
 
-def _entry(member: tarfile.TarInfo, reader: Any) -> _Entry:
+def _entry(member: tarfile.TarInfo, reader: Reader | None) -> _Entry:
     if reader is None or unsafe_reason(member):
         return _Entry(member)
     raw = reader.read(SMALL + 1) if member.name in HEAD else b""
@@ -151,12 +139,13 @@ def _sequential_entries(path: Path) -> Iterator[_Entry]:
 def _readable(path: Path) -> None:
     """A bundle that is not there is a wrong path, not a damaged bundle: say only that."""
     if not path.is_file():
-        raise UsageError(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}",
-                         fix="pass the bundle file (bundles/<name>-<version>.tar.zst, as `releaser bundle` "
-                             "writes it)")
+        raise InputError(
+            f"{path}: {'is a directory' if path.is_dir() else 'no such file'}",
+            fix="pass the bundle file (bundles/<name>-<version>.tar.zst, as `releaser bundle` writes it)",
+        )
 
 
-def verify_bundle(path: Path, public_key: Path) -> Verified:
+def verify_bundle(path: Path, public_key: Path) -> Verified:  # noqa: C901 - the trust chain reads best as one pass
     """Verify everything; raise VerificationError listing every problem."""
     _readable(path)
     key = load_public_key(public_key)
@@ -164,8 +153,8 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
     head: dict[str, bytes] = {}
     listed: dict[str, str] = {}
     seen: set[str] = set()
-    meta: dict[str, Any] = {}
-    index: dict[str, Any] = {}
+    meta: BundleMetadata | None = None
+    index: tuple[IndexEntry, ...] | None = None
     small: dict[str, bytes] = {}
     total = 0
     position = 0
@@ -211,9 +200,11 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
                     small["sha256:" + digest] = content
             if member.name == "index.json" and content is not None:
                 try:
-                    index = json.loads(content)
+                    index = parse_index(json.loads(content))
                 except ValueError:
                     problems.append("index.json: not JSON")
+                except MetadataError as exc:
+                    problems.append(exc.message)
     except ArchiveError as exc:
         problems.append(exc.message)
         truncated = True
@@ -226,10 +217,21 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:
         problems += [f"{name}: listed in checksums.txt but missing from the bundle" for name in unseen]
     if index:
         problems += _check_references(index, small, listed)
+    if index is None and not problems:
+        problems.append("index.json: missing (a bundle's images are an OCI image layout)")
     if problems:
         raise VerificationError(path, problems)
-    return Verified(metadata=meta, index=index, small_json=small, files=len(seen), bytes=total,
-                    signer=fingerprint(public_key.read_bytes()), frames=frames)
+    # checked above: three head members (meta parsed) and index.json, else a problem was listed
+    assert meta is not None and index is not None
+    return Verified(
+        metadata=meta,
+        index=index,
+        small_json=small,
+        files=len(seen),
+        bytes=total,
+        signer=fingerprint(public_key.read_bytes()),
+        frames=frames,
+    )
 
 
 def _read_head(path: Path) -> dict[str, bytes]:
@@ -246,7 +248,7 @@ def _read_head(path: Path) -> dict[str, bytes]:
     return head
 
 
-def verify_head(path: Path, public_key: Path) -> dict[str, Any] | None:
+def verify_head(path: Path, public_key: Path) -> BundleMetadata | None:
     """Signature and aggregate checksum only (the first three members): the signed metadata,
     or None when anything is wrong (the caller then runs the full verification to say what)."""
     _readable(path)
@@ -260,7 +262,7 @@ def verify_head(path: Path, public_key: Path) -> dict[str, Any] | None:
     return None if problems or len(head) < 3 else meta
 
 
-def inspect_head(path: Path, public_key: Path | None) -> tuple[dict[str, Any], bool]:
+def inspect_head(path: Path, public_key: Path | None) -> tuple[BundleMetadata, bool]:
     """The metadata of a bundle from its first three members only (milliseconds, whatever its
     size), and whether the signature and aggregate checksum were checked (only with a key).
     Raises ArchiveError for an unreadable archive, VerificationError when the head is not a
@@ -269,40 +271,55 @@ def inspect_head(path: Path, public_key: Path | None) -> tuple[dict[str, Any], b
     head = _read_head(path)
     missing = [n for n in (METADATA, SIGNATURE, CHECKSUMS) if n not in head]
     if missing:
-        raise VerificationError(path, [f"not a releaser bundle: it does not start with {', '.join(missing)} "
-                                       f"(a bundle starts with {METADATA}, {SIGNATURE}, {CHECKSUMS})"],
-                                outcome="nothing to inspect")
+        raise VerificationError(
+            path,
+            [
+                f"not a releaser bundle: it does not start with {', '.join(missing)} "
+                f"(a bundle starts with {METADATA}, {SIGNATURE}, {CHECKSUMS})"
+            ],
+            outcome="nothing to inspect",
+        )
     problems: list[str] = []
+    meta = None
     if key is not None:
         meta, _ = _check_head(head, key, problems)
     else:
-        try:
-            meta = json.loads(head[METADATA])
-        except ValueError:
-            problems.append(f"{METADATA}: not JSON")
-    if not problems and not (isinstance(meta, dict) and isinstance(meta.get("release"), dict)
-                             and isinstance(meta.get("images"), list)):
-        problems.append(f"{METADATA}: not releaser metadata (no release name and images); see docs/bundle-format.md")
-    if problems:
+        meta = _parse_metadata(head[METADATA], problems)
+    if problems or meta is None:
         raise VerificationError(path, problems, outcome="the metadata cannot be trusted")
     return meta, key is not None
 
 
-def _check_head(head: dict[str, bytes], key: Any, problems: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+def _parse_metadata(raw: bytes, problems: list[str]) -> BundleMetadata | None:
+    """releaser.json as a typed record, or None with the reason added to `problems`."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        problems.append(f"{METADATA}: not JSON")
+        return None
+    try:
+        return BundleMetadata.parse(doc)
+    except MetadataError as exc:
+        problems.append(f"{METADATA}: not releaser metadata: {exc.message}; see docs/bundle-format.md")
+        return None
+
+
+def _check_head(
+    head: dict[str, bytes], key: EllipticCurvePublicKey, problems: list[str]
+) -> tuple[BundleMetadata | None, dict[str, str]]:
     meta_bytes, sig, checksums = head.get(METADATA, b""), head.get(SIGNATURE, b""), head.get(CHECKSUMS, b"")
     if not verify_signature(key, meta_bytes, sig):
-        problems.append("releaser.json: the signature does not verify with the given public key "
-                        "(wrong key, or releaser.json / its signature was altered)")
-    meta: dict[str, Any] = {}
-    try:
-        meta = json.loads(meta_bytes)
-    except ValueError:
-        problems.append("releaser.json: not JSON")
-    want = (meta.get("checksums") or {}).get("sha256")
+        problems.append(
+            "releaser.json: the signature does not verify with the given public key "
+            "(wrong key, or releaser.json / its signature was altered)"
+        )
+    meta = _parse_metadata(meta_bytes, problems)
+    want = meta.checksums.sha256 if meta is not None else None
     got = hashlib.sha256(checksums).hexdigest()
     if want != got:
-        problems.append(f"checksums.txt: sha256 {got} does not match the aggregate checksum in releaser.json "
-                        f"({want})")
+        problems.append(
+            f"checksums.txt: sha256 {got} does not match the aggregate checksum in releaser.json ({want})"
+        )
     listed: dict[str, str] = {}
     for n, line in enumerate(checksums.decode("utf-8", "replace").splitlines(), 1):
         m = _LINE.match(line)
@@ -313,11 +330,13 @@ def _check_head(head: dict[str, bytes], key: Any, problems: list[str]) -> tuple[
     return meta, listed
 
 
-def _check_references(index: dict[str, Any], small: dict[str, bytes], listed: dict[str, str]) -> list[str]:
+def _check_references(
+    index: tuple[IndexEntry, ...], small: dict[str, bytes], listed: dict[str, str]
+) -> list[str]:
     """Every manifest the layout names, and everything they name, is in the bundle."""
     out: list[str] = []
     present = {"sha256:" + p.rsplit("/", 1)[1] for p in listed if p.startswith("blobs/sha256/")}
-    stack = [(d["digest"], "index.json") for d in index.get("manifests", [])]
+    stack = [(d.digest, "index.json") for d in index]
     visited: set[str] = set()
     while stack:
         digest, parent = stack.pop()
@@ -346,13 +365,20 @@ def _check_references(index: dict[str, Any], small: dict[str, bytes], listed: di
 
 def is_manifest(doc: object) -> bool:
     """An OCI/Docker manifest or index (as opposed to an image config, which is JSON too)."""
-    return isinstance(doc, dict) and doc.get("schemaVersion") == 2 and (
-        isinstance(doc.get("manifests"), list) or (isinstance(doc.get("config"), dict)
-                                                  and isinstance(doc.get("layers"), list)))
+    return (
+        isinstance(doc, dict)
+        and doc.get("schemaVersion") == 2
+        and (
+            isinstance(doc.get("manifests"), list)
+            or (isinstance(doc.get("config"), dict) and isinstance(doc.get("layers"), list))
+        )
+    )
 
 
 def references(doc: dict[str, Any]) -> list[str | None]:
     """Digests a manifest or index points at (None for a malformed descriptor)."""
     descs = doc.get("manifests") if "manifests" in doc else [doc.get("config"), *doc.get("layers", [])]
-    return [d.get("digest") if isinstance(d, dict) and isinstance(d.get("digest"), str) else None
-            for d in descs or []]
+    return [
+        d.get("digest") if isinstance(d, dict) and isinstance(d.get("digest"), str) else None
+        for d in descs or []
+    ]

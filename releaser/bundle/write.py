@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-from .. import __version__
-from ..errors import ReleaserError
-from ..lock import INDEX_TYPES, Lock, split_reference
+from .. import __version__, workers
+from ..errors import RegistryError, ReleaserError
+from ..fs import atomic_file
+from ..lock import Lock, LockedImage, split_reference
+from ..mediatypes import INDEX_TYPES
 from ..names import LOCK_FILE
 from ..plan import Plan
-from ..registry import RegistryError, sha256_digest
+from ..progress import Progress
+from ..registry import Manifest, Registry, RegistryFor, sha256_digest
 from ..render.compose import render_compose
 from ..render.helm import chart_config, package_chart, render_helm
+from ..workers import Behind
 from .archive import TarZstWriter
 from .cache import BlobCache
 from .format import (
@@ -41,6 +44,7 @@ from .format import (
     SIGNATURE,
     SUBJECT,
 )
+from .records import Attachment, BundledImage, BundleMetadata, ChartRecord, ChecksumsRecord, IndexEntry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,27 +67,33 @@ class BundlePlan:
     """Everything the archive will hold, with checksums, before anything is written."""
 
     blobs: dict[str, Blob] = field(default_factory=dict)
-    index: list[dict[str, Any]] = field(default_factory=list)
-    files: dict[str, bytes] = field(default_factory=dict)  # in-memory non-blob files (chart tgz, compose, ...)
-    images: list[dict[str, Any]] = field(default_factory=list)
+    index: list[IndexEntry] = field(default_factory=list)
+    files: dict[str, bytes] = field(
+        default_factory=dict
+    )  # in-memory non-blob files (chart tgz, compose, ...)
+    images: list[BundledImage] = field(default_factory=list)
 
     def add(self, blob: Blob) -> None:
         self.blobs.setdefault(blob.digest, blob)
 
 
-def _about(exc: RegistryError, what: str) -> RegistryError:
-    """The same registry error, saying which image of the release it was fetching."""
-    return type(exc)(f"{what}: {exc.message}", fix=exc.fix)
-
-
-def _collect_image(bp: BundlePlan, name: str, pin: Any, registry: Any) -> list[str]:
+def _collect_image(bp: BundlePlan, name: str, pin: LockedImage, registry: Registry) -> list[str]:
     """Add the pinned manifest (or index and its children) and every blob they reference;
     return the digests something may be attached to (the pinned one, then the children)."""
     _, path, _, _ = split_reference(pin.repository)
     top = registry.get_manifest(path, pin.digest)
     kind = "index" if top.descriptor.media_type in INDEX_TYPES else "manifest"
-    bp.add(Blob(digest=pin.digest, size=top.descriptor.size, media_type=top.descriptor.media_type, source_repo=path,
-                content=top.content, kind=kind, image=name))
+    bp.add(
+        Blob(
+            digest=pin.digest,
+            size=top.descriptor.size,
+            media_type=top.descriptor.media_type,
+            source_repo=path,
+            content=top.content,
+            kind=kind,
+            image=name,
+        )
+    )
     manifests = [top]
     if kind == "index":
         manifests += _children(bp, name, path, top, registry, pin.pinned)
@@ -91,41 +101,65 @@ def _collect_image(bp: BundlePlan, name: str, pin: Any, registry: Any) -> list[s
     return [m.descriptor.digest for m in manifests]
 
 
-def _children(bp: BundlePlan, name: str, path: str, index: Any, registry: Any, what: str) -> list[Any]:
+def _children(
+    bp: BundlePlan, name: str, path: str, index: Manifest, registry: Registry, what: str
+) -> list[Manifest]:
     out = []
     for child in index.json().get("manifests", []):
         m = registry.get_manifest(path, child["digest"])
         if m.descriptor.media_type in INDEX_TYPES:
-            raise ReleaserError(f"{what}: nested indexes are not supported",
-                                fix="pin a platform index whose children are image manifests")
-        bp.add(Blob(digest=m.descriptor.digest, size=m.descriptor.size, media_type=m.descriptor.media_type,
-                    source_repo=path, content=m.content, kind="manifest", image=name))
+            raise ReleaserError(
+                f"{what}: nested indexes are not supported",
+                fix="pin a platform index whose children are image manifests",
+            )
+        bp.add(
+            Blob(
+                digest=m.descriptor.digest,
+                size=m.descriptor.size,
+                media_type=m.descriptor.media_type,
+                source_repo=path,
+                content=m.content,
+                kind="manifest",
+                image=name,
+            )
+        )
         out.append(m)
     return out
 
 
-def _add_blobs(bp: BundlePlan, name: str, path: str, manifests: list[Any], pinned: str) -> None:
+def _add_blobs(bp: BundlePlan, name: str, path: str, manifests: list[Manifest], pinned: str) -> None:
     for m in manifests:
         if m.descriptor.media_type in INDEX_TYPES:
             continue
         doc = m.json()
         for desc in [doc["config"], *doc.get("layers", [])]:
             if desc.get("urls"):
-                raise ReleaserError(f"{pinned}: layer {desc['digest']} is a foreign layer (urls)",
-                                    fix="airgap bundles cannot carry foreign layers; rebuild the image without them")
-            bp.add(Blob(digest=desc["digest"], size=int(desc["size"]), media_type=desc["mediaType"],
-                        source_repo=path, image=name))
+                raise ReleaserError(
+                    f"{pinned}: layer {desc['digest']} is a foreign layer (urls)",
+                    fix="airgap bundles cannot carry foreign layers; rebuild the image without them",
+                )
+            bp.add(
+                Blob(
+                    digest=desc["digest"],
+                    size=int(desc["size"]),
+                    media_type=desc["mediaType"],
+                    source_repo=path,
+                    image=name,
+                )
+            )
 
 
-def _attachments(bp: BundlePlan, name: str, pin: Any, subjects: list[str], registry: Any,
-                 concurrency: int = 8) -> list[dict[str, Any]]:
+def _attachments(
+    bp: BundlePlan, name: str, pin: LockedImage, subjects: list[str], registry: Registry, concurrency: int = 8
+) -> tuple[Attachment, ...]:
     """Signatures, attestations and SBOMs attached to `subjects` by tag (ATTACHMENT_SUFFIXES),
     added to the bundle with everything they reference. One HEAD per candidate tag, at once."""
-    from .. import workers
-
     _, path, _, _ = split_reference(pin.repository)
-    candidates = [(subject, f"sha256-{subject.split(':', 1)[1]}{suffix}")
-                  for subject in subjects for suffix in ATTACHMENT_SUFFIXES]
+    candidates = [
+        (subject, f"sha256-{subject.split(':', 1)[1]}{suffix}")
+        for subject in subjects
+        for suffix in ATTACHMENT_SUFFIXES
+    ]
     with workers.pool(concurrency) as pool:
         found = list(pool.map(lambda c: registry.tag_digest(path, c[1]), candidates))
     out = []
@@ -134,56 +168,90 @@ def _attachments(bp: BundlePlan, name: str, pin: Any, subjects: list[str], regis
             continue
         m = registry.get_manifest(path, digest)
         kind = "index" if m.descriptor.media_type in INDEX_TYPES else "manifest"
-        bp.add(Blob(digest=m.descriptor.digest, size=m.descriptor.size, media_type=m.descriptor.media_type,
-                    source_repo=path, content=m.content, kind=kind, image=name))
+        bp.add(
+            Blob(
+                digest=m.descriptor.digest,
+                size=m.descriptor.size,
+                media_type=m.descriptor.media_type,
+                source_repo=path,
+                content=m.content,
+                kind=kind,
+                image=name,
+            )
+        )
         what = f"{pin.repository}:{tag}"
         manifests = [m, *(_children(bp, name, path, m, registry, what) if kind == "index" else [])]
         _add_blobs(bp, name, path, manifests, what)
-        bp.index.append({"mediaType": m.descriptor.media_type, "digest": m.descriptor.digest,
-                         "size": m.descriptor.size,
-                         "annotations": {REF_NAME: f"{pin.repository}:{tag}", IMAGE_NAME: name, SUBJECT: subject}})
-        out.append({"tag": tag, "digest": m.descriptor.digest, "mediaType": m.descriptor.media_type,
-                    "subject": subject})
-    return out
+        bp.index.append(
+            IndexEntry(
+                media_type=m.descriptor.media_type,
+                digest=m.descriptor.digest,
+                size=m.descriptor.size,
+                annotations={REF_NAME: f"{pin.repository}:{tag}", IMAGE_NAME: name, SUBJECT: subject},
+            )
+        )
+        out.append(
+            Attachment(
+                tag=tag, digest=m.descriptor.digest, media_type=m.descriptor.media_type, subject=subject
+            )
+        )
+    return tuple(out)
 
 
-def _gather_image(img: Any, pin: Any, source: str, registry: Any, attachments: bool) -> tuple[BundlePlan, dict[str, Any]]:
+def _gather_image(pin: LockedImage, registry: Registry, attachments: bool) -> tuple[BundlePlan, BundledImage]:
     """One image's part of the bundle (its manifests, blobs, attachments and index entries),
     in a plan of its own so that images can be gathered side by side."""
     part = BundlePlan()
-    part.index.append({"mediaType": pin.media_type, "digest": pin.digest, "size": pin.size,
-                       "annotations": {REF_NAME: _ref_name(source, pin), IMAGE_NAME: img.name}})
-    entry: dict[str, Any] = {"name": img.name, "source": source, "repository": pin.repository,
-                             "digest": pin.digest, "mediaType": pin.media_type}
+    part.index.append(
+        IndexEntry(
+            media_type=pin.media_type,
+            digest=pin.digest,
+            size=pin.size,
+            annotations={REF_NAME: _ref_name(pin.source, pin), IMAGE_NAME: pin.name},
+        )
+    )
     try:
-        subjects = _collect_image(part, img.name, pin, registry)
-        if attachments:
-            entry["attachments"] = _attachments(part, img.name, pin, subjects, registry)
+        subjects = _collect_image(part, pin.name, pin, registry)
+        carried = _attachments(part, pin.name, pin, subjects, registry) if attachments else None
     except RegistryError as exc:
-        raise _about(exc, f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})") from exc
-    return part, entry
+        exc.add_note(f"images.{pin.name} ({pin.pinned}, from {LOCK_FILE})")
+        raise
+    return part, BundledImage(
+        name=pin.name,
+        source=pin.source,
+        repository=pin.repository,
+        digest=pin.digest,
+        media_type=pin.media_type,
+        attachments=carried,
+    )
 
 
-def assemble(plan: Plan, lock: Lock, release_dir: Path, registry_for: Callable[[str], Any], *,
-             mtime: int, attachments: bool = True, concurrency: int = 4) -> BundlePlan:
+def assemble(
+    plan: Plan,
+    lock: Lock,
+    release_dir: Path,
+    registry_for: RegistryFor,
+    *,
+    mtime: int,
+    attachments: bool = True,
+    concurrency: int = 4,
+) -> BundlePlan:
     """Fetch manifests (small), render chart and compose, and lay out the bundle. With
     `attachments`, also what is attached to each pinned digest (signatures, attestations, SBOMs).
     Images are gathered side by side (each is a few small requests) and merged in the
     release's order, so the result does not depend on which answer came first."""
-    from .. import workers
-
     bp = BundlePlan()
-    jobs = []
+    jobs: list[tuple[LockedImage, Registry]] = []
     for img in plan.images:
         pin = lock.image(img.name)
-        source = next(i for i in lock.images if i.name == img.name).source
         try:
             registry = registry_for(split_reference(pin.repository)[0])
         except RegistryError as exc:
-            raise _about(exc, f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})") from exc
-        jobs.append((img, pin, source, registry))
+            exc.add_note(f"images.{img.name} ({pin.pinned}, from {LOCK_FILE})")
+            raise
+        jobs.append((pin, registry))
     with workers.pool(concurrency) as pool:
-        parts = list(pool.map(lambda job: _gather_image(*job, attachments), jobs))
+        parts = list(pool.map(lambda job: _gather_image(job[0], job[1], attachments), jobs))
     for part, entry in parts:
         for blob in part.blobs.values():
             bp.add(blob)  # the first image that holds a shared blob is the one it is fetched from
@@ -193,19 +261,43 @@ def assemble(plan: Plan, lock: Lock, release_dir: Path, registry_for: Callable[[
     chart_files = render_helm(plan)
     tgz = package_chart(plan, chart_files, mtime=mtime)
     cfg = chart_config(plan, chart_files)
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": HELM_CONFIG, "digest": sha256_digest(cfg), "size": len(cfg)},
-        "layers": [{"mediaType": HELM_LAYER, "digest": sha256_digest(tgz), "size": len(tgz)}],
-        "annotations": {"org.opencontainers.image.title": plan.name,
-                        "org.opencontainers.image.version": plan.version},
-    }, separators=(",", ":")).encode()
-    for content, mt, kind in ((cfg, HELM_CONFIG, "blob"), (tgz, HELM_LAYER, "blob"), (manifest, OCI_MANIFEST, "manifest")):
-        bp.add(Blob(digest=sha256_digest(content), size=len(content), media_type=mt, source_repo="", content=content,
-                    kind=kind))
-    bp.index.append({"mediaType": OCI_MANIFEST, "digest": sha256_digest(manifest), "size": len(manifest),
-                     "annotations": {REF_NAME: f"charts/{plan.name}:{plan.version}", IMAGE_NAME: "chart"},
-                     "artifactType": HELM_CONFIG})
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": HELM_CONFIG, "digest": sha256_digest(cfg), "size": len(cfg)},
+            "layers": [{"mediaType": HELM_LAYER, "digest": sha256_digest(tgz), "size": len(tgz)}],
+            "annotations": {
+                "org.opencontainers.image.title": plan.name,
+                "org.opencontainers.image.version": plan.version,
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
+    for content, mt, kind in (
+        (cfg, HELM_CONFIG, "blob"),
+        (tgz, HELM_LAYER, "blob"),
+        (manifest, OCI_MANIFEST, "manifest"),
+    ):
+        bp.add(
+            Blob(
+                digest=sha256_digest(content),
+                size=len(content),
+                media_type=mt,
+                source_repo="",
+                content=content,
+                kind=kind,
+            )
+        )
+    bp.index.append(
+        IndexEntry(
+            media_type=OCI_MANIFEST,
+            digest=sha256_digest(manifest),
+            size=len(manifest),
+            annotations={REF_NAME: f"charts/{plan.name}:{plan.version}", IMAGE_NAME: "chart"},
+            artifact_type=HELM_CONFIG,
+        )
+    )
     bp.files[f"chart/{plan.name}-{plan.version}.tgz"] = tgz
     for rel, content in render_compose(plan).items():
         bp.files[f"compose/{plan.name}/{rel}"] = content
@@ -214,7 +306,7 @@ def assemble(plan: Plan, lock: Lock, release_dir: Path, registry_for: Callable[[
     return bp
 
 
-def _ref_name(source: str, pin: Any) -> str:
+def _ref_name(source: str, pin: LockedImage) -> str:
     """The layout's ref.name: the source reference with its tag (digest-only sources get the digest)."""
     registry, path, tag, _ = split_reference(source)
     return f"{registry}/{path}:{tag}" if tag else f"{registry}/{path}@{pin.digest}"
@@ -227,13 +319,20 @@ def _order(bp: BundlePlan) -> list[Blob]:
 
 
 def layout_files(bp: BundlePlan) -> dict[str, bytes]:
-    return {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}\n',
-            "index.json": json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": bp.index},
-                                     indent=1, sort_keys=True).encode() + b"\n"}
+    return {
+        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}\n',
+        "index.json": json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [e.to_json() for e in bp.index]},
+            indent=1,
+            sort_keys=True,
+        ).encode()
+        + b"\n",
+    }
 
 
-def checksums_and_metadata(plan: Plan, lock_doc: dict[str, Any], bp: BundlePlan, *, mtime: int,
-                           signer_fingerprint: str) -> tuple[list[tuple[str, str, int]], bytes, bytes]:
+def checksums_and_metadata(
+    plan: Plan, lock: Lock, bp: BundlePlan, *, mtime: int, signer_fingerprint: str
+) -> tuple[list[tuple[str, str, int]], bytes, bytes]:
     """(entries [(path, sha256 hex, size)] in archive order, checksums.txt, releaser.json)."""
     entries: list[tuple[str, str, int]] = []
     for name, content in layout_files(bp).items():
@@ -243,27 +342,38 @@ def checksums_and_metadata(plan: Plan, lock_doc: dict[str, Any], bp: BundlePlan,
     for name in sorted(bp.files):
         entries.append((name, hashlib.sha256(bp.files[name]).hexdigest(), len(bp.files[name])))
     checksums = "".join(f"{h}  {p}\n" for p, h, _ in entries).encode()
-    meta = {
-        "formatVersion": FORMAT_VERSION,
-        "tool": f"releaser {__version__}",
-        "release": {"name": plan.name, "version": plan.version},
-        "created": mtime,
-        "checksums": {"path": CHECKSUMS, "sha256": hashlib.sha256(checksums).hexdigest(), "files": len(entries),
-                      "bytes": sum(s for _, _, s in entries)},
-        "images": bp.images,
-        "chart": {"path": f"chart/{plan.name}-{plan.version}.tgz", "ref": f"charts/{plan.name}:{plan.version}",
-                  "digest": bp.index[-1]["digest"]},
-        "signer": signer_fingerprint,
-        "lock": lock_doc,
+    meta = BundleMetadata(
+        format_version=FORMAT_VERSION,
+        tool=f"releaser {__version__}",
+        name=plan.name,
+        version=plan.version,
+        created=mtime,
+        checksums=ChecksumsRecord(
+            path=CHECKSUMS,
+            sha256=hashlib.sha256(checksums).hexdigest(),
+            files=len(entries),
+            bytes=sum(s for _, _, s in entries),
+        ),
+        images=tuple(bp.images),
+        chart=ChartRecord(
+            path=f"chart/{plan.name}-{plan.version}.tgz",
+            ref=f"charts/{plan.name}:{plan.version}",
+            digest=bp.index[-1].digest,
+        ),
+        signer=signer_fingerprint,
+        lock=lock,
         # compose service -> image name, so the airgap override needs only this signed file
-        "compose": {**{svc.name: svc.image for svc in plan.services},
-                    **{f"{svc.name}-tcpao": svc.sidecar.image for svc in plan.services if svc.sidecar}},
-    }
-    return entries, checksums, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+        compose={
+            **{svc.name: svc.image for svc in plan.services},
+            **{f"{svc.name}-tcpao": svc.sidecar.image for svc in plan.services if svc.sidecar},
+        },
+    )
+    return entries, checksums, (json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
-def blob_source(blob: Blob, registry_for: Callable[[str], Any], registry_host: str,
-                cache: BlobCache | None) -> tuple[Iterator[bytes], bool]:
+def blob_source(
+    blob: Blob, registry_for: RegistryFor, registry_host: str, cache: BlobCache | None
+) -> tuple[Iterator[bytes], bool]:
     """(chunks, fetched) for a blob: memory, cache, or registry (teed into the cache)."""
     if blob.content is not None:
         return iter([blob.content]), False
@@ -285,42 +395,74 @@ class WriteStats:
     sha256: str  # of the .tar.zst, hashed as it was written
 
 
-def write_archive(out: Path, bp: BundlePlan, entries: list[tuple[str, str, int]], *, checksums: bytes,
-                  metadata: bytes, signature: bytes, registry_for: Callable[[str], Any],
-                  repo_hosts: dict[str, str], cache: BlobCache | None, level: int, threads: int, mtime: int,
-                  progress: Callable[[str, int], None] | None = None) -> WriteStats:
+def write_archive(
+    out: Path,
+    bp: BundlePlan,
+    entries: list[tuple[str, str, int]],
+    *,
+    checksums: bytes,
+    metadata: bytes,
+    signature: bytes,
+    registry_for: RegistryFor,
+    repo_hosts: dict[str, str],
+    cache: BlobCache | None,
+    level: int,
+    threads: int,
+    mtime: int,
+    progress: Progress | None = None,
+) -> WriteStats:
     """Write the archive to a temp file beside `out`, then rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    if progress is not None and hasattr(progress, "set_totals"):
+    if progress is not None:
         per_image: dict[str, int] = {}
         for blob in bp.blobs.values():
             per_image[blob.image] = per_image.get(blob.image, 0) + blob.size
         progress.set_totals(per_image)
-    try:
-        with tmp.open("wb") as raw:
-            fh = _Hashing(raw, str(out))
-            try:
-                fetched, total_in = _write_members(fh, bp, metadata=metadata, signature=signature,
-                                                   checksums=checksums, registry_for=registry_for,
-                                                   repo_hosts=repo_hosts, cache=cache, level=level,
-                                                   threads=threads, mtime=mtime, progress=progress)
-            except BaseException:
-                fh.close(quiet=True)
-                raise
-            fh.close()
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return WriteStats(files=len(entries) + 3, blobs=len(bp.blobs), bytes_in=total_in, fetched=fetched,
-                      size=fh.size, sha256=fh.hash.hexdigest())
+    with atomic_file(out) as raw:
+        fh = _Hashing(raw, str(out))
+        try:
+            fetched, total_in = _write_members(
+                fh,
+                bp,
+                metadata=metadata,
+                signature=signature,
+                checksums=checksums,
+                registry_for=registry_for,
+                repo_hosts=repo_hosts,
+                cache=cache,
+                level=level,
+                threads=threads,
+                mtime=mtime,
+                progress=progress,
+            )
+        except BaseException:
+            fh.close(quiet=True)
+            raise
+        fh.close()
+    return WriteStats(
+        files=len(entries) + 3,
+        blobs=len(bp.blobs),
+        bytes_in=total_in,
+        fetched=fetched,
+        size=fh.size,
+        sha256=fh.hash.hexdigest(),
+    )
 
 
-def _write_members(fh: Any, bp: BundlePlan, *, metadata: bytes, signature: bytes, checksums: bytes,
-                   registry_for: Callable[[str], Any], repo_hosts: dict[str, str], cache: BlobCache | None,
-                   level: int, threads: int, mtime: int,
-                   progress: Callable[[str, int], None] | None) -> tuple[int, int]:
+def _write_members(
+    fh: _Hashing,
+    bp: BundlePlan,
+    *,
+    metadata: bytes,
+    signature: bytes,
+    checksums: bytes,
+    registry_for: RegistryFor,
+    repo_hosts: dict[str, str],
+    cache: BlobCache | None,
+    level: int,
+    threads: int,
+    mtime: int,
+    progress: Progress | None,
+) -> tuple[int, int]:
     """Every member, in the documented order; (bytes fetched from registries, bytes written in)."""
     fetched = 0
     total_in = 0
@@ -342,7 +484,8 @@ def _write_members(fh: Any, bp: BundlePlan, *, metadata: bytes, signature: bytes
         try:
             total_in += w.add_stream(blob.path, blob.size, counted(chunks))
         except RegistryError as exc:  # the partial archive is a temp file, removed by the caller
-            raise _about(exc, f"images.{blob.image} blob {blob.digest}") from exc
+            exc.add_note(f"images.{blob.image} blob {blob.digest}")
+            raise
         if from_registry:
             fetched += blob.size
     for name in sorted(bp.files):
@@ -358,9 +501,7 @@ class _Hashing:
     each) wait in between. A write error names `name`, the bundle (the file written is a
     temp file beside it)."""
 
-    def __init__(self, raw: Any, name: str, depth: int = 32) -> None:
-        from ..workers import Behind
-
+    def __init__(self, raw: IO[bytes], name: str, depth: int = 32) -> None:
         self.raw = raw
         self.name = name
         self.hash = hashlib.sha256()

@@ -34,12 +34,30 @@ class Check:
         return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
 
 
+def is_podman(kind: str | None) -> bool:
+    """Whether an engine kind runs on podman (whose CLI, ps output, cp and networks differ)."""
+    return kind in ("podman", "podman-compose")
+
+
+def engine_cli(kind: str | None) -> str:
+    """The engine's own CLI for an engine kind: podman or docker."""
+    return "podman" if is_podman(kind) else "docker"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Engine:
     kind: str  # docker | podman | podman-compose | docker-compose
     compose: tuple[str, ...]  # the compose command
     info: tuple[str, ...]  # a command that needs the engine to answer
     compose_version: str
+
+    @property
+    def podman(self) -> bool:
+        return is_podman(self.kind)
+
+    @property
+    def cli(self) -> str:
+        return engine_cli(self.kind)
 
 
 def _run(cmd: list[str], timeout: float = 15) -> tuple[int, str]:
@@ -53,33 +71,43 @@ def _run(cmd: list[str], timeout: float = 15) -> tuple[int, str]:
 def detect_engine(preferred: str | None = None) -> tuple[Engine | None, list[str]]:
     """The first engine with a working compose, and what was looked at (for the message)."""
     seen: list[str] = []
-    for kind in ([preferred] if preferred else list(ENGINES)):
+    for kind in [preferred] if preferred else list(ENGINES):
         if kind == "docker" and shutil.which("docker"):
             code, out = _run(["docker", "compose", "version", "--short"])
             if code == 0:
-                return Engine(kind=kind, compose=("docker", "compose"), info=("docker", "info", "--format",
-                                                                              "{{.ServerVersion}}"),
-                              compose_version=out.lstrip("v")), seen
+                return Engine(
+                    kind=kind,
+                    compose=("docker", "compose"),
+                    info=("docker", "info", "--format", "{{.ServerVersion}}"),
+                    compose_version=out.lstrip("v"),
+                ), seen
             seen.append("docker (but not its Compose v2 plugin)")
         elif kind == "podman" and shutil.which("podman"):
             code, out = _run(["podman", "compose", "version"])
             if code == 0:
-                return Engine(kind=kind, compose=("podman", "compose"),
-                              info=("podman", "info", "--format", "{{.Version.Version}}"),
-                              compose_version=out.splitlines()[-1] if out else "?"), seen
+                return Engine(
+                    kind=kind,
+                    compose=("podman", "compose"),
+                    info=("podman", "info", "--format", "{{.Version.Version}}"),
+                    compose_version=out.splitlines()[-1] if out else "?",
+                ), seen
             seen.append("podman (without `podman compose`)")
         elif kind == "podman-compose" and shutil.which("podman-compose"):
             code, out = _run(["podman-compose", "--version"])
             if code == 0:
-                return Engine(kind=kind, compose=("podman-compose",),
-                              info=("podman", "info", "--format", "{{.Version.Version}}"),
-                              compose_version=out.splitlines()[-1] if out else "?"), seen
+                return Engine(
+                    kind=kind,
+                    compose=("podman-compose",),
+                    info=("podman", "info", "--format", "{{.Version.Version}}"),
+                    compose_version=out.splitlines()[-1] if out else "?",
+                ), seen
             seen.append("podman-compose (not working)")
         elif kind == "docker-compose" and shutil.which("docker-compose"):
             code, out = _run(["docker-compose", "version", "--short"])
             if code == 0:
-                return Engine(kind=kind, compose=("docker-compose",), info=("docker", "info"),
-                              compose_version=out), seen
+                return Engine(
+                    kind=kind, compose=("docker-compose",), info=("docker", "info"), compose_version=out
+                ), seen
             seen.append("docker-compose (not working)")
     return None, seen
 
@@ -91,7 +119,10 @@ def tcp_ao_supported() -> tuple[bool, str]:
             s.getsockopt(socket.IPPROTO_TCP, TCP_AO_INFO, 64)
         except OSError as exc:
             if exc.errno == errno.ENOPROTOOPT:
-                return False, f"this kernel ({os.uname().release}) lacks CONFIG_TCP_AO (getsockopt TCP_AO_INFO: ENOPROTOOPT)"
+                return (
+                    False,
+                    f"this kernel ({os.uname().release}) lacks CONFIG_TCP_AO (getsockopt TCP_AO_INFO: ENOPROTOOPT)",
+                )
             return True, f"TCP-AO socket option answered ({exc.strerror}); the kernel knows TCP-AO"
     return True, f"TCP-AO available (kernel {os.uname().release})"
 
@@ -119,11 +150,19 @@ def port_free(address: str, port: int, proto: str = "TCP") -> bool:
     return True
 
 
-def run_checks(*, ports: list[tuple[str, int, str, str | None]], tcpao: bool, engine: str | None = None,
-               skip: frozenset[str] = frozenset(), bind_address: str = "127.0.0.1",
-               disk_path: Path = Path("."), min_free: int = MIN_FREE_BYTES,
-               registries: list[str] | None = None, subnet: str | None = None,
-               own_interfaces: frozenset[str] = frozenset()) -> list[Check]:
+def run_checks(
+    *,
+    ports: list[tuple[str, int, str, str | None]],
+    tcpao: bool,
+    engine: str | None = None,
+    skip: frozenset[str] = frozenset(),
+    bind_address: str = "127.0.0.1",
+    disk_path: Path = Path("."),
+    min_free: int = MIN_FREE_BYTES,
+    registries: list[str] | None = None,
+    subnet: str | None = None,
+    own_interfaces: frozenset[str] = frozenset(),
+) -> list[Check]:
     """Every check, in order; `ports` is [(service.port-name, host port, protocol, address)], an
     address of None meaning `bind_address`; `registries` are the hosts images must still be
     pulled from."""
@@ -133,53 +172,95 @@ def run_checks(*, ports: list[tuple[str, int, str, str | None]], tcpao: bool, en
         if name in skip:
             out.append(Check(name=name, status="skipped", detail=f"skipped on request ({detail})"))
         else:
-            out.append(Check(name=name, status="pass" if ok else "fail", detail=detail, fix=None if ok else fix))
+            out.append(
+                Check(name=name, status="pass" if ok else "fail", detail=detail, fix=None if ok else fix)
+            )
 
     found, seen = detect_engine(engine)
-    looked = ", ".join(seen) if seen else (f"no {engine}" if engine else
-                                           "none of docker, podman, podman-compose, docker-compose")
+    looked = (
+        ", ".join(seen)
+        if seen
+        else (f"no {engine}" if engine else "none of docker, podman, podman-compose, docker-compose")
+    )
     if found is None:
-        add("engine", False, f"no container engine with Compose found (found: {looked})",
+        add(
+            "engine",
+            False,
+            f"no container engine with Compose found (found: {looked})",
             "install Docker Engine with the Compose v2 plugin (Debian: apt-get install docker.io "
-            "docker-compose-plugin), or podman with podman-compose; --engine picks one")
+            "docker-compose-plugin), or podman with podman-compose; --engine picks one",
+        )
     else:
         add("engine", True, f"{found.kind} with Compose {found.compose_version}")
         code, text = _run(list(found.info))
         first = text.splitlines()[0] if text else ""
-        add("engine-reachable", code == 0, f"{found.kind} engine {first}" if code == 0 else
-            f"{found.kind} does not answer: {first}",
-            "start the engine (systemctl start docker) or point DOCKER_HOST at a running one")
+        add(
+            "engine-reachable",
+            code == 0,
+            f"{found.kind} engine {first}" if code == 0 else f"{found.kind} does not answer: {first}",
+            "start the engine (systemctl start docker) or point DOCKER_HOST at a running one",
+        )
     for where, port, proto, address in ports:
         at = address or bind_address
         free = port_free(at, port, proto)
-        add(f"port-{port}", free, f"{at}:{port}/{proto.lower()} for {where} is {'free' if free else 'in use'}",
-            f"stop what listens on {port} (ss -{'u' if proto == 'UDP' else 't'}lnp 'sport = :{port}')" + (
-                ", or choose another host port in .env" if address is None else
-                "; a host-network service binds its own port, which .env cannot move"))
+        add(
+            f"port-{port}",
+            free,
+            f"{at}:{port}/{proto.lower()} for {where} is {'free' if free else 'in use'}",
+            f"stop what listens on {port} (ss -{'u' if proto == 'UDP' else 't'}lnp 'sport = :{port}')"
+            + (
+                ", or choose another host port in .env"
+                if address is None
+                else "; a host-network service binds its own port, which .env cannot move"
+            ),
+        )
     if subnet:
         clashes = routed_elsewhere(subnet, own_interfaces)
-        add("subnet", not clashes, f"{subnet} (network.subnet) " + (
-            "is routed to " + ", ".join(f"{i} ({r})" for i, r in clashes) + " already" if clashes
-            else "is not used by another network on this host"),
+        add(
+            "subnet",
+            not clashes,
+            f"{subnet} (network.subnet) "
+            + (
+                "is routed to " + ", ".join(f"{i} ({r})" for i, r in clashes) + " already"
+                if clashes
+                else "is not used by another network on this host"
+            ),
             "a network on this host already uses it, so the stack's traffic would go astray: remove it if it "
-            "is stale (docker network prune; ip link delete " + (clashes[0][0] if clashes else "IFACE") +
-            "), or choose another network.subnet in release.yaml")
+            "is stale (docker network prune; ip link delete "
+            + (clashes[0][0] if clashes else "IFACE")
+            + "), or choose another network.subnet in release.yaml",
+        )
     for host in registries or []:
         ok, detail = registry_reachable(host)
-        add(f"registry-{host}", ok, detail,
+        add(
+            f"registry-{host}",
+            ok,
+            detail,
             f"images not yet on this host come from {host}: check the network or proxy, log in "
-            "(docker login), or load them first (releaser airgap BUNDLE --to HOST)")
-    free = shutil.disk_usage(disk_path if disk_path.exists() else Path(".")).free
-    add("disk", free >= min_free, f"{free / (1 << 30):.1f} GiB free under {disk_path.resolve()}",
-        f"free at least {min_free / (1 << 30):.0f} GiB for images and volumes")
+            "(docker login), or load them first (releaser airgap BUNDLE --to HOST)",
+        )
+    disk_free = shutil.disk_usage(disk_path if disk_path.exists() else Path(".")).free
+    add(
+        "disk",
+        disk_free >= min_free,
+        f"{disk_free / (1 << 30):.1f} GiB free under {disk_path.resolve()}",
+        f"free at least {min_free / (1 << 30):.0f} GiB for images and volumes",
+    )
     if tcpao:
         ok, detail = tcp_ao_supported()
-        add("tcp-ao", ok, detail,
+        add(
+            "tcp-ao",
+            ok,
+            detail,
             "use a Linux >= 6.7 kernel built with CONFIG_TCP_AO=y; or pass --skip tcp-ao to run the wire leg "
-            "over plain TCP (NOT protected), for a lab only")
-        add("net-admin", has_net_admin(), "CAP_NET_ADMIN is " + ("available" if has_net_admin() else
-                                                                   "not in this host's bounding set"),
-            "run the engine as root (rootless engines cannot grant NET_ADMIN to the sidecars)")
+            "over plain TCP (NOT protected), for a lab only",
+        )
+        add(
+            "net-admin",
+            has_net_admin(),
+            "CAP_NET_ADMIN is " + ("available" if has_net_admin() else "not in this host's bounding set"),
+            "run the engine as root (rootless engines cannot grant NET_ADMIN to the sidecars)",
+        )
     return out
 
 

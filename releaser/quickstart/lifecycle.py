@@ -20,22 +20,27 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import EXIT_USAGE, PreflightError, ReleaserError, UsageError
+import yaml
+import zstandard
+
+from ..bundle.archive import iter_members
+from ..bundle.verify import verify_bundle, verify_head
+from ..errors import ConfirmationRequired, PreflightError, ReleaserError, UsageError
+from ..fs import atomic_file, atomic_write
+from ..plan import Plan, PlanPort
 from . import localregistry
 from . import secrets as sec
-from .doctor import Check, Engine, detect_engine, run_checks
+from .doctor import Check, Engine, detect_engine, engine_cli, is_podman, run_checks
 from .stack import Compose, ComposeFile, ServiceState, up_and_wait
-
-if TYPE_CHECKING:
-    from ..plan import Plan
 
 STATE_FILE = "quickstart.json"
 BACKUP_FORMAT = "releaser.dev/quickstart-backup/v1"
@@ -43,13 +48,7 @@ DEFAULT_DIR = Path("quickstart")
 Say = Callable[[str], None]
 
 
-class ConfirmationRequired(UsageError):
-    """A destructive action without --yes: says what it would delete."""
-
-    exit_code = EXIT_USAGE
-
-
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
@@ -69,10 +68,17 @@ class State:
     plain_tcp_wire: bool = False  # TCP-AO sidecars run without TCP-AO (the check was skipped)
 
     def to_json(self) -> dict[str, Any]:
-        return {"release": self.release, "version": self.version, "source": self.source,
-                "sourceKind": self.source_kind, "engine": self.engine, "files": list(self.files),
-                "registry": self.registry, "localRegistry": self.local_registry,
-                "plainTcpWire": self.plain_tcp_wire}
+        return {
+            "release": self.release,
+            "version": self.version,
+            "source": self.source,
+            "sourceKind": self.source_kind,
+            "engine": self.engine,
+            "files": list(self.files),
+            "registry": self.registry,
+            "localRegistry": self.local_registry,
+            "plainTcpWire": self.plain_tcp_wire,
+        }
 
     @property
     def registry_port(self) -> int | None:
@@ -83,145 +89,164 @@ class State:
         path = stack / STATE_FILE
         if not path.is_file():
             where = "does not exist" if not stack.exists() else f"has no {STATE_FILE}"
-            raise UsageError(f"no quickstart stack at {stack} (the directory {where})",
-                             fix="start one with `releaser quickstart RELEASE_DIR`, or point --dir (or "
-                                 "$RELEASER_QUICKSTART_DIR) at the directory it was started in")
+            raise UsageError(
+                f"no quickstart stack at {stack} (the directory {where})",
+                fix="start one with `releaser quickstart RELEASE_DIR`, or point --dir (or "
+                "$RELEASER_QUICKSTART_DIR) at the directory it was started in",
+            )
         try:
             d = json.loads(path.read_text())
-            return cls(release=d["release"], version=d["version"], source=d["source"], source_kind=d["sourceKind"],
-                       engine=d["engine"], files=tuple(d["files"]), registry=d.get("registry"),
-                       local_registry=bool(d.get("localRegistry")), plain_tcp_wire=bool(d.get("plainTcpWire")))
+            return cls(
+                release=d["release"],
+                version=d["version"],
+                source=d["source"],
+                source_kind=d["sourceKind"],
+                engine=d["engine"],
+                files=tuple(d["files"]),
+                registry=d.get("registry"),
+                local_registry=bool(d.get("localRegistry")),
+                plain_tcp_wire=bool(d.get("plainTcpWire")),
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            raise ReleaserError(f"{path}: unreadable quickstart state ({exc})",
-                                fix="run `releaser quickstart RELEASE_DIR` again to rewrite it") from exc
+            raise ReleaserError(
+                f"{path}: unreadable quickstart state ({exc})",
+                fix="run `releaser quickstart RELEASE_DIR` again to rewrite it",
+            ) from exc
 
     def save(self, stack: Path) -> None:
-        _atomic(stack / STATE_FILE, (json.dumps(self.to_json(), indent=2) + "\n").encode())
+        write_file(stack / STATE_FILE, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
 
-def _atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(content)
-    os.chmod(tmp, mode)
-    tmp.replace(path)
+def write_file(path: Path, content: bytes, mode: int = 0o644) -> None:
+    atomic_write(path, content, mode=mode)
 
 
-def _engine(kind: str | None) -> Engine:
+def find_engine(kind: str | None) -> Engine:
     found, seen = detect_engine(kind)
     if found is None:
-        looked = ", ".join(seen) if seen else (f"no {kind}" if kind else "none of docker, podman, podman-compose, "
-                                                                          "docker-compose")
-        check = Check(name="engine", status="fail", detail=f"no container engine with Compose found (found: {looked})",
-                      fix="install Docker with the Compose v2 plugin, or podman with podman-compose; --engine picks "
-                          "one; `releaser doctor` checks everything")
+        looked = (
+            ", ".join(seen)
+            if seen
+            else (f"no {kind}" if kind else "none of docker, podman, podman-compose, docker-compose")
+        )
+        check = Check(
+            name="engine",
+            status="fail",
+            detail=f"no container engine with Compose found (found: {looked})",
+            fix="install Docker with the Compose v2 plugin, or podman with podman-compose; --engine picks "
+            "one; `releaser doctor` checks everything",
+        )
         raise PreflightError([check], [check])
     return found
 
 
-def _compose(stack: Path, state: State, engine: Engine | None = None) -> Compose:
-    return Compose(engine=engine or _engine(state.engine), directory=stack, files=list(state.files),
-                   project=state.release)
+def compose_for(stack: Path, state: State, engine: Engine | None = None) -> Compose:
+    return Compose(
+        engine=engine or find_engine(state.engine),
+        directory=stack,
+        files=list(state.files),
+        project=state.release,
+    )
 
 
-def _spec(stack: Path, state: State) -> ComposeFile:
+def compose_spec(stack: Path, state: State) -> ComposeFile:
     return ComposeFile.read([stack / f for f in state.files])
 
 
-# ------------------------------------------------------------------ up
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuickstartResult:
-    release: str
-    version: str
-    stack: str
-    engine: str
-    source: str
-    services: tuple[ServiceState, ...]
-    urls: tuple[tuple[str, str], ...]  # (service.port, URL)
-    secrets_dir: str
-    secrets_created: tuple[str, ...]
-    secrets_kept: tuple[str, ...]
-    warnings: tuple[str, ...]
-    seconds: float
-    registry: str | None = None  # bundles: where the images were loaded and are pulled from
-    local_registry: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"release": self.release, "version": self.version, "stack": self.stack, "engine": self.engine,
-                "source": self.source, "services": [s.to_json() for s in self.services],
-                "urls": [{"name": n, "url": u} for n, u in self.urls], "secretsDir": self.secrets_dir,
-                "secretsCreated": list(self.secrets_created), "secretsKept": list(self.secrets_kept),
-                "warnings": list(self.warnings), "seconds": round(self.seconds, 1), "registry": self.registry,
-                "localRegistry": self.local_registry}
-
-
-def _secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
+def secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
     lengths = {s.name: s.length for s in plan.generated_secrets}
     out = []
     for name, services in sorted(spec.secret_consumers.items()):
         consumers = tuple((svc, *spec.users.get(svc, (0, 0))) for svc in services)
         provided = name not in lengths
-        out.append(sec.SecretSpec(name=name, length=lengths.get(name) or sec.TCPAO_KEY_LENGTH, consumers=consumers,
-                                  provided=provided))
+        out.append(
+            sec.SecretSpec(
+                name=name,
+                length=lengths.get(name) or sec.TCPAO_KEY_LENGTH,
+                consumers=consumers,
+                provided=provided,
+            )
+        )
     return out
 
 
-def host_ports(plan: Plan, stack: Path, held_ports: frozenset[int] = frozenset()
-                    ) -> list[tuple[str, int, str, str | None]]:
+def host_ports(
+    services: Sequence[tuple[str, Sequence[PlanPort]]], stack: Path, held_ports: frozenset[int] = frozenset()
+) -> list[tuple[str, int, str, str | None]]:
     """(service.port, host port, protocol, address) of every port the stack takes on this host:
     each port Compose publishes, with the host port Compose will really use (shell env first,
     then the stack's .env, then the default) on BIND_ADDRESS (address None), and each port a
     host-network service binds itself (address 0.0.0.0: it may listen on any address, so
-    whatever holds the port on any address is in the way). `held_ports`: the stack's own."""
-    knobs = {**_dotenv(stack / ".env"), **os.environ}
+    whatever holds the port on any address is in the way). `services`: (name, plan.plan_ports)
+    of each service; `held_ports`: the stack's own."""
+    knobs = {**dotenv(stack / ".env"), **os.environ}
     ports: list[tuple[str, int, str, str | None]] = []
-    for s in plan.services:
-        for p in s.ports:
+    for name, service_ports in services:
+        for p in service_ports:
             if p.compose_host_bound and p.port not in held_ports:
-                ports.append((f"{s.name}.{p.name} (host network)", p.port, p.protocol, "0.0.0.0"))
+                ports.append((f"{name}.{p.name} (host network)", p.port, p.protocol, "0.0.0.0"))
             port = int(knobs.get(p.knob) or p.host_port or p.port)
             if p.compose_published and port not in held_ports:
-                ports.append((f"{s.name}.{p.name}", port, p.protocol, None))
+                ports.append((f"{name}.{p.name}", port, p.protocol, None))
     return ports
+
+
+def service_ports(plan: Plan) -> list[tuple[str, Sequence[PlanPort]]]:
+    return [(s.name, s.ports) for s in plan.services]
 
 
 def registries_to_pull(plan: Plan, engine: Engine) -> list[str]:
     """Registry hosts of the locked images this engine does not have yet."""
-    return sorted({r.split("/", 1)[0] for r in _images_missing_locally(engine, sorted(i.pinned for i in plan.images))})
+    return sorted(
+        {r.split("/", 1)[0] for r in _images_missing_locally(engine, sorted(i.pinned for i in plan.images))}
+    )
 
 
-def _preflight(plan: Plan, *, engine: str | None, skip: tuple[str, ...], held_ports: set[int],
-               registries: list[str], stack: Path) -> list[Check]:
-    knobs = {**_dotenv(stack / ".env"), **os.environ}
+def preflight(
+    plan: Plan,
+    *,
+    engine: str | None,
+    skip: tuple[str, ...],
+    held_ports: set[int],
+    registries: list[str],
+    stack: Path,
+) -> list[Check]:
+    knobs = {**dotenv(stack / ".env"), **os.environ}
     tcpao = any(s.sidecar for s in plan.services)
-    checks = run_checks(ports=host_ports(plan, stack, frozenset(held_ports)), tcpao=tcpao, engine=engine,
-                        skip=frozenset(skip), disk_path=stack, registries=registries,
-                        bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1", subnet=plan.subnet,
-                        own_interfaces=_own_bridges(engine, plan.name) if plan.subnet else frozenset())
+    checks = run_checks(
+        ports=host_ports(service_ports(plan), stack, frozenset(held_ports)),
+        tcpao=tcpao,
+        engine=engine,
+        skip=frozenset(skip),
+        disk_path=stack,
+        registries=registries,
+        bind_address=knobs.get("BIND_ADDRESS") or "127.0.0.1",
+        subnet=plan.subnet,
+        own_interfaces=own_bridges(engine, plan.name) if plan.subnet else frozenset(),
+    )
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise PreflightError(failed, checks)
     return checks
 
 
-def _own_bridges(engine: str | None, project: str) -> frozenset[str]:
+def own_bridges(engine: str | None, project: str) -> frozenset[str]:
     """The host interface of this stack's own network, if it exists (a re-run must not trip on it)."""
-    import subprocess
-
-    podman = engine in ("podman", "podman-compose")
-    cli = "podman" if podman else "docker"
+    podman, cli = is_podman(engine), engine_cli(engine)
     fmt = "{{.NetworkInterface}}" if podman else "{{.Id}}"
-    proc = subprocess.run([cli, "network", "inspect", "-f", fmt, f"{project}_release"], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [cli, "network", "inspect", "-f", fmt, f"{project}_release"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0 or not proc.stdout.strip():
         return frozenset()
     value = proc.stdout.strip().splitlines()[0]
     return frozenset({value if podman else f"br-{value[:12]}"})
 
 
-def _dotenv(path: Path) -> dict[str, str]:
+def dotenv(path: Path) -> dict[str, str]:
     """KEY=VALUE lines of a Compose .env file (comments and blanks skipped)."""
     out: dict[str, str] = {}
     if path.is_file():
@@ -232,15 +257,15 @@ def _dotenv(path: Path) -> dict[str, str]:
     return out
 
 
-def _held_ports(stack: Path, plan: Plan, engine: str | None) -> set[int]:
+def held_ports(stack: Path, plan: Plan, engine: str | None) -> set[int]:
     """Host ports this stack's own running containers hold (a re-run must not trip on them):
     the ports they publish, and the ports of its host-network services that are running."""
     if not (stack / STATE_FILE).is_file():
         return set()
     try:
         state = State.load(stack)
-        compose = _compose(stack, state)
-        found = compose.states(_spec(stack, state))
+        compose = compose_for(stack, state)
+        found = compose.states(compose_spec(stack, state))
     except ReleaserError:
         return set()
     host_bound = {s.name: [p.port for p in s.ports if p.compose_host_bound] for s in plan.services}
@@ -254,108 +279,13 @@ def _held_ports(stack: Path, plan: Plan, engine: str | None) -> set[int]:
 
 
 def _images_missing_locally(engine: Engine, images: list[str]) -> list[str]:
-    import subprocess
-
-    cli = "podman" if engine.kind in ("podman", "podman-compose") else "docker"
+    cli = engine.cli
     missing = []
     for ref in images:
         proc = subprocess.run([cli, "image", "inspect", ref], capture_output=True, check=False)
         if proc.returncode != 0:
             missing.append(ref)
     return missing
-
-
-def up(source: Path, *, stack: Path = DEFAULT_DIR, engine: str | None = None, skip: tuple[str, ...] = (),
-       timeout: float = 180, key: Path | None = None, registry: str | None = None, registries: Any = None,
-       say: Say = _quiet, on_update: Any = None, progress: Any = None) -> QuickstartResult:
-    """Bring the release (a release directory, or a signed bundle) up on this host and wait until ready."""
-    from ..api import load_plan
-    from ..render.compose import render_compose
-
-    started = time.monotonic()
-    stack = stack.absolute()
-    is_bundle = source.is_file() and source.name.endswith(".tar.zst")
-    if source.is_file() and not is_bundle:
-        raise UsageError(f"{source} is neither a release directory nor a bundle (*.tar.zst)",
-                         fix="pass the directory holding release.yaml, or a bundle made by `releaser bundle`")
-    if is_bundle and (key is None or registry is None):
-        raise UsageError("a bundle needs --key (the publisher's public key) and --registry (where to load it)",
-                         fix=f"releaser quickstart {source} --key releaser.pub --registry 127.0.0.1:5000")
-    if not is_bundle and registry is not None:
-        raise UsageError("--registry is for bundles: a release directory runs from the registries its lock names",
-                         fix="drop --registry, or pass a bundle")
-
-    with tempfile.TemporaryDirectory(prefix="releaser-quickstart-") as tmp:
-        if is_bundle:
-            assert key is not None and registry is not None
-            say(f"reading the signed release of {source}")
-            files, release_dir = _bundle_files(source, key, Path(tmp))
-            plan, _ = load_plan(release_dir)
-        else:
-            plan, _ = load_plan(source)
-            files = render_compose(plan)
-
-        found = _engine(engine)
-        skip_all = tuple(skip)
-        held = _held_ports(stack, plan, found.kind)
-        local = is_bundle and registry == "local"
-        previous = State.load(stack) if (stack / STATE_FILE).is_file() else None
-        if local:
-            pull_from = []  # started below, after the preflight
-        elif is_bundle:
-            assert registry is not None
-            pull_from = [registry.split("/", 1)[0]]
-        else:
-            pull_from = registries_to_pull(plan, found)
-        say(f"preflight ({found.kind}, Compose {found.compose_version})")
-        checks = _preflight(plan, engine=found.kind, skip=skip_all, held_ports=held, registries=pull_from,
-                            stack=stack)
-        warnings = [f"{c.name} check {c.detail}" for c in checks if c.status == "skipped"]
-        plain_tcp = "tcp-ao" in skip_all and any(s.sidecar for s in plan.services)
-        if plain_tcp:
-            warnings.append("TCP-AO is not available or not checked: the sidecars' wire leg runs over PLAIN TCP, "
-                            "without authentication; use this for a lab only")
-
-        compose_files = ["compose.yaml"]
-        if is_bundle:
-            from ..api import airgap_load
-
-            assert key is not None and registry is not None
-            if local:
-                port = previous.registry_port if previous and previous.release == plan.name else None
-                registry = localregistry.start(stack, port)
-                say(f"started a registry for this stack on {registry} (storage: {stack / localregistry.DIR})")
-            say(f"verifying {source.name} and loading it into {registry}")
-            loaded = airgap_load(source, to=registry, key=key, out=stack, registries=registries, progress=progress)
-            compose_files.append(Path(loaded.compose_override).name)
-
-        for rel, content in files.items():
-            _atomic(stack / rel, content)
-        if found.kind in ("podman", "podman-compose"):
-            _atomic(stack / PODMAN_COMPOSE, podman_variant(files["compose.yaml"]))
-            compose_files[0] = PODMAN_COMPOSE
-        state = State(release=plan.name, version=plan.version, source=str(source.absolute()),
-                      source_kind="bundle" if is_bundle else "release", engine=found.kind,
-                      files=tuple(compose_files), registry=registry, local_registry=local,
-                      plain_tcp_wire=plain_tcp)
-        spec = _spec(stack, state)
-        report = sec.ensure(stack, _secret_specs(plan, spec))
-        warnings.extend(report.warnings)
-        for name in report.created:
-            if name not in {s.name for s in plan.generated_secrets}:
-                warnings.append(f"{name}: generated a random value for this lab; in production you provide it "
-                                f"(replace {stack / sec.SECRETS_DIR / name} and run the quickstart again)")
-        state.save(stack)
-
-    compose = _compose(stack, state, found)
-    say(f"starting {plan.name} {plan.version} ({len(spec.services)} services) in {stack}")
-    states = up_and_wait(compose, spec, timeout=timeout, on_update=on_update,
-                         redact=lambda text: sec.redact(text, stack))
-    return QuickstartResult(release=plan.name, version=plan.version, stack=str(stack), engine=found.kind,
-                            source=str(source), services=tuple(states), urls=tuple(_urls(plan, states)),
-                            secrets_dir=str(stack / sec.SECRETS_DIR), secrets_created=tuple(report.created),
-                            secrets_kept=tuple(report.kept), warnings=tuple(warnings),
-                            seconds=time.monotonic() - started, registry=registry, local_registry=local)
 
 
 PODMAN_COMPOSE = "compose.podman.yaml"
@@ -365,24 +295,26 @@ def podman_variant(compose_yaml: bytes) -> bytes:
     """compose.yaml for podman: podman 4.3 refuses the tmpfs options uid= and gid= that keep a
     tmpfs owned by the service's user across restarts on Docker 20.10; podman gets plain /tmp
     (mode 1777). Everything else is the same file."""
-    import yaml
-
     doc = yaml.safe_load(compose_yaml)
     for svc in (doc.get("services") or {}).values():
         if svc.get("tmpfs"):
             svc["tmpfs"] = [str(t).split(":", 1)[0] for t in svc["tmpfs"]]
-    header = ("# compose.podman.yaml: compose.yaml for podman, written by `releaser quickstart`; the only\n"
-              "# difference: tmpfs mounts without uid=/gid= options, which podman 4.3 refuses.\n")
+    header = (
+        "# compose.podman.yaml: compose.yaml for podman, written by `releaser quickstart`; the only\n"
+        "# difference: tmpfs mounts without uid=/gid= options, which podman 4.3 refuses.\n"
+    )
     return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
 
 
-def _urls(plan: Plan, states: list[ServiceState]) -> list[tuple[str, str]]:
+def urls(plan: Plan, states: list[ServiceState]) -> list[tuple[str, str]]:
     out = []
     by_service = {s.service: s for s in states}
     for svc in plan.services:
         st = by_service.get(svc.name)
         for p in (p for p in svc.ports if p.compose_published):
-            published = [x for x in (st.ports if st else ()) if x.endswith(f"->{p.port}/{p.protocol.lower()}")]
+            published = [
+                x for x in (st.ports if st else ()) if x.endswith(f"->{p.port}/{p.protocol.lower()}")
+            ]
             for x in published:
                 host = x.split("->")[0]
                 host = host.replace("0.0.0.0", "127.0.0.1")
@@ -391,20 +323,15 @@ def _urls(plan: Plan, states: list[ServiceState]) -> list[tuple[str, str]]:
     return out
 
 
-def _bundle_files(bundle: Path, key: Path, tmp: Path) -> tuple[dict[str, bytes], Path]:
+def bundle_files(bundle: Path, key: Path, tmp: Path) -> tuple[dict[str, bytes], Path]:
     """The compose files and the release (release.yaml + lock) out of a bundle whose signed
     head verifies; each member's sha256 is checked against the signed checksums.txt."""
-    from ..bundle.archive import iter_members
-    from ..bundle.verify import verify_head
-
     meta = verify_head(bundle, key)
     if meta is None:
-        from ..bundle.verify import verify_bundle
-
         verify_bundle(bundle, key)  # raises with every problem listed
         meta = verify_head(bundle, key)
     assert meta is not None
-    name = meta["release"]["name"]
+    name = meta.name
     compose_prefix = f"compose/{name}/"
     wanted: dict[str, bytes] = {}
     sums: dict[str, str] = {}
@@ -419,14 +346,16 @@ def _bundle_files(bundle: Path, key: Path, tmp: Path) -> tuple[dict[str, bytes],
             wanted[info.name] = reader.read()
     problems = [m for m, data in wanted.items() if sums.get(m) != hashlib.sha256(data).hexdigest()]
     if problems or not any(m.startswith(compose_prefix) for m in wanted):
-        raise ReleaserError(f"{bundle}: {', '.join(problems) or 'compose files'} do not match the signed checksums",
-                            fix=f"run `releaser airgap verify {bundle} --key {key}` for the full report")
+        raise ReleaserError(
+            f"{bundle}: {', '.join(problems) or 'compose files'} do not match the signed checksums",
+            fix=f"run `releaser airgap verify {bundle} --key {key}` for the full report",
+        )
     release_dir = tmp / "release"
     release_dir.mkdir()
     for m, data in wanted.items():
         if m.startswith("release/"):
             (release_dir / m.split("/", 1)[1]).write_bytes(data)
-    files = {m[len(compose_prefix):]: data for m, data in wanted.items() if m.startswith(compose_prefix)}
+    files = {m[len(compose_prefix) :]: data for m, data in wanted.items() if m.startswith(compose_prefix)}
     return files, release_dir
 
 
@@ -446,32 +375,54 @@ class StatusResult:
         return bool(self.services) and all(s.ready for s in self.services)
 
     def to_json(self) -> dict[str, Any]:
-        return {"release": self.release, "version": self.version, "stack": self.stack, "engine": self.engine,
-                "healthy": self.healthy, "services": [s.to_json() for s in self.services]}
+        return {
+            "release": self.release,
+            "version": self.version,
+            "stack": self.stack,
+            "engine": self.engine,
+            "healthy": self.healthy,
+            "services": [s.to_json() for s in self.services],
+        }
 
 
 def status(stack: Path = DEFAULT_DIR) -> StatusResult:
     state = State.load(stack)
-    compose = _compose(stack, state)
-    states = compose.states(_spec(stack, state))
+    compose = compose_for(stack, state)
+    states = compose.states(compose_spec(stack, state))
     compose.run_healthchecks(states)
-    return StatusResult(release=state.release, version=state.version, stack=str(stack.absolute()),
-                        engine=compose.engine.kind, services=tuple(states))
+    return StatusResult(
+        release=state.release,
+        version=state.version,
+        stack=str(stack.absolute()),
+        engine=compose.engine.kind,
+        services=tuple(states),
+    )
 
 
-def logs(stack: Path = DEFAULT_DIR, service: str | None = None, *, follow: bool = False, tail: int | None = None,
-         write: Callable[[str], None] = print) -> None:
+def logs(
+    stack: Path = DEFAULT_DIR,
+    service: str | None = None,
+    *,
+    follow: bool = False,
+    tail: int | None = None,
+    write: Callable[[str], None] = print,
+) -> None:
     """Stream logs, one line at a time, with every secret value of the stack redacted."""
-    import subprocess
-
     state = State.load(stack)
-    spec = _spec(stack, state)
+    spec = compose_spec(stack, state)
     if service is not None and service not in spec.services:
-        raise UsageError(f"no service {service!r} in {state.release}", fix=f"pick one of {', '.join(spec.services)}")
-    compose = _compose(stack, state)
+        raise UsageError(
+            f"no service {service!r} in {state.release}", fix=f"pick one of {', '.join(spec.services)}"
+        )
+    compose = compose_for(stack, state)
     args = ["logs", "--no-color"] + (["--follow"] if follow else []) + (["--tail", str(tail)] if tail else [])
-    proc = subprocess.Popen(compose.argv(*args, *([service] if service else [])), cwd=stack, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        compose.argv(*args, *([service] if service else [])),
+        cwd=stack,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     assert proc.stdout is not None
     try:
         for line in proc.stdout:
@@ -483,12 +434,17 @@ def logs(stack: Path = DEFAULT_DIR, service: str | None = None, *, follow: bool 
 
 def down(stack: Path = DEFAULT_DIR) -> StatusResult:
     state = State.load(stack)
-    compose = _compose(stack, state)
+    compose = compose_for(stack, state)
     compose.run("down", "--remove-orphans")
     if state.local_registry:
         localregistry.stop(stack)
-    return StatusResult(release=state.release, version=state.version, stack=str(stack.absolute()),
-                        engine=compose.engine.kind, services=tuple(compose.states(_spec(stack, state))))
+    return StatusResult(
+        release=state.release,
+        version=state.version,
+        stack=str(stack.absolute()),
+        engine=compose.engine.kind,
+        services=tuple(compose.states(compose_spec(stack, state))),
+    )
 
 
 # ------------------------------------------------------------------ reset
@@ -504,7 +460,7 @@ class ResetResult:
 
 
 def reset_targets(stack: Path, state: State) -> list[str]:
-    spec = _spec(stack, state)
+    spec = compose_spec(stack, state)
     out = [f"containers of {state.release}: {', '.join(spec.services)}", f"network {state.release}_release"]
     out += [f"volume {state.release}_{v} (its data)" for v in sorted(spec.volumes)]
     if state.local_registry:
@@ -519,11 +475,12 @@ def reset(stack: Path = DEFAULT_DIR, *, yes: bool = False) -> ResetResult:
     state = State.load(stack)
     targets = reset_targets(stack, state)
     if not yes:
-        raise ConfirmationRequired("reset deletes data and needs --yes. It would remove:\n" +
-                         "\n".join(f"  - {t}" for t in targets),
-                         fix="take a backup first (releaser quickstart backup --out backup.tar.zst), then "
-                             "releaser quickstart reset --yes")
-    compose = _compose(stack, state)
+        raise ConfirmationRequired(
+            "reset deletes data and needs --yes. It would remove:\n" + "\n".join(f"  - {t}" for t in targets),
+            fix="take a backup first (releaser quickstart backup --out backup.tar.zst), then "
+            "releaser quickstart reset --yes",
+        )
+    compose = compose_for(stack, state)
     compose.run("down", "--volumes", "--remove-orphans")
     shutil.rmtree(stack / sec.SECRETS_DIR, ignore_errors=True)
     if state.local_registry:
@@ -546,11 +503,25 @@ class BackupResult:
     sha256: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "release": self.release, "version": self.version, "volumes": list(self.volumes),
-                "files": list(self.files), "bytes": self.bytes, "sha256": self.sha256}
+        return {
+            "path": self.path,
+            "release": self.release,
+            "version": self.version,
+            "volumes": list(self.volumes),
+            "files": list(self.files),
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
 
 
-CONFIG_NAMES = ("compose.yaml", "compose.podman.yaml", "compose.airgap.yaml", ".env", ".env.example", STATE_FILE)
+CONFIG_NAMES = (
+    "compose.yaml",
+    "compose.podman.yaml",
+    "compose.airgap.yaml",
+    ".env",
+    ".env.example",
+    STATE_FILE,
+)
 
 
 def _config_files(stack: Path) -> list[str]:
@@ -558,33 +529,41 @@ def _config_files(stack: Path) -> list[str]:
     if (stack / "tcpao").is_dir():
         out += [f"tcpao/{p.name}" for p in sorted((stack / "tcpao").iterdir()) if p.is_file()]
     if (stack / sec.SECRETS_DIR).is_dir():
-        out += [f"{sec.SECRETS_DIR}/{p.name}" for p in sorted((stack / sec.SECRETS_DIR).iterdir())
-                if p.is_file() and not p.name.startswith(".")]
+        out += [
+            f"{sec.SECRETS_DIR}/{p.name}"
+            for p in sorted((stack / sec.SECRETS_DIR).iterdir())
+            if p.is_file() and not p.name.startswith(".")
+        ]
     return out
 
 
-def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = _quiet) -> BackupResult:
+def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet) -> BackupResult:
     """Stop the stack, copy every volume, the config and the secrets into one .tar.zst, start again."""
-    import zstandard
-
     state = State.load(stack)
-    spec = _spec(stack, state)
-    compose = _compose(stack, state)
+    spec = compose_spec(stack, state)
+    compose = compose_for(stack, state)
     before = {s.service: s for s in compose.states(spec)}
     holders = {}
     for vol, (svc, path) in spec.volumes.items():
         st = before.get(svc)
         if st is None or not st.container:
-            raise UsageError(f"volume {vol} has no container to read it from ({svc} was never started)",
-                             fix="run `releaser quickstart RELEASE_DIR` first, then back up")
+            raise UsageError(
+                f"volume {vol} has no container to read it from ({svc} was never started)",
+                fix="run `releaser quickstart RELEASE_DIR` first, then back up",
+            )
         holders[vol] = (st.container, path)
     running = [s for s, st in before.items() if st.state in ("running", "restarting")]
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    manifest: dict[str, Any] = {"format": BACKUP_FORMAT, "release": state.release, "version": state.version,
-                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                "volumes": {}, "files": {}, "modes": {}}
+    manifest: dict[str, Any] = {
+        "format": BACKUP_FORMAT,
+        "release": state.release,
+        "version": state.version,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "volumes": {},
+        "files": {},
+        "modes": {},
+    }
     with tempfile.TemporaryDirectory(prefix="releaser-backup-") as work:
         say(f"stopping {state.release} for a consistent copy ({len(running)} running)")
         compose.run("stop")
@@ -599,8 +578,12 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = _quiet) -> Backup
                 with target.open("rb") as f:
                     while chunk := f.read(1 << 20):
                         h.update(chunk)
-                manifest["volumes"][vol] = {"service": spec.volumes[vol][0], "path": path,
-                                            "sha256": h.hexdigest(), "size": target.stat().st_size}
+                manifest["volumes"][vol] = {
+                    "service": spec.volumes[vol][0],
+                    "path": path,
+                    "sha256": h.hexdigest(),
+                    "size": target.stat().st_size,
+                }
                 staged.append((f"volumes/{vol}.tar", target))
         finally:
             if running:
@@ -610,27 +593,33 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = _quiet) -> Backup
             p = stack / rel
             data = p.read_bytes()
             manifest["files"][rel] = hashlib.sha256(data).hexdigest()
-            st = p.stat()
-            manifest["modes"][rel] = {"mode": st.st_mode & 0o777, "uid": st.st_uid, "gid": st.st_gid}
+            owner = p.stat()
+            manifest["modes"][rel] = {"mode": owner.st_mode & 0o777, "uid": owner.st_uid, "gid": owner.st_gid}
             staged.append((f"files/{rel}", p))
-        fd = os.open(tmp_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the secrets
-        os.chmod(tmp_out, 0o600)
-        with os.fdopen(fd, "wb") as raw, zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as zw, \
-                tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        with (
+            atomic_file(out, mode=0o600) as raw,
+            zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=False) as zw,
+            tarfile.open(fileobj=zw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+        ):  # 0600: it holds the secrets
             body = json.dumps(manifest, indent=2, sort_keys=True).encode()
             info = tarfile.TarInfo("backup.json")
             info.size, info.mode = len(body), 0o600
             tar.addfile(info, io.BytesIO(body))
-            for name, path in staged:
+            for name, staged_path in staged:
                 info = tarfile.TarInfo(name)
-                info.size, info.mode = path.stat().st_size, 0o600
-                with path.open("rb") as f:
+                info.size, info.mode = staged_path.stat().st_size, 0o600
+                with staged_path.open("rb") as f:
                     tar.addfile(info, f)
-        tmp_out.replace(out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    return BackupResult(path=str(out), release=state.release, version=state.version,
-                        volumes=tuple(sorted(manifest["volumes"])), files=tuple(manifest["files"]),
-                        bytes=out.stat().st_size, sha256=digest)
+    return BackupResult(
+        path=str(out),
+        release=state.release,
+        version=state.version,
+        volumes=tuple(sorted(manifest["volumes"])),
+        files=tuple(manifest["files"]),
+        bytes=out.stat().st_size,
+        sha256=digest,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -642,25 +631,35 @@ class RestoreResult:
     services: tuple[ServiceState, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "release": self.release, "volumes": list(self.volumes), "files": list(self.files),
-                "services": [s.to_json() for s in self.services]}
+        return {
+            "path": self.path,
+            "release": self.release,
+            "volumes": list(self.volumes),
+            "files": list(self.files),
+            "services": [s.to_json() for s in self.services],
+        }
 
 
 def _read_backup(path: Path, work: Path) -> dict[str, Any]:
     """Unpack into `work`, checking names and every sha256 before anything is changed."""
-    import zstandard
-
     if not path.is_file():
-        raise UsageError(f"{path}: no such backup", fix="pass the file `releaser quickstart backup --out` wrote")
+        raise UsageError(
+            f"{path}: no such backup", fix="pass the file `releaser quickstart backup --out` wrote"
+        )
     members: dict[str, Path] = {}
     try:
-        with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as zr, \
-                tarfile.open(fileobj=zr, mode="r|") as tar:
+        with (
+            path.open("rb") as raw,
+            zstandard.ZstdDecompressor().stream_reader(raw) as zr,
+            tarfile.open(fileobj=zr, mode="r|") as tar,
+        ):
             for info in tar:
                 name = info.name
                 if not info.isfile() or name.startswith("/") or ".." in name.split("/"):
-                    raise ReleaserError(f"{path}: unsafe member {name!r}; this is not a quickstart backup",
-                                        fix="use a backup written by `releaser quickstart backup`")
+                    raise ReleaserError(
+                        f"{path}: unsafe member {name!r}; this is not a quickstart backup",
+                        fix="use a backup written by `releaser quickstart backup`",
+                    )
                 src = tar.extractfile(info)
                 assert src is not None
                 dest = work / f"m{len(members)}"
@@ -668,15 +667,21 @@ def _read_backup(path: Path, work: Path) -> dict[str, Any]:
                     shutil.copyfileobj(src, f)
                 members[name] = dest
     except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
-        raise ReleaserError(f"{path}: not a readable .tar.zst ({exc})",
-                            fix="the file is damaged or truncated; use another backup") from exc
+        raise ReleaserError(
+            f"{path}: not a readable .tar.zst ({exc})",
+            fix="the file is damaged or truncated; use another backup",
+        ) from exc
     if "backup.json" not in members:
-        raise ReleaserError(f"{path}: no backup.json inside; this is not a quickstart backup",
-                            fix="use a backup written by `releaser quickstart backup`")
-    manifest = json.loads(members["backup.json"].read_text())
+        raise ReleaserError(
+            f"{path}: no backup.json inside; this is not a quickstart backup",
+            fix="use a backup written by `releaser quickstart backup`",
+        )
+    manifest: dict[str, Any] = json.loads(members["backup.json"].read_text())
     if manifest.get("format") != BACKUP_FORMAT:
-        raise ReleaserError(f"{path}: format {manifest.get('format')!r}, expected {BACKUP_FORMAT}",
-                            fix="restore it with the releaser version that wrote it")
+        raise ReleaserError(
+            f"{path}: format {manifest.get('format')!r}, expected {BACKUP_FORMAT}",
+            fix="restore it with the releaser version that wrote it",
+        )
     bad = []
     for vol, meta in manifest["volumes"].items():
         m = members.get(f"volumes/{vol}.tar")
@@ -687,14 +692,17 @@ def _read_backup(path: Path, work: Path) -> dict[str, Any]:
         if m is None or hashlib.sha256(m.read_bytes()).hexdigest() != digest:
             bad.append(f"files/{rel}")
     if bad:
-        raise ReleaserError(f"{path}: {', '.join(bad)} missing or not matching backup.json; nothing was restored",
-                            fix="the backup is damaged; use another one")
+        raise ReleaserError(
+            f"{path}: {', '.join(bad)} missing or not matching backup.json; nothing was restored",
+            fix="the backup is damaged; use another one",
+        )
     manifest["_members"] = members
     return manifest
 
 
-def restore(archive: Path, stack: Path = DEFAULT_DIR, *, timeout: float = 180, say: Say = _quiet,
-            on_update: Any = None) -> RestoreResult:
+def restore(
+    archive: Path, stack: Path = DEFAULT_DIR, *, timeout: float = 180, say: Say = quiet, on_update: Any = None
+) -> RestoreResult:
     """Put a backup back: config and secrets files, then each volume's exact content, then up."""
     stack = stack.absolute()
     with tempfile.TemporaryDirectory(prefix="releaser-restore-") as work:
@@ -703,27 +711,30 @@ def restore(archive: Path, stack: Path = DEFAULT_DIR, *, timeout: float = 180, s
         if (stack / STATE_FILE).is_file():
             current = State.load(stack)
             if current.release != manifest["release"]:
-                raise UsageError(f"{archive} is a backup of {manifest['release']}, but {stack} runs "
-                                 f"{current.release}; nothing was restored",
-                                 fix="restore into another --dir, or reset this one first")
+                raise UsageError(
+                    f"{archive} is a backup of {manifest['release']}, but {stack} runs "
+                    f"{current.release}; nothing was restored",
+                    fix="restore into another --dir, or reset this one first",
+                )
             say(f"stopping {current.release}")
-            _compose(stack, current).run("down", "--remove-orphans")
+            compose_for(stack, current).run("down", "--remove-orphans")
         for rel, meta in sorted(manifest["modes"].items()):
             dest = stack / rel
             if rel.startswith(sec.SECRETS_DIR + "/"):
                 (stack / sec.SECRETS_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.chmod(stack / sec.SECRETS_DIR, 0o700)
-            _atomic(dest, members[f"files/{rel}"].read_bytes(), mode=meta["mode"])
+            write_file(dest, members[f"files/{rel}"].read_bytes(), mode=meta["mode"])
             if os.geteuid() == 0:
                 os.chown(dest, meta["uid"], meta["gid"])
         state = State.load(stack)
-        compose = _compose(stack, state)
-        spec = _spec(stack, state)
+        compose = compose_for(stack, state)
+        spec = compose_spec(stack, state)
         for vol in manifest["volumes"]:
-            import subprocess
-
-            subprocess.run([compose.engine_cli(), "volume", "rm", "-f", f"{state.release}_{vol}"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                [compose.engine_cli(), "volume", "rm", "-f", f"{state.release}_{vol}"],
+                capture_output=True,
+                check=False,
+            )
         if state.local_registry:
             localregistry.start(stack, state.registry_port)
         say("creating empty volumes (and pulling images)")
@@ -737,7 +748,13 @@ def restore(archive: Path, stack: Path = DEFAULT_DIR, *, timeout: float = 180, s
         # leaves some of them in `created` instead of starting them; fresh ones start everywhere
         compose.run("down", "--remove-orphans")
         say(f"starting {state.release}")
-        states = up_and_wait(compose, spec, timeout=timeout, on_update=on_update,
-                             redact=lambda text: sec.redact(text, stack))
-    return RestoreResult(path=str(archive), release=state.release, volumes=tuple(sorted(manifest["volumes"])),
-                         files=tuple(sorted(manifest["files"])), services=tuple(states))
+        states = up_and_wait(
+            compose, spec, timeout=timeout, on_update=on_update, redact=lambda text: sec.redact(text, stack)
+        )
+    return RestoreResult(
+        path=str(archive),
+        release=state.release,
+        volumes=tuple(sorted(manifest["volumes"])),
+        files=tuple(sorted(manifest["files"])),
+        services=tuple(states),
+    )

@@ -29,10 +29,12 @@ def _binary() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise ToolError("--registry local needs the CNCF distribution registry binary (docker-registry), "
-                    "which is not installed",
-                    fix="install it (Debian/Ubuntu: apt-get install docker-registry), or pass --registry HOST:PORT "
-                        "of a registry you run")
+    raise ToolError(
+        "--registry local needs the CNCF distribution registry binary (docker-registry), "
+        "which is not installed",
+        fix="install it (Debian/Ubuntu: apt-get install docker-registry), or pass --registry HOST:PORT "
+        "of a registry you run",
+    )
 
 
 def _answers(port: int) -> bool:
@@ -68,17 +70,26 @@ def start(stack: Path, port: int | None = None) -> str:
     if pid(stack) is not None and _answers(port):
         return f"127.0.0.1:{port}"
     if _answers(port):
-        raise ToolError(f"127.0.0.1:{port}, where this stack's registry lives, is taken by another program",
-                        fix=f"stop what listens on {port} (ss -ltnp 'sport = :{port}'), then run the command again")
+        raise ToolError(
+            f"127.0.0.1:{port}, where this stack's registry lives, is taken by another program",
+            fix=f"stop what listens on {port} (ss -ltnp 'sport = :{port}'), then run the command again",
+        )
     config = root / "config.yml"
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write("version: 0.1\nlog:\n  level: warn\nstorage:\n"
-                f"  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-                f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secrets.token_hex(16)}\n")
+        f.write(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n"
+            f"  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secrets.token_hex(16)}\n"
+        )
     log = (root / "registry.log").open("ab")
-    proc = subprocess.Popen([_binary(), "serve", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [_binary(), "serve", str(config)],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     (root / "registry.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -89,8 +100,10 @@ def start(stack: Path, port: int | None = None) -> str:
         time.sleep(0.05)
     stop(stack)
     tail = (root / "registry.log").read_text(errors="replace")[-800:]
-    raise ToolError(f"the local registry did not start on 127.0.0.1:{port}: {tail.strip()}",
-                    fix="see the log above; or pass --registry HOST:PORT of a registry you run")
+    raise ToolError(
+        f"the local registry did not start on 127.0.0.1:{port}: {tail.strip()}",
+        fix="see the log above; or pass --registry HOST:PORT of a registry you run",
+    )
 
 
 def stop(stack: Path) -> bool:

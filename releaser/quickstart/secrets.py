@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ReleaserError
+from ..fs import atomic_write
 
 SECRETS_DIR = ".secrets"
 ALPHABET = string.ascii_letters + string.digits
@@ -49,8 +50,10 @@ def _owner(spec: SecretSpec) -> tuple[int, int, int]:
     if len(gids) == 1:
         return 0, next(iter(gids)), 0o440
     who = ", ".join(f"{s} ({u}:{g})" for s, u, g in spec.consumers)
-    raise ReleaserError(f"secret {spec.name} is read by services running as different users and groups: {who}",
-                        fix="give the services that share this secret one user or one group (services.<name>.user)")
+    raise ReleaserError(
+        f"secret {spec.name} is read by services running as different users and groups: {who}",
+        fix="give the services that share this secret one user or one group (services.<name>.user)",
+    )
 
 
 def ensure(stack: Path, specs: list[SecretSpec]) -> SecretReport:
@@ -67,12 +70,7 @@ def ensure(stack: Path, specs: list[SecretSpec]) -> SecretReport:
             report.kept.append(spec.name)
         else:
             value = "".join(_random.choice(ALPHABET) for _ in range(spec.length))
-            tmp = directory / f".{spec.name}.tmp"
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(value)
-            tmp.replace(path)
+            atomic_write(path, value.encode(), mode=0o600)
             report.created.append(spec.name)
         if can_chown:
             os.chown(path, uid, gid)
@@ -81,8 +79,10 @@ def ensure(stack: Path, specs: list[SecretSpec]) -> SecretReport:
             # Without root the file cannot be given to the container user: make it readable inside
             # the container; the 0700 directory still keeps other host users out.
             os.chmod(path, 0o444)
-            report.warnings.append(f"{path}: not running as root, so it cannot be owned by uid {uid}; made it "
-                                   f"readable (mode 0444) inside {directory} (mode 0700)")
+            report.warnings.append(
+                f"{path}: not running as root, so it cannot be owned by uid {uid}; made it "
+                f"readable (mode 0444) inside {directory} (mode 0700)"
+            )
         else:
             os.chmod(path, mode)
     return report

@@ -21,35 +21,8 @@ from typing import IO, Any
 
 import yaml
 
-from ..errors import ReleaserError, ToolError
+from ..errors import EngineError, ReleaserError, StackError, ToolError
 from .doctor import Engine
-
-EXIT_UNHEALTHY = 9
-
-
-class StackError(ReleaserError):
-    """The stack did not come up healthy (or an engine command failed); says which service and why."""
-
-    exit_code = EXIT_UNHEALTHY
-
-    def __init__(self, message: str, *, fix: str | None = None, logs: str = "", service: str | None = None,
-                 states: list[ServiceState] | None = None) -> None:
-        super().__init__(message, fix=fix)
-        self.logs = logs
-        self.service = service
-        self.states = states or []
-
-    def render(self) -> str:
-        parts = []
-        if self.logs:
-            parts.append(f"last log lines of {self.service}:")
-            parts.extend("  | " + line for line in self.logs.rstrip().splitlines())
-        parts.append(super().render())
-        return "\n".join(parts)
-
-    def to_json(self) -> dict[str, object]:
-        return {**super().to_json(), "service": self.service, "logs": self.logs,
-                "services": [s.to_json() for s in self.states]}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,19 +60,29 @@ class ComposeFile:
             for v in svc.get("volumes") or []:
                 if isinstance(v, dict) and v.get("type") == "volume":
                     volumes.setdefault(v["source"], (name, v["target"]))
-        return cls(project=doc.get("name", ""), services=tuple(services),
-                   healthchecked=frozenset(n for n, s in services.items() if s.get("healthcheck")),
-                   users=users, secret_consumers=consumers, volumes=volumes,
-                   images={n: s.get("image", "") for n, s in services.items()},
-                   netns_parent={n: str(s["network_mode"])[len("service:"):] for n, s in services.items()
-                                 if str(s.get("network_mode", "")).startswith("service:")})
+        return cls(
+            project=doc.get("name", ""),
+            services=tuple(services),
+            healthchecked=frozenset(n for n, s in services.items() if s.get("healthcheck")),
+            users=users,
+            secret_consumers=consumers,
+            volumes=volumes,
+            images={n: s.get("image", "") for n, s in services.items()},
+            netns_parent={
+                n: str(s["network_mode"])[len("service:") :]
+                for n, s in services.items()
+                if str(s.get("network_mode", "")).startswith("service:")
+            },
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceState:
     service: str
     container: str = ""
-    state: str = "waiting"  # waiting (no container yet) | created | running | restarting | exited | dead | paused
+    state: str = (
+        "waiting"  # waiting (no container yet) | created | running | restarting | exited | dead | paused
+    )
     health: str = ""  # healthy | unhealthy | starting | "" (no health check)
     exit_code: int = 0
     ports: tuple[str, ...] = ()
@@ -121,8 +104,14 @@ class ServiceState:
         return self.state
 
     def to_json(self) -> dict[str, Any]:
-        return {"service": self.service, "container": self.container, "state": self.state, "health": self.health,
-                "exitCode": self.exit_code, "ports": list(self.ports)}
+        return {
+            "service": self.service,
+            "container": self.container,
+            "state": self.state,
+            "health": self.health,
+            "exitCode": self.exit_code,
+            "ports": list(self.ports),
+        }
 
 
 @dataclass
@@ -137,31 +126,43 @@ class Compose:
     _podman: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self._podman = self.engine.kind in ("podman", "podman-compose")
+        self._podman = self.engine.podman
 
     def argv(self, *args: str) -> list[str]:
         files = [a for f in self.files for a in ("-f", f)]
         return [*self.engine.compose, *files, "-p", self.project, *args]
 
-    def run(self, *args: str, check: bool = True, timeout: float | None = 600,
-            stdin: IO[bytes] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float | None = 600, stdin: IO[bytes] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = self.argv(*args)
         try:
-            proc = subprocess.run(cmd, cwd=self.directory, capture_output=True, text=True, timeout=timeout,
-                                  check=False, env=self.env, stdin=stdin)
+            proc = subprocess.run(
+                cmd,
+                cwd=self.directory,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                env=self.env,
+                stdin=stdin,
+            )
         except FileNotFoundError as exc:
-            raise ToolError(f"{cmd[0]} is not installed", fix="releaser doctor lists what is missing") from exc
+            raise ToolError(
+                f"{cmd[0]} is not installed", fix="releaser doctor lists what is missing"
+            ) from exc
         except subprocess.TimeoutExpired as exc:
-            raise ToolError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s",
-                            fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again") from exc
+            raise EngineError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from exc
         if check and proc.returncode != 0:
-            raise ToolError(f"`{' '.join(cmd[len(self.engine.compose):])}` failed (exit {proc.returncode}): "
-                            f"{_tail(proc.stderr or proc.stdout, 12)}",
-                            fix="see the message above; `releaser doctor` checks the engine")
+            raise ToolError(
+                f"`{' '.join(cmd[len(self.engine.compose) :])}` failed (exit {proc.returncode}): "
+                f"{_tail(proc.stderr or proc.stdout, 12)}",
+                fix="see the message above; `releaser doctor` checks the engine",
+            )
         return proc
 
     def engine_cli(self) -> str:
-        return "podman" if self._podman else "docker"
+        return self.engine.cli
 
     # -------------------------------------------------------------- states
     def states(self, spec: ComposeFile) -> list[ServiceState]:
@@ -189,17 +190,41 @@ class Compose:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         out = {}
         for r in rows:
-            ports = tuple(sorted({f"{p.get('URL')}:{p['PublishedPort']}->{p['TargetPort']}/{p.get('Protocol', 'tcp')}"
-                                  for p in r.get("Publishers") or [] if p.get("PublishedPort")}))
-            out[r["Service"]] = ServiceState(service=r["Service"], container=r.get("Name", ""),
-                                             state=r.get("State", ""), health=r.get("Health", "") or "",
-                                             exit_code=int(r.get("ExitCode") or 0), ports=ports)
+            ports = tuple(
+                sorted(
+                    {
+                        f"{p.get('URL')}:{p['PublishedPort']}->{p['TargetPort']}/{p.get('Protocol', 'tcp')}"
+                        for p in r.get("Publishers") or []
+                        if p.get("PublishedPort")
+                    }
+                )
+            )
+            out[r["Service"]] = ServiceState(
+                service=r["Service"],
+                container=r.get("Name", ""),
+                state=r.get("State", ""),
+                health=r.get("Health", "") or "",
+                exit_code=int(r.get("ExitCode") or 0),
+                ports=ports,
+            )
         return out
 
     def _podman_ps(self) -> dict[str, ServiceState]:
-        proc = subprocess.run(["podman", "ps", "-a", "--format", "json", "--filter",
-                               f"label=io.podman.compose.project={self.project}"],
-                              capture_output=True, text=True, check=False, env=self.env)
+        proc = subprocess.run(
+            [
+                "podman",
+                "ps",
+                "-a",
+                "--format",
+                "json",
+                "--filter",
+                f"label=io.podman.compose.project={self.project}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=self.env,
+        )
         if proc.returncode != 0 or not proc.stdout.strip():
             return {}
         out = {}
@@ -209,10 +234,24 @@ class Compose:
             status = r.get("Status", "")
             health = next((h for h in ("unhealthy", "healthy", "starting") if f"({h})" in status), "")
             name = (r.get("Names") or [""])[0]
-            ports = tuple(sorted({f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->{p['container_port']}/"
-                                  f"{p.get('protocol', 'tcp')}" for p in r.get("Ports") or [] if p.get("host_port")}))
-            out[svc] = ServiceState(service=svc, container=name, state=r.get("State", ""), health=health,
-                                    exit_code=int(r.get("ExitCode") or 0), ports=ports)
+            ports = tuple(
+                sorted(
+                    {
+                        f"{p.get('host_ip') or '0.0.0.0'}:{p['host_port']}->{p['container_port']}/"
+                        f"{p.get('protocol', 'tcp')}"
+                        for p in r.get("Ports") or []
+                        if p.get("host_port")
+                    }
+                )
+            )
+            out[svc] = ServiceState(
+                service=svc,
+                container=name,
+                state=r.get("State", ""),
+                health=health,
+                exit_code=int(r.get("ExitCode") or 0),
+                ports=ports,
+            )
         return out
 
     def run_healthchecks(self, states: list[ServiceState]) -> None:
@@ -221,8 +260,13 @@ class Compose:
             return
         for s in states:
             if s.state == "running" and s.health == "starting" and s.container:
-                subprocess.run(["podman", "healthcheck", "run", s.container], capture_output=True, check=False,
-                               timeout=30, env=self.env)
+                subprocess.run(
+                    ["podman", "healthcheck", "run", s.container],
+                    capture_output=True,
+                    check=False,
+                    timeout=30,
+                    env=self.env,
+                )
 
     def logs(self, service: str, tail: int = 30) -> str:
         proc = self.run("logs", "--no-color", "--tail", str(tail), service, check=False, timeout=60)
@@ -235,26 +279,32 @@ class Compose:
         (`docker cp CTR:/a/b -` names entries "b/...", `podman cp` names them "/...".)"""
         cli = self.engine_cli()
         base = path.rstrip("/").rsplit("/", 1)[-1]
-        proc = subprocess.Popen([cli, "cp", f"{container}:{path}", "-"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=self.env)
+        proc = subprocess.Popen(
+            [cli, "cp", f"{container}:{path}", "-"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
         assert proc.stdout is not None
         try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as src, \
-                    tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+            with (
+                tarfile.open(fileobj=proc.stdout, mode="r|") as src,
+                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+            ):
                 for info in src:
                     name = info.name.lstrip("/")
                     if not self._podman and (name == base or name.startswith(base + "/")):
-                        name = name[len(base):].lstrip("/")
+                        name = name[len(base) :].lstrip("/")
                     info.name = "./" + name if name else "."
                     dst.addfile(info, src.extractfile(info) if info.isfile() else None)
         except tarfile.TarError as exc:
             proc.kill()
-            raise ToolError(f"{cli} cp {container}:{path} gave no readable tar ({exc})", fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again") from exc
+            raise EngineError(f"{cli} cp {container}:{path} gave no readable tar ({exc})") from exc
         finally:
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             code = proc.wait()
         if code != 0:
-            raise ToolError(f"{cli} cp {container}:{path} failed: {err.strip()}", fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again")
+            raise EngineError(f"{cli} cp {container}:{path} failed: {err.strip()}")
 
     def import_volume(self, volume: str, mount_path: str, image: str, data: IO[bytes]) -> None:
         """Unpack a tar written by export_volume into a named volume, owners and modes kept.
@@ -267,28 +317,47 @@ class Compose:
         base = mount_path.rstrip("/").rsplit("/", 1)[-1] or "data"
         helper = f"{self.project}-restore-{volume}"[:60]
         subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
-        made = subprocess.run([cli, "create", "--name", helper, "--entrypoint", "/bin/true",
-                               "-v", f"{self.project}_{volume}:/restore/{base}", image],
-                              capture_output=True, text=True, check=False, env=self.env)
+        made = subprocess.run(
+            [
+                cli,
+                "create",
+                "--name",
+                helper,
+                "--entrypoint",
+                "/bin/true",
+                "-v",
+                f"{self.project}_{volume}:/restore/{base}",
+                image,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=self.env,
+        )
         if made.returncode != 0:
-            raise ToolError(f"{cli} create (restore helper for volume {volume}) failed: {made.stderr.strip()}",
-                            fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again")
+            raise EngineError(
+                f"{cli} create (restore helper for volume {volume}) failed: {made.stderr.strip()}"
+            )
         try:
             with tempfile.TemporaryFile() as staged:
                 # docker cp unpacks "<base>/..." into the parent; podman cp unpacks into the path itself
-                with tarfile.open(fileobj=data, mode="r|") as src, \
-                        tarfile.open(fileobj=staged, mode="w|", format=tarfile.PAX_FORMAT) as dst:
+                with (
+                    tarfile.open(fileobj=data, mode="r|") as src,
+                    tarfile.open(fileobj=staged, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+                ):
                     for info in src:
                         rel = info.name[2:] if info.name.startswith("./") else info.name.lstrip("./")
                         info.name = (f"{base}/{rel}" if rel else base) if not self._podman else (rel or ".")
                         dst.addfile(info, src.extractfile(info) if info.isfile() else None)
                 staged.seek(0)
                 target = f"{helper}:/restore" if not self._podman else f"{helper}:/restore/{base}"
-                proc = subprocess.run([cli, "cp", "-", target], stdin=staged, capture_output=True, check=False,
-                                      env=self.env)
+                proc = subprocess.run(
+                    [cli, "cp", "-", target], stdin=staged, capture_output=True, check=False, env=self.env
+                )
             if proc.returncode != 0:
-                raise ToolError(f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}",
-                                fix="check that the engine runs (releaser doctor) and has room (df -h); then run the same command again")
+                raise EngineError(
+                    f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}"
+                )
         finally:
             subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
 
@@ -301,8 +370,15 @@ def _tail(text: str, n: int) -> str:
 Update = Callable[[list[ServiceState], float, bool], None]
 
 
-def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_update: Update | None = None,
-                poll: float = 1.0, redact: Callable[[str], str] = lambda s: s) -> list[ServiceState]:
+def up_and_wait(
+    compose: Compose,
+    spec: ComposeFile,
+    *,
+    timeout: float,
+    on_update: Update | None = None,
+    poll: float = 1.0,
+    redact: Callable[[str], str] = lambda s: s,
+) -> list[ServiceState]:
     """`compose up -d` in the background while polling every service until all are ready.
 
     Ready: running, and healthy when the service has a health check. Fails at once when a
@@ -331,9 +407,18 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
         failed = _blame(spec, states)
         if failed is not None:
             worker.join(timeout=5)
-            raise _failure(compose, failed, states, redact,
-                           f"{failed.service} " + ("is unhealthy (its health check fails)" if failed.health == "unhealthy"
-                                                   else f"{failed.state} (exit code {failed.exit_code})"))
+            raise _failure(
+                compose,
+                failed,
+                states,
+                redact,
+                f"{failed.service} "
+                + (
+                    "is unhealthy (its health check fails)"
+                    if failed.health == "unhealthy"
+                    else f"{failed.state} (exit code {failed.exit_code})"
+                ),
+            )
         if up_done:
             if "error" in result:
                 raise result["error"]
@@ -342,28 +427,45 @@ def up_and_wait(compose: Compose, spec: ComposeFile, *, timeout: float, on_updat
                 msg = _tail(redact(proc.stderr or proc.stdout), 8)
                 states = compose.states(spec)  # after the failure: who is down now
                 culprit = _blame(spec, states) or next(
-                    (s for s in states if not s.ready and s.container and f"-{s.service}-" in msg), None)
+                    (s for s in states if not s.ready and s.container and f"-{s.service}-" in msg), None
+                )
                 if culprit is None:
-                    raise StackError(f"`compose up` failed (exit {proc.returncode}): {msg}", states=states,
-                                     fix="fix what the message names, then run the same command again")
-                raise _failure(compose, culprit, states, redact,
-                               f"{culprit.service} is {culprit.label()} (exit code {culprit.exit_code}); "
-                               f"`compose up` failed: {msg}")
+                    raise StackError(
+                        f"`compose up` failed (exit {proc.returncode}): {msg}",
+                        states=states,
+                        fix="fix what the message names, then run the same command again",
+                    )
+                raise _failure(
+                    compose,
+                    culprit,
+                    states,
+                    redact,
+                    f"{culprit.service} is {culprit.label()} (exit code {culprit.exit_code}); "
+                    f"`compose up` failed: {msg}",
+                )
             if all(s.ready for s in states):
                 return states
             missing = [s.service for s in states if s.state in ("waiting", "created")]
             if missing and up_finished_at is not None and time.monotonic() - up_finished_at > 15:
                 proc = result["proc"]
-                raise StackError(f"`compose up` finished but did not start {', '.join(missing)}: "
-                                 f"{_tail(redact(proc.stderr or proc.stdout), 12)}", states=states,
-                                 fix="fix what the engine says above, then run the same command again")
+                raise StackError(
+                    f"`compose up` finished but did not start {', '.join(missing)}: "
+                    f"{_tail(redact(proc.stderr or proc.stdout), 12)}",
+                    states=states,
+                    fix="fix what the engine says above, then run the same command again",
+                )
             if up_finished_at is None:
                 up_finished_at = time.monotonic()
         if elapsed > timeout:
             worker.join(timeout=1)
             late = next((s for s in states if not s.ready), states[0])
-            raise _failure(compose, late, states, redact,
-                           f"{late.service} is not ready after {timeout:.0f} s (state: {late.label()})")
+            raise _failure(
+                compose,
+                late,
+                states,
+                redact,
+                f"{late.service} is not ready after {timeout:.0f} s (state: {late.label()})",
+            )
         time.sleep(poll)
 
 
@@ -376,14 +478,32 @@ def _blame(spec: ComposeFile, states: list[ServiceState]) -> ServiceState | None
         return None
     parent = next((s for s in states if s.service == spec.netns_parent.get(failed.service)), None)
     if parent is not None and not parent.ready and parent.container:
-        return parent if parent.failed else ServiceState(service=parent.service, container=parent.container,
-                                                         state="restarting", exit_code=parent.exit_code)
+        return (
+            parent
+            if parent.failed
+            else ServiceState(
+                service=parent.service,
+                container=parent.container,
+                state="restarting",
+                exit_code=parent.exit_code,
+            )
+        )
     return failed
 
 
-def _failure(compose: Compose, svc: ServiceState, states: list[ServiceState], redact: Callable[[str], str],
-             message: str) -> StackError:
+def _failure(
+    compose: Compose,
+    svc: ServiceState,
+    states: list[ServiceState],
+    redact: Callable[[str], str],
+    message: str,
+) -> StackError:
     logs = redact(_tail(compose.logs(svc.service), 30)) if svc.container else ""
-    return StackError(message, service=svc.service, logs=logs, states=states,
-                      fix=f"read the log lines above (all of them: releaser quickstart logs {svc.service}); "
-                          "fix the cause and run the quickstart again (volumes and secrets are kept)")
+    return StackError(
+        message,
+        service=svc.service,
+        logs=logs,
+        states=states,
+        fix=f"read the log lines above (all of them: releaser quickstart logs {svc.service}); "
+        "fix the cause and run the quickstart again (volumes and secrets are kept)",
+    )

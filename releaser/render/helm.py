@@ -51,8 +51,13 @@ def _resources(res: Any) -> dict[str, Any]:
 
 
 def _rules(rules: tuple[PolicyRule, ...]) -> list[dict[str, Any]]:
-    return [{"peers": [{p.kind: p.value} for p in r.peers],
-             "ports": [{"port": port, "protocol": proto} for port, proto in r.ports]} for r in rules]
+    return [
+        {
+            "peers": [{p.kind: p.value} for p in r.peers],
+            "ports": [{"port": port, "protocol": proto} for port, proto in r.ports],
+        }
+        for r in rules
+    ]
 
 
 def _service_values(svc: PlanService) -> dict[str, Any]:
@@ -66,15 +71,32 @@ def _service_values(svc: PlanService) -> dict[str, Any]:
         "env": {name: value for name, value, _ in svc.env},
         "securityContext": {"runAsUser": svc.uid, "runAsGroup": svc.gid},
         "capabilities": [{"name": c.name, "justification": c.justification} for c in svc.capabilities],
-        "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol,
-                   "exposure": "public" if p.public else "internal"} for p in svc.ports],
+        "ports": [
+            {
+                "name": p.name,
+                "port": p.port,
+                "protocol": p.protocol,
+                "exposure": "public" if p.public else "internal",
+            }
+            for p in svc.ports
+        ],
         "publicService": {"type": "ClusterIP", "annotations": {}},
         "health": None,
         "resources": _resources(svc.resources),
-        "volumes": [{"name": v.name, "mountPath": v.mount_path, "size": v.size, "claim": v.claim,
-                     "storageClass": ""} for v in svc.volumes],
-        "secrets": [{"name": s.name, "secretName": s.k8s_secret, "key": s.k8s_key, "generated": s.generated,
-                     "envFile": s.env_file or ""} for s in svc.secrets],
+        "volumes": [
+            {"name": v.name, "mountPath": v.mount_path, "size": v.size, "claim": v.claim, "storageClass": ""}
+            for v in svc.volumes
+        ],
+        "secrets": [
+            {
+                "name": s.name,
+                "secretName": s.k8s_secret,
+                "key": s.k8s_key,
+                "generated": s.generated,
+                "envFile": s.env_file or "",
+            }
+            for s in svc.secrets
+        ],
         "hostNetwork": svc.host_network,
         "nodeSelector": dict(svc.node_selector),
         "spreadAcrossNodes": svc.spread,
@@ -83,8 +105,10 @@ def _service_values(svc: PlanService) -> dict[str, Any]:
         "tolerations": [],
         "podAnnotations": {},
         "pdb": {svc.pdb[0]: svc.pdb[1]} if svc.pdb else {},
-        "networkPolicy": {"ingress": _rules(svc.network_policy.ingress) if svc.network_policy else [],
-                          "egress": _rules(svc.network_policy.egress) if svc.network_policy else []},
+        "networkPolicy": {
+            "ingress": _rules(svc.network_policy.ingress) if svc.network_policy else [],
+            "egress": _rules(svc.network_policy.egress) if svc.network_policy else [],
+        },
         "tcpao": {"enabled": False},
     }
     h = svc.health
@@ -96,14 +120,26 @@ def _service_values(svc: PlanService) -> dict[str, Any]:
             action = {"tcp": {"port": h.port}}
         else:
             action = {"exec": {"command": list(h.command)}}
-        d["health"] = {**action, "intervalSeconds": h.interval, "timeoutSeconds": h.timeout, "retries": h.retries,
-                       "startSeconds": h.start}
+        d["health"] = {
+            **action,
+            "intervalSeconds": h.interval,
+            "timeoutSeconds": h.timeout,
+            "retries": h.retries,
+            "startSeconds": h.start,
+        }
     sc = svc.sidecar
     if sc is not None:
         d["tcpao"] = {
-            "enabled": True, "role": sc.role, "image": sc.image, "listen": sc.listen,
-            **({"forward": sc.forward} if sc.forward else {}), **({"remote": sc.remote} if sc.remote else {}),
-            "peerIP": sc.peer_ip, "peerPort": sc.peer_port, "keyId": sc.key_id, "macAlgorithm": sc.mac_algorithm,
+            "enabled": True,
+            "role": sc.role,
+            "image": sc.image,
+            "listen": sc.listen,
+            **({"forward": sc.forward} if sc.forward else {}),
+            **({"remote": sc.remote} if sc.remote else {}),
+            "peerIP": sc.peer_ip,
+            "peerPort": sc.peer_port,
+            "keyId": sc.key_id,
+            "macAlgorithm": sc.mac_algorithm,
             "keySecret": {"name": sc.key_secret, "key": sc.key_secret_key},
             "resources": _resources(sc.resources),
         }
@@ -114,18 +150,25 @@ def chart_values(plan: Plan) -> dict[str, Any]:
     """The chart's values.yaml as data: every decision of the plan, overridable."""
     return {
         "global": {"imageRegistry": "", "imagePullSecrets": [], "tcpaoNodeLabel": TCPAO_NODE_LABEL},
-        "images": {i.name: {"registry": i.registry, "repository": i.repository, "digest": i.digest}
-                   for i in plan.images},
+        "images": {
+            i.name: {"registry": i.registry, "repository": i.repository, "digest": i.digest}
+            for i in plan.images
+        },
         "networkPolicy": {
             "enabled": True,
-            "dns": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}},
+            "dns": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            },
         },
-        "generatedSecrets": [{"name": s.k8s_secret, "key": s.k8s_key, "length": s.length}
-                             for s in plan.generated_secrets],
+        "generatedSecrets": [
+            {"name": s.k8s_secret, "key": s.k8s_key, "length": s.length} for s in plan.generated_secrets
+        ],
         # warn and audit stay `restricted`, so every pod but the hostNetwork ones is still held to it
-        "namespace": {"create": False, "podSecurity": {"enforce": plan.pod_security, "warn": "restricted",
-                                                       "audit": "restricted"}},
+        "namespace": {
+            "create": False,
+            "podSecurity": {"enforce": plan.pod_security, "warn": "restricted", "audit": "restricted"},
+        },
         "services": {s.name: _service_values(s) for s in sorted(plan.services, key=lambda s: s.name)},
     }
 
@@ -157,10 +200,13 @@ def render_helm(plan: Plan) -> dict[str, bytes]:
         "annotations": {"releaser.dev/images": "\n".join(sorted(plan.pinned_references()))},
     }
     files = {f: c for f, c in _static_files().items()}
-    files["Chart.yaml"] = ("# Generated by releaser. Do not edit: change release.yaml and run `releaser render`.\n"
-                           + _dump(chart)).encode()
-    files["values.yaml"] = (_VALUES_HEADER.format(name=plan.name, version=plan.version)
-                            + _dump(chart_values(plan))).encode()
+    files["Chart.yaml"] = (
+        "# Generated by releaser. Do not edit: change release.yaml and run `releaser render`.\n"
+        + _dump(chart)
+    ).encode()
+    files["values.yaml"] = (
+        _VALUES_HEADER.format(name=plan.name, version=plan.version) + _dump(chart_values(plan))
+    ).encode()
     schema = values_schema(plan)
     files["values.schema.json"] = (json.dumps(schema, indent=2, sort_keys=False) + "\n").encode()
     files["README.md"] = values_reference(plan, chart_values(plan), schema).encode()
@@ -189,102 +235,232 @@ def _str_map(desc: str) -> dict[str, Any]:
 
 
 _QTY = {"type": ["string", "number"], "pattern": "^[0-9]+(\\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"}
-_RES = _obj({"requests": {"type": "object", "description": "Scheduler reservation.",
-                          "additionalProperties": False, "properties": {"cpu": _QTY, "memory": _QTY}},
-             "limits": {"type": "object", "description": "Hard caps.", "additionalProperties": False,
-                        "properties": {"cpu": _QTY, "memory": _QTY}}},
-            desc="Container resources.")
-_RULES = {"type": "array", "description": "Flows decided by releaser from release.yaml.", "items": _obj({
-    "peers": {"type": "array", "items": {"type": "object", "minProperties": 1, "maxProperties": 1,
-                                         "additionalProperties": False,
-                                         "properties": {"service": {"type": "string"}, "cidr": {"type": "string"},
-                                                        "namespace": {"type": "string"}}}},
-    "ports": {"type": "array", "items": _obj({"port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                                              "protocol": {"enum": ["TCP", "UDP"]}})}})}
+_RES = _obj(
+    {
+        "requests": {
+            "type": "object",
+            "description": "Scheduler reservation.",
+            "additionalProperties": False,
+            "properties": {"cpu": _QTY, "memory": _QTY},
+        },
+        "limits": {
+            "type": "object",
+            "description": "Hard caps.",
+            "additionalProperties": False,
+            "properties": {"cpu": _QTY, "memory": _QTY},
+        },
+    },
+    desc="Container resources.",
+)
+_RULES = {
+    "type": "array",
+    "description": "Flows decided by releaser from release.yaml.",
+    "items": _obj(
+        {
+            "peers": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {
+                        "service": {"type": "string"},
+                        "cidr": {"type": "string"},
+                        "namespace": {"type": "string"},
+                    },
+                },
+            },
+            "ports": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "protocol": {"enum": ["TCP", "UDP"]},
+                    }
+                ),
+            },
+        }
+    ),
+}
 
 
 def values_schema(plan: Plan) -> dict[str, Any]:
     """A strict schema for values.yaml: typos and malformed digests fail `helm install` early."""
-    image = _obj({"registry": {"type": "string", "minLength": 1, "description": "Registry host[:port]."},
-                  "repository": {"type": "string", "minLength": 1, "description": "Path inside the registry."},
-                  "digest": {"type": "string", "pattern": DIGEST_PATTERN,
-                             "description": "Pinned manifest or index digest from release.lock.yaml."}},
-                 required=["registry", "repository", "digest"], desc="One image, pinned by digest.")
+    image = _obj(
+        {
+            "registry": {"type": "string", "minLength": 1, "description": "Registry host[:port]."},
+            "repository": {"type": "string", "minLength": 1, "description": "Path inside the registry."},
+            "digest": {
+                "type": "string",
+                "pattern": DIGEST_PATTERN,
+                "description": "Pinned manifest or index digest from release.lock.yaml.",
+            },
+        },
+        required=["registry", "repository", "digest"],
+        desc="One image, pinned by digest.",
+    )
     image_names = sorted(i.name for i in plan.images)
-    tcpao = _obj({
-        "enabled": {"type": "boolean", "description": "Run the tcpao-proxy sidecar."},
-        "role": {"enum": ["initiator", "terminator"], "description": "Sidecar role."},
-        "image": {"enum": image_names, "description": "Key under images."},
-        "listen": {"type": "string", "pattern": HOSTPORT_PATTERN, "description": "Listen address:port."},
-        "forward": {"type": "string", "pattern": HOSTPORT_PATTERN, "description": "Terminator: local app address."},
-        "remote": {"type": "string", "pattern": HOSTPORT_PATTERN,
-                   "description": "Initiator: terminator's node address:port."},
-        "peerIP": {"type": "string", "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$",
-                   "description": "Address of the other end, signed by TCP-AO."},
-        "peerPort": {"type": "integer", "minimum": 0, "maximum": 65535,
-                     "description": "Port of the other end; 0 for any."},
-        "keyId": {"type": "integer", "minimum": 0, "maximum": 255, "description": "TCP-AO key id."},
-        "macAlgorithm": {"enum": ["hmac-sha256", "hmac-sha1", "cmac-aes128"], "description": "MAC algorithm."},
-        "keySecret": _obj({"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
-                          required=["name", "key"], desc="Existing Secret holding the key."),
-        "resources": _RES,
-    }, required=["enabled"], desc="TCP-AO sidecar.")
-    health = {"type": ["object", "null"], "description": "Probe: http, tcp or exec plus timings.",
-              "additionalProperties": False,
-              "properties": {"http": _obj({"path": {"type": "string"}, "port": {"type": ["integer", "string"]}}),
-                             "tcp": _obj({"port": {"type": ["integer", "string"]}}),
-                             "exec": _obj({"command": {"type": "array", "items": {"type": "string"}}}),
-                             "intervalSeconds": {"type": "integer", "minimum": 1},
-                             "timeoutSeconds": {"type": "integer", "minimum": 1},
-                             "retries": {"type": "integer", "minimum": 1},
-                             "startSeconds": {"type": "integer", "minimum": 0}}}
-    service = _obj({
-        "enabled": {"type": "boolean", "description": "Render this service."},
-        "kind": {"enum": ["Deployment", "DaemonSet"], "description": "Workload kind."},
-        "image": {"enum": image_names, "description": "Key under images."},
-        "replicas": {"type": "integer", "minimum": 0, "description": "Pods (Deployment only)."},
-        "command": {"type": "array", "items": {"type": "string"}, "description": "Entrypoint override."},
-        "args": {"type": "array", "items": {"type": "string"}, "description": "Arguments."},
-        "env": _str_map("Plain environment variables (never secrets)."),
-        "securityContext": _obj({"runAsUser": {"type": "integer", "minimum": 1},
-                                 "runAsGroup": {"type": "integer", "minimum": 0}},
-                                required=["runAsUser", "runAsGroup"], desc="Non-root identity."),
-        "capabilities": {"type": "array", "description": "Added capabilities with their justification.",
-                         "items": _obj({"name": {"type": "string"}, "justification": {"type": "string", "minLength": 10}},
-                                       required=["name", "justification"])},
-        "ports": {"type": "array", "description": "Container ports.",
-                  "items": _obj({"name": {"type": "string"}, "port": {"type": "integer"},
-                                 "protocol": {"enum": ["TCP", "UDP"]}, "exposure": {"enum": ["internal", "public"]}})},
-        "publicService": _obj({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
-                               "annotations": _str_map("Annotations of the public Service.")},
-                              desc="The Service carrying the public ports."),
-        "health": health,
-        "resources": _RES,
-        "volumes": {"type": "array", "description": "Persistent volume claims (kept on uninstall).",
-                    "items": _obj({"name": {"type": "string"}, "mountPath": {"type": "string"},
-                                   "size": _QTY, "claim": {"type": "string"}, "storageClass": {"type": "string"}})},
-        "secrets": {"type": "array", "description": "Secret files under /run/secrets.",
-                    "items": _obj({"name": {"type": "string"}, "secretName": {"type": "string"},
-                                   "key": {"type": "string"}, "generated": {"type": "boolean"},
-                                   "envFile": {"type": "string"}})},
-        "hostNetwork": {"type": "boolean", "description": "Use the node's network namespace."},
-        "nodeSelector": _str_map("Node labels the pods must land on."),
-        "spreadAcrossNodes": {"type": "boolean",
-                              "description": "Spread replicas over nodes (topologySpreadConstraints, ScheduleAnyway)."},
-        "onePerNode": {"type": "boolean",
-                       "description": "Never two pods on one node (required anti-affinity; hostNetwork binds node "
-                                      "ports)."},
-        "tcpaoNodesOnly": {"type": "boolean",
-                           "description": "Schedule only onto nodes labelled global.tcpaoNodeLabel=true."},
-        "tolerations": {"type": "array", "description": "Pod tolerations.", "items": {"type": "object"}},
-        "podAnnotations": _str_map("Extra pod annotations."),
-        "pdb": {"type": "object", "description": "PodDisruptionBudget spec (empty: none).",
-                "additionalProperties": False, "maxProperties": 1,
-                "properties": {"minAvailable": {"type": "integer", "minimum": 0},
-                               "maxUnavailable": {"type": "integer", "minimum": 1}}},
-        "networkPolicy": _obj({"ingress": _RULES, "egress": _RULES}, desc="Declared flows."),
-        "tcpao": tcpao,
-    }, desc="One service of the release.")
+    tcpao = _obj(
+        {
+            "enabled": {"type": "boolean", "description": "Run the tcpao-proxy sidecar."},
+            "role": {"enum": ["initiator", "terminator"], "description": "Sidecar role."},
+            "image": {"enum": image_names, "description": "Key under images."},
+            "listen": {"type": "string", "pattern": HOSTPORT_PATTERN, "description": "Listen address:port."},
+            "forward": {
+                "type": "string",
+                "pattern": HOSTPORT_PATTERN,
+                "description": "Terminator: local app address.",
+            },
+            "remote": {
+                "type": "string",
+                "pattern": HOSTPORT_PATTERN,
+                "description": "Initiator: terminator's node address:port.",
+            },
+            "peerIP": {
+                "type": "string",
+                "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$",
+                "description": "Address of the other end, signed by TCP-AO.",
+            },
+            "peerPort": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 65535,
+                "description": "Port of the other end; 0 for any.",
+            },
+            "keyId": {"type": "integer", "minimum": 0, "maximum": 255, "description": "TCP-AO key id."},
+            "macAlgorithm": {
+                "enum": ["hmac-sha256", "hmac-sha1", "cmac-aes128"],
+                "description": "MAC algorithm.",
+            },
+            "keySecret": _obj(
+                {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
+                required=["name", "key"],
+                desc="Existing Secret holding the key.",
+            ),
+            "resources": _RES,
+        },
+        required=["enabled"],
+        desc="TCP-AO sidecar.",
+    )
+    health = {
+        "type": ["object", "null"],
+        "description": "Probe: http, tcp or exec plus timings.",
+        "additionalProperties": False,
+        "properties": {
+            "http": _obj({"path": {"type": "string"}, "port": {"type": ["integer", "string"]}}),
+            "tcp": _obj({"port": {"type": ["integer", "string"]}}),
+            "exec": _obj({"command": {"type": "array", "items": {"type": "string"}}}),
+            "intervalSeconds": {"type": "integer", "minimum": 1},
+            "timeoutSeconds": {"type": "integer", "minimum": 1},
+            "retries": {"type": "integer", "minimum": 1},
+            "startSeconds": {"type": "integer", "minimum": 0},
+        },
+    }
+    service = _obj(
+        {
+            "enabled": {"type": "boolean", "description": "Render this service."},
+            "kind": {"enum": ["Deployment", "DaemonSet"], "description": "Workload kind."},
+            "image": {"enum": image_names, "description": "Key under images."},
+            "replicas": {"type": "integer", "minimum": 0, "description": "Pods (Deployment only)."},
+            "command": {"type": "array", "items": {"type": "string"}, "description": "Entrypoint override."},
+            "args": {"type": "array", "items": {"type": "string"}, "description": "Arguments."},
+            "env": _str_map("Plain environment variables (never secrets)."),
+            "securityContext": _obj(
+                {
+                    "runAsUser": {"type": "integer", "minimum": 1},
+                    "runAsGroup": {"type": "integer", "minimum": 0},
+                },
+                required=["runAsUser", "runAsGroup"],
+                desc="Non-root identity.",
+            ),
+            "capabilities": {
+                "type": "array",
+                "description": "Added capabilities with their justification.",
+                "items": _obj(
+                    {"name": {"type": "string"}, "justification": {"type": "string", "minLength": 10}},
+                    required=["name", "justification"],
+                ),
+            },
+            "ports": {
+                "type": "array",
+                "description": "Container ports.",
+                "items": _obj(
+                    {
+                        "name": {"type": "string"},
+                        "port": {"type": "integer"},
+                        "protocol": {"enum": ["TCP", "UDP"]},
+                        "exposure": {"enum": ["internal", "public"]},
+                    }
+                ),
+            },
+            "publicService": _obj(
+                {
+                    "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                    "annotations": _str_map("Annotations of the public Service."),
+                },
+                desc="The Service carrying the public ports.",
+            ),
+            "health": health,
+            "resources": _RES,
+            "volumes": {
+                "type": "array",
+                "description": "Persistent volume claims (kept on uninstall).",
+                "items": _obj(
+                    {
+                        "name": {"type": "string"},
+                        "mountPath": {"type": "string"},
+                        "size": _QTY,
+                        "claim": {"type": "string"},
+                        "storageClass": {"type": "string"},
+                    }
+                ),
+            },
+            "secrets": {
+                "type": "array",
+                "description": "Secret files under /run/secrets.",
+                "items": _obj(
+                    {
+                        "name": {"type": "string"},
+                        "secretName": {"type": "string"},
+                        "key": {"type": "string"},
+                        "generated": {"type": "boolean"},
+                        "envFile": {"type": "string"},
+                    }
+                ),
+            },
+            "hostNetwork": {"type": "boolean", "description": "Use the node's network namespace."},
+            "nodeSelector": _str_map("Node labels the pods must land on."),
+            "spreadAcrossNodes": {
+                "type": "boolean",
+                "description": "Spread replicas over nodes (topologySpreadConstraints, ScheduleAnyway).",
+            },
+            "onePerNode": {
+                "type": "boolean",
+                "description": "Never two pods on one node (required anti-affinity; hostNetwork binds node "
+                "ports).",
+            },
+            "tcpaoNodesOnly": {
+                "type": "boolean",
+                "description": "Schedule only onto nodes labelled global.tcpaoNodeLabel=true.",
+            },
+            "tolerations": {"type": "array", "description": "Pod tolerations.", "items": {"type": "object"}},
+            "podAnnotations": _str_map("Extra pod annotations."),
+            "pdb": {
+                "type": "object",
+                "description": "PodDisruptionBudget spec (empty: none).",
+                "additionalProperties": False,
+                "maxProperties": 1,
+                "properties": {
+                    "minAvailable": {"type": "integer", "minimum": 0},
+                    "maxUnavailable": {"type": "integer", "minimum": 1},
+                },
+            },
+            "networkPolicy": _obj({"ingress": _RULES, "egress": _RULES}, desc="Declared flows."),
+            "tcpao": tcpao,
+        },
+        desc="One service of the release.",
+    )
     return {
         "$schema": "https://json-schema.org/draft-07/schema#",
         "title": f"values of the {plan.name} chart (generated by releaser)",
@@ -292,38 +468,92 @@ def values_schema(plan: Plan) -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["global", "images", "services", "networkPolicy", "generatedSecrets"],
         "properties": {
-            "global": _obj({"imageRegistry": {"type": "string", "pattern": "^([a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?)?$",
-                                              "description": "Replaces every image's registry (airgap installs)."},
-                            "imagePullSecrets": {"type": "array", "items": _obj({"name": {"type": "string"}}),
-                                                 "description": "Pull secrets for every pod."},
-                            "tcpaoNodeLabel": {"type": "string", "minLength": 1,
-                                               "description": "Node label (value \"true\") marking nodes whose "
-                                                              "kernel has CONFIG_TCP_AO."}},
-                           desc="Settings shared by every service."),
-            "images": {"type": "object", "description": "Pinned images.", "additionalProperties": False,
-                       "properties": {n: image for n in image_names}, "required": image_names},
-            "networkPolicy": _obj({"enabled": {"type": "boolean", "description": "Render NetworkPolicies."},
-                                   "dns": _obj({"namespaceSelector": {"type": "object", "description":
-                                                                      "Namespace of the cluster DNS pods."},
-                                                "podSelector": {"type": "object", "description":
-                                                                "Labels of the cluster DNS pods."}},
-                                               desc="Where cluster DNS runs (egress on port 53 is allowed to it).")},
-                                  desc="Default deny plus declared flows."),
-            "namespace": _obj({
-                "create": {"type": "boolean", "description": "Create the release namespace with the Pod Security "
-                                                            "labels below (instead of --create-namespace, which "
-                                                            "sets none). It is kept on uninstall."},
-                "podSecurity": _obj({lvl: {"type": "string", "enum": ["privileged", "baseline", "restricted"],
-                                           "description": f"pod-security.kubernetes.io/{lvl} label."}
-                                     for lvl in ("enforce", "warn", "audit")},
-                                    desc="Pod Security Admission levels for the namespace.")},
-                desc="The release namespace (optional creation, Pod Security labels)."),
-            "generatedSecrets": {"type": "array", "description": "Secrets the chart creates once and keeps.",
-                                 "items": _obj({"name": {"type": "string"}, "key": {"type": "string"},
-                                                "length": {"type": "integer", "minimum": 16}})},
-            "services": {"type": "object", "description": "The services of the release.",
-                         "additionalProperties": False,
-                         "properties": {s.name: service for s in plan.services}},
+            "global": _obj(
+                {
+                    "imageRegistry": {
+                        "type": "string",
+                        "pattern": "^([a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?)?$",
+                        "description": "Replaces every image's registry (airgap installs).",
+                    },
+                    "imagePullSecrets": {
+                        "type": "array",
+                        "items": _obj({"name": {"type": "string"}}),
+                        "description": "Pull secrets for every pod.",
+                    },
+                    "tcpaoNodeLabel": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": 'Node label (value "true") marking nodes whose '
+                        "kernel has CONFIG_TCP_AO.",
+                    },
+                },
+                desc="Settings shared by every service.",
+            ),
+            "images": {
+                "type": "object",
+                "description": "Pinned images.",
+                "additionalProperties": False,
+                "properties": {n: image for n in image_names},
+                "required": image_names,
+            },
+            "networkPolicy": _obj(
+                {
+                    "enabled": {"type": "boolean", "description": "Render NetworkPolicies."},
+                    "dns": _obj(
+                        {
+                            "namespaceSelector": {
+                                "type": "object",
+                                "description": "Namespace of the cluster DNS pods.",
+                            },
+                            "podSelector": {
+                                "type": "object",
+                                "description": "Labels of the cluster DNS pods.",
+                            },
+                        },
+                        desc="Where cluster DNS runs (egress on port 53 is allowed to it).",
+                    ),
+                },
+                desc="Default deny plus declared flows.",
+            ),
+            "namespace": _obj(
+                {
+                    "create": {
+                        "type": "boolean",
+                        "description": "Create the release namespace with the Pod Security "
+                        "labels below (instead of --create-namespace, which "
+                        "sets none). It is kept on uninstall.",
+                    },
+                    "podSecurity": _obj(
+                        {
+                            lvl: {
+                                "type": "string",
+                                "enum": ["privileged", "baseline", "restricted"],
+                                "description": f"pod-security.kubernetes.io/{lvl} label.",
+                            }
+                            for lvl in ("enforce", "warn", "audit")
+                        },
+                        desc="Pod Security Admission levels for the namespace.",
+                    ),
+                },
+                desc="The release namespace (optional creation, Pod Security labels).",
+            ),
+            "generatedSecrets": {
+                "type": "array",
+                "description": "Secrets the chart creates once and keeps.",
+                "items": _obj(
+                    {
+                        "name": {"type": "string"},
+                        "key": {"type": "string"},
+                        "length": {"type": "integer", "minimum": 16},
+                    }
+                ),
+            },
+            "services": {
+                "type": "object",
+                "description": "The services of the release.",
+                "additionalProperties": False,
+                "properties": {s.name: service for s in plan.services},
+            },
         },
     }
 
@@ -377,29 +607,33 @@ def values_reference(plan: Plan, values: dict[str, Any], schema: dict[str, Any])
         if len(default) > 80:
             default = default[:77] + "..."
         desc = (node.get("description") or "").replace("|", "\\|") if isinstance(node, dict) else ""
-        rows.append(f"| `{path}` | {_type_of(node) if isinstance(node, dict) else ''} | `{default}` | {desc} |")
+        rows.append(
+            f"| `{path}` | {_type_of(node) if isinstance(node, dict) else ''} | `{default}` | {desc} |"
+        )
 
     walk("", schema, values, 0)
-    return "\n".join([
-        f"# {plan.name} {plan.version}",
-        "",
-        plan.description or f"{plan.name}, generated by releaser.",
-        "",
-        "Generated by releaser from release.yaml and release.lock.yaml: every image is pinned by digest.",
-        "",
-        "```",
-        f"helm install {plan.name} . -n {plan.name} --create-namespace",
-        f"helm install {plan.name} . -f values-airgap.yaml      # images from a private registry, same digests",
-        "```",
-        "",
-        "Pods with a hostNetwork TCP-AO sidecar cannot meet the Pod Security Standard `baseline` (hostNetwork),",
-        "so their namespace needs `pod-security.kubernetes.io/enforce=privileged`; every other pod meets",
-        "`restricted`. See NOTES.txt after install for the Secrets to create.",
-        "",
-        "## Values",
-        "",
-        "| value | type | default | description |",
-        "|---|---|---|---|",
-        *rows,
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# {plan.name} {plan.version}",
+            "",
+            plan.description or f"{plan.name}, generated by releaser.",
+            "",
+            "Generated by releaser from release.yaml and release.lock.yaml: every image is pinned by digest.",
+            "",
+            "```",
+            f"helm install {plan.name} . -n {plan.name} --create-namespace",
+            f"helm install {plan.name} . -f values-airgap.yaml      # images from a private registry, same digests",
+            "```",
+            "",
+            "Pods with a hostNetwork TCP-AO sidecar cannot meet the Pod Security Standard `baseline` (hostNetwork),",
+            "so their namespace needs `pod-security.kubernetes.io/enforce=privileged`; every other pod meets",
+            "`restricted`. See NOTES.txt after install for the Secrets to create.",
+            "",
+            "## Values",
+            "",
+            "| value | type | default | description |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    )

@@ -43,7 +43,9 @@ CLUSTER = "releaser-e2e"
 NS = "bmp"
 LOCAL = "localhost:5001"
 KIND = shutil.which("kind")
-KUBECTL = shutil.which("kubectl") or (str(TOOLS / "bin" / "kubectl") if (TOOLS / "bin" / "kubectl").exists() else None)
+KUBECTL = shutil.which("kubectl") or (
+    str(TOOLS / "bin" / "kubectl") if (TOOLS / "bin" / "kubectl").exists() else None
+)
 HELM = str(TOOLS / "bin" / "helm3")
 
 
@@ -62,10 +64,16 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
-def sh(*cmd: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600,
-       stdin: str | None = None) -> str:
-    proc = subprocess.run(list(cmd), env=env, capture_output=True, text=True, check=False, timeout=timeout,
-                          input=stdin)
+def sh(
+    *cmd: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 600,
+    stdin: str | None = None,
+) -> str:
+    proc = subprocess.run(
+        list(cmd), env=env, capture_output=True, text=True, check=False, timeout=timeout, input=stdin
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -100,12 +108,18 @@ nodes:
 def site_values(collector_node: str, speaker_node: str, collector_ip: str, speaker_ip: str) -> dict[str, Any]:
     """The site's own values: which worker runs which TCP-AO peer, and the peers' node addresses.
     (tests/test_chart.py renders the chart with these offline, on Helm 3 and 4.)"""
-    return {"services": {
-        "collector": {"nodeSelector": {"kubernetes.io/hostname": collector_node},
-                      "tcpao": {"peerIP": speaker_ip}},
-        "speaker": {"nodeSelector": {"kubernetes.io/hostname": speaker_node},
-                    "tcpao": {"remote": f"{collector_ip}:1790", "peerIP": collector_ip}},
-    }}
+    return {
+        "services": {
+            "collector": {
+                "nodeSelector": {"kubernetes.io/hostname": collector_node},
+                "tcpao": {"peerIP": speaker_ip},
+            },
+            "speaker": {
+                "nodeSelector": {"kubernetes.io/hostname": speaker_node},
+                "tcpao": {"remote": f"{collector_ip}:1790", "peerIP": collector_ip},
+            },
+        }
+    }
 
 
 @pytest.fixture(scope="module")
@@ -113,19 +127,48 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     work = tmp_path_factory.mktemp("kind")
     (work / "kind.yaml").write_text(KIND_CONFIG)
     sh("kind", "delete", "cluster", "--name", CLUSTER, check=False)
-    sh("kind", "create", "cluster", "--name", CLUSTER, "--config", str(work / "kind.yaml"), "--wait", "180s",
-       timeout=900)
+    sh(
+        "kind",
+        "create",
+        "cluster",
+        "--name",
+        CLUSTER,
+        "--config",
+        str(work / "kind.yaml"),
+        "--wait",
+        "180s",
+        timeout=900,
+    )
     try:
         if not sh("docker", "ps", "-q", "--filter", "name=^kind-registry$").strip():
             sh("docker", "rm", "-f", "kind-registry", check=False)
-            sh("docker", "run", "-d", "--restart=always", "-p", "127.0.0.1:5001:5000", "--network", "bridge",
-               "--name", "kind-registry", "registry:2")
+            sh(
+                "docker",
+                "run",
+                "-d",
+                "--restart=always",
+                "-p",
+                "127.0.0.1:5001:5000",
+                "--network",
+                "bridge",
+                "--name",
+                "kind-registry",
+                "registry:2",
+            )
         sh("docker", "network", "connect", "kind", "kind-registry", check=False)
         for node in sh("kind", "get", "nodes", "--name", CLUSTER).split():
             d = f"/etc/containerd/certs.d/{LOCAL}"
             sh("docker", "exec", node, "mkdir", "-p", d)
-            sh("docker", "exec", "-i", node, "cp", "/dev/stdin", f"{d}/hosts.toml",
-               stdin='[host."http://kind-registry:5000"]\n')
+            sh(
+                "docker",
+                "exec",
+                "-i",
+                node,
+                "cp",
+                "/dev/stdin",
+                f"{d}/hosts.toml",
+                stdin='[host."http://kind-registry:5000"]\n',
+            )
         yield {"work": work}
     finally:
         if os.environ.get("KEEP_KIND") != "1":
@@ -136,38 +179,99 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 @pytest.fixture(scope="module")
 def installed(cluster: dict[str, Any]) -> dict[str, Any]:
     work: Path = cluster["work"]
-    env = {**os.environ, "RELEASER_CACHE": str(work / "cache"), "RELEASER_KEY_PASSPHRASE": "e2e-only-passphrase"}
+    env = {
+        **os.environ,
+        "RELEASER_CACHE": str(work / "cache"),
+        "RELEASER_KEY_PASSPHRASE": "e2e-only-passphrase",
+    }
     publisher = RegistryServer(work / "publisher").start()
     try:
         rel = images.standin_release(work, publisher.host)
         sh(RELEASER, "lock", str(rel), env=env)
-        sh(RELEASER, "keygen", "--out", str(work / "keys"), env=env)
+        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
         bundle = work / "bundle.tar.zst"
-        sh(RELEASER, "bundle", str(rel), "--key", str(work / "keys/releaser.key"), "--out", str(bundle), env=env)
+        sh(
+            RELEASER,
+            "bundle",
+            str(rel),
+            "--signing-key",
+            str(work / "keys/releaser.key"),
+            "--out-file",
+            str(bundle),
+            env=env,
+        )
     finally:
         publisher.stop()  # from here on only the bundle and the cluster's registry exist
-    sh(RELEASER, "airgap", str(bundle), "--to", LOCAL, "--key", str(work / "keys/releaser.pub"), "--out",
-       str(work / "site"), env=env)
+    sh(
+        RELEASER,
+        "airgap",
+        str(bundle),
+        "--to",
+        LOCAL,
+        "--key",
+        str(work / "keys/releaser.pub"),
+        "--out-dir",
+        str(work / "site"),
+        env=env,
+    )
 
     kubectl("create", "namespace", NS)
-    kubectl("label", "namespace", NS, "pod-security.kubernetes.io/enforce=privileged",
-            "pod-security.kubernetes.io/warn=restricted", "pod-security.kubernetes.io/audit=restricted")
+    kubectl(
+        "label",
+        "namespace",
+        NS,
+        "pod-security.kubernetes.io/enforce=privileged",
+        "pod-security.kubernetes.io/warn=restricted",
+        "pod-security.kubernetes.io/audit=restricted",
+    )
     kubectl("create", "namespace", "monitoring")
     workers = [n for n in sh("kind", "get", "nodes", "--name", CLUSTER).split() if "worker" in n]
     for node in workers:
         kubectl("label", "node", node, "releaser.dev/tcp-ao=true")
     collector_node = sorted(workers)[0]
-    node_ip = next(a["address"] for a in kjson("get", "node", collector_node)["status"]["addresses"]
-                   if a["type"] == "InternalIP")
-    speaker_ip = next(a["address"] for a in kjson("get", "node", sorted(workers)[1])["status"]["addresses"]
-                      if a["type"] == "InternalIP")
-    kubectl("-n", NS, "create", "secret", "generic", "bmp-tcpao-key", "--from-literal=tcpao-key=e2e-lab-key-0123456789")
+    node_ip = next(
+        a["address"]
+        for a in kjson("get", "node", collector_node)["status"]["addresses"]
+        if a["type"] == "InternalIP"
+    )
+    speaker_ip = next(
+        a["address"]
+        for a in kjson("get", "node", sorted(workers)[1])["status"]["addresses"]
+        if a["type"] == "InternalIP"
+    )
+    kubectl(
+        "-n",
+        NS,
+        "create",
+        "secret",
+        "generic",
+        "bmp-tcpao-key",
+        "--from-literal=tcpao-key=e2e-lab-key-0123456789",
+    )
     site = site_values(collector_node, sorted(workers)[1], node_ip, speaker_ip)
     (work / "site.yaml").write_text(yaml.safe_dump(site))
     lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
-    sh(HELM, "--kube-context", f"kind-{CLUSTER}", "install", "bmp", f"oci://{LOCAL}/charts/bmp-tcpao",
-       "--version", "1.4.0", "--plain-http", "-n", NS, "-f", str(work / "site" / "values-airgap.yaml"),
-       "-f", str(work / "site.yaml"), "--wait", "--timeout", "5m", timeout=420)
+    sh(
+        HELM,
+        "--kube-context",
+        f"kind-{CLUSTER}",
+        "install",
+        "bmp",
+        f"oci://{LOCAL}/charts/bmp-tcpao",
+        "--version",
+        "1.4.0",
+        "--plain-http",
+        "-n",
+        NS,
+        "-f",
+        str(work / "site" / "values-airgap.yaml"),
+        "-f",
+        str(work / "site.yaml"),
+        "--wait",
+        "--timeout",
+        "5m",
+        timeout=420,
+    )
     return {"work": work, "lock": lock, "rel": rel, "site": work / "site.yaml"}
 
 
@@ -204,8 +308,19 @@ def test_pdbs_and_network_policies_are_the_rendered_ones(installed: dict[str, An
 
 def test_traffic_crosses_both_hostnetwork_sidecars(installed: dict[str, Any]) -> None:
     def lines() -> list[str]:
-        out = kubectl("-n", NS, "exec", "deploy/collector", "-c", "collector", "--", "wget", "-qO-",
-                      "http://127.0.0.1:8080/received", check=False)
+        out = kubectl(
+            "-n",
+            NS,
+            "exec",
+            "deploy/collector",
+            "-c",
+            "collector",
+            "--",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:8080/received",
+            check=False,
+        )
         return out.splitlines()
 
     got = wait_for(lambda: len(lines()) >= 3 and lines(), what="the speaker's lines at the collector")
@@ -213,25 +328,52 @@ def test_traffic_crosses_both_hostnetwork_sidecars(installed: dict[str, Any]) ->
 
 
 def _probe(namespace: str, name: str, url: str) -> bool:
-    image = next(c["image"] for p in pods() for c in p["spec"]["containers"] if "/library/nats@" in c["image"])
+    image = next(
+        c["image"] for p in pods() for c in p["spec"]["containers"] if "/library/nats@" in c["image"]
+    )
     kubectl("-n", namespace, "delete", "pod", name, "--ignore-not-found", "--wait")
-    overrides = json.dumps({"spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 65532,
-                                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                                     "containers": [{"name": name, "image": image,
-                                                     "command": ["wget", "-q", "-T", "5", "-O", "-", url],
-                                                     "securityContext": {"allowPrivilegeEscalation": False,
-                                                                         "capabilities": {"drop": ["ALL"]}}}]}})
+    overrides = json.dumps(
+        {
+            "spec": {
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": name,
+                        "image": image,
+                        "command": ["wget", "-q", "-T", "5", "-O", "-", url],
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            }
+        }
+    )
     kubectl("-n", namespace, "run", name, "--image", image, "--restart=Never", "--overrides", overrides)
-    phase = wait_for(lambda: kjson("-n", namespace, "get", "pod", name)["status"].get("phase")
-                     in ("Succeeded", "Failed") and kjson("-n", namespace, "get", "pod", name)["status"]["phase"],
-                     timeout=90, what=f"probe pod {namespace}/{name}")
+    phase = wait_for(
+        lambda: (
+            kjson("-n", namespace, "get", "pod", name)["status"].get("phase") in ("Succeeded", "Failed")
+            and kjson("-n", namespace, "get", "pod", name)["status"]["phase"]
+        ),
+        timeout=90,
+        what=f"probe pod {namespace}/{name}",
+    )
     return phase == "Succeeded"
 
 
 def test_network_policy_is_enforced_flow_by_flow(installed: dict[str, Any]) -> None:
     url = f"http://bus.{NS}.svc.cluster.local:8222/healthz"
-    assert _probe("monitoring", "allowed-monitor", url), "the monitoring namespace may reach the bus's monitor port"
-    assert not _probe(NS, "denied-monitor", url), "a pod of the release namespace may not reach the monitor port"
+    assert _probe("monitoring", "allowed-monitor", url), (
+        "the monitoring namespace may reach the bus's monitor port"
+    )
+    assert not _probe(NS, "denied-monitor", url), (
+        "a pod of the release namespace may not reach the monitor port"
+    )
 
 
 def _uids(selector: str) -> set[str]:
@@ -245,19 +387,43 @@ def _speaker_seq() -> int:
 
 def test_upgrade_rolls_only_the_changed_service_and_rollback_restores(installed: dict[str, Any]) -> None:
     helm = [HELM, "--kube-context", f"kind-{CLUSTER}"]
-    bus, speaker, collector = (_uids(f"app.kubernetes.io/component={s}") for s in ("bus", "speaker", "collector"))
+    bus, speaker, collector = (
+        _uids(f"app.kubernetes.io/component={s}") for s in ("bus", "speaker", "collector")
+    )
     assert bus and speaker and collector
     pvcs = {p["metadata"]["name"]: p["metadata"]["uid"] for p in kjson("-n", NS, "get", "pvc")["items"]}
     seq = _speaker_seq()
-    sh(*helm, "upgrade", "bmp", f"oci://{LOCAL}/charts/bmp-tcpao", "--version", "1.4.0", "--plain-http", "-n", NS,
-       "--reuse-values", "--set", "services.collector.env.GOBMP_LOG_LEVEL=debug", "--wait", "--timeout", "5m",
-       timeout=420)
-    wait_for(lambda: _uids("app.kubernetes.io/component=collector").isdisjoint(collector)
-             and len(_uids("app.kubernetes.io/component=collector")) == 1, what="the collector's new pod")
+    sh(
+        *helm,
+        "upgrade",
+        "bmp",
+        f"oci://{LOCAL}/charts/bmp-tcpao",
+        "--version",
+        "1.4.0",
+        "--plain-http",
+        "-n",
+        NS,
+        "--reuse-values",
+        "--set",
+        "services.collector.env.GOBMP_LOG_LEVEL=debug",
+        "--wait",
+        "--timeout",
+        "5m",
+        timeout=420,
+    )
+    wait_for(
+        lambda: (
+            _uids("app.kubernetes.io/component=collector").isdisjoint(collector)
+            and len(_uids("app.kubernetes.io/component=collector")) == 1
+        ),
+        what="the collector's new pod",
+    )
     assert _uids("app.kubernetes.io/component=bus") == bus
     assert _uids("app.kubernetes.io/component=speaker") == speaker
     sh(*helm, "rollback", "bmp", "1", "-n", NS, "--wait", "--timeout", "5m", timeout=420)
     env = kjson("-n", NS, "get", "deploy", "collector")["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "GOBMP_LOG_LEVEL", "value": "info"} in env
-    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in kjson("-n", NS, "get", "pvc")["items"]} == pvcs
+    assert {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in kjson("-n", NS, "get", "pvc")["items"]
+    } == pvcs
     assert _speaker_seq() >= seq  # the counter in the speaker's volume survived

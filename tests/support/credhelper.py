@@ -28,8 +28,22 @@ def pass_store(root: Path) -> Iterator[dict[str, str]]:
     env = {"GNUPGHOME": str(home), "PASSWORD_STORE_DIR": str(root / "store")}
     run = {"env": {**_base_env(), **env}, "capture_output": True, "text": True, "check": True, "timeout": 60}
     try:
-        subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key",
-                        "releaser test <test@releaser.invalid>", "default", "default", "never"], **run)
+        subprocess.run(
+            [
+                "gpg",
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+                "--quick-gen-key",
+                "releaser test <test@releaser.invalid>",
+                "default",
+                "default",
+                "never",
+            ],
+            **run,
+        )
         keys = subprocess.run(["gpg", "--list-keys", "--with-colons"], **run).stdout
         fpr = next(line.split(":")[9] for line in keys.splitlines() if line.startswith("fpr:"))
         subprocess.run(["pass", "init", fpr], **run)
@@ -40,8 +54,15 @@ def pass_store(root: Path) -> Iterator[dict[str, str]]:
 
 def store(env: dict[str, str], server: str, user: str, secret: str) -> None:
     """`docker login` with this helper configured does exactly this."""
-    subprocess.run([HELPER, "store"], input=json.dumps({"ServerURL": server, "Username": user, "Secret": secret}),
-                   env={**_base_env(), **env}, capture_output=True, text=True, check=True, timeout=60)
+    subprocess.run(
+        [HELPER, "store"],
+        input=json.dumps({"ServerURL": server, "Username": user, "Secret": secret}),
+        env={**_base_env(), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
 
 
 def _base_env() -> dict[str, str]:

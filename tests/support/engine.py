@@ -44,21 +44,58 @@ class DockerEngine:
         s = self.state
         s.mkdir(parents=True, exist_ok=True)
         log = (s / "containerd.log").open("wb")
-        self.procs.append(subprocess.Popen(
-            [CONTAINERD, "--root", str(s / "containerd"), "--state", str(s / "containerd-state"),
-             "--address", str(s / "containerd.sock")], stdout=log, stderr=log, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    CONTAINERD,
+                    "--root",
+                    str(s / "containerd"),
+                    "--state",
+                    str(s / "containerd-state"),
+                    "--address",
+                    str(s / "containerd.sock"),
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        )
         self._wait(lambda: (s / "containerd.sock").exists(), timeout, "containerd")
         log = (s / "dockerd.log").open("wb")
-        self.procs.append(subprocess.Popen(
-            [DOCKERD, "--data-root", str(s / "data"), "--exec-root", str(s / "exec"),
-             "--pidfile", str(s / "dockerd.pid"), "-H", self.host, "--containerd", str(s / "containerd.sock"),
-             "--bridge", "none", "--log-level", "warn"], stdout=log, stderr=log, start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    DOCKERD,
+                    "--data-root",
+                    str(s / "data"),
+                    "--exec-root",
+                    str(s / "exec"),
+                    "--pidfile",
+                    str(s / "dockerd.pid"),
+                    "-H",
+                    self.host,
+                    "--containerd",
+                    str(s / "containerd.sock"),
+                    "--bridge",
+                    "none",
+                    "--log-level",
+                    "warn",
+                ],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        )
         self._wait(self.ready, timeout, "dockerd")
         return self
 
     def ready(self) -> bool:
-        proc = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], env=self.env,
-                              capture_output=True, check=False)
+        proc = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            env=self.env,
+            capture_output=True,
+            check=False,
+        )
         return proc.returncode == 0
 
     def _wait(self, ok: object, timeout: float, what: str) -> None:
@@ -69,8 +106,11 @@ class DockerEngine:
             if any(p.poll() is not None for p in self.procs):
                 break
             time.sleep(0.1)
-        logs = "\n".join((self.state / f).read_text(errors="replace")[-2000:]
-                         for f in ("containerd.log", "dockerd.log") if (self.state / f).exists())
+        logs = "\n".join(
+            (self.state / f).read_text(errors="replace")[-2000:]
+            for f in ("containerd.log", "dockerd.log")
+            if (self.state / f).exists()
+        )
         self.stop()
         raise RuntimeError(f"{what} did not start:\n{logs}")
 
@@ -80,14 +120,22 @@ class DockerEngine:
         the kernel when it stops, and a stale route for a subnet breaks the next stack using it."""
         bridges: list[str] = []
         if self.procs and self.ready():
-            ids = subprocess.run(["docker", "ps", "-aq"], env=self.env, capture_output=True, text=True,
-                                 check=False).stdout.split()
+            ids = subprocess.run(
+                ["docker", "ps", "-aq"], env=self.env, capture_output=True, text=True, check=False
+            ).stdout.split()
             if ids:
                 subprocess.run(["docker", "rm", "-f", *ids], env=self.env, capture_output=True, check=False)
-            nets = subprocess.run(["docker", "network", "ls", "-q", "--filter", "type=custom"], env=self.env,
-                                  capture_output=True, text=True, check=False).stdout.split()
+            nets = subprocess.run(
+                ["docker", "network", "ls", "-q", "--filter", "type=custom"],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.split()
             bridges = [f"br-{n[:12]}" for n in nets]
-            subprocess.run(["docker", "network", "prune", "-f"], env=self.env, capture_output=True, check=False)
+            subprocess.run(
+                ["docker", "network", "prune", "-f"], env=self.env, capture_output=True, check=False
+            )
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -101,8 +149,11 @@ class DockerEngine:
             if Path(f"/sys/class/net/{bridge}").exists():
                 subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
         # dockerd unmounts its overlays on a clean stop; anything left is unmounted before removal
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(self.state))]
+        mounts = [
+            line.split()[1]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1].startswith(str(self.state))
+        ]
         for m in sorted(mounts, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True, check=False)
         shutil.rmtree(self.state, ignore_errors=True)

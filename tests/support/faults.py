@@ -122,7 +122,9 @@ class Answer503First:
         if fail:
             with contextlib.suppress(OSError):
                 client.recv(1 << 16)
-                client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                client.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
             client.close()
             return
         server = socket.create_connection(self.upstream)

@@ -31,8 +31,11 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layer(files: dict[str, bytes], links: dict[str, str] | None = None,
-          owned_dirs: dict[str, tuple[int, int]] | None = None) -> tuple[bytes, str]:
+def layer(
+    files: dict[str, bytes],
+    links: dict[str, str] | None = None,
+    owned_dirs: dict[str, tuple[int, int]] | None = None,
+) -> tuple[bytes, str]:
     """(gzip bytes, diff_id) of a deterministic tar. `owned_dirs`: extra directories and their uid:gid."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -81,8 +84,11 @@ class Layout:
 
     def finish(self) -> None:
         (self.root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-        (self.root / "index.json").write_text(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                                                          "manifests": self.index}, separators=(",", ":")))
+        (self.root / "index.json").write_text(
+            json.dumps(
+                {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.index}, separators=(",", ":")
+            )
+        )
 
 
 _BASE: tuple[bytes, str] | None = None
@@ -95,9 +101,17 @@ def base_layer() -> tuple[bytes, str]:
     return _BASE
 
 
-def image_manifest(lay: Layout, name: str, arch: str, extra: dict[str, bytes], *, size_pad: int = 0,
-                   entrypoint: list[str] | None = None, links: dict[str, str] | None = None,
-                   owned_dirs: dict[str, tuple[int, int]] | None = None) -> dict[str, object]:
+def image_manifest(
+    lay: Layout,
+    name: str,
+    arch: str,
+    extra: dict[str, bytes],
+    *,
+    size_pad: int = 0,
+    entrypoint: list[str] | None = None,
+    links: dict[str, str] | None = None,
+    owned_dirs: dict[str, tuple[int, int]] | None = None,
+) -> dict[str, object]:
     """Write config + layers + manifest of one platform image; returns its descriptor."""
     layers = [base_layer()]
     files = {f"app/{name}.txt": f"stand-in image {name} for {arch}\n".encode(), **extra}
@@ -107,47 +121,88 @@ def image_manifest(lay: Layout, name: str, arch: str, extra: dict[str, bytes], *
         files[f"app/{name}.bin"] = filler
     layers.append(layer(files, links, owned_dirs))
     config: dict[str, object] = {
-        "architecture": arch, "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": {"Entrypoint": entrypoint or ["/bin/sh"], "User": "65532:65532",
-                   "Labels": {"org.opencontainers.image.title": f"releaser test stand-in: {name}"},
-                   **({"Env": ["PATH=/usr/local/bin:/bin"]} if entrypoint else {})},
-        "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]}}
+        "architecture": arch,
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Entrypoint": entrypoint or ["/bin/sh"],
+            "User": "65532:65532",
+            "Labels": {"org.opencontainers.image.title": f"releaser test stand-in: {name}"},
+            **({"Env": ["PATH=/usr/local/bin:/bin"]} if entrypoint else {}),
+        },
+        "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
+    }
     cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": lay.blob(cfg), "size": len(cfg)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": lay.blob(gz), "size": len(gz)} for gz, _ in layers]}
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": lay.blob(cfg), "size": len(cfg)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": lay.blob(gz), "size": len(gz)} for gz, _ in layers],
+    }
     body = json.dumps(manifest, separators=(",", ":")).encode()
-    return {"mediaType": OCI_MANIFEST, "digest": lay.blob(body), "size": len(body),
-            "platform": {"architecture": arch, "os": "linux"}}
+    return {
+        "mediaType": OCI_MANIFEST,
+        "digest": lay.blob(body),
+        "size": len(body),
+        "platform": {"architecture": arch, "os": "linux"},
+    }
 
 
-def build(root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd64",),
-          extra: dict[str, bytes] | None = None, size_pad: int = 0, **image: object) -> dict[str, object]:
+def build(
+    root: Path,
+    name: str,
+    tag: str,
+    *,
+    platforms: tuple[str, ...] = ("amd64",),
+    extra: dict[str, bytes] | None = None,
+    size_pad: int = 0,
+    **image: object,
+) -> dict[str, object]:
     """Add image `name:tag` to the layout at `root`; an index when several platforms.
     `image`: entrypoint / links / owned_dirs for image_manifest."""
     lay = Layout(root)
     if (root / "index.json").exists():
         lay.index = json.loads((root / "index.json").read_text())["manifests"]
-    children = [image_manifest(lay, name, arch, extra or {}, size_pad=size_pad, **image)  # type: ignore[arg-type]
-                for arch in platforms]
+    children = [
+        image_manifest(lay, name, arch, extra or {}, size_pad=size_pad, **image)  # type: ignore[arg-type]
+        for arch in platforms
+    ]
     if len(children) == 1:
         desc = {k: v for k, v in children[0].items() if k != "platform"}
     else:
-        idx = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children},
-                         separators=(",", ":")).encode()
+        idx = json.dumps(
+            {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}, separators=(",", ":")
+        ).encode()
         desc = {"mediaType": OCI_INDEX, "digest": lay.blob(idx), "size": len(idx)}
     desc["annotations"] = {"org.opencontainers.image.ref.name": tag}
-    lay.index = [d for d in lay.index if d.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
+    lay.index = [
+        d for d in lay.index if d.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
+    ]
     lay.index.append(desc)
     lay.finish()
     return desc
 
 
-def push(layout: Path, tag: str, dest: str, *, tls_verify: bool = False, creds: str | None = None,
-         cert_dir: Path | None = None) -> None:
+def push(
+    layout: Path,
+    tag: str,
+    dest: str,
+    *,
+    tls_verify: bool = False,
+    creds: str | None = None,
+    cert_dir: Path | None = None,
+) -> None:
     """skopeo copy --all oci:LAYOUT:TAG docker://DEST (an independent client, preserving digests)."""
-    cmd = ["skopeo", "copy", "--all", "--quiet", f"--dest-tls-verify={'true' if tls_verify else 'false'}",
-           "--preserve-digests", f"oci:{layout}:{tag}", f"docker://{dest}"]
+    cmd = [
+        "skopeo",
+        "copy",
+        "--all",
+        "--quiet",
+        f"--dest-tls-verify={'true' if tls_verify else 'false'}",
+        "--preserve-digests",
+        f"oci:{layout}:{tag}",
+        f"docker://{dest}",
+    ]
     if creds:
         cmd.insert(2, f"--dest-creds={creds}")
     if cert_dir:
@@ -157,10 +212,17 @@ def push(layout: Path, tag: str, dest: str, *, tls_verify: bool = False, creds: 
         raise RuntimeError(f"skopeo copy failed: {proc.stderr}")
 
 
-def skopeo_digest(ref: str, *, tls_verify: bool = False, creds: str | None = None,
-                  cert_dir: Path | None = None) -> str:
+def skopeo_digest(
+    ref: str, *, tls_verify: bool = False, creds: str | None = None, cert_dir: Path | None = None
+) -> str:
     """The digest the registry serves for `ref`, as skopeo sees it (inspect --raw | sha256)."""
-    cmd = ["skopeo", "inspect", "--raw", f"--tls-verify={'true' if tls_verify else 'false'}", f"docker://{ref}"]
+    cmd = [
+        "skopeo",
+        "inspect",
+        "--raw",
+        f"--tls-verify={'true' if tls_verify else 'false'}",
+        f"docker://{ref}",
+    ]
     if creds:
         cmd.insert(3, f"--creds={creds}")
     if cert_dir:
@@ -181,19 +243,33 @@ STANDINS = Path(__file__).parent / "standins"
 STANDIN_ROLES = {"gobmp-tls": "collector", "gobgp-stunnel": "speaker", "nats": "bus", "tcpao-proxy": "proxy"}
 
 
-def build_standin(root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd64",)) -> dict[str, object]:
+def build_standin(
+    root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd64",)
+) -> dict[str, object]:
     """A RUNNABLE stand-in for one image of the example (busybox scripts in tests/support/standins):
     collector/speaker/bus answer their health checks, the speaker sends one numbered line per
     second to its BMP target and keeps its counter in its volume, the collector stores what
     arrives (served at /received on its HTTP port), the tcpao-proxy relays over PLAIN TCP."""
     role = STANDIN_ROLES[name]
-    scripts = {f"usr/local/bin/{f.name}": f.read_bytes() for f in sorted(STANDINS.iterdir()) if f.name != "nc"}
+    scripts = {
+        f"usr/local/bin/{f.name}": f.read_bytes() for f in sorted(STANDINS.iterdir()) if f.name != "nc"
+    }
     scripts["usr/local/bin/nc"] = (STANDINS / "nc").read_bytes()  # busybox nc plus -z, ahead on PATH
-    links = {f"bin/{a}": "busybox" for a in ("timeout", "sed", "head", "wc", "mkdir", "hostname", "id", "sort")}
+    links = {
+        f"bin/{a}": "busybox" for a in ("timeout", "sed", "head", "wc", "mkdir", "hostname", "id", "sort")
+    }
     owned = {"var/lib/gobgp": (65532, 65532)} if role == "speaker" else {}
     entry = ["/usr/local/bin/tcpao-proxy"] if role == "proxy" else ["/usr/local/bin/standin", role]
-    return build(root, f"stand-in-{name}", tag, platforms=platforms, extra=scripts, entrypoint=entry, links=links,
-                 owned_dirs=owned)
+    return build(
+        root,
+        f"stand-in-{name}",
+        tag,
+        platforms=platforms,
+        extra=scripts,
+        entrypoint=entry,
+        links=links,
+        owned_dirs=owned,
+    )
 
 
 def publish_standins(release_text: str, layout: Path, host: str) -> str:
@@ -239,13 +315,33 @@ def attached_tag(subject: str, suffix: str) -> str:
 
 def _single_layer(lay: Layout, payload: bytes, media_type: str, annotations: dict[str, str]) -> bytes:
     """A cosign-style manifest: an image config whose one diff_id is the payload, one layer."""
-    cfg = json.dumps({"architecture": "", "config": {}, "created": "0001-01-01T00:00:00Z",
-                      "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
-                      "rootfs": {"type": "layers", "diff_ids": [sha(payload)]}}, separators=(",", ":")).encode()
-    return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                       "config": {"mediaType": OCI_CONFIG, "size": len(cfg), "digest": lay.blob(cfg)},
-                       "layers": [{"mediaType": media_type, "size": len(payload), "digest": lay.blob(payload),
-                                   "annotations": annotations}]}, separators=(",", ":")).encode()
+    cfg = json.dumps(
+        {
+            "architecture": "",
+            "config": {},
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [sha(payload)]},
+        },
+        separators=(",", ":"),
+    ).encode()
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "size": len(cfg), "digest": lay.blob(cfg)},
+            "layers": [
+                {
+                    "mediaType": media_type,
+                    "size": len(payload),
+                    "digest": lay.blob(payload),
+                    "annotations": annotations,
+                }
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _tagged(root: Path, tag: str, body: bytes, media_type: str) -> str:
@@ -253,9 +349,17 @@ def _tagged(root: Path, tag: str, body: bytes, media_type: str) -> str:
     if (root / "index.json").exists():
         lay.index = json.loads((root / "index.json").read_text())["manifests"]
     digest = lay.blob(body)
-    lay.index = [d for d in lay.index if d.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
-    lay.index.append({"mediaType": media_type, "digest": digest, "size": len(body),
-                      "annotations": {"org.opencontainers.image.ref.name": tag}})
+    lay.index = [
+        d for d in lay.index if d.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag
+    ]
+    lay.index.append(
+        {
+            "mediaType": media_type,
+            "digest": digest,
+            "size": len(body),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }
+    )
     lay.finish()
     return digest
 
@@ -269,10 +373,17 @@ def cosign_signature(root: Path, subject: str, docker_reference: str, key: objec
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    payload = json.dumps({"critical": {"identity": {"docker-reference": docker_reference},
-                                       "image": {"docker-manifest-digest": subject},
-                                       "type": "cosign container image signature"}, "optional": None},
-                         separators=(",", ":")).encode()
+    payload = json.dumps(
+        {
+            "critical": {
+                "identity": {"docker-reference": docker_reference},
+                "image": {"docker-manifest-digest": subject},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        },
+        separators=(",", ":"),
+    ).encode()
     sig = base64.b64encode(key.sign(payload, ec.ECDSA(hashes.SHA256()))).decode()  # type: ignore[attr-defined]
     lay = Layout(root)
     body = _single_layer(lay, payload, COSIGN_SIGNATURE, {"dev.cosignproject.cosign/signature": sig})
@@ -285,13 +396,23 @@ def cosign_attestation(root: Path, subject: str) -> str:
     """What `cosign attest` stores: a DSSE envelope of an in-toto statement, tag sha256-<hex>.att."""
     import base64
 
-    statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1",
-                            "predicateType": "https://slsa.dev/provenance/v0.2",
-                            "subject": [{"name": "stand-in", "digest": {"sha256": subject.split(":")[1]}}],
-                            "predicate": {"builder": {"id": "releaser-tests"}}}, separators=(",", ":")).encode()
-    envelope = json.dumps({"payloadType": "application/vnd.in-toto+json",
-                           "payload": base64.b64encode(statement).decode(),
-                           "signatures": [{"keyid": "", "sig": "dGVzdA=="}]}, separators=(",", ":")).encode()
+    statement = json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v0.1",
+            "predicateType": "https://slsa.dev/provenance/v0.2",
+            "subject": [{"name": "stand-in", "digest": {"sha256": subject.split(":")[1]}}],
+            "predicate": {"builder": {"id": "releaser-tests"}},
+        },
+        separators=(",", ":"),
+    ).encode()
+    envelope = json.dumps(
+        {
+            "payloadType": "application/vnd.in-toto+json",
+            "payload": base64.b64encode(statement).decode(),
+            "signatures": [{"keyid": "", "sig": "dGVzdA=="}],
+        },
+        separators=(",", ":"),
+    ).encode()
     lay = Layout(root)
     body = _single_layer(lay, envelope, DSSE_ENVELOPE, {"predicateType": "https://slsa.dev/provenance/v0.2"})
     tag = attached_tag(subject, ".att")
@@ -305,14 +426,32 @@ def referrers_sbom(root: Path, subject: dict[str, object], name: str = "stand-in
     lay = Layout(root)
     sbom = json.dumps({"spdxVersion": "SPDX-2.3", "name": name, "packages": []}).encode()
     empty = lay.blob(b"{}")
-    artifact = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SPDX,
-                           "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
-                           "layers": [{"mediaType": SPDX, "digest": lay.blob(sbom), "size": len(sbom)}],
-                           "subject": subject}, separators=(",", ":")).encode()
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
-                        "manifests": [{"mediaType": OCI_MANIFEST, "digest": lay.blob(artifact),
-                                       "size": len(artifact), "artifactType": SPDX}]},
-                       separators=(",", ":")).encode()
+    artifact = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": SPDX,
+            "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
+            "layers": [{"mediaType": SPDX, "digest": lay.blob(sbom), "size": len(sbom)}],
+            "subject": subject,
+        },
+        separators=(",", ":"),
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": lay.blob(artifact),
+                    "size": len(artifact),
+                    "artifactType": SPDX,
+                }
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
     tag = attached_tag(str(subject["digest"]), "")
     _tagged(root, tag, index, OCI_INDEX)
     return tag
@@ -340,11 +479,20 @@ def put_raw(layout: Path, tag: str, host: str, repo: str) -> None:
                 r = requests.post(f"http://{host}/v2/{repo}/blobs/uploads/", timeout=30)
                 assert r.status_code == 202, r.text
                 location = requests.compat.urljoin(f"http://{host}/", r.headers["Location"])
-                r = requests.put(location, params={"digest": d["digest"]}, data=blob(d["digest"]),
-                                 headers={"Content-Type": "application/octet-stream"}, timeout=30)
+                r = requests.put(
+                    location,
+                    params={"digest": d["digest"]},
+                    data=blob(d["digest"]),
+                    headers={"Content-Type": "application/octet-stream"},
+                    timeout=30,
+                )
                 assert r.status_code == 201, r.text
-        r = requests.put(f"http://{host}/v2/{repo}/manifests/{reference}", data=body,
-                         headers={"Content-Type": str(desc["mediaType"])}, timeout=30)
+        r = requests.put(
+            f"http://{host}/v2/{repo}/manifests/{reference}",
+            data=body,
+            headers={"Content-Type": str(desc["mediaType"])},
+            timeout=30,
+        )
         assert r.status_code == 201, r.text
 
     push(top, tag)

@@ -31,15 +31,20 @@ class Podman:
         self.root = Path(tempfile.mkdtemp(prefix="rq-podman-", dir="/tmp"))
         (self.root / "containers.conf").write_text(
             '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
-            '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n')
+            '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+        )
         (self.root / "storage.conf").write_text(
-            f'[storage]\ndriver = "overlay"\ngraphroot = "{self.root}/storage"\nrunroot = "{self.root}/run"\n')
+            f'[storage]\ndriver = "overlay"\ngraphroot = "{self.root}/storage"\nrunroot = "{self.root}/run"\n'
+        )
         regs = "".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in registries)
         (self.root / "registries.conf").write_text(f"unqualified-search-registries = []\n{regs}")
-        self.env = {**os.environ, "CONTAINERS_CONF": str(self.root / "containers.conf"),
-                    "CONTAINERS_STORAGE_CONF": str(self.root / "storage.conf"),
-                    "CONTAINERS_REGISTRIES_CONF": str(self.root / "registries.conf"),
-                    "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+        self.env = {
+            **os.environ,
+            "CONTAINERS_CONF": str(self.root / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(self.root / "storage.conf"),
+            "CONTAINERS_REGISTRIES_CONF": str(self.root / "registries.conf"),
+            "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
+        }
         self.env.pop("DOCKER_HOST", None)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -51,8 +56,11 @@ class Podman:
         self.run("volume", "prune", "-f")
         self.run("network", "prune", "-f")
         self.run("system", "reset", "-f")
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(self.root))]
+        mounts = [
+            line.split()[1]
+            for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1].startswith(str(self.root))
+        ]
         for m in sorted(mounts, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -58,17 +58,26 @@ def self_signed(directory: Path, names: list[str]) -> tuple[Path, Path]:
         except ValueError:
             sans.append(x509.DNSName(n))
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     directory.mkdir(parents=True, exist_ok=True)
     crt, pem = directory / "cert.pem", directory / "key.pem"
     crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return crt, pem
 
 
@@ -83,10 +92,16 @@ class TokenServer:
         self.key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "releaser test token signer")])
-        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-                     .sign(self.key, hashes.SHA256()))
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .sign(self.key, hashes.SHA256())
+        )
         directory.mkdir(parents=True, exist_ok=True)
         self.bundle = directory / "token-ca.pem"
         self.bundle.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
@@ -111,8 +126,11 @@ class TokenServer:
                 form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode())
                 grant = form.get("grant_type", [""])[0]
                 server.grants.append(grant)
-                if grant != "refresh_token" or form.get("refresh_token") != [REFRESH_TOKEN] \
-                        or not form.get("client_id"):
+                if (
+                    grant != "refresh_token"
+                    or form.get("refresh_token") != [REFRESH_TOKEN]
+                    or not form.get("client_id")
+                ):
                     self._json(401, {"error": "invalid_grant"})
                     return
                 scopes = " ".join(form.get("scope", [])).split()
@@ -148,10 +166,21 @@ class TokenServer:
             kind, name, actions = scope.split(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        header = {"alg": "ES256", "typ": "JWT",
-                  "x5c": [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()]}
-        claims = {"iss": self.issuer, "sub": USER, "aud": self.service, "exp": now + 600, "nbf": now - 10,
-                  "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        header = {
+            "alg": "ES256",
+            "typ": "JWT",
+            "x5c": [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()],
+        }
+        claims = {
+            "iss": self.issuer,
+            "sub": USER,
+            "aud": self.service,
+            "exp": now + 600,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": uuid.uuid4().hex,
+            "access": access,
+        }
 
         def b64(d: bytes) -> str:
             return base64.urlsafe_b64encode(d).rstrip(b"=").decode()
@@ -167,8 +196,9 @@ class TokenServer:
 class RegistryServer:
     """docker-registry serving on 127.0.0.1:<free port> from a private directory."""
 
-    def __init__(self, directory: Path, *, tls: bool = False, auth: str | None = None,
-                 client_certs: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, tls: bool = False, auth: str | None = None, client_certs: bool = False
+    ) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.storage = directory / "storage"
@@ -194,12 +224,20 @@ class RegistryServer:
                 cfg["http"]["tls"]["clientcas"] = [str(self.client[0])]
         if auth == "htpasswd":
             htpasswd = directory / "htpasswd"
-            subprocess.run(["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True)
+            subprocess.run(
+                ["htpasswd", "-Bbc", str(htpasswd), USER, PASSWORD], check=True, capture_output=True
+            )
             cfg["auth"] = {"htpasswd": {"realm": "releaser-test", "path": str(htpasswd)}}
         elif auth == "token":
             self.token = TokenServer(directory / "token", "releaser-test-registry")
-            cfg["auth"] = {"token": {"realm": self.token.realm, "service": self.token.service,
-                                     "issuer": self.token.issuer, "rootcertbundle": str(self.token.bundle)}}
+            cfg["auth"] = {
+                "token": {
+                    "realm": self.token.realm,
+                    "service": self.token.service,
+                    "issuer": self.token.issuer,
+                    "rootcertbundle": str(self.token.bundle),
+                }
+            }
         self.config = directory / "config.yml"
         directory.mkdir(parents=True, exist_ok=True)
         self.config.write_text(json.dumps(cfg))  # JSON is YAML
@@ -209,20 +247,29 @@ class RegistryServer:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> RegistryServer:
-        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=open(self.dir / "registry.log", "ab"),  # noqa: SIM115
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [REGISTRY_BIN, "serve", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "registry.log", "ab"),  # noqa: SIM115
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    requests.get(f"{self.url}/v2/", timeout=1, verify=False,
-                                 cert=tuple(map(str, self.client)) if self.client else None)
+                    requests.get(
+                        f"{self.url}/v2/",
+                        timeout=1,
+                        verify=False,
+                        cert=tuple(map(str, self.client)) if self.client else None,
+                    )
                 return self
             except requests.RequestException:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"docker-registry exited: {(self.dir / 'registry.log').read_text()}") from None
+                    raise RuntimeError(
+                        f"docker-registry exited: {(self.dir / 'registry.log').read_text()}"
+                    ) from None
                 time.sleep(0.02)
         raise RuntimeError("docker-registry did not answer within 10 s")
 
@@ -246,5 +293,8 @@ class RegistryServer:
         """Every file of the registry's storage (to prove 'left unchanged')."""
         if not self.storage.exists():
             return {}
-        return {str(p.relative_to(self.storage)): p.read_bytes() for p in sorted(self.storage.rglob("*"))
-                if p.is_file() and "_uploads" not in p.parts}
+        return {
+            str(p.relative_to(self.storage)): p.read_bytes()
+            for p in sorted(self.storage.rglob("*"))
+            if p.is_file() and "_uploads" not in p.parts
+        }

@@ -1,0 +1,264 @@
+"""Typed records of a bundle: the signed metadata (releaser.json) and the layout's index.json.
+
+The writer builds them and serialises them with `to_json()`; verification parses them once
+with `parse()` (untrusted input: every shape is checked, a wrong one is a MetadataError naming
+the JSON path) and every later stage (inspect, load, the quickstart) reads these records,
+never the raw JSON. docs/bundle-format.md describes the JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import MetadataError
+from ..lock import Lock, lock_document, lock_from_document, split_reference
+from .format import IMAGE_NAME, REF_NAME, SUBJECT
+
+Json = dict[str, object]
+
+
+class _Reader:
+    """Typed access to one JSON object of untrusted metadata; errors name the JSON path."""
+
+    def __init__(self, doc: object, path: str) -> None:
+        if not isinstance(doc, dict):
+            raise MetadataError(path=path, expected="an object", got=doc)
+        self.doc: dict[str, object] = doc
+        self.path = path
+
+    def text(self, key: str, default: str | None = None) -> str:
+        value = self.doc.get(key, default)
+        if not isinstance(value, str):
+            raise MetadataError(path=f"{self.path}.{key}", expected="a string", got=value)
+        return value
+
+    def number(self, key: str, default: int | None = None) -> int:
+        value = self.doc.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise MetadataError(path=f"{self.path}.{key}", expected="an integer", got=value)
+        return value
+
+    def obj(self, key: str) -> _Reader:
+        return _Reader(self.doc.get(key), f"{self.path}.{key}")
+
+    def array(self, key: str, default: list[object] | None = None) -> list[object]:
+        value = self.doc.get(key, default)
+        if not isinstance(value, list):
+            raise MetadataError(path=f"{self.path}.{key}", expected="a list", got=value)
+        return value
+
+    def strings(self, key: str) -> dict[str, str]:
+        value = self.doc.get(key, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise MetadataError(path=f"{self.path}.{key}", expected="an object of strings", got=value)
+        return dict(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attachment:
+    """A signature, attestation or SBOM carried with an image, under its tag."""
+
+    tag: str  # sha256-<hex>.sig | .att | .sbom | sha256-<hex> (referrers tag schema)
+    digest: str
+    media_type: str
+    subject: str  # the digest it is attached to
+
+    def to_json(self) -> Json:
+        return {"tag": self.tag, "digest": self.digest, "mediaType": self.media_type, "subject": self.subject}
+
+    @classmethod
+    def parse(cls, r: _Reader) -> Attachment:
+        return cls(
+            tag=r.text("tag"),
+            digest=r.text("digest"),
+            media_type=r.text("mediaType"),
+            subject=r.text("subject"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundledImage:
+    """One locked image as the bundle carries it."""
+
+    name: str
+    source: str  # the reference as written in release.yaml
+    repository: str  # registry/path it was pinned in
+    digest: str
+    media_type: str
+    attachments: tuple[Attachment, ...] | None = None  # None: written with --no-attachments
+
+    @property
+    def path(self) -> str:
+        """The repository path without its registry (what a target prefixes)."""
+        return split_reference(self.repository)[1]
+
+    def to_json(self) -> Json:
+        out: Json = {
+            "name": self.name,
+            "source": self.source,
+            "repository": self.repository,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+        }
+        if self.attachments is not None:
+            out["attachments"] = [a.to_json() for a in self.attachments]
+        return out
+
+    @classmethod
+    def parse(cls, r: _Reader) -> BundledImage:
+        attachments = None
+        if "attachments" in r.doc:
+            attachments = tuple(
+                Attachment.parse(_Reader(a, f"{r.path}.attachments[{n}]"))
+                for n, a in enumerate(r.array("attachments"))
+            )
+        return cls(
+            name=r.text("name"),
+            source=r.text("source"),
+            repository=r.text("repository"),
+            digest=r.text("digest"),
+            media_type=r.text("mediaType"),
+            attachments=attachments,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChartRecord:
+    path: str  # chart/<name>-<version>.tgz in the bundle
+    ref: str  # charts/<name>:<version>
+    digest: str  # of the chart's OCI manifest
+
+    def to_json(self) -> Json:
+        return {"path": self.path, "ref": self.ref, "digest": self.digest}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChecksumsRecord:
+    path: str
+    sha256: str  # of checksums.txt: the aggregate checksum the signature covers
+    files: int
+    bytes: int
+
+    def to_json(self) -> Json:
+        return {"path": self.path, "sha256": self.sha256, "files": self.files, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleMetadata:
+    """releaser.json: what the signature covers, and all a loader needs besides the layout."""
+
+    format_version: int
+    tool: str
+    name: str
+    version: str
+    created: int
+    checksums: ChecksumsRecord
+    images: tuple[BundledImage, ...]
+    chart: ChartRecord
+    signer: str
+    lock: Lock
+    compose: Mapping[str, str]  # compose service -> image name (the airgap override needs only this file)
+
+    def image(self, name: str) -> BundledImage | None:
+        return next((i for i in self.images if i.name == name), None)
+
+    def platforms(self, name: str) -> tuple[str, ...]:
+        """The platforms the lock pins for an image (an index's children, or a manifest's own)."""
+        pin = next((i for i in self.lock.images if i.name == name), None)
+        if pin is None:
+            return ()
+        return tuple(p.platform for p in pin.platforms) or ((pin.platform,) if pin.platform else ())
+
+    def to_json(self) -> Json:
+        return {
+            "formatVersion": self.format_version,
+            "tool": self.tool,
+            "release": {"name": self.name, "version": self.version},
+            "created": self.created,
+            "checksums": self.checksums.to_json(),
+            "images": [i.to_json() for i in self.images],
+            "chart": self.chart.to_json(),
+            "signer": self.signer,
+            "lock": lock_document(self.lock),
+            "compose": dict(self.compose),
+        }
+
+    @classmethod
+    def parse(cls, doc: object) -> BundleMetadata:
+        """Check and type releaser.json; raises MetadataError naming the first wrong JSON path."""
+        r = _Reader(doc, "$")
+        release, sums, chart = r.obj("release"), r.obj("checksums"), r.obj("chart")
+        return cls(
+            format_version=r.number("formatVersion"),
+            tool=r.text("tool", ""),
+            name=release.text("name"),
+            version=release.text("version"),
+            created=r.number("created", 0),
+            checksums=ChecksumsRecord(
+                path=sums.text("path"),
+                sha256=sums.text("sha256"),
+                files=sums.number("files"),
+                bytes=sums.number("bytes"),
+            ),
+            images=tuple(
+                BundledImage.parse(_Reader(i, f"$.images[{n}]")) for n, i in enumerate(r.array("images"))
+            ),
+            chart=ChartRecord(path=chart.text("path"), ref=chart.text("ref"), digest=chart.text("digest")),
+            signer=r.text("signer", ""),
+            lock=lock_from_document(r.doc.get("lock"), where="releaser.json $.lock"),
+            compose=r.strings("compose"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class IndexEntry:
+    """One descriptor of the layout's index.json: an image, an attachment or the chart."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    artifact_type: str | None = None
+
+    @property
+    def image_name(self) -> str:
+        return self.annotations.get(IMAGE_NAME, "")
+
+    @property
+    def ref_name(self) -> str:
+        return self.annotations.get(REF_NAME, "")
+
+    @property
+    def subject(self) -> str | None:
+        return self.annotations.get(SUBJECT)
+
+    def to_json(self) -> Json:
+        out: Json = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.artifact_type is not None:
+            out["artifactType"] = self.artifact_type
+        return out
+
+    @classmethod
+    def parse(cls, doc: object, path: str) -> IndexEntry:
+        r = _Reader(doc, path)
+        artifact = r.doc.get("artifactType")
+        return cls(
+            media_type=r.text("mediaType"),
+            digest=r.text("digest"),
+            size=r.number("size"),
+            annotations=r.strings("annotations"),
+            artifact_type=artifact if isinstance(artifact, str) else None,
+        )
+
+
+def parse_index(doc: object) -> tuple[IndexEntry, ...]:
+    """index.json's descriptors; raises MetadataError naming the first wrong one."""
+    r = _Reader(doc, "index.json $")
+    return tuple(
+        IndexEntry.parse(e, f"index.json $.manifests[{n}]") for n, e in enumerate(r.array("manifests", []))
+    )

@@ -1,0 +1,248 @@
+"""`releaser airgap verify|inspect|load`: the customer's side of a bundle. `load` is the default:
+`releaser airgap BUNDLE --to R` is `releaser airgap load BUNDLE --to R`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .base import HELP_OPTIONS, DefaultGroup, JsonOpt, OutputOpt, output_format, pick, reflow_help, run
+from .display import ByteProgress
+from .options import (
+    BundleArg,
+    CaFileOpt,
+    CredsOpt,
+    InsecureOpt,
+    PlainHttpOpt,
+    PublicKeyOpt,
+    legacy_out,
+    registry_options,
+)
+
+if TYPE_CHECKING:
+    from ..commands.airgap import AirgapResult, InspectResult, VerifyResult
+
+
+class AirgapGroup(DefaultGroup):
+    default = "load"
+
+
+app = typer.Typer(
+    cls=AirgapGroup,
+    name="airgap",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+    help="Inspect a bundle, verify it, or verify it and load it into a private registry.\n\n"
+    "`releaser airgap BUNDLE --to HOST[:PORT]\\[/PREFIX]` is short for `releaser airgap load BUNDLE --to ...`.",
+)
+
+DEFAULT_KEY = Path("releaser.pub")
+
+
+@app.command()
+def verify(
+    bundle: BundleArg, key: PublicKeyOpt = None, output: OutputOpt = None, as_json: JsonOpt = False
+) -> int:
+    """Verify a bundle: signature (against YOUR copy of the publisher's public key) -> aggregate
+    checksum -> every listed file -> no unlisted file -> safe member names -> every blob's digest.
+    Every problem is listed. Nothing is written anywhere.
+
+    Example:  releaser airgap verify bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
+    """
+    from ..commands.airgap import verify as verify_file
+
+    as_json, _ = output_format(output, as_json)
+
+    def text(r: VerifyResult) -> str:
+        return (
+            f"ok: {r.path} verified: {r.release} {r.version}, {r.files} files, {r.bytes:,} bytes, "
+            f"signed by {r.signer}\n" + "\n".join(f"  {i}" for i in r.images)
+        )
+
+    return run("airgap verify", as_json, lambda: verify_file(bundle, key=key or DEFAULT_KEY), text)
+
+
+@app.command()
+def inspect(
+    bundle: BundleArg,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="The publisher's public key: checks the signature of what is shown. Without it the metadata is "
+            "shown unverified.",
+            show_default=False,
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """What a bundle holds, from the signed metadata at the head of the archive (milliseconds at
+    any size): release, images with their pinned digests and platforms, chart, signer.
+
+    Example:  releaser airgap inspect bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
+    """
+    from ..commands.airgap import inspect as inspect_file
+
+    as_json, _ = output_format(output, as_json)
+    return run("airgap inspect", as_json, lambda: inspect_file(bundle, key=key), _inspected)
+
+
+@app.command()
+def load(
+    bundle: BundleArg,
+    to: Annotated[
+        str, typer.Option("--to", help="Target registry HOST[:PORT]\\[/PREFIX].", show_default=False)
+    ],
+    key: PublicKeyOpt = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir", help="Where values-airgap.yaml and compose.airgap.yaml are written. Default: ."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            help="Parallel registry requests; up to 4 of them stream large blobs from the archive at once "
+            "(1: one at a time).",
+            min=1,
+        ),
+    ] = 8,
+    chunk_mb: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            help="MB per upload request. Blobs up to this size go in one streamed PUT (fastest); bigger ones in "
+            "PATCHes of this size, and an interrupted one resumes at a chunk boundary. Lower it on unreliable links.",
+            min=1,
+            max=4096,
+        ),
+    ] = 256,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Verify the whole bundle and ask the registry what the load would write (blobs, manifests, each "
+            "tag created, moved, kept or merged); write nothing, there or here.",
+        ),
+    ] = False,
+    insecure: InsecureOpt = False,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    creds: CredsOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+    out: Annotated[Path | None, legacy_out("--out-dir")] = None,
+) -> int:
+    """Verify a bundle, then load it into a private registry.
+
+    Verification comes first and is whole: on any problem nothing is pushed. Loading
+    pushes only what the registry lacks, then manifests by digest, then tags, then the
+    chart; a re-run after an interruption finishes the job. Signatures, attestations and
+    SBOMs travel under their tags; where the registry already has such a tag (the site's
+    own signature), the bundle's is merged in, never put in its place.
+
+    Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub --dry-run
+    Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub
+    """
+    from ..commands.airgap import load_bundle
+
+    as_json, legacy = output_format(output, as_json, legacy_path=True)
+    target = pick(out_dir, out, old_name="--out", new_name="--out-dir")
+    if legacy is not None:
+        target = pick(
+            target, Path(legacy), old_name="-o DIR (-o is now the output format)", new_name="--out-dir"
+        )
+    opts = registry_options(insecure, plain_http, ca_file, creds, chunk_mb)
+
+    def go(progress: ByteProgress | None = None) -> AirgapResult:
+        return load_bundle(
+            bundle,
+            to=to,
+            key=key or DEFAULT_KEY,
+            out=target or Path("."),
+            registries=opts,
+            concurrency=concurrency,
+            progress=progress,
+            dry_run=dry_run,
+        )
+
+    if dry_run:
+        return run("airgap", as_json, go, _planned)
+    with ByteProgress("load", not as_json) as prog:
+        return run("airgap", as_json, lambda: go(prog), _loaded)
+
+
+def _loaded(r: AirgapResult) -> str:
+    s = r.stats
+    return "\n".join(
+        [
+            f"ok: loaded {r.release} {r.version} into {r.target}: {s.blobs_pushed} blobs pushed "
+            f"({s.bytes_pushed:,} bytes), {s.blobs_skipped} already there, "
+            f"{s.blobs_mounted} mounted, {s.manifests_pushed} manifests",
+            *(f"  {i}" for i in r.images),
+            f"  chart: {r.chart}",
+            *(f"  merged with what the target had: {m}" for m in s.attachments_merged),
+            *(f"  warning: {k}" for k in s.attachments_kept),
+            f"  wrote {r.values_file} and {r.compose_override}",
+            "",
+            f"  {r.helm_install}",
+        ]
+    )
+
+
+def _planned(r: AirgapResult) -> str:
+    """The dry run's report: what the load would write, tag by tag."""
+    assert r.plan is not None
+    p = r.plan
+    changes = [t for t in p.tags if t.action != "keep"]
+    kept = len(p.tags) - len(changes)
+
+    def n(count: int, what: str) -> str:
+        return f"{count} {what}{'' if count == 1 else 's'}"
+
+    lines = [
+        f"ok: dry run, nothing written: loading {r.release} {r.version} into {r.target} would send "
+        f"{n(p.blobs_missing, 'blob')} ({p.bytes_to_send:,} bytes; {p.blobs_present} already there), push "
+        f"{n(p.manifests_missing, 'manifest')} ({p.manifests_present} already there) and change "
+        f"{n(len(changes), 'tag')} ({kept} already as the bundle has them)"
+    ]
+    width = max((len(t.action) for t in changes), default=0)
+    lines += [
+        f"  {'warning: ' if t.action == 'keep-theirs' else ''}{t.action:<{width}}  {t.detail}"
+        for t in changes
+    ]
+    lines.append(f"  then it would write {r.values_file} and {r.compose_override}")
+    return "\n".join(lines)
+
+
+def _inspected(r: InspectResult) -> str:
+    trust = (
+        f"signature and aggregate checksum verified with the given key (signer {r.signer})"
+        if r.checked
+        else f"NOT verified (no --key): the metadata below is what the bundle claims; signer {r.signer}"
+    )
+    lines = [
+        f"{r.release} {r.version}: {r.path} ({r.size:,} bytes; {r.files} listed files, {r.bytes:,} bytes unpacked; "
+        f"format {r.format_version}, {r.tool})",
+        f"  {trust}",
+        f"  images ({len(r.images)}):",
+    ]
+    width = max((len(i.name) for i in r.images), default=0)
+    for i in r.images:
+        kind = "index" if "index" in i.media_type or "list" in i.media_type else "manifest"
+        where = f"{kind}: {', '.join(i.platforms)}" if i.platforms else kind
+        lines += [f"    {i.name:<{width}}  {i.source}", f"    {'':<{width}}  = {i.reference}  ({where})"]
+        lines += [f"    {'':<{width}}  + {t}" for t in i.attachments]
+    lines.append(f"  chart: {r.chart['ref']}  {r.chart['digest']}")
+    lines.append(
+        "  inspect reads only the head; `releaser airgap verify BUNDLE --key releaser.pub` checks every byte"
+    )
+    return "\n".join(lines)
+
+
+reflow_help(app)

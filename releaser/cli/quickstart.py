@@ -1,0 +1,344 @@
+"""`releaser quickstart up|status|logs|down|backup|restore|reset`: the release's Compose stack on
+this host. `up` is the default: `releaser quickstart DIR` is `releaser quickstart up DIR`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import EXIT_UNHEALTHY, UsageError
+from .base import (
+    CURRENT,
+    HELP_OPTIONS,
+    DefaultGroup,
+    JsonOpt,
+    OutputOpt,
+    output_format,
+    pick,
+    reflow_help,
+    run,
+)
+from .display import ByteProgress, Readiness
+from .options import CaFileOpt, CredsOpt, EngineOpt, InsecureOpt, PlainHttpOpt, legacy_out, registry_options
+
+if TYPE_CHECKING:
+    from ..commands.quickstart import LogLines, QuickstartResult, StatusResult
+
+
+class QuickstartGroup(DefaultGroup):
+    default = "up"
+
+
+app = typer.Typer(
+    cls=QuickstartGroup,
+    name="quickstart",
+    no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
+    help="Run the release's Compose stack on this host, and look after it.\n\n"
+    "`releaser quickstart DIR|BUNDLE` is short for `releaser quickstart up DIR|BUNDLE`. Secrets are generated "
+    "on first run (CSPRNG) into STACK/.secrets/ (0700), mounted as files and never printed.\n\n"
+    "Exit codes: 0 ready, 8 preflight failed, 9 a service not ready (its last log lines are shown), 2 usage, "
+    "5 engine command failed.",
+)
+
+StackOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        envvar="RELEASER_QUICKSTART_DIR",
+        show_envvar=True,
+        help="The stack directory: compose files, .secrets/, state.",
+    ),
+]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for every service to be ready.")
+]
+DEFAULT_STACK = Path("quickstart")
+
+
+def _hint(stack: Path) -> str:
+    return "" if stack == DEFAULT_STACK else f" --dir {stack}"
+
+
+def _say(as_json: bool) -> Callable[[str], None]:
+    def say(msg: str) -> None:
+        if not as_json:
+            typer.echo(f"== {msg}", err=True)
+
+    return say
+
+
+@app.command()
+def up(
+    source: Annotated[
+        Path,
+        typer.Argument(help="A release directory, or a bundle (*.tar.zst) to bring up.", show_default=False),
+    ],
+    stack: StackOpt = DEFAULT_STACK,
+    engine: EngineOpt = None,
+    skip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--skip",
+            help="Skip one named preflight check (repeatable), e.g. --skip tcp-ao: the TCP-AO sidecars then run "
+            "their wire leg over PLAIN TCP (a lab only).",
+        ),
+    ] = None,
+    timeout: TimeoutOpt = 180,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Bundle: the publisher's public key.", show_default=False)
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="Bundle: the registry HOST[:PORT] to load it into and run from; `local` starts one on 127.0.0.1 "
+            "for this stack (needs docker-registry).",
+        ),
+    ] = None,
+    insecure: InsecureOpt = False,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    creds: CredsOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Preflight, secrets, `compose up -d`, wait until every service is ready.
+
+    A failed preflight check stops everything before anything starts; --skip NAME
+    overrides one check. A bundle is verified and loaded into --registry first, and
+    the stack runs the same digests from there.
+
+    Example:  releaser quickstart examples/bmp-tcpao --skip tcp-ao
+    Example:  releaser quickstart bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub --registry local
+    """
+    from ..commands.quickstart import up as bring_up
+
+    as_json, _ = output_format(output, as_json)
+    opts = registry_options(insecure, plain_http, ca_file, creds)
+    with ByteProgress("load", not as_json) as prog, Readiness(not as_json) as show:
+        return run(
+            "quickstart",
+            as_json,
+            lambda: bring_up(
+                source,
+                stack=stack,
+                engine=engine,
+                skip=tuple(skip or ()),
+                timeout=timeout,
+                key=key,
+                registry=registry,
+                registries=opts,
+                say=_say(as_json),
+                on_update=show,
+                progress=prog,
+            ),
+            lambda r: _up_text(r, stack),
+        )
+
+
+def _up_text(r: QuickstartResult, stack: Path) -> str:
+    d = _hint(stack)
+    lines = [
+        f"ok: {r.release} {r.version} is up: {len(r.services)} services ready in {r.seconds:.0f} s "
+        f"({r.engine}, {r.stack})"
+    ]
+    lines += [f"  {name:<18} {url}" for name, url in r.urls]
+    if r.registry:
+        own = (
+            " (started for this stack; `down` stops it, `reset --yes` deletes it)" if r.local_registry else ""
+        )
+        lines.append(f"  {'registry':<18} {r.registry}{own}")
+    made = f"created {', '.join(r.secrets_created)}" if r.secrets_created else ""
+    kept = f"kept {', '.join(r.secrets_kept)}" if r.secrets_kept else ""
+    lines.append(
+        f"  {'secrets':<18} {r.secrets_dir}/ ({'; '.join(x for x in (made, kept) if x)}; values are never printed)"
+    )
+    lines += [
+        f"  {'status':<18} releaser quickstart status{d}",
+        f"  {'logs':<18} releaser quickstart logs SERVICE{d}",
+        f"  {'stop':<18} releaser quickstart down{d}   (keeps volumes and secrets)",
+    ]
+    lines += [f"warning: {w}" for w in r.warnings]
+    return "\n".join(lines)
+
+
+@app.command()
+def status(stack: StackOpt = DEFAULT_STACK, output: OutputOpt = None, as_json: JsonOpt = False) -> int:
+    """Every service's state and health; exit 9 when not every service is ready.
+
+    Example:  releaser quickstart status
+    """
+    from ..commands.quickstart import status as stack_status
+
+    as_json, _ = output_format(output, as_json)
+    return run(
+        "quickstart status",
+        as_json,
+        lambda: stack_status(stack),
+        _status_text,
+        exit_code=lambda r: 0 if r.healthy else EXIT_UNHEALTHY,
+    )
+
+
+def _status_text(r: StatusResult) -> str:
+    lines = [f"{r.release} {r.version} ({r.engine}, {r.stack}):"]
+    lines += [f"  {s.service:<18} {s.label():<14} {', '.join(s.ports)}" for s in r.services]
+    lines.append(
+        "ok: every service is ready"
+        if r.healthy
+        else "not ready: see the states above (releaser quickstart logs SERVICE)"
+    )
+    return "\n".join(lines)
+
+
+@app.command()
+def logs(
+    service: Annotated[
+        str | None, typer.Argument(help="The service (default: all).", show_default=False)
+    ] = None,
+    stack: StackOpt = DEFAULT_STACK,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep following.")] = False,
+    tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines.")] = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """The stack's logs, with every secret value redacted.
+
+    With --json, one envelope whose result holds the lines (not with --follow).
+
+    Example:  releaser quickstart logs collector --tail 50
+    """
+    from ..commands.quickstart import collect_logs
+    from ..commands.quickstart import logs as stream_logs
+
+    as_json, _ = output_format(output, as_json)
+    if as_json:
+        if follow:
+            raise UsageError(
+                "--follow streams lines as they come; it cannot be one JSON document",
+                fix="drop --json, or drop --follow",
+            )
+        return run("quickstart logs", True, lambda: collect_logs(stack, service, tail=tail), _no_text)
+    CURRENT.command = "quickstart logs"
+    stream_logs(stack, service, follow=follow, tail=tail, write=typer.echo)
+    return 0
+
+
+def _no_text(_: LogLines) -> str:  # pragma: no cover - only used with --json
+    return ""
+
+
+@app.command()
+def down(stack: StackOpt = DEFAULT_STACK, output: OutputOpt = None, as_json: JsonOpt = False) -> int:
+    """Stop and remove the containers and the network; volumes and secrets stay.
+
+    Example:  releaser quickstart down
+    """
+    from ..commands.quickstart import down as stop
+
+    as_json, _ = output_format(output, as_json)
+    return run(
+        "quickstart down",
+        as_json,
+        lambda: stop(stack),
+        lambda r: (
+            f"ok: {r.release} stopped; volumes and secrets kept (start again: releaser quickstart "
+            f"SOURCE{_hint(stack)})"
+        ),
+    )
+
+
+@app.command()
+def backup(
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out-file", help="The archive to write (mode 0600: it holds the secrets)."),
+    ] = None,
+    stack: StackOpt = DEFAULT_STACK,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+    out: Annotated[Path | None, legacy_out("--out-file")] = None,
+) -> int:
+    """Stop, copy volumes + config + secrets into one .tar.zst (0600), start again.
+
+    Example:  releaser quickstart backup --out-file backup.tar.zst
+    """
+    from ..commands.quickstart import backup as take_backup
+
+    as_json, legacy = output_format(output, as_json, legacy_path=True)
+    target = pick(out_file, out, old_name="--out", new_name="--out-file")
+    if legacy is not None:
+        target = pick(
+            target, Path(legacy), old_name="-o FILE (-o is now the output format)", new_name="--out-file"
+        )
+    if target is None:
+        raise UsageError(
+            "backup needs the file to write", fix="releaser quickstart backup --out-file backup.tar.zst"
+        )
+    return run(
+        "quickstart backup",
+        as_json,
+        lambda: take_backup(stack, out=target, say=_say(as_json)),
+        lambda r: (
+            f"ok: wrote {r.path} ({r.bytes:,} bytes; volumes: {', '.join(r.volumes) or 'none'}; "
+            f"{len(r.files)} files incl. secrets: keep it as safe as .secrets/)\n  sha256: {r.sha256}"
+        ),
+    )
+
+
+@app.command()
+def restore(
+    archive: Annotated[
+        Path, typer.Argument(help="A backup written by `quickstart backup`.", show_default=False)
+    ],
+    stack: StackOpt = DEFAULT_STACK,
+    timeout: TimeoutOpt = 180,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Put a backup's volumes, config and secrets back, then start and wait until ready.
+
+    Example:  releaser quickstart restore backup.tar.zst
+    """
+    from ..commands.quickstart import restore as put_back
+
+    as_json, _ = output_format(output, as_json)
+    with Readiness(not as_json) as show:
+        return run(
+            "quickstart restore",
+            as_json,
+            lambda: put_back(archive, stack, say=_say(as_json), on_update=show, timeout=timeout),
+            lambda r: (
+                f"ok: restored {r.release} from {r.path} (volumes: {', '.join(r.volumes) or 'none'}); "
+                f"{len(r.services)} services ready"
+            ),
+        )
+
+
+@app.command()
+def reset(
+    stack: StackOpt = DEFAULT_STACK,
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete volumes and secrets.")] = False,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Remove containers, volumes and generated secrets; without --yes, list what it would delete (exit 2).
+
+    Example:  releaser quickstart reset --yes
+    """
+    from ..commands.quickstart import reset as remove
+
+    as_json, _ = output_format(output, as_json)
+    return run(
+        "quickstart reset",
+        as_json,
+        lambda: remove(stack, yes=yes),
+        lambda r: "\n".join(["ok: removed", *(f"  - {t}" for t in r.removed)]),
+    )
+
+
+reflow_help(app)

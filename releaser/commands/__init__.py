@@ -1,0 +1,18 @@
+"""Commands as a library: one module per command (or command group), each returning a typed
+result and never printing. The CLI (releaser/cli/) binds options to these functions and prints
+their results as text or as the --json envelope; every result has `to_json()`, whose keys are
+pinned by tests and listed in docs/cli.md.
+
+| module | commands |
+|---|---|
+| init.py | init |
+| validate.py | validate |
+| lock.py | lock |
+| render.py | render |
+| check.py | check |
+| keys.py | keygen |
+| bundle.py | bundle |
+| airgap.py | airgap verify / inspect / load |
+| doctor.py | doctor |
+| quickstart.py | quickstart up / status / logs / down / backup / restore / reset |
+"""

@@ -1,0 +1,108 @@
+"""`releaser bundle`: the signed airgap bundle of a release."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..bundle.cache import BlobCache, default_cache_dir
+from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem, sign
+from ..bundle.write import assemble, checksums_and_metadata, write_archive
+from ..errors import UsageError
+from ..lock import read_lock, split_reference
+from ..pipeline import release_dir, source_date_epoch
+from ..plan import build_plan
+from ..progress import Progress
+from ..registry import RegistryOptions
+from ..values import load_release
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleResult:
+    path: str
+    sha256: str
+    size: int
+    images: tuple[str, ...]
+    blobs: int
+    bytes_in: int
+    fetched: int
+    signer: str
+    attachments: tuple[str, ...] = ()  # repository:sha256-<hex>.sig ... carried with the images
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "images": list(self.images),
+            "blobs": self.blobs,
+            "bytesIn": self.bytes_in,
+            "fetched": self.fetched,
+            "signer": self.signer,
+            "attachments": list(self.attachments),
+        }
+
+
+def bundle_release(
+    directory: Path,
+    *,
+    key: Path,
+    out: Path | None = None,
+    passphrase_file: Path | None = None,
+    level: int = 3,
+    threads: int = -1,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    attachments: bool = True,
+    registries: RegistryOptions | None = None,
+    progress: Progress | None = None,
+) -> BundleResult:
+    """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed."""
+    if not 1 <= level <= 19:
+        raise UsageError(
+            f"--zstd-level {level} is out of range", fix="use 1 (fastest) to 19 (smallest); default 3"
+        )
+    directory = release_dir(directory)
+    release, _ = load_release(directory)
+    lock = read_lock(directory, release)
+    plan = build_plan(release, lock)
+    private = load_private_key(key, passphrase(passphrase_file))
+    signer = fingerprint(public_pem(private))
+    mtime = source_date_epoch()
+    factory = (registries or RegistryOptions()).factory()
+    bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
+    entries, checksums, metadata = checksums_and_metadata(
+        plan, lock, bp, mtime=mtime, signer_fingerprint=signer
+    )
+    repo_hosts = {}
+    for img in lock.images:
+        registry_host, path, _, _ = split_reference(img.repository)
+        repo_hosts[path] = registry_host
+    target = out or Path("bundles") / f"{plan.name}-{plan.version}.tar.zst"
+    cache = BlobCache(cache_dir or default_cache_dir()) if use_cache else None
+    stats = write_archive(
+        target,
+        bp,
+        entries,
+        checksums=checksums,
+        metadata=metadata,
+        signature=sign(private, metadata),
+        registry_for=factory,
+        repo_hosts=repo_hosts,
+        cache=cache,
+        level=level,
+        threads=threads,
+        mtime=mtime,
+        progress=progress,
+    )
+    return BundleResult(
+        path=str(target),
+        sha256=stats.sha256,
+        size=stats.size,
+        images=tuple(i.source for i in bp.images),
+        blobs=stats.blobs,
+        bytes_in=stats.bytes_in,
+        fetched=stats.fetched,
+        signer=signer,
+        attachments=tuple(f"{i.repository}:{a.tag}" for i in bp.images for a in i.attachments or ()),
+    )

@@ -1,0 +1,77 @@
+"""`releaser doctor`: can this host run the Compose quickstart?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LockError, PreflightError, UsageError
+from ..pipeline import load_plan, release_dir
+from ..plan import plan_ports
+from ..quickstart.doctor import ENGINES, Check, detect_engine, run_checks
+from ..quickstart.lifecycle import DEFAULT_DIR, host_ports, own_bridges, registries_to_pull, service_ports
+from ..values import load_release
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoctorResult:
+    checks: tuple[Check, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"checks": [c.to_json() for c in self.checks]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Needs:
+    """What a release asks of the host: ports, TCP-AO, registries, its network."""
+
+    ports: list[tuple[str, int, str, str | None]]
+    tcpao: bool = False
+    registries: list[str] | None = None
+    subnet: str | None = None
+    own: frozenset[str] = frozenset()
+
+
+def _needs(directory: Path, engine: str | None) -> _Needs:
+    try:  # with a current lock: exactly what the quickstart would check
+        plan, _ = load_plan(directory)
+    except LockError:  # no lock yet: the release's own ports, no registry check
+        release, _ = load_release(release_dir(directory))
+        ports = host_ports([(s.name, plan_ports(s)) for s in release.services], DEFAULT_DIR)
+        return _Needs(ports=ports, tcpao=any(s.tcpao for s in release.services))
+    found, _ = detect_engine(engine)
+    return _Needs(
+        ports=host_ports(service_ports(plan), DEFAULT_DIR),
+        tcpao=any(s.sidecar for s in plan.services),
+        registries=registries_to_pull(plan, found) if found else [],
+        subnet=plan.subnet,
+        own=own_bridges(found.kind if found else None, plan.name) if plan.subnet else frozenset(),
+    )
+
+
+def doctor(
+    directory: Path | None = None,
+    *,
+    engine: str | None = None,
+    skip: tuple[str, ...] = (),
+    bind_address: str = "127.0.0.1",
+) -> DoctorResult:
+    """Host prerequisites of the Compose quickstart; raises PreflightError when any check fails."""
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="pick one of them")
+    needs = _needs(directory, engine) if directory is not None else _Needs(ports=[])
+    checks = run_checks(
+        ports=needs.ports,
+        tcpao=needs.tcpao,
+        engine=engine,
+        skip=frozenset(skip),
+        bind_address=bind_address,
+        disk_path=directory or Path("."),
+        registries=needs.registries or [],
+        subnet=needs.subnet,
+        own_interfaces=needs.own,
+    )
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        raise PreflightError(failed, checks)
+    return DoctorResult(checks=tuple(checks))

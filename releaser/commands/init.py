@@ -1,0 +1,49 @@
+"""`releaser init`: a commented release.yaml to start from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from ..errors import TargetExists
+from ..fs import atomic_write
+from ..names import RELEASE_FILE
+
+_TEMPLATE = "render/init/release.yaml"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitResult:
+    path: str
+    next_steps: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "next": list(self.next_steps)}
+
+
+def release_name_for(directory: Path) -> str:
+    """A valid release name from a directory name: lower case, letters, digits and dashes."""
+    name = directory.resolve().name.lower()
+    name = "".join(c if c.isalnum() else "-" for c in name).strip("-") or "my-release"
+    if not name[0].isalpha():
+        name = f"r-{name}"
+    return name[:40].rstrip("-")
+
+
+def init_release(directory: Path, *, force: bool = False) -> InitResult:
+    """Write a commented release.yaml to start from."""
+    target = directory / RELEASE_FILE
+    if target.exists() and not force:
+        raise TargetExists(target, fix="pass --force to overwrite it, or pick another directory")
+    text = resources.files("releaser").joinpath(_TEMPLATE).read_text(encoding="utf-8")
+    atomic_write(target, text.replace("__NAME__", release_name_for(directory)).encode())
+    return InitResult(
+        path=str(target),
+        next_steps=(
+            f"edit {target}",
+            f"releaser validate {directory}",
+            f"releaser lock {directory}   # resolves every image to a digest",
+            f"releaser render {directory}",
+        ),
+    )

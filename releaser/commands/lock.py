@@ -1,0 +1,77 @@
+"""`releaser lock`: resolve every image to a digest and write release.lock.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LockError, ValidationError
+from ..lock import Lock, Resolution, load_lock_file, resolve_lock, stale_reasons, write_lock
+from ..names import LOCK_FILE
+from ..pipeline import release_dir
+from ..registry import RegistryOptions
+from ..values import load_release
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockResult:
+    release: str
+    path: str
+    written: bool
+    images: tuple[Resolution, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "path": self.path,
+            "written": self.written,
+            "images": [
+                {"name": r.name, "action": r.action, "pinned": r.pinned, "previous": r.previous}
+                for r in self.images
+            ],
+        }
+
+
+def _previous(path: Path) -> Lock | None:
+    """The lock on disk: a stale one still records what was pinned; a malformed one is replaced."""
+    if not path.exists():
+        return None
+    try:
+        return load_lock_file(path)
+    except ValidationError:
+        return None
+
+
+def lock_release(
+    directory: Path,
+    *,
+    platforms: tuple[str, ...] = (),
+    refresh: bool = False,
+    check: bool = False,
+    registries: RegistryOptions | None = None,
+) -> LockResult:
+    """Resolve every image to a digest and write release.lock.yaml (or, with check, compare only)."""
+    directory = release_dir(directory)
+    release, _ = load_release(directory)
+    path = directory / LOCK_FILE
+    previous = _previous(path)
+    factory = (registries or RegistryOptions()).factory()
+    lock, report = resolve_lock(release, previous, factory, platforms=platforms, refresh=refresh or check)
+    if check:
+        moved = [
+            f"image {r.name!r}: the lock pins {r.previous}, the registry now serves {r.pinned}"
+            for r in report
+            if r.action == "changed"
+        ]
+        if previous is None:
+            moved.insert(0, "there is no lock yet")
+        else:
+            moved += stale_reasons(release, previous)
+        if moved:
+            raise LockError(
+                f"{path} is not current:\n" + "\n".join(f"  - {x}" for x in moved),
+                fix=f"run `releaser lock {directory} --refresh`, then `releaser render`",
+            )
+        return LockResult(release=release.name, path=str(path), written=False, images=tuple(report))
+    write_lock(directory, lock)
+    return LockResult(release=release.name, path=str(path), written=True, images=tuple(report))

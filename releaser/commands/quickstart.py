@@ -1,0 +1,305 @@
+"""`releaser quickstart up|status|logs|down|backup|restore|reset`: the release's Compose stack on
+this host. `up` is composed here (it may load a bundle first, through the airgap command); the
+stack's own steps live in releaser/quickstart/ (lifecycle, doctor, secrets, stack)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..pipeline import load_plan
+from ..plan import Plan
+from ..progress import Progress
+from ..quickstart import localregistry
+from ..quickstart import secrets as sec
+from ..quickstart.doctor import Check, Engine
+from ..quickstart.lifecycle import (
+    DEFAULT_DIR,
+    PODMAN_COMPOSE,
+    STATE_FILE,
+    BackupResult,
+    ResetResult,
+    RestoreResult,
+    Say,
+    State,
+    StatusResult,
+    backup,
+    bundle_files,
+    compose_for,
+    compose_spec,
+    down,
+    find_engine,
+    held_ports,
+    logs,
+    podman_variant,
+    preflight,
+    quiet,
+    registries_to_pull,
+    reset,
+    restore,
+    secret_specs,
+    status,
+    urls,
+    write_file,
+)
+from ..quickstart.stack import ServiceState, Update, up_and_wait
+from ..registry import RegistryOptions
+from ..render.compose import render_compose
+from .airgap import load_bundle
+
+__all__ = [
+    "BackupResult",
+    "LogLines",
+    "QuickstartResult",
+    "ResetResult",
+    "RestoreResult",
+    "StatusResult",
+    "backup",
+    "collect_logs",
+    "down",
+    "logs",
+    "reset",
+    "restore",
+    "status",
+    "up",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuickstartResult:
+    release: str
+    version: str
+    stack: str
+    engine: str
+    source: str
+    services: tuple[ServiceState, ...]
+    urls: tuple[tuple[str, str], ...]  # (service.port, URL)
+    secrets_dir: str
+    secrets_created: tuple[str, ...]
+    secrets_kept: tuple[str, ...]
+    warnings: tuple[str, ...]
+    seconds: float
+    registry: str | None = None  # bundles: where the images were loaded and are pulled from
+    local_registry: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "version": self.version,
+            "stack": self.stack,
+            "engine": self.engine,
+            "source": self.source,
+            "services": [s.to_json() for s in self.services],
+            "urls": [{"name": n, "url": u} for n, u in self.urls],
+            "secretsDir": self.secrets_dir,
+            "secretsCreated": list(self.secrets_created),
+            "secretsKept": list(self.secrets_kept),
+            "warnings": list(self.warnings),
+            "seconds": round(self.seconds, 1),
+            "registry": self.registry,
+            "localRegistry": self.local_registry,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Source:
+    """What `up` was given: a release directory, or a bundle with its key and target registry."""
+
+    path: Path
+    key: Path | None = None
+    registry: str | None = None  # bundles: HOST[:PORT], or "local"
+
+    @property
+    def is_bundle(self) -> bool:
+        return self.key is not None
+
+    @property
+    def local(self) -> bool:
+        return self.registry == "local"
+
+    @classmethod
+    def check(cls, source: Path, key: Path | None, registry: str | None) -> _Source:
+        is_bundle = source.is_file() and source.name.endswith(".tar.zst")
+        if source.is_file() and not is_bundle:
+            raise UsageError(
+                f"{source} is neither a release directory nor a bundle (*.tar.zst)",
+                fix="pass the directory holding release.yaml, or a bundle made by `releaser bundle`",
+            )
+        if is_bundle and (key is None or registry is None):
+            raise UsageError(
+                "a bundle needs --key (the publisher's public key) and --registry (where to load it)",
+                fix=f"releaser quickstart {source} --key releaser.pub --registry 127.0.0.1:5000",
+            )
+        if not is_bundle and registry is not None:
+            raise UsageError(
+                "--registry is for bundles: a release directory runs from the registries its lock names",
+                fix="drop --registry, or pass a bundle",
+            )
+        return cls(path=source, key=key if is_bundle else None, registry=registry)
+
+    def pull_from(self, plan: Plan, engine: Engine) -> list[str]:
+        """The registries the preflight checks can be reached."""
+        if self.local:
+            return []  # started after the preflight
+        if self.registry is not None:
+            return [self.registry.split("/", 1)[0]]
+        return registries_to_pull(plan, engine)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogLines:
+    """`quickstart logs --json`: the lines, secret values redacted."""
+
+    lines: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"lines": list(self.lines)}
+
+
+def collect_logs(stack: Path, service: str | None = None, *, tail: int | None = None) -> LogLines:
+    """The stack's logs as one list of lines (for --json; `logs` streams them otherwise)."""
+    lines: list[str] = []
+    logs(stack, service, tail=tail, write=lines.append)
+    return LogLines(lines=tuple(lines))
+
+
+def _preflight_warnings(checks: Sequence[Check], plan: Plan, skip: tuple[str, ...]) -> tuple[list[str], bool]:
+    """Warnings for what was skipped, and whether the TCP-AO wire leg runs over plain TCP."""
+    warnings = [f"{c.name} check {c.detail}" for c in checks if c.status == "skipped"]
+    plain_tcp = "tcp-ao" in skip and any(s.sidecar for s in plan.services)
+    if plain_tcp:
+        warnings.append(
+            "TCP-AO is not available or not checked: the sidecars' wire leg runs over PLAIN TCP, "
+            "without authentication; use this for a lab only"
+        )
+    return warnings, plain_tcp
+
+
+def _load_into_registry(
+    src: _Source,
+    plan: Plan,
+    stack: Path,
+    *,
+    registries: RegistryOptions | None,
+    say: Say,
+    progress: Progress | None,
+) -> tuple[str, str]:
+    """Verify the bundle and load it (into the stack's own registry with `local`); (registry,
+    the compose override file name)."""
+    assert src.key is not None and src.registry is not None
+    registry = src.registry
+    if src.local:
+        previous = State.load(stack) if (stack / STATE_FILE).is_file() else None
+        port = previous.registry_port if previous and previous.release == plan.name else None
+        registry = localregistry.start(stack, port)
+        say(f"started a registry for this stack on {registry} (storage: {stack / localregistry.DIR})")
+    say(f"verifying {src.path.name} and loading it into {registry}")
+    loaded = load_bundle(
+        src.path, to=registry, key=src.key, out=stack, registries=registries, progress=progress
+    )
+    return registry, Path(loaded.compose_override).name
+
+
+def _secret_warnings(report: sec.SecretReport, plan: Plan, stack: Path) -> list[str]:
+    generated = {s.name for s in plan.generated_secrets}
+    return [*report.warnings] + [
+        f"{name}: generated a random value for this lab; in production you provide it "
+        f"(replace {stack / sec.SECRETS_DIR / name} and run the quickstart again)"
+        for name in report.created
+        if name not in generated
+    ]
+
+
+def up(
+    source: Path,
+    *,
+    stack: Path = DEFAULT_DIR,
+    engine: str | None = None,
+    skip: tuple[str, ...] = (),
+    timeout: float = 180,
+    key: Path | None = None,
+    registry: str | None = None,
+    registries: RegistryOptions | None = None,
+    say: Say = quiet,
+    on_update: Update | None = None,
+    progress: Progress | None = None,
+) -> QuickstartResult:
+    """Bring the release (a release directory, or a signed bundle) up on this host and wait until
+    ready: preflight -> (bundle: verify and load) -> compose files -> secrets -> up -> readiness."""
+    started = time.monotonic()
+    stack = stack.absolute()
+    src = _Source.check(source, key, registry)
+    with tempfile.TemporaryDirectory(prefix="releaser-quickstart-") as tmp:
+        if src.key is not None:
+            say(f"reading the signed release of {source}")
+            files, release_dir = bundle_files(source, src.key, Path(tmp))
+            plan, _ = load_plan(release_dir)
+        else:
+            plan, _ = load_plan(source)
+            files = render_compose(plan)
+
+        found = find_engine(engine)
+        say(f"preflight ({found.kind}, Compose {found.compose_version})")
+        checks = preflight(
+            plan,
+            engine=found.kind,
+            skip=skip,
+            held_ports=held_ports(stack, plan, found.kind),
+            registries=src.pull_from(plan, found),
+            stack=stack,
+        )
+        warnings, plain_tcp = _preflight_warnings(checks, plan, skip)
+
+        compose_files = ["compose.yaml"]
+        target = None
+        if src.is_bundle:
+            target, override = _load_into_registry(
+                src, plan, stack, registries=registries, say=say, progress=progress
+            )
+            compose_files.append(override)
+        for rel, content in files.items():
+            write_file(stack / rel, content)
+        if found.podman:
+            write_file(stack / PODMAN_COMPOSE, podman_variant(files["compose.yaml"]))
+            compose_files[0] = PODMAN_COMPOSE
+        state = State(
+            release=plan.name,
+            version=plan.version,
+            source=str(source.absolute()),
+            source_kind="bundle" if src.is_bundle else "release",
+            engine=found.kind,
+            files=tuple(compose_files),
+            registry=target,
+            local_registry=src.local,
+            plain_tcp_wire=plain_tcp,
+        )
+        spec = compose_spec(stack, state)
+        report = sec.ensure(stack, secret_specs(plan, spec))
+        warnings += _secret_warnings(report, plan, stack)
+        state.save(stack)
+
+    compose = compose_for(stack, state, found)
+    say(f"starting {plan.name} {plan.version} ({len(spec.services)} services) in {stack}")
+    states = up_and_wait(
+        compose, spec, timeout=timeout, on_update=on_update, redact=lambda t: sec.redact(t, stack)
+    )
+    return QuickstartResult(
+        release=plan.name,
+        version=plan.version,
+        stack=str(stack),
+        engine=found.kind,
+        source=str(source),
+        services=tuple(states),
+        urls=tuple(urls(plan, states)),
+        secrets_dir=str(stack / sec.SECRETS_DIR),
+        secrets_created=tuple(report.created),
+        secrets_kept=tuple(report.kept),
+        warnings=tuple(warnings),
+        seconds=time.monotonic() - started,
+        registry=target,
+        local_registry=src.local,
+    )

@@ -1,0 +1,65 @@
+"""`releaser validate`: schema and semantic checks of release.yaml, and the lock's freshness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LockError, Problem, ValidationError
+from ..lock import read_lock
+from ..names import LOCK_FILE
+from ..pipeline import release_dir
+from ..values import load_release
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateResult:
+    release: str
+    version: str
+    services: tuple[str, ...]
+    images: tuple[str, ...]
+    lock: str  # current | missing
+    warnings: tuple[Problem, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "version": self.version,
+            "services": list(self.services),
+            "images": list(self.images),
+            "lock": self.lock,
+            "warnings": [w.to_json() for w in self.warnings],
+        }
+
+
+def validate_release(directory: Path) -> ValidateResult:
+    """Schema + semantic checks of release.yaml, and the lock's freshness when one exists."""
+    directory = release_dir(directory)
+    release, warnings = load_release(directory)
+    lock_file = str(directory / LOCK_FILE)
+    lock_state = "missing"
+    if (directory / LOCK_FILE).exists():
+        try:
+            read_lock(directory, release)
+            lock_state = "current"
+        except LockError as exc:
+            stale = Problem(file=lock_file, line=None, path="$", message=exc.message, fix=exc.fix)
+            raise ValidationError([*warnings, stale]) from exc
+    else:
+        missing = Problem(
+            file=lock_file,
+            line=None,
+            path="$",
+            message="no lock yet: render needs one",
+            severity="warning",
+            fix=f"run `releaser lock {directory}`",
+        )
+        warnings = [*warnings, missing]
+    return ValidateResult(
+        release=release.name,
+        version=release.version,
+        services=tuple(s.name for s in release.services),
+        images=tuple(i.name for i in release.images),
+        lock=lock_state,
+        warnings=tuple(warnings),
+    )
