@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_USER = "65532:65532"  # UID:GID of a service that names none: non-root, distroless's "nonroot"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Image:
@@ -120,7 +122,7 @@ class Service:
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
-    user: str = "65532:65532"
+    user: str = DEFAULT_USER
     secrets: tuple[SecretFile, ...] = ()
     ports: tuple[Port, ...] = ()
     health: Health | None = None

@@ -115,6 +115,7 @@ class Sidecar:
     key_secret: str
     key_secret_key: str
     compose_config: str  # file name under compose/<release>/tcpao/
+    config_path: str  # where the sidecar reads it (Compose and Kubernetes alike)
     resources: m.Resources
     capability: m.Capability
     uid: int
@@ -329,6 +330,7 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
         key_secret_key=t.key_secret_key,
         compose_config=f"{s.name}.toml",
         resources=t.resources if (t.resources.requests or t.resources.limits) else SIDECAR_RESOURCES,
+        config_path=TCPAO_CONFIG_PATH,
         capability=SIDECAR_CAP,
         uid=SIDECAR_USER[0],
         gid=SIDECAR_USER[1],

@@ -24,7 +24,6 @@ from .names import RELEASE_FILE
 from .yamlsource import PathT, Source, load_source
 
 API_VERSION = "releaser.dev/v1alpha1"
-DEFAULT_USER = "65532:65532"
 TCPAO_DEFAULT_KEY = "tcpao-key"
 
 
@@ -32,6 +31,11 @@ TCPAO_DEFAULT_KEY = "tcpao-key"
 def release_schema() -> dict[str, Any]:
     text = resources.files("releaser").joinpath("schemas/release.schema.json").read_text(encoding="utf-8")
     return json.loads(text)  # type: ignore[no-any-return]
+
+
+def mac_algorithms() -> tuple[str, ...]:
+    """The TCP-AO MAC algorithms release.yaml accepts (the schema's enum: the one list of them)."""
+    return tuple(release_schema()["$defs"]["tcpao"]["properties"]["macAlgorithm"]["enum"])
 
 
 def _schema_at(path: tuple[Any, ...]) -> dict[str, Any]:
@@ -269,7 +273,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:
                 command=tuple(s.get("command", ())),
                 args=tuple(s.get("args", ())),
                 env=tuple(sorted(s.get("env", {}).items())),
-                user=s.get("user", DEFAULT_USER),
+                user=s.get("user", m.DEFAULT_USER),
                 secrets=tuple(
                     m.SecretFile(
                         name=x["name"],

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_CONFIG_PATH, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
+from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
 
 BIND_KNOB = "BIND_ADDRESS"
 LABEL = "dev.releaser"
@@ -163,7 +163,7 @@ def _labels(plan: Plan, name: str, caps: Any) -> dict[str, str]:
 def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
     d: dict[str, Any] = {
         "image": plan.image(sc.image).pinned,
-        "entrypoint": ["tcpao-proxy", "--mode", sc.role, "--config", TCPAO_CONFIG_PATH],
+        "entrypoint": ["tcpao-proxy", "--mode", sc.role, "--config", sc.config_path],
     }
     d.update(_hardening(sc.uid, sc.gid, [sc.capability.name]))
     # Shares the app's network namespace: the local legs stay on 127.0.0.1 and the
@@ -173,7 +173,7 @@ def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
         {
             "type": "bind",
             "source": f"./tcpao/{sc.compose_config}",
-            "target": TCPAO_CONFIG_PATH,
+            "target": sc.config_path,
             "read_only": True,
         }
     ]

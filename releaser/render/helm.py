@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..plan import TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
+from ..values import mac_algorithms
 
 KUBE_VERSION = ">=1.29.0-0"
 DIGEST_PATTERN = "^sha256:[a-f0-9]{64}$"
@@ -142,6 +143,10 @@ def _service_values(svc: PlanService) -> dict[str, Any]:
             "macAlgorithm": sc.mac_algorithm,
             "keySecret": {"name": sc.key_secret, "key": sc.key_secret_key},
             "resources": _resources(sc.resources),
+            "runAsUser": sc.uid,
+            "runAsGroup": sc.gid,
+            "capability": sc.capability.name,
+            "configPath": sc.config_path,
         }
     return d
 
@@ -329,16 +334,25 @@ def values_schema(plan: Plan) -> dict[str, Any]:
                 "description": "Port of the other end; 0 for any.",
             },
             "keyId": {"type": "integer", "minimum": 0, "maximum": 255, "description": "TCP-AO key id."},
-            "macAlgorithm": {
-                "enum": ["hmac-sha256", "hmac-sha1", "cmac-aes128"],
-                "description": "MAC algorithm.",
-            },
+            "macAlgorithm": {"enum": list(mac_algorithms()), "description": "MAC algorithm."},
             "keySecret": _obj(
                 {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
                 required=["name", "key"],
                 desc="Existing Secret holding the key.",
             ),
             "resources": _RES,
+            "runAsUser": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "The sidecar's UID (0: see docs/security.md).",
+            },
+            "runAsGroup": {"type": "integer", "minimum": 0, "description": "The sidecar's GID."},
+            "capability": {"type": "string", "minLength": 1, "description": "The one capability it adds."},
+            "configPath": {
+                "type": "string",
+                "pattern": "^/.+/[^/]+$",
+                "description": "Where the sidecar reads its TOML (mounted from the ConfigMap).",
+            },
         },
         required=["enabled"],
         desc="TCP-AO sidecar.",
