@@ -113,3 +113,7 @@ def assert_golden(path: Path, actual: str, update: bool) -> None:
             )
         )
         pytest.fail(f"output differs from {path.relative_to(ROOT)} (run `make goldens` if intended):\n{diff}")
+
+
+# The bundle world, built once per session and shared read-only by tests/test_bundle_*.py.
+from .support.bundles import world  # noqa: E402, F401 - registers the fixture

@@ -123,7 +123,30 @@ def test_mutated_documents_never_raise_anything_but_releaser_errors(doc: Any, tm
     release = _load(yaml.safe_dump(doc, allow_unicode=True), tmp_path)
     if release is not None:
         plan = build_plan(release, _lock_for(release))
-        assert render_compose(plan) and render_helm(plan)
+        _assert_outputs_agree(plan, render_compose(plan), render_helm(plan))
+
+
+def _assert_outputs_agree(plan: Any, compose: dict[str, bytes], chart: dict[str, bytes]) -> None:
+    """Invariants of any rendering: every service in both outputs, every image by the locked digest and
+    nothing else, the secret values never written, the same sidecar config in both."""
+    doc = yaml.safe_load(compose["compose.yaml"])
+    services = doc["services"]
+    expected = {s.name for s in plan.services} | {f"{s.name}-tcpao" for s in plan.services if s.sidecar}
+    assert set(services) == expected
+    pinned = plan.pinned_references()
+    assert {svc["image"] for svc in services.values()} <= pinned
+    assert all("@sha256:" in svc["image"] for svc in services.values())
+    values = yaml.safe_load(chart["values.yaml"])
+    assert set(values["services"]) == {s.name for s in plan.services}
+    chart_images = {f"{i['registry']}/{i['repository']}@{i['digest']}" for i in values["images"].values()}
+    assert chart_images == pinned  # the chart pins exactly the lock's images
+    for s in plan.services:
+        assert values["services"][s.name]["image"] == s.image
+        assert services[s.name].get("read_only") is True and services[s.name].get("cap_drop") == ["ALL"]
+        if s.sidecar:
+            toml = f"tcpao/{s.sidecar.compose_config}"
+            assert toml in compose and s.sidecar.key_secret not in compose[toml].decode()
+    assert b"BEGIN PRIVATE KEY" not in b"".join([*compose.values(), *chart.values()])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -6,9 +6,12 @@ stand-in sends one numbered line per second to its initiator sidecar, the sideca
 relay over PLAIN TCP (this kernel lacks TCP-AO; `--skip tcp-ao` says so), and the
 collector stand-in stores what arrives and serves it at /received on its HTTP port.
 
-The tests share one running stack and run in file order: preflight failures (nothing
-starts) -> up -> traffic -> sidecar restart behaviour -> secrets -> re-run -> status and
-logs -> backup / reset / restore -> an unhealthy service -> the airgap quickstart.
+The tests share one engine and one stack directory. Each says what it needs with a fixture
+(`nothing_running`: a fresh host; `up`: the stack running and ready, brought up when it is
+not; `backup_file`: a backup of its own), so each runs alone and in any order; in file order
+the stack is brought up once: preflight failures (nothing starts) -> up -> traffic ->
+sidecar restart behaviour -> secrets -> re-run -> status and logs -> backup / reset /
+restore -> an unhealthy service -> the airgap quickstart.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,6 +86,32 @@ def world(
         publisher.stop()
 
 
+@pytest.fixture
+def nothing_running(world: dict[str, Any]) -> dict[str, Any]:
+    """No stack of the example on the engine and no stack directory (as on a fresh host)."""
+    if (world["stack"] / "quickstart.json").exists():
+        run(world["env"], "quickstart", "reset", "--yes", expect=None)
+        shutil.rmtree(world["stack"], ignore_errors=True)
+    return world
+
+
+@pytest.fixture
+def up(world: dict[str, Any]) -> dict[str, Any]:
+    """The example's stack, running and ready (brought up here when no earlier test left it so)."""
+    if run(world["env"], "quickstart", "status", expect=None).returncode != 0:
+        run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao")
+    return world
+
+
+@pytest.fixture
+def backup_file(up: dict[str, Any]) -> Path:
+    """A backup of the running stack, of its own (no test reads another test's files)."""
+    path = up["work"] / "backup-fixture.tar.zst"
+    if not path.exists():
+        run(up["env"], "quickstart", "backup", "--out-file", str(path))
+    return path
+
+
 def run(
     env: dict[str, str], *args: str, expect: int | None = 0, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
@@ -119,7 +149,8 @@ def containers(w: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ preflight
 
 
-def test_preflight_without_tcp_ao_starts_nothing(world: dict[str, Any]) -> None:
+def test_preflight_without_tcp_ao_starts_nothing(nothing_running: dict[str, Any]) -> None:
+    world = nothing_running
     proc = run(world["env"], "quickstart", str(world["rel"]), expect=8)
     assert "FAIL tcp-ao" in proc.stderr and "lacks CONFIG_TCP_AO" in proc.stderr
     assert "--skip tcp-ao" in proc.stderr  # the documented override is named
@@ -127,7 +158,8 @@ def test_preflight_without_tcp_ao_starts_nothing(world: dict[str, Any]) -> None:
     assert not (world["stack"] / "compose.yaml").exists()
 
 
-def test_preflight_port_taken_starts_nothing(world: dict[str, Any]) -> None:
+def test_preflight_port_taken_starts_nothing(nothing_running: dict[str, Any]) -> None:
+    world = nothing_running
     with socket.socket() as s:
         s.bind(("127.0.0.1", world["port"]))
         s.listen()
@@ -136,7 +168,8 @@ def test_preflight_port_taken_starts_nothing(world: dict[str, Any]) -> None:
     assert containers(world) == []
 
 
-def test_preflight_engine_missing_or_down(world: dict[str, Any]) -> None:
+def test_preflight_engine_missing_or_down(nothing_running: dict[str, Any]) -> None:
+    world = nothing_running
     proc = run(
         world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--engine", "podman", expect=8
     )
@@ -147,7 +180,8 @@ def test_preflight_engine_missing_or_down(world: dict[str, Any]) -> None:
     assert containers(world) == []
 
 
-def test_preflight_subnet_already_routed_starts_nothing(world: dict[str, Any]) -> None:
+def test_preflight_subnet_already_routed_starts_nothing(nothing_running: dict[str, Any]) -> None:
+    world = nothing_running
     # a stale bridge holding the release's subnet (what a killed engine leaves behind)
     subprocess.run(["ip", "link", "add", "rqclash0", "type", "bridge"], check=True)
     try:
@@ -183,7 +217,8 @@ def test_up_reaches_ready_and_runs_the_locked_digests(world: dict[str, Any]) -> 
         "speaker": "healthy",
     }
     assert [u["url"] for u in result["urls"]] == [f"http://127.0.0.1:{world['port']}"]
-    assert sorted(result["secretsCreated"]) == ["bmp-tcpao-key", "nats-token"]
+    # generated now, or kept from an earlier run of the module (the tests run in any order)
+    assert sorted(result["secretsCreated"] + result["secretsKept"]) == ["bmp-tcpao-key", "nats-token"]
     assert any("PLAIN TCP" in w for w in result["warnings"])
     # the running containers use exactly the lock's digests
     lock = yaml.safe_load((world["rel"] / "release.lock.yaml").read_text())
@@ -194,7 +229,8 @@ def test_up_reaches_ready_and_runs_the_locked_digests(world: dict[str, Any]) -> 
     assert running == pinned
 
 
-def test_traffic_crosses_both_sidecars(world: dict[str, Any]) -> None:
+def test_traffic_crosses_both_sidecars(up: dict[str, Any]) -> None:
+    world = up
     try:
         lines = wait_for(lambda: len(received(world)) >= 3 and received(world), what="lines at the collector")
     except pytest.fail.Exception:
@@ -206,7 +242,8 @@ def test_traffic_crosses_both_sidecars(world: dict[str, Any]) -> None:
     assert "relaying 127.0.0.1:5000 -> 10.77.0.10:1790 over plain TCP" in logs  # initiator
 
 
-def test_sidecar_down_takes_its_leg_down_and_it_recovers(world: dict[str, Any]) -> None:
+def test_sidecar_down_takes_its_leg_down_and_it_recovers(up: dict[str, Any]) -> None:
+    world = up
     compose(world, "stop", "speaker-tcpao")
     wait_for(
         lambda: "leg down" in compose(world, "logs", "--no-color", "--since", "20s", "speaker"),
@@ -237,7 +274,8 @@ def _secret_values(world: dict[str, Any]) -> dict[str, str]:
     return {p.name: p.read_text() for p in d.iterdir() if not p.name.startswith(".")}
 
 
-def test_secrets_are_files_with_tight_modes(world: dict[str, Any]) -> None:
+def test_secrets_are_files_with_tight_modes(up: dict[str, Any]) -> None:
+    world = up
     d = world["stack"] / ".secrets"
     assert d.stat().st_mode & 0o777 == 0o700
     st = {p.name: p.stat() for p in d.iterdir()}
@@ -251,7 +289,8 @@ def test_secrets_are_files_with_tight_modes(world: dict[str, Any]) -> None:
     assert "is readable (32 bytes; never printed)" in logs
 
 
-def test_secret_values_appear_nowhere_else(world: dict[str, Any]) -> None:
+def test_secret_values_appear_nowhere_else(up: dict[str, Any]) -> None:
+    world = up
     vals = list(_secret_values(world).values())
     texts = list(CAPTURED)
     for p in world["stack"].rglob("*"):
@@ -268,7 +307,8 @@ def test_secret_values_appear_nowhere_else(world: dict[str, Any]) -> None:
         assert not hits, "a secret value leaked into captured output or a file"
 
 
-def test_rerun_keeps_secrets_and_its_own_ports(world: dict[str, Any]) -> None:
+def test_rerun_keeps_secrets_and_its_own_ports(up: dict[str, Any]) -> None:
+    world = up
     before = _secret_values(world)
     proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--json")
     result = json.loads(proc.stdout)["result"]
@@ -276,7 +316,8 @@ def test_rerun_keeps_secrets_and_its_own_ports(world: dict[str, Any]) -> None:
     assert _secret_values(world) == before
 
 
-def test_status_and_logs(world: dict[str, Any]) -> None:
+def test_status_and_logs(up: dict[str, Any]) -> None:
+    world = up
     proc = run(world["env"], "quickstart", "status", "--json")
     assert json.loads(proc.stdout)["result"]["healthy"] is True
     proc = run(world["env"], "quickstart", "status")
@@ -290,7 +331,8 @@ def test_status_and_logs(world: dict[str, Any]) -> None:
 # ------------------------------------------------------------------ backup / reset / restore
 
 
-def test_backup_reset_restore_gives_back_the_volume_data(world: dict[str, Any]) -> None:
+def test_backup_reset_restore_gives_back_the_volume_data(up: dict[str, Any]) -> None:
+    world = up
     backup = world["work"] / "backup.tar.zst"
     secrets_before = _secret_values(world)
     proc = run(world["env"], "quickstart", "backup", "--out-file", str(backup), "--json")
@@ -336,9 +378,10 @@ def test_backup_reset_restore_gives_back_the_volume_data(world: dict[str, Any]) 
     assert first[0] == saved + 1, (first, saved)
 
 
-def test_restore_refuses_a_damaged_backup(world: dict[str, Any]) -> None:
+def test_restore_refuses_a_damaged_backup(up: dict[str, Any], backup_file: Path) -> None:
+    world = up
     bad = world["work"] / "bad.tar.zst"
-    bad.write_bytes((world["work"] / "backup.tar.zst").read_bytes()[:200])
+    bad.write_bytes(backup_file.read_bytes()[:200])
     proc = run(world["env"], "quickstart", "restore", str(bad), expect=None)
     assert proc.returncode != 0 and "bad.tar.zst" in proc.stderr
     assert "nothing was restored" in proc.stderr or "not a readable" in proc.stderr

@@ -1,0 +1,204 @@
+"""Faults during a load: a registry killed mid-load, Ctrl-C against a silent registry, an upload cut
+between chunks; each re-run completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .support import images
+from .support.bundles import PASS, World, cli
+from .support.registry import RegistryServer
+
+
+def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: Path) -> None:
+    target = RegistryServer(tmp_path / "flaky").start()
+    try:
+        killer = threading.Thread(target=_kill_when_uploading, args=(target,), daemon=True)
+        killer.start()
+        code, out = cli(
+            "airgap",
+            str(world.bundle),
+            "--to",
+            f"{target.host}/x",
+            "--key",
+            str(world.pub),
+            "--out-dir",
+            str(tmp_path),
+            "--chunk-size",
+            "8",
+        )
+        killer.join()
+        assert code == 6 and "unreachable" in out, (code, out)
+        target.start()  # same storage, same port
+        code, out = cli(
+            "airgap",
+            str(world.bundle),
+            "--to",
+            f"{target.host}/x",
+            "--key",
+            str(world.pub),
+            "--out-dir",
+            str(tmp_path),
+            "--json",
+        )
+        assert code == 0, out
+        # index + 2 platform manifests + nats + chart, and the attached: 2 signatures, an attestation,
+        # the referrers index and its SBOM artifact (the kill came before any manifest)
+        assert json.loads(out)["result"]["stats"]["manifests_pushed"] == 10
+        lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+        for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
+            assert images.skopeo_digest(f"{target.host}/x/{repo}:v1") == lock["images"][name]["digest"]
+            for tag, digest in world.attached[name].items():
+                assert images.skopeo_digest(f"{target.host}/x/{repo}:{tag}") == digest
+    finally:
+        target.stop()
+
+
+def _kill_when_uploading(server: RegistryServer) -> None:
+    """SIGKILL the registry once a chunked upload has more than one chunk stored."""
+    repos = server.storage / "docker/registry/v2/repositories"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:  # the registry creates and removes upload directories while we walk them
+            for data in repos.glob("**/_uploads/*/data") if repos.exists() else []:
+                if data.stat().st_size > 8 << 20:
+                    server.kill()
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    server.kill()
+
+
+@pytest.mark.parametrize("step", ["load", "bundle"])
+def test_ctrl_c_against_a_registry_that_stopped_answering_stops_at_once(
+    world: World, tmp_path: Path, step: str
+) -> None:
+    """Workers blocked on a silent registry must not hold Ctrl-C for timeout x retries; nothing
+    is left half written, and the message says a re-run finishes the job."""
+    import shutil
+    import signal
+
+    from .support.faults import BlackHole
+
+    hole = BlackHole()
+    out = tmp_path / "out"
+    if step == "load":
+        argv = [
+            "airgap",
+            str(world.bundle),
+            "--to",
+            f"{hole.host}/x",
+            "--key",
+            str(world.pub),
+            "--plain-http",
+            "--out-dir",
+            str(out),
+        ]
+    else:  # a current lock whose registry went silent
+        rel = tmp_path / "rel"
+        shutil.copytree(world.release, rel)
+        for name in ("release.yaml", "release.lock.yaml"):
+            (rel / name).write_text((rel / name).read_text().replace(world.src.host, hole.host))
+        argv = [
+            "bundle",
+            str(rel),
+            "--signing-key",
+            str(world.key),
+            "--out-file",
+            str(out / "b.tar.zst"),
+            "--no-cache",
+        ]
+    import pty
+
+    env = {
+        **os.environ,
+        "RELEASER_KEY_PASSPHRASE": PASS,
+        "RELEASER_CACHE": str(tmp_path / "cache"),
+        "TERM": "xterm",
+    }
+    master, slave = pty.openpty()  # stderr on a terminal: the progress display is up when Ctrl-C comes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "releaser", *argv], env=env, stdout=subprocess.DEVNULL, stderr=slave
+    )
+    os.close(slave)
+    drawn: list[bytes] = []
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            while data := os.read(master, 1 << 16):
+                drawn.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert hole.accepted.wait(60), "the command never reached the registry"
+        time.sleep(0.3)  # its requests are in flight, waiting for an answer that never comes
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)  # the request timeout alone is 60 s
+        reader.join(5)
+    finally:
+        proc.kill()
+        hole.close()
+        os.close(master)
+    raw = b"".join(drawn)
+    err = raw.decode(errors="replace")
+    assert proc.returncode == 130, err
+    assert raw.rfind(b"\x1b[?25h") > raw.find(b"\x1b[?25l") >= 0  # the terminal gets its cursor back
+    assert f"error: {'airgap' if step == 'load' else 'bundle'}: interrupted" in err and "re-run" in err
+    assert "Traceback" not in err
+    assert not out.exists() or [p.name for p in out.iterdir()] == []  # nothing half written
+
+
+def test_an_upload_cut_between_chunks_resumes_from_the_registry_offset(world: World, tmp_path: Path) -> None:
+    from .support.faults import CutAfterFirstPatch
+
+    target = RegistryServer(tmp_path / "resume").start()
+    proxy = CutAfterFirstPatch(target.port)
+    try:
+        code, out = cli(
+            "airgap",
+            str(world.bundle),
+            "--to",
+            f"{proxy.host}/r",
+            "--key",
+            str(world.pub),
+            "--out-dir",
+            str(tmp_path),
+            "--chunk-size",
+            "8",
+        )
+        assert proxy.cut.is_set() and code == 6, out
+        proxy.allow()
+        code, out = cli(
+            "airgap",
+            str(world.bundle),
+            "--to",
+            f"{proxy.host}/r",
+            "--key",
+            str(world.pub),
+            "--out-dir",
+            str(tmp_path),
+            "--json",
+            "--chunk-size",
+            "8",
+        )
+        assert code == 0, out
+        stats = json.loads(out)["result"]["stats"]
+        assert stats["resumed"] == 1, stats  # the big layer continued at the registry's offset
+        lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+        assert images.skopeo_digest(f"{target.host}/r/library/nats:v1") == lock["images"]["nats"]["digest"]
+    finally:
+        proxy.close()
+        target.stop()
