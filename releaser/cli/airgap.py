@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .base import HELP_OPTIONS, DefaultGroup, JsonOpt, OutputOpt, output_format, pick, reflow_help, run
+from .base import JsonOpt, OutputOpt, group, out_path, output_format, reflow_help, run
 from .display import ByteProgress
 from .options import (
     BundleArg,
@@ -25,15 +25,9 @@ if TYPE_CHECKING:
     from ..commands.airgap import AirgapResult, InspectResult, VerifyResult
 
 
-class AirgapGroup(DefaultGroup):
-    default = "load"
-
-
-app = typer.Typer(
-    cls=AirgapGroup,
-    name="airgap",
-    no_args_is_help=True,
-    context_settings=HELP_OPTIONS,
+app = group(
+    "airgap",
+    default="load",
     help="Inspect a bundle, verify it, or verify it and load it into a private registry.\n\n"
     "`releaser airgap BUNDLE --to HOST[:PORT]\\[/PREFIX]` is short for `releaser airgap load BUNDLE --to ...`.",
 )
@@ -152,11 +146,7 @@ def load(
     from ..commands.airgap import load_bundle
 
     as_json, legacy = output_format(output, as_json, legacy_path=True)
-    target = pick(out_dir, out, old_name="--out", new_name="--out-dir")
-    if legacy is not None:
-        target = pick(
-            target, Path(legacy), old_name="-o DIR (-o is now the output format)", new_name="--out-dir"
-        )
+    target = out_path(out_dir, out, legacy, new_name="--out-dir")
     opts = registry_options(insecure, plain_http, ca_file, creds, chunk_mb)
 
     def go(progress: ByteProgress | None = None) -> AirgapResult:

@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
@@ -127,6 +128,24 @@ def output_format(output: str | None, as_json: bool, *, legacy_path: bool = Fals
     raise UsageError(
         f"-o/--output {output!r} is not an output format", fix="use -o text or -o json (or --json)"
     )
+
+
+def out_path(new: Path | None, out: Path | None, legacy: str | None, *, new_name: str) -> Path | None:
+    """The value of a renamed path option: `new_name`, else the deprecated `--out`, else a
+    deprecated `-o PATH` (from output_format), each old spelling with a warning."""
+    value = pick(new, out, old_name="--out", new_name=new_name)
+    if legacy is not None:
+        kind = "DIR" if new_name.endswith("dir") else "FILE"
+        value = pick(
+            value, Path(legacy), old_name=f"-o {kind} (-o is now the output format)", new_name=new_name
+        )
+    return value  # type: ignore[no-any-return]
+
+
+def group(name: str, *, default: str, help: str) -> typer.Typer:
+    """A command group whose first word may be left out for its main action (`default`)."""
+    cls = type(f"{name.title()}Group", (DefaultGroup,), {"default": default})
+    return typer.Typer(cls=cls, name=name, no_args_is_help=True, context_settings=HELP_OPTIONS, help=help)
 
 
 def pick(new: object, old: object, *, old_name: str, new_name: str) -> Any:

@@ -12,12 +12,11 @@ import typer
 from ..errors import EXIT_UNHEALTHY, UsageError
 from .base import (
     CURRENT,
-    HELP_OPTIONS,
-    DefaultGroup,
     JsonOpt,
     OutputOpt,
+    group,
+    out_path,
     output_format,
-    pick,
     reflow_help,
     run,
 )
@@ -28,15 +27,9 @@ if TYPE_CHECKING:
     from ..commands.quickstart import LogLines, QuickstartResult, StatusResult
 
 
-class QuickstartGroup(DefaultGroup):
-    default = "up"
-
-
-app = typer.Typer(
-    cls=QuickstartGroup,
-    name="quickstart",
-    no_args_is_help=True,
-    context_settings=HELP_OPTIONS,
+app = group(
+    "quickstart",
+    default="up",
     help="Run the release's Compose stack on this host, and look after it.\n\n"
     "`releaser quickstart DIR|BUNDLE` is short for `releaser quickstart up DIR|BUNDLE`. Secrets are generated "
     "on first run (CSPRNG) into STACK/.secrets/ (0700), mounted as files and never printed.\n\n"
@@ -270,11 +263,7 @@ def backup(
     from ..commands.quickstart import backup as take_backup
 
     as_json, legacy = output_format(output, as_json, legacy_path=True)
-    target = pick(out_file, out, old_name="--out", new_name="--out-file")
-    if legacy is not None:
-        target = pick(
-            target, Path(legacy), old_name="-o FILE (-o is now the output format)", new_name="--out-file"
-        )
+    target = out_path(out_file, out, legacy, new_name="--out-file")
     if target is None:
         raise UsageError(
             "backup needs the file to write", fix="releaser quickstart backup --out-file backup.tar.zst"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import Problem, UsageError, check_line
-from .base import JsonOpt, OutputOpt, output_format, pick, run
+from .base import JsonOpt, OutputOpt, out_path, output_format, pick, run
 from .display import ByteProgress
 from .options import (
     CaFileOpt,
@@ -195,12 +195,7 @@ def render(
 
 def _out_dir(out_dir: Path | None, out: Path | None, legacy: str | None) -> Path:
     """--out-dir, else the deprecated --out or -o DIR, else the current directory."""
-    value = pick(out_dir, out, old_name="--out", new_name="--out-dir")
-    if legacy is not None:
-        value = pick(
-            value, Path(legacy), old_name="-o DIR (-o is now the output format)", new_name="--out-dir"
-        )
-    return value if value is not None else Path(".")
+    return out_path(out_dir, out, legacy, new_name="--out-dir") or Path(".")
 
 
 def check(
@@ -341,11 +336,7 @@ def bundle(
             "bundle needs the signing key",
             fix="pass --signing-key keys/releaser.key (from `releaser keygen`)",
         )
-    target = pick(out_file, out, old_name="--out", new_name="--out-file")
-    if legacy is not None:
-        target = pick(
-            target, Path(legacy), old_name="-o FILE (-o is now the output format)", new_name="--out-file"
-        )
+    target = out_path(out_file, out, legacy, new_name="--out-file")
     opts = registry_options(insecure, plain_http, ca_file, creds)
 
     def text(r: BundleResult) -> str:
