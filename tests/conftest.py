@@ -116,7 +116,6 @@ def assert_golden(path: Path, actual: str, update: bool) -> None:
         pytest.fail(f"output differs from {path.relative_to(ROOT)} (run `make goldens` if intended):\n{diff}")
 
 
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """RELEASER_TEST_ORDER=reverse or shuffle:SEED runs the tests in another order, to show that
     none depends on another having run first (docs/testing.md)."""
@@ -125,6 +124,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.reverse()
     elif order.startswith("shuffle"):
         random.Random(int(order.partition(":")[2] or 0)).shuffle(items)
+
 
 # The bundle world, built once per session and shared read-only by tests/test_bundle_*.py.
 from .support.bundles import world  # noqa: E402, F401 - registers the fixture

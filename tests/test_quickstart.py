@@ -89,9 +89,11 @@ def world(
 @pytest.fixture
 def nothing_running(world: dict[str, Any]) -> dict[str, Any]:
     """No stack of the example on the engine and no stack directory (as on a fresh host)."""
-    if (world["stack"] / "quickstart.json").exists():
-        run(world["env"], "quickstart", "reset", "--yes", expect=None)
-        shutil.rmtree(world["stack"], ignore_errors=True)
+    for stack in (world["stack"], world["work"] / "airgap-stack", world["work"] / "local-stack"):
+        if (stack / "quickstart.json").exists():
+            env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(stack)}
+            run(env, "quickstart", "reset", "--yes", expect=None)
+            shutil.rmtree(stack, ignore_errors=True)
     return world
 
 
@@ -101,6 +103,18 @@ def up(world: dict[str, Any]) -> dict[str, Any]:
     if run(world["env"], "quickstart", "status", expect=None).returncode != 0:
         run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao")
     return world
+
+
+@pytest.fixture
+def signed_bundle(world: dict[str, Any]) -> Path:
+    """The example's bundle, signed with a key of its own (keys/ beside it)."""
+    bundle = world["work"] / "bmp-tcpao-1.4.0.tar.zst"
+    if not bundle.exists():
+        if not (world["work"] / "keys/releaser.key").exists():
+            run(world["env"], "keygen", "--out-dir", str(world["work"] / "keys"))
+        key = str(world["work"] / "keys/releaser.key")
+        run(world["env"], "bundle", str(world["rel"]), "--signing-key", key, "--out-file", str(bundle))
+    return bundle
 
 
 @pytest.fixture
@@ -161,6 +175,8 @@ def test_preflight_without_tcp_ao_starts_nothing(nothing_running: dict[str, Any]
 def test_preflight_port_taken_starts_nothing(nothing_running: dict[str, Any]) -> None:
     world = nothing_running
     with socket.socket() as s:
+        # SO_REUSEADDR: connections of an earlier test to this port may linger in TIME_WAIT
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", world["port"]))
         s.listen()
         proc = run(world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
@@ -463,19 +479,12 @@ def test_a_host_network_service_has_its_ports_checked_and_a_rerun_keeps_them(wor
 # ------------------------------------------------------------------ airgap
 
 
-def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(world: dict[str, Any]) -> None:
+def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(
+    nothing_running: dict[str, Any], signed_bundle: Path
+) -> None:
+    world = nothing_running
     env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "airgap-stack")}
-    run(env, "keygen", "--out-dir", str(world["work"] / "keys"))
-    bundle = world["work"] / "bmp-tcpao-1.4.0.tar.zst"
-    run(
-        env,
-        "bundle",
-        str(world["rel"]),
-        "--signing-key",
-        str(world["work"] / "keys/releaser.key"),
-        "--out-file",
-        str(bundle),
-    )
+    bundle = signed_bundle
     private = RegistryServer(world["work"] / "private").start()
     try:
         # without --skip the TCP-AO check still stops it before anything is loaded
@@ -533,10 +542,13 @@ def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(world
         private.stop()
 
 
-def test_airgap_quickstart_with_its_own_local_registry(world: dict[str, Any]) -> None:
+def test_airgap_quickstart_with_its_own_local_registry(
+    nothing_running: dict[str, Any], signed_bundle: Path
+) -> None:
+    world = nothing_running
     stack = world["work"] / "local-stack"
     env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(stack)}
-    bundle = world["work"] / "bmp-tcpao-1.4.0.tar.zst"  # written by the test above
+    bundle = signed_bundle
     try:
         proc = run(
             env,

@@ -4,11 +4,12 @@ Drawn only on a terminal and never with --json; the library only reports to them
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..quickstart.stack import ServiceState
+if TYPE_CHECKING:  # the type only: the quickstart stage is imported when it runs
+    from ..quickstart.stack import ServiceState
 
 
 class ByteProgress:

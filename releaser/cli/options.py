@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..registry import RegistryOptions
+if TYPE_CHECKING:
+    from ..registry import RegistryOptions
 
 DirArg = Annotated[
     Path, typer.Argument(help="Directory holding release.yaml (and release.lock.yaml).", show_default=False)
@@ -64,6 +65,9 @@ CredsOpt = Annotated[
 def registry_options(
     insecure: bool, plain_http: bool, ca_file: str | None, creds: str | None, chunk_mb: int = 256
 ) -> RegistryOptions:
+    # imported here: the registry client (requests, ~60 ms) only for the commands that use one
+    from ..registry import RegistryOptions
+
     return RegistryOptions(
         insecure=insecure, plain_http=plain_http, ca_file=ca_file, creds=creds, chunk_mb=chunk_mb
     )

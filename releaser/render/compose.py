@@ -7,13 +7,16 @@ committed files, or put it in a bundle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import Any
 
+import jinja2
 import yaml
 
+from .. import model as m
 from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
 
 BIND_KNOB = "BIND_ADDRESS"
@@ -21,9 +24,7 @@ LABEL = "dev.releaser"
 
 
 @cache
-def _jinja() -> Any:
-    import jinja2
-
+def _jinja() -> jinja2.Environment:
     loader = jinja2.FunctionLoader(
         lambda name: resources.files("releaser").joinpath(f"render/tcpao/{name}").read_text(encoding="utf-8")
     )
@@ -68,7 +69,7 @@ def _bytes(q: str) -> str:
     return str(int(Decimal(q.rstrip("m")) / (1000 if q.endswith("m") else 1)))
 
 
-def _resources(res: Any) -> dict[str, Any]:
+def _resources(res: m.Resources) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section, items in (("limits", res.limits), ("reservations", res.requests)):
         d = {("cpus" if k == "cpu" else "memory"): (_cpus(v) if k == "cpu" else _bytes(v)) for k, v in items}
@@ -153,7 +154,7 @@ def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
     return d
 
 
-def _labels(plan: Plan, name: str, caps: Any) -> dict[str, str]:
+def _labels(plan: Plan, name: str, caps: Sequence[m.Capability]) -> dict[str, str]:
     labels = {f"{LABEL}.release": plan.name, f"{LABEL}.version": plan.version, f"{LABEL}.service": name}
     for c in caps:
         labels[f"{LABEL}.capability.{c.name}"] = c.justification

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .. import model as m
 from ..plan import TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
 from ..values import mac_algorithms
 
@@ -42,7 +43,7 @@ def _quantities(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return dict(items)
 
 
-def _resources(res: Any) -> dict[str, Any]:
+def _resources(res: m.Resources) -> dict[str, Any]:
     out = {}
     if res.requests:
         out["requests"] = _quantities(res.requests)
