@@ -12,11 +12,10 @@ import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from jsonschema.exceptions import ValidationError as SchemaError
-
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaError
 
 from . import model as m
 from .errors import Problem, ValidationError
@@ -68,8 +67,6 @@ def _type_name(value: Any) -> str:
 
 
 def _schema_problems(src: Source) -> list[Problem]:
-    from jsonschema import Draft202012Validator  # imported when needed: it is the slowest import
-
     validator = Draft202012Validator(release_schema())
     problems: list[Problem] = []
     for err in sorted(

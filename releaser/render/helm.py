@@ -7,7 +7,10 @@ every decision of the plan (and every knob an operator may override).
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import tarfile
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -576,10 +579,6 @@ def values_schema(plan: Plan) -> dict[str, Any]:
 def package_chart(plan: Plan, files: dict[str, bytes], *, mtime: int = 0) -> bytes:
     """The chart as a deterministic `<name>-<version>.tgz` (what `helm package` makes, byte-stable:
     sorted entries, fixed mtime, uid/gid 0, gzip header without a timestamp)."""
-    import gzip
-    import io
-    import tarfile
-
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in sorted(files):
