@@ -451,3 +451,26 @@ def test_malformed_credentials_are_named_without_echoing_them(tmp_path: Path) ->
     assert code == 7 and "is not USER:PASSWORD" in out and "just-a-token-value" not in out
     code, out = cli("lock", str(d), env={"RELEASER_REGISTRY_AUTH": "127.0.0.1:9=no-colon-secret"})
     assert code == 7 and "127.0.0.1:9=USER:PASSWORD" in out and "no-colon-secret" not in out
+
+
+def test_the_www_authenticate_parser_reads_what_registries_send() -> None:
+    from releaser.registry import parse_auth_header
+
+    h = parse_auth_header(
+        'Bearer realm="https://auth.example/token?a=1,b=2",service="registry.example",'
+        'scope="repository:a/b:pull,push repository:c:pull"'
+    )
+    assert (h.scheme, h.realm, h.service) == (
+        "bearer",
+        "https://auth.example/token?a=1,b=2",
+        "registry.example",
+    )
+    assert h.scope == "repository:a/b:pull,push repository:c:pull"  # commas and spaces inside quotes kept
+    h = parse_auth_header('BEARER Realm=https://a/t, Service=reg, error="insufficient_scope", x="a\\"b"')
+    assert (h.scheme, h.realm, h.service, h.scope) == (
+        "bearer",
+        "https://a/t",
+        "reg",
+        None,
+    )  # bare tokens, any case
+    assert parse_auth_header('Basic realm="Registry Realm"').scheme == "basic"

@@ -87,7 +87,19 @@ def test_podman_stack_reaches_ready_with_the_locked_digests_and_carries_traffic(
     assert (pod["stack"] / ".secrets" / "nats-token").stat().st_uid == 65532
 
 
-def test_podman_backup_reset_restore(pod: dict[str, Any]) -> None:
+@pytest.fixture
+def pod_up(pod: dict[str, Any]) -> dict[str, Any]:
+    """The stack running on podman (brought up here when no earlier test left it so)."""
+    status = subprocess.run(
+        [RELEASER, "quickstart", "status"], env=pod["env"], capture_output=True, text=True, check=False
+    )
+    if status.returncode != 0:
+        qs(pod["env"], str(pod["rel"]), "--engine", "podman-compose", "--skip", "tcp-ao")
+    return pod
+
+
+def test_podman_backup_reset_restore(pod_up: dict[str, Any]) -> None:
+    pod = pod_up
     backup = pod["work"] / "backup.tar.zst"
     wait_for(lambda: len(received(pod)) >= 2, what="some traffic before the backup")
     qs(pod["env"], "backup", "--out-file", str(backup))
