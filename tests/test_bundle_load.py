@@ -335,7 +335,7 @@ class _Recorder:
 
 
 def test_progress_counts_every_byte_once_and_never_goes_backwards(world: World, tmp_path: Path) -> None:
-    from releaser.commands.airgap import load_bundle
+    from releaser.commands.load import load_bundle
     from releaser.errors import ReleaserError
     from releaser.registry import RegistryOptions
 

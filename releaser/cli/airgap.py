@@ -22,7 +22,8 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..commands.airgap import AirgapResult, InspectResult, VerifyResult
+    from ..commands.airgap import InspectResult, VerifyResult
+    from ..commands.load import AirgapResult
 
 
 app = group(
@@ -143,7 +144,7 @@ def load(
     Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub --dry-run
     Example:  releaser airgap bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub
     """
-    from ..commands.airgap import load_bundle
+    from ..commands.load import load_bundle
 
     as_json, legacy = output_format(output, as_json, legacy_path=True)
     target = out_path(out_dir, out, legacy, new_name="--out-dir")

@@ -12,7 +12,8 @@ pinned by tests and listed in docs/cli.md.
 | check.py | check |
 | keys.py | keygen |
 | bundle.py | bundle |
-| airgap.py | airgap verify / inspect / load |
+| airgap.py | airgap verify / inspect (the file alone) |
+| load.py | airgap load (the short form: airgap BUNDLE --to R) |
 | doctor.py | doctor |
 | quickstart.py | quickstart up / status / logs / down / backup / restore / reset |
 """

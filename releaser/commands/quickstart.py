@@ -49,7 +49,7 @@ from ..quickstart.lifecycle import (
 from ..quickstart.stack import ServiceState, Update, up_and_wait
 from ..registry import RegistryOptions
 from ..render.compose import render_compose
-from .airgap import load_bundle
+from .load import load_bundle
 
 __all__ = [
     "BackupResult",
