@@ -59,29 +59,6 @@ def atomic_file(path: Path, *, mode: int | None = None, durable: bool = True) ->
         _fsync_dir(path.parent)
 
 
-class WriteBack:
-    """Starts the disk writes of a large file while it is still being written, so that the fsync
-    that makes it durable (atomic_file) waits for the last few MiB only, not for all of it: every
-    STEP bytes, the new range is handed to the kernel's writeback (posix_fadvise DONTNEED on a
-    dirty range starts its writeback and returns at once; the pages stay cached). For a 524 MB
-    bundle here the final fsync took ~0.2 s without it and ~0.01-0.05 s with it."""
-
-    STEP = 64 << 20
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh = fh
-        self.started = 0
-
-    def written(self, total: int) -> None:
-        """`total` bytes of the file have been written so far."""
-        if total - self.started < self.STEP or not hasattr(os, "posix_fadvise"):
-            return
-        self.fh.flush()
-        with contextlib.suppress(OSError):  # advice only: a file system may not take it
-            os.posix_fadvise(self.fh.fileno(), self.started, total - self.started, os.POSIX_FADV_DONTNEED)
-        self.started = total
-
-
 def atomic_write(path: Path, content: bytes, *, mode: int | None = None) -> None:
     """Replace `path` with `content` atomically (see atomic_file)."""
     with atomic_file(path, mode=mode) as fh:

@@ -18,7 +18,7 @@ from typing import IO
 
 from .. import __version__, workers
 from ..errors import RegistryError, ReleaserError
-from ..fs import WriteBack, atomic_file
+from ..fs import atomic_file
 from ..lock import Lock, LockedImage, split_reference
 from ..mediatypes import INDEX_TYPES
 from ..names import LOCK_FILE
@@ -506,16 +506,12 @@ class _Hashing:
         self.name = name
         self.hash = hashlib.sha256()
         self.size = 0
-        self._written = 0  # by the writing thread
-        self._writeback = WriteBack(raw)
         self._behind = Behind(self._hash_and_write, depth=depth, name="bundle-file")
 
     def _hash_and_write(self, data: bytes) -> None:
         self.hash.update(data)
         try:
             self.raw.write(data)
-            self._written += len(data)
-            self._writeback.written(self._written)
         except OSError as exc:
             if exc.filename:
                 raise
