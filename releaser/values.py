@@ -76,7 +76,7 @@ def _schema_problems(src: Source) -> list[Problem]:
     return problems
 
 
-def _describe(src: Source, err: SchemaError) -> list[Problem]:
+def _describe(src: Source, err: SchemaError) -> list[Problem]:  # kept whole: one branch per schema keyword
     path: PathT = tuple(err.absolute_path)
     v = err.validator
     parent = err.schema if isinstance(err.schema, dict) else {}
@@ -187,7 +187,7 @@ def _resources(d: dict[str, Any] | None) -> m.Resources:
     )
 
 
-def _build(src: Source) -> tuple[m.Release, list[Problem]]:
+def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the model, field by field
     """Schema-valid data -> model. Port names in health checks are resolved here."""
     d = src.data
     problems: list[Problem] = []
