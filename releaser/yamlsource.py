@@ -19,6 +19,11 @@ from .errors import Problem
 
 PathT = tuple[str | int, ...]
 _MAX_DEPTH = 64
+# Budgets for untrusted YAML: a release.yaml or a lock of a large product has a few thousand
+# values and a few hundred KiB. Aliases are expanded as they are built, so a "billion laughs"
+# document of 60 bytes would otherwise expand to gigabytes: every value built counts.
+MAX_BYTES = 4 << 20
+MAX_VALUES = 50_000
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -66,15 +71,45 @@ class Source:
         )
 
 
+class _TooManyValues(Exception):
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
 class _Builder:
     def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
         self.file = file
         self.loader = loader
         self.lines: dict[PathT, int] = {}
         self.problems: list[Problem] = []
+        self.values = 0
+        self.open: set[int] = set()  # the collections being built: one inside itself is a recursive alias
 
     def build(self, node: yaml.Node, path: PathT, depth: int = 0) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise _TooManyValues(node.start_mark.line + 1)
         self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.CollectionNode):
+            if id(node) in self.open:
+                self.problems.append(
+                    Problem(
+                        file=self.file,
+                        line=node.start_mark.line + 1,
+                        path=json_path(path),
+                        message="a recursive alias: this value contains itself",
+                        fix="write the value out instead of referring to the value it is part of",
+                    )
+                )
+                return None
+            self.open.add(id(node))
+            try:
+                return self._collection(node, path, depth)
+            finally:
+                self.open.discard(id(node))
+        return self.loader.construct_object(node, deep=True)
+
+    def _collection(self, node: yaml.CollectionNode, path: PathT, depth: int) -> Any:
         if depth > _MAX_DEPTH:
             self.problems.append(
                 Problem(
@@ -117,15 +152,24 @@ class _Builder:
                 self.lines[kpath] = key_node.start_mark.line + 1
                 out[key] = self.build(value_node, kpath, depth + 1)
             return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
 
 
 def load_source(path: Path, *, display: str | None = None) -> tuple[Source | None, list[Problem]]:
     """Read and parse a YAML file. Returns (source, problems); source is None when unparseable."""
     name = display or str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            return None, [
+                Problem(
+                    file=name,
+                    line=None,
+                    path="$",
+                    message=f"{size:,} bytes; a release file is read only up to {MAX_BYTES:,}",
+                    fix="point at the release.yaml (or lock) itself; a release needs a few hundred KiB at most",
+                )
+            ]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, [
@@ -202,6 +246,17 @@ def parse_source(text: str, name: str) -> tuple[Source | None, list[Problem]]:
                 path="$",
                 message=f"YAML: {exc}",
                 fix="fix the YAML (quoting, indentation)",
+            )
+        ]
+    except _TooManyValues as exc:
+        return None, [
+            Problem(
+                file=name,
+                line=exc.line,
+                path="$",
+                message=f"the document expands to more than {MAX_VALUES:,} values (aliases: each `*name` "
+                "repeats what `&name` holds, and aliases of aliases multiply)",
+                fix="write the values out, or use fewer nested aliases; a release needs a few thousand values",
             )
         ]
     except RecursionError:
