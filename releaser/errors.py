@@ -171,9 +171,23 @@ class ValidationError(ReleaserError):
 
 
 class LockError(ReleaserError):
-    """The lock is missing, unreadable or does not match release.yaml."""
+    """The lock is missing, unreadable or does not match release.yaml (`warnings`: what else
+    validation found, shown with it)."""
 
     exit_code = EXIT_STALE
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.warnings: list[Problem] = []
+
+    def render(self) -> str:
+        return "\n".join([*(w.render() for w in self.warnings), super().render()])
+
+    def to_json(self) -> dict[str, object]:
+        out = super().to_json()
+        if self.warnings:
+            out["problems"] = [w.to_json() for w in self.warnings]
+        return out
 
 
 class CheckError(ReleaserError):

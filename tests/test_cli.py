@@ -83,6 +83,16 @@ def test_render_refuses_a_stale_lock(release: Path, tmp_path: Path) -> None:
     assert "releaser lock" in text
 
 
+def test_validate_says_a_stale_lock_with_exit_3_as_render_does(release: Path) -> None:
+    src = release / "release.yaml"
+    src.write_text(src.read_text().replace("nats:2.10.22", "nats:2.10.23"))
+    code, text = cli("validate", str(release))
+    assert code == 3 and "is stale" in text and "releaser lock" in text, text
+    code, text = cli("validate", str(release), "--json")
+    doc = json.loads(text)
+    assert code == 3 and doc["error"]["error"] == "LockError", doc
+
+
 def test_malformed_lock_names_line_and_path(release: Path, tmp_path: Path) -> None:
     lock = release / "release.lock.yaml"
     text = lock.read_text()
@@ -221,3 +231,14 @@ def test_credentials_on_the_command_line_are_warned_about_never_echoed(tmp_path:
     assert "s3cret-pw" not in text
     result = runner.invoke(app, ["lock", str(missing)], env={"RELEASER_CREDS": "ci:s3cret-pw"})
     assert result.exit_code == 1 and "warning" not in result.output and "s3cret-pw" not in result.output
+
+
+def test_a_passphrase_file_need_not_be_utf8(tmp_path: Path) -> None:
+    from releaser.bundle.sign import load_private_key, passphrase
+
+    secret = tmp_path / "pass.bin"
+    secret.write_bytes(b"\xff\xfe\xfd-not-utf8-\x80\n")
+    code, out = cli("keygen", "--out-dir", str(tmp_path / "keys"), "--passphrase-file", str(secret))
+    assert code == 0 and "Traceback" not in out, out
+    assert load_private_key(tmp_path / "keys/releaser.key", passphrase(secret)) is not None
+    assert "not-utf8" not in out

@@ -38,14 +38,16 @@ def passphrase(file: Path | None = None) -> bytes:
     """The key passphrase: from `file` (first line), else $RELEASER_KEY_PASSPHRASE."""
     if file is not None:
         try:
-            value = file.read_text(encoding="utf-8").splitlines()[0] if file.stat().st_size else ""
+            with file.open("rb") as fh:  # bytes: a passphrase need not be UTF-8 (nor is it ever printed)
+                lines = fh.read(64 << 10).splitlines()
         except OSError as exc:
             raise SigningError(
                 f"cannot read passphrase file {file}: {exc.strerror}",
                 fix="point --passphrase-file at a readable file",
             ) from exc
+        value = lines[0] if lines else b""
     else:
-        value = os.environ.get(PASSPHRASE_ENV, "")
+        value = os.environb.get(PASSPHRASE_ENV.encode(), b"")
     if len(value) < 8:
         where = f"{file}" if file else f"${PASSPHRASE_ENV}"
         raise SigningError(
@@ -53,7 +55,7 @@ def passphrase(file: Path | None = None) -> bytes:
             fix=f"export {PASSPHRASE_ENV}=... or pass --passphrase-file FILE; never put it on the "
             "command line",
         )
-    return value.encode()
+    return value
 
 
 def public_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

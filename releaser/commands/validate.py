@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LockError, Problem, ValidationError
+from ..errors import LockError, Problem
 from ..lock import read_lock
 from ..names import LOCK_FILE
 from ..pipeline import release_dir
@@ -42,9 +42,9 @@ def validate_release(directory: Path) -> ValidateResult:
         try:
             read_lock(directory, release)
             lock_state = "current"
-        except LockError as exc:
-            stale = Problem(file=lock_file, line=None, path="$", message=exc.message, fix=exc.fix)
-            raise ValidationError([*warnings, stale]) from exc
+        except LockError as exc:  # release.yaml is valid; the lock is stale: exit 3, as render
+            exc.warnings = list(warnings)
+            raise
     else:
         missing = Problem(
             file=lock_file,
