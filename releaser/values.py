@@ -337,6 +337,14 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address, or None when it is not one (the schema's pattern admits 10.0.0.999)."""
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        return None
+
+
 def _semantic_problems(src: Source, r: m.Release) -> list[Problem]:
     """What the schema cannot say: references between services, ports, addresses, TCP-AO pairs."""
     return _Semantics(src, r).check()
@@ -374,6 +382,10 @@ class _Semantics:
         for s in r.services:
             base: PathT = ("services", s.name)
             self.use_image((*base, "image"), s.image)
+            if not self.addresses_parse(s, base):
+                if s.tcpao is not None and s.tcpao.image in self.image_names:
+                    self.used_images.add(s.tcpao.image)
+                continue  # the checks below read these addresses
             pod_ports = self.ports(s, base)
             if s.tcpao:
                 self.sidecar(s, s.tcpao, base, pod_ports)
@@ -400,6 +412,28 @@ class _Semantics:
                     severity="warning",
                 )
         return self.out
+
+    def addresses_parse(self, s: m.Service, base: PathT) -> bool:
+        """Every IP address of the service is one (checked by parsing: octets above 255 are not)."""
+        fields: list[tuple[PathT, str]] = []
+        if s.address is not None:
+            fields.append(((*base, "address"), s.address))
+        if s.tcpao is not None:
+            for key, value in (
+                ("listen", s.tcpao.listen),
+                ("forward", s.tcpao.forward),
+                ("remote", s.tcpao.remote),
+            ):
+                if value is not None:
+                    fields.append(((*base, "tcpao", key), _split_hostport(value)[0]))
+        ok = True
+        for path, value in fields:
+            if _ip(value) is None:
+                self.problem(
+                    path, f"{value!r} is not an IP address", "write four numbers 0-255, e.g. 10.77.0.10"
+                )
+                ok = False
+        return ok
 
     def use_image(self, path: PathT, name: str) -> None:
         if name in self.image_names:
@@ -519,7 +553,7 @@ class _Semantics:
                 self.problem(
                     (*base, "address"),
                     f"{address} is not a usable host address of {subnet} (the first host is the gateway)",
-                    f"pick one between {list(subnet.hosts())[1]} and {subnet[-2]}"
+                    f"pick one between {subnet[2]} and {subnet[-2]}"
                     if subnet.num_addresses > 4
                     else "use a bigger subnet",
                 )
