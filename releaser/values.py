@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from . import model as m
@@ -66,8 +66,18 @@ def _type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+# JSON Schema counts 8080.0 as an integer; YAML users mean a port, Compose refuses the float and
+# the two renderers would print it differently: integers are ints here (booleans are not either).
+_Validator = validators.extend(  # type: ignore[no-untyped-call]  # jsonschema does not annotate extend
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
+
+
 def _schema_problems(src: Source) -> list[Problem]:
-    validator = Draft202012Validator(release_schema())
+    validator = _Validator(release_schema())
     problems: list[Problem] = []
     for err in sorted(
         validator.iter_errors(src.data), key=lambda e: (list(map(str, e.absolute_path)), e.message)
@@ -120,6 +130,10 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:  # kept whole: on
                 if err.validator_value == "string"
                 else "write the number without quotes"
                 if err.validator_value == "integer" and isinstance(err.instance, str)
+                else f"write {int(err.instance)}, a whole number without a decimal point"
+                if err.validator_value == "integer"
+                and isinstance(err.instance, float)
+                and err.instance.is_integer()
                 else None,
             )
         ]
@@ -583,8 +597,23 @@ class _Semantics:
                 "remove ingress and firewall the node instead (see NOTES.txt)",
             )
 
+    def memory_units(self, resources: m.Resources, base: PathT) -> None:
+        """`memory: 100m` is a valid quantity meaning a tenth of a byte: the classic slip for 100Mi.
+        No container runs in less than a MiB, and Compose would get no limit at all."""
+        for section, items in (("requests", resources.requests), ("limits", resources.limits)):
+            for key, value in items:
+                if key == "memory" and value.endswith("m"):
+                    self.problem(
+                        (*base, "resources", section, "memory"),
+                        f"memory {value} is {value[:-1]} thousandths of a byte (m means milli)",
+                        f"write {value[:-1]}Mi (mebibytes) or {value[:-1]}M (megabytes)",
+                    )
+
     def workload(self, s: m.Service, base: PathT) -> None:
         """Resources, capabilities, replicas with volumes, the disruption budget."""
+        self.memory_units(s.resources, base)
+        if s.tcpao is not None:
+            self.memory_units(s.tcpao.resources, (*base, "tcpao"))
         if not s.resources.requests and not s.resources.limits:
             self.problem(
                 base,
