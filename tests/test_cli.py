@@ -242,3 +242,14 @@ def test_a_passphrase_file_need_not_be_utf8(tmp_path: Path) -> None:
     assert code == 0 and "Traceback" not in out, out
     assert load_private_key(tmp_path / "keys/releaser.key", passphrase(secret)) is not None
     assert "not-utf8" not in out
+
+
+def test_init_names_any_directory_validly_and_lock_says_to_replace_the_placeholders(tmp_path: Path) -> None:
+    d = tmp_path / "Café Ünïcode 2"
+    code, text = cli("init", str(d))
+    assert code == 0 and "replace the example.org image references" in text and f"'{d}'" in text, text
+    code, text = cli("validate", str(d))
+    assert code == 0 and "caf-n-code-2" in text, text
+    code, text = cli("lock", str(d))  # refused before any registry is asked
+    assert code == 1 and "still names placeholder images" in text and "images.web:" in text, text
+    assert not (d / "release.lock.yaml").exists()

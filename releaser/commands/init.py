@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +27,7 @@ class InitResult:
 def release_name_for(directory: Path) -> str:
     """A valid release name from a directory name: lower case, letters, digits and dashes."""
     name = directory.resolve().name.lower()
-    name = "".join(c if c.isalnum() else "-" for c in name).strip("-") or "my-release"
+    name = re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "my-release"  # ASCII only: a DNS label
     if not name[0].isalpha():
         name = f"r-{name}"
     return name[:40].rstrip("-")
@@ -41,9 +43,9 @@ def init_release(directory: Path, *, force: bool = False) -> InitResult:
     return InitResult(
         path=str(target),
         next_steps=(
-            f"edit {target}",
-            f"releaser validate {directory}",
-            f"releaser lock {directory}   # resolves every image to a digest",
-            f"releaser render {directory}",
+            f"edit {shlex.quote(str(target))}   # replace the example.org image references with yours",
+            f"releaser validate {shlex.quote(str(directory))}",
+            f"releaser lock {shlex.quote(str(directory))}   # resolves every image to a digest",
+            f"releaser render {shlex.quote(str(directory))}",
         ),
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LockError, ValidationError
-from ..lock import Lock, Resolution, load_lock_file, resolve_lock, stale_reasons, write_lock
-from ..names import LOCK_FILE
+from .. import model as m
+from ..errors import InputError, LockError, ValidationError
+from ..lock import Lock, Resolution, load_lock_file, resolve_lock, split_reference, stale_reasons, write_lock
+from ..names import LOCK_FILE, RELEASE_FILE
 from ..pipeline import release_dir
 from ..registry import RegistryOptions
 from ..values import load_release
@@ -42,6 +44,22 @@ def _previous(path: Path) -> Lock | None:
         return None
 
 
+def _no_placeholders(release: m.Release, directory: Path) -> None:
+    """References to example.org/.com/.net (RFC 2606 reserves them, so no registry serves them):
+    the placeholders `releaser init` writes, still to be replaced."""
+    placeholders = [
+        f"images.{i.name}: {i.ref}"
+        for i in release.images
+        if re.search(r"(^|\.)example\.(org|com|net)(:\d+)?$", split_reference(i.ref)[0])
+    ]
+    if placeholders:
+        raise InputError(
+            f"{directory / RELEASE_FILE} still names placeholder images (example.org and its kind are "
+            "reserved names no registry serves):\n" + "\n".join(f"  - {p}" for p in placeholders),
+            fix="replace each with your image's reference (REGISTRY/REPOSITORY:TAG), then run `releaser lock` again",
+        )
+
+
 def lock_release(
     directory: Path,
     *,
@@ -55,6 +73,7 @@ def lock_release(
     release, _ = load_release(directory)
     path = directory / LOCK_FILE
     previous = _previous(path)
+    _no_placeholders(release, directory)
     factory = (registries or RegistryOptions()).factory()
     lock, report = resolve_lock(release, previous, factory, platforms=platforms, refresh=refresh or check)
     if check:
