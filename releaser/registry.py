@@ -346,7 +346,8 @@ def credentials_for(host: str, *, explicit: str | None = None) -> Credentials | 
                 "--creds / $RELEASER_CREDS is not USER:PASSWORD",
                 fix="pass --creds USER:PASSWORD, or log in with `docker login HOST`",
             )
-        return Credentials(username=user, password=pw, origin="--creds")
+        origin = "$RELEASER_CREDS" if os.environ.get("RELEASER_CREDS") == explicit else "--creds"
+        return Credentials(username=user, password=pw, origin=origin)
     env = os.environ.get("RELEASER_REGISTRY_AUTH", "")
     for item in filter(None, (x.strip() for x in env.split(","))):
         h, _, cred = item.partition("=")

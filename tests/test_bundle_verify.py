@@ -116,6 +116,13 @@ def test_a_wrong_key_is_refused(world: World, tmp_path: Path) -> None:
     assert cli("keygen", "--out-dir", str(tmp_path / "other"))[0] == 0
     code, out = cli("airgap", "verify", str(world.bundle), "--key", str(tmp_path / "other/releaser.pub"))
     assert code == 1 and "the signature does not verify with the given public key" in out
+    # both fingerprints, to compare with what the publisher says; verify pushes nothing, so says not so
+    given = json.loads(cli("keygen", "--out-dir", str(tmp_path / "other"), "--force", "--json")[1])
+    code, out = cli("airgap", "verify", str(world.bundle), "--key", str(tmp_path / "other/releaser.pub"))
+    signer = json.loads(cli("airgap", "inspect", str(world.bundle), "--json")[1])["result"]["signer"]
+    assert f"the given key is {given['result']['fingerprint']}" in out, out
+    assert f"the bundle says it was signed by {signer}" in out and "do not use it" in out, out
+    assert "nothing was pushed" not in out
 
 
 def test_inspect_shows_the_signed_pins_from_the_head_alone(world: World, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .. import workers
 from ..errors import ArchiveError, InputError, MetadataError, VerificationError
@@ -145,7 +146,9 @@ def _readable(path: Path) -> None:
         )
 
 
-def verify_bundle(path: Path, public_key: Path) -> Verified:  # noqa: C901 - the trust chain reads best as one pass
+def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
+    path: Path, public_key: Path, *, outcome: str = "nothing was pushed"
+) -> Verified:
     """Verify everything; raise VerificationError listing every problem."""
     _readable(path)
     key = load_public_key(public_key)
@@ -220,7 +223,7 @@ def verify_bundle(path: Path, public_key: Path) -> Verified:  # noqa: C901 - the
     if index is None and not problems:
         problems.append("index.json: missing (a bundle's images are an OCI image layout)")
     if problems:
-        raise VerificationError(path, problems)
+        raise VerificationError(path, problems, outcome=outcome)
     # checked above: three head members (meta parsed) and index.json, else a problem was listed
     assert meta is not None and index is not None
     return Verified(
@@ -308,12 +311,18 @@ def _check_head(
     head: dict[str, bytes], key: EllipticCurvePublicKey, problems: list[str]
 ) -> tuple[BundleMetadata | None, dict[str, str]]:
     meta_bytes, sig, checksums = head.get(METADATA, b""), head.get(SIGNATURE, b""), head.get(CHECKSUMS, b"")
+    unreadable: list[str] = []
+    meta = _parse_metadata(meta_bytes, unreadable)
     if not verify_signature(key, meta_bytes, sig):
+        given = fingerprint(key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+        claimed = (
+            f"; the bundle says it was signed by {meta.signer}" if meta is not None and meta.signer else ""
+        )
         problems.append(
             "releaser.json: the signature does not verify with the given public key "
-            "(wrong key, or releaser.json / its signature was altered)"
+            f"(wrong key, or releaser.json / its signature was altered): the given key is {given}{claimed}"
         )
-    meta = _parse_metadata(meta_bytes, problems)
+    problems += unreadable
     want = meta.checksums.sha256 if meta is not None else None
     got = hashlib.sha256(checksums).hexdigest()
     if want != got:

@@ -187,8 +187,9 @@ def run_checks(
             "engine",
             False,
             f"no container engine with Compose found (found: {looked})",
-            "install Docker Engine with the Compose v2 plugin (Debian: apt-get install docker.io "
-            "docker-compose-plugin), or podman with podman-compose; --engine picks one",
+            "install Docker Engine with the Compose v2 plugin (Docker's apt repository: docker-ce and "
+            "docker-compose-plugin), or podman with podman-compose (pip install podman-compose); --engine "
+            "picks one",
         )
     else:
         add("engine", True, f"{found.kind} with Compose {found.compose_version}")
