@@ -89,7 +89,8 @@ def world(
 @pytest.fixture
 def nothing_running(world: dict[str, Any]) -> dict[str, Any]:
     """No stack of the example on the engine and no stack directory (as on a fresh host)."""
-    for stack in (world["stack"], world["work"] / "airgap-stack", world["work"] / "local-stack"):
+    stacks = ("stack", "airgap-stack", "local-stack", "broken-stack", "silent-stack")
+    for stack in (world["stack"], *(world["work"] / name for name in stacks[1:])):
         if (stack / "quickstart.json").exists():
             env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(stack)}
             run(env, "quickstart", "reset", "--yes", expect=None)
@@ -186,10 +187,9 @@ def test_preflight_port_taken_starts_nothing(nothing_running: dict[str, Any]) ->
 
 def test_preflight_engine_missing_or_down(nothing_running: dict[str, Any]) -> None:
     world = nothing_running
-    proc = run(
-        world["env"], "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--engine", "podman", expect=8
-    )
+    proc = run(world["env"], "quickstart", str(world["rel"]), "--engine", "podman", expect=8)
     assert "no container engine with Compose found" in proc.stderr
+    assert "FAIL tcp-ao" in proc.stderr and "ok   disk" in proc.stderr  # every check, as doctor lists them
     down = {**world["env"], "DOCKER_HOST": f"unix://{world['work']}/no-engine.sock"}
     proc = run(down, "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
     assert "FAIL engine-reachable" in proc.stderr and "DOCKER_HOST" in proc.stderr
@@ -419,6 +419,28 @@ def test_a_crashing_service_is_named_with_its_logs(world: dict[str, Any]) -> Non
         assert "error: collector " in proc.stderr and "exit code" in proc.stderr, proc.stderr
         assert "last log lines of collector:" in proc.stderr and "STAND-IN collector" in proc.stderr
         assert "releaser quickstart logs collector" in proc.stderr
+    finally:
+        run(env, "quickstart", "reset", "--yes", expect=None)
+
+
+def test_a_service_that_never_turns_healthy_shows_its_health_checks(world: dict[str, Any]) -> None:
+    """The collector stand-in (busybox httpd) logs nothing; a health check on a path it does not
+    serve keeps it unhealthy: the error shows what the engine's last probes printed."""
+    run(world["env"], "quickstart", "down", expect=None)  # the shared stack, when it runs
+    silent = world["work"] / "silent"
+    shutil.copytree(world["rel"], silent)
+    text = (
+        (silent / "release.yaml")
+        .read_text()
+        .replace("http: {path: /healthz, port: http}", "http: {path: /nope, port: http}")
+    )
+    (silent / "release.yaml").write_text(text)
+    run(world["env"], "lock", str(silent))
+    env = {**world["env"], "RELEASER_QUICKSTART_DIR": str(world["work"] / "silent-stack")}
+    try:
+        proc = run(env, "quickstart", str(silent), "--skip", "tcp-ao", "--timeout", "120", expect=9)
+        assert "error: collector " in proc.stderr, proc.stderr
+        assert "its last health checks: exit 1:" in proc.stderr, proc.stderr
     finally:
         run(env, "quickstart", "reset", "--yes", expect=None)
 

@@ -16,7 +16,7 @@ from ..plan import Plan
 from ..progress import Progress
 from ..quickstart import localregistry
 from ..quickstart import secrets as sec
-from ..quickstart.doctor import Check, Engine
+from ..quickstart.doctor import Check, Engine, detect_engine
 from ..quickstart.lifecycle import (
     DEFAULT_DIR,
     PODMAN_COMPOSE,
@@ -242,6 +242,8 @@ def up(
             plan, _ = load_plan(source)
             files = render_compose(plan)
 
+        if detect_engine(engine)[0] is None:  # every host check is reported, as doctor does, not only this one
+            preflight(plan, engine=engine, skip=skip, held_ports=set(), registries=[], stack=stack)
         found = find_engine(engine)
         say(f"preflight ({found.kind}, Compose {found.compose_version})")
         checks = preflight(

@@ -272,6 +272,28 @@ class Compose:
         proc = self.run("logs", "--no-color", "--tail", str(tail), service, check=False, timeout=60)
         return proc.stdout + proc.stderr
 
+    def health_output(self, container: str) -> str:
+        """What the container's last health checks printed, with their exit codes (the engine keeps
+        the last few probes): a service that logs nothing still says why it is not healthy."""
+        proc = subprocess.run(
+            [self.engine_cli(), "inspect", "--format", "{{json .State.Health}}", container],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+            env=self.env,
+        )
+        try:
+            health = json.loads(proc.stdout or "null") or {}
+        except ValueError:
+            return ""
+        probes = health.get("Log") or [] if isinstance(health, dict) else []
+        return "\n".join(
+            f"exit {p.get('ExitCode')}: {str(p.get('Output') or '').strip() or '(no output)'}"
+            for p in probes[-3:]
+            if isinstance(p, dict)
+        )
+
     # -------------------------------------------------------------- volumes
     def export_volume(self, container: str, path: str, out: IO[bytes]) -> None:
         """Write the content of `path` in a (stopped) container, a volume, to `out` as a tar whose
@@ -499,11 +521,19 @@ def _failure(
     message: str,
 ) -> StackError:
     logs = redact(_tail(compose.logs(svc.service), 30)) if svc.container else ""
+    probes = redact(compose.health_output(svc.container)) if svc.container and svc.health else ""
+    if probes:
+        logs = "\n".join(x for x in (logs.rstrip(), f"its last health checks: {probes}") if x)
+    where = (
+        "the log lines above"
+        if logs
+        else f"its logs (releaser quickstart logs {svc.service}; it printed none)"
+    )
     return StackError(
         message,
         service=svc.service,
         logs=logs,
         states=states,
-        fix=f"read the log lines above (all of them: releaser quickstart logs {svc.service}); "
+        fix=f"read {where} (all of them: releaser quickstart logs {svc.service}); "
         "fix the cause and run the quickstart again (volumes and secrets are kept)",
     )
