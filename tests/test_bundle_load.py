@@ -306,6 +306,17 @@ def test_check_compares_the_bundle_too(world: World, tmp_path: Path, helm3: str)
         "check", str(world.release), "--out-dir", str(out), "--helm", helm3, "--bundle", str(other)
     )
     assert code == 4 and "which the lock does not pin" in text and f"bundle {other.name}" in text
+    # the bundle of another release is the wrong file, said once, not a list of mismatches
+    i = [m.name for m, _ in ms].index("releaser.json")
+    meta = json.loads(ms[i][1])
+    meta["release"]["name"] = "another"
+    ms[i] = (ms[i][0], json.dumps(meta).encode())
+    repack(ms, other)
+    code, text = cli(
+        "check", str(world.release), "--out-dir", str(out), "--helm", helm3, "--bundle", str(other)
+    )
+    assert code == 1 and "is the bundle of another 1.0.0, not of demo 1.0.0" in text, text
+    assert "mismatch" not in text
 
 
 # ---------------------------------------------------------------- progress

@@ -11,7 +11,8 @@ import yaml
 
 from ..bundle.archive import iter_members
 from ..bundle.format import IMAGE_NAME, REF_NAME, SUBJECT
-from ..errors import EXIT_CHECK, EXIT_STALE, CheckError
+from ..bundle.verify import inspect_head
+from ..errors import EXIT_CHECK, EXIT_STALE, CheckError, InputError
 from ..fs import read_tree
 from ..lock import split_reference
 from ..pipeline import load_plan, render_files
@@ -80,6 +81,16 @@ def bundle_images(path: Path) -> list[tuple[str, str]]:
         if member.name.startswith("blobs/"):
             break
     return []
+
+
+def _same_release(bundle: Path, name: str, version: str) -> None:
+    """A bundle of another release (or version) is the wrong file, not a set of digest mismatches."""
+    meta, _ = inspect_head(bundle, None)
+    if (meta.name, meta.version) != (name, version):
+        raise InputError(
+            f"{bundle} is the bundle of {meta.name} {meta.version}, not of {name} {version}",
+            fix=f"pass the bundle of {name} {version} (bundles/{name}-{version}.tar.zst), or check that release",
+        )
 
 
 class _Comparison:
@@ -160,6 +171,7 @@ def check_release(
         if not bundle.exists():
             c.stale(f"{bundle}: no such bundle")
         else:
+            _same_release(bundle, plan.name, plan.version)
             c.compare(f"bundle {bundle.name}", bundle_images(bundle))
     if c.mismatches:
         raise CheckError(
