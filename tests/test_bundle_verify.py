@@ -206,3 +206,27 @@ def test_a_target_no_client_could_pull_from_is_refused_before_reading_the_bundle
         code, out = cli("airgap", str(world.bundle), "--to", to, "--key", str(world.pub))
         assert code == 2 and f"--to {to!r}" in out and fix in out, out  # a bad option value: usage
         assert "verif" not in out  # refused before the bundle is read
+
+
+def test_malformed_metadata_is_a_problem_not_a_crash(world: World, tmp_path: Path) -> None:
+    """releaser.json is untrusted input on the trust path: every shape error is named by JSON path."""
+    heads = members(world.bundle)
+    i = [m.name for m, _ in heads].index("releaser.json")
+    for label, body, where in (
+        ("list", b"[]", "$: expected an object, found list"),
+        ("images", json.dumps({**json.loads(heads[i][1]), "images": [1, 2]}).encode(), "$.images[0]"),
+        ("release", json.dumps({**json.loads(heads[i][1]), "release": "x"}).encode(), "$.release"),
+    ):
+        ms = list(heads)
+        ms[i] = (ms[i][0], body)
+        bad = repack(ms, tmp_path / f"{label}.tar.zst")
+        for args in (
+            ["airgap", "verify", str(bad), "--key", str(world.pub)],
+            ["airgap", "inspect", str(bad)],
+        ):
+            code, out = cli(*args)
+            assert code == 1 and where in out and "Traceback" not in out and "internal error" not in out, (
+                label,
+                args,
+                out,
+            )
