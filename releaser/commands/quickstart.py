@@ -242,7 +242,9 @@ def up(
             plan, _ = load_plan(source)
             files = render_compose(plan)
 
-        if detect_engine(engine)[0] is None:  # every host check is reported, as doctor does, not only this one
+        if (
+            detect_engine(engine)[0] is None
+        ):  # every host check is reported, as doctor does, not only this one
             preflight(plan, engine=engine, skip=skip, held_ports=set(), registries=[], stack=stack)
         found = find_engine(engine)
         say(f"preflight ({found.kind}, Compose {found.compose_version})")
