@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from .support import images
-from .support.bundles import World, cli, extract
+from .support.bundles import World, cli, extract, load
 
 
 def test_signatures_attestations_and_sboms_travel_with_their_images(world: World, tmp_path: Path) -> None:
@@ -37,9 +37,7 @@ def test_signatures_attestations_and_sboms_travel_with_their_images(world: World
     assert {t for i in json.loads(out)["result"]["images"] for t in i["attachments"]} == set(want)
 
     target = f"{world.dst.host}/att"
-    code, out = cli(
-        "airgap", str(world.bundle), "--to", target, "--key", str(world.pub), "--out-dir", str(tmp_path)
-    )
+    code, out = load(world, target, tmp_path)
     assert code == 0, out
     repos = {"gobmp": "bmp/gobmp", "nats": "library/nats"}
     for name, tags in world.attached.items():
@@ -92,17 +90,7 @@ def test_signatures_attestations_and_sboms_travel_with_their_images(world: World
         requests.delete(f"http://{world.dst.host}/v2/att/bmp/gobmp/manifests/{gone}", timeout=10).status_code
         == 202
     )
-    code, out = cli(
-        "airgap",
-        str(world.bundle),
-        "--to",
-        target,
-        "--key",
-        str(world.pub),
-        "--out-dir",
-        str(tmp_path),
-        "--json",
-    )
+    code, out = load(world, target, tmp_path, "--json")
     assert code == 0 and json.loads(out)["result"]["stats"]["manifests_pushed"] == 1, out
     assert images.skopeo_digest(f"{target}/bmp/gobmp:{sig_tag}") == gone
 
@@ -188,9 +176,7 @@ def test_attachments_the_target_already_has_are_merged_not_replaced(world: World
         == 201
     )
 
-    code, out = cli(
-        "airgap", str(world.bundle), "--to", target, "--key", str(world.pub), "--out-dir", str(tmp_path)
-    )
+    code, out = load(world, target, tmp_path)
     assert code == 0, out
     assert f"merged with what the target had: {target}/bmp/gobmp:{sig_tag}: the target's {site_sig}" in out, (
         out
@@ -252,17 +238,7 @@ def test_attachments_the_target_already_has_are_merged_not_replaced(world: World
         t: images.skopeo_digest(f"{target}/{r}:{t}")
         for r, t in (("bmp/gobmp", sig_tag), ("library/nats", sbom_tag))
     }
-    code, out = cli(
-        "airgap",
-        str(world.bundle),
-        "--to",
-        target,
-        "--key",
-        str(world.pub),
-        "--out-dir",
-        str(tmp_path),
-        "--json",
-    )
+    code, out = load(world, target, tmp_path, "--json")
     stats = json.loads(out)["result"]["stats"]
     assert code == 0 and stats["attachments_merged"] == [] and len(stats["attachments_kept"]) == 1, out
     assert {
@@ -275,22 +251,10 @@ def test_attachments_the_target_already_has_are_merged_not_replaced(world: World
         requests.delete(f"http://{host}/v2/site/library/nats/manifests/{site_index}", timeout=10).status_code
         == 202
     )
-    code, out = cli(
-        "airgap", str(world.bundle), "--to", target, "--key", str(world.pub), "--out-dir", str(tmp_path)
-    )
+    code, out = load(world, target, tmp_path)
     assert code == 0 and "warning" not in out, out
     assert images.skopeo_digest(f"{target}/library/nats:{att_tag}") == world.attached["nats"][att_tag]
-    code, out = cli(
-        "airgap",
-        str(world.bundle),
-        "--to",
-        target,
-        "--key",
-        str(world.pub),
-        "--out-dir",
-        str(tmp_path),
-        "--json",
-    )
+    code, out = load(world, target, tmp_path, "--json")
     stats = json.loads(out)["result"]["stats"]
     assert stats["verified"].startswith("signature and metadata; every signed digest already"), stats
     assert {

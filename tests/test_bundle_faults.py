@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from .support import images
-from .support.bundles import PASS, World, cli
+from .support.bundles import PASS, World, load
 from .support.registry import RegistryServer
 
 
@@ -26,32 +26,11 @@ def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: P
     try:
         killer = threading.Thread(target=_kill_when_uploading, args=(target,), daemon=True)
         killer.start()
-        code, out = cli(
-            "airgap",
-            str(world.bundle),
-            "--to",
-            f"{target.host}/x",
-            "--key",
-            str(world.pub),
-            "--out-dir",
-            str(tmp_path),
-            "--chunk-size",
-            "8",
-        )
+        code, out = load(world, f"{target.host}/x", tmp_path, "--chunk-size", "8")
         killer.join()
         assert code == 6 and "unreachable" in out, (code, out)
         target.start()  # same storage, same port
-        code, out = cli(
-            "airgap",
-            str(world.bundle),
-            "--to",
-            f"{target.host}/x",
-            "--key",
-            str(world.pub),
-            "--out-dir",
-            str(tmp_path),
-            "--json",
-        )
+        code, out = load(world, f"{target.host}/x", tmp_path, "--json")
         assert code == 0, out
         # index + 2 platform manifests + nats + chart, and the attached: 2 signatures, an attestation,
         # the referrers index and its SBOM artifact (the kill came before any manifest)
@@ -167,33 +146,10 @@ def test_an_upload_cut_between_chunks_resumes_from_the_registry_offset(world: Wo
     target = RegistryServer(tmp_path / "resume").start()
     proxy = CutAfterFirstPatch(target.port)
     try:
-        code, out = cli(
-            "airgap",
-            str(world.bundle),
-            "--to",
-            f"{proxy.host}/r",
-            "--key",
-            str(world.pub),
-            "--out-dir",
-            str(tmp_path),
-            "--chunk-size",
-            "8",
-        )
+        code, out = load(world, f"{proxy.host}/r", tmp_path, "--chunk-size", "8")
         assert proxy.cut.is_set() and code == 6, out
         proxy.allow()
-        code, out = cli(
-            "airgap",
-            str(world.bundle),
-            "--to",
-            f"{proxy.host}/r",
-            "--key",
-            str(world.pub),
-            "--out-dir",
-            str(tmp_path),
-            "--json",
-            "--chunk-size",
-            "8",
-        )
+        code, out = load(world, f"{proxy.host}/r", tmp_path, "--json", "--chunk-size", "8")
         assert code == 0, out
         stats = json.loads(out)["result"]["stats"]
         assert stats["resumed"] == 1, stats  # the big layer continued at the registry's offset

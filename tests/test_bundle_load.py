@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from .support import images
-from .support.bundles import PASS, World, cli, members, repack, tampered
+from .support.bundles import PASS, World, cli, load, members, repack, tampered
 from .support.registry import RegistryServer
 
 
@@ -34,17 +34,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         "problems",
     }  # docs/cli.md
     out_dir = tmp_path / "out"
-    code, out = cli(
-        "airgap",
-        str(world.bundle),
-        "--to",
-        f"{world.dst.host}/mirror",
-        "--key",
-        str(world.pub),
-        "--out-dir",
-        str(out_dir),
-        "--json",
-    )
+    code, out = load(world, f"{world.dst.host}/mirror", out_dir, "--json")
     assert code == 0, out
     result = json.loads(out)["result"]
     assert set(result) == {
@@ -115,17 +105,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
     assert proc.returncode == 0, proc.stderr
     assert f"{world.dst.host}/mirror/library/nats@{lock['images']['nats']['digest']}" in proc.stdout
     # a second load transfers nothing
-    code, out = cli(
-        "airgap",
-        str(world.bundle),
-        "--to",
-        f"{world.dst.host}/mirror",
-        "--key",
-        str(world.pub),
-        "--out-dir",
-        str(out_dir),
-        "--json",
-    )
+    code, out = load(world, f"{world.dst.host}/mirror", out_dir, "--json")
     stats = json.loads(out)["result"]["stats"]
     assert (stats["bytes_pushed"], stats["manifests_pushed"]) == (0, 0)
 
@@ -136,18 +116,7 @@ def test_a_dry_run_says_what_a_load_would_write_and_writes_nothing(world: World,
     target, out_dir = f"{world.dst.host}/dry", tmp_path / "out"
 
     def dry(*extra: str) -> tuple[int, str]:
-        return cli(
-            "airgap",
-            str(world.bundle),
-            "--to",
-            target,
-            "--key",
-            str(world.pub),
-            "--out-dir",
-            str(out_dir),
-            "--dry-run",
-            *extra,
-        )
+        return load(world, target, out_dir, "--dry-run", *extra)
 
     def repos() -> list[str]:
         listed = requests.get(f"http://{world.dst.host}/v2/_catalog", timeout=10).json()["repositories"]
@@ -166,17 +135,7 @@ def test_a_dry_run_says_what_a_load_would_write_and_writes_nothing(world: World,
     assert {t["action"] for t in plan["tags"]} == {"create"}
     assert repos() == []
 
-    code, out = cli(
-        "airgap",
-        str(world.bundle),
-        "--to",
-        target,
-        "--key",
-        str(world.pub),
-        "--out-dir",
-        str(out_dir),
-        "--json",
-    )
+    code, out = load(world, target, out_dir, "--json")
     stats = json.loads(out)["result"]["stats"]
     assert code == 0 and json.loads(out)["result"]["dryRun"] is False
     # the load did what the dry run said
@@ -221,28 +180,11 @@ def test_load_into_a_registry_that_needs_credentials(world: World, tmp_path: Pat
 
     target = RegistryServer(tmp_path / auth, auth=auth).start()
     try:
-        code, out = cli(
-            "airgap",
-            str(world.bundle),
-            "--to",
-            target.host,
-            "--key",
-            str(world.pub),
-            "--out-dir",
-            str(tmp_path),
-        )
+        code, out = load(world, target.host, tmp_path)
         assert code == 7 and f"docker login {target.host}" in out, out
         # credentials from the environment, per registry
-        code, out = cli(
-            "airgap",
-            str(world.bundle),
-            "--to",
-            target.host,
-            "--key",
-            str(world.pub),
-            "--out-dir",
-            str(tmp_path),
-            env={"RELEASER_REGISTRY_AUTH": f"{target.host}={USER}:{PASSWORD}"},
+        code, out = load(
+            world, target.host, tmp_path, env={"RELEASER_REGISTRY_AUTH": f"{target.host}={USER}:{PASSWORD}"}
         )
         assert code == 0, out
         assert PASSWORD not in out
@@ -262,25 +204,13 @@ def test_reload_of_a_loaded_bundle_reads_only_the_signed_head(world: World, tmp_
     target = RegistryServer(tmp_path / "again").start()
     try:
         for _ in range(2):
-            code, out = cli(
-                "airgap",
-                str(world.bundle),
-                "--to",
-                target.host,
-                "--key",
-                str(world.pub),
-                "--out-dir",
-                str(tmp_path),
-                "--json",
-            )
+            code, out = load(world, target.host, tmp_path, "--json")
             assert code == 0, out
         stats = json.loads(out)["result"]["stats"]
         assert stats["verified"].startswith("signature and metadata") and stats["bytes_pushed"] == 0
         # the fast path never trusts an unsigned change: a bundle with a bad signature is fully checked
         bad = tampered(world, "releaser.json", tmp_path / "bad.tar.zst")
-        code, out = cli(
-            "airgap", str(bad), "--to", target.host, "--key", str(world.pub), "--out-dir", str(tmp_path)
-        )
+        code, out = load(world, target.host, tmp_path, bundle=bad)
         assert code == 1 and "the signature does not verify" in out
     finally:
         target.stop()

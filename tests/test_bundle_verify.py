@@ -16,7 +16,7 @@ import yaml
 import zstandard
 
 from .support import images
-from .support.bundles import TAMPERS, World, cli, members, repack, tampered
+from .support.bundles import TAMPERS, World, cli, load, members, repack, tampered
 from .support.registry import RegistryServer
 
 
@@ -29,16 +29,7 @@ def test_tampered_bundles_are_refused_and_push_nothing(
     side by side): the same refusal."""
     bad = tampered(world, kind, tmp_path / f"{kind}.tar.zst", frames)
     before = world.dst.snapshot()
-    code, out = cli(
-        "airgap",
-        str(bad),
-        "--to",
-        f"{world.dst.host}/tamper",
-        "--key",
-        str(world.pub),
-        "--out-dir",
-        str(tmp_path),
-    )
+    code, out = load(world, f"{world.dst.host}/tamper", tmp_path, bundle=bad)
     assert code == 1, out
     expected = TAMPERS[kind]
     if kind == "blob":
@@ -84,9 +75,7 @@ def test_a_recompressed_bundle_still_verifies_and_loads(world: World, tmp_path: 
     assert bool(verify_bundle(again, world.pub).frames) == (frames == "members")
     target = RegistryServer(tmp_path / "reg").start()
     try:
-        code, out = cli(
-            "airgap", str(again), "--to", target.host, "--key", str(world.pub), "--out-dir", str(tmp_path)
-        )
+        code, out = load(world, target.host, tmp_path, bundle=again)
         assert code == 0, out
         lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
         for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):

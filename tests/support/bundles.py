@@ -227,3 +227,26 @@ def tampered(world: World, kind: str, out: Path, frames: str = "one") -> Path:
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         ms.append((link, b""))
     return repack(ms, out, frames)
+
+
+def load(
+    world: World,
+    to: str,
+    out_dir: Path,
+    *extra: str,
+    bundle: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """`releaser airgap BUNDLE --to TO --key PUB --out-dir OUT_DIR EXTRA...`: the world's bundle
+    (unless `bundle`) with the publisher's key."""
+    args = [
+        "airgap",
+        str(bundle or world.bundle),
+        "--to",
+        to,
+        "--key",
+        str(world.pub),
+        "--out-dir",
+        str(out_dir),
+    ]
+    return cli(*args, *extra, env=env)
