@@ -62,6 +62,10 @@ class Invocation:
     debug: bool = False
     deprecations: list[str] = field(default_factory=list)
 
+    def begin(self, *, as_json: bool) -> None:
+        """A fresh invocation (tests run many in one process)."""
+        self.command, self.as_json, self.debug, self.deprecations = "releaser", as_json, False, []
+
 
 CURRENT = Invocation()
 
@@ -223,8 +227,7 @@ class ReleaserGroup(TyperGroup):
     ) -> int:
         _flags_without_type(self)
         argv = list(sys.argv[1:] if args is None else args)
-        CURRENT.__init__()  # type: ignore[misc]  # a fresh invocation (tests run many in one process)
-        CURRENT.as_json = _json_requested(argv)
+        CURRENT.begin(as_json=_json_requested(argv))
         try:
             rv = super().main(argv, prog_name or "releaser", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
