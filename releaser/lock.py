@@ -8,7 +8,6 @@ registries fills it (`releaser lock`); everything else only reads it.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from . import model as m
+from .budgets import MAX_JSON_BYTES, json_object
 from .errors import LockError, MetadataError, Problem, ReleaserError, ValidationError
 from .fs import atomic_write
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
@@ -329,7 +329,7 @@ class Resolution:
 def _platform_of(entry: dict[str, Any]) -> str:
     p = entry.get("platform") or {}
     text = f"{p.get('os', 'unknown')}/{p.get('architecture', 'unknown')}"
-    return f"{text}/{p['variant']}" if p.get("variant") else text
+    return f"{text}/{p['variant']}" if p.get("variant") else text  # str() by the JSON: any scalar
 
 
 def resolve_image(
@@ -345,7 +345,7 @@ def resolve_image(
     d = manifest.descriptor
     if manifest.is_index:
         children = {}
-        for entry in manifest.json().get("manifests", []):
+        for entry in manifest.children():
             plat = _platform_of(entry)
             if plat == "unknown/unknown":  # attestations and other artifacts are not platforms
                 continue
@@ -411,10 +411,14 @@ def _pin_single(
     previous: LockedImage | None,
 ) -> LockedImage:
     """A single manifest's pin; its platform comes from its config."""
-    cfg_desc = manifest.json().get("config", {})
+    cfg_desc = manifest.blobs()[0]
     plat: str | None = None
-    if cfg_desc.get("digest"):
-        cfg = json.loads(b"".join(registry.iter_blob(path, cfg_desc["digest"])))
+    size = cfg_desc["size"]
+    if size <= MAX_JSON_BYTES:
+        cfg = json_object(
+            b"".join(registry.iter_blob(path, cfg_desc["digest"], size)),
+            f"{registry.host}/{path}@{cfg_desc['digest']}: the image config",
+        )
         plat = f"{cfg.get('os', 'unknown')}/{cfg.get('architecture', 'unknown')}"
         if cfg.get("variant"):
             plat += f"/{cfg['variant']}"

@@ -29,8 +29,12 @@ from typing import Any
 from urllib.parse import urljoin
 
 import requests
+import urllib3
 
-from .errors import AuthError, DigestMismatch, RegistryError
+from . import budgets
+from .budgets import BROKEN_ANSWER as _BROKEN_ANSWER
+from .budgets import json_object
+from .errors import AuthError, DigestMismatch, RegistryError, UsageError
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .readers import OpenReader, Reader
 
@@ -108,13 +112,55 @@ class Manifest:
 
     descriptor: Descriptor
     content: bytes
+    origin: str = ""  # where it came from, for messages: host/repo@digest
 
     @property
     def is_index(self) -> bool:
         return self.descriptor.media_type in INDEX_TYPES
 
     def json(self) -> dict[str, Any]:
-        return json.loads(self.content)  # type: ignore[no-any-return]
+        """The manifest as a JSON object; RegistryError when it is none (within budgets.loads)."""
+        return json_object(self.content, f"{self.origin or self.descriptor.digest}: the manifest")
+
+    def children(self) -> list[dict[str, Any]]:
+        """An index's `manifests`, each checked to be a descriptor (digest, mediaType, size, and
+        a platform object when there is one); RegistryError naming the first that is not."""
+        entries = self.json().get("manifests")
+        if not isinstance(entries, list):
+            raise RegistryError(f"{self._where()} has no manifests list", fix=_BROKEN_ANSWER)
+        return [self._descriptor(e, f"manifests[{i}]") for i, e in enumerate(entries)]
+
+    def blobs(self) -> list[dict[str, Any]]:
+        """An image manifest's config and layers, each checked to be a descriptor."""
+        doc = self.json()
+        layers = doc.get("layers", [])
+        if not isinstance(layers, list):
+            raise RegistryError(f"{self._where()}: layers is not a list", fix=_BROKEN_ANSWER)
+        return [self._descriptor(doc.get("config"), "config")] + [
+            self._descriptor(e, f"layers[{i}]") for i, e in enumerate(layers)
+        ]
+
+    def _where(self) -> str:
+        return f"{self.origin or self.descriptor.digest}: the {'index' if self.is_index else 'manifest'}"
+
+    def _descriptor(self, e: object, key: str) -> dict[str, Any]:
+        if (
+            isinstance(e, dict)
+            and isinstance(e.get("digest"), str)
+            and _DIGEST.fullmatch(e["digest"])
+            and isinstance(e.get("mediaType"), str)
+            and type(e.get("size")) is int
+            and e["size"] >= 0
+            and isinstance(e.get("platform", {}), dict)
+            and isinstance(e.get("urls", []), list)
+        ):
+            return e
+        raise RegistryError(
+            f"{self._where()}: {key} is not a descriptor (sha256 digest, mediaType, size)", fix=_BROKEN_ANSWER
+        )
+
+
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 
 def sha256_digest(data: bytes) -> str:
@@ -375,7 +421,7 @@ class Registry:
         ca_file: str | None = None,
         retries: int = 4,
         backoff: float = 0.25,
-        timeout: float = 60.0,
+        timeout: float = budgets.DEFAULT_TIMEOUT,
         chunk_size: int = UPLOAD_CHUNK,
     ) -> None:
         self.host = host
@@ -389,6 +435,7 @@ class Registry:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = "releaser"
+        self.session.max_redirects = budgets.MAX_REDIRECTS
         # Passed on every call: requests lets $REQUESTS_CA_BUNDLE override a session-level setting.
         self.verify: bool | str = False if insecure else trust_for(host, ca_file)
         self.cert = client_cert_for(host)  # mutual TLS: sent to the registry, never to its token service
@@ -492,12 +539,14 @@ class Registry:
                     },
                     timeout=self.timeout,
                     verify=self.verify,
+                    stream=True,
                 )
             else:
                 auth = (creds.username, creds.password) if creds else None
                 resp = self.session.get(
-                    h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify
+                    h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify, stream=True
                 )
+            self._read_whole(resp, "GET" if resp.request.method == "GET" else "POST", h.realm)
         except requests.RequestException as exc:
             raise RegistryError(
                 f"token service {h.realm} for {self.host} is unreachable: {exc}",
@@ -517,9 +566,9 @@ class Registry:
             raise RegistryError(
                 f"{self.host}: token service answered {resp.status_code}", fix=self.login_hint()
             )
-        body = resp.json()
+        body = json_object(resp.content, f"{self.host}: the token service's answer")
         token = body.get("token") or body.get("access_token")
-        if not token:
+        if not token or not isinstance(token, str):
             raise AuthError(f"{self.host}: the token service returned no token", fix=self.login_hint())
         with self._lock:
             self._tokens[scope] = token
@@ -538,7 +587,9 @@ class Registry:
         params: dict[str, str] | None = None,
         retry_body: bool = True,
     ) -> requests.Response:
-        """One registry call with auth and bounded retries of transient faults only."""
+        """One registry call with auth and bounded retries of transient faults only. Without
+        `stream`, the body is read here within budgets.MAX_ANSWER_BYTES and the timeout (`.content`
+        and `.json()` then work as usual); with it, read it with `paced`."""
         url = path_or_url if path_or_url.startswith("http") else f"{self.base}{path_or_url}"
         scope = self._scope(repo, push)
         attempt = 0
@@ -551,7 +602,7 @@ class Registry:
                     url,
                     data=data,
                     headers=hdrs,
-                    stream=stream,
+                    stream=True,
                     params=params,
                     timeout=self.timeout,
                     allow_redirects=True,
@@ -585,6 +636,11 @@ class Registry:
                     ) from exc
                 attempt += 1
                 continue
+            except requests.exceptions.TooManyRedirects as exc:
+                raise RegistryError(
+                    f"{self.host} redirected {method} {url} more than {budgets.MAX_REDIRECTS} times",
+                    fix="a redirect loop: check the registry's storage and proxy configuration",
+                ) from exc
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
                 if attempt >= self.retries or not retry_body:
                     raise RegistryError(
@@ -596,6 +652,13 @@ class Registry:
                 self._sleep(attempt, None)
                 attempt += 1
                 continue
+            except requests.RequestException as exc:  # an invalid redirect, an unknown scheme
+                raise RegistryError(
+                    f"{self.host}: {method} {url} failed: {exc}",
+                    fix="check the registry address; a proxy may be answering instead",
+                ) from exc
+            if not stream:
+                self._read_whole(resp, method, url)
             challenge = resp.headers.get("WWW-Authenticate", "") if resp.status_code == 401 else ""
             wider = authed == 1 and 'scope="' in challenge and scope not in challenge.split('scope="', 1)[1]
             if resp.status_code == 401 and (not authed or wider):
@@ -620,6 +683,67 @@ class Registry:
                 return self._fail(resp, method, url)
             return resp
 
+    def _read_whole(self, resp: requests.Response, method: str, url: str) -> None:
+        """Read a whole answer into `resp` within budgets.MAX_ANSWER_BYTES and one timeout."""
+        if method == "HEAD":  # its Content-Length is the resource's; it has no body
+            resp._content = b""
+            resp.close()
+            return
+        what = f"{method} {url}"
+        deadline = time.monotonic() + self.timeout
+        parts = []
+        for part in self.paced(resp, what, limit=budgets.MAX_ANSWER_BYTES, over="an answer may have"):
+            parts.append(part)
+            if time.monotonic() > deadline:
+                resp.close()
+                raise RegistryError(
+                    f"{self.host}: the answer to {what} took over {self.timeout:g} s to arrive",
+                    fix="the registry or a proxy in between is stalling; check its health and logs",
+                )
+        resp._content = b"".join(parts)  # what requests itself sets when it reads a body
+
+    def paced(
+        self, resp: requests.Response, what: str, *, limit: int | None, over: str, chunk: int = CHUNK
+    ) -> Iterator[bytes]:
+        """The body of `resp` as it arrives: at most `limit` bytes, and never slower than
+        budgets.MIN_RATE over a whole timeout (a server that trickles is a stalled server).
+        Closes `resp` at the end."""
+        declared = resp.headers.get("Content-Length", "")
+        if limit is not None and declared.isdigit() and int(declared) > limit:
+            resp.close()
+            raise RegistryError(
+                f"{self.host}: the answer to {what} is {declared} bytes, more than the {limit} {over}",
+                fix=_BROKEN_ANSWER,
+            )
+        got = 0
+        window_start, window_got = time.monotonic(), 0
+        try:
+            while part := resp.raw.read1(chunk, decode_content=True):
+                got += len(part)
+                if limit is not None and got > limit:
+                    raise RegistryError(
+                        f"{self.host}: the answer to {what} goes on past the {limit} bytes {over}",
+                        fix=_BROKEN_ANSWER,
+                    )
+                window_got += len(part)
+                if (now := time.monotonic()) - window_start >= self.timeout:
+                    if window_got < budgets.MIN_RATE * self.timeout:
+                        raise RegistryError(
+                            f"{self.host}: the answer to {what} is arriving at {window_got / (now - window_start):.0f} "
+                            f"bytes/s, below {budgets.MIN_RATE} bytes/s for {self.timeout:g} s",
+                            fix="the registry or a proxy in between is stalling; check its health and "
+                            "logs, then re-run (a load resumes where it stopped)",
+                        )
+                    window_start, window_got = now, 0
+                yield part
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise RegistryError(
+                f"{self.host}: the answer to {what} was cut off ({type(exc).__name__})",
+                fix="check the registry's health and the network; re-run to resume where it stopped",
+            ) from exc
+        finally:
+            resp.close()
+
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
         delay = self.backoff * (2**attempt) * (1 + random.random() / 2)  # jitter, not crypto
         if retry_after and retry_after.isdigit():
@@ -629,10 +753,10 @@ class Registry:
     def _fail(self, resp: requests.Response, method: str, url: str) -> requests.Response:
         detail = ""
         try:
-            errors = resp.json().get("errors", [])
-            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-        except ValueError:
-            detail = resp.text[:200]
+            errors = budgets.loads(resp.content).get("errors", [])
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)[:500]
+        except (ValueError, AttributeError, TypeError):  # not the distribution spec's error shape
+            detail = resp.content[:200].decode("utf-8", "replace")
         resp.close()
         raise RegistryError(
             f"{self.host}: {method} {url.split(self.host, 1)[-1]} answered {resp.status_code}"
@@ -662,11 +786,16 @@ class Registry:
                 f"hashes to {digest}",
                 fix="a proxy may be rewriting manifests; bypass it",
             )
+        origin = f"{self.host}/{repo}@{digest}"
+        doc = json_object(content, f"{self.host}/{repo}:{reference}: the manifest")
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         if media_type not in (*INDEX_TYPES, *MANIFEST_TYPES):
-            media_type = json.loads(content).get("mediaType", media_type)
+            declared = doc.get("mediaType")
+            media_type = declared if isinstance(declared, str) else media_type
         return Manifest(
-            descriptor=Descriptor(media_type=media_type, digest=digest, size=len(content)), content=content
+            descriptor=Descriptor(media_type=media_type, digest=digest, size=len(content)),
+            content=content,
+            origin=origin,
         )
 
     def manifest_exists(self, repo: str, digest: str) -> bool:
@@ -690,16 +819,18 @@ class Registry:
         """A streaming response for a blob; the caller hashes while reading."""
         return self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
 
-    def iter_blob(self, repo: str, digest: str, chunk: int = CHUNK) -> Iterator[bytes]:
-        """Stream a blob, verifying its digest at the end (raises DigestMismatch)."""
+    def iter_blob(self, repo: str, digest: str, size: int | None, chunk: int = CHUNK) -> Iterator[bytes]:
+        """Stream a blob of `size` bytes (None: as many as come), verifying its digest at the
+        end (raises DigestMismatch); never more than `size` bytes, never stalled (`paced`)."""
         from .workers import HashBeside
 
         h = HashBeside()  # checked beside the stream: the caller compresses while this hashes
+        what = f"GET blob {repo}@{digest}"
         try:
-            with self.open_blob(repo, digest) as resp:
-                for part in resp.iter_content(chunk):
-                    h.update(part)
-                    yield part
+            resp = self.open_blob(repo, digest)
+            for part in self.paced(resp, what, limit=size, over="its descriptor gives", chunk=chunk):
+                h.update(part)
+                yield part
         finally:
             h.close()
         if "sha256:" + h.hexdigest() != digest:
@@ -882,7 +1013,12 @@ class Registry:
         resp = self.request("GET", f"/v2/{repo}/tags/list", repo=repo, ok=(200, 404))
         if resp.status_code == 404:
             return []
-        return list(resp.json().get("tags") or [])
+        tags = json_object(resp.content, f"{self.host}/{repo}: the tag list").get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise RegistryError(
+                f"{self.host}/{repo}: the tag list is not a list of names", fix=_BROKEN_ANSWER
+            )
+        return tags
 
 
 class _CountingReader:
@@ -952,6 +1088,23 @@ def _skip(stream: Reader, n: int) -> None:
 RegistryFor = Callable[[str], Registry]
 
 
+def registry_timeout() -> float:
+    """Seconds to wait for a registry ($RELEASER_REGISTRY_TIMEOUT, else budgets.DEFAULT_TIMEOUT):
+    to connect, for each read, for a whole small answer, and the window over which a body must
+    keep moving at budgets.MIN_RATE."""
+    raw = os.environ.get("RELEASER_REGISTRY_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else budgets.DEFAULT_TIMEOUT
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise UsageError(
+            f"RELEASER_REGISTRY_TIMEOUT={raw!r} is not a number of seconds",
+            fix="set it to seconds between 0 and 3600, e.g. RELEASER_REGISTRY_TIMEOUT=120, or unset it",
+        )
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class RegistryOptions:
     """How to reach registries: TLS and credentials (docs/cli.md), one client per host."""
@@ -977,6 +1130,7 @@ class RegistryOptions:
                         plain_http=True if self.plain_http else None,
                         ca_file=self.ca_file,
                         chunk_size=self.chunk_mb << 20,
+                        timeout=registry_timeout(),
                     )
                 return cache[host]
 

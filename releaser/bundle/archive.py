@@ -9,12 +9,23 @@ also a sequence of independent frames. Reading streams members in order.
 from __future__ import annotations
 
 import tarfile
+import threading
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import zstandard
 
+from ..budgets import (
+    MAX_EXTRA_MEMBERS,
+    MAX_MEMBERS,
+    MAX_NAME_BYTES,
+    MAX_PAX_BYTES,
+    MAX_WINDOW,
+    MEMBER_OVERHEAD,
+    window_for,
+)
 from ..errors import ArchiveError, BundleDamaged
 from ..readers import Reader, Writer
 
@@ -81,8 +92,49 @@ class TarZstWriter:
         self._z.close()  # type: ignore[no-untyped-call]  # zstandard does not annotate close()
 
 
+@dataclass
+class ReadBudget:
+    """What reading an archive may cost: members, and decompressed bytes (None: as many as there
+    are, streamed). Shared by the readers of one archive's frames. From a bundle's head:
+    `ReadBudget.declared`."""
+
+    members: int = MAX_MEMBERS
+    bytes: int | None = None
+    window: int = MAX_WINDOW  # the largest zstd window accepted
+    exceeded: str = ""  # what to say when it is exceeded (default: what the head declares)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def declared(cls, files: int, nbytes: int, head: int) -> ReadBudget:
+        """For an archive whose head (`head` bytes in 3 members) declares `files` more members
+        holding `nbytes`: that, plus tar's own headers and padding, and room to name a few
+        members that should not be there."""
+        members = files + 3 + MAX_EXTRA_MEMBERS
+        total = head + nbytes + (members + 1) * MEMBER_OVERHEAD
+        return cls(members=members, bytes=total, window=window_for(total))
+
+    def take(self, path: Path, *, members: int = 0, nbytes: int = 0) -> None:
+        with self._lock:
+            self.members -= members
+            if self.bytes is not None:
+                self.bytes -= nbytes
+            members_left, bytes_left = self.members, self.bytes
+        if members_left < 0:
+            raise BundleDamaged(
+                path, self.exceeded or "more members than its head declares (or any bundle holds)"
+            )
+        if bytes_left is not None and bytes_left < 0:
+            raise BundleDamaged(
+                path, self.exceeded or "more data than its head declares (a decompression bomb?)"
+            )
+
+
 def iter_members(
-    path: Path, *, frame: tuple[int, int] | None = None, last: bool = True
+    path: Path,
+    *,
+    frame: tuple[int, int] | None = None,
+    last: bool = True,
+    budget: ReadBudget | None = None,
 ) -> Iterator[tuple[tarfile.TarInfo, Reader | None]]:
     """(member, reader) for every member, in archive order, streamed. Raises ArchiveError.
 
@@ -95,7 +147,11 @@ def iter_members(
     cuts frames; the end-of-archive marker must be in the `last` frame and nowhere else.
     Anything else raises ArchiveError. Reading every frame so gives exactly the members of
     one sequential pass, or an ArchiveError.
+
+    Within `budget` (members and decompressed bytes) and releaser/budgets.py (zstd window,
+    name and pax record sizes): past any of them, BundleDamaged.
     """
+    budget = budget or ReadBudget()
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -105,10 +161,10 @@ def iter_members(
         if frame is not None:
             fh.seek(frame[0])
             source = _Window(fh, frame[1])  # type: ignore[assignment]
-        src = zstandard.ZstdDecompressor().stream_reader(
+        src = zstandard.ZstdDecompressor(max_window_size=budget.window).stream_reader(
             source, read_size=1 << 20, read_across_frames=frame is None
         )
-        stream = _Exact(src, path)
+        stream = _Exact(src, path, budget)
         pending: dict[str, str] = {}
         while True:
             block = stream.read_or_eof(BLOCK)
@@ -125,10 +181,11 @@ def iter_members(
             except tarfile.HeaderError as exc:
                 raise BundleDamaged(path, f"a damaged tar header ({exc})") from exc
             padded = info.size + (-info.size) % BLOCK
+            budget.take(path, members=1)
             if info.type in _EXTENDED:
                 _extended(
                     info,
-                    stream.read_exact(padded)[: info.size] if info.size <= 1 << 20 else None,
+                    stream.read_exact(padded)[: info.size] if info.size <= MAX_PAX_BYTES else None,
                     pending,
                     path,
                 )
@@ -137,9 +194,11 @@ def iter_members(
                 info.name = pending["path"]
             if "linkpath" in pending:
                 info.linkname = pending["linkpath"]
-            if "size" in pending and pending["size"].isdigit():
-                info.size = int(pending["size"])
+            if "size" in pending:
+                info.size = _pax_size(pending["size"], path)
                 padded = info.size + (-info.size) % BLOCK
+            if len(info.name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise BundleDamaged(path, f"a member name longer than {MAX_NAME_BYTES} bytes")
             pending = {}
             body = _Member(stream, info.size, path)
             yield info, (body if info.isreg() else None)
@@ -153,7 +212,7 @@ _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile
 def _extended(info: tarfile.TarInfo, data: bytes | None, pending: dict[str, str], path: Path) -> None:
     """Apply a pax or GNU long-name record (`data`, None when oversized) to the next member."""
     if data is None:
-        raise BundleDamaged(path, "an oversized extended header")
+        raise BundleDamaged(path, f"an extended (pax) header larger than {MAX_PAX_BYTES} bytes")
     if info.type == tarfile.GNUTYPE_LONGNAME:
         pending["path"] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
     elif info.type == tarfile.GNUTYPE_LONGLINK:
@@ -230,6 +289,12 @@ class _Window:
         return data
 
 
+def _pax_size(value: str, path: Path) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        raise BundleDamaged(path, f"a pax header with size {value[:40]!r}, not a size in bytes")
+    return int(value)
+
+
 def _pax(data: bytes) -> dict[str, str]:
     out = {}
     pos = 0
@@ -251,15 +316,18 @@ def _pax(data: bytes) -> dict[str, str]:
 class _Exact:
     """Exact reads from the decompressor; errors become ArchiveError."""
 
-    def __init__(self, src: IO[bytes], path: Path) -> None:
+    def __init__(self, src: IO[bytes], path: Path, budget: ReadBudget) -> None:
         self.src = src
         self.path = path
+        self.budget = budget
 
     def read(self, n: int) -> bytes:
         try:
-            return self.src.read(n)
+            data = self.src.read(n)
         except (zstandard.ZstdError, OSError) as exc:
             raise BundleDamaged(self.path, f"the archive is damaged or truncated ({exc})") from exc
+        self.budget.take(self.path, nbytes=len(data))
+        return data
 
     def read_exact(self, n: int) -> bytes:
         data = self.read_or_eof(n)

@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .. import budgets
 from ..mediatypes import INDEX_TYPES
 from ..registry import sha256_digest
 
@@ -49,9 +50,39 @@ def _layer_key(d: dict[str, Any]) -> tuple[str, str]:
     return d["digest"], json.dumps(d.get("annotations") or {}, sort_keys=True)
 
 
+def _theirs(content: bytes) -> dict[str, Any]:
+    """The target's manifest, which may be anything: CannotMerge unless it has a manifest's or
+    an index's shape (within budgets.loads)."""
+    try:
+        doc = budgets.loads(content)
+    except ValueError as exc:
+        raise CannotMerge(f"the target's manifest is not readable JSON ({exc})") from None
+    ok = isinstance(doc, dict) and all(
+        isinstance(doc.get(key, []), list)
+        and all(isinstance(d, dict) and isinstance(d.get("digest"), str) for d in doc.get(key, []))
+        for key in ("manifests", "layers")
+    )
+    if not ok or not isinstance(doc.get("config", {}), dict):
+        raise CannotMerge("the target's manifest is neither an image manifest nor an index")
+    return doc  # type: ignore[no-any-return]  # checked above
+
+
+def config_descriptor(theirs: bytes) -> dict[str, Any]:
+    """The config descriptor of the target's manifest ({} when it has none or is malformed)."""
+    try:
+        return _theirs(theirs).get("config") or {}
+    except CannotMerge:
+        return {}
+
+
 def contains(theirs: bytes, ours: bytes) -> bool:
-    """True when the target's manifest already holds everything the bundle's does."""
-    t, o = json.loads(theirs), json.loads(ours)
+    """True when the target's manifest already holds everything the bundle's does (False when
+    the target's is malformed: the merge then says so)."""
+    try:
+        t = _theirs(theirs)
+    except CannotMerge:
+        return False
+    o = json.loads(ours)
     if "manifests" in o:
         return {d["digest"] for d in o["manifests"]} <= {d["digest"] for d in t.get("manifests", [])}
     return {_layer_key(d) for d in o.get("layers", [])} <= {_layer_key(d) for d in t.get("layers", [])}
@@ -64,7 +95,7 @@ def merge(
     CannotMerge. `their_config` is the target manifest's config blob (image manifests only)."""
     if contains(theirs, ours):
         return None
-    t, o = json.loads(theirs), json.loads(ours)
+    t, o = _theirs(theirs), json.loads(ours)
     if (their_type in INDEX_TYPES) != (our_type in INDEX_TYPES):
         raise CannotMerge(
             f"the target's is {'an index' if their_type in INDEX_TYPES else 'a manifest'}, "
@@ -83,7 +114,7 @@ def merge(
     if their_config is None:
         raise CannotMerge(f"the target's config {cfg_desc.get('digest')} was not read (over 1 MiB)")
     try:
-        cfg = json.loads(their_config)
+        cfg = budgets.loads(their_config)
         rootfs = cfg["rootfs"]
         if not isinstance(rootfs.get("diff_ids"), list):
             raise TypeError("no diff_ids")

@@ -32,7 +32,7 @@ from ..progress import Progress
 from ..readers import OpenReader, Reader
 from ..registry import Registry, sha256_digest
 from .archive import iter_members
-from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, contains, merge
+from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, config_descriptor, contains, merge
 from .records import BundleMetadata
 from .verify import Verified
 
@@ -411,9 +411,10 @@ def tag_change(
     theirs = registry.get_manifest(repo, current)
     their_type = theirs.descriptor.media_type
     config = None
-    cfg = (theirs.json().get("config") or {}) if their_type not in INDEX_TYPES else {}
-    if cfg.get("mediaType") in IMAGE_CONFIGS and int(cfg.get("size", 0)) <= SMALL_CONFIG:
-        config = b"".join(registry.iter_blob(repo, cfg["digest"]))
+    cfg = config_descriptor(theirs.content) if their_type not in INDEX_TYPES else {}
+    size = cfg.get("size")
+    if cfg.get("mediaType") in IMAGE_CONFIGS and type(size) is int and 0 <= size <= SMALL_CONFIG:
+        config = b"".join(registry.iter_blob(repo, cfg["digest"], size))
     try:
         merged = merge(theirs.content, their_type, content, media_type, config)
     except CannotMerge as exc:

@@ -9,12 +9,12 @@ file -> safe member names and types -> every blob hashes to its name.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import posixpath
 import re
 import tarfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +22,16 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .. import workers
+from .. import budgets, workers
+from ..budgets import MEMBER_OVERHEAD
 from ..errors import ArchiveError, InputError, MetadataError, VerificationError
 from ..readers import Reader
-from .archive import iter_members, zstd_frames
+from .archive import ReadBudget, iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
 from .records import BundleMetadata, IndexEntry, parse_index
 from .sign import fingerprint, load_public_key, verify_signature
 
-SMALL = 4 << 20  # JSON blobs up to this size are kept for the loader (manifests, configs)
+SMALL = budgets.MAX_JSON_BYTES  # JSON blobs up to this size are kept for the loader (manifests, configs)
 _LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)$")
 
 
@@ -63,6 +64,24 @@ def unsafe_reason(member: tarfile.TarInfo) -> str | None:
     if not member.isreg():
         return "not a regular file"
     return None
+
+
+class _Kept:
+    """The budget for the small JSON a verification keeps in memory (budgets.MAX_KEPT_JSON),
+    shared by the readers of every frame."""
+
+    def __init__(self) -> None:
+        self.left = budgets.MAX_KEPT_JSON
+        self.refused = False
+        self._lock = threading.Lock()
+
+    def keep(self, n: int) -> bool:
+        with self._lock:
+            if n > self.left:
+                self.refused = True
+                return False
+            self.left -= n
+            return True
 
 
 def _hash(reader: Reader, first: bytes = b"") -> tuple[str, int, bytes | None]:
@@ -100,15 +119,19 @@ class _Entry:
 HEAD = (METADATA, SIGNATURE, CHECKSUMS)
 
 
-def _entry(member: tarfile.TarInfo, reader: Reader | None) -> _Entry:
+def _entry(member: tarfile.TarInfo, reader: Reader | None, kept: _Kept) -> _Entry:
     if reader is None or unsafe_reason(member):
         return _Entry(member)
     raw = reader.read(SMALL + 1) if member.name in HEAD else b""
     digest, size, content = _hash(reader, raw)
+    if content is not None and not kept.keep(len(content)):
+        content = None
     return _Entry(member, digest, size, content, raw)
 
 
-def _frame_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, int]]] | None:
+def _frame_entries(
+    path: Path, budget: ReadBudget, kept: _Kept
+) -> tuple[list[_Entry], list[tuple[int, int]]] | None:
     """Every member with its hash, the zstd frames of a bundle written by `releaser bundle` read
     and hashed side by side; archive.iter_members proves each frame starts and ends at a member
     boundary with the end-of-archive marker in the last one, so the result is exactly that of one
@@ -122,7 +145,8 @@ def _frame_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, int]]] | N
         return None
 
     def read(i: int) -> list[_Entry]:
-        return [_entry(m, r) for m, r in iter_members(path, frame=frames[i], last=i == len(frames) - 1)]
+        members = iter_members(path, frame=frames[i], last=i == len(frames) - 1, budget=budget)
+        return [_entry(m, r, kept) for m, r in members]
 
     with workers.pool(min(len(frames), os.cpu_count() or 1)) as pool:
         try:
@@ -132,9 +156,32 @@ def _frame_entries(path: Path) -> tuple[list[_Entry], list[tuple[int, int]]] | N
     return [e for part in parts for e in part], frames
 
 
-def _sequential_entries(path: Path) -> Iterator[_Entry]:
-    for member, reader in iter_members(path):
-        yield _entry(member, reader)
+def _sequential_entries(path: Path, budget: ReadBudget, kept: _Kept) -> Iterator[_Entry]:
+    for member, reader in iter_members(path, budget=budget):
+        yield _entry(member, reader, kept)
+
+
+_UNVERIFIED = (
+    "the rest of the bundle was not read: nothing in it can be trusted while releaser.json, "
+    "its signature and checksums.txt do not verify"
+)
+
+
+def _budget(path: Path, key: EllipticCurvePublicKey) -> tuple[Callable[[], ReadBudget], bool]:
+    """What a full pass may read (a fresh budget per pass): what the verified head declares
+    (members, bytes), or only the head itself when it does not verify; and whether it verified.
+    When the head cannot be read at all, the pass says where the archive is damaged."""
+    try:
+        head = _read_head(path)
+    except ArchiveError:
+        return ReadBudget, False
+    problems: list[str] = []
+    meta, _ = _check_head(head, key, problems) if len(head) == 3 else (None, {})
+    size = sum(len(v) for v in head.values())
+    if meta is None or problems:
+        return lambda: ReadBudget(members=3, bytes=size + 4 * MEMBER_OVERHEAD, exceeded=_UNVERIFIED), False
+    files, nbytes = meta.checksums.files, meta.checksums.bytes
+    return lambda: ReadBudget.declared(files, nbytes, size), True
 
 
 def _readable(path: Path) -> None:
@@ -162,8 +209,10 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
     total = 0
     position = 0
     truncated = False
-    framed = _frame_entries(path)
-    entries, frames = framed if framed else (_sequential_entries(path), [])
+    budget, verified = _budget(path, key)
+    kept = _Kept()
+    framed = _frame_entries(path, budget(), kept) if verified else None
+    entries, frames = framed if framed else (_sequential_entries(path, budget(), kept), [])
     try:
         for e in entries:
             member = e.member
@@ -203,7 +252,9 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
                     small["sha256:" + digest] = content
             if member.name == "index.json" and content is not None:
                 try:
-                    index = parse_index(json.loads(content))
+                    index = parse_index(budgets.loads(content))
+                except budgets.BudgetExceeded as exc:
+                    problems.append(f"index.json: {exc}")
                 except ValueError:
                     problems.append("index.json: not JSON")
                 except MetadataError as exc:
@@ -222,6 +273,10 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
         problems += _check_references(index, small, listed)
     if index is None and not problems:
         problems.append("index.json: missing (a bundle's images are an OCI image layout)")
+    if kept.refused:
+        problems.append(
+            f"manifests and configs together exceed {budgets.MAX_KEPT_JSON >> 20} MiB (no real bundle comes near)"
+        )
     if problems:
         raise VerificationError(path, problems, outcome=outcome)
     # checked above: three head members (meta parsed) and index.json, else a problem was listed
@@ -296,7 +351,10 @@ def inspect_head(path: Path, public_key: Path | None) -> tuple[BundleMetadata, b
 def _parse_metadata(raw: bytes, problems: list[str]) -> BundleMetadata | None:
     """releaser.json as a typed record, or None with the reason added to `problems`."""
     try:
-        doc = json.loads(raw)
+        doc = budgets.loads(raw)
+    except budgets.BudgetExceeded as exc:
+        problems.append(f"{METADATA}: {exc}")
+        return None
     except ValueError:
         problems.append(f"{METADATA}: not JSON")
         return None
@@ -359,7 +417,7 @@ def _check_references(
         if content is None:
             continue  # a layer or config: present is enough
         try:
-            doc = json.loads(content)
+            doc = budgets.loads(content)
         except ValueError:
             continue
         if not is_manifest(doc):

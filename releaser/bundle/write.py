@@ -105,7 +105,7 @@ def _children(
     bp: BundlePlan, name: str, path: str, index: Manifest, registry: Registry, what: str
 ) -> list[Manifest]:
     out = []
-    for child in index.json().get("manifests", []):
+    for child in index.children():
         m = registry.get_manifest(path, child["digest"])
         if m.descriptor.media_type in INDEX_TYPES:
             raise ReleaserError(
@@ -131,8 +131,7 @@ def _add_blobs(bp: BundlePlan, name: str, path: str, manifests: list[Manifest], 
     for m in manifests:
         if m.descriptor.media_type in INDEX_TYPES:
             continue
-        doc = m.json()
-        for desc in [doc["config"], *doc.get("layers", [])]:
+        for desc in m.blobs():
             if desc.get("urls"):
                 raise ReleaserError(
                     f"{pinned}: layer {desc['digest']} is a foreign layer (urls)",
@@ -379,7 +378,7 @@ def blob_source(
         return iter([blob.content]), False
     if cache is not None and cache.has(blob.digest, blob.size):
         return cache.read(blob.digest), False
-    chunks = registry_for(registry_host).iter_blob(blob.source_repo, blob.digest)
+    chunks = registry_for(registry_host).iter_blob(blob.source_repo, blob.digest, blob.size)
     if cache is not None:
         return cache.tee(blob.digest, chunks), True
     return chunks, True
