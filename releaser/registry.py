@@ -547,6 +547,11 @@ class Registry:
                     h.realm, params=params, auth=auth, timeout=self.timeout, verify=self.verify, stream=True
                 )
             self._read_whole(resp, "GET" if resp.request.method == "GET" else "POST", h.realm)
+        except requests.exceptions.TooManyRedirects as exc:
+            raise RegistryError(
+                f"token service {h.realm} for {self.host} redirected more than {budgets.MAX_REDIRECTS} times",
+                fix="a redirect loop: check the registry's auth configuration",
+            ) from exc
         except requests.RequestException as exc:
             raise RegistryError(
                 f"token service {h.realm} for {self.host} is unreachable: {exc}",
@@ -690,24 +695,24 @@ class Registry:
             resp.close()
             return
         what = f"{method} {url}"
-        deadline = time.monotonic() + self.timeout
-        parts = []
-        for part in self.paced(resp, what, limit=budgets.MAX_ANSWER_BYTES, over="an answer may have"):
-            parts.append(part)
-            if time.monotonic() > deadline:
-                resp.close()
-                raise RegistryError(
-                    f"{self.host}: the answer to {what} took over {self.timeout:g} s to arrive",
-                    fix="the registry or a proxy in between is stalling; check its health and logs",
-                )
+        parts = list(
+            self.paced(resp, what, limit=budgets.MAX_ANSWER_BYTES, over="an answer may have", whole=True)
+        )
         resp._content = b"".join(parts)  # what requests itself sets when it reads a body
 
     def paced(
-        self, resp: requests.Response, what: str, *, limit: int | None, over: str, chunk: int = CHUNK
+        self,
+        resp: requests.Response,
+        what: str,
+        *,
+        limit: int | None,
+        over: str,
+        chunk: int = CHUNK,
+        whole: bool = False,
     ) -> Iterator[bytes]:
         """The body of `resp` as it arrives: at most `limit` bytes, and never slower than
-        budgets.MIN_RATE over a whole timeout (a server that trickles is a stalled server).
-        Closes `resp` at the end."""
+        budgets.MIN_RATE over a whole timeout (a server that trickles is a stalled server); a
+        `whole` answer (one read into memory) within one timeout. Closes `resp` at the end."""
         declared = resp.headers.get("Content-Length", "")
         if limit is not None and declared.isdigit() and int(declared) > limit:
             resp.close()
@@ -716,7 +721,8 @@ class Registry:
                 fix=_BROKEN_ANSWER,
             )
         got = 0
-        window_start, window_got = time.monotonic(), 0
+        started = window_start = time.monotonic()
+        window_got = 0
         try:
             while part := resp.raw.read1(chunk, decode_content=True):
                 got += len(part)
@@ -726,6 +732,11 @@ class Registry:
                         fix=_BROKEN_ANSWER,
                     )
                 window_got += len(part)
+                if whole and time.monotonic() - started > self.timeout:
+                    raise RegistryError(
+                        f"{self.host}: the answer to {what} took over {self.timeout:g} s to arrive",
+                        fix="the registry or a proxy in between is stalling; check its health and logs",
+                    )
                 if (now := time.monotonic()) - window_start >= self.timeout:
                     if window_got < budgets.MIN_RATE * self.timeout:
                         raise RegistryError(
