@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .. import budgets
 from ..bundle.archive import iter_members
-from ..bundle.format import IMAGE_NAME, REF_NAME, SUBJECT
+from ..bundle.records import parse_index
 from ..bundle.verify import inspect_head
-from ..errors import EXIT_CHECK, EXIT_STALE, CheckError, InputError
+from ..errors import EXIT_CHECK, EXIT_STALE, CheckError, InputError, MetadataError
 from ..fs import read_tree
 from ..lock import split_reference
 from ..pipeline import load_plan, render_files
@@ -66,17 +66,28 @@ def collect_manifest_images(manifests: str) -> list[tuple[str, str]]:
 
 def bundle_images(path: Path) -> list[tuple[str, str]]:
     """(where, repository@digest) for every image in a bundle's index.json (read from the head of
-    the archive; the chart artifact is not an image)."""
+    the archive; the chart artifact is not an image). The bundle is not verified here: index.json
+    is read within budgets.loads and parsed as the format defines, else InputError."""
     for member, reader in iter_members(path):
         if member.name == "index.json" and reader is not None:
-            index = json.loads(reader.read())
+            try:
+                index = parse_index(budgets.loads(reader.read(budgets.MAX_JSON_BYTES + 1)))
+            except ValueError as exc:
+                raise InputError(
+                    f"{path}: index.json is not readable JSON ({exc})",
+                    fix=f"run `releaser airgap verify {path} --key PUB` for the full report",
+                ) from None
+            except MetadataError as exc:
+                raise InputError(
+                    f"{path}: {exc.message}",
+                    fix=f"run `releaser airgap verify {path} --key PUB` for the full report",
+                ) from None
             out = []
-            for entry in index.get("manifests", []):
-                ann = entry.get("annotations", {})
-                if ann.get(IMAGE_NAME) == "chart" or SUBJECT in ann:
+            for entry in index:
+                if entry.image_name == "chart" or entry.subject is not None:
                     continue  # the chart, and signatures/SBOMs attached to an image: not images that run
-                registry, repo, _, _ = split_reference(ann.get(REF_NAME, ""))
-                out.append((f"index.json {ann.get(IMAGE_NAME, '?')}", f"{registry}/{repo}@{entry['digest']}"))
+                registry, repo, _, _ = split_reference(entry.ref_name)
+                out.append((f"index.json {entry.image_name or '?'}", f"{registry}/{repo}@{entry.digest}"))
             return out
         if member.name.startswith("blobs/"):
             break

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 import zstandard
 
+from ..budgets import MAX_JSON_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_WINDOW, loads
 from ..bundle.archive import iter_members
 from ..bundle.verify import verify_bundle, verify_head
 from ..errors import ConfirmationRequired, PreflightError, ReleaserError, UsageError
@@ -338,12 +339,13 @@ def bundle_files(bundle: Path, key: Path, tmp: Path) -> tuple[dict[str, bytes], 
     for info, reader in iter_members(bundle):
         if reader is None:
             continue
+        # small files, checked against the signed checksums below; one over the budget cannot match
         if info.name == "checksums.txt":
-            for line in reader.read().decode().splitlines():
+            for line in reader.read(MAX_JSON_BYTES + 1).decode("utf-8", "replace").splitlines():
                 digest, _, member = line.partition("  ")
                 sums[member] = digest
         elif info.name.startswith((compose_prefix, "release/")):
-            wanted[info.name] = reader.read()
+            wanted[info.name] = reader.read(MAX_JSON_BYTES + 1)
     problems = [m for m, data in wanted.items() if sums.get(m) != hashlib.sha256(data).hexdigest()]
     if problems or not any(m.startswith(compose_prefix) for m in wanted):
         raise ReleaserError(
@@ -650,14 +652,16 @@ def _read_backup(path: Path, work: Path) -> dict[str, Any]:
     try:
         with (
             path.open("rb") as raw,
-            zstandard.ZstdDecompressor().stream_reader(raw) as zr,
+            zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(raw) as zr,
             tarfile.open(fileobj=zr, mode="r|") as tar,
         ):
             for info in tar:
                 name = info.name
-                if not info.isfile() or name.startswith("/") or ".." in name.split("/"):
+                unsafe = not info.isfile() or name.startswith("/") or ".." in name.split("/")
+                if unsafe or len(name) > MAX_NAME_BYTES or len(members) >= MAX_MEMBERS:
                     raise ReleaserError(
-                        f"{path}: unsafe member {name!r}; this is not a quickstart backup",
+                        f"{path}: {'unsafe member' if unsafe else 'too many or too long members, at'} "
+                        f"{name[:200]!r}; this is not a quickstart backup",
                         fix="use a backup written by `releaser quickstart backup`",
                     )
                 src = tar.extractfile(info)
@@ -676,20 +680,15 @@ def _read_backup(path: Path, work: Path) -> dict[str, Any]:
             f"{path}: no backup.json inside; this is not a quickstart backup",
             fix="use a backup written by `releaser quickstart backup`",
         )
-    manifest: dict[str, Any] = json.loads(members["backup.json"].read_text())
-    if manifest.get("format") != BACKUP_FORMAT:
-        raise ReleaserError(
-            f"{path}: format {manifest.get('format')!r}, expected {BACKUP_FORMAT}",
-            fix="restore it with the releaser version that wrote it",
-        )
+    manifest = _backup_manifest(path, members["backup.json"])
     bad = []
     for vol, meta in manifest["volumes"].items():
         m = members.get(f"volumes/{vol}.tar")
-        if m is None or hashlib.sha256(m.read_bytes()).hexdigest() != meta["sha256"]:
+        if m is None or _sha256(m) != meta["sha256"]:
             bad.append(f"volumes/{vol}.tar")
     for rel, digest in manifest["files"].items():
         m = members.get(f"files/{rel}")
-        if m is None or hashlib.sha256(m.read_bytes()).hexdigest() != digest:
+        if m is None or _sha256(m) != digest:
             bad.append(f"files/{rel}")
     if bad:
         raise ReleaserError(
@@ -698,6 +697,58 @@ def _read_backup(path: Path, work: Path) -> dict[str, Any]:
         )
     manifest["_members"] = members
     return manifest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _backup_manifest(path: Path, member: Path) -> dict[str, Any]:
+    """backup.json, checked to have the shape `backup` writes (within budgets.loads)."""
+    not_ours = ReleaserError(
+        f"{path}: backup.json is not a quickstart backup's",
+        fix="use a backup written by `releaser quickstart backup`",
+    )
+    try:
+        doc = loads(member.read_bytes()[: MAX_JSON_BYTES + 1])
+    except ValueError:
+        raise not_ours from None
+    if not isinstance(doc, dict):
+        raise not_ours
+    if doc.get("format") != BACKUP_FORMAT:
+        raise ReleaserError(
+            f"{path}: format {str(doc.get('format'))[:40]!r}, expected {BACKUP_FORMAT}",
+            fix="restore it with the releaser version that wrote it",
+        )
+    volumes, files, modes = doc.get("volumes"), doc.get("files"), doc.get("modes")
+    if not (
+        isinstance(doc.get("release"), str)
+        and isinstance(volumes, dict)
+        and all(
+            isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("sha256", "service", "path"))
+            for v in volumes.values()
+        )
+        and isinstance(files, dict)
+        and all(isinstance(v, str) and _inside(rel) for rel, v in files.items())
+        and isinstance(modes, dict)
+        and all(
+            rel in files
+            and isinstance(m, dict)
+            and all(type(m.get(k)) is int for k in ("mode", "uid", "gid"))
+            for rel, m in modes.items()
+        )
+    ):
+        raise not_ours
+    return doc
+
+
+def _inside(rel: str) -> bool:
+    """A relative path that stays inside the stack directory."""
+    return bool(rel) and not rel.startswith("/") and ".." not in rel.split("/")
 
 
 def restore(
@@ -741,6 +792,11 @@ def restore(
         compose.run("up", "--no-start")
         for vol, meta in sorted(manifest["volumes"].items()):
             svc = meta["service"]
+            if svc not in spec.images:
+                raise ReleaserError(
+                    f"{archive}: volume {vol} belongs to service {svc!r}, which {state.release} does not have",
+                    fix="restore a backup of this release",
+                )
             say(f"restoring volume {vol} ({meta['path']})")
             with members[f"volumes/{vol}.tar"].open("rb") as f:
                 compose.import_volume(vol, meta["path"], spec.images[svc], f)
