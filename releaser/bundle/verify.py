@@ -84,9 +84,10 @@ class _Kept:
             return True
 
 
-def _hash(reader: Reader, first: bytes = b"") -> tuple[str, int, bytes | None]:
-    """sha256 hex, size, and the content when it is small JSON (manifests, configs, index.json),
-    of `first` (bytes the caller already read) and the rest of `reader`."""
+def _hash(reader: Reader, first: bytes = b"", *, index: bool = False) -> tuple[str, int, bytes | None]:
+    """sha256 hex, size, and the content when it is small JSON (manifests, configs, and
+    index.json whatever it holds), of `first` (bytes the caller already read) and the rest of
+    `reader`."""
     h = hashlib.sha256()
     size = 0
     head = bytearray()
@@ -96,7 +97,7 @@ def _hash(reader: Reader, first: bytes = b"") -> tuple[str, int, bytes | None]:
         h.update(chunk)
         size += len(chunk)
         if keep:
-            if size <= SMALL and (head or chunk[:1] == b"{"):
+            if size <= SMALL and (head or index or chunk[:1] == b"{"):
                 head += chunk
             else:
                 keep = False
@@ -123,7 +124,7 @@ def _entry(member: tarfile.TarInfo, reader: Reader | None, kept: _Kept) -> _Entr
     if reader is None or unsafe_reason(member):
         return _Entry(member)
     raw = reader.read(SMALL + 1) if member.name in HEAD else b""
-    digest, size, content = _hash(reader, raw)
+    digest, size, content = _hash(reader, raw, index=member.name == "index.json")
     if content is not None and not kept.keep(len(content)):
         content = None
     return _Entry(member, digest, size, content, raw)
@@ -250,7 +251,9 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
                     problems.append(f"{member.name}: blob content hashes to sha256:{digest}, not its name")
                 elif content is not None:
                     small["sha256:" + digest] = content
-            if member.name == "index.json" and content is not None:
+            if member.name == "index.json" and content is None:
+                problems.append(f"index.json: larger than the {SMALL} bytes a layout's index may have")
+            elif member.name == "index.json":
                 try:
                     index = parse_index(budgets.loads(content))
                 except budgets.BudgetExceeded as exc:

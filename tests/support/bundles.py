@@ -4,6 +4,7 @@ Built once per test session (tests/conftest.py registers the fixture); tests onl
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -19,6 +20,7 @@ import yaml
 import zstandard
 from typer.testing import CliRunner
 
+from releaser.bundle.sign import load_private_key, sign
 from releaser.cli import app
 
 from ..conftest import missing_component
@@ -250,3 +252,21 @@ def load(
         str(out_dir),
     ]
     return cli(*args, *extra, env=env)
+
+
+def resigned(world: World, ms: list[tuple[tarfile.TarInfo, bytes]], out: Path) -> Path:
+    """A bundle of these members (the first three, the head, are rewritten) signed with the
+    publisher's key: its checksums.txt lists every later member and releaser.json declares them,
+    so what the head says verifies and everything else is as crafted."""
+    body = ms[3:]
+    checksums = "".join(f"{hashlib.sha256(d).hexdigest()}  {m.name}\n" for m, d in body if m.isreg()).encode()
+    meta = json.loads(ms[0][1])
+    meta["checksums"].update(
+        sha256=hashlib.sha256(checksums).hexdigest(),
+        files=sum(1 for m, _ in body if m.isreg()),
+        bytes=sum(len(d) for m, d in body if m.isreg()),
+    )
+    raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    sig = sign(load_private_key(world.key, PASS.encode()), raw)
+    head = [(ms[0][0], raw), (ms[1][0], sig), (ms[2][0], checksums)]
+    return repack(head + body, out)
