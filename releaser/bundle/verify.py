@@ -251,17 +251,8 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
                     problems.append(f"{member.name}: blob content hashes to sha256:{digest}, not its name")
                 elif content is not None:
                     small["sha256:" + digest] = content
-            if member.name == "index.json" and content is None:
-                problems.append(f"index.json: larger than the {SMALL} bytes a layout's index may have")
-            elif member.name == "index.json":
-                try:
-                    index = parse_index(budgets.loads(content))
-                except budgets.BudgetExceeded as exc:
-                    problems.append(f"index.json: {exc}")
-                except ValueError:
-                    problems.append("index.json: not JSON")
-                except MetadataError as exc:
-                    problems.append(exc.message)
+            if member.name == "index.json":
+                index = _parse_index(content, problems)
     except ArchiveError as exc:
         problems.append(exc.message)
         truncated = True
@@ -349,6 +340,22 @@ def inspect_head(path: Path, public_key: Path | None) -> tuple[BundleMetadata, b
     if problems or meta is None:
         raise VerificationError(path, problems, outcome="the metadata cannot be trusted")
     return meta, key is not None
+
+
+def _parse_index(content: bytes | None, problems: list[str]) -> tuple[IndexEntry, ...] | None:
+    """index.json as typed entries (None when it is not there), or None with the reason added to `problems`."""
+    if content is None:
+        problems.append(f"index.json: larger than the {SMALL} bytes a layout's index may have")
+        return None
+    try:
+        return parse_index(budgets.loads(content))
+    except budgets.BudgetExceeded as exc:
+        problems.append(f"index.json: {exc}")
+    except ValueError:
+        problems.append("index.json: not JSON")
+    except MetadataError as exc:
+        problems.append(exc.message)
+    return None
 
 
 def _parse_metadata(raw: bytes, problems: list[str]) -> BundleMetadata | None:
