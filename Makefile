@@ -5,7 +5,7 @@ export DOCKER_CONFIG := $(CURDIR)/.tools/docker
 RELEASER := .venv/bin/releaser
 EXAMPLE := examples/bmp-tcpao
 
-.PHONY: setup demo test lint format goldens e2e-kind
+.PHONY: setup demo test lint format goldens e2e-kind fuzz
 setup:
 	@./scripts/setup.sh
 
@@ -21,6 +21,11 @@ demo: setup
 ## checks the code claims: lint (with a complexity limit), formatting, and strict typing.
 test: setup lint
 	.venv/bin/python -m pytest
+
+## The fuzz suite's long run: 20x the cases of the CI run, fresh random seeds each time
+## (tests/support/fuzz.py; the counts per target and exit code are printed at the end).
+fuzz: setup
+	RELEASER_FUZZ=long .venv/bin/python -m pytest tests/test_fuzz.py -p no:cacheprovider
 
 lint: setup
 	.venv/bin/ruff check releaser tests scripts bench

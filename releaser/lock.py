@@ -115,10 +115,12 @@ def _problems(src: Source) -> list[Problem]:
         allowed = {"source", "repository", "digest", "mediaType", "size", "platforms", "platform"}
         for key in sorted(set(img) - allowed):
             out.append(src.problem((*base, key), f"unknown key {key!r}", "remove it"))
-        for key in ("source", "repository", "digest", "mediaType", "size"):
-            if key not in img:
-                out.append(src.problem(base, f"missing {key!r}", "run `releaser lock --refresh DIR`"))
-        out += _pin_problems(src, base, img)
+        out += _pin_problems(src, base, img, ("source", "repository", "digest", "mediaType", "size"))
+        for key in ("source", "repository", "platform"):
+            if key in img and not isinstance(img[key], str):
+                out.append(
+                    src.problem((*base, key), "expected a string", "run `releaser lock --refresh DIR`")
+                )
         plats = img.get("platforms", {})
         if not isinstance(plats, dict):
             out.append(src.problem((*base, "platforms"), "expected a mapping of os/arch -> pin", None))
@@ -135,12 +137,16 @@ def _problems(src: Source) -> list[Problem]:
             if not isinstance(child, dict):
                 out.append(src.problem((*base, "platforms", p), "expected a mapping", None))
                 continue
-            out += _pin_problems(src, (*base, "platforms", p), child)
+            out += _pin_problems(src, (*base, "platforms", p), child, ("digest", "mediaType", "size"))
     return out
 
 
-def _pin_problems(src: Source, base: PathT, pin: dict[str, Any]) -> list[Problem]:
-    out = []
+def _pin_problems(src: Source, base: PathT, pin: dict[str, Any], required: tuple[str, ...]) -> list[Problem]:
+    out = [
+        src.problem(base, f"missing {key!r}", "run `releaser lock --refresh DIR`")
+        for key in required
+        if key not in pin
+    ]
     if "digest" in pin and not (isinstance(pin["digest"], str) and DIGEST_RE.match(pin["digest"])):
         out.append(
             src.problem(

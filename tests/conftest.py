@@ -128,3 +128,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # The bundle world, built once per session and shared read-only by tests/test_bundle_*.py.
 from .support.bundles import world  # noqa: E402, F401 - registers the fixture
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fuzz suite's counts per target and exit code (docs/testing.md records them)."""
+    from .support import fuzz
+
+    lines = fuzz.summary()
+    if lines:
+        terminalreporter.section(f"fuzz cases ({'long' if fuzz.LONG else 'ci'} profile)")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -72,6 +72,7 @@ class HostileRegistry:
 
             do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
+        self.scripted: dict[str, tuple[int, dict[str, str], bytes]] = {}  # mode -> the answer to every GET
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.stopping = threading.Event()
@@ -107,6 +108,9 @@ class HostileRegistry:
             if mode.startswith("token") and "Authorization" not in h.headers:
                 realm = f"http://{self.host}/token/{mode}"
                 return self.send(h, 401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'})
+            if mode in self.scripted and h.command in ("GET", "HEAD"):
+                code, headers, body = self.scripted[mode]
+                return self.send(h, code, body, headers)
             if mode == "loop":
                 return self.send(h, 302, b"", {"Location": h.path})
             if h.command == "HEAD":
