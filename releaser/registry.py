@@ -34,7 +34,7 @@ import urllib3
 from . import budgets
 from .budgets import BROKEN_ANSWER as _BROKEN_ANSWER
 from .budgets import json_object
-from .errors import AuthError, DigestMismatch, RegistryError, UsageError
+from .errors import AuthError, DigestMismatch, InputError, RegistryError
 from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .readers import OpenReader, Reader
 
@@ -1109,7 +1109,7 @@ def registry_timeout() -> float:
     except ValueError:
         value = -1.0
     if not 0 < value <= 3600:
-        raise UsageError(
+        raise InputError(
             f"RELEASER_REGISTRY_TIMEOUT={raw!r} is not a number of seconds",
             fix="set it to seconds between 0 and 3600, e.g. RELEASER_REGISTRY_TIMEOUT=120, or unset it",
         )

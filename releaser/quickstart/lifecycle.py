@@ -35,7 +35,7 @@ import zstandard
 from ..budgets import MAX_JSON_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_WINDOW, loads
 from ..bundle.archive import iter_members
 from ..bundle.verify import verify_bundle, verify_head
-from ..errors import ConfirmationRequired, PreflightError, ReleaserError, UsageError
+from ..errors import ConfirmationRequired, InputError, PreflightError, ReleaserError, UsageError
 from ..fs import atomic_file, atomic_write
 from ..plan import Plan, PlanPort
 from . import localregistry
@@ -90,7 +90,7 @@ class State:
         path = stack / STATE_FILE
         if not path.is_file():
             where = "does not exist" if not stack.exists() else f"has no {STATE_FILE}"
-            raise UsageError(
+            raise InputError(
                 f"no quickstart stack at {stack} (the directory {where})",
                 fix="start one with `releaser quickstart RELEASE_DIR`, or point --dir (or "
                 "$RELEASER_QUICKSTART_DIR) at the directory it was started in",
@@ -233,14 +233,20 @@ def preflight(
 
 def own_bridges(engine: str | None, project: str) -> frozenset[str]:
     """The host interface of this stack's own network, if it exists (a re-run must not trip on it)."""
+    if engine is None:  # no engine: no network of ours either (the preflight says what is missing)
+        return frozenset()
     podman, cli = is_podman(engine), engine_cli(engine)
     fmt = "{{.NetworkInterface}}" if podman else "{{.Id}}"
-    proc = subprocess.run(
-        [cli, "network", "inspect", "-f", fmt, f"{project}_release"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [cli, "network", "inspect", "-f", fmt, f"{project}_release"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return frozenset()
     if proc.returncode != 0 or not proc.stdout.strip():
         return frozenset()
     value = proc.stdout.strip().splitlines()[0]
@@ -645,7 +651,7 @@ class RestoreResult:
 def _read_backup(path: Path, work: Path) -> dict[str, Any]:
     """Unpack into `work`, checking names and every sha256 before anything is changed."""
     if not path.is_file():
-        raise UsageError(
+        raise InputError(
             f"{path}: no such backup", fix="pass the file `releaser quickstart backup --out` wrote"
         )
     members: dict[str, Path] = {}

@@ -108,6 +108,8 @@ class HostileRegistry:
             if mode.startswith("token") and "Authorization" not in h.headers:
                 realm = f"http://{self.host}/token/{mode}"
                 return self.send(h, 401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'})
+            if mode == "auth":
+                return self.send(h, 401, b"{}", {"WWW-Authenticate": 'Basic realm="hostile"'})
             if mode in self.scripted and h.command in ("GET", "HEAD"):
                 code, headers, body = self.scripted[mode]
                 return self.send(h, code, body, headers)
