@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import RegistryError
+from .errors import BudgetExceeded, RegistryError
 
 # JSON: bundle metadata, index.json, manifests, configs, registry answers.
 MAX_JSON_BYTES = 4 << 20  # the distribution spec: registries SHOULD accept manifests up to 4 MiB
@@ -34,10 +34,6 @@ MEMBER_OVERHEAD = 4 << 10  # tar header, pax record and padding per member, at m
 # zstd.
 MAX_WINDOW = 1 << 27  # 128 MiB, zstd's own default limit (`zstd --long` writes no more)
 MIN_WINDOW = 1 << 20
-
-
-class BudgetExceeded(ValueError):
-    """An input is larger, deeper or slower than its budget; the message says which and by how much."""
 
 
 def window_for(declared_bytes: int | None) -> int:

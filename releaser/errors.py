@@ -376,3 +376,8 @@ class StackError(ReleaserError):
             "logs": self.logs,
             "services": [s.to_json() for s in self.states],
         }
+
+
+class BudgetExceeded(ValueError):
+    """An input is larger or deeper than its budget (releaser/budgets.py); the message says which.
+    A ValueError, as the parse errors it sits beside: each caller names the file or registry."""

@@ -13,8 +13,10 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools"
@@ -139,3 +141,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section(f"fuzz cases ({'long' if fuzz.LONG else 'ci'} profile)")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def _no_traceback_without_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every in-process CLI run of every test: no output contains a traceback unless --debug or
+    RELEASER_DEBUG=1 asked for one (the top-level guard turns anything unexpected into exit 70)."""
+    invoke = CliRunner.invoke
+
+    def checked(self: CliRunner, cli: Any, args: Any = None, *a: Any, **kw: Any) -> Result:
+        result = invoke(self, cli, args, *a, **kw)
+        debug = "--debug" in (args or []) or (kw.get("env") or {}).get("RELEASER_DEBUG") == "1"
+        if not debug and "Traceback" in (result.output or ""):
+            raise AssertionError(f"a traceback without --debug: releaser {args}\n{result.output}")
+        return result
+
+    monkeypatch.setattr(CliRunner, "invoke", checked)

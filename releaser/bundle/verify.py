@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .. import budgets, workers
 from ..budgets import MEMBER_OVERHEAD
-from ..errors import ArchiveError, InputError, MetadataError, VerificationError
+from ..errors import ArchiveError, BudgetExceeded, InputError, MetadataError, VerificationError
 from ..readers import Reader
 from .archive import ReadBudget, iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
@@ -349,7 +349,7 @@ def _parse_index(content: bytes | None, problems: list[str]) -> tuple[IndexEntry
         return None
     try:
         return parse_index(budgets.loads(content))
-    except budgets.BudgetExceeded as exc:
+    except BudgetExceeded as exc:
         problems.append(f"index.json: {exc}")
     except ValueError:
         problems.append("index.json: not JSON")
@@ -362,7 +362,7 @@ def _parse_metadata(raw: bytes, problems: list[str]) -> BundleMetadata | None:
     """releaser.json as a typed record, or None with the reason added to `problems`."""
     try:
         doc = budgets.loads(raw)
-    except budgets.BudgetExceeded as exc:
+    except BudgetExceeded as exc:
         problems.append(f"{METADATA}: {exc}")
         return None
     except ValueError:
