@@ -109,6 +109,7 @@ class TcpAo:
     forward: str | None = None
     remote: str | None = None
     resources: Resources = Resources()
+    run_as_root: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

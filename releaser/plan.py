@@ -19,9 +19,10 @@ TCPAO_KEY_FILE = "tcpao-key"  # file name of the key inside the sidecar: /run/se
 TCPAO_CONFIG_PATH = "/etc/tcpao-proxy/config.toml"
 NETWORK_NAME = "release"
 SIDECAR_SUFFIX = "tcpao"
-# A non-root process does not keep added capabilities in its effective set (Kubernetes sets no
-# ambient capabilities), so the sidecar runs as UID 0 with every capability dropped but NET_ADMIN.
-SIDECAR_USER = (0, 0)
+# The kernel asks no privilege to install TCP-AO keys on a process's own sockets (net/ipv4/tcp_ao.c:
+# tcp_ao_add_cmd, tcp_ao_del_cmd and tcp_ao_info_cmd have no capable() check) and the proxy's ports are
+# above 1024, so the sidecar runs as this non-root user with every capability dropped.
+SIDECAR_USER = (65532, 65532)
 TCPAO_NODE_LABEL = "releaser.dev/tcp-ao"  # nodes whose kernel has CONFIG_TCP_AO; overridable in values
 HOSTNAME_KEY = "kubernetes.io/hostname"
 # The proxy copies bytes between two sockets: small, bounded, and always set so the
@@ -29,9 +30,11 @@ HOSTNAME_KEY = "kubernetes.io/hostname"
 SIDECAR_RESOURCES = m.Resources(
     requests=(("cpu", "10m"), ("memory", "16Mi")), limits=(("cpu", "200m"), ("memory", "64Mi"))
 )
-SIDECAR_CAP = m.Capability(
+# Only with `tcpao.runAsRoot` (a proxy image that needs more, e.g. an app+proxy image built as root):
+# UID 0 and this one capability, as reference 000 section 4 first had it.
+SIDECAR_ROOT_CAP = m.Capability(
     name="NET_ADMIN",
-    justification="installs TCP-AO keys and policies on its sockets (reference 000, section 4)",
+    justification="tcpao.runAsRoot: the proxy image asks for root and NET_ADMIN (reference 000, section 4)",
 )
 
 
@@ -109,7 +112,8 @@ class Sidecar:
     remote: str | None
     peer: str
     peer_ip: str
-    peer_port: int  # 0 = any source port (the initiator connects from an ephemeral port)
+    peer_port: int | None  # None (omitted): a terminator's peer connects from an ephemeral port
+    policy_name: str  # the [[ao_policy]] name (the proxy requires one, unique)
     key_id: int
     mac_algorithm: str
     key_secret: str
@@ -117,7 +121,8 @@ class Sidecar:
     compose_config: str  # file name under compose/<release>/tcpao/
     config_path: str  # where the sidecar reads it (Compose and Kubernetes alike)
     resources: m.Resources
-    capability: m.Capability
+    run_as_root: bool  # the documented switch for proxy images that need root and NET_ADMIN
+    capability: m.Capability | None  # added only with run_as_root
     uid: int
     gid: int
 
@@ -313,7 +318,7 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
         assert t.remote is not None
         peer_ip, peer_port = _hostport(t.remote)
     else:
-        peer_ip, peer_port = peer.address or "0.0.0.0", 0
+        peer_ip, peer_port = peer.address or "0.0.0.0", None
     return Sidecar(
         role=t.role,
         image=t.image,
@@ -324,6 +329,7 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
         peer=t.peer,
         peer_ip=peer_ip,
         peer_port=peer_port,
+        policy_name=t.peer,
         key_id=t.key_id,
         mac_algorithm=t.mac_algorithm,
         key_secret=t.key_secret,
@@ -331,9 +337,10 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
         compose_config=f"{s.name}.toml",
         resources=t.resources if (t.resources.requests or t.resources.limits) else SIDECAR_RESOURCES,
         config_path=TCPAO_CONFIG_PATH,
-        capability=SIDECAR_CAP,
-        uid=SIDECAR_USER[0],
-        gid=SIDECAR_USER[1],
+        run_as_root=t.run_as_root,
+        capability=SIDECAR_ROOT_CAP if t.run_as_root else None,
+        uid=0 if t.run_as_root else SIDECAR_USER[0],
+        gid=0 if t.run_as_root else SIDECAR_USER[1],
     )
 
 

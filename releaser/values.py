@@ -113,11 +113,14 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:  # kept whole: on
     spec: Any = err.validator_value  # the keyword's value in the schema (typed "Unset" by the stubs)
     if v in ("const", "enum"):
         allowed = [spec] if v == "const" else spec
+        choices = " or ".join(json.dumps(a) for a in allowed)
+        names = [a for a in allowed if isinstance(a, str)]
+        guess = difflib.get_close_matches(err.instance, names, n=1) if isinstance(err.instance, str) else []
         return [
             src.problem(
                 path,
                 f"{err.instance!r} is not allowed here",
-                f"use {' or '.join(json.dumps(a) for a in allowed)}",
+                f"did you mean {json.dumps(guess[0])}? (allowed: {choices})" if guess else f"use {choices}",
             )
         ]
     if v == "type":
@@ -270,6 +273,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 key_secret_key=t["keySecret"].get("key", TCPAO_DEFAULT_KEY),
                 forward=t.get("forward"),
                 remote=t.get("remote"),
+                run_as_root=t.get("runAsRoot", False),
                 resources=_resources(t.get("resources")),
             )
         dis = s.get("disruptionBudget")

@@ -136,4 +136,5 @@ def test_json_envelope_keys() -> None:
     assert set(doc) in ({"ok", "command", "result"}, {"ok", "command", "error"})
     for c in checks.values():
         assert set(c) == {"name", "status", "detail", "fix"}
-    assert {"engine", "disk", "tcp-ao", "net-admin", "port-8080"} <= set(checks)
+    assert {"engine", "disk", "tcp-ao", "port-8080"} <= set(checks)
+    assert "net-admin" not in checks  # only a sidecar with tcpao.runAsRoot asks for NET_ADMIN

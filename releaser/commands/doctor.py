@@ -10,6 +10,7 @@ from ..pipeline import load_plan, release_dir
 from ..plan import plan_ports
 from ..quickstart.doctor import ENGINES, Check, detect_engine, run_checks
 from ..quickstart.lifecycle import DEFAULT_DIR, host_ports, own_bridges, registries_to_pull, service_ports
+from ..quickstart.secrets import SECRETS_DIR
 from ..values import load_release
 
 
@@ -27,6 +28,8 @@ class _Needs:
 
     ports: list[tuple[str, int, str, str | None]]
     tcpao: bool = False
+    tcpao_root: bool = False
+    tcpao_keys: tuple[str, ...] = ()  # Secret names, read from the quickstart stack's .secrets/
     registries: list[str] | None = None
     subnet: str | None = None
     own: frozenset[str] = frozenset()
@@ -38,11 +41,19 @@ def _needs(directory: Path, engine: str | None) -> _Needs:
     except LockError:  # no lock yet: the release's own ports, no registry check
         release, _ = load_release(release_dir(directory))
         ports = host_ports([(s.name, plan_ports(s)) for s in release.services], DEFAULT_DIR)
-        return _Needs(ports=ports, tcpao=any(s.tcpao for s in release.services))
+        ao = [s.tcpao for s in release.services if s.tcpao]
+        return _Needs(
+            ports=ports,
+            tcpao=bool(ao),
+            tcpao_root=any(t.run_as_root for t in ao),
+            tcpao_keys=tuple(sorted({t.key_secret for t in ao})),
+        )
     found, _ = detect_engine(engine)
     return _Needs(
         ports=host_ports(service_ports(plan), DEFAULT_DIR),
         tcpao=any(s.sidecar for s in plan.services),
+        tcpao_root=any(s.sidecar.run_as_root for s in plan.services if s.sidecar),
+        tcpao_keys=tuple(sorted({s.sidecar.key_secret for s in plan.services if s.sidecar})),
         registries=registries_to_pull(plan, found) if found else [],
         subnet=plan.subnet,
         own=own_bridges(found.kind if found else None, plan.name) if plan.subnet else frozenset(),
@@ -70,6 +81,8 @@ def doctor(
         registries=needs.registries or [],
         subnet=needs.subnet,
         own_interfaces=needs.own,
+        tcpao_root=needs.tcpao_root,
+        tcpao_keys=[DEFAULT_DIR / SECRETS_DIR / name for name in needs.tcpao_keys],
     )
     failed = [c for c in checks if c.status == "fail"]
     if failed:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import ReleaserError, UsageError
 from ..pipeline import load_plan
 from ..plan import Plan
 from ..progress import Progress
@@ -29,11 +29,13 @@ from ..quickstart.lifecycle import (
     StatusResult,
     backup,
     bundle_files,
+    changed_key_sidecars,
     compose_for,
     compose_spec,
     down,
     find_engine,
     held_ports,
+    key_digests,
     logs,
     podman_variant,
     preflight,
@@ -214,6 +216,14 @@ def _secret_warnings(report: sec.SecretReport, plan: Plan, stack: Path) -> list[
     ]
 
 
+def _previous_keys(stack: Path) -> tuple[tuple[str, str], ...]:
+    """The key digests recorded at the last start (none for a new stack)."""
+    try:
+        return State.load(stack).keys
+    except ReleaserError:
+        return ()
+
+
 def up(
     source: Path,
     *,
@@ -284,6 +294,8 @@ def up(
         spec = compose_spec(stack, state)
         report = sec.ensure(stack, secret_specs(plan, spec))
         warnings += _secret_warnings(report, plan, stack)
+        state = replace(state, keys=key_digests(stack, plan))
+        rekeyed = changed_key_sidecars(_previous_keys(stack), state.keys, plan)
         state.save(stack)
 
     compose = compose_for(stack, state, found)
@@ -291,6 +303,10 @@ def up(
     states = up_and_wait(
         compose, spec, timeout=timeout, on_update=on_update, redact=lambda t: sec.redact(t, stack)
     )
+    if rekeyed:  # a sidecar reads its key when it starts: `up` alone keeps the old one running
+        say(f"the TCP-AO key changed since the last start: restarting {', '.join(rekeyed)}")
+        compose.run("restart", *rekeyed)
+        warnings.append(f"the TCP-AO key changed since the last start: restarted {', '.join(rekeyed)}")
     return QuickstartResult(
         release=plan.name,
         version=plan.version,

@@ -14,8 +14,11 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..tcpao import MAX_KEY_BYTES, key_problems
 
 TCP_AO_INFO = 40  # include/uapi/linux/tcp.h
 CAP_NET_ADMIN = 12
@@ -162,10 +165,13 @@ def run_checks(
     registries: list[str] | None = None,
     subnet: str | None = None,
     own_interfaces: frozenset[str] = frozenset(),
+    tcpao_root: bool = False,
+    tcpao_keys: Sequence[Path] = (),
 ) -> list[Check]:
     """Every check, in order; `ports` is [(service.port-name, host port, protocol, address)], an
     address of None meaning `bind_address`; `registries` are the hosts images must still be
-    pulled from."""
+    pulled from; `tcpao_root`: a sidecar runs as root with NET_ADMIN (tcpao.runAsRoot);
+    `tcpao_keys`: the TCP-AO key files the sidecars will read (those not there yet are generated)."""
     out: list[Check] = []
 
     def add(name: str, ok: bool, detail: str, fix: str | None = None) -> None:
@@ -256,13 +262,46 @@ def run_checks(
             "use a Linux >= 6.7 kernel built with CONFIG_TCP_AO=y; or pass --skip tcp-ao to run the wire leg "
             "over plain TCP (NOT protected), for a lab only",
         )
+    if tcpao and tcpao_root:
         add(
             "net-admin",
             has_net_admin(),
-            "CAP_NET_ADMIN is " + ("available" if has_net_admin() else "not in this host's bounding set"),
-            "run the engine as root (rootless engines cannot grant NET_ADMIN to the sidecars)",
+            "CAP_NET_ADMIN is "
+            + ("available" if has_net_admin() else "not in this host's bounding set")
+            + " (a sidecar has tcpao.runAsRoot)",
+            "run the engine as root (rootless engines cannot grant NET_ADMIN to the sidecars), or drop "
+            "tcpao.runAsRoot: the proxy needs no privilege",
         )
+    for path in tcpao_keys:
+        checked = _key_check(path)
+        if checked is not None:
+            add(f"tcpao-key-{path.name}", *checked)
     return out
+
+
+def _key_check(path: Path) -> tuple[bool, str, str] | None:
+    """(ok, detail, fix) of a TCP-AO key file as the proxy will read it; None when it is not there
+    yet (the quickstart generates one that is right)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            key = f.read(MAX_KEY_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return (
+            False,
+            f"{path}: cannot be read ({exc.strerror})",
+            "make it readable by the user running releaser",
+        )
+    problems, warnings = key_problems(key, size)
+    detail = f"{path}: " + ("; ".join(problems) if problems else f"{size} bytes")
+    detail += "".join(f"; note: it {w}" for w in warnings)
+    fix = (
+        f"write a key of 1-{MAX_KEY_BYTES} bytes, the same on both ends, into {path} "
+        "(printf %s KEY > FILE); or delete the file to have a random one generated"
+    )
+    return not problems, detail, fix
 
 
 def registry_reachable(host: str, timeout: float = 3.0) -> tuple[bool, str]:

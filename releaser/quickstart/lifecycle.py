@@ -37,7 +37,7 @@ from ..bundle.archive import iter_members
 from ..bundle.verify import verify_bundle, verify_head
 from ..errors import ConfirmationRequired, InputError, PreflightError, ReleaserError, UsageError
 from ..fs import atomic_file, atomic_write
-from ..plan import Plan, PlanPort
+from ..plan import SIDECAR_SUFFIX, Plan, PlanPort
 from . import localregistry
 from . import secrets as sec
 from .doctor import Check, Engine, detect_engine, engine_cli, is_podman, run_checks
@@ -67,6 +67,7 @@ class State:
     registry: str | None = None
     local_registry: bool = False  # the registry is the stack's own (--registry local)
     plain_tcp_wire: bool = False  # TCP-AO sidecars run without TCP-AO (the check was skipped)
+    keys: tuple[tuple[str, str], ...] = ()  # (TCP-AO key secret, sha256 of its file) at the last start
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +80,7 @@ class State:
             "registry": self.registry,
             "localRegistry": self.local_registry,
             "plainTcpWire": self.plain_tcp_wire,
+            "keys": dict(self.keys),
         }
 
     @property
@@ -107,8 +109,9 @@ class State:
                 registry=d.get("registry"),
                 local_registry=bool(d.get("localRegistry")),
                 plain_tcp_wire=bool(d.get("plainTcpWire")),
+                keys=tuple(sorted((str(k), str(v)) for k, v in (d.get("keys") or {}).items())),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ReleaserError(
                 f"{path}: unreadable quickstart state ({exc})",
                 fix="run `releaser quickstart RELEASE_DIR` again to rewrite it",
@@ -116,6 +119,29 @@ class State:
 
     def save(self, stack: Path) -> None:
         write_file(stack / STATE_FILE, (json.dumps(self.to_json(), indent=2) + "\n").encode())
+
+
+def key_digests(stack: Path, plan: Plan) -> tuple[tuple[str, str], ...]:
+    """(secret, sha256) of every TCP-AO key file the sidecars read, as it is now."""
+    names = sorted({s.sidecar.key_secret for s in plan.services if s.sidecar})
+    out = []
+    for name in names:
+        path = stack / sec.SECRETS_DIR / name
+        if path.is_file():
+            out.append((name, hashlib.sha256(path.read_bytes()[: 1 << 16]).hexdigest()))
+    return tuple(out)
+
+
+def changed_key_sidecars(
+    before: tuple[tuple[str, str], ...], now: tuple[tuple[str, str], ...], plan: Plan
+) -> list[str]:
+    """The sidecar services whose TCP-AO key file changed since the last start (they read it once,
+    when they start: a changed key takes effect only when they restart)."""
+    old = dict(before)
+    changed = {name for name, digest in now if name in old and old[name] != digest}
+    return sorted(
+        f"{s.name}-{SIDECAR_SUFFIX}" for s in plan.services if s.sidecar and s.sidecar.key_secret in changed
+    )
 
 
 def write_file(path: Path, content: bytes, mode: int = 0o644) -> None:
@@ -213,10 +239,12 @@ def preflight(
     stack: Path,
 ) -> list[Check]:
     knobs = {**dotenv(stack / ".env"), **os.environ}
-    tcpao = any(s.sidecar for s in plan.services)
+    sidecars = [s.sidecar for s in plan.services if s.sidecar]
     checks = run_checks(
         ports=host_ports(service_ports(plan), stack, frozenset(held_ports)),
-        tcpao=tcpao,
+        tcpao=bool(sidecars),
+        tcpao_root=any(sc.run_as_root for sc in sidecars),
+        tcpao_keys=sorted({stack / sec.SECRETS_DIR / sc.key_secret for sc in sidecars}),
         engine=engine,
         skip=frozenset(skip),
         disk_path=stack,

@@ -17,7 +17,9 @@ import jinja2
 import yaml
 
 from .. import model as m
+from ..errors import ReleaserError
 from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
+from ..tcpao import config_problems
 
 BIND_KNOB = "BIND_ADDRESS"
 LABEL = "dev.releaser"
@@ -34,8 +36,9 @@ def _jinja() -> jinja2.Environment:
 
 
 def tcpao_config(service: str, sc: Sidecar) -> str:
-    """The sidecar's TOML, from the templates of the TCP-AO deployment spec."""
-    return str(
+    """The sidecar's TOML, from the templates of the TCP-AO deployment spec, checked against
+    the proxy's own rules (releaser/tcpao.py; the chart's copy is the same text)."""
+    text = str(
         _jinja()
         .get_template(f"{sc.role}.toml.j2")
         .render(
@@ -45,11 +48,19 @@ def tcpao_config(service: str, sc: Sidecar) -> str:
             remote=sc.remote,
             peer_ip=sc.peer_ip,
             peer_port=sc.peer_port,
+            policy_name=sc.policy_name,
             key_id=sc.key_id,
             mac_algorithm=sc.mac_algorithm,
             key_file=f"{RUN_SECRETS}/{TCPAO_KEY_FILE}",
         )
     )
+    problems = config_problems(text)
+    if problems:
+        raise ReleaserError(
+            f"the tcpao-proxy config rendered for {service} would be refused by the proxy: {'; '.join(problems)}",
+            fix="this is a bug in releaser (please report it with your release.yaml's tcpao section)",
+        )
+    return text
 
 
 def _cpus(q: str) -> str:
@@ -166,7 +177,8 @@ def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
         "image": plan.image(sc.image).pinned,
         "entrypoint": ["tcpao-proxy", "--mode", sc.role, "--config", sc.config_path],
     }
-    d.update(_hardening(sc.uid, sc.gid, [sc.capability.name]))
+    caps = [sc.capability] if sc.capability else []
+    d.update(_hardening(sc.uid, sc.gid, [c.name for c in caps]))
     # Shares the app's network namespace: the local legs stay on 127.0.0.1 and the
     # wire leg leaves from the app's fixed address, which the peer's AO policy names.
     d["network_mode"] = f"service:{svc.name}"
@@ -182,7 +194,7 @@ def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
     d["depends_on"] = {svc.name: {"condition": "service_started", "restart": True}}
     d.update({"deploy": _resources(sc.resources)} if _resources(sc.resources) else {})
     d["restart"] = "unless-stopped"
-    d["labels"] = _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", [sc.capability])
+    d["labels"] = _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", caps)
     return d
 
 

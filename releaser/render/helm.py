@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .. import model as m
-from ..plan import TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
+from ..plan import SIDECAR_ROOT_CAP, SIDECAR_USER, TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
 from ..values import mac_algorithms
 
 KUBE_VERSION = ">=1.29.0-0"
@@ -142,14 +142,16 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             **({"forward": sc.forward} if sc.forward else {}),
             **({"remote": sc.remote} if sc.remote else {}),
             "peerIP": sc.peer_ip,
-            "peerPort": sc.peer_port,
+            **({"peerPort": sc.peer_port} if sc.peer_port is not None else {}),
+            "policyName": sc.policy_name,
             "keyId": sc.key_id,
             "macAlgorithm": sc.mac_algorithm,
             "keySecret": {"name": sc.key_secret, "key": sc.key_secret_key},
             "resources": _resources(sc.resources),
-            "runAsUser": sc.uid,
-            "runAsGroup": sc.gid,
-            "capability": sc.capability.name,
+            "runAsUser": SIDECAR_USER[0],
+            "runAsGroup": SIDECAR_USER[1],
+            "runAsRoot": sc.run_as_root,
+            "rootCapability": SIDECAR_ROOT_CAP.name,
             "configPath": sc.config_path,
         }
     return d
@@ -333,9 +335,14 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
             },
             "peerPort": {
                 "type": "integer",
-                "minimum": 0,
+                "minimum": 1,
                 "maximum": 65535,
-                "description": "Port of the other end; 0 for any.",
+                "description": "Initiator: port of the other end (a terminator names no port).",
+            },
+            "policyName": {
+                "type": "string",
+                "minLength": 1,
+                "description": "Name of the sidecar's [[ao_policy]] (the proxy requires one).",
             },
             "keyId": {"type": "integer", "minimum": 0, "maximum": 255, "description": "TCP-AO key id."},
             "macAlgorithm": {"enum": list(mac_algorithms()), "description": "MAC algorithm."},
@@ -347,11 +354,20 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
             "resources": _RES,
             "runAsUser": {
                 "type": "integer",
-                "minimum": 0,
-                "description": "The sidecar's UID (0: see docs/security.md).",
+                "minimum": 1,
+                "description": "The sidecar's non-root UID (it needs no privilege: docs/security.md).",
             },
-            "runAsGroup": {"type": "integer", "minimum": 0, "description": "The sidecar's GID."},
-            "capability": {"type": "string", "minLength": 1, "description": "The one capability it adds."},
+            "runAsGroup": {"type": "integer", "minimum": 1, "description": "The sidecar's GID."},
+            "runAsRoot": {
+                "type": "boolean",
+                "description": "Run as UID 0 and add rootCapability, for a proxy image that needs it "
+                "(off by default; docs/security.md).",
+            },
+            "rootCapability": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The capability added with runAsRoot.",
+            },
             "configPath": {
                 "type": "string",
                 "pattern": "^/.+/[^/]+$",

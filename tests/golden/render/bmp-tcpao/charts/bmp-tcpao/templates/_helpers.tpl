@@ -80,7 +80,7 @@ remote_ao = "{{ $t.remote }}"
 {{- else -}}
 # tcpao-proxy terminator for {{ .name }}: TCP-AO {{ $t.listen }} -> plain {{ $t.forward }}
 # Rendered by releaser. The key is read at run time from /run/secrets/tcpao-key; it is never in this file.
-# peer_port 0: the initiator connects from an ephemeral port.
+# No peer_port: the initiator connects from an ephemeral port (the kernel matches keys on the address alone).
 [global]
 log_format = "json"
 idle_timeout_secs = 120
@@ -95,9 +95,11 @@ forward_plain = "{{ $t.forward }}"
 {{- end }}
 
 [[ao_policy]]
-name = "bmp-wire"
+name = "{{ $t.policyName }}"
 peer_ip = "{{ $t.peerIP }}"
+{{- if $t.peerPort }}
 peer_port = {{ $t.peerPort }}
+{{- end }}
 keyid = {{ $t.keyId }}
 mac_alg = "{{ $t.macAlgorithm }}"
 key_source = "file:/run/secrets/tcpao-key"
