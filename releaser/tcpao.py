@@ -4,7 +4,7 @@ From the proxy's own code (asadarafat/rust-tcpao-proxy): `src/config.rs` (`Confi
 `AoPolicyConfig`, `KeySource`) and `src/tcpao/linux.rs` (`install_key`, `normalize_mac_alg`); and
 from the kernel's `net/ipv4/tcp_ao.c` (`tcp_ao_add_cmd`: `TCP_AO_MAXKEYLEN`, and no port in a key's
 address). Every rendered sidecar config is checked against these rules before it is written, and
-every TCP-AO key file before the quickstart starts anything (docs/release-yaml.md#tcp-ao).
+every TCP-AO key file before the quickstart starts anything (docs/release-yaml.md#tcpao).
 """
 
 from __future__ import annotations
