@@ -297,8 +297,8 @@ def test_secrets_are_files_with_tight_modes(up: dict[str, Any]) -> None:
     st = {p.name: p.stat() for p in d.iterdir()}
     assert {n: (s.st_mode & 0o777, s.st_uid) for n, s in st.items()} == {
         "nats-token": (0o400, 65532),  # read by the collector (65532)
-        "bmp-tcpao-key": (0o400, 0),
-    }  # read by the sidecars (root without CAP_DAC_OVERRIDE)
+        "bmp-tcpao-key": (0o400, 65532),
+    }  # read by the TCP-AO sidecars, which run as 65532 with no capability
     vals = _secret_values(world)
     assert len(vals["nats-token"]) == 32 and vals["nats-token"].isalnum()
     logs = compose(world, "logs", "--no-color", "collector")
@@ -330,6 +330,44 @@ def test_rerun_keeps_secrets_and_its_own_ports(up: dict[str, Any]) -> None:
     result = json.loads(proc.stdout)["result"]
     assert result["secretsCreated"] == [] and sorted(result["secretsKept"]) == ["bmp-tcpao-key", "nats-token"]
     assert _secret_values(world) == before
+
+
+def test_a_changed_tcpao_key_restarts_the_sidecars_and_a_bad_one_starts_nothing(up: dict[str, Any]) -> None:
+    world = up
+    env, key = world["env"], world["stack"] / ".secrets/bmp-tcpao-key"
+    sidecars = ("collector-tcpao", "speaker-tcpao")
+
+    def started() -> dict[str, str]:
+        return {
+            s: docker(env, "inspect", "-f", "{{.State.StartedAt}}", compose(world, "ps", "-q", s).strip())
+            for s in sidecars
+        }
+
+    before, old = started(), key.read_bytes()
+    try:
+        key.write_bytes(b"another-lab-key-of-32-characters")  # in place: owner and mode stay
+        proc = run(env, "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--json")
+        warnings = json.loads(proc.stdout)["result"]["warnings"]
+        assert any("restarted collector-tcpao, speaker-tcpao" in w for w in warnings), warnings
+        after = started()
+        assert all(after[s] != before[s] for s in sidecars), (before, after)
+        n = len(received(world))
+        wait_for(lambda: len(received(world)) > n + 1, what="traffic through the sidecars with the new key")
+        # the same key again: nothing is restarted
+        proc = run(env, "quickstart", str(world["rel"]), "--skip", "tcp-ao", "--json")
+        assert not any("restarted" in w for w in json.loads(proc.stdout)["result"]["warnings"])
+        assert started() == after
+        # a key the proxy would refuse (81 bytes) stops the preflight; the running sidecars stay as they are
+        key.write_bytes(b"k" * 81)
+        proc = run(env, "quickstart", str(world["rel"]), "--skip", "tcp-ao", expect=8)
+        assert "bmp-tcpao-key: is 81 bytes; TCP-AO keys are at most 80" in proc.stderr
+        assert "k" * 40 not in proc.stdout + proc.stderr
+        assert started() == after
+    finally:
+        key.write_bytes(old)
+        run(
+            env, "quickstart", str(world["rel"]), "--skip", "tcp-ao"
+        )  # the stack as the other tests expect it
 
 
 def test_status_and_logs(up: dict[str, Any]) -> None:
