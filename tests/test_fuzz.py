@@ -220,7 +220,10 @@ def member_edits(draw: st.DrawFn, ms: Members) -> tuple[Members, bool]:
             j = draw(st.integers(0, len(out) - 1))
             out[i], out[j] = out[j], out[i]
         elif op == "metadata":
-            meta = json.loads(out[0][1])
+            try:
+                meta = json.loads(out[0][1])
+            except ValueError:  # an earlier edit already made it something else
+                continue
             out[0] = (out[0][0], json.dumps(fuzz.mutate(draw, meta, rounds=2)).encode())
         elif op == "pax":
             info.pax_headers = {
@@ -231,7 +234,11 @@ def member_edits(draw: st.DrawFn, ms: Members) -> tuple[Members, bool]:
         elif op == "data":
             out[i] = (info, draw(fuzz.byte_edits(data, limit=4096)))
         elif op == "json" and data[:1] == b"{":
-            out[i] = (info, json.dumps(fuzz.mutate(draw, json.loads(data), rounds=2)).encode())
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                continue
+            out[i] = (info, json.dumps(fuzz.mutate(draw, doc, rounds=2)).encode())
     return out, draw(st.booleans())
 
 
