@@ -6,7 +6,6 @@ every Release that validates must plan and render without an exception.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from releaser.values import load_release
 from releaser.yamlsource import parse_source
 
 from .conftest import EXAMPLE, FIXTURES
+from .support import fuzz
 
 BASES = [yaml.safe_load((d / "release.yaml").read_text()) for d in (EXAMPLE, FIXTURES / "kitchen-sink")]
 
@@ -58,36 +58,11 @@ values = st.recursive(
 )
 
 
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @st.composite
 def mutated(draw: st.DrawFn) -> Any:
-    doc = copy.deepcopy(draw(st.sampled_from(BASES)))
-    for _ in range(draw(st.integers(1, 4))):
-        paths = [p for p in _paths(doc) if p]
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        parent = doc
-        for part in path[:-1]:
-            parent = parent[part]
-        action = draw(st.sampled_from(["set", "delete", "add"]))
-        if action == "set":
-            parent[path[-1]] = draw(values)
-        elif action == "delete":
-            del parent[path[-1]]
-        elif isinstance(parent, dict):
-            parent[draw(st.text(min_size=1, max_size=8))] = draw(values)
-    return doc
+    """A real document with values set, deleted and added at random paths (only values of the
+    kinds release.yaml uses: tests/support/fuzz.py mutates more wildly)."""
+    return fuzz.mutate(draw, draw(st.sampled_from(BASES)), values=values, gentle=False)
 
 
 def _lock_for(release: m.Release) -> Lock:

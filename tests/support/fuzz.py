@@ -132,8 +132,16 @@ def strings(doc: Any) -> list[str]:
     return sorted(set(out)) or [""]
 
 
-def mutate(draw: st.DrawFn, doc: Any, rounds: int = 4) -> Any:
-    """Set, delete or add at random paths of a copy of `doc` (a JSON/YAML document)."""
+def mutate(
+    draw: st.DrawFn,
+    doc: Any,
+    rounds: int = 4,
+    *,
+    values: st.SearchStrategy[Any] = values,
+    gentle: bool = True,
+) -> Any:
+    """Set, delete or add (with `values`) at random paths of a copy of `doc` (a JSON/YAML
+    document); with `gentle`, also plausible edits of the same type, as a user makes them."""
     doc = copy.deepcopy(doc)
     for _ in range(draw(st.integers(1, rounds))):
         candidates = [p for p in paths(doc) if p]
@@ -143,7 +151,11 @@ def mutate(draw: st.DrawFn, doc: Any, rounds: int = 4) -> Any:
         parent = doc
         for part in path[:-1]:
             parent = parent[part]
-        action = draw(st.sampled_from(["gentle", "gentle", "set", "delete", "add"]))
+        action = draw(
+            st.sampled_from(
+                ["gentle", "gentle", "set", "delete", "add"] if gentle else ["set", "delete", "add"]
+            )
+        )
         current = parent[path[-1]]
         if action == "gentle":  # a plausible edit: a value of the same type, as a user makes them
             if isinstance(current, bool):
