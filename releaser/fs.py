@@ -9,6 +9,7 @@ file (or none), never a torn one, and no temp file behind.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -103,3 +104,21 @@ def replace_tree(target: Path, files: dict[str, bytes]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def held(path: Path) -> Iterator[bool]:
+    """An exclusive lock on `path` (created if need be) for as long as the block runs, if no
+    other process holds it: True when this one holds it, False when another does (never waits).
+    The lock goes with the process, however it ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock

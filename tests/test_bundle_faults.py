@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from .support import images
@@ -157,4 +158,89 @@ def test_an_upload_cut_between_chunks_resumes_from_the_registry_offset(world: Wo
         assert images.skopeo_digest(f"{target.host}/r/library/nats:v1") == lock["images"]["nats"]["digest"]
     finally:
         proxy.close()
+        target.stop()
+
+
+def test_loads_at_the_same_time_into_one_registry_all_succeed(world: World, tmp_path: Path) -> None:
+    """Three loads of one bundle into one fresh registry at once, as separate processes sharing
+    this host's upload state (the cache directory), with chunked uploads so that state is
+    written: each finishes, and the registry serves exactly the locked digests."""
+    target = RegistryServer(tmp_path / "shared").start()
+    try:
+        env = {**os.environ, "RELEASER_KEY_PASSPHRASE": PASS, "RELEASER_CACHE": str(tmp_path / "cache")}
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "releaser",
+                    "airgap",
+                    str(world.bundle),
+                    "--to",
+                    f"{target.host}/x",
+                    "--key",
+                    str(world.pub),
+                    "--out-dir",
+                    str(tmp_path / f"out{i}"),
+                    "--chunk-size",
+                    "1",
+                    "--json",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for i in range(5)
+        ]
+        results = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, results, strict=True):
+            assert p.returncode == 0, (out, err)
+        lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())
+        for name, repo in (("gobmp", "bmp/gobmp"), ("nats", "library/nats")):
+            assert images.skopeo_digest(f"{target.host}/x/{repo}:v1") == lock["images"][name]["digest"]
+    finally:
+        target.stop()
+
+
+def test_a_blob_gone_from_its_repository_before_the_manifests_is_sent_again(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What concurrent loads can leave behind, made to happen: right after the blobs are in, one
+    is unlinked from its repository (the registry's own DELETE). The load checks every blob it
+    sent before any manifest, sends that one again, and the image can then be pulled whole."""
+    from releaser.bundle import load as load_module
+
+    target = RegistryServer(tmp_path / "target").start()
+    original = load_module._Load.blobs
+    gone: list[tuple[str, str]] = []
+
+    def blobs_then_unlink(self: load_module._Load) -> None:
+        original(self)
+        repo, digest = sorted((r, d) for d, repos in self.need.items() for r in repos)[0]
+        resp = requests.delete(f"http://{target.host}/v2/{repo}/blobs/{digest}", timeout=10)
+        assert resp.status_code == 202, resp.text
+        gone.append((repo, digest))
+
+    monkeypatch.setattr(load_module._Load, "blobs", blobs_then_unlink)
+    try:
+        code, out = load(world, f"{target.host}/x", tmp_path, "--json")
+        assert code == 0, out
+        assert gone and json.loads(out)["result"]["stats"]["blobs_sent_again"] == 1, out
+        repo = gone[0][0]
+        proc = subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--all",
+                "--src-tls-verify=false",
+                f"docker://{target.host}/{repo}:v1",
+                f"dir:{tmp_path / 'pulled'}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr  # every blob of the image is served again
+    finally:
         target.stop()

@@ -62,6 +62,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         "attachments_merged",
         "attachments_kept",
         "resumed",
+        "blobs_sent_again",
         "verified",
     }  # docs/cli.md
     lock = yaml.safe_load((world.release / "release.lock.yaml").read_text())

@@ -26,6 +26,7 @@ import yaml
 
 from .. import workers
 from ..errors import ArchiveError, MetadataError, UsageError
+from ..fs import held
 from ..lock import split_reference
 from ..mediatypes import INDEX_TYPES
 from ..progress import Progress
@@ -126,6 +127,7 @@ class LoadStats:
     attachments_merged: list[str] = field(default_factory=list)
     attachments_kept: list[str] = field(default_factory=list)
     resumed: int = 0
+    blobs_sent_again: int = 0  # sent or mounted, then not found in its repository before the manifests
     verified: str = "every file and blob"
 
 
@@ -206,6 +208,7 @@ def push_bundle(
         items=items,
     )
     load.blobs()
+    load.confirm()
     load.manifests()
     load.tags(tags)
     return load.stats
@@ -274,16 +277,22 @@ class _Load:
             self._mount_or_send(repo, digest, source)
 
     def send(self, repo: str, digest: str, size: int, opener: Callable[[], OpenReader]) -> None:
-        state = self.state_dir / f"{self.target.host.replace(':', '_')}-{digest.split(':')[1]}"
-        result = self.registry.push_blob(
-            repo,
-            digest,
-            size,
-            opener,
-            progress=self.shown.blob(repo, digest, size),
-            state_file=state,
-            known_missing=True,
-        )  # missing: pushed or resumed
+        # An upload session belongs to one repository and one uploader: its state file is named
+        # after both host and repository, and held while in use. Another load sending the same blob
+        # at the same time (the same bundle twice, or releases sharing layers) sends its own
+        # bytes instead of writing into this one's session.
+        name = f"{self.target.host}/{repo}".replace(":", "_").replace("/", "_")
+        state = self.state_dir / f"{name}-{digest.split(':')[1]}"
+        with held(state.with_name(state.name + ".lock")) as mine:
+            result = self.registry.push_blob(
+                repo,
+                digest,
+                size,
+                opener,
+                progress=self.shown.blob(repo, digest, size),
+                state_file=state if mine else None,
+                known_missing=True,
+            )  # missing: pushed or resumed
         with self.lock:
             self.stats.blobs_pushed += 1
             self.stats.bytes_pushed += size
@@ -294,12 +303,28 @@ class _Load:
         if self.registry.mount_blob(repo, digest, source):
             self.stats.blobs_mounted += 1
         else:  # the registry would not mount: send the bytes again
-            for member, reader in iter_members(self.path):
-                if member.name == f"blobs/sha256/{digest.split(':')[1]}" and reader is not None:
-                    self.registry.push_blob(repo, digest, member.size, partial(_NoClose, reader))
-                    self.stats.blobs_pushed += 1
-                    break
+            self._send_from_archive(repo, digest)
         self.shown.done(repo, digest, self.sizes[digest])
+
+    def _send_from_archive(self, repo: str, digest: str) -> None:
+        for member, reader in iter_members(self.path):
+            if member.name == f"blobs/sha256/{digest.split(':')[1]}" and reader is not None:
+                self.registry.push_blob(repo, digest, member.size, partial(_NoClose, reader))
+                self.stats.blobs_pushed += 1
+                return
+
+    def confirm(self) -> None:
+        """Before any manifest: every blob this load sent or mounted is in its repository (one
+        HEAD each); what is not is sent again. A manifest PUT fails with MANIFEST_BLOB_UNKNOWN
+        when a blob it references is not linked in its repository, and a load cannot know what
+        other loads running at the same time did to the sessions and repositories it shares."""
+        sent = sorted((repo, digest) for digest, repos in self.need.items() for repo in repos)
+        with workers.pool(self.concurrency) as pool:
+            there = list(pool.map(lambda p: self.registry.blob_exists(*p), sent))
+        for (repo, digest), ok in zip(sent, there, strict=True):
+            if not ok:
+                self._send_from_archive(repo, digest)
+                self.stats.blobs_sent_again += 1
 
     def manifests(self) -> None:
         """Every manifest by digest: every child before its index (plan order guarantees it)."""
