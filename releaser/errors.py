@@ -195,13 +195,18 @@ class CheckError(ReleaserError):
 
     exit_code = EXIT_CHECK
 
-    def __init__(self, mismatches: list[str], *, fix: str | None = None, exit_code: int = EXIT_CHECK) -> None:
+    def __init__(
+        self,
+        mismatches: list[str],
+        *,
+        fix: str | None = None,
+        exit_code: int = EXIT_CHECK,
+        between: str = "the lock, the compose files and the chart",
+    ) -> None:
         self.mismatches = mismatches
         self.exit_code = exit_code
         n = len(mismatches)
-        super().__init__(
-            f"{n} mismatch{'es' if n != 1 else ''} between the lock, the compose files and the chart", fix=fix
-        )
+        super().__init__(f"{n} mismatch{'es' if n != 1 else ''} between {between}", fix=fix)
 
     def render(self) -> str:
         lines = [f"  - {m}" for m in self.mismatches]

@@ -826,6 +826,22 @@ class Registry:
         resp = self.request("HEAD", f"/v2/{repo}/blobs/{digest}", repo=repo, ok=(200, 404))
         return resp.status_code == 200
 
+    def blob_first_byte(self, repo: str, digest: str) -> bytes:
+        """The first byte of a blob (a ranged GET; a registry that ignores the range sends the
+        whole body, of which one byte is read before the connection is closed)."""
+        resp = self.request(
+            "GET",
+            f"/v2/{repo}/blobs/{digest}",
+            repo=repo,
+            stream=True,
+            ok=(200, 206),
+            headers={"Range": "bytes=0-0"},
+        )
+        try:
+            return next(self.paced(resp, f"GET blob {repo}@{digest}", limit=None, over="", chunk=1), b"")
+        finally:
+            resp.close()
+
     def open_blob(self, repo: str, digest: str) -> requests.Response:
         """A streaming response for a blob; the caller hashes while reading."""
         return self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)

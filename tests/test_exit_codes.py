@@ -100,6 +100,12 @@ def _load(c: Ctx, to: str, bundle: Path | None = None) -> list[str]:
     ]
 
 
+def _loaded_into(c: Ctx) -> str:
+    to = f"{c.world.dst.host}/exitcheck"
+    assert cli(*_load(c, to))[0] == 0
+    return to
+
+
 def _internal(c: Ctx) -> list[str]:
     return ["validate", str(c.release())]
 
@@ -195,6 +201,36 @@ TABLE: list[tuple[str, int, str, Row, dict[str, str]]] = [
     ),
     ("airgap inspect", 0, "the bundle", lambda c: ["airgap", "inspect", str(c.world.bundle)], {}),
     ("airgap inspect", 1, "not a bundle", lambda c: ["airgap", "inspect", str(EXAMPLE / "release.yaml")], {}),
+    (
+        "airgap check",
+        0,
+        "a registry the bundle was loaded into",
+        lambda c: [
+            "airgap",
+            "check",
+            str(c.world.bundle),
+            "--to",
+            _loaded_into(c),
+            "--key",
+            str(c.world.pub),
+        ],
+        {},
+    ),
+    (
+        "airgap check",
+        4,
+        "a registry that holds none of it",
+        lambda c: [
+            "airgap",
+            "check",
+            str(c.world.bundle),
+            "--to",
+            f"{c.world.dst.host}/none",
+            "--key",
+            str(c.world.pub),
+        ],
+        {},
+    ),
     (
         "airgap load",
         1,

@@ -225,6 +225,7 @@ def _results() -> dict[str, type]:
         "bundle": bundle.BundleResult,
         "airgap verify": airgap.VerifyResult,
         "airgap inspect": airgap.InspectResult,
+        "airgap check": airgap.CheckRegistryResult,
         "airgap": load.AirgapResult,
         "doctor": doctor.DoctorResult,
         "quickstart": quickstart.QuickstartResult,
@@ -246,6 +247,7 @@ PINNED = {
     "bundle": "path sha256 size images blobs bytesIn fetched signer attachments",
     "airgap verify": "path release version files bytes images signer problems",
     "airgap inspect": "path size release version tool formatVersion signer signatureChecked files bytes images chart",
+    "airgap check": "path target release version manifests blobs sampled tags missing",
     "airgap": "target release version images chart valuesFile composeOverride helmInstall stats dryRun plan",
     "doctor": "checks",
     "quickstart": "release version stack engine source services urls secretsDir secretsCreated secretsKept "
@@ -370,7 +372,7 @@ def test_shell_completion() -> None:
         assert code == 0 and "_RELEASER_COMPLETE" in out, shell
     env = {"_RELEASER_COMPLETE": "complete_bash", "COMP_WORDS": "releaser airgap ", "COMP_CWORD": "2"}
     proc = subprocess.run([sys.executable, "-m", "releaser"], env=env, capture_output=True, text=True)
-    assert proc.stdout.split() == ["verify", "inspect", "load"], proc
+    assert proc.stdout.split() == ["verify", "inspect", "check", "load"], proc
 
 
 def test_an_internal_error_is_reported_not_thrown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

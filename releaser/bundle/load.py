@@ -128,6 +128,7 @@ class LoadStats:
     attachments_kept: list[str] = field(default_factory=list)
     resumed: int = 0
     blobs_sent_again: int = 0  # sent or mounted, then not found in its repository before the manifests
+    in_place: bool = False  # everything was already in the target: the bundle's body was not read again
     verified: str = "every file and blob"
 
 
@@ -754,8 +755,8 @@ def already_loaded(
     metadata: BundleMetadata, target: Target, registry: Registry, concurrency: int = 8
 ) -> bool:
     """True when every signed top-level digest is in the target under its tag (an attachment
-    tag may name a merge that holds it). A registry only accepts a manifest whose references
-    it holds, so nothing else can be missing."""
+    tag may name a merge that holds it) and every blob those manifests reference is in its
+    repository (a blob can go missing after its manifest went in: deleted, or lost by a cache)."""
     tops = top_level(metadata, target)
     attached = attachment_tags(metadata, target)
 
@@ -773,4 +774,15 @@ def already_loaded(
         )
 
     with workers.pool(concurrency) as pool:
-        return bool(tops) and all(pool.map(present, tops))
+        if not (tops and all(pool.map(present, tops))):
+            return False
+        blobs = sorted({b for item in tops for b in _blobs_under(registry, item[0], item[1])})
+        return all(pool.map(lambda b: registry.blob_exists(*b), blobs))
+
+
+def _blobs_under(registry: Registry, repo: str, digest: str) -> list[tuple[str, str]]:
+    """(repo, digest) of every blob a manifest (or an index's children) in the target references:
+    read from the target itself, each manifest hashed against the digest it is asked by."""
+    top = registry.get_manifest(repo, digest)
+    manifests = [registry.get_manifest(repo, c["digest"]) for c in top.children()] if top.is_index else [top]
+    return [(repo, d["digest"]) for m in manifests if not m.is_index for d in m.blobs()]

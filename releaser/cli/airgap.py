@@ -1,4 +1,4 @@
-"""`releaser airgap verify|inspect|load`: the customer's side of a bundle. `load` is the default:
+"""`releaser airgap verify|inspect|check|load`: the customer's side of a bundle. `load` is the default:
 `releaser airgap BUNDLE --to R` is `releaser airgap load BUNDLE --to R`."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..commands.airgap import InspectResult, VerifyResult
+    from ..commands.airgap import CheckRegistryResult, InspectResult, VerifyResult
     from ..commands.load import AirgapResult
 
 
@@ -83,6 +83,61 @@ def inspect(
 
     as_json, _ = output_format(output, as_json)
     return run("airgap inspect", as_json, lambda: inspect_file(bundle, key=key), _inspected)
+
+
+@app.command()
+def check(
+    bundle: BundleArg,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="The registry HOST[:PORT]\\[/PREFIX] it was loaded into.", show_default=False
+        ),
+    ],
+    key: PublicKeyOpt = None,
+    sample: Annotated[
+        int,
+        typer.Option(
+            "--sample",
+            help="How many blobs to read as well as ask for (a ranged GET of one byte each), spread over all of "
+            "them: a pull-through cache may answer HEAD for a blob it does not hold.",
+            min=0,
+        ),
+    ] = 8,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests.", min=1)] = 8,
+    insecure: InsecureOpt = False,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    creds: CredsOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Does the registry really serve the bundle? Verifies the bundle, then fetches and hashes
+    every manifest and index a load puts there, asks for every blob, reads a sample of them, and
+    resolves every tag. Lists everything missing or different (exit 4); writes nothing.
+
+    Example:  releaser airgap check bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub
+    """
+    from ..commands.airgap import check_registry
+
+    as_json, _ = output_format(output, as_json)
+    opts = registry_options(insecure, plain_http, ca_file, creds, 256)
+
+    def text(r: CheckRegistryResult) -> str:
+        a = r.audit
+        return (
+            f"ok: {r.target} serves all of {r.release} {r.version}: {a.manifests} manifests (fetched and hashed), "
+            f"{a.blobs} blobs ({a.sampled} of them read), {a.tags} tags"
+        )
+
+    return run(
+        "airgap check",
+        as_json,
+        lambda: check_registry(
+            bundle, to=to, key=key or DEFAULT_KEY, registries=opts, concurrency=concurrency, sample=sample
+        ),
+        text,
+    )
 
 
 @app.command()
@@ -170,11 +225,18 @@ def load(
 
 def _loaded(r: AirgapResult) -> str:
     s = r.stats
+    head = (
+        f"ok: {r.release} {r.version} was already all in {r.target} (every image, attachment and chart under "
+        "its tag, and every blob they reference): nothing sent. The bundle's signed head was verified; "
+        "its body was not read again (`releaser airgap verify` checks every byte)"
+        if s.in_place
+        else f"ok: loaded {r.release} {r.version} into {r.target}: {s.blobs_pushed} blobs pushed "
+        f"({s.bytes_pushed:,} bytes), {s.blobs_skipped} already there, "
+        f"{s.blobs_mounted} mounted, {s.manifests_pushed} manifests"
+    )
     return "\n".join(
         [
-            f"ok: loaded {r.release} {r.version} into {r.target}: {s.blobs_pushed} blobs pushed "
-            f"({s.bytes_pushed:,} bytes), {s.blobs_skipped} already there, "
-            f"{s.blobs_mounted} mounted, {s.manifests_pushed} manifests",
+            head,
             *(f"  {i}" for i in r.images),
             f"  chart: {r.chart}",
             *(f"  merged with what the target had: {m}" for m in s.attachments_merged),

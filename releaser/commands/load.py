@@ -80,7 +80,10 @@ def load_bundle(
     # signed digest under its tag, nothing would be written, so the full pass is not needed.
     meta = verify_head(path, key)
     if meta is not None and already_loaded(meta, target, registry, concurrency):
-        stats = LoadStats(verified="signature and metadata; every signed digest already in the target")
+        stats = LoadStats(
+            verified="signature and metadata; every signed digest, and every blob, already in the target",
+            in_place=True,
+        )
     else:
         v = verify_bundle(path, key)  # raises, listing every problem, before anything is written
         meta = v.metadata

@@ -215,3 +215,68 @@ class HostileRegistry:
                 return
             h.wfile.write(b" ")
             h.wfile.flush()
+
+
+class HeadOnlyCache:
+    """In front of a real registry, what a pull-through cache that lost a blob looks like: every
+    request is passed on, except a GET of the blobs in `lost`, which answers 404 while HEAD still
+    says 200."""
+
+    def __init__(self, upstream: str) -> None:
+        outer = self
+        self.upstream = upstream
+        self.lost: set[str] = set()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.forward(self)
+
+            do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+        self.server = _Quiet(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> HeadOnlyCache:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def forward(self, h: BaseHTTPRequestHandler) -> None:
+        import requests
+
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
+        if h.command == "GET" and any(h.path.split("?")[0].endswith(f"/blobs/{d}") for d in self.lost):
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        headers = {k: v for k, v in h.headers.items() if k.lower() not in ("host", "content-length")}
+        resp = requests.request(
+            h.command,
+            f"http://{self.upstream}{h.path}",
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            timeout=30,
+        )
+        h.send_response(resp.status_code)
+        for k, v in resp.headers.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                h.send_header(k, v.replace(self.upstream, self.host))
+        h.send_header("Content-Length", str(len(resp.content)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(resp.content)
