@@ -376,7 +376,7 @@ def _total_line(drawn: str, label: str) -> list[tuple[float, float]]:
     return out
 
 
-@pytest.mark.parametrize("step", ["bundle", "load"])
+@pytest.mark.parametrize("step", ["bundle", "load", "verify", "dry-run"])
 def test_progress_is_drawn_on_a_terminal_and_nowhere_else(world: World, tmp_path: Path, step: str) -> None:
 
     env = {
@@ -401,6 +401,17 @@ def test_progress_is_drawn_on_a_terminal_and_nowhere_else(world: World, tmp_path
                     "--out-file",
                     str(tmp_path / f"b{n}.tar.zst"),
                 ]
+            if step == "verify":
+                return [
+                    sys.executable,
+                    "-m",
+                    "releaser",
+                    "airgap",
+                    "verify",
+                    str(world.bundle),
+                    "--key",
+                    str(world.pub),
+                ]
             return [
                 sys.executable,
                 "-m",
@@ -413,18 +424,22 @@ def test_progress_is_drawn_on_a_terminal_and_nowhere_else(world: World, tmp_path
                 str(world.pub),
                 "--out-dir",
                 str(tmp_path),
+                *(["--dry-run"] if step == "dry-run" else []),
             ]
 
         code, drawn = _on_a_terminal(argv(1), env)
         assert code == 0, drawn
-        label = "bundle" if step == "bundle" else "load"
+        label = {"bundle": "bundle", "load": "load"}.get(step, "verify")
         totals = _total_line(drawn, label)
         assert totals, drawn
         done = [d for d, _ in totals]
         assert done == sorted(done)  # never backwards
         assert {t for _, t in totals} == {totals[-1][1]}  # the total is known from the first frame drawn
         assert done[-1] == totals[-1][1]  # and reached
-        assert "nats" in _ANSI.sub("", drawn) and "gobmp" in _ANSI.sub("", drawn)
+        if step in ("bundle", "load"):
+            assert "nats" in _ANSI.sub("", drawn) and "gobmp" in _ANSI.sub("", drawn)
+        else:  # the long silent step of verify and the dry run: hashing what the signed head declares
+            assert world.bundle.name in _ANSI.sub("", drawn)
         if step == "load":
             assert PASS not in drawn
         # not a terminal: no bars at all, only the summary

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .. import budgets, workers
 from ..budgets import MEMBER_OVERHEAD
 from ..errors import ArchiveError, BudgetExceeded, InputError, MetadataError, VerificationError
+from ..progress import Progress
 from ..readers import Reader
 from .archive import ReadBudget, iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
@@ -70,9 +71,10 @@ class _Kept:
     """The budget for the small JSON a verification keeps in memory (budgets.MAX_KEPT_JSON),
     shared by the readers of every frame."""
 
-    def __init__(self) -> None:
+    def __init__(self, tick: Callable[[int], None] | None = None) -> None:
         self.left = budgets.MAX_KEPT_JSON
         self.refused = False
+        self.tick = tick  # bytes hashed, for progress (from every frame's reader)
         self._lock = threading.Lock()
 
     def keep(self, n: int) -> bool:
@@ -84,7 +86,9 @@ class _Kept:
             return True
 
 
-def _hash(reader: Reader, first: bytes = b"", *, index: bool = False) -> tuple[str, int, bytes | None]:
+def _hash(
+    reader: Reader, first: bytes = b"", *, index: bool = False, tick: Callable[[int], None] | None = None
+) -> tuple[str, int, bytes | None]:
     """sha256 hex, size, and the content when it is small JSON (manifests, configs, and
     index.json whatever it holds), of `first` (bytes the caller already read) and the rest of
     `reader`."""
@@ -96,6 +100,8 @@ def _hash(reader: Reader, first: bytes = b"", *, index: bool = False) -> tuple[s
     while chunk or (chunk := reader.read(1 << 20)):
         h.update(chunk)
         size += len(chunk)
+        if tick is not None:
+            tick(len(chunk))
         if keep:
             if size <= SMALL and (head or index or chunk[:1] == b"{"):
                 head += chunk
@@ -124,7 +130,8 @@ def _entry(member: tarfile.TarInfo, reader: Reader | None, kept: _Kept) -> _Entr
     if reader is None or unsafe_reason(member):
         return _Entry(member)
     raw = reader.read(SMALL + 1) if member.name in HEAD else b""
-    digest, size, content = _hash(reader, raw, index=member.name == "index.json")
+    tick = None if member.name in HEAD else kept.tick  # progress counts what checksums.txt lists
+    digest, size, content = _hash(reader, raw, index=member.name == "index.json", tick=tick)
     if content is not None and not kept.keep(len(content)):
         content = None
     return _Entry(member, digest, size, content, raw)
@@ -195,9 +202,10 @@ def _readable(path: Path) -> None:
 
 
 def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
-    path: Path, public_key: Path, *, outcome: str = "nothing was pushed"
+    path: Path, public_key: Path, *, outcome: str = "nothing was pushed", progress: Progress | None = None
 ) -> Verified:
-    """Verify everything; raise VerificationError listing every problem."""
+    """Verify everything; raise VerificationError listing every problem. `progress` counts the
+    bytes hashed against what the signed head declares."""
     _readable(path)
     key = load_public_key(public_key)
     problems: list[str] = []
@@ -212,6 +220,10 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
     truncated = False
     budget, verified = _budget(path, key)
     kept = _Kept()
+    declared = verify_head(path, public_key) if progress is not None and verified else None
+    if progress is not None and declared is not None:
+        progress.set_totals({path.name: declared.checksums.bytes})
+        kept.tick = lambda n: progress(path.name, n)
     framed = _frame_entries(path, budget(), kept) if verified else None
     entries, frames = framed if framed else (_sequential_entries(path, budget(), kept), [])
     try:

@@ -56,7 +56,10 @@ def verify(
             f"signed by {r.signer}\n" + "\n".join(f"  {i}" for i in r.images)
         )
 
-    return run("airgap verify", as_json, lambda: verify_file(bundle, key=key or DEFAULT_KEY), text)
+    with ByteProgress("verify", not as_json) as prog:
+        return run(
+            "airgap verify", as_json, lambda: verify_file(bundle, key=key or DEFAULT_KEY, progress=prog), text
+        )
 
 
 @app.command()
@@ -218,7 +221,8 @@ def load(
         )
 
     if dry_run:
-        return run("airgap", as_json, go, _planned)
+        with ByteProgress("verify", not as_json) as prog:  # the dry run's long step is hashing the bundle
+            return run("airgap", as_json, lambda: go(prog), _planned)
     with ByteProgress("load", not as_json) as prog:
         return run("airgap", as_json, lambda: go(prog), _loaded)
 

@@ -10,6 +10,7 @@ from ..bundle.audit import Audit, audit
 from ..bundle.load import Target
 from ..bundle.verify import inspect_head, verify_bundle
 from ..errors import CheckError
+from ..progress import Progress
 from ..registry import RegistryOptions
 
 DEFAULT_KEY = Path("releaser.pub")
@@ -38,9 +39,10 @@ class VerifyResult:
         }
 
 
-def verify(path: Path, *, key: Path = DEFAULT_KEY) -> VerifyResult:
-    """Verify signature, checksums, every file and every blob; raise listing every problem."""
-    v = verify_bundle(path, key, outcome="do not use it")
+def verify(path: Path, *, key: Path = DEFAULT_KEY, progress: Progress | None = None) -> VerifyResult:
+    """Verify signature, checksums, every file and every blob; raise listing every problem.
+    `progress` counts the bytes hashed."""
+    v = verify_bundle(path, key, outcome="do not use it", progress=progress)
     return VerifyResult(
         path=str(path),
         release=v.metadata.name,

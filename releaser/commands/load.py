@@ -72,7 +72,7 @@ def load_bundle(
     target = Target.parse(to)
     registry = (registries or RegistryOptions()).factory()(target.host)
     if dry_run:
-        v = verify_bundle(path, key)  # every problem, as a load would find them
+        v = verify_bundle(path, key, progress=progress)  # every problem, as a load would find them
         plan = plan_changes(v, target, registry, concurrency)
         stats = LoadStats(verified="every file and blob")
         return _result(v.metadata, target, registry, out, stats, dry_run=True, plan=plan)
