@@ -256,7 +256,9 @@ def test_attachments_the_target_already_has_are_merged_not_replaced(world: World
     assert images.skopeo_digest(f"{target}/library/nats:{att_tag}") == world.attached["nats"][att_tag]
     code, out = load(world, target, tmp_path, "--json")
     stats = json.loads(out)["result"]["stats"]
-    assert stats["verified"].startswith("signature and metadata; every signed digest already"), stats
+    assert stats["in_place"] and stats["verified"].startswith(
+        "signature and metadata; every signed digest"
+    ), stats
     assert {
         t: images.skopeo_digest(f"{target}/{r}:{t}")
         for r, t in (("bmp/gobmp", sig_tag), ("library/nats", sbom_tag))
