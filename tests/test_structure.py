@@ -203,6 +203,7 @@ def _keys(cls: type) -> list[str]:
 def _results() -> dict[str, type]:
     from releaser.commands import (
         airgap,
+        audit,
         bundle,
         check,
         doctor,
@@ -225,7 +226,7 @@ def _results() -> dict[str, type]:
         "bundle": bundle.BundleResult,
         "airgap verify": airgap.VerifyResult,
         "airgap inspect": airgap.InspectResult,
-        "airgap check": airgap.CheckRegistryResult,
+        "airgap check": audit.CheckRegistryResult,
         "airgap": load.AirgapResult,
         "doctor": doctor.DoctorResult,
         "quickstart": quickstart.QuickstartResult,

@@ -22,7 +22,8 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..commands.airgap import CheckRegistryResult, InspectResult, VerifyResult
+    from ..commands.airgap import InspectResult, VerifyResult
+    from ..commands.audit import CheckRegistryResult
     from ..commands.load import AirgapResult
 
 
@@ -121,7 +122,7 @@ def check(
 
     Example:  releaser airgap check bundles/bmp-tcpao-1.4.0.tar.zst --to registry.local:5000 --key releaser.pub
     """
-    from ..commands.airgap import check_registry
+    from ..commands.audit import check_registry
 
     as_json, _ = output_format(output, as_json)
     opts = registry_options(insecure, plain_http, ca_file, creds, 256)

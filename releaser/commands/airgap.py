@@ -1,17 +1,13 @@
-"""`releaser airgap verify|inspect|check`: what a bundle holds, whether it is intact (read from the
-file alone), and whether a registry serves all of it; `load` is in load.py."""
+"""`releaser airgap verify|inspect`: what a bundle holds and whether it is intact, read from the file
+alone (no registry); `check` is in audit.py, `load` in load.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.audit import Audit, audit
-from ..bundle.load import Target
 from ..bundle.verify import inspect_head, verify_bundle
-from ..errors import CheckError
 from ..progress import Progress
-from ..registry import RegistryOptions
 
 DEFAULT_KEY = Path("releaser.pub")
 
@@ -135,52 +131,4 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
         bytes=meta.checksums.bytes,
         images=images,
         chart=meta.chart.to_json(),  # type: ignore[arg-type]  # every value of ChartRecord.to_json is a str
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class CheckRegistryResult:
-    path: str
-    target: str
-    release: str
-    version: str
-    audit: Audit
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "target": self.target,
-            "release": self.release,
-            "version": self.version,
-            **self.audit.to_json(),
-        }
-
-
-def check_registry(
-    path: Path,
-    *,
-    to: str,
-    key: Path = DEFAULT_KEY,
-    registries: RegistryOptions | None = None,
-    concurrency: int = 8,
-    sample: int = 8,
-) -> CheckRegistryResult:
-    """Whether registry `to` serves everything a load of the bundle puts there (the bundle is
-    verified first: what it says is what is checked); CheckError (exit 4) listing what is not."""
-    target = Target.parse(to)
-    registry = (registries or RegistryOptions()).factory()(target.host)
-    v = verify_bundle(path, key, outcome="nothing was checked in the registry")
-    found = audit(v, target, registry, concurrency=concurrency, sample=sample)
-    if found.missing:
-        raise CheckError(
-            list(found.missing),
-            between=f"the bundle and what {target.registry_value} serves",
-            fix=f"load it again: releaser airgap {path} --to {to} --key {key} (it sends only what is missing)",
-        )
-    return CheckRegistryResult(
-        path=str(path),
-        target=target.registry_value,
-        release=v.metadata.name,
-        version=v.metadata.version,
-        audit=found,
     )
