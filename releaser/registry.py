@@ -829,22 +829,21 @@ class Registry:
     def blob_first_byte(self, repo: str, digest: str) -> bytes:
         """The first byte of a blob (a ranged GET; a registry that ignores the range sends the
         whole body, of which one byte is read before the connection is closed)."""
-        resp = self.request(
-            "GET",
-            f"/v2/{repo}/blobs/{digest}",
-            repo=repo,
-            stream=True,
-            ok=(200, 206),
-            headers={"Range": "bytes=0-0"},
-        )
+        resp = self.open_blob(repo, digest, first_byte=True)
         try:
             return next(self.paced(resp, f"GET blob {repo}@{digest}", limit=None, over="", chunk=1), b"")
         finally:
             resp.close()
 
-    def open_blob(self, repo: str, digest: str) -> requests.Response:
-        """A streaming response for a blob; the caller hashes while reading."""
-        return self.request("GET", f"/v2/{repo}/blobs/{digest}", repo=repo, stream=True)
+    def open_blob(self, repo: str, digest: str, *, first_byte: bool = False) -> requests.Response:
+        """A streaming response for a blob (or, asked for its `first_byte`, a ranged one); the
+        caller hashes while reading."""
+        url = f"/v2/{repo}/blobs/{digest}"
+        if first_byte:
+            return self.request(
+                "GET", url, repo=repo, stream=True, ok=(200, 206), headers={"Range": "bytes=0-0"}
+            )
+        return self.request("GET", url, repo=repo, stream=True)
 
     def iter_blob(self, repo: str, digest: str, size: int | None, chunk: int = CHUNK) -> Iterator[bytes]:
         """Stream a blob of `size` bytes (None: as many as come), verifying its digest at the

@@ -11,8 +11,7 @@ from ..bundle.load import Target
 from ..bundle.verify import verify_bundle
 from ..errors import CheckError
 from ..registry import RegistryOptions
-
-DEFAULT_KEY = Path("releaser.pub")
+from .airgap import DEFAULT_KEY
 
 
 @dataclass(frozen=True, kw_only=True)
