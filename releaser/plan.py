@@ -122,9 +122,20 @@ class Sidecar:
     config_path: str  # where the sidecar reads it (Compose and Kubernetes alike)
     resources: m.Resources
     run_as_root: bool  # the documented switch for proxy images that need root and NET_ADMIN
-    capability: m.Capability | None  # added only with run_as_root
-    uid: int
-    gid: int
+    user: tuple[int, int]  # UID, GID it runs as unless run_as_root
+    root_capability: m.Capability  # what it adds with run_as_root
+
+    @property
+    def uid(self) -> int:
+        return 0 if self.run_as_root else self.user[0]
+
+    @property
+    def gid(self) -> int:
+        return 0 if self.run_as_root else self.user[1]
+
+    @property
+    def capabilities(self) -> tuple[m.Capability, ...]:
+        return (self.root_capability,) if self.run_as_root else ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,9 +349,8 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
         resources=t.resources if (t.resources.requests or t.resources.limits) else SIDECAR_RESOURCES,
         config_path=TCPAO_CONFIG_PATH,
         run_as_root=t.run_as_root,
-        capability=SIDECAR_ROOT_CAP if t.run_as_root else None,
-        uid=0 if t.run_as_root else SIDECAR_USER[0],
-        gid=0 if t.run_as_root else SIDECAR_USER[1],
+        user=SIDECAR_USER,
+        root_capability=SIDECAR_ROOT_CAP,
     )
 
 

@@ -177,7 +177,7 @@ def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
         "image": plan.image(sc.image).pinned,
         "entrypoint": ["tcpao-proxy", "--mode", sc.role, "--config", sc.config_path],
     }
-    caps = [sc.capability] if sc.capability else []
+    caps = list(sc.capabilities)
     d.update(_hardening(sc.uid, sc.gid, [c.name for c in caps]))
     # Shares the app's network namespace: the local legs stay on 127.0.0.1 and the
     # wire leg leaves from the app's fixed address, which the peer's AO policy names.

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .. import model as m
-from ..plan import SIDECAR_ROOT_CAP, SIDECAR_USER, TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
+from ..plan import TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
 from ..values import mac_algorithms
 
 KUBE_VERSION = ">=1.29.0-0"
@@ -148,10 +148,10 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             "macAlgorithm": sc.mac_algorithm,
             "keySecret": {"name": sc.key_secret, "key": sc.key_secret_key},
             "resources": _resources(sc.resources),
-            "runAsUser": SIDECAR_USER[0],
-            "runAsGroup": SIDECAR_USER[1],
+            "runAsUser": sc.user[0],  # the chart switches to 0 itself with runAsRoot, at install time too
+            "runAsGroup": sc.user[1],
             "runAsRoot": sc.run_as_root,
-            "rootCapability": SIDECAR_ROOT_CAP.name,
+            "rootCapability": sc.root_capability.name,
             "configPath": sc.config_path,
         }
     return d
