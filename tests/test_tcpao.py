@@ -152,6 +152,14 @@ def test_doctor_checks_the_stacks_tcpao_key_before_anything_starts(
     checks = {c["name"]: c for c in (doc.get("error") or doc["result"])["checks"]}
     assert checks["tcpao-key-bmp-tcpao-key"]["status"] == "pass"
     assert "net-admin" not in checks  # the sidecar asks for no capability
+    # the stack the quickstart uses: --dir, or $RELEASER_QUICKSTART_DIR as for `releaser quickstart`
+    elsewhere = tmp_path / "elsewhere/.secrets"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "bmp-tcpao-key").write_bytes(b"")
+    env = {"RELEASER_QUICKSTART_DIR": str(tmp_path / "elsewhere")}
+    result = runner.invoke(app, ["doctor", str(EXAMPLE), "--skip", "tcp-ao", "--json"], env=env)
+    checks = {c["name"]: c for c in json.loads(result.stdout)["error"]["checks"]}
+    assert "is empty" in checks["tcpao-key-bmp-tcpao-key"]["detail"] and result.exit_code == 8
 
 
 def _rendered(tmp_path: Path, run_as_root: bool) -> tuple[dict[str, object], Path]:

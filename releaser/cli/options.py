@@ -101,3 +101,17 @@ EngineOpt = Annotated[
 def legacy_out(help_for: str) -> object:
     """The old `--out` spelling of an option that was renamed: hidden, kept for scripts."""
     return typer.Option("--out", hidden=True, help=f"Deprecated: use {help_for}.")
+
+
+StackOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        envvar="RELEASER_QUICKSTART_DIR",
+        show_envvar=True,
+        help="The stack directory: compose files, .secrets/, state.",
+    ),
+]
+DEFAULT_STACK = Path(
+    "quickstart"
+)  # as releaser/quickstart/lifecycle.py DEFAULT_DIR (the CLI does not load it)

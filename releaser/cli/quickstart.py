@@ -21,7 +21,17 @@ from .base import (
     run,
 )
 from .display import ByteProgress, Readiness
-from .options import CaFileOpt, CredsOpt, EngineOpt, InsecureOpt, PlainHttpOpt, legacy_out, registry_options
+from .options import (
+    DEFAULT_STACK,
+    CaFileOpt,
+    CredsOpt,
+    EngineOpt,
+    InsecureOpt,
+    PlainHttpOpt,
+    StackOpt,
+    legacy_out,
+    registry_options,
+)
 
 if TYPE_CHECKING:
     from ..commands.quickstart import LogLines, QuickstartResult, StatusResult
@@ -37,19 +47,9 @@ app = group(
     "5 engine command failed.",
 )
 
-StackOpt = Annotated[
-    Path,
-    typer.Option(
-        "--dir",
-        envvar="RELEASER_QUICKSTART_DIR",
-        show_envvar=True,
-        help="The stack directory: compose files, .secrets/, state.",
-    ),
-]
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", help="Seconds to wait for every service to be ready.")
 ]
-DEFAULT_STACK = Path("quickstart")
 
 
 def _hint(stack: Path) -> str:

@@ -16,6 +16,7 @@ from ..errors import Problem, UsageError, check_line
 from .base import JsonOpt, OutputOpt, out_path, output_format, pick, run
 from .display import ByteProgress
 from .options import (
+    DEFAULT_STACK,
     CaFileOpt,
     CredsOpt,
     DirArg,
@@ -23,6 +24,7 @@ from .options import (
     InsecureOpt,
     PassFileOpt,
     PlainHttpOpt,
+    StackOpt,
     legacy_out,
     registry_options,
 )
@@ -387,6 +389,7 @@ def doctor(
         str,
         typer.Option("--bind-address", help="Address public ports are published on (BIND_ADDRESS in .env)."),
     ] = "127.0.0.1",
+    stack: StackOpt = DEFAULT_STACK,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
@@ -394,8 +397,9 @@ def doctor(
 
     Engine (Docker + Compose v2, then podman compose, podman-compose, docker-compose)
     and whether it answers; the release's published ports; disk space; for releases
-    with TCP-AO sidecars, kernel TCP-AO support (getsockopt TCP_AO_INFO) and NET_ADMIN.
-    Exit 0 when everything passes, 8 when a check fails.
+    with TCP-AO sidecars, kernel TCP-AO support (getsockopt TCP_AO_INFO), the TCP-AO keys
+    already in the stack's .secrets/ (1-80 bytes), and NET_ADMIN when a sidecar sets
+    tcpao.runAsRoot. Exit 0 when everything passes, 8 when a check fails.
 
     Example:  releaser doctor examples/bmp-tcpao
     Example:  releaser doctor examples/bmp-tcpao --skip tcp-ao
@@ -406,6 +410,8 @@ def doctor(
     return run(
         "doctor",
         as_json,
-        lambda: check_host(directory, engine=engine, skip=tuple(skip or ()), bind_address=bind_address),
+        lambda: check_host(
+            directory, engine=engine, skip=tuple(skip or ()), bind_address=bind_address, stack=stack
+        ),
         lambda r: "\n".join([*(check_line(c) for c in r.checks), "ok: this host can run the quickstart"]),
     )

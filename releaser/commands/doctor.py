@@ -35,12 +35,12 @@ class _Needs:
     own: frozenset[str] = frozenset()
 
 
-def _needs(directory: Path, engine: str | None) -> _Needs:
+def _needs(directory: Path, engine: str | None, stack: Path) -> _Needs:
     try:  # with a current lock: exactly what the quickstart would check
         plan, _ = load_plan(directory)
     except LockError:  # no lock yet: the release's own ports, no registry check
         release, _ = load_release(release_dir(directory))
-        ports = host_ports([(s.name, plan_ports(s)) for s in release.services], DEFAULT_DIR)
+        ports = host_ports([(s.name, plan_ports(s)) for s in release.services], stack)
         ao = [s.tcpao for s in release.services if s.tcpao]
         return _Needs(
             ports=ports,
@@ -50,7 +50,7 @@ def _needs(directory: Path, engine: str | None) -> _Needs:
         )
     found, _ = detect_engine(engine)
     return _Needs(
-        ports=host_ports(service_ports(plan), DEFAULT_DIR),
+        ports=host_ports(service_ports(plan), stack),
         tcpao=any(s.sidecar for s in plan.services),
         tcpao_root=any(s.sidecar.run_as_root for s in plan.services if s.sidecar),
         tcpao_keys=tuple(sorted({s.sidecar.key_secret for s in plan.services if s.sidecar})),
@@ -66,11 +66,12 @@ def doctor(
     engine: str | None = None,
     skip: tuple[str, ...] = (),
     bind_address: str = "127.0.0.1",
+    stack: Path = DEFAULT_DIR,
 ) -> DoctorResult:
     """Host prerequisites of the Compose quickstart; raises PreflightError when any check fails."""
     if engine is not None and engine not in ENGINES:
         raise UsageError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}", fix="pick one of them")
-    needs = _needs(directory, engine) if directory is not None else _Needs(ports=[])
+    needs = _needs(directory, engine, stack) if directory is not None else _Needs(ports=[])
     checks = run_checks(
         ports=needs.ports,
         tcpao=needs.tcpao,
@@ -82,7 +83,7 @@ def doctor(
         subnet=needs.subnet,
         own_interfaces=needs.own,
         tcpao_root=needs.tcpao_root,
-        tcpao_keys=[DEFAULT_DIR / SECRETS_DIR / name for name in needs.tcpao_keys],
+        tcpao_keys=[stack / SECRETS_DIR / name for name in needs.tcpao_keys],
     )
     failed = [c for c in checks if c.status == "fail"]
     if failed:
