@@ -367,15 +367,7 @@ def resolve_image(
             )
         if len(platforms) == 1:
             child = children[platforms[0]]
-            return LockedImage(
-                name=img.name,
-                source=img.ref,
-                repository=repo,
-                digest=child.digest,
-                media_type=child.media_type,
-                size=child.size,
-                platform=child.platform,
-            )
+            return _pin(img, repo, child.digest, child.media_type, child.size, platform=child.platform)
         if platforms and set(platforms) != set(children):
             raise LockError(
                 f"{where}: keeping {len(platforms)} of {len(children)} platforms cannot be pinned by "
@@ -391,15 +383,7 @@ def resolve_image(
                     fix=f"list the platforms you want under images.{img.name}.platforms to drop "
                     "the others on purpose, or fix the image",
                 )
-        return LockedImage(
-            name=img.name,
-            source=img.ref,
-            repository=repo,
-            digest=d.digest,
-            media_type=d.media_type,
-            size=d.size,
-            platforms=kept,
-        )
+        return _pin(img, repo, d.digest, d.media_type, d.size, platforms=kept)
     return _pin_single(
         img, registry, manifest, path=path, repo=repo, where=where, platforms=platforms, previous=previous
     )
@@ -441,14 +425,28 @@ def _pin_single(
             fix="drop the platforms list for this image, or point it at a multi-platform index",
         )
     d = manifest.descriptor
+    return _pin(img, repo, d.digest, d.media_type, d.size, platform=plat)
+
+
+def _pin(
+    img: m.Image,
+    repo: str,
+    digest: str,
+    media_type: str,
+    size: int,
+    *,
+    platform: str | None = None,
+    platforms: tuple[LockedPlatform, ...] = (),
+) -> LockedImage:
     return LockedImage(
         name=img.name,
         source=img.ref,
         repository=repo,
-        digest=d.digest,
-        media_type=d.media_type,
-        size=d.size,
-        platform=plat,
+        digest=digest,
+        media_type=media_type,
+        size=size,
+        platform=platform,
+        platforms=platforms,
     )
 
 
