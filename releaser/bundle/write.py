@@ -370,18 +370,42 @@ def checksums_and_metadata(
     return entries, checksums, (json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
-def blob_source(
-    blob: Blob, registry_for: RegistryFor, registry_host: str, cache: BlobCache | None
-) -> tuple[Iterator[bytes], bool]:
-    """(chunks, fetched) for a blob: memory, cache, or registry (teed into the cache)."""
-    if blob.content is not None:
-        return iter([blob.content]), False
-    if cache is not None and cache.has(blob.digest, blob.size):
-        return cache.read(blob.digest), False
-    chunks = registry_for(registry_host).iter_blob(blob.source_repo, blob.digest, blob.size)
-    if cache is not None:
-        return cache.tee(blob.digest, chunks), True
-    return chunks, True
+@dataclass(frozen=True, kw_only=True)
+class Head:
+    """The three members that lead the archive: releaser.json, its signature, checksums.txt."""
+
+    metadata: bytes
+    signature: bytes
+    checksums: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlobSources:
+    """Where a blob's bytes come from: memory (manifests, the chart), the cache, or the registry
+    its image came from (`repo_hosts`: repository path -> registry host)."""
+
+    registry_for: RegistryFor
+    repo_hosts: dict[str, str]
+    cache: BlobCache | None
+
+    def open(self, blob: Blob) -> tuple[Iterator[bytes], bool]:
+        """(chunks, fetched from a registry) for a blob; fetched blobs are teed into the cache."""
+        if blob.content is not None:
+            return iter([blob.content]), False
+        if self.cache is not None and self.cache.has(blob.digest, blob.size):
+            return self.cache.read(blob.digest), False
+        host = self.repo_hosts.get(blob.source_repo, "")
+        chunks = self.registry_for(host).iter_blob(blob.source_repo, blob.digest, blob.size)
+        if self.cache is not None:
+            return self.cache.tee(blob.digest, chunks), True
+        return chunks, True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compression:
+    level: int  # zstd level
+    threads: int  # zstd workers (-1: one per core)
+    mtime: int  # of every member: SOURCE_DATE_EPOCH
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -399,15 +423,9 @@ def write_archive(
     bp: BundlePlan,
     entries: list[tuple[str, str, int]],
     *,
-    checksums: bytes,
-    metadata: bytes,
-    signature: bytes,
-    registry_for: RegistryFor,
-    repo_hosts: dict[str, str],
-    cache: BlobCache | None,
-    level: int,
-    threads: int,
-    mtime: int,
+    head: Head,
+    sources: BlobSources,
+    compression: Compression,
     progress: Progress | None = None,
 ) -> WriteStats:
     """Write the archive to a temp file beside `out`, then rename it into place."""
@@ -419,20 +437,7 @@ def write_archive(
     with atomic_file(out) as raw:
         fh = _Hashing(raw, str(out))
         try:
-            fetched, total_in = _write_members(
-                fh,
-                bp,
-                metadata=metadata,
-                signature=signature,
-                checksums=checksums,
-                registry_for=registry_for,
-                repo_hosts=repo_hosts,
-                cache=cache,
-                level=level,
-                threads=threads,
-                mtime=mtime,
-                progress=progress,
-            )
+            fetched, total_in = _write_members(fh, bp, head, sources, compression, progress)
         except BaseException:
             fh.close(quiet=True)
             raise
@@ -450,29 +455,22 @@ def write_archive(
 def _write_members(
     fh: _Hashing,
     bp: BundlePlan,
-    *,
-    metadata: bytes,
-    signature: bytes,
-    checksums: bytes,
-    registry_for: RegistryFor,
-    repo_hosts: dict[str, str],
-    cache: BlobCache | None,
-    level: int,
-    threads: int,
-    mtime: int,
+    head: Head,
+    sources: BlobSources,
+    compression: Compression,
     progress: Progress | None,
 ) -> tuple[int, int]:
     """Every member, in the documented order; (bytes fetched from registries, bytes written in)."""
     fetched = 0
     total_in = 0
-    w = TarZstWriter(fh, level=level, threads=threads, mtime=mtime)
-    w.add_bytes(METADATA, metadata)
-    w.add_bytes(SIGNATURE, signature)
-    w.add_bytes(CHECKSUMS, checksums)
+    w = TarZstWriter(fh, level=compression.level, threads=compression.threads, mtime=compression.mtime)
+    w.add_bytes(METADATA, head.metadata)
+    w.add_bytes(SIGNATURE, head.signature)
+    w.add_bytes(CHECKSUMS, head.checksums)
     for name, content in layout_files(bp).items():
         w.add_bytes(name, content)
     for blob in _order(bp):
-        chunks, from_registry = blob_source(blob, registry_for, repo_hosts.get(blob.source_repo, ""), cache)
+        chunks, from_registry = sources.open(blob)
 
         def counted(it: Iterator[bytes], b: Blob = blob) -> Iterator[bytes]:
             for c in it:

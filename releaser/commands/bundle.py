@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..bundle.cache import BlobCache, default_cache_dir
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem, sign
-from ..bundle.write import assemble, checksums_and_metadata, write_archive
+from ..bundle.write import BlobSources, Compression, Head, assemble, checksums_and_metadata, write_archive
 from ..errors import UsageError
 from ..lock import read_lock, split_reference
 from ..pipeline import release_dir, source_date_epoch
@@ -84,15 +84,9 @@ def bundle_release(
         target,
         bp,
         entries,
-        checksums=checksums,
-        metadata=metadata,
-        signature=sign(private, metadata),
-        registry_for=factory,
-        repo_hosts=repo_hosts,
-        cache=cache,
-        level=level,
-        threads=threads,
-        mtime=mtime,
+        head=Head(metadata=metadata, signature=sign(private, metadata), checksums=checksums),
+        sources=BlobSources(registry_for=factory, repo_hosts=repo_hosts, cache=cache),
+        compression=Compression(level=level, threads=threads, mtime=mtime),
         progress=progress,
     )
     return BundleResult(
