@@ -61,6 +61,21 @@ class Blob:
     def path(self) -> str:
         return f"blobs/sha256/{self.digest.split(':', 1)[1]}"
 
+    @classmethod
+    def of_manifest(cls, m: Manifest, source_repo: str, image: str) -> Blob:
+        """A manifest or index as the registry served it (held in memory, bytes as served)."""
+        d = m.descriptor
+        kind = "index" if d.media_type in INDEX_TYPES else "manifest"
+        return cls(
+            digest=d.digest,
+            size=d.size,
+            media_type=d.media_type,
+            source_repo=source_repo,
+            content=m.content,
+            kind=kind,
+            image=image,
+        )
+
 
 @dataclass
 class BundlePlan:
@@ -81,21 +96,10 @@ def _collect_image(bp: BundlePlan, name: str, pin: LockedImage, registry: Regist
     """Add the pinned manifest (or index and its children) and every blob they reference;
     return the digests something may be attached to (the pinned one, then the children)."""
     _, path, _, _ = split_reference(pin.repository)
-    top = registry.get_manifest(path, pin.digest)
-    kind = "index" if top.descriptor.media_type in INDEX_TYPES else "manifest"
-    bp.add(
-        Blob(
-            digest=pin.digest,
-            size=top.descriptor.size,
-            media_type=top.descriptor.media_type,
-            source_repo=path,
-            content=top.content,
-            kind=kind,
-            image=name,
-        )
-    )
+    top = registry.get_manifest(path, pin.digest)  # served content hashed against pin.digest
+    bp.add(Blob.of_manifest(top, path, name))
     manifests = [top]
-    if kind == "index":
+    if top.is_index:
         manifests += _children(bp, name, path, top, registry, pin.pinned)
     _add_blobs(bp, name, path, manifests, pin.pinned)
     return [m.descriptor.digest for m in manifests]
@@ -112,17 +116,7 @@ def _children(
                 f"{what}: nested indexes are not supported",
                 fix="pin a platform index whose children are image manifests",
             )
-        bp.add(
-            Blob(
-                digest=m.descriptor.digest,
-                size=m.descriptor.size,
-                media_type=m.descriptor.media_type,
-                source_repo=path,
-                content=m.content,
-                kind="manifest",
-                image=name,
-            )
-        )
+        bp.add(Blob.of_manifest(m, path, name))
         out.append(m)
     return out
 
@@ -166,20 +160,9 @@ def _attachments(
         if digest is None:
             continue
         m = registry.get_manifest(path, digest)
-        kind = "index" if m.descriptor.media_type in INDEX_TYPES else "manifest"
-        bp.add(
-            Blob(
-                digest=m.descriptor.digest,
-                size=m.descriptor.size,
-                media_type=m.descriptor.media_type,
-                source_repo=path,
-                content=m.content,
-                kind=kind,
-                image=name,
-            )
-        )
+        bp.add(Blob.of_manifest(m, path, name))
         what = f"{pin.repository}:{tag}"
-        manifests = [m, *(_children(bp, name, path, m, registry, what) if kind == "index" else [])]
+        manifests = [m, *(_children(bp, name, path, m, registry, what) if m.is_index else [])]
         _add_blobs(bp, name, path, manifests, what)
         bp.index.append(
             IndexEntry(
