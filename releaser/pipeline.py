@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .errors import Problem, UsageError
-from .lock import read_lock
+from .lock import Lock, read_lock
 from .names import RELEASE_FILE
 from .plan import Plan, build_plan
 from .render.compose import render_compose
@@ -27,10 +27,16 @@ def release_dir(directory: Path) -> Path:
 
 def load_plan(directory: Path) -> tuple[Plan, list[Problem]]:
     """release.yaml + lock -> Plan and the warnings; raises ValidationError / LockError."""
+    plan, _, warnings = load_plan_and_lock(directory)
+    return plan, warnings
+
+
+def load_plan_and_lock(directory: Path) -> tuple[Plan, Lock, list[Problem]]:
+    """release.yaml + lock -> Plan, the lock it was built from, and the warnings."""
     directory = release_dir(directory)
     release, warnings = load_release(directory)
     lock = read_lock(directory, release)
-    return build_plan(release, lock), warnings
+    return build_plan(release, lock), lock, warnings
 
 
 def render_files(plan: Plan) -> dict[str, dict[str, bytes]]:

@@ -24,9 +24,13 @@ def test_bundle_is_a_plain_tar_zst_with_the_documented_order(world: World) -> No
     listing = subprocess.run(f"zstd -dc {world.bundle} | tar -t", shell=True, capture_output=True, text=True)
     assert listing.returncode == 0, listing.stderr
     names = listing.stdout.split()
-    assert names[:5] == ["releaser.json", "releaser.json.sig", "checksums.txt", "oci-layout", "index.json"]
+    assert names[:9] == [
+        *("releaser.json", "releaser.json.sig", "checksums.txt"),  # the signed head
+        *("INSTALL.md", "images.md", "images.json", "load.sh"),  # what the customer reads first
+        *("oci-layout", "index.json"),
+    ]
     blobs = [n for n in names if n.startswith("blobs/")]
-    assert names[5 : 5 + len(blobs)] == blobs  # blobs before chart, compose and release files
+    assert names[9 : 9 + len(blobs)] == blobs  # blobs before chart, compose and release files
     assert "chart/demo-1.0.0.tgz" in names and "compose/demo/compose.yaml" in names
     assert names[-2:] == ["release/release.lock.yaml", "release/release.yaml"]
     for info, _ in members(world.bundle):

@@ -15,7 +15,7 @@ import io
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,7 +34,7 @@ from ..readers import OpenReader, Reader
 from ..registry import Registry, sha256_digest
 from .archive import iter_members
 from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, config_descriptor, contains, merge
-from .records import BundleMetadata
+from .records import BundledImage, BundleMetadata
 from .verify import Verified
 
 SMALL_CONFIG = 1 << 20  # a cosign config is a few hundred bytes
@@ -723,11 +723,15 @@ def airgap_values(name: str, target: Target) -> bytes:
     return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
 
 
-def compose_override(metadata: BundleMetadata, target: Target) -> bytes:
-    """compose.airgap.yaml: every service's image from the private registry, same digest."""
+def compose_override(
+    compose: Mapping[str, str], images: Sequence[BundledImage], target: Target
+) -> bytes:
+    """compose.airgap.yaml: every service's image from the private registry, same digest.
+    `compose`: service -> image name, as releaser.json records it."""
+    by_name = {i.name: i for i in images}
     services: dict[str, dict[str, str]] = {}
-    for svc, image in sorted(metadata.compose.items()):
-        pin = metadata.image(image)
+    for svc, image in sorted(compose.items()):
+        pin = by_name.get(image)
         if pin is None:
             raise MetadataError(path=f"$.compose.{svc}", expected="the name of one of $.images", got=image)
         services[svc] = {"image": f"{target.host}/{target.repo(pin.path)}@{pin.digest}"}

@@ -89,6 +89,7 @@ class BundledImage:
     digest: str
     media_type: str
     attachments: tuple[Attachment, ...] | None = None  # None: written with --no-attachments
+    size: int | None = None  # bytes of its manifests, config and layers in the bundle (None: not recorded)
 
     @property
     def path(self) -> str:
@@ -105,6 +106,8 @@ class BundledImage:
         }
         if self.attachments is not None:
             out["attachments"] = [a.to_json() for a in self.attachments]
+        if self.size is not None:
+            out["size"] = self.size
         return out
 
     @classmethod
@@ -122,6 +125,7 @@ class BundledImage:
             digest=r.text("digest"),
             media_type=r.text("mediaType"),
             attachments=attachments,
+            size=r.number("size") if "size" in r.doc else None,
         )
 
 

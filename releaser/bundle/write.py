@@ -26,7 +26,9 @@ from ..plan import Plan
 from ..progress import Progress
 from ..registry import Manifest, Registry, RegistryFor, sha256_digest
 from ..render.compose import render_compose
+from ..render.docs import CatalogSource, catalog_json, compose_images, images_md, install_md, used_by
 from ..render.helm import chart_config, package_chart, render_helm
+from ..render.loadsh import load_sh
 from ..workers import Behind
 from .archive import TarZstWriter
 from .cache import BlobCache
@@ -86,6 +88,8 @@ class BundlePlan:
     files: dict[str, bytes] = field(
         default_factory=dict
     )  # in-memory non-blob files (chart tgz, compose, ...)
+    # what the customer reads first, right after the head: INSTALL.md, the catalog, load.sh, installer/
+    leading: dict[str, bytes] = field(default_factory=dict)
     images: list[BundledImage] = field(default_factory=list)
 
     def add(self, blob: Blob) -> None:
@@ -194,6 +198,7 @@ def _gather_image(pin: LockedImage, registry: Registry, attachments: bool) -> tu
     )
     try:
         subjects = _collect_image(part, pin.name, pin, registry)
+        size = sum(b.size for b in part.blobs.values())  # before its attachments join the part
         carried = _attachments(part, pin.name, pin, subjects, registry) if attachments else None
     except RegistryError as exc:
         exc.add_note(f"images.{pin.name} ({pin.pinned}, from {LOCK_FILE})")
@@ -205,6 +210,7 @@ def _gather_image(pin: LockedImage, registry: Registry, attachments: bool) -> tu
         digest=pin.digest,
         media_type=pin.media_type,
         attachments=carried,
+        size=size,
     )
 
 
@@ -285,6 +291,24 @@ def assemble(
         bp.files[f"compose/{plan.name}/{rel}"] = content
     bp.files["release/release.yaml"] = (release_dir / "release.yaml").read_bytes()
     bp.files["release/release.lock.yaml"] = (release_dir / "release.lock.yaml").read_bytes()
+    catalog = CatalogSource(
+        name=plan.name,
+        version=plan.version,
+        lock=lock,
+        used_by=used_by(compose_images(plan)),
+        bundled={i.name: i for i in bp.images},
+        chart=(f"charts/{plan.name}:{plan.version}", sha256_digest(manifest)),
+    )
+    bp.leading["INSTALL.md"] = install_md(plan, lock)
+    bp.leading["images.md"] = images_md(catalog)
+    bp.leading["images.json"] = catalog_json(catalog)
+    bp.leading["load.sh"] = load_sh(
+        name=plan.name,
+        version=plan.version,
+        images=bp.images,
+        chart=(f"charts/{plan.name}:{plan.version}", sha256_digest(manifest)),
+        compose=compose_images(plan),
+    )
     return bp
 
 
@@ -317,7 +341,7 @@ def checksums_and_metadata(
 ) -> tuple[list[tuple[str, str, int]], bytes, bytes]:
     """(entries [(path, sha256 hex, size)] in archive order, checksums.txt, releaser.json)."""
     entries: list[tuple[str, str, int]] = []
-    for name, content in layout_files(bp).items():
+    for name, content in [*bp.leading.items(), *layout_files(bp).items()]:
         entries.append((name, hashlib.sha256(content).hexdigest(), len(content)))
     for blob in _order(bp):
         entries.append((blob.path, blob.digest.split(":", 1)[1], blob.size))
@@ -345,10 +369,7 @@ def checksums_and_metadata(
         signer=signer_fingerprint,
         lock=lock,
         # compose service -> image name, so the airgap override needs only this signed file
-        compose={
-            **{svc.name: svc.image for svc in plan.services},
-            **{f"{svc.name}-tcpao": svc.sidecar.image for svc in plan.services if svc.sidecar},
-        },
+        compose=compose_images(plan),
     )
     return entries, checksums, (json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
@@ -450,7 +471,7 @@ def _write_members(
     w.add_bytes(METADATA, head.metadata)
     w.add_bytes(SIGNATURE, head.signature)
     w.add_bytes(CHECKSUMS, head.checksums)
-    for name, content in layout_files(bp).items():
+    for name, content in [*bp.leading.items(), *layout_files(bp).items()]:
         w.add_bytes(name, content)
     for blob in _order(bp):
         chunks, from_registry = sources.open(blob)

@@ -75,6 +75,14 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    catalog: Annotated[
+        bool,
+        typer.Option(
+            "--catalog",
+            help="Print the image catalog instead (images.md; with --json, images.json): every image, its "
+            "source, digest, platforms and their digests, size in the bundle, attachments, the services using it.",
+        ),
+    ] = False,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
@@ -82,10 +90,20 @@ def inspect(
     any size): release, images with their pinned digests and platforms, chart, signer.
 
     Example:  releaser airgap inspect bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub
+    Example:  releaser airgap inspect bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub --catalog --json
     """
     from ..commands.airgap import inspect as inspect_file
+    from ..commands.airgap import inspect_catalog
 
     as_json, _ = output_format(output, as_json)
+    if catalog:
+        return run(
+            "airgap inspect",
+            as_json,
+            lambda: inspect_catalog(bundle, key=key),
+            lambda r: r.markdown
+            + ("" if r.checked else "\nNOT verified (no --key): this is what the bundle claims.\n"),
+        )
     return run("airgap inspect", as_json, lambda: inspect_file(bundle, key=key), _inspected)
 
 

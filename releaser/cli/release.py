@@ -162,6 +162,14 @@ def render(
             "byte-identical for identical inputs (SOURCE_DATE_EPOCH sets its mtimes), ready for `helm push`.",
         ),
     ] = None,
+    docs: Annotated[
+        bool,
+        typer.Option(
+            "--docs",
+            help="Also write install/<name>/: INSTALL.md, images.md and images.json as a bundle carries them "
+            "(sizes and attachments are known only once bundled).",
+        ),
+    ] = False,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
     out: Annotated[Path | None, legacy_out("--out-dir")] = None,
@@ -174,6 +182,7 @@ def render(
 
     Example:  releaser render examples/bmp-tcpao --out-dir .
     Example:  releaser render examples/bmp-tcpao --package dist/   # + dist/bmp-tcpao-1.4.0.tgz
+    Example:  releaser render examples/bmp-tcpao --out-dir out --docs   # + out/install/bmp-tcpao/INSTALL.md
     """
     from ..commands.render import render_release
 
@@ -192,7 +201,7 @@ def render(
             lines.append(f"  package: {r.package} (sha256 {r.package_sha256})")
         return "\n".join(lines)
 
-    return run("render", as_json, lambda: render_release(directory, out=root, package=package), text)
+    return run("render", as_json, lambda: render_release(directory, out=root, package=package, docs=docs), text)
 
 
 def _out_dir(out_dir: Path | None, out: Path | None, legacy: str | None) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..bundle.verify import inspect_head, verify_bundle
 from ..progress import Progress
+from ..render.docs import CatalogSource, catalog, images_md, used_by
 
 DEFAULT_KEY = Path("releaser.pub")
 
@@ -132,3 +133,30 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
         images=images,
         chart=meta.chart.to_json(),  # type: ignore[arg-type]  # every value of ChartRecord.to_json is a str
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogResult:
+    """The image catalog of a bundle: what its images.json holds (docs/airgap.md#imagesjson)."""
+
+    catalog: dict[str, object]
+    markdown: str  # images.md
+    checked: bool
+
+    def to_json(self) -> dict[str, object]:
+        return self.catalog
+
+
+def inspect_catalog(path: Path, *, key: Path | None = None) -> CatalogResult:
+    """The bundle's image catalog, computed from its signed head alone: the same as the images.json
+    and images.md inside it (rendered from the same records when it was written)."""
+    meta, checked = inspect_head(path, key)
+    src = CatalogSource(
+        name=meta.name,
+        version=meta.version,
+        lock=meta.lock,
+        used_by=used_by(meta.compose),
+        bundled={i.name: i for i in meta.images},
+        chart=(meta.chart.ref, meta.chart.digest),
+    )
+    return CatalogResult(catalog=catalog(src), markdown=images_md(src).decode(), checked=checked)

@@ -114,7 +114,7 @@ def _result(
     override_path = out / "compose.airgap.yaml"
     if not dry_run:
         atomic_write(values_path, airgap_values(meta.name, target))
-        atomic_write(override_path, compose_override(meta, target))
+        atomic_write(override_path, compose_override(meta.compose, meta.images, target))
     images = tuple(f"{target.host}/{target.repo(i.path)}@{i.digest}" for i in meta.images)
     chart_ref = f"oci://{target.host}/{target.repo('charts')}/{meta.name}"
     plain = " --plain-http" if registry.base.startswith("http://") else ""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import Problem
 from ..fs import atomic_write, read_tree, replace_tree
-from ..pipeline import load_plan, render_files, source_date_epoch
+from ..pipeline import load_plan_and_lock, render_files, source_date_epoch
+from ..render.docs import CatalogSource, catalog_json, images_md, install_md
 from ..render.helm import package_chart
 
 
@@ -42,14 +43,24 @@ class RenderResult:
         }
 
 
-def render_release(directory: Path, *, out: Path, package: Path | None = None) -> RenderResult:
+def render_release(
+    directory: Path, *, out: Path, package: Path | None = None, docs: bool = False
+) -> RenderResult:
     """Render compose/<name>/ and charts/<name>/ under `out`, each swapped in atomically;
-    with `package`, also write the chart as a deterministic <name>-<version>.tgz there."""
-    plan, warnings = load_plan(directory)
+    with `package`, also write the chart as a deterministic <name>-<version>.tgz there; with
+    `docs`, install/<name>/ too: the INSTALL.md and image catalog a bundle carries."""
+    plan, lock, warnings = load_plan_and_lock(directory)
     written: list[str] = []
     removed: list[str] = []
     unchanged = 0
     rendered = render_files(plan)
+    if docs:
+        src = CatalogSource.of_plan(plan, lock)
+        rendered[f"install/{plan.name}"] = {
+            "INSTALL.md": install_md(plan, lock),
+            "images.md": images_md(src),
+            "images.json": catalog_json(src),
+        }
     for sub, files in rendered.items():
         target = out / sub
         before = read_tree(target)

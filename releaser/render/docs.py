@@ -1,0 +1,372 @@
+"""The customer's documents: the image catalog (images.json, images.md) and INSTALL.md.
+
+Rendered from the plan and the lock (`releaser render --docs`), and at bundle time with what
+only the bundle knows (each image's size in it, its attachments): the same functions, so the
+files in a bundle, `releaser airgap inspect BUNDLE --catalog` and `render --docs` agree. Every
+output is deterministic (sorted keys, the release's own order, no dates).
+docs/airgap.md#the-customers-documents describes them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..bundle.records import Attachment, BundledImage
+from ..lock import Lock
+from ..model import Resources
+from ..plan import TCPAO_NODE_LABEL, Plan
+
+ATTACHMENT_KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
+
+
+def attachment_kind(tag: str) -> str:
+    """signature | attestation | sbom (cosign's tag suffixes) | referrers (the OCI referrers tag schema)."""
+    return next((kind for suffix, kind in ATTACHMENT_KINDS.items() if tag.endswith(suffix)), "referrers")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogSource:
+    """What the catalog is made of: the lock, which services use each image, and (from a bundle)
+    each image's size and attachments."""
+
+    name: str
+    version: str
+    lock: Lock
+    used_by: Mapping[str, tuple[str, ...]]  # image name -> compose services using it
+    bundled: Mapping[str, BundledImage] | None = None  # None: rendered before any bundle exists
+    chart: tuple[str, str] | None = None  # (ref, digest of its OCI manifest), from a bundle
+
+    @classmethod
+    def of_plan(cls, plan: Plan, lock: Lock) -> CatalogSource:
+        return cls(name=plan.name, version=plan.version, lock=lock, used_by=used_by(compose_images(plan)))
+
+
+def compose_images(plan: Plan) -> dict[str, str]:
+    """Compose service -> image name (a sidecar is `<service>-tcpao`), as releaser.json records it."""
+    out = {svc.name: svc.image for svc in plan.services}
+    out.update({f"{svc.name}-tcpao": svc.sidecar.image for svc in plan.services if svc.sidecar})
+    return out
+
+
+def used_by(compose: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """Image name -> the services that run it, sorted."""
+    out: dict[str, list[str]] = {}
+    for service, image in sorted(compose.items()):
+        out.setdefault(image, []).append(service)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def catalog(src: CatalogSource) -> dict[str, object]:
+    """The image catalog as images.json holds it (docs/airgap.md#imagesjson)."""
+    images: list[dict[str, object]] = []
+    for pin in src.lock.images:
+        bundled = src.bundled.get(pin.name) if src.bundled is not None else None
+        if pin.platforms:
+            platforms = [
+                {"platform": p.platform, "digest": p.digest, "mediaType": p.media_type, "size": p.size}
+                for p in pin.platforms
+            ]
+        else:
+            platforms = [
+                {"platform": pin.platform, "digest": pin.digest, "mediaType": pin.media_type, "size": pin.size}
+            ]
+        attachments = None
+        if bundled is not None and bundled.attachments is not None:
+            attachments = [_attachment(a) for a in bundled.attachments]
+        images.append(
+            {
+                "name": pin.name,
+                "source": pin.source,
+                "reference": pin.pinned,
+                "digest": pin.digest,
+                "mediaType": pin.media_type,
+                "platforms": platforms,
+                "size": bundled.size if bundled is not None else None,
+                "attachments": attachments,
+                "usedBy": list(src.used_by.get(pin.name, ())),
+            }
+        )
+    sizes = [i["size"] for i in images]
+    total = sum(s for s in sizes if isinstance(s, int)) if all(isinstance(s, int) for s in sizes) else None
+    return {
+        "catalogVersion": 1,
+        "release": {"name": src.name, "version": src.version},
+        "images": images,
+        "totalSize": total,
+        "chart": {"ref": src.chart[0], "digest": src.chart[1]} if src.chart else None,
+    }
+
+
+def _attachment(a: Attachment) -> dict[str, object]:
+    return {
+        "kind": attachment_kind(a.tag),
+        "tag": a.tag,
+        "digest": a.digest,
+        "mediaType": a.media_type,
+        "subject": a.subject,
+    }
+
+
+def catalog_json(src: CatalogSource) -> bytes:
+    return (json.dumps(catalog(src), indent=2, sort_keys=True) + "\n").encode()
+
+
+def _size(n: object) -> str:
+    if not isinstance(n, int):
+        return "(known once bundled)"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def images_md(src: CatalogSource) -> bytes:
+    """images.md: the catalog for people (the same facts as images.json)."""
+    cat = catalog(src)
+    images = cat["images"]
+    assert isinstance(images, list)
+    lines = [
+        f"# Images of {src.name} {src.version}",
+        "",
+        "Every image is pinned by digest; the same digests are in the chart, the Compose files and",
+        "the bundle. Sizes are the bytes each image takes in the bundle (manifests, config and",
+        "compressed layers; a layer two images share is counted in both).",
+        "",
+        "| image | source | pinned digest | platforms | size | attachments | used by |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for img in images:
+        platforms = ", ".join(str(p["platform"] or "?") for p in img["platforms"])
+        atts = img["attachments"]
+        att = "(not looked up)" if atts is None else ", ".join(a["kind"] for a in atts) or "none"
+        lines.append(
+            f"| {img['name']} | `{img['source']}` | `{img['digest']}` | {platforms} | {_size(img['size'])} "
+            f"| {att} | {', '.join(img['usedBy']) or '-'} |"
+        )
+    lines += ["", f"Total: {_size(cat['totalSize'])}.", ""]
+    for img in images:
+        lines += [f"## {img['name']}", "", f"- pinned: `{img['reference']}` ({img['mediaType']})"]
+        for p in img["platforms"]:
+            lines.append(f"- {p['platform'] or 'platform not recorded'}: `{p['digest']}` ({p['size']} bytes)")
+        for a in img["attachments"] or ():
+            lines.append(f"- {a['kind']} `{a['tag']}`: `{a['digest']}` (attached to `{a['subject']}`)")
+        lines.append("")
+    chart = cat["chart"]
+    if isinstance(chart, dict):
+        lines += ["## chart", "", f"- `{chart['ref']}`: `{chart['digest']}`", ""]
+    return "\n".join(lines).encode()
+
+
+# --- resources: Kubernetes quantities, summed -------------------------------------------------
+
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_SCALE = {
+    None: 1,
+    "m": 0.001,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "Ki": 1 << 10,
+    "Mi": 1 << 20,
+    "Gi": 1 << 30,
+    "Ti": 1 << 40,
+}
+
+
+def quantity(value: str) -> float | None:
+    """A Kubernetes quantity as a number (CPU in cores, memory in bytes); None when not understood."""
+    m = _QUANTITY.match(value.strip())
+    return float(m.group(1)) * _SCALE[m.group(2)] if m else None
+
+
+def _cpu(cores: float) -> str:
+    return f"{round(cores * 1000)}m" if cores < 1 else f"{cores:g}"
+
+
+def _mem(n: float) -> str:
+    return f"{n / (1 << 30):g}Gi" if n >= 1 << 30 and n % (1 << 30) == 0 else f"{n / (1 << 20):g}Mi"
+
+
+@dataclass(frozen=True)
+class _Row:
+    what: str
+    copies: int
+    resources: Resources
+
+
+def _rows(plan: Plan) -> list[_Row]:
+    rows = []
+    for svc in plan.services:
+        copies = svc.replicas if svc.workload == "Deployment" else 1
+        rows.append(_Row(svc.name, copies, svc.resources))
+        if svc.sidecar:
+            rows.append(_Row(f"{svc.name} (TCP-AO sidecar)", copies, svc.sidecar.resources))
+    return rows
+
+
+def _resources_table(plan: Plan) -> list[str]:
+    lines = [
+        "| container | replicas | CPU request | memory request | CPU limit | memory limit |",
+        "|---|---|---|---|---|---|",
+    ]
+    sums: dict[str, float | None] = {"rcpu": 0.0, "rmem": 0.0, "lcpu": 0.0, "lmem": 0.0}
+    for row in _rows(plan):
+        req, lim = dict(row.resources.requests), dict(row.resources.limits)
+        cells = [req.get("cpu"), req.get("memory"), lim.get("cpu"), lim.get("memory")]
+        for key, cell in zip(sums, cells, strict=True):
+            amount = quantity(cell) if cell else None
+            total = sums[key]
+            sums[key] = None if amount is None or total is None else total + amount * row.copies
+        lines.append(f"| {row.what} | {row.copies} | " + " | ".join(c or "-" for c in cells) + " |")
+
+    def fmt(key: str, f: object) -> str:
+        v = sums[key]
+        return "-" if v is None else f(v)  # type: ignore[operator]
+
+    lines.append(
+        f"| **sum (× replicas)** | | {fmt('rcpu', _cpu)} | {fmt('rmem', _mem)} | {fmt('lcpu', _cpu)} "
+        f"| {fmt('lmem', _mem)} |"
+    )
+    return lines
+
+
+def _ports_table(plan: Plan) -> list[str]:
+    lines = [
+        "| service | port | protocol | reachable from | Compose host port | Kubernetes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for svc in plan.services:
+        where = "the node's own address (hostNetwork)" if svc.host_network else "a Service"
+        for p in svc.ports:
+            public = "outside the release" if p.public else "the release only"
+            host = f"{p.host_port} (`{p.knob}`)" if p.compose_published else "-"
+            lines.append(f"| {svc.name} | {p.port} ({p.name}) | {p.protocol} | {public} | {host} | {where} |")
+        if svc.sidecar:
+            sc = svc.sidecar
+            lines.append(
+                f"| {svc.name} (TCP-AO {sc.role}) | {sc.listen_port} | TCP | peer {sc.peer_ip} only | "
+                f"host network | the node's own address (hostNetwork) |"
+            )
+    return lines
+
+
+def install_md(plan: Plan, lock: Lock) -> bytes:
+    """INSTALL.md for the customer who receives the bundle."""
+    bundle = f"{plan.name}-{plan.version}.tar.zst"
+    n = plan.name
+    tcpao = [s for s in plan.services if s.sidecar]
+    secrets = [
+        f"kubectl create secret generic {name} --from-file={key}=./{key}    # {who}"
+        for name, key, who in plan.external_secrets
+    ]
+    lines = [
+        f"# Installing {n} {plan.version}",
+        "",
+        plan.description or "",
+        "",
+        "Everything below works on a host with no network access but the private registry. The",
+        "commands are meant to be copied; replace `registry.local:5000` with your registry and",
+        "`publisher.pub` with the publisher's public key, which you received separately.",
+        "",
+        "## What is in the bundle",
+        "",
+        "| path | what |",
+        "|---|---|",
+        "| `releaser.json`, `releaser.json.sig` | the signed metadata; the signature covers `checksums.txt` |",
+        "| `checksums.txt` | the SHA-256 of every other file (`sha256sum -c` format) |",
+        "| `INSTALL.md`, `images.md`, `images.json` | this guide and the image catalog |",
+        "| `load.sh` | loads the images and chart with skopeo, no Python needed |",
+        "| `installer/` | `install.sh` and the wheels of `releaser` and its dependencies (when included) |",
+        "| `oci-layout`, `index.json`, `blobs/` | every image, signature and the chart, as an OCI image layout |",
+        f"| `chart/{n}-{plan.version}.tgz` | the Helm chart |",
+        f"| `compose/{n}/` | the Compose quickstart |",
+        "| `release/` | `release.yaml` and `release.lock.yaml` it was made from |",
+        "",
+        f"Images: {len(lock.images)}, listed with their digests, platforms and sizes in `images.md`.",
+        "",
+        "## 1. Verify before running anything from it",
+        "",
+        "With nothing but zstd, tar, openssl and sha256sum:",
+        "",
+        "```",
+        "mkdir bundle && zstd -dc " + bundle + " | tar -x -C bundle && cd bundle",
+        "openssl base64 -d -A -in releaser.json.sig -out /tmp/releaser.json.sig.der",
+        "openssl dgst -sha256 -verify ../publisher.pub -signature /tmp/releaser.json.sig.der releaser.json",
+        "grep -A4 '\"checksums\"' releaser.json | grep sha256     # must equal the next line's hash",
+        "sha256sum checksums.txt",
+        "sha256sum -c --quiet checksums.txt && echo all files intact",
+        "```",
+        "",
+        "`Verified OK`, the same hash twice and `all files intact` mean every file is as the",
+        "publisher signed it. With `releaser` (step 2) the same checks, and every blob's digest, are",
+        f"`releaser airgap verify {bundle} --key publisher.pub`, without unpacking anything.",
+        "",
+        "## 2. Install releaser from the bundle (optional)",
+        "",
+        "Needs CPython 3.11 or newer with `venv` (Debian 12: `python3`; RHEL 9: `dnf install",
+        "python3.11`; Ubuntu 22.04: `python3.11` from its updates or deadsnakes) on Linux x86_64 or aarch64.",
+        "",
+        "```",
+        "sh installer/install.sh            # a venv in ./releaser-venv from the bundle's wheels, no network",
+        "```",
+        "",
+        "## 3. Load the images and the chart into your registry",
+        "",
+        "```",
+        f"releaser-venv/bin/releaser airgap {bundle} --to registry.local:5000 --key publisher.pub",
+        "# or, with no Python at all (POSIX sh, zstd, tar, sha256sum, openssl, skopeo):",
+        "sh load.sh --key ../publisher.pub --to registry.local:5000",
+        "```",
+        "",
+        "Both keep every digest, write `values-airgap.yaml` and `compose.airgap.yaml`, and stop",
+        "before pushing anything when a check fails. `releaser airgap check "
+        + bundle
+        + " --to registry.local:5000 --key publisher.pub` later confirms the registry still holds all of it.",
+        "",
+        "## 4. Install",
+        "",
+        "Kubernetes (Helm 3 or 4):",
+        "",
+        "```",
+        *secrets,
+        f"helm install {n} oci://registry.local:5000/charts/{n} --version {plan.version} -f values-airgap.yaml",
+        "```",
+        "",
+        "One host (Docker Compose v2 or podman):",
+        "",
+        "```",
+        f"cd compose/{n} && docker compose -f compose.yaml -f ../../compose.airgap.yaml up -d",
+        "```",
+        "",
+        "## Ports",
+        "",
+        *_ports_table(plan),
+        "",
+        "## Resources",
+        "",
+        "Requests and limits per container, as the chart sets them (Kubernetes quantities):",
+        "",
+        *_resources_table(plan),
+        "",
+    ]
+    if tcpao:
+        names = ", ".join(s.name for s in tcpao)
+        lines += [
+            "## TCP-AO host prerequisites",
+            "",
+            f"{names} talk to their BGP/BMP peers over TCP-AO (RFC 5925) through a sidecar:",
+            "",
+            "- a Linux kernel with `CONFIG_TCP_AO` (6.7 or newer) on every node that runs them;",
+            f"  label those nodes: `kubectl label node NODE {TCPAO_NODE_LABEL}=true`;",
+            "- no NAT between the peers (TCP-AO signs addresses and ports): the sidecars use the",
+            "  host network, so their ports must be free on the node and open in its firewall;",
+            "- the shared key, created before installing (the `kubectl create secret` line above);",
+            "  1 to 80 bytes, the same on both peers;",
+            "- `releaser doctor` checks the kernel, the ports and the key on a Compose host.",
+            "",
+        ]
+    return "\n".join(lines).encode()
