@@ -263,6 +263,7 @@ def bench(
                         "--out-file",
                         str(bundle),
                         "--no-cache",
+                        "--no-installer",  # like for like: the baseline carries no installer
                     ],
                     env=benv,
                 )

@@ -80,7 +80,7 @@ def test_the_catalog_in_the_bundle_is_what_inspect_catalog_and_render_docs_give(
     install = (d / "INSTALL.md").read_text()
     assert "releaser airgap demo-1.0.0.tar.zst --to registry.local:5000 --key publisher.pub" in install
     assert "sh load.sh --key" in install and "| bus | 4222 (client) | TCP |" in install
-    assert "| **sum (× replicas)** | | 0m" not in install  # sums are computed or '-', never silently 0
+    assert "| **sum (x replicas)** | | 400m | 384Mi | 3 | 1.5Gi |" in install  # 2 bus + 1 collector
     # render --docs: the same catalog before any bundle (no sizes, attachments or chart yet)
     code, out = cli("render", str(world.release), "--out-dir", str(tmp_path / "r"), "--docs")
     assert code == 0, out

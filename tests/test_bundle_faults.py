@@ -99,6 +99,7 @@ def test_ctrl_c_against_a_registry_that_stopped_answering_stops_at_once(
             "--out-file",
             str(out / "b.tar.zst"),
             "--no-cache",
+            "--no-installer",
         ]
     import pty
 

@@ -400,6 +400,7 @@ def test_progress_is_drawn_on_a_terminal_and_nowhere_else(world: World, tmp_path
                     str(world.key),
                     "--out-file",
                     str(tmp_path / f"b{n}.tar.zst"),
+                    "--no-installer",
                 ]
             if step == "verify":
                 return [

@@ -114,7 +114,10 @@ def signed_bundle(world: dict[str, Any]) -> Path:
         if not (world["work"] / "keys/releaser.key").exists():
             run(world["env"], "keygen", "--out-dir", str(world["work"] / "keys"))
         key = str(world["work"] / "keys/releaser.key")
-        run(world["env"], "bundle", str(world["rel"]), "--signing-key", key, "--out-file", str(bundle))
+        run(
+            world["env"],
+            *("bundle", str(world["rel"]), "--signing-key", key, "--out-file", str(bundle), "--no-installer"),
+        )
     return bundle
 
 

@@ -723,9 +723,7 @@ def airgap_values(name: str, target: Target) -> bytes:
     return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
 
 
-def compose_override(
-    compose: Mapping[str, str], images: Sequence[BundledImage], target: Target
-) -> bytes:
+def compose_override(compose: Mapping[str, str], images: Sequence[BundledImage], target: Target) -> bytes:
     """compose.airgap.yaml: every service's image from the private registry, same digest.
     `compose`: service -> image name, as releaser.json records it."""
     by_name = {i.name: i for i in images}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from .. import __version__, workers
-from ..errors import RegistryError, ReleaserError
+from ..errors import ArchiveError, RegistryError, ReleaserError
 from ..fs import atomic_file
 from ..lock import Lock, LockedImage, split_reference
 from ..mediatypes import INDEX_TYPES
@@ -46,6 +46,7 @@ from .format import (
     SIGNATURE,
     SUBJECT,
 )
+from .installer import InstallerFile
 from .records import Attachment, BundledImage, BundleMetadata, ChartRecord, ChecksumsRecord, IndexEntry
 
 
@@ -90,6 +91,7 @@ class BundlePlan:
     )  # in-memory non-blob files (chart tgz, compose, ...)
     # what the customer reads first, right after the head: INSTALL.md, the catalog, load.sh, installer/
     leading: dict[str, bytes] = field(default_factory=dict)
+    installer: list[InstallerFile] = field(default_factory=list)  # installer/, after `leading`
     images: list[BundledImage] = field(default_factory=list)
 
     def add(self, blob: Blob) -> None:
@@ -341,7 +343,10 @@ def checksums_and_metadata(
 ) -> tuple[list[tuple[str, str, int]], bytes, bytes]:
     """(entries [(path, sha256 hex, size)] in archive order, checksums.txt, releaser.json)."""
     entries: list[tuple[str, str, int]] = []
-    for name, content in [*bp.leading.items(), *layout_files(bp).items()]:
+    for name, content in bp.leading.items():
+        entries.append((name, hashlib.sha256(content).hexdigest(), len(content)))
+    entries += [(f.name, f.sha256, f.size) for f in bp.installer]
+    for name, content in layout_files(bp).items():
         entries.append((name, hashlib.sha256(content).hexdigest(), len(content)))
     for blob in _order(bp):
         entries.append((blob.path, blob.digest.split(":", 1)[1], blob.size))
@@ -471,7 +476,11 @@ def _write_members(
     w.add_bytes(METADATA, head.metadata)
     w.add_bytes(SIGNATURE, head.signature)
     w.add_bytes(CHECKSUMS, head.checksums)
-    for name, content in [*bp.leading.items(), *layout_files(bp).items()]:
+    for name, content in bp.leading.items():
+        w.add_bytes(name, content)
+    for f in bp.installer:
+        total_in += w.add_stream(f.name, f.size, _installer_chunks(f))
+    for name, content in layout_files(bp).items():
         w.add_bytes(name, content)
     for blob in _order(bp):
         chunks, from_registry = sources.open(blob)
@@ -493,6 +502,21 @@ def _write_members(
         w.add_bytes(name, bp.files[name])
     w.close()
     return fetched, total_in
+
+
+def _installer_chunks(f: InstallerFile) -> Iterator[bytes]:
+    """An installer file's bytes, checked against the sha256 already in checksums.txt."""
+    if f.content is not None:
+        yield f.content
+        return
+    assert f.path is not None
+    h = hashlib.sha256()
+    with f.path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            yield chunk
+    if h.hexdigest() != f.sha256:
+        raise ArchiveError(f"{f.path} changed while bundling", fix="run the bundle again")
 
 
 class _Hashing:

@@ -101,8 +101,10 @@ def inspect(
             "airgap inspect",
             as_json,
             lambda: inspect_catalog(bundle, key=key),
-            lambda r: r.markdown
-            + ("" if r.checked else "\nNOT verified (no --key): this is what the bundle claims.\n"),
+            lambda r: (
+                r.markdown
+                + ("" if r.checked else "\nNOT verified (no --key): this is what the bundle claims.\n")
+            ),
         )
     return run("airgap inspect", as_json, lambda: inspect_file(bundle, key=key), _inspected)
 

@@ -201,7 +201,9 @@ def render(
             lines.append(f"  package: {r.package} (sha256 {r.package_sha256})")
         return "\n".join(lines)
 
-    return run("render", as_json, lambda: render_release(directory, out=root, package=package, docs=docs), text)
+    return run(
+        "render", as_json, lambda: render_release(directory, out=root, package=package, docs=docs), text
+    )
 
 
 def _out_dir(out_dir: Path | None, out: Path | None, legacy: str | None) -> Path:
@@ -318,6 +320,28 @@ def bundle(
             "them keep working behind the air gap.",
         ),
     ] = True,
+    installer: Annotated[
+        bool,
+        typer.Option(
+            "--installer/--no-installer",
+            help="Carry installer/: releaser's wheels and those of its dependencies (pinned with hashes), "
+            "and install.sh, so the customer installs releaser with no network.",
+        ),
+    ] = True,
+    installer_python: Annotated[
+        str,
+        typer.Option(
+            "--installer-python",
+            help="Only these CPython versions, comma-separated (default: every one supported, 3.11 to 3.14).",
+        ),
+    ] = "",
+    installer_machine: Annotated[
+        str,
+        typer.Option(
+            "--installer-machine",
+            help="Only these Linux machines, comma-separated: x86_64, aarch64 (default: both).",
+        ),
+    ] = "",
     insecure: InsecureOpt = False,
     plain_http: PlainHttpOpt = False,
     ca_file: CaFileOpt = None,
@@ -337,6 +361,7 @@ def bundle(
     give a byte-identical bundle.
 
     Example:  releaser bundle my-release/ --signing-key keys/releaser.key
+    Example:  releaser bundle my-release/ --signing-key keys/releaser.key --installer-python 3.11,3.12
     """
     from ..commands.bundle import bundle_release
 
@@ -356,6 +381,12 @@ def bundle(
             f"{len(r.attachments)} attachments; {r.fetched:,} bytes fetched, the rest from the cache)\n"
             f"  sha256: {r.sha256}\n  signer: {r.signer}"
             + "".join(f"\n  attached: {a}" for a in r.attachments)
+            + (
+                f"\n  installer: {r.installer_bytes:,} bytes of wheels and install.sh for "
+                + ", ".join(r.installer_targets)
+                if r.installer_targets
+                else "\n  installer: left out (--no-installer)"
+            )
         )
 
     with ByteProgress("bundle", not as_json) as prog:
@@ -371,11 +402,18 @@ def bundle(
                 threads=threads,
                 use_cache=not no_cache,
                 attachments=attachments,
+                installer=installer,
+                installer_pythons=_csv(installer_python),
+                installer_machines=_csv(installer_machine),
                 registries=opts,
                 progress=prog,
             ),
             text,
         )
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def doctor(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundle.cache import BlobCache, default_cache_dir
+from ..bundle.installer import choose, installer_files
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem, sign
 from ..bundle.write import BlobSources, Compression, Head, assemble, checksums_and_metadata, write_archive
 from ..errors import UsageError
@@ -28,6 +29,8 @@ class BundleResult:
     fetched: int
     signer: str
     attachments: tuple[str, ...] = ()  # repository:sha256-<hex>.sig ... carried with the images
+    installer_targets: tuple[str, ...] = ()  # cp311-x86_64 ... (empty: --no-installer)
+    installer_bytes: int = 0  # what installer/ adds, uncompressed
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -40,6 +43,7 @@ class BundleResult:
             "fetched": self.fetched,
             "signer": self.signer,
             "attachments": list(self.attachments),
+            "installer": {"targets": list(self.installer_targets), "bytes": self.installer_bytes},
         }
 
 
@@ -54,10 +58,17 @@ def bundle_release(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     attachments: bool = True,
+    installer: bool = True,
+    installer_pythons: tuple[str, ...] = (),
+    installer_machines: tuple[str, ...] = (),
     registries: RegistryOptions | None = None,
     progress: Progress | None = None,
 ) -> BundleResult:
-    """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed."""
+    """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed. With
+    `installer` (the default), also installer/: releaser's wheels for the chosen CPython versions
+    and machines (all supported ones when empty) and install.sh."""
+    if installer:
+        choose(installer_pythons, installer_machines)  # a wrong choice fails before anything is fetched
     if not 1 <= level <= 19:
         raise UsageError(
             f"--zstd-level {level} is out of range", fix="use 1 (fastest) to 19 (smallest); default 3"
@@ -71,6 +82,13 @@ def bundle_release(
     mtime = source_date_epoch()
     factory = (registries or RegistryOptions()).factory()
     bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
+    if installer:
+        bp.installer = installer_files(
+            (cache_dir or default_cache_dir()) / "wheels",
+            mtime=mtime,
+            pythons=installer_pythons,
+            machines=installer_machines,
+        )
     entries, checksums, metadata = checksums_and_metadata(
         plan, lock, bp, mtime=mtime, signer_fingerprint=signer
     )
@@ -99,4 +117,6 @@ def bundle_release(
         fetched=stats.fetched,
         signer=signer,
         attachments=tuple(f"{i.repository}:{a.tag}" for i in bp.images for a in i.attachments or ()),
+        installer_targets=choose(installer_pythons, installer_machines) if installer else (),
+        installer_bytes=sum(f.size for f in bp.installer),
     )

@@ -71,7 +71,12 @@ def catalog(src: CatalogSource) -> dict[str, object]:
             ]
         else:
             platforms = [
-                {"platform": pin.platform, "digest": pin.digest, "mediaType": pin.media_type, "size": pin.size}
+                {
+                    "platform": pin.platform,
+                    "digest": pin.digest,
+                    "mediaType": pin.media_type,
+                    "size": pin.size,
+                }
             ]
         attachments = None
         if bundled is not None and bundled.attachments is not None:
@@ -228,7 +233,7 @@ def _resources_table(plan: Plan) -> list[str]:
         return "-" if v is None else f(v)  # type: ignore[operator]
 
     lines.append(
-        f"| **sum (× replicas)** | | {fmt('rcpu', _cpu)} | {fmt('rmem', _mem)} | {fmt('lcpu', _cpu)} "
+        f"| **sum (x replicas)** | | {fmt('rcpu', _cpu)} | {fmt('rmem', _mem)} | {fmt('lcpu', _cpu)} "
         f"| {fmt('lmem', _mem)} |"
     )
     return lines

@@ -32,6 +32,10 @@ runner = CliRunner()
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """releaser in-process. `bundle` gets --no-installer unless the test says --installer: only
+    test_bundle_installer.py needs the wheels, and the world's bundle is written without them."""
+    if args and args[0] == "bundle" and not {"--installer", "--no-installer"} & set(args):
+        args = (*args, "--no-installer")
     result = runner.invoke(
         app, list(args), catch_exceptions=False, env={"RELEASER_KEY_PASSPHRASE": PASS, **(env or {})}
     )
@@ -124,8 +128,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     assert cli("lock", str(rel))[0] == 0
     assert cli("keygen", "--out-dir", str(root / "keys"))[0] == 0
     bundle = root / "demo.tar.zst"
-    code, out = cli(
-        "bundle", str(rel), "--signing-key", str(root / "keys/releaser.key"), "--out-file", str(bundle)
+    code, out = cli(  # the offline installer is tested on a bundle of its own (test_bundle_installer.py)
+        "bundle",
+        str(rel),
+        "--signing-key",
+        str(root / "keys/releaser.key"),
+        "--out-file",
+        str(bundle),
     )
     assert code == 0, out
     yield World(
