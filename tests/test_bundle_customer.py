@@ -79,8 +79,8 @@ def test_the_catalog_in_the_bundle_is_what_inspect_catalog_and_render_docs_give(
     assert gobmp["digest"] in md and "| nats |" in md and "attestation, referrers" in md
     install = (d / "INSTALL.md").read_text()
     assert "releaser airgap demo-1.0.0.tar.zst --to registry.local:5000 --key publisher.pub" in install
-    assert "sh load.sh --key" in install and "| bus | 4222 (client) | TCP |" in install
-    assert "| **sum (x replicas)** | | 400m | 384Mi | 3 | 1.5Gi |" in install  # 2 bus + 1 collector
+    assert "sh bundle/load.sh --key" in install and "| bus | 4222 (client) | TCP |" in install
+    assert "| **sum (x replicas)** | | - | - | - | - |" in install  # the demo sets no resources
     # render --docs: the same catalog before any bundle (no sizes, attachments or chart yet)
     code, out = cli("render", str(world.release), "--out-dir", str(tmp_path / "r"), "--docs")
     assert code == 0, out
@@ -88,6 +88,26 @@ def test_the_catalog_in_the_bundle_is_what_inspect_catalog_and_render_docs_give(
     assert [i["digest"] for i in before["images"]] == [i["digest"] for i in cat["images"]]
     assert before["totalSize"] is None and before["images"][0]["attachments"] is None
     assert (tmp_path / "r/install/demo/INSTALL.md").read_bytes() == (d / "INSTALL.md").read_bytes()
+
+
+def test_render_docs_of_the_example_sums_resources_and_names_the_tcpao_prerequisites(tmp_path: Path) -> None:
+    code, out = cli("render", "examples/bmp-tcpao", "--out-dir", str(tmp_path), "--docs")
+    assert code == 0, out
+    install = (tmp_path / "install/bmp-tcpao/INSTALL.md").read_text()
+    # 3 bus + collector + speaker + two sidecars: requests 620m / 608Mi, limits 4.9 CPU / 2176Mi
+    assert "| **sum (x replicas)** | | 620m | 608Mi | 4.9 | 2176Mi |" in install
+    assert "| collector (TCP-AO sidecar) | 1 | 10m | 16Mi | 200m | 64Mi |" in install
+    assert "## TCP-AO host prerequisites" in install and "releaser.dev/tcp-ao=true" in install
+    assert "kubectl create secret generic bmp-tcpao-key --from-file=tcpao-key=./tcpao-key" in install
+    assert "| collector (TCP-AO terminator) | 1790 | TCP |" in install
+    cat = json.loads((tmp_path / "install/bmp-tcpao/images.json").read_text())
+    assert {i["name"]: i["usedBy"] for i in cat["images"]}["tcpao-proxy"] == [
+        "collector-tcpao",
+        "speaker-tcpao",
+    ]
+    # deterministic: a second render changes nothing
+    code, out = cli("render", "examples/bmp-tcpao", "--out-dir", str(tmp_path), "--docs", "--json")
+    assert code == 0 and json.loads(out)["result"]["written"] == []
 
 
 def test_load_sh_verifies_then_loads_with_skopeo_and_the_registry_serves_the_signed_digests(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +232,44 @@ def test_a_wheel_is_taken_only_when_it_hashes_to_its_pin(tmp_path: Path) -> None
             os.environ.pop("RELEASER_INSTALLER_WHEELS", None)
         else:
             os.environ["RELEASER_INSTALLER_WHEELS"] = old
+
+
+def test_the_walk_through_in_install_md_runs_as_written(
+    world: World, with_installer: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    """Steps 1 to 3 of the bundle's INSTALL.md, line by line, in a directory holding only the bundle
+    and the publisher's key: verify with openssl and sha256sum, install releaser from the bundle,
+    load with releaser and with load.sh. The registry is the test's (plain HTTP: load.sh gets
+    --insecure)."""
+    bundle, _ = with_installer
+    work = tmp_path / "customer"
+    work.mkdir()
+    shutil.copy(bundle, work / "demo-1.0.0.tar.zst")
+    shutil.copy(world.pub, work / "publisher.pub")
+    install = extract(bundle, tmp_path / "x") / "INSTALL.md"
+    steps = re.findall(r"^## ([123])\..*?\n```\n(.*?)```", install.read_text(), re.S | re.M)
+    assert [n for n, _ in steps] == ["1", "2", "3"]
+    target = RegistryServer(tmp_path / "target").start()
+    env = {
+        "PATH": f"{Path(base_python()).parent}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "RELEASER_CACHE": str(tmp_path / "cache"),
+    }
+    try:
+        for _, block in steps:
+            for line in block.splitlines():
+                command = line.split("   #")[0].strip()
+                if not command or command.startswith("#"):
+                    continue
+                command = command.replace("registry.local:5000", target.host)
+                if command.startswith("sh bundle/load.sh"):
+                    command += " --insecure"
+                proc = subprocess.run(
+                    ["sh", "-c", command], cwd=work, env=env, capture_output=True, text=True, timeout=600
+                )
+                assert proc.returncode == 0, f"{line}\n{proc.stdout}{proc.stderr}"
+                if "openssl dgst" in command:
+                    assert "Verified OK" in proc.stdout
+        assert (work / "values-airgap.yaml").exists() and (work / "releaser-venv/bin/releaser").exists()
+    finally:
+        target.stop()
