@@ -383,6 +383,12 @@ class StackError(ReleaserError):
         }
 
 
+class NoSpace(ReleaserError):
+    """A file system has less free space than an output needs; nothing was written."""
+
+    exit_code = EXIT_PREFLIGHT
+
+
 class BudgetExceeded(ValueError):
     """An input is larger or deeper than its budget (releaser/budgets.py); the message says which.
     A ValueError, as the parse errors it sits beside: each caller names the file or registry."""

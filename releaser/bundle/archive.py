@@ -28,6 +28,7 @@ from ..budgets import (
 )
 from ..errors import ArchiveError, BundleDamaged
 from ..readers import Reader, Writer
+from .parts import open_bundle
 
 BLOCK = 512
 FRAME_THRESHOLD = 1 << 20  # blobs at least this big get a zstd frame of their own
@@ -86,8 +87,15 @@ class TarZstWriter:
         self.names.append(name)
         return written
 
-    def close(self) -> None:
-        self._z.write(b"\0" * (BLOCK * 2))
+    def end_frame(self) -> None:
+        """End the current zstd frame here (a member boundary): what follows starts a new one."""
+        self._z.flush(zstandard.FLUSH_FRAME)
+
+    def close(self, *, end_of_archive: bool = True) -> None:
+        """Finish the stream, with tar's end-of-archive marker unless more members follow in
+        another stream (the head of a split bundle, part 1, is followed by the other parts)."""
+        if end_of_archive:
+            self._z.write(b"\0" * (BLOCK * 2))
         self._z.flush(zstandard.FLUSH_FRAME)
         self._z.close()  # type: ignore[no-untyped-call]  # zstandard does not annotate close()
 
@@ -153,7 +161,7 @@ def iter_members(
     """
     budget = budget or ReadBudget()
     try:
-        fh = path.open("rb")
+        fh = open_bundle(path)
     except OSError as exc:
         raise ArchiveError(f"cannot open {path}: {exc.strerror}", fix="check the path") from exc
     with fh:
@@ -232,7 +240,7 @@ def zstd_frames(path: Path) -> list[tuple[int, int]]:
     bad = BundleDamaged(path, "not a sequence of complete zstd frames")
     frames: list[tuple[int, int]] = []
     try:
-        with path.open("rb", buffering=0) as fh:
+        with open_bundle(path, buffering=0) as fh:
             end = fh.seek(0, 2)
             pos = 0
             while pos < end:

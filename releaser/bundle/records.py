@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..errors import MetadataError
 from ..lock import Lock, lock_document, lock_from_document, split_reference
 from .format import IMAGE_NAME, REF_NAME, SUBJECT
+from .parts import PartRecord
 
 Json = dict[str, object]
 
@@ -165,6 +166,7 @@ class BundleMetadata:
     signer: str
     lock: Lock
     compose: Mapping[str, str]  # compose service -> image name (the airgap override needs only this file)
+    parts: tuple[PartRecord, ...] = ()  # a split bundle's parts after the first (docs/bundle-format.md)
 
     def image(self, name: str) -> BundledImage | None:
         return next((i for i in self.images if i.name == name), None)
@@ -188,6 +190,7 @@ class BundleMetadata:
             "signer": self.signer,
             "lock": lock_document(self.lock),
             "compose": dict(self.compose),
+            **({"parts": [p.to_json() for p in self.parts]} if self.parts else {}),
         }
 
     @classmethod
@@ -214,7 +217,17 @@ class BundleMetadata:
             signer=r.text("signer", ""),
             lock=lock_from_document(r.doc.get("lock"), where="releaser.json $.lock"),
             compose=r.strings("compose"),
+            parts=tuple(_part(_Reader(p, f"$.parts[{n}]"), n) for n, p in enumerate(r.array("parts", []))),
         )
+
+
+def _part(r: _Reader, n: int) -> PartRecord:
+    number = r.number("number")
+    if number != n + 2:
+        raise MetadataError(
+            path=f"{r.path}.number", expected=f"{n + 2} (parts are listed in order)", got=number
+        )
+    return PartRecord(number=number, name=r.text("name"), size=r.number("size"), sha256=r.text("sha256"))
 
 
 @dataclass(frozen=True, kw_only=True)

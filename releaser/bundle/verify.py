@@ -29,6 +29,7 @@ from ..progress import Progress
 from ..readers import Reader
 from .archive import ReadBudget, iter_members, zstd_frames
 from .format import CHECKSUMS, METADATA, SIGNATURE
+from .parts import files_of, first_part, hash_problems, part_problems
 from .records import BundleMetadata, IndexEntry, parse_index
 from .sign import fingerprint, load_public_key, verify_signature
 
@@ -180,7 +181,7 @@ def _budget(path: Path, key: EllipticCurvePublicKey) -> tuple[Callable[[], ReadB
     (members, bytes), or only the head itself when it does not verify; and whether it verified.
     When the head cannot be read at all, the pass says where the archive is damaged."""
     try:
-        head = _read_head(path)
+        head = read_head(path)
     except ArchiveError:
         return ReadBudget, False
     problems: list[str] = []
@@ -194,6 +195,7 @@ def _budget(path: Path, key: EllipticCurvePublicKey) -> tuple[Callable[[], ReadB
 
 def _readable(path: Path) -> None:
     """A bundle that is not there is a wrong path, not a damaged bundle: say only that."""
+    path = files_of(path)[0]
     if not path.is_file():
         raise InputError(
             f"{path}: {'is a directory' if path.is_dir() else 'no such file'}",
@@ -220,7 +222,10 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
     truncated = False
     budget, verified = _budget(path, key)
     kept = _Kept()
-    declared = verify_head(path, public_key) if progress is not None and verified else None
+    declared = verify_head(path, public_key) if verified else None
+    first = first_part(path)
+    if declared is not None:
+        _check_parts(path, first, declared, outcome)
     if progress is not None and declared is not None:
         progress.set_totals({path.name: declared.checksums.bytes})
         kept.tick = lambda n: progress(path.name, n)
@@ -283,6 +288,8 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
         problems.append(
             f"manifests and configs together exceed {budgets.MAX_KEPT_JSON >> 20} MiB (no real bundle comes near)"
         )
+    if problems and first is not None and declared is not None:
+        problems += hash_problems(first, declared.parts)  # which part holds the damage
     if problems:
         raise VerificationError(path, problems, outcome=outcome)
     # checked above: three head members (meta parsed) and index.json, else a problem was listed
@@ -298,7 +305,22 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
     )
 
 
-def _read_head(path: Path) -> dict[str, bytes]:
+def _check_parts(path: Path, first: Path | None, meta: BundleMetadata, outcome: str) -> None:
+    """A split bundle's parts against what its signed head lists, before any of them is read:
+    each missing, truncated or extra part is named. (A single file whose head lists parts was
+    joined from them, and is read as it is.)"""
+    if first is None:
+        return
+    problems = (
+        part_problems(first, meta.parts)
+        if meta.parts
+        else [f"{first.name}: these are parts, but the signed head lists none (parts of another bundle?)"]
+    )
+    if problems:
+        raise VerificationError(path, problems, outcome=outcome)
+
+
+def read_head(path: Path) -> dict[str, bytes]:
     """The first three members (releaser.json, its signature, checksums.txt), as far as they are
     there, without reading further. Raises ArchiveError when the archive cannot be read that far."""
     _readable(path)
@@ -318,7 +340,7 @@ def verify_head(path: Path, public_key: Path) -> BundleMetadata | None:
     _readable(path)
     key = load_public_key(public_key)
     try:
-        head = _read_head(path)
+        head = read_head(path)
     except ArchiveError:
         return None
     problems: list[str] = []
@@ -332,7 +354,7 @@ def inspect_head(path: Path, public_key: Path | None) -> tuple[BundleMetadata, b
     Raises ArchiveError for an unreadable archive, VerificationError when the head is not a
     bundle's or, with a key, does not verify."""
     key = load_public_key(public_key) if public_key is not None else None
-    head = _read_head(path)
+    head = read_head(path)
     missing = [n for n in (METADATA, SIGNATURE, CHECKSUMS) if n not in head]
     if missing:
         raise VerificationError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -47,6 +47,7 @@ from .format import (
     SUBJECT,
 )
 from .installer import InstallerFile
+from .parts import PartRecord, PartsWriter, check_space, part_path
 from .records import Attachment, BundledImage, BundleMetadata, ChartRecord, ChecksumsRecord, IndexEntry
 
 
@@ -340,8 +341,9 @@ def layout_files(bp: BundlePlan) -> dict[str, bytes]:
 
 def checksums_and_metadata(
     plan: Plan, lock: Lock, bp: BundlePlan, *, mtime: int, signer_fingerprint: str
-) -> tuple[list[tuple[str, str, int]], bytes, bytes]:
-    """(entries [(path, sha256 hex, size)] in archive order, checksums.txt, releaser.json)."""
+) -> tuple[list[tuple[str, str, int]], bytes, BundleMetadata]:
+    """(entries [(path, sha256 hex, size)] in archive order, checksums.txt, the metadata record;
+    `metadata_json` makes releaser.json of it, with the parts once they are known)."""
     entries: list[tuple[str, str, int]] = []
     for name, content in bp.leading.items():
         entries.append((name, hashlib.sha256(content).hexdigest(), len(content)))
@@ -376,7 +378,12 @@ def checksums_and_metadata(
         # compose service -> image name, so the airgap override needs only this signed file
         compose=compose_images(plan),
     )
-    return entries, checksums, (json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n").encode()
+    return entries, checksums, meta
+
+
+def metadata_json(meta: BundleMetadata) -> bytes:
+    """releaser.json: sorted keys, two-space indent, a final newline."""
+    return (json.dumps(meta.to_json(), indent=2, sort_keys=True) + "\n").encode()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -423,8 +430,9 @@ class WriteStats:
     blobs: int
     bytes_in: int
     fetched: int  # bytes that came from a registry (not the cache)
-    size: int  # bytes of the .tar.zst
-    sha256: str  # of the .tar.zst, hashed as it was written
+    size: int  # bytes of the .tar.zst (all parts)
+    sha256: str  # of the .tar.zst, hashed as it was written (of part 1 when split)
+    parts: tuple[PartRecord, ...] = ()  # when split: the parts after the first
 
 
 def write_archive(
@@ -432,21 +440,31 @@ def write_archive(
     bp: BundlePlan,
     entries: list[tuple[str, str, int]],
     *,
-    head: Head,
+    head: Callable[[tuple[PartRecord, ...]], Head],
     sources: BlobSources,
     compression: Compression,
     progress: Progress | None = None,
+    split: int | None = None,
 ) -> WriteStats:
-    """Write the archive to a temp file beside `out`, then rename it into place."""
+    """Write the archive to a temp file beside `out`, then rename it into place. `head(parts)`
+    signs the head once the parts are known (none unless `split`). With `split` (bytes per part),
+    the body goes to OUT.002, OUT.003, ... and the head alone to OUT.001, each renamed into place
+    only when all of them are written. Refuses to start when the directory has less free space
+    than the members' bytes (the archive's upper bound: layers do not compress again)."""
+    check_space(out.parent, sum(size for _, _, size in entries) + (1 << 20), f"the bundle {out.name}")
     if progress is not None:
         per_image: dict[str, int] = {}
         for blob in bp.blobs.values():
             per_image[blob.image] = per_image.get(blob.image, 0) + blob.size
         progress.set_totals(per_image)
+    if split is not None:
+        return _write_split(out, bp, entries, head, sources, compression, progress, split)
     with atomic_file(out) as raw:
         fh = _Hashing(raw, str(out))
         try:
-            fetched, total_in = _write_members(fh, bp, head, sources, compression, progress)
+            w = _writer(fh, compression)
+            _write_head(w, head(()))
+            fetched, total_in = _write_body(w, bp, sources, progress)
         except BaseException:
             fh.close(quiet=True)
             raise
@@ -461,21 +479,79 @@ def write_archive(
     )
 
 
-def _write_members(
-    fh: _Hashing,
+def _write_split(
+    out: Path,
     bp: BundlePlan,
-    head: Head,
+    entries: list[tuple[str, str, int]],
+    head: Callable[[tuple[PartRecord, ...]], Head],
     sources: BlobSources,
     compression: Compression,
     progress: Progress | None,
-) -> tuple[int, int]:
-    """Every member, in the documented order; (bytes fetched from registries, bytes written in)."""
-    fetched = 0
-    total_in = 0
-    w = TarZstWriter(fh, level=compression.level, threads=compression.threads, mtime=compression.mtime)
+    split: int,
+) -> WriteStats:
+    first = part_path(out, 1)
+    body = PartsWriter(first, split)
+    try:
+        fh = _Hashing(body, str(out))  # type: ignore[arg-type]  # write+flush suffice
+        try:
+            fetched, total_in = _write_body(_writer(fh, compression), bp, sources, progress)
+        except BaseException:
+            fh.close(quiet=True)
+            raise
+        fh.close()
+        parts = tuple(
+            PartRecord(number=n, name=part_path(first, n).name, size=size, sha256=digest)
+            for n, _, size, digest in body.finish()
+        )
+        with atomic_file(first) as raw:
+            one = _Hashing(raw, str(first))
+            try:
+                w = _writer(one, compression)
+                _write_head(w, head(parts))
+                w.close(end_of_archive=False)
+            except BaseException:
+                one.close(quiet=True)
+                raise
+            one.close()
+        body.commit()
+    except BaseException:
+        body.abort()
+        raise
+    stale = part_path(first, len(parts) + 2)  # a longer bundle written here before: not ours now
+    while stale.exists():
+        stale.unlink()
+        stale = part_path(first, int(stale.name.rsplit(".", 1)[1]) + 1)
+    return WriteStats(
+        files=len(entries) + 3,
+        blobs=len(bp.blobs),
+        bytes_in=total_in,
+        fetched=fetched,
+        size=one.size + sum(p.size for p in parts),
+        sha256=one.hash.hexdigest(),
+        parts=parts,
+    )
+
+
+def _writer(fh: _Hashing, compression: Compression) -> TarZstWriter:
+    return TarZstWriter(fh, level=compression.level, threads=compression.threads, mtime=compression.mtime)
+
+
+def _write_head(w: TarZstWriter, head: Head) -> None:
+    """The three signed members, in a zstd frame of their own (what `inspect` reads, and all of
+    part 1 of a split bundle)."""
     w.add_bytes(METADATA, head.metadata)
     w.add_bytes(SIGNATURE, head.signature)
     w.add_bytes(CHECKSUMS, head.checksums)
+    w.end_frame()
+
+
+def _write_body(
+    w: TarZstWriter, bp: BundlePlan, sources: BlobSources, progress: Progress | None
+) -> tuple[int, int]:
+    """Every member after the head, in the documented order, and the end of the archive;
+    (bytes fetched from registries, bytes written in)."""
+    fetched = 0
+    total_in = 0
     for name, content in bp.leading.items():
         w.add_bytes(name, content)
     for f in bp.installer:

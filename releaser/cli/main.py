@@ -10,7 +10,7 @@ from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 
 from .. import __version__
-from . import airgap, quickstart, release
+from . import airgap, bundle, quickstart, release
 from .base import CURRENT, HELP_OPTIONS, ReleaserGroup, reflow_help
 
 app = typer.Typer(
@@ -37,10 +37,10 @@ for _command in (
     release.render,
     release.check,
     release.keygen,
-    release.bundle,
     release.doctor,
 ):
     app.command()(_command)
+app.add_typer(bundle.app)
 app.add_typer(airgap.app)
 app.add_typer(quickstart.app)
 

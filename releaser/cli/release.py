@@ -1,4 +1,4 @@
-"""The release author's commands: init, validate, lock, render, check, keygen, bundle, doctor.
+"""The release author's commands: init, validate, lock, render, check, keygen, doctor (bundle: bundle.py).
 
 Each function binds options, calls one function of releaser.commands and prints its result.
 A command's library module is imported when the command runs, not when the CLI starts: an
@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import Problem, UsageError, check_line
+from ..errors import Problem, check_line
 from .base import JsonOpt, OutputOpt, out_path, output_format, pick, run
-from .display import ByteProgress
 from .options import (
     DEFAULT_STACK,
     CaFileOpt,
@@ -30,7 +29,6 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..commands.bundle import BundleResult
     from ..commands.check import CheckResult
     from ..commands.lock import LockResult
     from ..commands.render import RenderResult
@@ -285,135 +283,6 @@ def keygen(
             f"  fingerprint: {r.fingerprint}"
         ),
     )
-
-
-def bundle(
-    directory: DirArg,
-    signing_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--signing-key",
-            help="The private key that signs the bundle (releaser.key from keygen).",
-            show_default=False,
-        ),
-    ] = None,
-    passphrase_file: PassFileOpt = None,
-    out_file: Annotated[
-        Path | None,
-        typer.Option("--out-file", help="The bundle to write (default bundles/<name>-<version>.tar.zst)."),
-    ] = None,
-    zstd_level: Annotated[int, typer.Option("--zstd-level", help="1 (fast) to 19 (small).")] = 3,
-    threads: Annotated[int, typer.Option("--threads", help="zstd worker threads (-1: one per core).")] = -1,
-    no_cache: Annotated[
-        bool,
-        typer.Option(
-            "--no-cache",
-            help="Do not use or fill the local blob cache ($RELEASER_CACHE, else ~/.cache/releaser).",
-        ),
-    ] = False,
-    attachments: Annotated[
-        bool,
-        typer.Option(
-            "--attachments/--no-attachments",
-            help="Carry the signatures, attestations and SBOMs attached to each pinned digest (cosign's "
-            "sha256-<hex>.sig/.att/.sbom tags and the OCI referrers tag sha256-<hex>), so policies that check "
-            "them keep working behind the air gap.",
-        ),
-    ] = True,
-    installer: Annotated[
-        bool,
-        typer.Option(
-            "--installer/--no-installer",
-            help="Carry installer/: releaser's wheels and those of its dependencies (pinned with hashes), "
-            "and install.sh, so the customer installs releaser with no network.",
-        ),
-    ] = True,
-    installer_python: Annotated[
-        str,
-        typer.Option(
-            "--installer-python",
-            help="Only these CPython versions, comma-separated (default: every one supported, 3.11 to 3.14).",
-        ),
-    ] = "",
-    installer_machine: Annotated[
-        str,
-        typer.Option(
-            "--installer-machine",
-            help="Only these Linux machines, comma-separated: x86_64, aarch64 (default: both).",
-        ),
-    ] = "",
-    insecure: InsecureOpt = False,
-    plain_http: PlainHttpOpt = False,
-    ca_file: CaFileOpt = None,
-    creds: CredsOpt = None,
-    output: OutputOpt = None,
-    as_json: JsonOpt = False,
-    key: Annotated[
-        Path | None, typer.Option("--key", hidden=True, help="Deprecated: use --signing-key.")
-    ] = None,
-    out: Annotated[Path | None, legacy_out("--out-file")] = None,
-) -> int:
-    """Write a signed airgap bundle: every locked image as ONE OCI image layout, the chart
-    (package and OCI artifact), the compose files, release.yaml and the lock.
-
-    Blobs stream from the registry (or the local cache) through hashing into the
-    archive; layers are never recompressed. Identical inputs (and SOURCE_DATE_EPOCH)
-    give a byte-identical bundle.
-
-    Example:  releaser bundle my-release/ --signing-key keys/releaser.key
-    Example:  releaser bundle my-release/ --signing-key keys/releaser.key --installer-python 3.11,3.12
-    """
-    from ..commands.bundle import bundle_release
-
-    as_json, legacy = output_format(output, as_json, legacy_path=True)
-    private = pick(signing_key, key, old_name="--key (for the private key)", new_name="--signing-key")
-    if private is None:
-        raise UsageError(
-            "bundle needs the signing key",
-            fix="pass --signing-key keys/releaser.key (from `releaser keygen`)",
-        )
-    target = out_path(out_file, out, legacy, new_name="--out-file")
-    opts = registry_options(insecure, plain_http, ca_file, creds)
-
-    def text(r: BundleResult) -> str:
-        return (
-            f"ok: wrote {r.path} ({r.size:,} bytes, {r.blobs} blobs, {len(r.images)} images, "
-            f"{len(r.attachments)} attachments; {r.fetched:,} bytes fetched, the rest from the cache)\n"
-            f"  sha256: {r.sha256}\n  signer: {r.signer}"
-            + "".join(f"\n  attached: {a}" for a in r.attachments)
-            + (
-                f"\n  installer: {r.installer_bytes:,} bytes of wheels and install.sh for "
-                + ", ".join(r.installer_targets)
-                if r.installer_targets
-                else "\n  installer: left out (--no-installer)"
-            )
-        )
-
-    with ByteProgress("bundle", not as_json) as prog:
-        return run(
-            "bundle",
-            as_json,
-            lambda: bundle_release(
-                directory,
-                key=private,
-                out=target,
-                passphrase_file=passphrase_file,
-                level=zstd_level,
-                threads=threads,
-                use_cache=not no_cache,
-                attachments=attachments,
-                installer=installer,
-                installer_pythons=_csv(installer_python),
-                installer_machines=_csv(installer_machine),
-                registries=opts,
-                progress=prog,
-            ),
-            text,
-        )
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def doctor(

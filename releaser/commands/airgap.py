@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..bundle.parts import bundle_size
 from ..bundle.verify import inspect_head, verify_bundle
 from ..progress import Progress
 from ..render.docs import CatalogSource, catalog, images_md, used_by
@@ -121,7 +122,7 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
     )
     return InspectResult(
         path=str(path),
-        size=path.stat().st_size,
+        size=bundle_size(path),
         release=meta.name,
         version=meta.version,
         tool=meta.tool,

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 from ..bundle.cache import BlobCache, default_cache_dir
 from ..bundle.installer import choose, installer_files
+from ..bundle.parts import PartRecord, part_path
+from ..bundle.records import BundleMetadata
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem, sign
-from ..bundle.write import BlobSources, Compression, Head, assemble, checksums_and_metadata, write_archive
+from ..bundle.write import (
+    BlobSources,
+    Compression,
+    Head,
+    assemble,
+    checksums_and_metadata,
+    metadata_json,
+    write_archive,
+)
 from ..errors import UsageError
 from ..lock import read_lock, split_reference
 from ..pipeline import release_dir, source_date_epoch
@@ -31,6 +43,7 @@ class BundleResult:
     attachments: tuple[str, ...] = ()  # repository:sha256-<hex>.sig ... carried with the images
     installer_targets: tuple[str, ...] = ()  # cp311-x86_64 ... (empty: --no-installer)
     installer_bytes: int = 0  # what installer/ adds, uncompressed
+    parts: tuple[PartRecord, ...] = ()  # split: the parts after the first (path is the first)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -44,6 +57,7 @@ class BundleResult:
             "signer": self.signer,
             "attachments": list(self.attachments),
             "installer": {"targets": list(self.installer_targets), "bytes": self.installer_bytes},
+            "parts": [p.to_json() for p in self.parts],
         }
 
 
@@ -61,12 +75,14 @@ def bundle_release(
     installer: bool = True,
     installer_pythons: tuple[str, ...] = (),
     installer_machines: tuple[str, ...] = (),
+    split_size: int | None = None,
     registries: RegistryOptions | None = None,
     progress: Progress | None = None,
 ) -> BundleResult:
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed. With
     `installer` (the default), also installer/: releaser's wheels for the chosen CPython versions
-    and machines (all supported ones when empty) and install.sh."""
+    and machines (all supported ones when empty) and install.sh. With `split_size`, as parts
+    NAME.tar.zst.001 (the signed head), .002, ... of at most that many bytes."""
     if installer:
         choose(installer_pythons, installer_machines)  # a wrong choice fails before anything is fetched
     if not 1 <= level <= 19:
@@ -89,9 +105,7 @@ def bundle_release(
             pythons=installer_pythons,
             machines=installer_machines,
         )
-    entries, checksums, metadata = checksums_and_metadata(
-        plan, lock, bp, mtime=mtime, signer_fingerprint=signer
-    )
+    entries, checksums, meta = checksums_and_metadata(plan, lock, bp, mtime=mtime, signer_fingerprint=signer)
     repo_hosts = {}
     for img in lock.images:
         registry_host, path, _, _ = split_reference(img.repository)
@@ -102,13 +116,14 @@ def bundle_release(
         target,
         bp,
         entries,
-        head=Head(metadata=metadata, signature=sign(private, metadata), checksums=checksums),
+        head=lambda parts: signed_head(replace(meta, parts=parts), checksums, private),
         sources=BlobSources(registry_for=factory, repo_hosts=repo_hosts, cache=cache),
         compression=Compression(level=level, threads=threads, mtime=mtime),
         progress=progress,
+        split=split_size,
     )
     return BundleResult(
-        path=str(target),
+        path=str(part_path(target, 1) if split_size else target),
         sha256=stats.sha256,
         size=stats.size,
         images=tuple(i.source for i in bp.images),
@@ -119,4 +134,11 @@ def bundle_release(
         attachments=tuple(f"{i.repository}:{a.tag}" for i in bp.images for a in i.attachments or ()),
         installer_targets=choose(installer_pythons, installer_machines) if installer else (),
         installer_bytes=sum(f.size for f in bp.installer),
+        parts=stats.parts,
     )
+
+
+def signed_head(meta: BundleMetadata, checksums: bytes, private: EllipticCurvePrivateKey) -> Head:
+    """The three head members for `meta` (with its parts, when split), signed."""
+    metadata = metadata_json(meta)
+    return Head(metadata=metadata, signature=sign(private, metadata), checksums=checksums)

@@ -34,7 +34,8 @@ runner = CliRunner()
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """releaser in-process. `bundle` gets --no-installer unless the test says --installer: only
     test_bundle_installer.py needs the wheels, and the world's bundle is written without them."""
-    if args and args[0] == "bundle" and not {"--installer", "--no-installer"} & set(args):
+    creating = args[:1] == ("bundle",) and args[1:2] not in (("split",), ("join",))
+    if creating and not {"--installer", "--no-installer"} & set(args):
         args = (*args, "--no-installer")
     result = runner.invoke(
         app, list(args), catch_exceptions=False, env={"RELEASER_KEY_PASSPHRASE": PASS, **(env or {})}
