@@ -234,17 +234,26 @@ def test_a_wheel_is_taken_only_when_it_hashes_to_its_pin(tmp_path: Path) -> None
             os.environ["RELEASER_INSTALLER_WHEELS"] = old
 
 
+@pytest.mark.parametrize("shipped", ["one file", "parts"])
 def test_the_walk_through_in_install_md_runs_as_written(
-    world: World, with_installer: tuple[Path, dict[str, object]], tmp_path: Path
+    world: World, with_installer: tuple[Path, dict[str, object]], tmp_path: Path, shipped: str
 ) -> None:
     """Steps 1 to 3 of the bundle's INSTALL.md, line by line, in a directory holding only the bundle
-    and the publisher's key: verify with openssl and sha256sum, install releaser from the bundle,
-    load with releaser and with load.sh. The registry is the test's (plain HTTP: load.sh gets
-    --insecure)."""
+    (one file, or parts of 16 MiB) and the publisher's key: verify with openssl and sha256sum,
+    install releaser from the bundle, load with releaser and with load.sh. The registry is the
+    test's (plain HTTP: load.sh gets --insecure)."""
     bundle, _ = with_installer
     work = tmp_path / "customer"
     work.mkdir()
-    shutil.copy(bundle, work / "demo-1.0.0.tar.zst")
+    if shipped == "one file":
+        shutil.copy(bundle, work / "demo-1.0.0.tar.zst")
+    else:
+        code, out = cli(
+            "bundle", "split", str(bundle), "--split-size", "16M", "--signing-key", str(world.key),
+            "--out-file", str(work / "demo-1.0.0.tar.zst"),
+        )  # fmt: skip
+        assert code == 0, out
+        assert len(list(work.glob("demo-1.0.0.tar.zst.*"))) > 5 and not (work / "demo-1.0.0.tar.zst").exists()
     shutil.copy(world.pub, work / "publisher.pub")
     install = extract(bundle, tmp_path / "x") / "INSTALL.md"
     steps = re.findall(r"^## ([123])\..*?\n```\n(.*?)```", install.read_text(), re.S | re.M)

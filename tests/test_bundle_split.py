@@ -170,6 +170,17 @@ def test_split_and_join_an_existing_bundle(world: World, tmp_path: Path) -> None
     assert len(parts) == len(result["parts"]) + 1 >= 3
     code, out = cli("airgap", "verify", str(parts[0]), "--key", str(world.pub))
     assert code == 0, out
+    # written again under one name in larger parts: no part of the longer run is left beside them
+    counts = []
+    for size in ("5M", "20M"):
+        code, out = cli(
+            "bundle", str(world.release), "--signing-key", str(world.key), "--split-size", size,
+            "--out-file", str(tmp_path / "again.tar.zst"), "--json",
+        )  # fmt: skip
+        assert code == 0, out
+        counts.append(len(json.loads(out)["result"]["parts"]) + 1)
+        assert len(list(tmp_path.glob("again.tar.zst.*"))) == counts[-1], size
+    assert counts[0] > counts[1]
     # the body's bytes are the unsplit bundle's, from the end of its head on
     body = b"".join(p.read_bytes() for p in parts[1:])
     assert world.bundle.read_bytes().endswith(body)
