@@ -55,6 +55,9 @@ def test_parts_are_cut_at_the_size_and_part_1_is_the_signed_head_listing_the_oth
     assert code == 0, out
     result = json.loads(out)["result"]
     assert result["size"] == sum(p.stat().st_size for p in split)
+    assert [p["present"] for p in result["parts"]] == [True] * (len(split) - 1)
+    code, out = cli("airgap", "inspect", str(split[0]), "--key", str(world.pub))
+    assert f"parts: {len(split)} (part 1: the head); {len(split) - 1} of the {len(split) - 1} it lists" in out
     meta = json.loads(
         subprocess.run(
             f"zstd -dc {split[0]} | tar -xO releaser.json 2>/dev/null", shell=True, capture_output=True

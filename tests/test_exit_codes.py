@@ -87,6 +87,14 @@ def _keygen_twice(c: Ctx) -> list[str]:
     return ["keygen", "--out-dir", str(c.tmp / "keys")]
 
 
+def _join_without_part_3(c: Ctx) -> list[str]:
+    base = c.tmp / "parts.tar.zst"
+    split = ["bundle", "split", str(c.world.bundle), "--split-size", "5M", "--signing-key", str(c.world.key)]
+    assert cli(*split, "--out-file", str(base))[0] == 0
+    (c.tmp / "parts.tar.zst.003").unlink()
+    return ["bundle", "join", str(c.tmp / "parts.tar.zst.001"), "--key", str(c.world.pub)]
+
+
 def _load(c: Ctx, to: str, bundle: Path | None = None) -> list[str]:
     return [
         "airgap",
@@ -167,14 +175,52 @@ TABLE: list[tuple[str, int, str, Row, dict[str, str]]] = [
         lambda c: ["keygen", "--out-dir", str(c.tmp / "k")],
         {"RELEASER_KEY_PASSPHRASE": ""},
     ),
-    ("bundle", 2, "no signing key", lambda c: ["bundle", str(c.release())], {}),
+    ("bundle create", 2, "no signing key", lambda c: ["bundle", str(c.release())], {}),
     (
-        "bundle",
+        "bundle create",
         3,
         "no lock",
         lambda c: ["bundle", str(c.release(lock=False)), "--signing-key", str(c.world.key)],
         {},
     ),
+    (
+        "bundle split",
+        2,
+        "parts under 1 MiB",
+        lambda c: [
+            "bundle",
+            "split",
+            str(c.world.bundle),
+            "--split-size",
+            "1K",
+            "--signing-key",
+            str(c.world.key),
+        ],
+        {},
+    ),
+    (
+        "bundle split",
+        1,
+        "a damaged bundle",
+        lambda c: [
+            "bundle",
+            "split",
+            str(c.tampered_bundle()),
+            "--split-size",
+            "8M",
+            "--signing-key",
+            str(c.world.key),
+        ],
+        {},
+    ),
+    (
+        "bundle join",
+        2,
+        "not a split bundle",
+        lambda c: ["bundle", "join", str(c.world.bundle), "--key", str(c.world.pub)],
+        {},
+    ),
+    ("bundle join", 1, "a part missing", _join_without_part_3, {}),
     ("doctor", 8, "no container engine", lambda c: ["doctor"], {"PATH": "/nonexistent"}),
     ("completion", 0, "bash", lambda c: ["completion", "bash"], {}),
     ("completion", 2, "an unknown shell", lambda c: ["completion", "tcsh"], {}),

@@ -213,6 +213,7 @@ def _results() -> dict[str, type]:
         lock,
         quickstart,
         render,
+        split,
         validate,
     )
 
@@ -224,6 +225,8 @@ def _results() -> dict[str, type]:
         "check": check.CheckResult,
         "keygen": keys.KeygenResult,
         "bundle": bundle.BundleResult,
+        "bundle split": split.SplitResult,
+        "bundle join": split.JoinResult,
         "airgap verify": airgap.VerifyResult,
         "airgap inspect": airgap.InspectResult,
         "airgap check": audit.CheckRegistryResult,
@@ -245,9 +248,12 @@ PINNED = {
     "render": "release compose chart written unchanged removed images notes warnings package packageSha256",
     "check": "release images sources mismatches",
     "keygen": "privateKey publicKey fingerprint",
-    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments",
+    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts",
+    "bundle split": "source first parts size recompressed",
+    "bundle join": "path size sha256 parts",
     "airgap verify": "path release version files bytes images signer problems",
-    "airgap inspect": "path size release version tool formatVersion signer signatureChecked files bytes images chart",
+    "airgap inspect": "path size release version tool formatVersion signer signatureChecked files bytes images chart "
+    "parts",
     "airgap check": "path target release version manifests blobs sampled tags missing",
     "airgap": "target release version images chart valuesFile composeOverride helmInstall stats dryRun plan",
     "doctor": "checks",

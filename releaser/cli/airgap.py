@@ -317,6 +317,16 @@ def _inspected(r: InspectResult) -> str:
         lines += [f"    {i.name:<{width}}  {i.source}", f"    {'':<{width}}  = {i.reference}  ({where})"]
         lines += [f"    {'':<{width}}  + {t}" for t in i.attachments]
     lines.append(f"  chart: {r.chart['ref']}  {r.chart['digest']}")
+    if r.parts:
+        lines.append(
+            f"  parts: {len(r.parts) + 1} (part 1: the head); {r.parts_present} of the {len(r.parts)} it lists "
+            "are beside it with their size"
+        )
+        lines += [
+            f"    part {p.number}: {p.name} ({p.size:,} bytes, sha256 {p.sha256[:12]}…)"
+            + ("" if p.number <= r.parts_present + 1 else "  MISSING or another size")
+            for p in r.parts
+        ]
     lines.append(
         "  inspect reads only the head; `releaser airgap verify BUNDLE --key releaser.pub` checks every byte"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.parts import bundle_size
+from ..bundle.parts import PartRecord, bundle_size, first_part, part_path
 from ..bundle.verify import inspect_head, verify_bundle
 from ..progress import Progress
 from ..render.docs import CatalogSource, catalog, images_md, used_by
@@ -86,6 +86,8 @@ class InspectResult:
     bytes: int  # of the listed files, uncompressed
     images: tuple[InspectedImage, ...]
     chart: dict[str, str]
+    parts: tuple[PartRecord, ...] = ()  # a split bundle's parts after the first, as its head lists them
+    parts_present: int = 0  # how many of them are beside it, with the listed size
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -101,6 +103,7 @@ class InspectResult:
             "bytes": self.bytes,
             "images": [i.to_json() for i in self.images],
             "chart": self.chart,
+            "parts": [{**p.to_json(), "present": p.number <= self.parts_present + 1} for p in self.parts],
         }
 
 
@@ -133,7 +136,23 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
         bytes=meta.checksums.bytes,
         images=images,
         chart=meta.chart.to_json(),  # type: ignore[arg-type]  # every value of ChartRecord.to_json is a str
+        parts=meta.parts,
+        parts_present=_present(path, meta.parts),
     )
+
+
+def _present(path: Path, parts: tuple[PartRecord, ...]) -> int:
+    """How many of the listed parts, in order, are there with their listed size."""
+    first = first_part(path)
+    if first is None:
+        return 0
+    n = 0
+    for p in parts:
+        f = part_path(first, p.number)
+        if not (f.is_file() and f.stat().st_size == p.size):
+            break
+        n += 1
+    return n
 
 
 @dataclass(frozen=True, kw_only=True)
