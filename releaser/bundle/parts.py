@@ -9,6 +9,7 @@ open at a time, so memory does not grow with their number.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import re
@@ -83,7 +84,8 @@ def open_bundle(path: Path, *, buffering: int = -1) -> IO[bytes]:
 
 
 class _Concatenated(io.RawIOBase):
-    """Several files read as one, one of them open at a time."""
+    """Several files read as one, one of them open at a time. Reads within a part go straight to
+    its file (one copy, no seek when already there); only a read across a boundary joins."""
 
     def __init__(self, files: list[Path]) -> None:
         super().__init__()
@@ -93,6 +95,7 @@ class _Concatenated(io.RawIOBase):
         self.total = sum(self.sizes)
         self.pos = 0
         self._open: tuple[int, IO[bytes]] | None = None
+        self._at = -1  # where the open file's position is, in the whole stream
 
     def readable(self) -> bool:
         return True
@@ -113,30 +116,33 @@ class _Concatenated(io.RawIOBase):
             if self._open is not None:
                 self._open[1].close()
             self._open = (i, self.files[i].open("rb", buffering=0))
-        return self._open[1]
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(view) and self.pos < self.total:
-            i = max(k for k, s in enumerate(self.starts) if s <= self.pos)
-            if self.pos >= self.starts[i] + self.sizes[i]:
-                break  # an empty last part
-            fh = self._handle(i)
+            self._at = self.starts[i]
+        fh = self._open[1]
+        if self._at != self.pos:
             fh.seek(self.pos - self.starts[i])
-            want = min(len(view) - done, self.starts[i] + self.sizes[i] - self.pos)
-            n = fh.readinto(view[done : done + want]) or 0  # type: ignore[attr-defined]
-            if n == 0:
-                break  # the part shrank since it was measured: the reader sees the end
-            done += n
-            self.pos += n
-        return done
+            self._at = self.pos
+        return fh
 
     def read(self, n: int = -1) -> bytes:
         n = self.total - self.pos if n is None or n < 0 else n
-        buf = bytearray(n)
-        got = self.readinto(buf)
-        return bytes(buf[:got])
+        chunks = []
+        while n > 0 and self.pos < self.total:
+            i = (
+                bisect.bisect_right(self.starts, self.pos) - 1
+            )  # the last part starting here (skips empty ones)
+            data = self._handle(i).read(min(n, self.starts[i] + self.sizes[i] - self.pos))
+            if not data:
+                break  # the part shrank since it was measured: the reader sees the end
+            chunks.append(data)
+            self.pos += len(data)
+            self._at = self.pos
+            n -= len(data)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         if self._open is not None:

@@ -25,6 +25,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from ..bundle.parts import PartRecord
     from ..commands.bundle import BundleResult
     from ..commands.split import JoinResult, SplitResult
 
@@ -152,7 +153,7 @@ def create(
             f"{len(r.attachments)} attachments; {r.fetched:,} bytes fetched, the rest from the cache)\n"
             f"  sha256: {r.sha256}\n  signer: {r.signer}"
             + "".join(f"\n  attached: {a}" for a in r.attachments)
-            + "".join(f"\n  part {p.number}: {p.name} ({p.size:,} bytes, sha256 {p.sha256})" for p in r.parts)
+            + "".join(f"\n{_part_line(p)}" for p in r.parts)
             + (
                 f"\n  installer: {r.installer_bytes:,} bytes of wheels and install.sh for "
                 + ", ".join(r.installer_targets)
@@ -187,6 +188,10 @@ def create(
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _part_line(p: PartRecord) -> str:
+    return f"  part {p.number}: {p.name} ({p.size:,} bytes, sha256 {p.sha256})"
 
 
 @app.command()
@@ -227,7 +232,7 @@ def split(
             f"ok: split {r.source} into {len(r.parts) + 1} parts ({r.size:,} bytes)",
             f"  part 1: {r.first} (the signed head)",
         ]
-        lines += [f"  part {p.number}: {p.name} ({p.size:,} bytes, sha256 {p.sha256})" for p in r.parts]
+        lines += [_part_line(p) for p in r.parts]
         if r.recompressed:
             lines.append(f"  {r.recompressed} members shared the head's zstd frame and were compressed again")
         return "\n".join(lines)
