@@ -256,3 +256,20 @@ def test_free_space_is_checked_before_writing(world: World, split: list[Path], s
         "bundle", "join", str(split[0]), "--key", str(world.pub), "--out-file", str(small_disk / "j")
     )
     assert code == 8 and "the joined j needs up to" in out and not list(small_disk.iterdir()), out
+
+
+def test_the_quickstart_and_check_take_a_split_bundle(
+    world: World, split: list[Path], helm3: str, tmp_path: Path
+) -> None:
+    """The quickstart knows a split bundle for a bundle (it then asks for --key and --registry,
+    as for one file), and `check --bundle` reads the digests of its parts."""
+    code, out = cli("quickstart", str(split[0]))
+    assert code == 2 and "a bundle needs --key" in out, out
+    code, out = cli("quickstart", str(split[0].with_suffix("")))
+    assert code == 2 and "a bundle needs --key" in out, out
+    out_dir = tmp_path / "out"
+    assert cli("render", str(world.release), "--out-dir", str(out_dir))[0] == 0
+    code, out = cli(
+        "check", str(world.release), "--out-dir", str(out_dir), "--helm", helm3, "--bundle", str(split[0])
+    )
+    assert code == 0 and f"checked bundle {split[0].name}: 2 reference(s)" in out, out

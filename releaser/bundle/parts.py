@@ -57,6 +57,13 @@ def first_part(path: Path) -> Path | None:
     return None
 
 
+def is_bundle(path: Path) -> bool:
+    """A bundle file (*.tar.zst) or a split bundle (any of its parts, or its name when only the
+    parts exist), as opposed to a release directory."""
+    first = first_part(path)
+    return (path.is_file() and path.name.endswith(".tar.zst")) or (first is not None and first.is_file())
+
+
 def files_of(path: Path) -> list[Path]:
     """The files of a bundle in order: [path] for one file; .001, .002, ... as long as they exist."""
     first = first_part(path)

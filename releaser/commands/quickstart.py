@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..bundle.parts import is_bundle as bundle_path
 from ..errors import ReleaserError, UsageError
 from ..pipeline import load_plan
 from ..plan import Plan
@@ -125,10 +126,10 @@ class _Source:
 
     @classmethod
     def check(cls, source: Path, key: Path | None, registry: str | None) -> _Source:
-        is_bundle = source.is_file() and source.name.endswith(".tar.zst")
+        is_bundle = bundle_path(source)
         if source.is_file() and not is_bundle:
             raise UsageError(
-                f"{source} is neither a release directory nor a bundle (*.tar.zst)",
+                f"{source} is neither a release directory nor a bundle (*.tar.zst, or its parts *.tar.zst.001 ...)",
                 fix="pass the directory holding release.yaml, or a bundle made by `releaser bundle`",
             )
         if is_bundle and (key is None or registry is None):
