@@ -164,7 +164,7 @@ def create(
 
     with ByteProgress("bundle", not as_json) as prog:
         return run(
-            "bundle create",
+            "bundle",  # as typed: `create` is the default action (as `airgap` is for load)
             as_json,
             lambda: bundle_release(
                 directory,
