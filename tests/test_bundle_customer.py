@@ -197,15 +197,34 @@ def test_load_sh_names_a_missing_tool_and_bad_arguments(world: World, tmp_path: 
     assert proc.returncode == 2 and "lowercase path" in proc.stderr
 
 
-def test_load_sh_passes_shellcheck(world: World, tmp_path: Path) -> None:
+def test_load_sh_and_install_sh_pass_shellcheck(world: World, tmp_path: Path) -> None:
     if shutil.which("shellcheck") is None:
         missing_component("shellcheck")
     d = extract(world.bundle, tmp_path / "x")
+    from releaser.bundle.installer import choose, install_sh
+
+    (d / "install.sh").write_bytes(install_sh(choose()))  # the world's bundle has no installer/
     proc = subprocess.run(
-        ["shellcheck", "--shell=sh", "--severity=style", str(d / "load.sh")],
+        ["shellcheck", "--shell=sh", "--severity=style", str(d / "load.sh"), str(d / "install.sh")],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ},
     )
     assert proc.returncode == 0, proc.stdout
+
+
+def test_the_walk_through_in_docs_airgap_is_the_example_install_md(tmp_path: Path) -> None:
+    """docs/airgap.md shows the customer's walk-through for examples/bmp-tcpao: every line of it is a
+    line of that release's INSTALL.md, which test_bundle_installer.py runs line by line."""
+    from .conftest import ROOT
+
+    code, out = cli("render", "examples/bmp-tcpao", "--out-dir", str(tmp_path), "--docs")
+    assert code == 0, out
+    install = (tmp_path / "install/bmp-tcpao/INSTALL.md").read_text().splitlines()
+    doc = (ROOT / "docs/airgap.md").read_text()
+    block = doc.split("## The customer's side", 1)[1].split("```\n", 2)[1]
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 8
+    for line in lines:
+        assert line in install, line

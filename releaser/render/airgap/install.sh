@@ -11,6 +11,8 @@
 # Exit codes: 0 installed, 2 usage, 5 no suitable Python (or venv, or pip) on this host.
 set -eu
 
+pythons='@PYTHONS@'  # the CPython versions installer/wheels/ has wheels for
+machines='@MACHINES@'
 venv=./releaser-venv
 python=''
 while [ $# -gt 0 ]; do
@@ -24,7 +26,7 @@ done
 
 here=$(cd "$(dirname "$0")" && pwd)
 machine=$(uname -m)
-case " @MACHINES@ " in
+case " $machines " in
 *" $machine "*) ;;
 *) echo "error: this installer has wheels for Linux @MACHINES@, not $machine; install releaser from PyPI on a connected host" >&2; exit 5 ;;
 esac
@@ -32,13 +34,13 @@ esac
 # the first Python whose version has wheels here: --python, else python3, else python3.X
 supported() { # PROGRAM -> prints its X.Y when it is one of @PYTHONS@
 	v=$("$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || return 1
-	case " @PYTHONS@ " in *" $v "*) echo "$v" ;; *) return 1 ;; esac
+	case " $pythons " in *" $v "*) echo "$v" ;; *) return 1 ;; esac
 }
 if [ -n "$python" ]; then
 	version=$(supported "$python") ||
 		{ echo "error: $python is not CPython @PYTHONS@ (the versions this installer has wheels for)" >&2; exit 5; }
 else
-	for candidate in python3 $(for v in @PYTHONS@; do printf 'python%s ' "$v"; done); do
+	for candidate in python3 $(for v in $pythons; do printf 'python%s ' "$v"; done); do
 		if command -v "$candidate" >/dev/null 2>&1 && version=$(supported "$candidate"); then
 			python=$candidate
 			break
