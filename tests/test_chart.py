@@ -214,6 +214,33 @@ def test_kitchen_sink_flows(helm3: str, tmp_path: Path) -> None:
     assert {"name": "DB_PASSWORD_FILE", "value": "/run/secrets/db-password"} in api["env"]
     secrets = by_kind(docs, "Secret")
     assert set(secrets) == {"kitchen-sink-session-key"}  # acme-db is the user's own
+    # the public port is reachable through the default deny: its own rule, from anywhere
+    assert policies["api"]["spec"]["ingress"][-1] == {"ports": [{"port": 8443, "protocol": "TCP"}]}
+
+
+@pytest.mark.helm
+def test_public_ports_pass_the_network_policy_and_values_narrow_who_reaches_them(
+    helm: str, tmp_path: Path
+) -> None:
+    """A public port's Service would be useless behind the release's default deny: the port gets an
+    ingress rule, open to anyone by default, narrowed by services.<name>.publicService.allowFrom."""
+    chart = write_chart("kitchen-sink", tmp_path)
+    values = tmp_path / "narrow.yaml"
+    values.write_text(
+        "services:\n  api:\n    publicService:\n      allowFrom:\n"
+        "        - {cidr: 198.51.100.0/24}\n        - {namespace: ingress-nginx}\n"
+    )
+    api = by_kind(template(helm, chart, "-f", str(values)), "NetworkPolicy")["api"]["spec"]["ingress"]
+    assert api[-1] == {
+        "ports": [{"port": 8443, "protocol": "TCP"}],
+        "from": [
+            {"ipBlock": {"cidr": "198.51.100.0/24"}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+        ],
+    }
+    values.write_text("services:\n  api:\n    publicService:\n      allowFrom: [{host: x}]\n")
+    proc = run([helm, "template", "rel", str(chart), "-f", str(values)])
+    assert proc.returncode != 0 and "allowFrom" in proc.stderr
 
 
 @pytest.mark.helm

@@ -85,7 +85,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             }
             for p in svc.ports
         ],
-        "publicService": {"type": "ClusterIP", "annotations": {}},
+        "publicService": {"type": "ClusterIP", "annotations": {}, "allowFrom": []},
         "health": None,
         "resources": _resources(svc.resources),
         "volumes": [
@@ -193,6 +193,7 @@ _VALUES_HEADER = """\
 #   global.imageRegistry: registry.local:5000          # airgap: pull every image from here, same digests
 #   services.<name>.tcpao.remote / .peerIP             # TCP-AO peers by node address
 #   services.<name>.publicService.type: LoadBalancer   # expose the public ports
+#   services.<name>.publicService.allowFrom: [{{cidr: 198.51.100.0/24}}, {{namespace: ingress-nginx}}]
 #   services.<name>.volumes[].storageClass             # storage class of the claims
 # values.schema.json rejects unknown keys and malformed digests.
 """
@@ -432,6 +433,17 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 {
                     "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
                     "annotations": _str_map("Annotations of the public Service."),
+                    "allowFrom": {
+                        "type": "array",
+                        "description": "Who may reach the public ports (NetworkPolicy): empty = anyone; else "
+                        "these CIDRs and namespaces (e.g. the ingress controller's or the load balancer's).",
+                        "items": {
+                            "oneOf": [
+                                _obj({"cidr": {"type": "string"}}, required=["cidr"]),
+                                _obj({"namespace": {"type": "string"}}, required=["namespace"]),
+                            ]
+                        },
+                    },
                 },
                 desc="The Service carrying the public ports.",
             ),
