@@ -6,8 +6,10 @@ sidecar config says) belong to plan.py.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+SECRETS_DIR = "/run/secrets"  # where every output mounts a service's secret files, read-only
 DEFAULT_USER = "65532:65532"  # UID:GID of a service that names none: non-root, distroless's "nonroot"
 
 
@@ -63,6 +65,22 @@ class Volume:
     name: str
     mount_path: str
     size: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scratch:
+    path: str
+    size: str = "64Mi"
+
+    @property
+    def volume_name(self) -> str:
+        """Its Kubernetes volume name: tmp for /tmp, else scratch-<the path as a DNS label>."""
+        if self.path == "/tmp":
+            return "tmp"
+        return f"scratch-{re.sub(r'[^a-z0-9]+', '-', self.path.lower()).strip('-')}"[:63].rstrip("-")
+
+
+DEFAULT_SCRATCH = (Scratch(path="/tmp"),)  # a service that says nothing gets a writable /tmp
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +147,7 @@ class Service:
     health: Health | None = None
     resources: Resources = Resources()
     volumes: tuple[Volume, ...] = ()
+    scratch: tuple[Scratch, ...] = DEFAULT_SCRATCH
     host_network: bool = False
     address: str | None = None
     capabilities: tuple[Capability, ...] = ()

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from . import model as m
 from .lock import Lock, split_reference
+from .quantities import byte_count
 
-RUN_SECRETS = "/run/secrets"
+RUN_SECRETS = m.SECRETS_DIR
 TCPAO_KEY_FILE = "tcpao-key"  # file name of the key inside the sidecar: /run/secrets/tcpao-key
 TCPAO_CONFIG_PATH = "/etc/tcpao-proxy/config.toml"
 NETWORK_NAME = "release"
@@ -82,6 +83,21 @@ class PlanVolume:
     mount_path: str
     size: str
     claim: str  # PVC name / Compose volume name
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanScratch:
+    name: str  # the Kubernetes volume name: tmp for /tmp, else scratch-<path as a DNS label>
+    path: str
+    size: str  # the quantity as written (Kubernetes sizeLimit)
+    size_bytes: int  # Compose tmpfs size=
+
+
+def plan_scratch(scratch: tuple[m.Scratch, ...]) -> tuple[PlanScratch, ...]:
+    return tuple(
+        PlanScratch(name=x.volume_name, path=x.path, size=x.size, size_bytes=byte_count(x.size) or 0)
+        for x in scratch
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,6 +171,7 @@ class PlanService:
     health: m.Health | None
     resources: m.Resources
     volumes: tuple[PlanVolume, ...]
+    scratch: tuple[PlanScratch, ...]  # writable directories on the read-only root, emptied on restart
     secrets: tuple[PlanSecret, ...]
     capabilities: tuple[m.Capability, ...]
     host_network: bool  # Kubernetes
@@ -406,6 +423,7 @@ def _plan_service(
             PlanVolume(name=v.name, mount_path=v.mount_path, size=v.size, claim=f"{s.name}-{v.name}")
             for v in s.volumes
         ),
+        scratch=plan_scratch(s.scratch),
         secrets=tuple(secrets),
         capabilities=s.capabilities,
         host_network=s.host_network,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import posixpath
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,8 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from . import model as m
 from .errors import Problem, ValidationError
 from .names import RELEASE_FILE
-from .yamlsource import PathT, Source, load_source
+from .quantities import byte_count
+from .yamlsource import PathT, Source, json_path, load_source
 
 API_VERSION = "releaser.dev/v1alpha1"
 TCPAO_DEFAULT_KEY = "tcpao-key"
@@ -308,6 +310,9 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                     m.Volume(name=v["name"], mount_path=v["mountPath"], size=v["size"])
                     for v in s.get("volumes", ())
                 ),
+                scratch=tuple(m.Scratch(path=x["path"], size=x.get("size", "64Mi")) for x in s["scratch"])
+                if "scratch" in s
+                else m.DEFAULT_SCRATCH,
                 host_network=s.get("hostNetwork", tcpao is not None),
                 address=s.get("address"),
                 capabilities=tuple(
@@ -412,6 +417,7 @@ class _Semantics:
             if s.host_network:
                 self.host_network(s, base, pod_ports)
             self.workload(s, base)
+            self.mounts(s, base)
             self.ingress(s, base)
             self.rest(s, base)
         cycle = _dependency_cycle(r)
@@ -666,6 +672,58 @@ class _Semantics:
                     (*dp, "maxUnavailable"), "maxUnavailable 0 blocks every eviction", "use maxUnavailable: 1"
                 )
 
+    def mounts(self, s: m.Service, base: PathT) -> None:
+        """Scratch directories and persistent volumes: one path each, none over the secrets mount,
+        sizes in bytes, volume names that do not clash with the ones the outputs add."""
+        seen: dict[str, PathT] = {}
+        places = [((*base, "scratch", i, "path"), x.path) for i, x in enumerate(s.scratch)]
+        places += [((*base, "volumes", i, "mountPath"), v.mount_path) for i, v in enumerate(s.volumes)]
+        for path, where in places:
+            norm = posixpath.normpath(where)
+            if norm == "/":
+                self.problem(
+                    path, "the root directory cannot be mounted over", "name a directory, e.g. /var/lib/app"
+                )
+            elif norm == m.SECRETS_DIR or norm.startswith(m.SECRETS_DIR + "/"):
+                self.problem(
+                    path, f"{where} is where the secrets are mounted (read-only)", "use another path"
+                )
+            elif norm in seen:
+                self.problem(
+                    path,
+                    f"{where} is also mounted by {json_path(seen[norm][:-1])}",
+                    "give each scratch directory and volume its own path",
+                )
+            seen.setdefault(norm, path)
+        names: dict[str, int] = {}
+        for i, x in enumerate(s.scratch):
+            if x.volume_name in names:
+                self.problem(
+                    (*base, "scratch", i, "path"),
+                    f"{x.path} and {s.scratch[names[x.volume_name]].path} give the same volume name "
+                    f"{x.volume_name!r}",
+                    "make the paths differ in letters or digits, not only in punctuation",
+                )
+            names.setdefault(x.volume_name, i)
+            size = x.size
+            if size.endswith("m"):
+                self.problem(
+                    (*base, "scratch", i, "size"),
+                    f"size {size} is {size[:-1]} thousandths of a byte (m means milli)",
+                    f"write {size[:-1]}Mi",
+                )
+            elif (byte_count(size) or 0) < 1 << 10:
+                self.problem(
+                    (*base, "scratch", i, "size"), f"size {size} is less than 1Ki", "e.g. size: 64Mi"
+                )
+        for i, v in enumerate(s.volumes):
+            if v.name in _RESERVED_VOLUMES or v.name.startswith("scratch-"):
+                self.problem(
+                    (*base, "volumes", i, "name"),
+                    f"volume name {v.name!r} is one the outputs use themselves (tmp, secrets, tcpao-*, scratch-*)",
+                    f"name it e.g. {v.name}-data",
+                )
+
     def ingress(self, s: m.Service, base: PathT) -> None:
         """Ingress sources and ports, egress networks."""
         port_names = [p.name for p in s.ports]
@@ -742,6 +800,9 @@ class _Semantics:
                     f"{sec.env_file} is also set under env",
                     "remove it from env",
                 )
+
+
+_RESERVED_VOLUMES = {"tmp", "secrets", "tcpao-config", "tcpao-key"}
 
 
 def _dependency_cycle(r: m.Release) -> list[str]:

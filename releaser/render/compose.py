@@ -115,15 +115,23 @@ def _healthcheck(svc: PlanService) -> dict[str, Any] | None:
     }
 
 
-def _hardening(uid: int, gid: int, caps: list[str]) -> dict[str, Any]:
+def _hardening(
+    uid: int, gid: int, caps: list[str], scratch: Sequence[tuple[str, int | None]] = (("/tmp", None),)
+) -> dict[str, Any]:
+    """User, read-only root, capabilities; `scratch`: the writable tmpfs directories (path, size in
+    bytes or None for the engine's default)."""
     out: dict[str, Any] = {"user": f"{uid}:{gid}", "read_only": True, "cap_drop": ["ALL"]}
     if caps:
         out["cap_add"] = caps
     out["security_opt"] = ["no-new-privileges:true"]
-    # /tmp belongs to the service's user: Docker 20.10 (Debian bookworm's docker.io) remounts a
+    # Scratch belongs to the service's user: Docker 20.10 (Debian bookworm's docker.io) remounts a
     # tmpfs with mode 0755 owned by root when a container restarts, which a non-root service could
     # no longer write to; a tmpfs mounted with uid/gid keeps its owner across restarts.
-    out["tmpfs"] = [f"/tmp:uid={uid},gid={gid},mode=0700"]
+    if scratch:
+        out["tmpfs"] = [
+            f"{path}:uid={uid},gid={gid},mode=0700" + (f",size={size}" if size else "")
+            for path, size in scratch
+        ]
     return out
 
 
@@ -137,7 +145,8 @@ def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
     env.update({s.env_file: s.file for s in svc.secrets if s.env_file})
     if env:
         d["environment"] = dict(sorted(env.items()))
-    d.update(_hardening(svc.uid, svc.gid, [c.name for c in svc.capabilities]))
+    scratch = [(x.path, x.size_bytes) for x in svc.scratch]
+    d.update(_hardening(svc.uid, svc.gid, [c.name for c in svc.capabilities], scratch))
     if svc.compose_network == "host":
         d["network_mode"] = "host"
     else:

@@ -10,7 +10,6 @@ docs/airgap.md#the-customers-documents describes them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from ..bundle.records import Attachment, BundledImage
 from ..lock import Lock
 from ..model import Resources
 from ..plan import TCPAO_NODE_LABEL, Plan
+from ..quantities import quantity
 
 ATTACHMENT_KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
 
@@ -166,26 +166,6 @@ def images_md(src: CatalogSource) -> bytes:
 
 
 # --- resources: Kubernetes quantities, summed -------------------------------------------------
-
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-_SCALE = {
-    None: 1,
-    "m": 0.001,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "Ki": 1 << 10,
-    "Mi": 1 << 20,
-    "Gi": 1 << 30,
-    "Ti": 1 << 40,
-}
-
-
-def quantity(value: str) -> float | None:
-    """A Kubernetes quantity as a number (CPU in cores, memory in bytes); None when not understood."""
-    m = _QUANTITY.match(value.strip())
-    return float(m.group(1)) * _SCALE[m.group(2)] if m else None
 
 
 def _cpu(cores: float) -> str:

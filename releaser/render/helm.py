@@ -92,6 +92,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             {"name": v.name, "mountPath": v.mount_path, "size": v.size, "claim": v.claim, "storageClass": ""}
             for v in svc.volumes
         ],
+        "scratch": [{"name": x.name, "path": x.path, "sizeLimit": x.size} for x in svc.scratch],
         "secrets": [
             {
                 "name": s.name,
@@ -449,6 +450,18 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
             ),
             "health": health,
             "resources": _RES,
+            "scratch": {
+                "type": "array",
+                "description": "Writable scratch directories (emptyDir with a sizeLimit), emptied on restart.",
+                "items": _obj(
+                    {
+                        "name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "sizeLimit": _QTY,
+                    },
+                    required=["name", "path", "sizeLimit"],
+                ),
+            },
             "volumes": {
                 "type": "array",
                 "description": "Persistent volume claims (kept on uninstall).",
