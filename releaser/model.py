@@ -144,7 +144,9 @@ class Service:
     user: str = DEFAULT_USER
     secrets: tuple[SecretFile, ...] = ()
     ports: tuple[Port, ...] = ()
-    health: Health | None = None
+    readiness: Health | None = None  # `health` in release.yaml sets readiness and liveness alike
+    liveness: Health | None = None
+    startup: Health | None = None
     resources: Resources = Resources()
     volumes: tuple[Volume, ...] = ()
     scratch: tuple[Scratch, ...] = DEFAULT_SCRATCH

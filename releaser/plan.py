@@ -168,7 +168,9 @@ class PlanService:
     uid: int
     gid: int
     ports: tuple[PlanPort, ...]
-    health: m.Health | None
+    readiness: m.Health | None  # Compose's healthcheck (what dependsOn waits for)
+    liveness: m.Health | None
+    startup: m.Health | None
     resources: m.Resources
     volumes: tuple[PlanVolume, ...]
     scratch: tuple[PlanScratch, ...]  # writable directories on the read-only root, emptied on restart
@@ -402,7 +404,7 @@ def _plan_service(
         policy = NetworkPolicy(ingress=ingress, egress=egress)
     compose_host = _compose_host_network(s)
     depends = tuple(
-        (d, "service_healthy" if services_by_name[d].health else "service_started") for d in s.depends_on
+        (d, "service_healthy" if services_by_name[d].readiness else "service_started") for d in s.depends_on
     )
     return PlanService(
         name=s.name,
@@ -417,7 +419,9 @@ def _plan_service(
         uid=uid,
         gid=gid,
         ports=plan_ports(s),
-        health=s.health,
+        readiness=s.readiness,
+        liveness=s.liveness,
+        startup=s.startup,
         resources=s.resources,
         volumes=tuple(
             PlanVolume(name=v.name, mount_path=v.mount_path, size=v.size, claim=f"{s.name}-{v.name}")

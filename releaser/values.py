@@ -227,39 +227,20 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
             )
             for p in s.get("ports", ())
         )
-        health = None
-        if "health" in s:
-            h = s["health"]
-            kind = next(k for k in ("http", "tcp", "exec") if k in h)
-            port: int | None = None
-            if kind in ("http", "tcp"):
-                raw = h[kind]["port"]
-                if isinstance(raw, str):
-                    match = [p.port for p in ports if p.name == raw]
-                    if match:
-                        port = match[0]
-                    else:
-                        names = [p.name for p in ports]
-                        problems.append(
-                            src.problem(
-                                (*base, "health", kind, "port"),
-                                f"no port named {raw!r} in this service",
-                                f"use one of: {', '.join(names)}"
-                                if names
-                                else "declare it under ports, or give a number",
-                            )
-                        )
-                else:
-                    port = raw
-            health = m.Health(
-                kind=kind,
-                path=h[kind].get("path") if kind == "http" else None,
-                port=port,
-                command=tuple(h["exec"]["command"]) if kind == "exec" else (),
-                interval=h.get("intervalSeconds", 10),
-                timeout=h.get("timeoutSeconds", 3),
-                retries=h.get("retries", 3),
-                start=h.get("startSeconds", 10),
+        probes = {
+            key: _probe(s[key], ports, (*base, key), src, problems)
+            for key in ("health", "readiness", "liveness", "startup")
+            if key in s
+        }
+        both = [k for k in ("readiness", "liveness") if k in s]
+        if "health" in s and both:
+            problems.append(
+                src.problem(
+                    (*base, "health"),
+                    f"health is the shorthand for readiness and liveness together; with {' and '.join(both)} "
+                    "given too, it is not clear which probe is meant",
+                    "keep health alone, or replace it with readiness and liveness",
+                )
             )
         tcpao = None
         if "tcpao" in s:
@@ -304,7 +285,9 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                     for x in s.get("secrets", ())
                 ),
                 ports=ports,
-                health=health,
+                readiness=probes.get("readiness", probes.get("health")),
+                liveness=probes.get("liveness", probes.get("health")),
+                startup=probes.get("startup"),
                 resources=_resources(s.get("resources")),
                 volumes=tuple(
                     m.Volume(name=v["name"], mount_path=v["mountPath"], size=v["size"])
@@ -803,6 +786,42 @@ class _Semantics:
 
 
 _RESERVED_VOLUMES = {"tmp", "secrets", "tcpao-config", "tcpao-key"}
+
+
+def _probe(
+    h: dict[str, Any], ports: tuple[m.Port, ...], path: PathT, src: Source, problems: list[Problem]
+) -> m.Health:
+    """A schema-valid probe as a model Health, its port name resolved to a number (an unknown name
+    is a problem, naming the ports there are)."""
+    kind = next(k for k in ("http", "tcp", "exec") if k in h)
+    port: int | None = None
+    if kind in ("http", "tcp"):
+        raw = h[kind]["port"]
+        if isinstance(raw, str):
+            match = [p.port for p in ports if p.name == raw]
+            if match:
+                port = match[0]
+            else:
+                names = [p.name for p in ports]
+                problems.append(
+                    src.problem(
+                        (*path, kind, "port"),
+                        f"no port named {raw!r} in this service",
+                        f"use one of: {', '.join(names)}" if names else "declare it under ports, or give a number",
+                    )
+                )
+        else:
+            port = raw
+    return m.Health(
+        kind=kind,
+        path=h[kind].get("path") if kind == "http" else None,
+        port=port,
+        command=tuple(h["exec"]["command"]) if kind == "exec" else (),
+        interval=h.get("intervalSeconds", 10),
+        timeout=h.get("timeoutSeconds", 3),
+        retries=h.get("retries", 3),
+        start=h.get("startSeconds", 10),
+    )
 
 
 def _dependency_cycle(r: m.Release) -> list[str]:

@@ -93,6 +93,16 @@ def test_hardening_and_digests(compose_cmd: list[str], compose_env: dict[str, st
         for port in svc.get("ports", []):
             assert port["host_ip"] == "127.0.0.1", (name, port)
     assert images == plan.pinned_references()
+    if project.name == "kitchen-sink":
+        # the readiness probe is the healthcheck; the startup probe's 5 + 2 x 60 s is its start period
+        api = doc["services"]["api"]["healthcheck"]
+        assert api["test"][-1] == "http://127.0.0.1:9090/readyz" and api["start_period"] == "2m5s"
+        # scratch: sized tmpfs owned by the service's user, and none for the worker
+        assert doc["services"]["db"]["tmpfs"] == [
+            "/tmp:uid=999,gid=999,mode=0700,size=33554432",
+            "/var/run/postgresql:uid=999,gid=999,mode=0700,size=1048576",
+        ]
+        assert "tmpfs" not in doc["services"]["worker"]
 
 
 @pytest.mark.compose

@@ -133,7 +133,10 @@ NOT_IN_SCHEMA = {
     "Health": {"kind", "path", "port", "command"},  # from the one of http / tcp / exec
 }
 # schema keys that become something else in the model
-NOT_IN_MODEL = {"Health": {"http", "tcp", "exec"}}
+NOT_IN_MODEL = {
+    "Health": {"http", "tcp", "exec"},
+    "Service": {"health"},  # the shorthand: becomes readiness and liveness
+}
 
 
 @pytest.mark.parametrize(
@@ -145,11 +148,12 @@ NOT_IN_MODEL = {"Health": {"http", "tcp", "exec"}}
         (("$defs", "service", "properties", "ports"), m.Port),
         (("$defs", "service", "properties", "secrets"), m.SecretFile),
         (("$defs", "service", "properties", "volumes"), m.Volume),
+        (("$defs", "service", "properties", "scratch"), m.Scratch),
         (("$defs", "service", "properties", "capabilities"), m.Capability),
         (("$defs", "service", "properties", "disruptionBudget"), m.Disruption),
         (("$defs", "service", "properties", "ingress"), m.IngressRule),
         (("$defs", "service", "properties", "egress"), m.EgressRule),
-        (("$defs", "service", "properties", "health"), m.Health),
+        (("$defs", "probe"), m.Health),
         (("$defs", "service", "properties", "resources"), m.Resources),
         (("properties", "images", "additionalProperties"), m.Image),
     ],

@@ -97,7 +97,9 @@ def _interpolated(knob: str, default: str) -> str:
 
 
 def _healthcheck(svc: PlanService) -> dict[str, Any] | None:
-    h = svc.health
+    """Compose's one healthcheck is the readiness probe (what dependsOn waits for); a startup probe
+    lengthens its start period to the time that probe allows. Compose has no liveness restarts."""
+    h = svc.readiness
     if h is None:
         return None
     if h.kind == "http":
@@ -106,12 +108,15 @@ def _healthcheck(svc: PlanService) -> dict[str, Any] | None:
         test = ["CMD", "nc", "-z", "127.0.0.1", str(h.port)]
     else:
         test = ["CMD", *h.command]
+    start = h.start
+    if svc.startup is not None:
+        start = max(start, svc.startup.start + svc.startup.interval * svc.startup.retries)
     return {
         "test": test,
         "interval": f"{h.interval}s",
         "timeout": f"{h.timeout}s",
         "retries": h.retries,
-        "start_period": f"{h.start}s",
+        "start_period": f"{start}s",
     }
 
 

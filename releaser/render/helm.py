@@ -65,6 +65,25 @@ def _rules(rules: tuple[PolicyRule, ...]) -> list[dict[str, Any]]:
     ]
 
 
+def _probe(h: m.Health | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    action: dict[str, Any]
+    if h.kind == "http":
+        action = {"http": {"path": h.path, "port": h.port}}
+    elif h.kind == "tcp":
+        action = {"tcp": {"port": h.port}}
+    else:
+        action = {"exec": {"command": list(h.command)}}
+    return {
+        **action,
+        "intervalSeconds": h.interval,
+        "timeoutSeconds": h.timeout,
+        "retries": h.retries,
+        "startSeconds": h.start,
+    }
+
+
 def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data literal, one key per value
     d: dict[str, Any] = {
         "enabled": True,
@@ -86,7 +105,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             for p in svc.ports
         ],
         "publicService": {"type": "ClusterIP", "annotations": {}, "allowFrom": []},
-        "health": None,
+        "probes": {},
         "resources": _resources(svc.resources),
         "volumes": [
             {"name": v.name, "mountPath": v.mount_path, "size": v.size, "claim": v.claim, "storageClass": ""}
@@ -117,22 +136,11 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
         },
         "tcpao": {"enabled": False},
     }
-    h = svc.health
-    if h is not None:
-        action: dict[str, Any]
-        if h.kind == "http":
-            action = {"http": {"path": h.path, "port": h.port}}
-        elif h.kind == "tcp":
-            action = {"tcp": {"port": h.port}}
-        else:
-            action = {"exec": {"command": list(h.command)}}
-        d["health"] = {
-            **action,
-            "intervalSeconds": h.interval,
-            "timeoutSeconds": h.timeout,
-            "retries": h.retries,
-            "startSeconds": h.start,
-        }
+    d["probes"] = {
+        "readiness": _probe(svc.readiness),
+        "liveness": _probe(svc.liveness),
+        "startup": _probe(svc.startup),
+    }
     sc = svc.sidecar
     if sc is not None:
         d["tcpao"] = {
@@ -448,7 +456,10 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 },
                 desc="The Service carrying the public ports.",
             ),
-            "health": health,
+            "probes": _obj(
+                {"readiness": health, "liveness": health, "startup": health},
+                desc="Probes: readiness (Service endpoints), liveness (restarts), startup (holds the other two).",
+            ),
             "resources": _RES,
             "scratch": {
                 "type": "array",
