@@ -158,6 +158,9 @@ class Service:
     egress: tuple[EgressRule, ...] = ()
     depends_on: tuple[str, ...] = ()
     tcpao: TcpAo | None = None
+    stop_grace_period_seconds: int | None = None
+    stop_signal: str | None = None
+    init: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

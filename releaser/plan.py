@@ -168,6 +168,9 @@ class PlanService:
     uid: int
     gid: int
     ports: tuple[PlanPort, ...]
+    stop_grace_period_seconds: int | None  # None: each engine's default (Compose 10 s, Kubernetes 30 s)
+    stop_signal: str | None  # Compose only; Kubernetes sends the image's STOPSIGNAL
+    init: bool  # Compose only; Kubernetes has no init (the image must reap)
     readiness: m.Health | None  # Compose's healthcheck (what dependsOn waits for)
     liveness: m.Health | None
     startup: m.Health | None
@@ -290,6 +293,17 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
             f"Create Secret {secret} (key {key}) before installing; used by {', '.join(sorted(users))}: "
             f"kubectl create secret generic {secret} --from-file={key}=./{key}"
         )
+    for ps in services:
+        if ps.stop_signal and ps.stop_signal != "SIGTERM":
+            notes.append(
+                f"{ps.name} stops on {ps.stop_signal} in Compose; Kubernetes sends the image's STOPSIGNAL "
+                f"(SIGTERM unless the image sets one): build the image with STOPSIGNAL {ps.stop_signal}"
+            )
+        if ps.init:
+            notes.append(
+                f"{ps.name} runs under an init process in Compose (init: true); Kubernetes has none: the "
+                "image's entrypoint must forward signals and reap zombies (tini, dumb-init)"
+            )
     if any(s.sidecar for s in services):
         notes.append(
             "TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
@@ -419,6 +433,9 @@ def _plan_service(
         uid=uid,
         gid=gid,
         ports=plan_ports(s),
+        stop_grace_period_seconds=s.stop_grace_period_seconds,
+        stop_signal=s.stop_signal,
+        init=s.init,
         readiness=s.readiness,
         liveness=s.liveness,
         startup=s.startup,

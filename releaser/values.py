@@ -316,6 +316,9 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 ),
                 depends_on=tuple(s.get("dependsOn", ())),
                 tcpao=tcpao,
+                stop_grace_period_seconds=s.get("stopGracePeriodSeconds"),
+                stop_signal=s.get("stopSignal"),
+                init=s.get("init", False),
             )
         )
     md = d["metadata"]
@@ -807,7 +810,9 @@ def _probe(
                     src.problem(
                         (*path, kind, "port"),
                         f"no port named {raw!r} in this service",
-                        f"use one of: {', '.join(names)}" if names else "declare it under ports, or give a number",
+                        f"use one of: {', '.join(names)}"
+                        if names
+                        else "declare it under ports, or give a number",
                     )
                 )
         else:

@@ -103,6 +103,10 @@ def test_hardening_and_digests(compose_cmd: list[str], compose_env: dict[str, st
             "/var/run/postgresql:uid=999,gid=999,mode=0700,size=1048576",
         ]
         assert "tmpfs" not in doc["services"]["worker"]
+        # shutdown: grace period, signal and init where asked, the engine's defaults elsewhere
+        db, worker = doc["services"]["db"], doc["services"]["worker"]
+        assert (db["stop_grace_period"], db["stop_signal"]) == ("1m0s", "SIGINT")
+        assert worker["init"] is True and "init" not in db and "stop_signal" not in worker
 
 
 @pytest.mark.compose

@@ -174,6 +174,12 @@ def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
     if svc.depends_on:
         d["depends_on"] = {name: {"condition": cond} for name, cond in svc.depends_on}
     d.update({"deploy": _resources(svc.resources)} if _resources(svc.resources) else {})
+    if svc.stop_grace_period_seconds is not None:
+        d["stop_grace_period"] = f"{svc.stop_grace_period_seconds}s"
+    if svc.stop_signal:
+        d["stop_signal"] = svc.stop_signal
+    if svc.init:
+        d["init"] = True
     d["restart"] = "unless-stopped"
     d["labels"] = _labels(plan, svc.name, svc.capabilities)
     return d

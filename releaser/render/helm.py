@@ -112,6 +112,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             for v in svc.volumes
         ],
         "scratch": [{"name": x.name, "path": x.path, "sizeLimit": x.size} for x in svc.scratch],
+        "terminationGracePeriodSeconds": svc.stop_grace_period_seconds,
         "secrets": [
             {
                 "name": s.name,
@@ -461,6 +462,11 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 desc="Probes: readiness (Service endpoints), liveness (restarts), startup (holds the other two).",
             ),
             "resources": _RES,
+            "terminationGracePeriodSeconds": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "Seconds between SIGTERM and SIGKILL (null: Kubernetes' 30).",
+            },
             "scratch": {
                 "type": "array",
                 "description": "Writable scratch directories (emptyDir with a sizeLimit), emptied on restart.",
