@@ -228,6 +228,65 @@ def _hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _compose_omissions(services: list[PlanService]) -> list[str]:
+    """What Compose cannot express, said once in the compose file's header."""
+    out = []
+    for ps in services:
+        if ps.workload == "Deployment" and ps.replicas > 1:
+            out.append(f"{ps.name}: {ps.replicas} replicas in Kubernetes, one container in Compose")
+        if ps.workload == "DaemonSet":
+            out.append(f"{ps.name}: one pod per node (DaemonSet) in Kubernetes, one container in Compose")
+    if any(s.pdb for s in services):
+        out.append("PodDisruptionBudgets: Compose has no voluntary evictions")
+    if any(s.network_policy for s in services):
+        out.append(
+            "NetworkPolicy: Compose services on the release network can reach each other; "
+            "only public ports are published, on BIND_ADDRESS (127.0.0.1 by default)"
+        )
+    if any(s.node_selector or s.tcpao_nodes or s.spread or s.one_per_node for s in services):
+        out.append(
+            "scheduling (nodeSelector, TCP-AO node label, spread, one per node): Compose runs "
+            "everything on this host"
+        )
+    return out
+
+
+def _notes(services: list[PlanService], external: dict[tuple[str, str], set[str]]) -> list[str]:
+    """What the person installing must know or do, in NOTES order: hostNetwork, Secrets to create,
+    what Kubernetes does differently (stop signal, init), TCP-AO node addresses and labels."""
+    out = [
+        f"{ps.name} runs with hostNetwork (TCP-AO signs addresses and ports, so no NAT may sit "
+        "between the peers); NetworkPolicy does not apply to hostNetwork pods, so the chart "
+        "creates none for it. Restrict its node ports with a host firewall."
+        for ps in services
+        if ps.host_network
+    ]
+    for (secret, key), users in sorted(external.items()):
+        out.append(
+            f"Create Secret {secret} (key {key}) before installing; used by {', '.join(sorted(users))}: "
+            f"kubectl create secret generic {secret} --from-file={key}=./{key}"
+        )
+    for ps in services:
+        if ps.stop_signal and ps.stop_signal != "SIGTERM":
+            out.append(
+                f"{ps.name} stops on {ps.stop_signal} in Compose; Kubernetes sends the image's STOPSIGNAL "
+                f"(SIGTERM unless the image sets one): build the image with STOPSIGNAL {ps.stop_signal}"
+            )
+        if ps.init:
+            out.append(
+                f"{ps.name} runs under an init process in Compose (init: true); Kubernetes has none: the "
+                "image's entrypoint must forward signals and reap zombies (tini, dumb-init)"
+            )
+    if any(s.sidecar for s in services):
+        out.append(
+            "TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
+            "services.<name>.tcpao.peerIP to the nodes' addresses (defaults are the Compose addresses), "
+            f"and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7): "
+            f"kubectl label node NODE {TCPAO_NODE_LABEL}=true"
+        )
+    return out
+
+
 def build_plan(release: m.Release, lock: Lock) -> Plan:
     """Make every rendering decision once. `lock` must be current for `release`."""
     used = {s.image for s in release.services} | {s.tcpao.image for s in release.services if s.tcpao}
@@ -252,8 +311,6 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
 
     generated: dict[str, PlanSecret] = {}
     external: dict[tuple[str, str], set[str]] = {}
-    omissions: list[str] = []
-    notes: list[str] = []
     services = []
     for s in release.services:
         secrets = _plan_secrets(release, s, generated, external)
@@ -263,54 +320,9 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
             external.setdefault((s.tcpao.key_secret, s.tcpao.key_secret_key), set()).add(
                 f"{s.name} (TCP-AO key)"
             )
-        if s.host_network:
-            notes.append(
-                f"{s.name} runs with hostNetwork (TCP-AO signs addresses and ports, so no NAT may sit "
-                "between the peers); NetworkPolicy does not apply to hostNetwork pods, so the chart "
-                f"creates none for it. Restrict its node ports with a host firewall."
-            )
-        if s.replicas > 1:
-            omissions.append(f"{s.name}: {s.replicas} replicas in Kubernetes, one container in Compose")
-        if s.per_node:
-            omissions.append(
-                f"{s.name}: one pod per node (DaemonSet) in Kubernetes, one container in Compose"
-            )
         services.append(_plan_service(s, services_by_name, egress_to[s.name], secrets, sidecar))
-    if any(s.pdb for s in services):
-        omissions.append("PodDisruptionBudgets: Compose has no voluntary evictions")
-    if any(s.network_policy for s in services):
-        omissions.append(
-            "NetworkPolicy: Compose services on the release network can reach each other; "
-            "only public ports are published, on BIND_ADDRESS (127.0.0.1 by default)"
-        )
-    if any(s.node_selector or s.tcpao_nodes or s.spread or s.one_per_node for s in services):
-        omissions.append(
-            "scheduling (nodeSelector, TCP-AO node label, spread, one per node): Compose runs "
-            "everything on this host"
-        )
-    for (secret, key), users in sorted(external.items()):
-        notes.append(
-            f"Create Secret {secret} (key {key}) before installing; used by {', '.join(sorted(users))}: "
-            f"kubectl create secret generic {secret} --from-file={key}=./{key}"
-        )
-    for ps in services:
-        if ps.stop_signal and ps.stop_signal != "SIGTERM":
-            notes.append(
-                f"{ps.name} stops on {ps.stop_signal} in Compose; Kubernetes sends the image's STOPSIGNAL "
-                f"(SIGTERM unless the image sets one): build the image with STOPSIGNAL {ps.stop_signal}"
-            )
-        if ps.init:
-            notes.append(
-                f"{ps.name} runs under an init process in Compose (init: true); Kubernetes has none: the "
-                "image's entrypoint must forward signals and reap zombies (tini, dumb-init)"
-            )
-    if any(s.sidecar for s in services):
-        notes.append(
-            "TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
-            "services.<name>.tcpao.peerIP to the nodes' addresses (defaults are the Compose addresses), "
-            f"and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7): "
-            f"kubectl label node NODE {TCPAO_NODE_LABEL}=true"
-        )
+    omissions = _compose_omissions(services)
+    notes = _notes(services, external)
     return Plan(
         name=release.name,
         version=release.version,
