@@ -68,6 +68,14 @@ class Volume:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConfigFile:
+    path: str  # inside the container
+    name: str  # ConfigMap key and file name
+    content: str  # read from `file` when release.yaml names one
+    file: str | None = None  # as written in release.yaml (relative to it), for messages
+
+
+@dataclass(frozen=True, kw_only=True)
 class Scratch:
     path: str
     size: str = "64Mi"
@@ -149,6 +157,7 @@ class Service:
     startup: Health | None = None
     resources: Resources = Resources()
     volumes: tuple[Volume, ...] = ()
+    configs: tuple[ConfigFile, ...] = ()
     scratch: tuple[Scratch, ...] = DEFAULT_SCRATCH
     host_network: bool = False
     address: str | None = None

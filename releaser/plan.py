@@ -86,6 +86,15 @@ class PlanVolume:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlanConfig:
+    name: str  # the ConfigMap key
+    path: str  # inside the container
+    content: str
+    compose_file: str  # configs/<service>/<name>, relative to the compose dir
+    compose_name: str  # the top-level Compose config: <service>-<name>
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlanScratch:
     name: str  # the Kubernetes volume name: tmp for /tmp, else scratch-<path as a DNS label>
     path: str
@@ -176,6 +185,7 @@ class PlanService:
     startup: m.Health | None
     resources: m.Resources
     volumes: tuple[PlanVolume, ...]
+    configs: tuple[PlanConfig, ...]  # read-only files: Compose configs, a ConfigMap <service>-config
     scratch: tuple[PlanScratch, ...]  # writable directories on the read-only root, emptied on restart
     secrets: tuple[PlanSecret, ...]
     capabilities: tuple[m.Capability, ...]
@@ -455,6 +465,16 @@ def _plan_service(
         volumes=tuple(
             PlanVolume(name=v.name, mount_path=v.mount_path, size=v.size, claim=f"{s.name}-{v.name}")
             for v in s.volumes
+        ),
+        configs=tuple(
+            PlanConfig(
+                name=c.name,
+                path=c.path,
+                content=c.content,
+                compose_file=f"configs/{s.name}/{c.name}",
+                compose_name=f"{s.name}-{c.name}",
+            )
+            for c in s.configs
         ),
         scratch=plan_scratch(s.scratch),
         secrets=tuple(secrets),

@@ -293,6 +293,9 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                     m.Volume(name=v["name"], mount_path=v["mountPath"], size=v["size"])
                     for v in s.get("volumes", ())
                 ),
+                configs=tuple(
+                    _config(x, (*base, "configs", i), src, problems) for i, x in enumerate(s.get("configs", ()))
+                ),
                 scratch=tuple(m.Scratch(path=x["path"], size=x.get("size", "64Mi")) for x in s["scratch"])
                 if "scratch" in s
                 else m.DEFAULT_SCRATCH,
@@ -663,6 +666,7 @@ class _Semantics:
         sizes in bytes, volume names that do not clash with the ones the outputs add."""
         seen: dict[str, PathT] = {}
         places = [((*base, "scratch", i, "path"), x.path) for i, x in enumerate(s.scratch)]
+        places += [((*base, "configs", i, "path"), c.path) for i, c in enumerate(s.configs)]
         places += [((*base, "volumes", i, "mountPath"), v.mount_path) for i, v in enumerate(s.volumes)]
         for path, where in places:
             norm = posixpath.normpath(where)
@@ -678,7 +682,7 @@ class _Semantics:
                 self.problem(
                     path,
                     f"{where} is also mounted by {json_path(seen[norm][:-1])}",
-                    "give each scratch directory and volume its own path",
+                    "give each config file, scratch directory and volume its own path",
                 )
             seen.setdefault(norm, path)
         names: dict[str, int] = {}
@@ -702,11 +706,27 @@ class _Semantics:
                 self.problem(
                     (*base, "scratch", i, "size"), f"size {size} is less than 1Ki", "e.g. size: 64Mi"
                 )
+        keys: dict[str, int] = {}
+        for i, c in enumerate(s.configs):
+            if c.name in keys:
+                self.problem(
+                    (*base, "configs", i),
+                    f"two config files named {c.name!r} (the ConfigMap key): {s.configs[keys[c.name]].path} and {c.path}",
+                    "give one of them a name: ...",
+                )
+            keys.setdefault(c.name, i)
+        total = sum(len(c.content.encode()) for c in s.configs)
+        if total > 1 << 20:
+            self.problem(
+                (*base, "configs"),
+                f"the config files hold {total:,} bytes together; a ConfigMap holds at most 1 MiB",
+                "ship large data in the image or a volume",
+            )
         for i, v in enumerate(s.volumes):
             if v.name in _RESERVED_VOLUMES or v.name.startswith("scratch-"):
                 self.problem(
                     (*base, "volumes", i, "name"),
-                    f"volume name {v.name!r} is one the outputs use themselves (tmp, secrets, tcpao-*, scratch-*)",
+                    f"volume name {v.name!r} is one the outputs use themselves (tmp, secrets, config, tcpao-*, scratch-*)",
                     f"name it e.g. {v.name}-data",
                 )
 
@@ -788,7 +808,52 @@ class _Semantics:
                 )
 
 
-_RESERVED_VOLUMES = {"tmp", "secrets", "tcpao-config", "tcpao-key"}
+_RESERVED_VOLUMES = {"tmp", "secrets", "config", "tcpao-config", "tcpao-key"}
+
+
+MAX_CONFIG_BYTES = 512 << 10  # one file; a ConfigMap holds at most 1 MiB in all
+
+
+def _config(x: dict[str, Any], path: PathT, src: Source, problems: list[Problem]) -> m.ConfigFile:
+    """A config file with its content: inline, or read from the release directory (a path that
+    leaves it, a missing or unreadable file, one over MAX_CONFIG_BYTES or not UTF-8 text are
+    problems naming the file)."""
+    name = x.get("name") or posixpath.basename(x["path"])
+    if "content" in x:
+        return m.ConfigFile(path=x["path"], name=name, content=x["content"])
+    rel = x["file"]
+    root = Path(src.file).resolve().parent
+    target = (root / rel).resolve()
+    where = (*path, "file")
+    content = ""
+    if Path(rel).is_absolute() or not target.is_relative_to(root):
+        problems.append(
+            src.problem(where, f"{rel} is outside the release directory", "keep config files beside release.yaml")
+        )
+    elif not target.is_file():
+        problems.append(
+            src.problem(
+                where,
+                f"{rel}: {'is not a file' if target.exists() else 'no such file'} (looked for {target})",
+                "give the path relative to release.yaml",
+            )
+        )
+    elif target.stat().st_size > MAX_CONFIG_BYTES:
+        problems.append(
+            src.problem(
+                where,
+                f"{rel} is {target.stat().st_size:,} bytes; a config file may hold {MAX_CONFIG_BYTES:,}",
+                "a ConfigMap holds at most 1 MiB: ship large data in the image or a volume",
+            )
+        )
+    else:
+        try:
+            content = target.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            problems.append(src.problem(where, f"{rel} is not UTF-8 text", "config files are text"))
+        except OSError as exc:
+            problems.append(src.problem(where, f"{rel}: {exc.strerror}", "check its permissions"))
+    return m.ConfigFile(path=x["path"], name=name, content=content, file=rel)
 
 
 def _probe(

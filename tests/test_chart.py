@@ -20,7 +20,7 @@ import yaml
 from releaser.commands.check import collect_manifest_images
 from releaser.pipeline import load_plan, render_files
 
-from .conftest import RELEASES
+from .conftest import RELEASES, ROOT
 
 KUBE_VERSIONS = [f"1.{m}.0" for m in range(29, 38)]
 
@@ -262,6 +262,46 @@ def test_config_checksum_rolls_only_the_affected_pods(helm: str, tmp_path: Path)
 
 
 @pytest.mark.helm
+def test_config_files_are_a_configmap_mounted_file_by_file_and_values_change_them(
+    helm: str, tmp_path: Path
+) -> None:
+    chart = write_chart("kitchen-sink", tmp_path)
+    docs = template(helm, chart)
+    cm = by_kind(docs, "ConfigMap")["api-config"]["data"]
+    fixture = (ROOT / "tests/fixtures/kitchen-sink/config/api.yaml").read_text()
+    assert cm == {
+        "api.yaml": fixture,
+        "motd": 'Welcome to the api. "Quotes" and $dollars stay as written.\n',
+    }
+    pod = by_kind(docs, "Deployment")["api"]["spec"]["template"]["spec"]
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config"]
+    assert mounts == [
+        {"name": "config", "mountPath": "/etc/api/api.yaml", "subPath": "api.yaml", "readOnly": True},
+        {"name": "config", "mountPath": "/etc/api/motd", "subPath": "motd", "readOnly": True},
+    ]
+    assert {"name": "config", "configMap": {"name": "api-config", "defaultMode": 0o444}} in pod["volumes"]
+    assert "db-config" not in by_kind(docs, "ConfigMap")
+    # values change a file's content: its ConfigMap follows and only api's pods roll
+    values = tmp_path / "motd.yaml"
+    values.write_text(
+        "services:\n  api:\n    configs:\n"
+        "      - {name: api.yaml, path: /etc/api/api.yaml, content: 'listen: \":9443\"'}\n"
+        "      - {name: motd, path: /etc/api/motd, content: hello}\n"
+    )
+    changed = template(helm, chart, "-f", str(values))
+    assert by_kind(changed, "ConfigMap")["api-config"]["data"]["motd"] == "hello"
+
+    def checksum(ds: list[dict[str, Any]], name: str) -> str:
+        return str(
+            by_kind(ds, "Deployment")[name]["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        )
+
+    assert checksum(changed, "api") != checksum(docs, "api") and checksum(changed, "db") == checksum(
+        docs, "db"
+    )
+
+
+@pytest.mark.helm
 def test_sidecar_config_is_identical_in_chart_and_compose(helm: str, tmp_path: Path) -> None:
     plan, _ = load_plan(RELEASES["bmp-tcpao"])
     compose = render_files(plan)["compose/bmp-tcpao"]
@@ -436,8 +476,6 @@ def test_the_kind_workflow_is_a_valid_github_actions_workflow(tmp_path: Path) ->
     It runs `make e2e-kind`, which exists."""
     import shutil
     import sys
-
-    from .conftest import ROOT
 
     tool = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
     assert tool, "check-jsonschema is in requirements/dev.lock; run scripts/setup.sh"

@@ -103,6 +103,11 @@ def test_hardening_and_digests(compose_cmd: list[str], compose_env: dict[str, st
             "/var/run/postgresql:uid=999,gid=999,mode=0700,size=1048576",
         ]
         assert "tmpfs" not in doc["services"]["worker"]
+        # config files: Compose configs from files the render wrote beside compose.yaml
+        configs = {c["target"]: c["source"] for c in doc["services"]["api"]["configs"]}
+        assert configs == {"/etc/api/api.yaml": "api-api.yaml", "/etc/api/motd": "api-motd"}
+        assert doc["configs"]["api-motd"]["file"] == str(project / "configs/api/motd")
+        assert (project / "configs/api/motd").read_text().startswith("Welcome to the api.")
         # shutdown: grace period, signal and init where asked, the engine's defaults elsewhere
         db, worker = doc["services"]["db"], doc["services"]["worker"]
         assert (db["stop_grace_period"], db["stop_signal"]) == ("1m0s", "SIGINT")

@@ -149,6 +149,7 @@ NOT_IN_MODEL = {
         (("$defs", "service", "properties", "secrets"), m.SecretFile),
         (("$defs", "service", "properties", "volumes"), m.Volume),
         (("$defs", "service", "properties", "scratch"), m.Scratch),
+        (("$defs", "service", "properties", "configs"), m.ConfigFile),
         (("$defs", "service", "properties", "capabilities"), m.Capability),
         (("$defs", "service", "properties", "disruptionBudget"), m.Disruption),
         (("$defs", "service", "properties", "ingress"), m.IngressRule),

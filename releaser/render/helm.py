@@ -111,6 +111,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             {"name": v.name, "mountPath": v.mount_path, "size": v.size, "claim": v.claim, "storageClass": ""}
             for v in svc.volumes
         ],
+        "configs": [{"name": c.name, "path": c.path, "content": c.content} for c in svc.configs],
         "scratch": [{"name": x.name, "path": x.path, "sizeLimit": x.size} for x in svc.scratch],
         "terminationGracePeriodSeconds": svc.stop_grace_period_seconds,
         "secrets": [
@@ -462,6 +463,19 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 desc="Probes: readiness (Service endpoints), liveness (restarts), startup (holds the other two).",
             ),
             "resources": _RES,
+            "configs": {
+                "type": "array",
+                "description": "Read-only files from a ConfigMap <service>-config; edit content to change one "
+                "(the pods roll).",
+                "items": _obj(
+                    {
+                        "name": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"},
+                        "path": {"type": "string", "pattern": "^/"},
+                        "content": {"type": "string"},
+                    },
+                    required=["name", "path", "content"],
+                ),
+            },
             "terminationGracePeriodSeconds": {
                 "type": ["integer", "null"],
                 "minimum": 1,
