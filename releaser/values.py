@@ -294,7 +294,8 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                     for v in s.get("volumes", ())
                 ),
                 configs=tuple(
-                    _config(x, (*base, "configs", i), src, problems) for i, x in enumerate(s.get("configs", ()))
+                    _config(x, (*base, "configs", i), src, problems)
+                    for i, x in enumerate(s.get("configs", ()))
                 ),
                 scratch=tuple(m.Scratch(path=x["path"], size=x.get("size", "64Mi")) for x in s["scratch"])
                 if "scratch" in s
@@ -828,7 +829,9 @@ def _config(x: dict[str, Any], path: PathT, src: Source, problems: list[Problem]
     content = ""
     if Path(rel).is_absolute() or not target.is_relative_to(root):
         problems.append(
-            src.problem(where, f"{rel} is outside the release directory", "keep config files beside release.yaml")
+            src.problem(
+                where, f"{rel} is outside the release directory", "keep config files beside release.yaml"
+            )
         )
     elif not target.is_file():
         problems.append(
