@@ -145,6 +145,7 @@ class Service:
     description: str = ""
     replicas: int = 1
     per_node: bool = False
+    stateful: bool = False  # a StatefulSet: per-replica volumes, stable names
     node_selector: tuple[tuple[str, str], ...] = ()
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()

@@ -168,7 +168,7 @@ class PlanService:
     name: str
     description: str
     image: str
-    workload: str  # Deployment | DaemonSet
+    workload: str  # Deployment | DaemonSet | StatefulSet
     replicas: int
     node_selector: tuple[tuple[str, str], ...]
     command: tuple[str, ...]
@@ -244,6 +244,11 @@ def _compose_omissions(services: list[PlanService]) -> list[str]:
     for ps in services:
         if ps.workload == "Deployment" and ps.replicas > 1:
             out.append(f"{ps.name}: {ps.replicas} replicas in Kubernetes, one container in Compose")
+        if ps.workload == "StatefulSet":
+            out.append(
+                f"{ps.name}: {ps.replicas} replicas with a volume each (a StatefulSet) in Kubernetes, "
+                "one container with one volume each in Compose"
+            )
         if ps.workload == "DaemonSet":
             out.append(f"{ps.name}: one pod per node (DaemonSet) in Kubernetes, one container in Compose")
     if any(s.pdb for s in services):
@@ -446,7 +451,7 @@ def _plan_service(
         name=s.name,
         description=s.description,
         image=s.image,
-        workload="DaemonSet" if s.per_node else "Deployment",
+        workload="DaemonSet" if s.per_node else "StatefulSet" if s.stateful else "Deployment",
         replicas=s.replicas,
         node_selector=s.node_selector,
         command=s.command,

@@ -267,6 +267,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 description=s.get("description", ""),
                 replicas=s.get("replicas", 1),
                 per_node=s.get("perNode", False),
+                stateful=s.get("stateful", False),
                 node_selector=tuple(sorted(s.get("nodeSelector", {}).items())),
                 command=tuple(s.get("command", ())),
                 args=tuple(s.get("args", ())),
@@ -633,12 +634,26 @@ class _Semantics:
                     f"write {c.name[4:]}, without CAP_",
                     f"name: {c.name[4:]}",
                 )
-        if s.volumes and (s.replicas > 1 or s.per_node):
+        if s.stateful and s.per_node:
+            self.problem(
+                (*base, "stateful"),
+                "stateful (a StatefulSet) and perNode (a DaemonSet) exclude each other",
+                "remove one of them",
+            )
+        elif s.stateful and not s.volumes:
+            self.problem(
+                (*base, "stateful"),
+                "a stateful service without volumes has no storage of its own to keep",
+                "add volumes: [{name: data, mountPath: /data, size: 1Gi}], or remove stateful",
+            )
+        elif s.volumes and not s.stateful and (s.replicas > 1 or s.per_node):
             self.problem(
                 (*base, "volumes"),
                 "a service with persistent volumes must run one replica:"
                 " a ReadWriteOnce claim cannot be shared",
-                "set replicas: 1",
+                "set stateful: true for a volume per replica (a StatefulSet), or replicas: 1"
+                if not s.per_node
+                else "remove perNode, and set stateful: true for a volume per replica",
             )
         if s.disruption:
             dp: PathT = (*base, "disruptionBudget")

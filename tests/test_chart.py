@@ -49,6 +49,11 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
+def workloads(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Deployments, StatefulSets and DaemonSets by name."""
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")}
+
+
 @pytest.fixture(scope="module", params=sorted(RELEASES))
 def chart(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_chart(request.param, tmp_path_factory.mktemp("chart"))
@@ -144,9 +149,26 @@ def test_restricted_security_defaults(helm3: str, chart: Path) -> None:
 @pytest.mark.helm
 def test_bmp_example_objects(helm4: str, tmp_path: Path) -> None:
     docs = template(helm4, write_chart("bmp-tcpao", tmp_path))
-    deployments = by_kind(docs, "Deployment")
-    assert set(deployments) == {"bus", "collector", "speaker"}
+    deployments = workloads(docs)
+    assert {n: d["kind"] for n, d in deployments.items()} == {
+        "bus": "StatefulSet",
+        "collector": "Deployment",
+        "speaker": "Deployment",
+    }
     assert "hostNetwork" not in deployments["bus"]["spec"]["template"]["spec"]
+    # the bus: JetStream's /data is a volume per replica, with stable names through a headless Service
+    bus_set = deployments["bus"]["spec"]
+    assert bus_set["serviceName"] == "bus-headless" and bus_set["replicas"] == 3
+    (claim,) = bus_set["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "jetstream"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert {"name": "jetstream", "mountPath": "/data"} in bus_set["template"]["spec"]["containers"][0][
+        "volumeMounts"
+    ]
+    assert not any(v["name"] == "jetstream" for v in bus_set["template"]["spec"]["volumes"])
+    assert "bus-jetstream" not in by_kind(docs, "PersistentVolumeClaim")
+    headless = by_kind(docs, "Service")["bus-headless"]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
     policies = by_kind(docs, "NetworkPolicy")
     # default deny + bus only: the hostNetwork pods get none (NetworkPolicy cannot select them)
     assert set(policies) == {"rel-default-deny", "bus"}
@@ -250,7 +272,7 @@ def test_config_checksum_rolls_only_the_affected_pods(helm: str, tmp_path: Path)
     def checksums(*args: str) -> dict[str, str]:
         return {
             n: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
-            for n, d in by_kind(template(helm, chart, *args), "Deployment").items()
+            for n, d in workloads(template(helm, chart, *args)).items()
         }
 
     base = checksums()
@@ -328,7 +350,7 @@ def test_install_dry_run_prints_notes(helm4: str, tmp_path: Path) -> None:
 @pytest.mark.helm
 def test_scheduling_spread_one_per_node_and_tcpao_nodes(helm: str, tmp_path: Path) -> None:
     docs = template(helm, write_chart("bmp-tcpao", tmp_path), "--set", "global.tcpaoNodeLabel=example.com/ao")
-    deployments = by_kind(docs, "Deployment")
+    deployments = workloads(docs)
     bus = deployments["bus"]["spec"]["template"]["spec"]
     (spread,) = bus["topologySpreadConstraints"]
     assert spread["labelSelector"]["matchLabels"] == deployments["bus"]["spec"]["selector"]["matchLabels"]
@@ -427,7 +449,7 @@ def test_one_per_node_deployments_never_surge(helm: str, tmp_path: Path) -> None
     """A hostNetwork Deployment's surge pod would find no free node (required anti-affinity,
     node ports): the rollout must remove the old pod first, or `helm upgrade` hangs."""
     docs = template(helm, write_chart("bmp-tcpao", tmp_path))
-    deploys = by_kind(docs, "Deployment")
+    deploys = workloads(docs)
     collector = deploys["collector"]["spec"]
     assert collector["template"]["spec"]["hostNetwork"] is True
     assert collector["strategy"] == {
@@ -435,7 +457,9 @@ def test_one_per_node_deployments_never_surge(helm: str, tmp_path: Path) -> None
         "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
     }
     assert deploys["speaker"]["spec"]["strategy"] == {"type": "Recreate"}  # it has a claim
-    assert "strategy" not in deploys["bus"]["spec"]  # replicated, no node ports: the default rolling update
+    assert (
+        "strategy" not in deploys["bus"]["spec"]
+    )  # a StatefulSet: its own rolling update, one replica at a time
 
 
 @pytest.mark.helm
@@ -457,7 +481,7 @@ def test_the_kind_e2e_install_values_render_as_it_expects(helm: str, tmp_path: P
     for version in (KUBE_VERSIONS[0], KUBE_VERSIONS[-1]):
         for d in docs:
             kubernetes_validate.validate(d, version, strict=True)
-    deployments = by_kind(docs, "Deployment")
+    deployments = workloads(docs)
     images = [c["image"] for d in deployments.values() for c in d["spec"]["template"]["spec"]["containers"]]
     assert images and all(i.startswith(f"{LOCAL}/") and "@sha256:" in i for i in images)
     for name, node in (("collector", "kind-worker"), ("speaker", "kind-worker2")):

@@ -88,6 +88,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
     d: dict[str, Any] = {
         "enabled": True,
         "kind": svc.workload,
+        **({"podManagementPolicy": "Parallel"} if svc.workload == "StatefulSet" else {}),
         "image": svc.image,
         "replicas": svc.replicas,
         "command": list(svc.command),
@@ -406,7 +407,11 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
     service = _obj(
         {
             "enabled": {"type": "boolean", "description": "Render this service."},
-            "kind": {"enum": ["Deployment", "DaemonSet"], "description": "Workload kind."},
+            "kind": {"enum": ["Deployment", "DaemonSet", "StatefulSet"], "description": "Workload kind."},
+            "podManagementPolicy": {
+                "enum": ["Parallel", "OrderedReady"],
+                "description": "StatefulSet: start and stop the replicas together (Parallel) or one by one.",
+            },
             "image": {"enum": image_names, "description": "Key under images."},
             "replicas": {"type": "integer", "minimum": 0, "description": "Pods (Deployment only)."},
             "command": {"type": "array", "items": {"type": "string"}, "description": "Entrypoint override."},
