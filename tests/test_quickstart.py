@@ -394,7 +394,7 @@ def test_backup_reset_restore_gives_back_the_volume_data(up: dict[str, Any]) -> 
     secrets_before = _secret_values(world)
     proc = run(world["env"], "quickstart", "backup", "--out-file", str(backup), "--json")
     result = json.loads(proc.stdout)["result"]
-    assert result["volumes"] == ["speaker-state"] and backup.stat().st_mode & 0o777 == 0o600
+    assert result["volumes"] == ["bus-jetstream", "speaker-state"] and backup.stat().st_mode & 0o777 == 0o600
     saved = int(
         subprocess.run(
             f"zstd -dc {backup} | tar -xO volumes/speaker-state.tar | tar -xO ./seq",
