@@ -92,6 +92,14 @@ DEFAULT_SCRATCH = (Scratch(path="/tmp"),)  # a service that says nothing gets a 
 
 
 @dataclass(frozen=True, kw_only=True)
+class Autoscale:
+    min: int
+    max: int
+    cpu: int  # percent of the CPU request
+    memory: int | None = None  # percent of the memory request
+
+
+@dataclass(frozen=True, kw_only=True)
 class Capability:
     name: str
     justification: str
@@ -146,6 +154,7 @@ class Service:
     replicas: int = 1
     per_node: bool = False
     stateful: bool = False  # a StatefulSet: per-replica volumes, stable names
+    autoscale: Autoscale | None = None  # a HorizontalPodAutoscaler owns the replica count
     node_selector: tuple[tuple[str, str], ...] = ()
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()

@@ -177,6 +177,7 @@ class PlanService:
     uid: int
     gid: int
     ports: tuple[PlanPort, ...]
+    autoscale: m.Autoscale | None  # a HorizontalPodAutoscaler owns the count; replicas is its minimum
     stop_grace_period_seconds: int | None  # None: each engine's default (Compose 10 s, Kubernetes 30 s)
     stop_signal: str | None  # Compose only; Kubernetes sends the image's STOPSIGNAL
     init: bool  # Compose only; Kubernetes has no init (the image must reap)
@@ -242,7 +243,12 @@ def _compose_omissions(services: list[PlanService]) -> list[str]:
     """What Compose cannot express, said once in the compose file's header."""
     out = []
     for ps in services:
-        if ps.workload == "Deployment" and ps.replicas > 1:
+        if ps.autoscale is not None:
+            a = ps.autoscale
+            out.append(
+                f"{ps.name}: {a.min}-{a.max} replicas by a HorizontalPodAutoscaler in Kubernetes, one container in Compose"
+            )
+        elif ps.workload == "Deployment" and ps.replicas > 1:
             out.append(f"{ps.name}: {ps.replicas} replicas in Kubernetes, one container in Compose")
         if ps.workload == "StatefulSet":
             out.append(
@@ -422,7 +428,12 @@ def _pdb(s: m.Service) -> tuple[str, int] | None:
         return ("minAvailable", s.disruption.min_available)
     if s.disruption and s.disruption.max_unavailable is not None:
         return ("maxUnavailable", s.disruption.max_unavailable)
-    return ("maxUnavailable", 1) if s.replicas >= 2 else None
+    return ("maxUnavailable", 1) if replica_floor(s) >= 2 else None
+
+
+def replica_floor(s: m.Service) -> int:
+    """The fewest pods the service runs in Kubernetes: the autoscaler's minimum, else replicas."""
+    return s.autoscale.min if s.autoscale else s.replicas
 
 
 def _plan_service(
@@ -452,7 +463,7 @@ def _plan_service(
         description=s.description,
         image=s.image,
         workload="DaemonSet" if s.per_node else "StatefulSet" if s.stateful else "Deployment",
-        replicas=s.replicas,
+        replicas=replica_floor(s),
         node_selector=s.node_selector,
         command=s.command,
         args=s.args,
@@ -460,6 +471,7 @@ def _plan_service(
         uid=uid,
         gid=gid,
         ports=plan_ports(s),
+        autoscale=s.autoscale,
         stop_grace_period_seconds=s.stop_grace_period_seconds,
         stop_signal=s.stop_signal,
         init=s.init,
@@ -491,7 +503,7 @@ def _plan_service(
         pdb=_pdb(s),
         network_policy=policy,
         sidecar=sidecar,
-        spread=not s.per_node and s.replicas >= 2,
+        spread=not s.per_node and (s.autoscale.max if s.autoscale else s.replicas) >= 2,
         one_per_node=s.host_network and not s.per_node,
         tcpao_nodes=sidecar is not None,
     )

@@ -232,6 +232,15 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
             for key in ("health", "readiness", "liveness", "startup")
             if key in s
         }
+        if "autoscale" in s and "replicas" in s:
+            problems.append(
+                src.problem(
+                    (*base, "replicas"),
+                    "with autoscale the HorizontalPodAutoscaler owns the replica count: a fixed replicas "
+                    "would fight it on every upgrade",
+                    f"remove replicas (autoscale.min, {s['autoscale']['min']}, is the count a new install starts with)",
+                )
+            )
         both = [k for k in ("readiness", "liveness") if k in s]
         if "health" in s and both:
             problems.append(
@@ -268,6 +277,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 replicas=s.get("replicas", 1),
                 per_node=s.get("perNode", False),
                 stateful=s.get("stateful", False),
+                autoscale=m.Autoscale(**s["autoscale"]) if "autoscale" in s else None,
                 node_selector=tuple(sorted(s.get("nodeSelector", {}).items())),
                 command=tuple(s.get("command", ())),
                 args=tuple(s.get("args", ())),
@@ -634,6 +644,8 @@ class _Semantics:
                     f"write {c.name[4:]}, without CAP_",
                     f"name: {c.name[4:]}",
                 )
+        if s.autoscale is not None:
+            self.autoscale(s, s.autoscale, base)
         if s.stateful and s.per_node:
             self.problem(
                 (*base, "stateful"),
@@ -655,6 +667,8 @@ class _Semantics:
                 if not s.per_node
                 else "remove perNode, and set stateful: true for a volume per replica",
             )
+        # the fewest pods there may be: the autoscaler's minimum, else the fixed count
+        floor, what = (s.autoscale.min, "autoscale.min") if s.autoscale else (s.replicas, "replicas")
         if s.disruption:
             dp: PathT = (*base, "disruptionBudget")
             if s.per_node:
@@ -663,19 +677,39 @@ class _Semantics:
                     "kubectl drain skips DaemonSet pods, so a budget on a perNode service has no effect",
                     "remove disruptionBudget",
                 )
-            elif s.disruption.min_available is not None and s.disruption.min_available >= s.replicas:
+            elif s.disruption.min_available is not None and s.disruption.min_available >= floor:
                 self.problem(
                     (*dp, "minAvailable"),
-                    f"minAvailable {s.disruption.min_available} >= replicas"
-                    f" {s.replicas} blocks every eviction, so nodes can never be drained",
-                    f"use minAvailable: {s.replicas - 1}"
-                    if s.replicas > 1
-                    else "raise replicas, or remove disruptionBudget",
+                    f"minAvailable {s.disruption.min_available} >= {what}"
+                    f" {floor} blocks every eviction, so nodes can never be drained",
+                    f"use minAvailable: {floor - 1}" if floor > 1 else f"raise {what}, or remove disruptionBudget",
                 )
             elif s.disruption.max_unavailable == 0:
                 self.problem(
                     (*dp, "maxUnavailable"), "maxUnavailable 0 blocks every eviction", "use maxUnavailable: 1"
                 )
+
+    def autoscale(self, s: m.Service, a: m.Autoscale, base: PathT) -> None:
+        """min <= max, not on a DaemonSet, and the requests its targets are percentages of (the
+        budget is checked against the minimum with the other budget checks)."""
+        ap: PathT = (*base, "autoscale")
+        requests = dict(s.resources.requests)
+        if a.min > a.max:
+            self.problem((*ap, "max"), f"max {a.max} is below min {a.min}", f"use max: {a.min} or more")
+        if s.per_node:
+            self.problem(ap, "a perNode service (a DaemonSet) runs one pod per node: nothing to scale", "remove autoscale")
+        if "cpu" not in requests:
+            self.problem(
+                (*ap, "cpu"),
+                "a CPU target is a percentage of the CPU request, and there is none",
+                "add resources.requests.cpu (e.g. 100m)",
+            )
+        if a.memory is not None and "memory" not in requests:
+            self.problem(
+                (*ap, "memory"),
+                "a memory target is a percentage of the memory request, and there is none",
+                "add resources.requests.memory (e.g. 128Mi), or remove autoscale.memory",
+            )
 
     def mounts(self, s: m.Service, base: PathT) -> None:
         """Scratch directories and persistent volumes: one path each, none over the secrets mount,

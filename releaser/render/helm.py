@@ -91,6 +91,17 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
         **({"podManagementPolicy": "Parallel"} if svc.workload == "StatefulSet" else {}),
         "image": svc.image,
         "replicas": svc.replicas,
+        "autoscaling": (
+            {
+                "enabled": True,
+                "minReplicas": svc.autoscale.min,
+                "maxReplicas": svc.autoscale.max,
+                "targetCPUUtilizationPercentage": svc.autoscale.cpu,
+                "targetMemoryUtilizationPercentage": svc.autoscale.memory,
+            }
+            if svc.autoscale
+            else {"enabled": False}
+        ),
         "command": list(svc.command),
         "args": list(svc.args),
         "env": {name: value for name, value, _ in svc.env},
@@ -408,6 +419,17 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
         {
             "enabled": {"type": "boolean", "description": "Render this service."},
             "kind": {"enum": ["Deployment", "DaemonSet", "StatefulSet"], "description": "Workload kind."},
+            "autoscaling": _obj(
+                {
+                    "enabled": {"type": "boolean", "description": "A HorizontalPodAutoscaler owns replicas."},
+                    "minReplicas": {"type": "integer", "minimum": 1},
+                    "maxReplicas": {"type": "integer", "minimum": 1},
+                    "targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1},
+                    "targetMemoryUtilizationPercentage": {"type": ["integer", "null"], "minimum": 1},
+                },
+                required=["enabled"],
+                desc="HorizontalPodAutoscaler (autoscaling/v2): the workload gets no replicas field then.",
+            ),
             "podManagementPolicy": {
                 "enum": ["Parallel", "OrderedReady"],
                 "description": "StatefulSet: start and stop the replicas together (Parallel) or one by one.",
