@@ -682,7 +682,9 @@ class _Semantics:
                     (*dp, "minAvailable"),
                     f"minAvailable {s.disruption.min_available} >= {what}"
                     f" {floor} blocks every eviction, so nodes can never be drained",
-                    f"use minAvailable: {floor - 1}" if floor > 1 else f"raise {what}, or remove disruptionBudget",
+                    f"use minAvailable: {floor - 1}"
+                    if floor > 1
+                    else f"raise {what}, or remove disruptionBudget",
                 )
             elif s.disruption.max_unavailable == 0:
                 self.problem(
@@ -697,7 +699,11 @@ class _Semantics:
         if a.min > a.max:
             self.problem((*ap, "max"), f"max {a.max} is below min {a.min}", f"use max: {a.min} or more")
         if s.per_node:
-            self.problem(ap, "a perNode service (a DaemonSet) runs one pod per node: nothing to scale", "remove autoscale")
+            self.problem(
+                ap,
+                "a perNode service (a DaemonSet) runs one pod per node: nothing to scale",
+                "remove autoscale",
+            )
         if "cpu" not in requests:
             self.problem(
                 (*ap, "cpu"),

@@ -31,7 +31,6 @@ ACCEPTED = {
     ("kitchen-sink", "DaemonSet.prod.agent"): {"CKV_K8S_19"},
     ("kitchen-sink", "Deployment.prod.api"): {"CKV_K8S_25"} | NO_RESOURCES,
     ("kitchen-sink", "Deployment.prod.db"): {"CKV_K8S_40"} | NO_RESOURCES,
-    ("kitchen-sink", "Deployment.prod.worker"): NO_RESOURCES,
 }
 
 
