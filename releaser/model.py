@@ -92,6 +92,12 @@ DEFAULT_SCRATCH = (Scratch(path="/tmp"),)  # a service that says nothing gets a 
 
 
 @dataclass(frozen=True, kw_only=True)
+class Metrics:
+    port: str  # the name of one of the service's ports (a number in release.yaml is resolved to it)
+    path: str = "/metrics"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Autoscale:
     min: int
     max: int
@@ -155,6 +161,7 @@ class Service:
     per_node: bool = False
     stateful: bool = False  # a StatefulSet: per-replica volumes, stable names
     autoscale: Autoscale | None = None  # a HorizontalPodAutoscaler owns the replica count
+    metrics: Metrics | None = None  # where Prometheus scrapes it
     node_selector: tuple[tuple[str, str], ...] = ()
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()

@@ -178,6 +178,7 @@ class PlanService:
     gid: int
     ports: tuple[PlanPort, ...]
     autoscale: m.Autoscale | None  # a HorizontalPodAutoscaler owns the count; replicas is its minimum
+    metrics: tuple[str, int, str] | None  # (port name, port number, path) Prometheus scrapes
     stop_grace_period_seconds: int | None  # None: each engine's default (Compose 10 s, Kubernetes 30 s)
     stop_signal: str | None  # Compose only; Kubernetes sends the image's STOPSIGNAL
     init: bool  # Compose only; Kubernetes has no init (the image must reap)
@@ -259,6 +260,8 @@ def _compose_omissions(services: list[PlanService]) -> list[str]:
             out.append(f"{ps.name}: one pod per node (DaemonSet) in Kubernetes, one container in Compose")
     if any(s.pdb for s in services):
         out.append("PodDisruptionBudgets: Compose has no voluntary evictions")
+    if any(s.metrics for s in services):
+        out.append("metrics scraping (Prometheus annotations, ServiceMonitor): Kubernetes only")
     if any(s.network_policy for s in services):
         out.append(
             "NetworkPolicy: Compose services on the release network can reach each other; "
@@ -472,6 +475,9 @@ def _plan_service(
         gid=gid,
         ports=plan_ports(s),
         autoscale=s.autoscale,
+        metrics=(s.metrics.port, next(p.port for p in s.ports if p.name == s.metrics.port), s.metrics.path)
+        if s.metrics
+        else None,
         stop_grace_period_seconds=s.stop_grace_period_seconds,
         stop_signal=s.stop_signal,
         init=s.init,

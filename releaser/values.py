@@ -278,6 +278,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 per_node=s.get("perNode", False),
                 stateful=s.get("stateful", False),
                 autoscale=m.Autoscale(**s["autoscale"]) if "autoscale" in s else None,
+                metrics=_metrics(s["metrics"], ports, (*base, "metrics"), src, problems) if "metrics" in s else None,
                 node_selector=tuple(sorted(s.get("nodeSelector", {}).items())),
                 command=tuple(s.get("command", ())),
                 args=tuple(s.get("args", ())),
@@ -865,6 +866,25 @@ class _Semantics:
 
 
 _RESERVED_VOLUMES = {"tmp", "secrets", "config", "tcpao-config", "tcpao-key"}
+
+
+def _metrics(
+    x: dict[str, Any], ports: tuple[m.Port, ...], path: PathT, src: Source, problems: list[Problem]
+) -> m.Metrics | None:
+    """The metrics port as the name of a declared port (a number or name that is none is a problem)."""
+    raw = x["port"]
+    match = [p for p in ports if p.name == raw or p.port == raw]
+    if not match:
+        names = ", ".join(f"{p.name} ({p.port})" for p in ports)
+        problems.append(
+            src.problem(
+                (*path, "port"),
+                f"{raw!r} is not one of this service's ports",
+                f"use one of: {names}" if names else "declare it under ports first",
+            )
+        )
+        return None
+    return m.Metrics(port=match[0].name, path=x.get("path", "/metrics"))
 
 
 MAX_CONFIG_BYTES = 512 << 10  # one file; a ConfigMap holds at most 1 MiB in all

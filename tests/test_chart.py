@@ -284,6 +284,33 @@ def test_config_checksum_rolls_only_the_affected_pods(helm: str, tmp_path: Path)
 
 
 @pytest.mark.helm
+def test_a_service_monitor_only_when_asked_and_the_cluster_has_the_crd(helm: str, tmp_path: Path) -> None:
+    chart = write_chart("kitchen-sink", tmp_path)
+    asked = (
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.serviceMonitor.labels.release=prom",
+    )
+    assert not by_kind(template(helm, chart, *asked), "ServiceMonitor")  # no CRD: nothing to create
+    docs = template(helm, chart, *asked, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+    (monitor,) = by_kind(docs, "ServiceMonitor").values()
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    # it selects the api Service only, not api-public (which carries no metrics port)
+    services = [
+        s
+        for s in by_kind(docs, "Service").values()
+        if all(
+            s["metadata"]["labels"].get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items()
+        )
+        and "releaser.dev/variant" not in s["metadata"]["labels"]
+    ]
+    assert [s["metadata"]["name"] for s in services] == ["api"]
+    assert by_kind(docs, "Service")["api-public"]["metadata"]["labels"]["releaser.dev/variant"] == "public"
+
+
+@pytest.mark.helm
 def test_config_files_are_a_configmap_mounted_file_by_file_and_values_change_them(
     helm: str, tmp_path: Path
 ) -> None:

@@ -150,6 +150,8 @@ NOT_IN_MODEL = {
         (("$defs", "service", "properties", "volumes"), m.Volume),
         (("$defs", "service", "properties", "scratch"), m.Scratch),
         (("$defs", "service", "properties", "configs"), m.ConfigFile),
+        (("$defs", "service", "properties", "autoscale"), m.Autoscale),
+        (("$defs", "service", "properties", "metrics"), m.Metrics),
         (("$defs", "service", "properties", "capabilities"), m.Capability),
         (("$defs", "service", "properties", "disruptionBudget"), m.Disruption),
         (("$defs", "service", "properties", "ingress"), m.IngressRule),

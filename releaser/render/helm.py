@@ -143,6 +143,9 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
         "tcpaoNodesOnly": svc.tcpao_nodes,
         "tolerations": [],
         "podAnnotations": {},
+        "metrics": {"port": svc.metrics[1], "portName": svc.metrics[0], "path": svc.metrics[2]}
+        if svc.metrics
+        else None,
         "pdb": {svc.pdb[0]: svc.pdb[1]} if svc.pdb else {},
         "networkPolicy": {
             "ingress": _rules(svc.network_policy.ingress) if svc.network_policy else [],
@@ -194,6 +197,14 @@ def chart_values(plan: Plan) -> dict[str, Any]:
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
             },
+        },
+        "metrics": {
+            # who scrapes: the NetworkPolicy lets pods matching these reach each metrics port
+            "from": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {},
+            },
+            "serviceMonitor": {"enabled": False, "interval": "30s", "labels": {}},
         },
         "generatedSecrets": [
             {"name": s.k8s_secret, "key": s.k8s_key, "length": s.length} for s in plan.generated_secrets
@@ -574,6 +585,20 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 },
             },
             "networkPolicy": _obj({"ingress": _RULES, "egress": _RULES}, desc="Declared flows."),
+            "metrics": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "port": {"type": "integer"},
+                            "portName": {"type": "string"},
+                            "path": {"type": "string", "pattern": "^/"},
+                        },
+                        required=["port", "portName", "path"],
+                    ),
+                ],
+                "description": "Where Prometheus scrapes this service (null: nowhere).",
+            },
             "tcpao": tcpao,
         },
         desc="One service of the release.",
@@ -631,6 +656,34 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                     ),
                 },
                 desc="Default deny plus declared flows.",
+            ),
+            "metrics": _obj(
+                {
+                    "from": _obj(
+                        {
+                            "namespaceSelector": {"type": "object", "description": "The monitoring namespace."},
+                            "podSelector": {"type": "object", "description": "The scraping pods ({}: all)."},
+                        },
+                        desc="Who may reach the metrics ports (NetworkPolicy).",
+                    ),
+                    "serviceMonitor": _obj(
+                        {
+                            "enabled": {
+                                "type": "boolean",
+                                "description": "Render a ServiceMonitor per service with metrics (only where the "
+                                "monitoring.coreos.com/v1 CRD exists).",
+                            },
+                            "interval": {
+                                "type": "string",
+                                "pattern": "^[0-9]+(ms|s|m|h)$",
+                                "description": "How often Prometheus scrapes.",
+                            },
+                            "labels": _str_map("Labels your Prometheus selects ServiceMonitors by."),
+                        },
+                        desc="Prometheus Operator ServiceMonitors.",
+                    ),
+                },
+                desc="Prometheus scraping of the services with metrics.",
             ),
             "namespace": _obj(
                 {
