@@ -278,7 +278,9 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 per_node=s.get("perNode", False),
                 stateful=s.get("stateful", False),
                 autoscale=m.Autoscale(**s["autoscale"]) if "autoscale" in s else None,
-                metrics=_metrics(s["metrics"], ports, (*base, "metrics"), src, problems) if "metrics" in s else None,
+                metrics=_metrics(s["metrics"], ports, (*base, "metrics"), src, problems)
+                if "metrics" in s
+                else None,
                 node_selector=tuple(sorted(s.get("nodeSelector", {}).items())),
                 command=tuple(s.get("command", ())),
                 args=tuple(s.get("args", ())),

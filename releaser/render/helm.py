@@ -661,7 +661,10 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 {
                     "from": _obj(
                         {
-                            "namespaceSelector": {"type": "object", "description": "The monitoring namespace."},
+                            "namespaceSelector": {
+                                "type": "object",
+                                "description": "The monitoring namespace.",
+                            },
                             "podSelector": {"type": "object", "description": "The scraping pods ({}: all)."},
                         },
                         desc="Who may reach the metrics ports (NetworkPolicy).",
