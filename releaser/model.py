@@ -92,6 +92,14 @@ DEFAULT_SCRATCH = (Scratch(path="/tmp"),)  # a service that says nothing gets a 
 
 
 @dataclass(frozen=True, kw_only=True)
+class Job:
+    hooks: tuple[str, ...] = ("pre-install", "pre-upgrade")
+    backoff_limit: int = 2
+    active_deadline_seconds: int = 600
+    ttl_seconds_after_finished: int = 86400
+
+
+@dataclass(frozen=True, kw_only=True)
 class Metrics:
     port: str  # the name of one of the service's ports (a number in release.yaml is resolved to it)
     path: str = "/metrics"
@@ -162,6 +170,7 @@ class Service:
     stateful: bool = False  # a StatefulSet: per-replica volumes, stable names
     autoscale: Autoscale | None = None  # a HorizontalPodAutoscaler owns the replica count
     metrics: Metrics | None = None  # where Prometheus scrapes it
+    job: Job | None = None  # runs once to completion (a Helm hook Job; a run-once Compose service)
     node_selector: tuple[tuple[str, str], ...] = ()
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()

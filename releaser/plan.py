@@ -168,7 +168,8 @@ class PlanService:
     name: str
     description: str
     image: str
-    workload: str  # Deployment | DaemonSet | StatefulSet
+    workload: str  # Deployment | DaemonSet | StatefulSet | Job
+    job: m.Job | None  # runs once (a Helm hook Job; a run-once Compose service)
     replicas: int
     node_selector: tuple[tuple[str, str], ...]
     command: tuple[str, ...]
@@ -423,10 +424,17 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
     )
 
 
+def _condition(dependency: m.Service) -> str:
+    """What Compose waits for before starting a dependent: a job's success, a service's readiness."""
+    if dependency.job:
+        return "service_completed_successfully"
+    return "service_healthy" if dependency.readiness else "service_started"
+
+
 def _pdb(s: m.Service) -> tuple[str, int] | None:
     """The disruption budget: the one asked for, else maxUnavailable 1 for two replicas or more."""
-    if s.per_node:
-        return None  # kubectl drain skips DaemonSet pods
+    if s.per_node or s.job:
+        return None  # kubectl drain skips DaemonSet pods; a job's pod is not a service to keep up
     if s.disruption and s.disruption.min_available is not None:
         return ("minAvailable", s.disruption.min_available)
     if s.disruption and s.disruption.max_unavailable is not None:
@@ -458,14 +466,19 @@ def _plan_service(
         )
         policy = NetworkPolicy(ingress=ingress, egress=egress)
     compose_host = _compose_host_network(s)
-    depends = tuple(
-        (d, "service_healthy" if services_by_name[d].readiness else "service_started") for d in s.depends_on
-    )
+    depends = tuple((d, _condition(services_by_name[d])) for d in s.depends_on)
     return PlanService(
         name=s.name,
         description=s.description,
         image=s.image,
-        workload="DaemonSet" if s.per_node else "StatefulSet" if s.stateful else "Deployment",
+        workload="Job"
+        if s.job
+        else "DaemonSet"
+        if s.per_node
+        else "StatefulSet"
+        if s.stateful
+        else "Deployment",
+        job=s.job,
         replicas=replica_floor(s),
         node_selector=s.node_selector,
         command=s.command,
@@ -509,7 +522,7 @@ def _plan_service(
         pdb=_pdb(s),
         network_policy=policy,
         sidecar=sidecar,
-        spread=not s.per_node and (s.autoscale.max if s.autoscale else s.replicas) >= 2,
+        spread=not s.per_node and not s.job and (s.autoscale.max if s.autoscale else s.replicas) >= 2,
         one_per_node=s.host_network and not s.per_node,
         tcpao_nodes=sidecar is not None,
     )

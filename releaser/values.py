@@ -232,6 +232,16 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
             for key in ("health", "readiness", "liveness", "startup")
             if key in s
         }
+        if "job" in s:
+            for key in _NOT_FOR_JOBS:
+                if key in s:
+                    problems.append(
+                        src.problem(
+                            (*base, key),
+                            f"{key} means nothing for a job, which runs once to completion",
+                            f"remove {key}, or remove job to make {name} a long-running service",
+                        )
+                    )
         if "autoscale" in s and "replicas" in s:
             problems.append(
                 src.problem(
@@ -278,6 +288,14 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 per_node=s.get("perNode", False),
                 stateful=s.get("stateful", False),
                 autoscale=m.Autoscale(**s["autoscale"]) if "autoscale" in s else None,
+                job=m.Job(
+                    hooks=tuple(s["job"].get("hooks", ("pre-install", "pre-upgrade"))),
+                    backoff_limit=s["job"].get("backoffLimit", 2),
+                    active_deadline_seconds=s["job"].get("activeDeadlineSeconds", 600),
+                    ttl_seconds_after_finished=s["job"].get("ttlSecondsAfterFinished", 86400),
+                )
+                if "job" in s
+                else None,
                 metrics=_metrics(s["metrics"], ports, (*base, "metrics"), src, problems)
                 if "metrics" in s
                 else None,
@@ -421,6 +439,8 @@ class _Semantics:
             if s.host_network:
                 self.host_network(s, base, pod_ports)
             self.workload(s, base)
+            if s.job is not None:
+                self.job(s, s.job, base)
             self.mounts(s, base)
             self.ingress(s, base)
             self.rest(s, base)
@@ -694,6 +714,35 @@ class _Semantics:
                     (*dp, "maxUnavailable"), "maxUnavailable 0 blocks every eviction", "use maxUnavailable: 1"
                 )
 
+    def job(self, s: m.Service, j: m.Job, base: PathT) -> None:
+        """A job someone waits for, and one that can run when Helm runs it: before the release
+        exists (pre-install) it cannot reach the release's services or read what the chart creates."""
+        waiting = [o.name for o in self.r.services if s.name in o.depends_on]
+        if not waiting:
+            self.problem(
+                (*base, "job"),
+                f"nothing dependsOn {s.name}: in Compose it runs beside the services instead of before them",
+                f"add dependsOn: [{s.name}] to the services that need it done first",
+                severity="warning",
+            )
+        if "pre-install" in j.hooks:
+            inside = [d for d in s.depends_on if d in self.services]
+            if inside:
+                self.problem(
+                    (*base, "job", "hooks"),
+                    f"pre-install runs before anything of the release exists, but {s.name} dependsOn "
+                    f"{', '.join(inside)}",
+                    "use hooks: [post-install, pre-upgrade]",
+                )
+            generated = [x.name for x in s.secrets if x.generated]
+            if generated or s.configs:
+                what = f"the generated secrets {', '.join(generated)}" if generated else "its config files"
+                self.problem(
+                    (*base, "job", "hooks"),
+                    f"pre-install runs before the chart creates {what}",
+                    "use hooks: [post-install, pre-upgrade], or existingSecret for its secrets",
+                )
+
     def autoscale(self, s: m.Service, a: m.Autoscale, base: PathT) -> None:
         """min <= max, not on a DaemonSet, and the requests its targets are percentages of (the
         budget is checked against the minimum with the other budget checks)."""
@@ -889,6 +938,10 @@ def _metrics(
     return m.Metrics(port=match[0].name, path=x.get("path", "/metrics"))
 
 
+_NOT_FOR_JOBS = (
+    "replicas", "perNode", "stateful", "autoscale", "ports", "volumes", "health", "readiness", "liveness",
+    "startup", "disruptionBudget", "tcpao", "hostNetwork", "metrics", "address",
+)  # fmt: skip
 MAX_CONFIG_BYTES = 512 << 10  # one file; a ConfigMap holds at most 1 MiB in all
 
 

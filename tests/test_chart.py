@@ -212,6 +212,10 @@ def test_kitchen_sink_flows(helm3: str, tmp_path: Path) -> None:
             "from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "worker"}}}],
             "ports": [{"port": 5432, "protocol": "TCP"}],
         },
+        {
+            "from": [{"podSelector": {"matchLabels": {**sel, "app.kubernetes.io/component": "migrate"}}}],
+            "ports": [{"port": 5432, "protocol": "TCP"}],
+        },
     ]
     api_egress = policies["api"]["spec"]["egress"]
     targets = [

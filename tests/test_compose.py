@@ -108,6 +108,12 @@ def test_hardening_and_digests(compose_cmd: list[str], compose_env: dict[str, st
         assert configs == {"/etc/api/api.yaml": "api-api.yaml", "/etc/api/motd": "api-motd"}
         assert doc["configs"]["api-motd"]["file"] == str(project / "configs/api/motd")
         assert (project / "configs/api/motd").read_text().startswith("Welcome to the api.")
+        # the migration job runs once, and the api starts only after it exited 0
+        migrate = doc["services"]["migrate"]
+        assert migrate["restart"] == "no" and migrate["labels"]["dev.releaser.job"] == "true"
+        assert (
+            doc["services"]["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        )
         # shutdown: grace period, signal and init where asked, the engine's defaults elsewhere
         db, worker = doc["services"]["db"], doc["services"]["worker"]
         assert (db["stop_grace_period"], db["stop_signal"]) == ("1m0s", "SIGINT")

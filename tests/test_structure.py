@@ -152,6 +152,7 @@ NOT_IN_MODEL = {
         (("$defs", "service", "properties", "configs"), m.ConfigFile),
         (("$defs", "service", "properties", "autoscale"), m.Autoscale),
         (("$defs", "service", "properties", "metrics"), m.Metrics),
+        (("$defs", "service", "properties", "job"), m.Job),
         (("$defs", "service", "properties", "capabilities"), m.Capability),
         (("$defs", "service", "properties", "disruptionBudget"), m.Disruption),
         (("$defs", "service", "properties", "ingress"), m.IngressRule),

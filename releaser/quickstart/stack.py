@@ -37,6 +37,7 @@ class ComposeFile:
     volumes: dict[str, tuple[str, str]]  # volume -> (a service that mounts it, mount path)
     images: dict[str, str]  # service -> image reference
     netns_parent: dict[str, str]  # sidecar -> the service whose network namespace it shares
+    jobs: frozenset[str] = frozenset()  # services that run once (label dev.releaser.job): exit 0 is done
 
     @classmethod
     def read(cls, files: list[Path]) -> ComposeFile:
@@ -73,6 +74,9 @@ class ComposeFile:
                 for n, s in services.items()
                 if str(s.get("network_mode", "")).startswith("service:")
             },
+            jobs=frozenset(
+                n for n, s in services.items() if (s.get("labels") or {}).get("dev.releaser.job") == "true"
+            ),
         )
 
 
@@ -86,17 +90,24 @@ class ServiceState:
     health: str = ""  # healthy | unhealthy | starting | "" (no health check)
     exit_code: int = 0
     ports: tuple[str, ...] = ()
+    job: bool = False  # runs once: exited 0 is done, anything else a failure
 
     @property
     def ready(self) -> bool:
+        if self.job:
+            return self.state == "exited" and self.exit_code == 0
         return self.state == "running" and self.health in ("healthy", "")
 
     @property
     def failed(self) -> bool:
+        if self.job:
+            return (self.state == "exited" and self.exit_code != 0) or self.state in ("dead", "restarting")
         # restarting: it exited and the restart policy brings it back; a healthy start never does that
         return self.state in ("exited", "dead", "restarting") or self.health == "unhealthy"
 
     def label(self) -> str:
+        if self.job and self.state == "exited" and self.exit_code == 0:
+            return "completed"
         if self.state == "running" and self.health:
             return self.health
         if self.state == "exited":
@@ -175,6 +186,8 @@ class Compose:
             st = found.get(name, ServiceState(service=name))
             if name in spec.healthchecked and st.state == "running" and not st.health:
                 st = dataclasses.replace(st, health="starting")
+            if name in spec.jobs:
+                st = dataclasses.replace(st, job=True)
             out.append(st)
         return out
 

@@ -176,15 +176,24 @@ def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
     if svc.depends_on:
         d["depends_on"] = {name: {"condition": cond} for name, cond in svc.depends_on}
     d.update({"deploy": _resources(svc.resources)} if _resources(svc.resources) else {})
-    if svc.stop_grace_period_seconds is not None:
-        d["stop_grace_period"] = f"{svc.stop_grace_period_seconds}s"
-    if svc.stop_signal:
-        d["stop_signal"] = svc.stop_signal
-    if svc.init:
-        d["init"] = True
-    d["restart"] = "unless-stopped"
+    d.update(_lifecycle(svc))
     d["labels"] = _labels(plan, svc.name, svc.capabilities)
+    if svc.job:
+        d["labels"][f"{LABEL}.job"] = "true"  # the quickstart counts exit 0 as done, not as a failure
     return d
+
+
+def _lifecycle(svc: PlanService) -> dict[str, Any]:
+    """How it stops and whether it comes back: grace period, signal, init, restart policy."""
+    out: dict[str, Any] = {}
+    if svc.stop_grace_period_seconds is not None:
+        out["stop_grace_period"] = f"{svc.stop_grace_period_seconds}s"
+    if svc.stop_signal:
+        out["stop_signal"] = svc.stop_signal
+    if svc.init:
+        out["init"] = True
+    out["restart"] = "no" if svc.job else "unless-stopped"  # a job runs once; its dependents wait for exit 0
+    return out
 
 
 def _labels(plan: Plan, name: str, caps: Sequence[m.Capability]) -> dict[str, str]:

@@ -89,6 +89,18 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
         "enabled": True,
         "kind": svc.workload,
         **({"podManagementPolicy": "Parallel"} if svc.workload == "StatefulSet" else {}),
+        **(
+            {
+                "job": {
+                    "hooks": list(svc.job.hooks),
+                    "backoffLimit": svc.job.backoff_limit,
+                    "activeDeadlineSeconds": svc.job.active_deadline_seconds,
+                    "ttlSecondsAfterFinished": svc.job.ttl_seconds_after_finished,
+                }
+            }
+            if svc.job
+            else {}
+        ),
         "image": svc.image,
         "replicas": svc.replicas,
         "autoscaling": (
@@ -429,7 +441,22 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
     service = _obj(
         {
             "enabled": {"type": "boolean", "description": "Render this service."},
-            "kind": {"enum": ["Deployment", "DaemonSet", "StatefulSet"], "description": "Workload kind."},
+            "kind": {
+                "enum": ["Deployment", "DaemonSet", "StatefulSet", "Job"],
+                "description": "Workload kind.",
+            },
+            "job": _obj(
+                {
+                    "hooks": {
+                        "type": "array",
+                        "items": {"enum": ["pre-install", "post-install", "pre-upgrade", "post-upgrade"]},
+                    },
+                    "backoffLimit": {"type": "integer", "minimum": 0},
+                    "activeDeadlineSeconds": {"type": "integer", "minimum": 1},
+                    "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
+                },
+                desc="A Job run as these Helm hooks (kind Job only).",
+            ),
             "autoscaling": _obj(
                 {
                     "enabled": {"type": "boolean", "description": "A HorizontalPodAutoscaler owns replicas."},
