@@ -179,17 +179,25 @@ def _mem(n: float) -> str:
 @dataclass(frozen=True)
 class _Row:
     what: str
-    copies: int
+    copies: int  # counted in the sums (0 for a job, which runs only once in a while)
+    shown: str  # the replicas column
     resources: Resources
 
 
 def _rows(plan: Plan) -> list[_Row]:
     rows = []
     for svc in plan.services:
-        copies = svc.replicas if svc.workload == "Deployment" else 1
-        rows.append(_Row(svc.name, copies, svc.resources))
+        if svc.job:
+            copies, shown = 0, "job, runs once"
+        elif svc.workload == "DaemonSet":
+            copies, shown = 1, "1 per node"
+        elif svc.autoscale:
+            copies, shown = svc.autoscale.min, f"{svc.autoscale.min}-{svc.autoscale.max} (autoscaled)"
+        else:
+            copies, shown = svc.replicas, str(svc.replicas)
+        rows.append(_Row(svc.name, copies, shown, svc.resources))
         if svc.sidecar:
-            rows.append(_Row(f"{svc.name} (TCP-AO sidecar)", copies, svc.sidecar.resources))
+            rows.append(_Row(f"{svc.name} (TCP-AO sidecar)", copies, shown, svc.sidecar.resources))
     return rows
 
 
@@ -203,10 +211,12 @@ def _resources_table(plan: Plan) -> list[str]:
         req, lim = dict(row.resources.requests), dict(row.resources.limits)
         cells = [req.get("cpu"), req.get("memory"), lim.get("cpu"), lim.get("memory")]
         for key, cell in zip(sums, cells, strict=True):
+            if row.copies == 0:
+                continue
             amount = quantity(cell) if cell else None
             total = sums[key]
             sums[key] = None if amount is None or total is None else total + amount * row.copies
-        lines.append(f"| {row.what} | {row.copies} | " + " | ".join(c or "-" for c in cells) + " |")
+        lines.append(f"| {row.what} | {row.shown} | " + " | ".join(c or "-" for c in cells) + " |")
 
     def fmt(key: str, f: object) -> str:
         v = sums[key]
@@ -343,7 +353,8 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
         "## Resources",
         "",
         "Requests and limits per container, as the chart sets them (Kubernetes quantities). A sum",
-        "is shown when every container sets that value; `-` otherwise.",
+        "is shown when every container sets that value (`-` otherwise); it counts autoscaled services",
+        "at their minimum, a DaemonSet once per node, and jobs not at all.",
         "",
         *_resources_table(plan),
         "",
