@@ -100,6 +100,15 @@ class Job:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Expose:
+    host: str
+    port: str  # the name of one of the service's ports
+    path: str = "/"
+    tls_secret: str | None = None
+    cluster_issuer: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Metrics:
     port: str  # the name of one of the service's ports (a number in release.yaml is resolved to it)
     path: str = "/metrics"
@@ -170,6 +179,7 @@ class Service:
     stateful: bool = False  # a StatefulSet: per-replica volumes, stable names
     autoscale: Autoscale | None = None  # a HorizontalPodAutoscaler owns the replica count
     metrics: Metrics | None = None  # where Prometheus scrapes it
+    expose: Expose | None = None  # reached by host and path (an Ingress)
     job: Job | None = None  # runs once to completion (a Helm hook Job; a run-once Compose service)
     node_selector: tuple[tuple[str, str], ...] = ()
     command: tuple[str, ...] = ()

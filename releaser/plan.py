@@ -180,6 +180,7 @@ class PlanService:
     ports: tuple[PlanPort, ...]
     autoscale: m.Autoscale | None  # a HorizontalPodAutoscaler owns the count; replicas is its minimum
     metrics: tuple[str, int, str] | None  # (port name, port number, path) Prometheus scrapes
+    expose: m.Expose | None  # an Ingress by host and path
     stop_grace_period_seconds: int | None  # None: each engine's default (Compose 10 s, Kubernetes 30 s)
     stop_signal: str | None  # Compose only; Kubernetes sends the image's STOPSIGNAL
     init: bool  # Compose only; Kubernetes has no init (the image must reap)
@@ -491,6 +492,7 @@ def _plan_service(
         metrics=(s.metrics.port, next(p.port for p in s.ports if p.name == s.metrics.port), s.metrics.path)
         if s.metrics
         else None,
+        expose=s.expose,
         stop_grace_period_seconds=s.stop_grace_period_seconds,
         stop_signal=s.stop_signal,
         init=s.init,
@@ -546,7 +548,9 @@ def plan_ports(s: m.Service) -> tuple[PlanPort, ...]:
             public=p.exposure == "public",
             host_port=p.host_port or p.port,
             knob=_knob(s.name, p.name, "port"),
-            compose_published=p.exposure == "public" and not compose_host,
+            # Compose has no ingress: the exposed port is published like a public one
+            compose_published=(p.exposure == "public" or (s.expose is not None and s.expose.port == p.name))
+            and not compose_host,
             compose_host_bound=compose_host,
         )
         for p in s.ports

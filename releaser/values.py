@@ -299,6 +299,9 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 metrics=_metrics(s["metrics"], ports, (*base, "metrics"), src, problems)
                 if "metrics" in s
                 else None,
+                expose=_expose(s["expose"], ports, (*base, "expose"), src, problems)
+                if "expose" in s
+                else None,
                 node_selector=tuple(sorted(s.get("nodeSelector", {}).items())),
                 command=tuple(s.get("command", ())),
                 args=tuple(s.get("args", ())),
@@ -409,6 +412,7 @@ class _Semantics:
         self.addresses: dict[str, str] = {}
         self.host_ports: dict[int, str] = {}  # compose published host ports
         self.node_ports: dict[tuple[int, str], str] = {}  # ports bound on a node by hostNetwork pods
+        self.routes: dict[tuple[str, str], str] = {}  # (host, path) -> the service exposed there
 
     def problem(self, path: PathT, message: str, fix: str | None = None, *, severity: str = "error") -> None:
         self.out.append(self.src.problem(path, message, fix, severity=severity))
@@ -518,13 +522,14 @@ class _Semantics:
                     "use a different port number",
                 )
             seen_nums[key] = p.name
-            if p.host_port is not None and p.exposure != "public":
+            published = p.exposure == "public" or (s.expose is not None and s.expose.port == p.name)
+            if p.host_port is not None and not published:
                 self.problem(
                     (*pp, "hostPort"),
-                    "hostPort only applies to public ports",
+                    "hostPort only applies to public ports (and the exposed one)",
                     "set exposure: public, or remove hostPort",
                 )
-            if p.exposure == "public" and not s.host_network:
+            if published and not s.host_network:
                 hp = p.host_port or p.port
                 if hp in self.host_ports:
                     self.problem(
@@ -669,6 +674,8 @@ class _Semantics:
                 )
         if s.autoscale is not None:
             self.autoscale(s, s.autoscale, base)
+        if s.expose is not None:
+            self.expose(s, s.expose, base)
         if s.stateful and s.per_node:
             self.problem(
                 (*base, "stateful"),
@@ -713,6 +720,24 @@ class _Semantics:
                 self.problem(
                     (*dp, "maxUnavailable"), "maxUnavailable 0 blocks every eviction", "use maxUnavailable: 1"
                 )
+
+    def expose(self, s: m.Service, e: m.Expose, base: PathT) -> None:
+        """One service per host and path, on a TCP port."""
+        port = next(p for p in s.ports if p.name == e.port)
+        if port.protocol != "TCP":
+            self.problem(
+                (*base, "expose", "port"),
+                f"{e.port} is {port.protocol}: an Ingress carries HTTP",
+                "expose a TCP port",
+            )
+        key = (e.host, e.path.rstrip("/") or "/")
+        if key in self.routes:
+            self.problem(
+                (*base, "expose"),
+                f"{e.host}{e.path} is already exposed by {self.routes[key]}",
+                "give each service its own host or path",
+            )
+        self.routes.setdefault(key, s.name)
 
     def job(self, s: m.Service, j: m.Job, base: PathT) -> None:
         """A job someone waits for, and one that can run when Helm runs it: before the release
@@ -919,28 +944,50 @@ class _Semantics:
 _RESERVED_VOLUMES = {"tmp", "secrets", "config", "tcpao-config", "tcpao-key"}
 
 
+def _port_name(
+    raw: int | str, ports: tuple[m.Port, ...], path: PathT, src: Source, problems: list[Problem]
+) -> str | None:
+    """The name of the declared port `raw` names or numbers (None, with a problem, when none does)."""
+    match = [p for p in ports if p.name == raw or p.port == raw]
+    if match:
+        return match[0].name
+    names = ", ".join(f"{p.name} ({p.port})" for p in ports)
+    problems.append(
+        src.problem(
+            (*path, "port"),
+            f"{raw!r} is not one of this service's ports",
+            f"use one of: {names}" if names else "declare it under ports first",
+        )
+    )
+    return None
+
+
 def _metrics(
     x: dict[str, Any], ports: tuple[m.Port, ...], path: PathT, src: Source, problems: list[Problem]
 ) -> m.Metrics | None:
-    """The metrics port as the name of a declared port (a number or name that is none is a problem)."""
-    raw = x["port"]
-    match = [p for p in ports if p.name == raw or p.port == raw]
-    if not match:
-        names = ", ".join(f"{p.name} ({p.port})" for p in ports)
-        problems.append(
-            src.problem(
-                (*path, "port"),
-                f"{raw!r} is not one of this service's ports",
-                f"use one of: {names}" if names else "declare it under ports first",
-            )
-        )
+    name = _port_name(x["port"], ports, path, src, problems)
+    return m.Metrics(port=name, path=x.get("path", "/metrics")) if name else None
+
+
+def _expose(
+    x: dict[str, Any], ports: tuple[m.Port, ...], path: PathT, src: Source, problems: list[Problem]
+) -> m.Expose | None:
+    name = _port_name(x["port"], ports, path, src, problems)
+    if name is None:
         return None
-    return m.Metrics(port=match[0].name, path=x.get("path", "/metrics"))
+    tls = x.get("tls") or {}
+    return m.Expose(
+        host=x["host"],
+        port=name,
+        path=x.get("path", "/"),
+        tls_secret=tls.get("secretName"),
+        cluster_issuer=tls.get("clusterIssuer"),
+    )
 
 
 _NOT_FOR_JOBS = (
     "replicas", "perNode", "stateful", "autoscale", "ports", "volumes", "health", "readiness", "liveness",
-    "startup", "disruptionBudget", "tcpao", "hostNetwork", "metrics", "address",
+    "startup", "disruptionBudget", "tcpao", "hostNetwork", "metrics", "address", "expose",
 )  # fmt: skip
 MAX_CONFIG_BYTES = 512 << 10  # one file; a ConfigMap holds at most 1 MiB in all
 

@@ -84,6 +84,20 @@ def _probe(h: m.Health | None) -> dict[str, Any] | None:
     }
 
 
+def _expose(svc: PlanService) -> dict[str, Any] | None:
+    e = svc.expose
+    if e is None:
+        return None
+    return {
+        "host": e.host,
+        "path": e.path,
+        "port": next(p.port for p in svc.ports if p.name == e.port),
+        "className": "",
+        "annotations": {"cert-manager.io/cluster-issuer": e.cluster_issuer} if e.cluster_issuer else {},
+        "tls": {"secretName": e.tls_secret} if e.tls_secret else None,
+    }
+
+
 def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data literal, one key per value
     d: dict[str, Any] = {
         "enabled": True,
@@ -158,6 +172,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
         "metrics": {"port": svc.metrics[1], "portName": svc.metrics[0], "path": svc.metrics[2]}
         if svc.metrics
         else None,
+        "expose": _expose(svc),
         "pdb": {svc.pdb[0]: svc.pdb[1]} if svc.pdb else {},
         "networkPolicy": {
             "ingress": _rules(svc.network_policy.ingress) if svc.network_policy else [],
@@ -208,6 +223,14 @@ def chart_values(plan: Plan) -> dict[str, Any]:
             "dns": {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            },
+        },
+        "ingress": {
+            "className": "",  # empty: the cluster's default IngressClass
+            # the ingress controller's pods: the NetworkPolicy lets them reach each exposed port
+            "from": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+                "podSelector": {},
             },
         },
         "metrics": {
@@ -626,6 +649,28 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 ],
                 "description": "Where Prometheus scrapes this service (null: nowhere).",
             },
+            "expose": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "host": {"type": "string"},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "port": {"type": "integer"},
+                            "className": {"type": "string"},
+                            "annotations": _str_map("Annotations of the Ingress."),
+                            "tls": {
+                                "oneOf": [
+                                    {"type": "null"},
+                                    _obj({"secretName": {"type": "string"}}, required=["secretName"]),
+                                ]
+                            },
+                        },
+                        required=["host", "path", "port"],
+                    ),
+                ],
+                "description": "An Ingress by host and path (null: none); className empty: ingress.className.",
+            },
             "tcpao": tcpao,
         },
         desc="One service of the release.",
@@ -683,6 +728,28 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                     ),
                 },
                 desc="Default deny plus declared flows.",
+            ),
+            "ingress": _obj(
+                {
+                    "className": {
+                        "type": "string",
+                        "description": "IngressClass of every Ingress (empty: the default).",
+                    },
+                    "from": _obj(
+                        {
+                            "namespaceSelector": {
+                                "type": "object",
+                                "description": "The ingress controller's namespace.",
+                            },
+                            "podSelector": {
+                                "type": "object",
+                                "description": "The ingress controller's pods ({}: all).",
+                            },
+                        },
+                        desc="Who may reach the exposed ports (NetworkPolicy).",
+                    ),
+                },
+                desc="Ingresses of the services with expose.",
             ),
             "metrics": _obj(
                 {
