@@ -285,12 +285,14 @@ class MetadataError(ReleaserError):
 class VerificationError(ReleaserError):
     """The bundle failed verification; nothing was (or will be) pushed."""
 
-    def __init__(self, path: Path, problems: list[str], *, outcome: str = "nothing was pushed") -> None:
+    def __init__(
+        self, path: Path, problems: list[str], *, outcome: str = "nothing was pushed", fix: str | None = None
+    ) -> None:
         self.problems = problems
         n = len(problems)
         super().__init__(
             f"{path}: {n} verification problem{'s' if n != 1 else ''}; {outcome}",
-            fix="get the bundle again from its publisher and check you have their public key",
+            fix=fix or "get the bundle again from its publisher and check you have their public key",
         )
 
     def render(self) -> str:

@@ -153,6 +153,7 @@ def test_a_wrong_part_is_named_and_nothing_is_pushed(
     try:
         code, out = cli("airgap", str(parts[0]), "--to", target.host, "--key", str(world.pub))
         assert code == 1 and DAMAGES[damage] in out and "nothing was pushed" in out, out
+        assert "fix: copy the parts named above again from the media" in out, out
         if damage == "swapped":
             assert "it holds part 3 (parts swapped or renamed?)" in out
         catalog = requests.get(f"http://{target.host}/v2/_catalog", timeout=10).json()

@@ -288,10 +288,9 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
         problems.append(
             f"manifests and configs together exceed {budgets.MAX_KEPT_JSON >> 20} MiB (no real bundle comes near)"
         )
-    if problems and first is not None and declared is not None:
-        problems += hash_problems(first, declared.parts)  # which part holds the damage
-    if problems:
-        raise VerificationError(path, problems, outcome=outcome)
+    damaged = hash_problems(first, declared.parts) if problems and first and declared else []
+    if problems:  # a split bundle's damage is named by part (which part holds it)
+        raise VerificationError(path, problems + damaged, outcome=outcome, fix=PART_FIX if damaged else None)
     # checked above: three head members (meta parsed) and index.json, else a problem was listed
     assert meta is not None and index is not None
     return Verified(
@@ -317,7 +316,13 @@ def _check_parts(path: Path, first: Path | None, meta: BundleMetadata, outcome: 
         else [f"{first.name}: these are parts, but the signed head lists none (parts of another bundle?)"]
     )
     if problems:
-        raise VerificationError(path, problems, outcome=outcome)
+        raise VerificationError(path, problems, outcome=outcome, fix=PART_FIX)
+
+
+PART_FIX = (
+    "copy the parts named above again from the media (`releaser airgap inspect PART.001` lists every "
+    "part's size and sha256; `sha256sum PART.00N` checks one)"
+)
 
 
 def read_head(path: Path) -> dict[str, bytes]:
