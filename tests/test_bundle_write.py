@@ -187,6 +187,7 @@ def test_a_bundle_that_cannot_be_written_names_the_file_and_leaves_nothing(
             "--out-file",
             str(out),
             "--no-cache",
+            "--no-installer",
         ],
         capture_output=True,
         text=True,

@@ -26,7 +26,7 @@ import requests
 
 from .. import __version__
 from ..budgets import DEFAULT_TIMEOUT
-from ..errors import DigestMismatch, RegistryError, UsageError
+from ..errors import DigestMismatch, InputError, RegistryError, UsageError
 from ..fs import atomic_file
 
 MAX_WHEEL = 256 << 20  # no wheel of ours is near this; a download past it is not a wheel of ours
@@ -145,6 +145,11 @@ def fetch(wheel: Wheel, store: Path, session: requests.Session) -> Path:
             f"cannot download {wheel.file} for the offline installer from {wheel.url} ({exc})",
             fix="connect to PyPI, or put the wheels in a directory and set RELEASER_INSTALLER_WHEELS to it "
             "(scripts/lock-installer.py lists them), or bundle with --no-installer",
+        ) from exc
+    except OSError as exc:  # after RequestException (an OSError too): the store refused the write
+        raise InputError(
+            f"{target}: {exc.strerror or exc}",
+            fix="free space in the cache ($RELEASER_CACHE, else ~/.cache/releaser), or bundle with --no-installer",
         ) from exc
     return target
 
