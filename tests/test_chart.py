@@ -543,3 +543,46 @@ def test_the_kind_workflow_is_a_valid_github_actions_workflow(tmp_path: Path) ->
     steps = yaml.safe_load(workflow.read_text())["jobs"]["kind"]["steps"]
     assert any(s.get("run") == "make e2e-kind" for s in steps)
     assert "\ne2e-kind:" in (ROOT / "Makefile").read_text()
+
+
+@pytest.mark.helm
+def test_scheduling_knobs_in_values_keep_what_the_chart_decides(helm: str, tmp_path: Path) -> None:
+    """tolerations, affinity and priorityClassName per service from values; a hostNetwork service
+    keeps its one-per-node anti-affinity beside the node affinity a site adds."""
+    chart = write_chart("bmp-tcpao", tmp_path)
+    values = tmp_path / "site.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "collector": {
+                        "priorityClassName": "bmp-critical",
+                        "tolerations": [
+                            {"key": "dedicated", "operator": "Equal", "value": "bmp", "effect": "NoSchedule"}
+                        ],
+                        "affinity": {
+                            "nodeAffinity": {
+                                "requiredDuringSchedulingIgnoredDuringExecution": {
+                                    "nodeSelectorTerms": [
+                                        {
+                                            "matchExpressions": [
+                                                {"key": "zone", "operator": "In", "values": ["a"]}
+                                            ]
+                                        }
+                                    ]
+                                }
+                            }
+                        },
+                    }
+                }
+            }
+        )
+    )
+    pod = workloads(template(helm, chart, "-f", str(values)))["collector"]["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "bmp-critical"
+    assert pod["tolerations"][0]["value"] == "bmp"
+    assert set(pod["affinity"]) == {"nodeAffinity", "podAntiAffinity"}
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    default = workloads(template(helm, chart))["collector"]["spec"]["template"]["spec"]
+    assert "priorityClassName" not in default and set(default["affinity"]) == {"podAntiAffinity"}

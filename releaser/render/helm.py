@@ -168,6 +168,8 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
         "onePerNode": svc.one_per_node,
         "tcpaoNodesOnly": svc.tcpao_nodes,
         "tolerations": [],
+        "affinity": {},
+        "priorityClassName": "",
         "podAnnotations": {},
         "metrics": {"port": svc.metrics[1], "portName": svc.metrics[0], "path": svc.metrics[2]}
         if svc.metrics
@@ -623,6 +625,15 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 "description": "Schedule only onto nodes labelled global.tcpaoNodeLabel=true.",
             },
             "tolerations": {"type": "array", "description": "Pod tolerations.", "items": {"type": "object"}},
+            "affinity": {
+                "type": "object",
+                "description": "Pod affinity, added to what the chart sets (a hostNetwork service keeps its "
+                "one-per-node anti-affinity unless this sets podAntiAffinity).",
+            },
+            "priorityClassName": {
+                "type": "string",
+                "description": "PriorityClass of the pods (empty: none).",
+            },
             "podAnnotations": _str_map("Extra pod annotations."),
             "pdb": {
                 "type": "object",
