@@ -15,6 +15,9 @@ demo: setup
 	$(RELEASER) validate $(EXAMPLE)
 	$(RELEASER) render $(EXAMPLE) --out-dir .
 	$(RELEASER) check $(EXAMPLE) --out-dir .
+	$(RELEASER) validate examples/platform
+	$(RELEASER) render examples/platform --out-dir .
+	$(RELEASER) check examples/platform --out-dir .
 	.venv/bin/python scripts/rehearse.py
 
 ## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate, after the

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXAMPLE = ROOT / "examples" / "bmp-tcpao"
-RELEASES = {"bmp-tcpao": EXAMPLE, "kitchen-sink": FIXTURES / "kitchen-sink"}
+PLATFORM = ROOT / "examples" / "platform"
+RELEASES = {"bmp-tcpao": EXAMPLE, "kitchen-sink": FIXTURES / "kitchen-sink", "platform": PLATFORM}
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -586,3 +586,47 @@ def test_scheduling_knobs_in_values_keep_what_the_chart_decides(helm: str, tmp_p
     assert term["topologyKey"] == "kubernetes.io/hostname"
     default = workloads(template(helm, chart))["collector"]["spec"]["template"]["spec"]
     assert "priorityClassName" not in default and set(default["affinity"]) == {"podAntiAffinity"}
+
+
+@pytest.mark.helm
+def test_platform_example_objects(helm4: str, tmp_path: Path) -> None:
+    """examples/platform in the shape of a real product: the console behind an Ingress with TLS,
+    the api with its config and migration job, the worker autoscaled, the store a StatefulSet with
+    a volume per replica, metrics on every service, and exactly the declared flows."""
+    docs = template(helm4, write_chart("platform", tmp_path))
+    kinds = {n: d["kind"] for n, d in workloads(docs).items()}
+    kinds.update({n: d["kind"] for n, d in by_kind(docs, "Job").items()})
+    assert kinds == {
+        "api": "Deployment",
+        "console": "Deployment",
+        "worker": "Deployment",
+        "store": "StatefulSet",
+        "migrate": "Job",
+    }
+    assert by_kind(docs, "Ingress")["console"]["spec"]["tls"] == [
+        {"hosts": ["console.example.com"], "secretName": "console-tls"}
+    ]
+    assert set(by_kind(docs, "HorizontalPodAutoscaler")) == {"worker"}
+    assert set(by_kind(docs, "ConfigMap")) == {"api-config"}
+    store = workloads(docs)["store"]["spec"]
+    assert [c["metadata"]["name"] for c in store["volumeClaimTemplates"]] == ["data"]
+    for name, d in workloads(docs).items():
+        assert d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true", name
+    policies = by_kind(docs, "NetworkPolicy")
+    peers = {
+        name: sorted(
+            f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for rule in p["spec"].get("ingress") or []
+            for f in rule.get("from", [])
+            if "podSelector" in f and "namespaceSelector" not in f
+        )
+        for name, p in policies.items()
+        if name != "rel-default-deny"
+    }
+    assert peers == {
+        "api": ["console", "worker"],
+        "console": [],
+        "migrate": [],
+        "store": ["api", "migrate", "store"],
+        "worker": [],
+    }

@@ -209,10 +209,11 @@ def test_help_paragraphs_are_wrapped_by_the_terminal_not_by_the_source() -> None
     assert examples[0].endswith("--key releaser.pub --dry-run")
 
 
-def test_committed_example_passes_check(helm3: str) -> None:
+@pytest.mark.parametrize("example", ["bmp-tcpao", "platform"])
+def test_committed_example_passes_check(helm3: str, example: str) -> None:
     from .conftest import ROOT
 
-    code, text = cli("check", str(EXAMPLE), "--out-dir", str(ROOT), "--helm", helm3)
+    code, text = cli("check", str(ROOT / "examples" / example), "--out-dir", str(ROOT), "--helm", helm3)
     assert code == 0, text
 
 

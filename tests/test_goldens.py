@@ -38,9 +38,10 @@ def test_render_twice_is_byte_identical(name: str) -> None:
     assert first == second
 
 
-def test_committed_example_outputs_are_current() -> None:
+@pytest.mark.parametrize("name", ["bmp-tcpao", "platform"])
+def test_committed_example_outputs_are_current(name: str) -> None:
     root = Path(__file__).resolve().parent.parent
-    plan, _ = load_plan(RELEASES["bmp-tcpao"])
+    plan, _ = load_plan(RELEASES[name])
     for sub, files in render_files(plan).items():
         on_disk = {
             p.relative_to(root / sub).as_posix(): p.read_bytes()

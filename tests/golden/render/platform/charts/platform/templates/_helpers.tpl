@@ -1,0 +1,123 @@
+{{/*
+Static templates shipped with releaser. They translate values.yaml (which
+releaser generates from the plan) into manifests and decide nothing new.
+*/}}
+
+{{- define "releaser.labels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end }}
+
+{{- define "releaser.selector" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end }}
+
+{{/* registry/repository@digest; global.imageRegistry replaces the registry (airgap installs). */}}
+{{- define "releaser.image" -}}
+{{- $img := index .root.Values.images .image -}}
+{{- if not $img -}}{{- fail (printf "values: images.%s is not defined" .image) -}}{{- end -}}
+{{- $reg := .root.Values.global.imageRegistry | default $img.registry -}}
+{{- printf "%s/%s@%s" $reg $img.repository $img.digest -}}
+{{- end }}
+
+{{- define "releaser.probe" -}}
+{{- $h := .health -}}
+{{- if $h.http }}
+httpGet:
+  path: {{ $h.http.path }}
+  port: {{ $h.http.port }}
+{{- else if $h.tcp }}
+tcpSocket:
+  port: {{ $h.tcp.port }}
+{{- else }}
+exec:
+  command: {{ toJson $h.exec.command }}
+{{- end }}
+periodSeconds: {{ $h.intervalSeconds }}
+timeoutSeconds: {{ $h.timeoutSeconds }}
+failureThreshold: {{ $h.retries }}
+{{- end }}
+
+{{- define "releaser.containerSecurity" -}}
+runAsNonRoot: true
+runAsUser: {{ .runAsUser }}
+runAsGroup: {{ .runAsGroup }}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+seccompProfile:
+  type: RuntimeDefault
+capabilities:
+  drop: ["ALL"]
+{{- with .add }}
+  add: {{ toJson . }}
+{{- end }}
+{{- end }}
+
+{{/* The tcpao-proxy TOML. Byte-identical to what releaser writes for Compose. */}}
+{{- define "releaser.tcpaoConfig" -}}
+{{- $t := .tcpao -}}
+{{- if eq $t.role "initiator" -}}
+# tcpao-proxy initiator for {{ .name }}: plain {{ $t.listen }} -> TCP-AO {{ $t.remote }}
+# Rendered by releaser. The key is read at run time from /run/secrets/tcpao-key; it is never in this file.
+[global]
+log_format = "json"
+idle_timeout_secs = 120
+tcp_keepalive = true
+keepalive_time_secs = 30
+keepalive_intvl_secs = 10
+keepalive_probes = 3
+
+[initiator]
+listen_plain = "{{ $t.listen }}"
+remote_ao = "{{ $t.remote }}"
+{{- else -}}
+# tcpao-proxy terminator for {{ .name }}: TCP-AO {{ $t.listen }} -> plain {{ $t.forward }}
+# Rendered by releaser. The key is read at run time from /run/secrets/tcpao-key; it is never in this file.
+# No peer_port: the initiator connects from an ephemeral port (the kernel matches keys on the address alone).
+[global]
+log_format = "json"
+idle_timeout_secs = 120
+tcp_keepalive = true
+keepalive_time_secs = 30
+keepalive_intvl_secs = 10
+keepalive_probes = 3
+
+[terminator]
+listen_ao = "{{ $t.listen }}"
+forward_plain = "{{ $t.forward }}"
+{{- end }}
+
+[[ao_policy]]
+name = "{{ $t.policyName }}"
+peer_ip = "{{ $t.peerIP }}"
+{{- if $t.peerPort }}
+peer_port = {{ $t.peerPort }}
+{{- end }}
+keyid = {{ $t.keyId }}
+mac_alg = "{{ $t.macAlgorithm }}"
+key_source = "file:/run/secrets/tcpao-key"
+{{ end }}
+
+{{- define "releaser.peers" -}}
+{{- range .peers }}
+{{- if .service }}
+- podSelector:
+    matchLabels:
+      {{- include "releaser.selector" (dict "root" $.root "name" .service) | nindent 6 }}
+{{- else if .cidr }}
+- ipBlock:
+    cidr: {{ .cidr }}
+{{- else if .namespace }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ .namespace }}
+{{- end }}
+{{- end }}
+{{- end }}
