@@ -240,7 +240,17 @@ def have_tools() -> list[str]:
 # ------------------------------------------------------------------ runnable stand-ins
 STANDINS = Path(__file__).parent / "standins"
 # image name (last path element) -> role the stand-in plays in examples/bmp-tcpao
-STANDIN_ROLES = {"gobmp-tls": "collector", "gobgp-stunnel": "speaker", "nats": "bus", "tcpao-proxy": "proxy"}
+STANDIN_ROLES = {
+    "gobmp-tls": "collector",
+    "gobgp-stunnel": "speaker",
+    "nats": "bus",
+    "tcpao-proxy": "proxy",
+    # examples/platform
+    "console": "console",
+    "api": "api",
+    "worker": "worker",
+    "store": "store",
+}
 
 
 def build_standin(
@@ -278,7 +288,7 @@ def publish_standins(release_text: str, layout: Path, host: str) -> str:
     push them to the registry `host`, and return the release text pointed at that registry."""
     import re
 
-    for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):(\S+))", release_text):
+    for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):([^\s},]+))", release_text):
         name = path.rsplit("/", 1)[1]
         multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
         build_standin(layout, name, full, platforms=multi)
@@ -287,6 +297,18 @@ def publish_standins(release_text: str, layout: Path, host: str) -> str:
 
 
 EXAMPLE_RELEASE = Path(__file__).resolve().parents[2] / "examples" / "bmp-tcpao" / "release.yaml"
+
+
+def platform_release(work: Path, host: str) -> Path:
+    """`work/platform/`: examples/platform (release.yaml and its config files) pointed at `host`,
+    where its stand-ins are pushed. Returns the release directory (not yet locked)."""
+    src = EXAMPLE_RELEASE.parents[1] / "platform"
+    rel = work / "platform"
+    shutil.copytree(src / "config", rel / "config")
+    (rel / "release.yaml").write_text(
+        publish_standins((src / "release.yaml").read_text(), work / "layout", host)
+    )
+    return rel
 
 
 def standin_release(work: Path, host: str) -> Path:
