@@ -17,7 +17,11 @@ why: it is never the only proof (the offline checks in tests/test_chart.py are).
 5. NetworkPolicy is enforced (kindnet >= v0.24 enforces it): a pod in the release
    namespace cannot reach the bus's monitor port, a pod in `monitoring` can;
 6. `helm upgrade` with a changed collector value replaces only the collector's pod;
-   `helm rollback` restores it; the speaker's PVC (and the counter in it) survive both.
+   `helm rollback` restores it; the speaker's PVC (and the counter in it) survive both;
+7. examples/platform from its own bundle, in a namespace enforcing the restricted Pod Security
+   standard: `helm install --wait` succeeds only once its post-install migration Job completed;
+   the store StatefulSet has 3 ready replicas with a claim each, the Ingress and the
+   HorizontalPodAutoscaler exist, every other pod is Ready, the worker writes only to scratch.
 """
 
 from __future__ import annotations
@@ -427,3 +431,82 @@ def test_upgrade_rolls_only_the_changed_service_and_rollback_restores(installed:
         p["metadata"]["name"]: p["metadata"]["uid"] for p in kjson("-n", NS, "get", "pvc")["items"]
     } == pvcs
     assert _speaker_seq() >= seq  # the counter in the speaker's volume survived
+
+
+# ------------------------------------------------------------------ examples/platform
+
+PLATFORM_NS = "platform"
+
+
+@pytest.fixture(scope="module")
+def platform_installed(cluster: dict[str, Any]) -> dict[str, Any]:
+    """examples/platform from its own signed bundle into the cluster's registry, installed with
+    `helm install --wait` in a namespace held to the restricted Pod Security standard: the
+    post-install migration Job must complete for the install to succeed."""
+    work: Path = cluster["work"] / "platform"
+    work.mkdir()
+    env = {
+        **os.environ,
+        "RELEASER_CACHE": str(work / "cache"),
+        "RELEASER_KEY_PASSPHRASE": "e2e-only-passphrase",
+    }
+    publisher = RegistryServer(work / "publisher").start()
+    try:
+        rel = images.platform_release(work, publisher.host)
+        sh(RELEASER, "lock", str(rel), env=env)
+        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
+        bundle = work / "platform.tar.zst"
+        key = str(work / "keys/releaser.key")
+        sh(
+            RELEASER,
+            "bundle",
+            str(rel),
+            "--signing-key",
+            key,
+            "--out-file",
+            str(bundle),
+            "--no-installer",
+            env=env,
+        )
+    finally:
+        publisher.stop()
+    pub = str(work / "keys/releaser.pub")
+    sh(RELEASER, "airgap", str(bundle), "--to", LOCAL, "--key", pub, "--out-dir", str(work / "site"), env=env)
+    kubectl("create", "namespace", PLATFORM_NS)
+    kubectl("label", "namespace", PLATFORM_NS, "pod-security.kubernetes.io/enforce=restricted")
+    sh(
+        HELM,
+        *("--kube-context", f"kind-{CLUSTER}", "install", "platform", f"oci://{LOCAL}/charts/platform"),
+        *("--version", "2.3.0", "--plain-http", "-n", PLATFORM_NS),
+        *("-f", str(work / "site" / "values-airgap.yaml"), "--wait", "--timeout", "5m"),
+        timeout=420,
+    )
+    return {"work": work, "rel": rel}
+
+
+def test_platform_installs_restricted_with_its_job_statefulset_ingress_and_autoscaler(
+    platform_installed: dict[str, Any],
+) -> None:
+    job = kjson("-n", PLATFORM_NS, "get", "job", "migrate")
+    assert job["status"].get("succeeded") == 1, job["status"]
+    store = kjson("-n", PLATFORM_NS, "get", "statefulset", "store")
+    assert store["status"].get("readyReplicas") == 3, store["status"]
+    claims = {p["metadata"]["name"] for p in kjson("-n", PLATFORM_NS, "get", "pvc")["items"]}
+    assert {"data-store-0", "data-store-1", "data-store-2"} <= claims
+    ingress = kjson("-n", PLATFORM_NS, "get", "ingress", "console")
+    assert ingress["spec"]["rules"][0]["host"] == "console.example.com"
+    hpa = kjson("-n", PLATFORM_NS, "get", "hpa", "worker")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    for kind in ("deployment", "statefulset"):
+        for item in kjson("-n", PLATFORM_NS, "get", kind)["items"]:
+            kubectl(
+                "-n", PLATFORM_NS, "rollout", "status", f"{kind}/{item['metadata']['name']}", "--timeout=180s"
+            )
+    for p in kjson("-n", PLATFORM_NS, "get", "pods")["items"]:
+        if p["metadata"]["name"].startswith("migrate-"):
+            assert p["status"]["phase"] == "Succeeded", p["status"]
+            continue
+        ready = {c["type"]: c["status"] for c in p["status"]["conditions"]}
+        assert ready.get("Ready") == "True", p["metadata"]["name"]
+    logs = kubectl("-n", PLATFORM_NS, "logs", "deploy/worker")
+    assert "scratch /var/cache/worker is writable" in logs and "the root file system is read-only" in logs
