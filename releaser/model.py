@@ -73,6 +73,7 @@ class ConfigFile:
     name: str  # ConfigMap key and file name
     content: str  # read from `file` when release.yaml names one
     file: str | None = None  # as written in release.yaml (relative to it), for messages
+    env_file: str | None = None  # a variable that receives `path`
 
 
 @dataclass(frozen=True, kw_only=True)

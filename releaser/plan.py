@@ -92,6 +92,7 @@ class PlanConfig:
     content: str
     compose_file: str  # configs/<service>/<name>, relative to the compose dir
     compose_name: str  # the top-level Compose config: <service>-<name>
+    env_file: str | None  # a variable that receives `path`
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -511,6 +512,7 @@ def _plan_service(
                 content=c.content,
                 compose_file=f"configs/{s.name}/{c.name}",
                 compose_name=f"{s.name}-{c.name}",
+                env_file=c.env_file,
             )
             for c in s.configs
         ),

@@ -932,13 +932,19 @@ class _Semantics:
                     f"did you mean {guess[0]!r}?" if guess else None,
                 )
         env_names = {k for k, _ in s.env}
-        for i, sec in enumerate(s.secrets):
-            if sec.env_file and sec.env_file in env_names:
+        given: dict[str, PathT] = {}
+        files = [((*base, "secrets", i, "envFile"), x.env_file) for i, x in enumerate(s.secrets)]
+        files += [((*base, "configs", i, "envFile"), c.env_file) for i, c in enumerate(s.configs)]
+        for path, var in files:
+            if not var:
+                continue
+            if var in env_names:
+                self.problem(path, f"{var} is also set under env", "remove it from env")
+            elif var in given:
                 self.problem(
-                    (*base, "secrets", i, "envFile"),
-                    f"{sec.env_file} is also set under env",
-                    "remove it from env",
+                    path, f"{var} also receives the path of {json_path(given[var][:-1])}", "use another name"
                 )
+            given.setdefault(var, path)
 
 
 _RESERVED_VOLUMES = {"tmp", "secrets", "config", "tcpao-config", "tcpao-key"}
@@ -998,7 +1004,7 @@ def _config(x: dict[str, Any], path: PathT, src: Source, problems: list[Problem]
     problems naming the file)."""
     name = x.get("name") or posixpath.basename(x["path"])
     if "content" in x:
-        return m.ConfigFile(path=x["path"], name=name, content=x["content"])
+        return m.ConfigFile(path=x["path"], name=name, content=x["content"], env_file=x.get("envFile"))
     rel = x["file"]
     root = Path(src.file).resolve().parent
     target = (root / rel).resolve()
@@ -1033,7 +1039,7 @@ def _config(x: dict[str, Any], path: PathT, src: Source, problems: list[Problem]
             problems.append(src.problem(where, f"{rel} is not UTF-8 text", "config files are text"))
         except OSError as exc:
             problems.append(src.problem(where, f"{rel}: {exc.strerror}", "check its permissions"))
-    return m.ConfigFile(path=x["path"], name=name, content=content, file=rel)
+    return m.ConfigFile(path=x["path"], name=name, content=content, file=rel, env_file=x.get("envFile"))
 
 
 def _probe(

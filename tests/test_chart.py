@@ -608,6 +608,9 @@ def test_platform_example_objects(helm4: str, tmp_path: Path) -> None:
     ]
     assert set(by_kind(docs, "HorizontalPodAutoscaler")) == {"worker"}
     assert set(by_kind(docs, "ConfigMap")) == {"api-config"}
+    api_env = _containers(workloads(docs)["api"])[0]["env"]
+    assert {"name": "API_CONFIG_FILE", "value": "/etc/api/api.yaml"} in api_env  # the config's path
+    assert {"name": "DB_PASSWORD_FILE", "value": "/run/secrets/db-password"} in api_env
     store = workloads(docs)["store"]["spec"]
     assert [c["metadata"]["name"] for c in store["volumeClaimTemplates"]] == ["data"]
     for name, d in workloads(docs).items():

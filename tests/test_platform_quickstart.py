@@ -93,7 +93,10 @@ def test_the_job_completes_first_and_its_dependents_start_after_it(platform: dic
 
 def test_config_files_scratch_and_the_read_only_root(platform: dict[str, Any]) -> None:
     config = (platform["rel"] / "config/api.yaml").read_bytes()
-    assert f"config /etc/api/api.yaml: {len(config)} bytes" in logs(platform["env"], "api")
+    api = logs(platform["env"], "api")
+    assert (
+        f"config /etc/api/api.yaml: {len(config)} bytes" in api and "API_CONFIG_FILE=/etc/api/api.yaml" in api
+    )
     worker = logs(platform["env"], "worker")
     assert "scratch /var/cache/worker is writable" in worker and "the root file system is read-only" in worker
     states = {s["service"]: s for s in platform["up"]["services"]}

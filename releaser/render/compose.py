@@ -148,6 +148,7 @@ def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
         d["command"] = list(svc.args)
     env = {name: _interpolated(knob, value) for name, value, knob in svc.env}
     env.update({s.env_file: s.file for s in svc.secrets if s.env_file})
+    env.update({c.env_file: c.path for c in svc.configs if c.env_file})
     if env:
         d["environment"] = dict(sorted(env.items()))
     scratch = [(x.path, x.size_bytes) for x in svc.scratch]

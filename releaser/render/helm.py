@@ -149,7 +149,15 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             {"name": v.name, "mountPath": v.mount_path, "size": v.size, "claim": v.claim, "storageClass": ""}
             for v in svc.volumes
         ],
-        "configs": [{"name": c.name, "path": c.path, "content": c.content} for c in svc.configs],
+        "configs": [
+            {
+                "name": c.name,
+                "path": c.path,
+                "content": c.content,
+                **({"envFile": c.env_file} if c.env_file else {}),
+            }
+            for c in svc.configs
+        ],
         "scratch": [{"name": x.name, "path": x.path, "sizeLimit": x.size} for x in svc.scratch],
         "terminationGracePeriodSeconds": svc.stop_grace_period_seconds,
         "secrets": [
@@ -562,6 +570,7 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                         "name": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"},
                         "path": {"type": "string", "pattern": "^/"},
                         "content": {"type": "string"},
+                        "envFile": {"type": "string"},
                     },
                     required=["name", "path", "content"],
                 ),
