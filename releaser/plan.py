@@ -96,6 +96,30 @@ class PlanConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlanExpose:
+    host: str
+    path: str
+    port_name: str
+    port: int
+    tls_secret: str | None
+    cluster_issuer: str | None
+
+
+def _plan_expose(s: m.Service) -> PlanExpose | None:
+    e = s.expose
+    if e is None:
+        return None
+    return PlanExpose(
+        host=e.host,
+        path=e.path,
+        port_name=e.port,
+        port=next(p.port for p in s.ports if p.name == e.port),
+        tls_secret=e.tls_secret,
+        cluster_issuer=e.cluster_issuer,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlanScratch:
     name: str  # the Kubernetes volume name: tmp for /tmp, else scratch-<path as a DNS label>
     path: str
@@ -181,7 +205,8 @@ class PlanService:
     ports: tuple[PlanPort, ...]
     autoscale: m.Autoscale | None  # a HorizontalPodAutoscaler owns the count; replicas is its minimum
     metrics: tuple[str, int, str] | None  # (port name, port number, path) Prometheus scrapes
-    expose: m.Expose | None  # an Ingress by host and path
+    expose: PlanExpose | None  # an Ingress by host and path
+    pod_management: str | None  # a StatefulSet's podManagementPolicy (replicas start together)
     stop_grace_period_seconds: int | None  # None: each engine's default (Compose 10 s, Kubernetes 30 s)
     stop_signal: str | None  # Compose only; Kubernetes sends the image's STOPSIGNAL
     init: bool  # Compose only; Kubernetes has no init (the image must reap)
@@ -493,7 +518,8 @@ def _plan_service(
         metrics=(s.metrics.port, next(p.port for p in s.ports if p.name == s.metrics.port), s.metrics.path)
         if s.metrics
         else None,
-        expose=s.expose,
+        expose=_plan_expose(s),
+        pod_management="Parallel" if s.stateful else None,
         stop_grace_period_seconds=s.stop_grace_period_seconds,
         stop_signal=s.stop_signal,
         init=s.init,
@@ -550,7 +576,7 @@ def plan_ports(s: m.Service) -> tuple[PlanPort, ...]:
             public=p.exposure == "public",
             host_port=p.host_port or p.port,
             knob=_knob(s.name, p.name, "port"),
-            # Compose has no ingress: the exposed port is published like a public one
+            # Compose has no ingress: the exposed port is published like a public one (the one place)
             compose_published=(p.exposure == "public" or (s.expose is not None and s.expose.port == p.name))
             and not compose_host,
             compose_host_bound=compose_host,

@@ -91,7 +91,7 @@ def _expose(svc: PlanService) -> dict[str, Any] | None:
     return {
         "host": e.host,
         "path": e.path,
-        "port": next(p.port for p in svc.ports if p.name == e.port),
+        "port": e.port,
         "className": "",
         "annotations": {"cert-manager.io/cluster-issuer": e.cluster_issuer} if e.cluster_issuer else {},
         "tls": {"secretName": e.tls_secret} if e.tls_secret else None,
@@ -102,7 +102,7 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
     d: dict[str, Any] = {
         "enabled": True,
         "kind": svc.workload,
-        **({"podManagementPolicy": "Parallel"} if svc.workload == "StatefulSet" else {}),
+        **({"podManagementPolicy": svc.pod_management} if svc.pod_management else {}),
         **(
             {
                 "job": {
