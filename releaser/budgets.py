@@ -20,6 +20,11 @@ MAX_KEPT_JSON = 256 << 20  # manifests and configs a verification keeps for the 
 
 # Registry answers.
 MAX_ANSWER_BYTES = 4 << 20  # any body read whole: a manifest, a token, a tag list, an error
+MAX_CATALOG = 100_000  # repositories a registry's catalog may list (an inventory reads it)
+MAX_TAGS = 10_000  # tags of one repository an inventory reads
+MAX_INVENTORY_BYTES = (
+    64 << 20
+)  # an inventory file: ~800,000 digests, far beyond a site's release repositories
 MAX_REDIRECTS = 5  # a registry redirects blobs once, to storage; a loop is a fault
 MIN_RATE = 1024  # bytes/s: a body slower than this over a whole timeout is a stalled server
 DEFAULT_TIMEOUT = 60.0  # seconds to connect, and for a stalled answer ($RELEASER_REGISTRY_TIMEOUT)

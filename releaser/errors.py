@@ -216,6 +216,26 @@ class CheckError(ReleaserError):
         return {**super().to_json(), "mismatches": self.mismatches}
 
 
+class BaseMissing(ReleaserError):
+    """A delta bundle relies on blobs the target registry does not serve; nothing was pushed."""
+
+    exit_code = EXIT_CHECK
+
+    def __init__(self, missing: list[str], *, target: str, fix: str) -> None:
+        self.missing = missing
+        n = len(missing)
+        super().__init__(
+            f"{target} lacks {n} blob{'s' if n != 1 else ''} this delta bundle relies on; nothing was pushed",
+            fix=fix,
+        )
+
+    def render(self) -> str:
+        return "\n".join([*(f"  - {m}" for m in self.missing), super().render()])
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "missing": self.missing}
+
+
 # ---------------------------------------------------------------- external programs
 
 

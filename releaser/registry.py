@@ -1035,6 +1035,34 @@ class Registry:
             )
         return digest
 
+    def catalog(self, limit: int = budgets.MAX_CATALOG) -> list[str]:
+        """Every repository the registry lists (`/v2/_catalog`, followed page by page), at most
+        `limit` of them (RegistryError beyond: a registry that never ends its list)."""
+        out: list[str] = []
+        last = ""
+        while True:
+            params = {"n": "1000", **({"last": last} if last else {})}
+            resp = self.request("GET", "/v2/_catalog", repo="", ok=(200, 404), params=params)
+            if resp.status_code == 404:
+                raise RegistryError(
+                    f"{self.host}: the registry does not list its repositories (/v2/_catalog: 404)",
+                    fix="name the repositories with --repository (or --bundle B for a release's own)",
+                )
+            page = json_object(resp.content, f"{self.host}: the repository list").get("repositories") or []
+            if not isinstance(page, list) or not all(isinstance(r, str) for r in page):
+                raise RegistryError(
+                    f"{self.host}: the repository list is not a list of names", fix=_BROKEN_ANSWER
+                )
+            out += page
+            if len(out) > limit:
+                raise RegistryError(
+                    f"{self.host}: lists more than {limit} repositories",
+                    fix="name the repositories with --repository (or --bundle B for a release's own)",
+                )
+            if not page or "next" not in resp.headers.get("Link", "") or page[-1] == last:
+                return out
+            last = page[-1]
+
     def tags(self, repo: str) -> list[str]:
         resp = self.request("GET", f"/v2/{repo}/tags/list", repo=repo, ok=(200, 404))
         if resp.status_code == 404:

@@ -74,8 +74,8 @@ def audit(v: Verified, target: Target, registry: Registry, *, concurrency: int =
             f"{where}/{repo}@{digest}: blob missing" for (repo, digest), ok in there.items() if not ok
         ]
         bad_tags = [t for t in pool.map(tag, tags) if t]
-        chosen = _spread([b for b, ok in there.items() if ok and sizes[b] > 0], sample)
-        bad_reads = [r for r in pool.map(lambda b: _read_one_byte(registry, where, *b), chosen) if r]
+        chosen = spread([b for b, ok in there.items() if ok and sizes[b] > 0], sample)
+        bad_reads = [r for r in pool.map(lambda b: read_one_byte(registry, where, *b), chosen) if r]
     return Audit(
         manifests=len(manifests) - len(bad_manifests),
         blobs=len(blobs) - len(bad_blobs),
@@ -85,7 +85,7 @@ def audit(v: Verified, target: Target, registry: Registry, *, concurrency: int =
     )
 
 
-def _spread(items: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
+def spread(items: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
     """Up to `n` items spread evenly over the (sorted) list: the same sample every run."""
     if len(items) <= n:
         return items
@@ -93,7 +93,7 @@ def _spread(items: list[tuple[str, str]], n: int) -> list[tuple[str, str]]:
     return [items[int(i * step)] for i in range(n)]
 
 
-def _read_one_byte(registry: Registry, where: str, repo: str, digest: str) -> str | None:
+def read_one_byte(registry: Registry, where: str, repo: str, digest: str) -> str | None:
     try:
         if registry.blob_first_byte(repo, digest):
             return None

@@ -30,7 +30,7 @@ from ..fs import held
 from ..lock import split_reference
 from ..mediatypes import INDEX_TYPES
 from ..progress import Progress
-from ..readers import OpenReader, Reader
+from ..readers import ChunkReader, OpenReader, Reader
 from ..registry import Registry, sha256_digest
 from .archive import iter_members
 from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, config_descriptor, contains, merge
@@ -128,6 +128,7 @@ class LoadStats:
     attachments_kept: list[str] = field(default_factory=list)
     resumed: int = 0
     blobs_sent_again: int = 0  # sent or mounted, then not found in its repository before the manifests
+    relied: int = 0  # a delta: blobs it left out, found in the target (in their repository, or mounted)
     in_place: bool = False  # everything was already in the target: the bundle's body was not read again
     verified: str = "every file and blob"
 
@@ -193,10 +194,12 @@ def push_bundle(
     state_dir: Path,
     concurrency: int = 8,
     progress: Progress | None = None,
+    relied: Mapping[tuple[str, str], str] | None = None,
 ) -> LoadStats:
     """Push a bundle that `verify_bundle` accepted (`v`): blobs the target lacks (each sent once,
     then mounted into the other repositories that need it), manifests by digest (children before
-    their index), then tags."""
+    their index), then tags. `relied` (a delta): (repository, blob) -> the target's repository
+    that holds it, for the layers the delta left out (bundle/delta.py check_relied)."""
     items, tags = plan_load(v, target)
     load = _Load(
         path,
@@ -207,6 +210,7 @@ def push_bundle(
         concurrency=concurrency,
         progress=progress,
         items=items,
+        relied=relied or {},
     )
     load.blobs()
     load.confirm()
@@ -229,10 +233,11 @@ class _Load:
         concurrency: int,
         progress: Progress | None,
         items: list[_Item],
+        relied: Mapping[tuple[str, str], str],
     ) -> None:
         self.path, self.v, self.target, self.registry = path, v, target, registry
         self.state_dir, self.concurrency, self.progress = state_dir, concurrency, progress
-        self.items = items
+        self.items, self.relied = items, relied
         self.stats = LoadStats()
         self.lock = threading.Lock()
         blobs = [i for i in items if i.kind == "blob"]
@@ -255,13 +260,20 @@ class _Load:
             for repo, digest in self.pairs:
                 totals[self.label[repo]] = totals.get(self.label[repo], 0) + self.sizes[digest]
             self.progress.set_totals(totals)
+        relied_digests = set(self.v.metadata.delta_digests())
+        mounts = []
         for (repo, digest), present in have.items():
             if present:
                 self.stats.blobs_skipped += 1
                 self.stats.bytes_skipped += self.sizes[digest]
+                self.stats.relied += digest in relied_digests
                 self.shown.done(repo, digest, self.sizes[digest])
+            elif (repo, digest) in self.relied:
+                mounts.append((repo, digest, self.relied[repo, digest]))
             else:
                 self.need.setdefault(digest, []).append(repo)
+        for repo, digest, source in mounts:  # not in the bundle: from the target's other repository
+            self._from_target(repo, digest, source)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.need:
             _BlobStream(
@@ -306,6 +318,20 @@ class _Load:
         else:  # the registry would not mount: send the bytes again
             self._send_from_archive(repo, digest)
         self.shown.done(repo, digest, self.sizes[digest])
+
+    def _from_target(self, repo: str, digest: str, source: str) -> None:
+        """A layer a delta left out, held by another repository of the target: mounted, or
+        (a registry that will not mount) copied from there, hashed on the way."""
+        size = self.sizes[digest]
+        if self.registry.mount_blob(repo, digest, source):
+            self.stats.blobs_mounted += 1
+        else:
+            self.registry.push_blob(
+                repo, digest, size, lambda: ChunkReader(self.registry.iter_blob(source, digest, size))
+            )
+            self.stats.blobs_pushed += 1
+        self.stats.relied += 1
+        self.shown.done(repo, digest, size)
 
     def _send_from_archive(self, repo: str, digest: str) -> None:
         for member, reader in iter_members(self.path):

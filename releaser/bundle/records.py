@@ -152,6 +152,68 @@ class ChecksumsRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BaseRecord:
+    """What a delta bundle was made against (docs/bundle-format.md#delta-bundles)."""
+
+    kind: str  # bundle | lock | inventory
+    name: str  # the release name (bundle), the lock's release, the inventory's registry
+    version: str  # the base bundle's release version ("" for a lock or an inventory)
+    digest: str  # sha256 of the base's releaser.json, of the lock file, of the inventory file
+
+    def to_json(self) -> Json:
+        return {"kind": self.kind, "name": self.name, "version": self.version, "digest": self.digest}
+
+    def describe(self) -> str:
+        what = f"{self.name} {self.version}".strip()
+        return f"{self.kind} {what} ({self.digest})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReliedBlob:
+    """A layer a delta leaves out: the target must already hold it."""
+
+    digest: str
+    size: int
+
+    def to_json(self) -> Json:
+        return {"digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeltaRecord:
+    """A delta bundle's signed promise: the base it was made against and every blob it relies on."""
+
+    base: BaseRecord
+    relies: tuple[ReliedBlob, ...]
+    omitted_files: int = 0  # members of the full bundle left out besides blobs (the base's installer/)
+
+    def to_json(self) -> Json:
+        return {
+            "base": self.base.to_json(),
+            "relies": [r.to_json() for r in self.relies],
+            "omittedFiles": self.omitted_files,
+        }
+
+    @classmethod
+    def parse(cls, r: _Reader) -> DeltaRecord:
+        base = r.obj("base")
+        relies = []
+        for n, item in enumerate(r.array("relies")):
+            one = _Reader(item, f"{r.path}.relies[{n}]")
+            relies.append(ReliedBlob(digest=one.text("digest"), size=one.number("size")))
+        return cls(
+            base=BaseRecord(
+                kind=base.text("kind"),
+                name=base.text("name"),
+                version=base.text("version"),
+                digest=base.text("digest"),
+            ),
+            relies=tuple(relies),
+            omitted_files=r.number("omittedFiles", 0),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class BundleMetadata:
     """releaser.json: what the signature covers, and all a loader needs besides the layout."""
 
@@ -167,6 +229,11 @@ class BundleMetadata:
     lock: Lock
     compose: Mapping[str, str]  # compose service -> image name (the airgap override needs only this file)
     parts: tuple[PartRecord, ...] = ()  # a split bundle's parts after the first (docs/bundle-format.md)
+    delta: DeltaRecord | None = None  # a delta bundle: its base and the blobs it relies on
+
+    def delta_digests(self) -> tuple[str, ...]:
+        """The blobs a delta relies on the target holding (none for a full bundle)."""
+        return tuple(r.digest for r in self.delta.relies) if self.delta is not None else ()
 
     def image(self, name: str) -> BundledImage | None:
         return next((i for i in self.images if i.name == name), None)
@@ -191,6 +258,7 @@ class BundleMetadata:
             "lock": lock_document(self.lock),
             "compose": dict(self.compose),
             **({"parts": [p.to_json() for p in self.parts]} if self.parts else {}),
+            **({"delta": self.delta.to_json()} if self.delta is not None else {}),
         }
 
     @classmethod
@@ -218,6 +286,7 @@ class BundleMetadata:
             lock=lock_from_document(r.doc.get("lock"), where="releaser.json $.lock"),
             compose=r.strings("compose"),
             parts=tuple(_part(_Reader(p, f"$.parts[{n}]"), n) for n, p in enumerate(r.array("parts", []))),
+            delta=DeltaRecord.parse(r.obj("delta")) if "delta" in r.doc else None,
         )
 
 

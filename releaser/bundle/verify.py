@@ -281,7 +281,10 @@ def verify_bundle(  # noqa: C901 - the trust chain reads best as one pass
     else:
         problems += [f"{name}: listed in checksums.txt but missing from the bundle" for name in unseen]
     if index:
-        problems += _check_references(index, small, listed)
+        relied = (
+            {r.digest for r in meta.delta.relies} if meta is not None and meta.delta is not None else set()
+        )
+        problems += _check_references(index, small, listed, relied)
     if index is None and not problems:
         problems.append("index.json: missing (a bundle's images are an OCI image layout)")
     if kept.refused:
@@ -447,20 +450,22 @@ def _check_head(
 
 
 def _check_references(
-    index: tuple[IndexEntry, ...], small: dict[str, bytes], listed: dict[str, str]
+    index: tuple[IndexEntry, ...], small: dict[str, bytes], listed: dict[str, str], relied: set[str]
 ) -> list[str]:
-    """Every manifest the layout names, and everything they name, is in the bundle."""
+    """Every manifest the layout names, and everything they name, is in the bundle (or, in a
+    delta, is a layer its signed head says the target already holds)."""
     out: list[str] = []
     present = {"sha256:" + p.rsplit("/", 1)[1] for p in listed if p.startswith("blobs/sha256/")}
-    stack = [(d.digest, "index.json") for d in index]
+    stack = [(d.digest, "index.json", False) for d in index]  # (digest, named by, may be relied on)
     visited: set[str] = set()
     while stack:
-        digest, parent = stack.pop()
+        digest, parent, layer = stack.pop()
         if digest in visited:
             continue
         visited.add(digest)
         if digest not in present:
-            out.append(f"{parent} references {digest}, which is not in the bundle")
+            if not (layer and digest in relied):  # a delta leaves out layers only, never a manifest
+                out.append(f"{parent} references {digest}, which is not in the bundle")
             continue
         content = small.get(digest)
         if content is None:
@@ -471,11 +476,12 @@ def _check_references(
             continue
         if not is_manifest(doc):
             continue  # an image config
+        layers = "manifests" not in doc
         for ref in references(doc):
             if ref is None:
                 out.append(f"{digest}: a descriptor without a digest")
             else:
-                stack.append((ref, digest))
+                stack.append((ref, digest, layers))
     return out
 
 

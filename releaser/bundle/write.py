@@ -60,6 +60,7 @@ class Blob:
     content: bytes | None = None  # small things we already hold (manifests, chart)
     kind: str = "blob"  # blob | manifest | index
     image: str = ""  # which image (for progress), "" for the chart
+    layer: bool = False  # a layer of a pinned image (what a delta may leave out; not configs, attachments)
 
     @property
     def path(self) -> str:
@@ -128,10 +129,16 @@ def _children(
     return out
 
 
-def _add_blobs(bp: BundlePlan, name: str, path: str, manifests: list[Manifest], pinned: str) -> None:
+def _add_blobs(
+    bp: BundlePlan, name: str, path: str, manifests: list[Manifest], pinned: str, *, image: bool = True
+) -> None:
+    """Every config and layer of `manifests`; with `image`, layers are marked as such (an
+    attachment's are not: a delta always carries attachments whole)."""
     for m in manifests:
         if m.descriptor.media_type in INDEX_TYPES:
             continue
+        config = m.json().get("config")
+        config_digest = config.get("digest") if isinstance(config, dict) else None
         for desc in m.blobs():
             if desc.get("urls"):
                 raise ReleaserError(
@@ -145,6 +152,7 @@ def _add_blobs(bp: BundlePlan, name: str, path: str, manifests: list[Manifest], 
                     media_type=desc["mediaType"],
                     source_repo=path,
                     image=name,
+                    layer=image and desc["digest"] != config_digest,
                 )
             )
 
@@ -170,7 +178,7 @@ def _attachments(
         bp.add(Blob.of_manifest(m, path, name))
         what = f"{pin.repository}:{tag}"
         manifests = [m, *(_children(bp, name, path, m, registry, what) if m.is_index else [])]
-        _add_blobs(bp, name, path, manifests, what)
+        _add_blobs(bp, name, path, manifests, what, image=False)
         bp.index.append(
             IndexEntry(
                 media_type=m.descriptor.media_type,

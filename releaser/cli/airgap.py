@@ -1,4 +1,4 @@
-"""`releaser airgap verify|inspect|check|load`: the customer's side of a bundle. `load` is the default:
+"""`releaser airgap verify|inspect|check|inventory|load`: the customer's side of a bundle. `load` is the default:
 `releaser airgap BUNDLE --to R` is `releaser airgap load BUNDLE --to R`."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .options import (
 if TYPE_CHECKING:
     from ..commands.airgap import InspectResult, VerifyResult
     from ..commands.audit import CheckRegistryResult
+    from ..commands.inventory import InventoryResult
     from ..commands.load import AirgapResult
 
 
@@ -159,6 +160,81 @@ def check(
         as_json,
         lambda: check_registry(
             bundle, to=to, key=key or DEFAULT_KEY, registries=opts, concurrency=concurrency, sample=sample
+        ),
+        text,
+    )
+
+
+@app.command()
+def inventory(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="The registry HOST[:PORT]\\[/PREFIX] to list (the one bundles are loaded into).",
+            show_default=False,
+        ),
+    ],
+    out_file: Annotated[
+        Path,
+        typer.Option("--out-file", help="The inventory to write (send it to the publisher)."),
+    ] = Path("site.inventory.json"),
+    repository: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--repository",
+            help="List this repository (a path under the prefix, e.g. bmp/gobmp); repeatable. Default: every "
+            "repository the registry's catalog lists under the prefix.",
+            show_default=False,
+        ),
+    ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--bundle",
+            help="List the repositories of the release in this bundle (read from its head).",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Parallel registry requests.", min=1)] = 8,
+    insecure: InsecureOpt = False,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    creds: CredsOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """What the registry holds, for the publisher's next delta bundle: every repository (of the
+    catalog under the prefix, those named, or the release's), its tags, the manifests they reach
+    and the blobs those name, in a small JSON file. Reads manifests only, never a blob.
+
+    The publisher then writes a bundle that carries only the layers this registry lacks:
+    releaser bundle my-release/ --signing-key K --since site.inventory.json
+
+    Example:  releaser airgap inventory --from registry.local:5000 --out-file site.inventory.json
+    """
+    from ..commands.inventory import inventory
+
+    as_json, _ = output_format(output, as_json)
+    opts = registry_options(insecure, plain_http, ca_file, creds, 256)
+
+    def text(r: InventoryResult) -> str:
+        return (
+            f"ok: wrote {r.path}: {r.registry} holds {r.repositories} repositories, {r.tags} tags, "
+            f"{r.manifests} manifests, {r.blobs} blobs\n  sha256: {r.sha256}\n"
+            f"  next: send it to the publisher, who runs `releaser bundle DIR --signing-key K --since {r.path}`"
+        )
+
+    return run(
+        "airgap inventory",
+        as_json,
+        lambda: inventory(
+            source=source,
+            out=out_file,
+            repositories=tuple(repository or ()),
+            bundle=bundle,
+            registries=opts,
+            concurrency=concurrency,
         ),
         text,
     )

@@ -112,6 +112,17 @@ def create(
             help="Only these Linux machines, comma-separated: x86_64, aarch64 (default: both).",
         ),
     ] = "",
+    since: Annotated[
+        Path | None,
+        typer.Option(
+            "--since",
+            help="Write a delta bundle (<name>-<version>-delta.tar.zst) that leaves out the image layers this "
+            "base holds: an older bundle, an older release.lock.yaml (or its release directory), or the "
+            "inventory of the customer's registry (`releaser airgap inventory`). It carries every manifest, "
+            "config, attachment, the chart and the compose files, and names its base in the signed head.",
+            show_default=False,
+        ),
+    ] = None,
     insecure: InsecureOpt = False,
     plain_http: PlainHttpOpt = False,
     ca_file: CaFileOpt = None,
@@ -133,6 +144,7 @@ def create(
     Example:  releaser bundle my-release/ --signing-key keys/releaser.key
     Example:  releaser bundle my-release/ --signing-key keys/releaser.key --installer-python 3.11,3.12
     Example:  releaser bundle my-release/ --signing-key keys/releaser.key --split-size 4G   # .001, .002, ...
+    Example:  releaser bundle my-release/ --signing-key keys/releaser.key --since site.inventory.json   # a delta
     """
     from ..bundle.parts import parse_size
     from ..commands.bundle import bundle_release
@@ -154,6 +166,13 @@ def create(
             f"  sha256: {r.sha256}\n  signer: {r.signer}"
             + "".join(f"\n  attached: {a}" for a in r.attachments)
             + "".join(f"\n{_part_line(p)}" for p in r.parts)
+            + (
+                f"\n  delta: against {r.delta.base.kind} {r.delta.base.name} {r.delta.base.version}".rstrip()
+                + f" ({r.delta.base.digest}); relies on {len(r.delta.relies)} layers "
+                f"({sum(b.size for b in r.delta.relies):,} bytes) being in the target"
+                if r.delta is not None
+                else ""
+            )
             + (
                 f"\n  installer: {r.installer_bytes:,} bytes of wheels and install.sh for "
                 + ", ".join(r.installer_targets)
@@ -179,6 +198,7 @@ def create(
                 installer_pythons=_csv(installer_python),
                 installer_machines=_csv(installer_machine),
                 split_size=parse_size(split_size) if split_size else None,
+                since=since,
                 registries=opts,
                 progress=prog,
             ),

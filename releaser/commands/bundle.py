@@ -8,9 +8,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 from ..bundle.cache import BlobCache, default_cache_dir
+from ..bundle.delta import FULL_HEAD, make_delta, read_base
+from ..bundle.format import CHECKSUMS, METADATA, SIGNATURE
 from ..bundle.installer import choose, installer_files
 from ..bundle.parts import PartRecord, part_path
-from ..bundle.records import BundleMetadata
+from ..bundle.records import BundleMetadata, DeltaRecord
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem, sign
 from ..bundle.write import (
     BlobSources,
@@ -44,6 +46,7 @@ class BundleResult:
     installer_targets: tuple[str, ...] = ()  # cp311-x86_64 ... (empty: --no-installer)
     installer_bytes: int = 0  # what installer/ adds, uncompressed
     parts: tuple[PartRecord, ...] = ()  # split: the parts after the first (path is the first)
+    delta: DeltaRecord | None = None  # --since: the base and the blobs left out
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -58,6 +61,14 @@ class BundleResult:
             "attachments": list(self.attachments),
             "installer": {"targets": list(self.installer_targets), "bytes": self.installer_bytes},
             "parts": [p.to_json() for p in self.parts],
+            "delta": None
+            if self.delta is None
+            else {
+                "base": self.delta.base.to_json(),
+                "relies": len(self.delta.relies),
+                "reliedBytes": sum(r.size for r in self.delta.relies),
+                "omittedFiles": self.delta.omitted_files,
+            },
         }
 
 
@@ -76,13 +87,16 @@ def bundle_release(
     installer_pythons: tuple[str, ...] = (),
     installer_machines: tuple[str, ...] = (),
     split_size: int | None = None,
+    since: Path | None = None,
     registries: RegistryOptions | None = None,
     progress: Progress | None = None,
 ) -> BundleResult:
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed. With
     `installer` (the default), also installer/: releaser's wheels for the chosen CPython versions
     and machines (all supported ones when empty) and install.sh. With `split_size`, as parts
-    NAME.tar.zst.001 (the signed head), .002, ... of at most that many bytes."""
+    NAME.tar.zst.001 (the signed head), .002, ... of at most that many bytes. With `since` (an older
+    bundle, lock or an inventory of the target), a delta bundle <name>-<version>-delta.tar.zst
+    that leaves out the layers the base holds (docs/bundle-format.md#delta-bundles)."""
     if installer:
         choose(installer_pythons, installer_machines)  # a wrong choice fails before anything is fetched
     if not 1 <= level <= 19:
@@ -106,11 +120,24 @@ def bundle_release(
             machines=installer_machines,
         )
     entries, checksums, meta = checksums_and_metadata(plan, lock, bp, mtime=mtime, signer_fingerprint=signer)
+    delta = None
+    if since is not None:
+        base = read_base(since, factory)
+        full = signed_head(meta, checksums, private)  # the full bundle's head, for `bundle merge`
+        bp, delta = make_delta(bp, base)
+        bp.files[FULL_HEAD[METADATA]] = full.metadata
+        bp.files[FULL_HEAD[SIGNATURE]] = full.signature
+        bp.files[FULL_HEAD[CHECKSUMS]] = full.checksums
+        entries, checksums, meta = checksums_and_metadata(
+            plan, lock, bp, mtime=mtime, signer_fingerprint=signer
+        )
+        meta = replace(meta, delta=delta)
     repo_hosts = {}
     for img in lock.images:
         registry_host, path, _, _ = split_reference(img.repository)
         repo_hosts[path] = registry_host
-    target = out or Path("bundles") / f"{plan.name}-{plan.version}.tar.zst"
+    suffix = "-delta" if delta is not None else ""
+    target = out or Path("bundles") / f"{plan.name}-{plan.version}{suffix}.tar.zst"
     cache = BlobCache(cache_dir or default_cache_dir()) if use_cache else None
     stats = write_archive(
         target,
@@ -135,6 +162,7 @@ def bundle_release(
         installer_targets=choose(installer_pythons, installer_machines) if installer else (),
         installer_bytes=sum(f.size for f in bp.installer),
         parts=stats.parts,
+        delta=delta,
     )
 
 

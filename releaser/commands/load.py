@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..bundle.cache import default_cache_dir
+from ..bundle.delta import check_relied
 from ..bundle.load import (
     LoadPlan,
     LoadStats,
@@ -73,6 +74,8 @@ def load_bundle(
     registry = (registries or RegistryOptions()).factory()(target.host)
     if dry_run:
         v = verify_bundle(path, key, progress=progress)  # every problem, as a load would find them
+        if v.metadata.delta is not None:
+            check_relied(v, target, registry, concurrency=concurrency)  # a delta's base must be there
         plan = plan_changes(v, target, registry, concurrency)
         stats = LoadStats(verified="every file and blob")
         return _result(v.metadata, target, registry, out, stats, dry_run=True, plan=plan)
@@ -87,6 +90,9 @@ def load_bundle(
     else:
         v = verify_bundle(path, key)  # raises, listing every problem, before anything is written
         meta = v.metadata
+        # a delta: every layer it left out is in the target (else it raises, listing them) before
+        # anything is written
+        relied = check_relied(v, target, registry, concurrency=concurrency) if meta.delta else None
         stats = push_bundle(
             path,
             v,
@@ -95,6 +101,7 @@ def load_bundle(
             state_dir=state_dir or default_cache_dir() / "uploads",
             concurrency=concurrency,
             progress=progress,
+            relied=relied.mounts if relied is not None else None,
         )
     return _result(meta, target, registry, out, stats)
 

@@ -1,0 +1,314 @@
+"""Delta bundles against real registries: `bundle --since` an older bundle, an older lock or an
+inventory of the site registry (`airgap inventory`); the load checks, before pushing anything,
+that the site really holds every layer the delta leaves out; tampered deltas are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from .support import images
+from .support.bundles import World, cli, load, members, resigned
+from .support.hostile import HeadOnlyCache
+from .support.registry import RegistryServer
+
+FULL = ("full/releaser.json", "full/releaser.json.sig", "full/checksums.txt")
+
+
+@dataclass
+class Upgrade:
+    """Release 1.1.0 of the world's release: nats re-built with a changed top layer, gobmp as it was."""
+
+    release: Path  # 1.1.0's release directory
+    old_lock: Path  # 1.0.0's lock, as the publisher kept it
+    full: Path  # the full 1.1.0 bundle
+    changed_layer: tuple[str, int]  # (digest, size) of nats' new top layer
+
+
+@pytest.fixture(scope="module")
+def upgrade(world: World, tmp_path_factory: pytest.TempPathFactory) -> Upgrade:
+    root = tmp_path_factory.mktemp("upgrade")
+    lay = root / "layout"
+    desc = images.build(lay, "nats", "nats", size_pad=2 << 20, extra={"etc/nats-version": b"1.1.0\n"})
+    images.push(lay, "nats", f"{world.src.host}/library/nats:v2")
+    manifest = json.loads((lay / "blobs/sha256" / str(desc["digest"]).split(":")[1]).read_text())
+    top = manifest["layers"][-1]
+    rel = root / "rel"
+    rel.mkdir()
+    doc = yaml.safe_load((world.release / "release.yaml").read_text())
+    doc["metadata"]["version"] = "1.1.0"
+    doc["images"]["nats"]["ref"] = f"{world.src.host}/library/nats:v2"
+    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert cli("lock", str(rel))[0] == 0
+    old_lock = root / "1.0.0.lock.yaml"
+    shutil.copy(world.release / "release.lock.yaml", old_lock)
+    full = root / "demo-1.1.0.tar.zst"
+    code, out = cli("bundle", str(rel), "--signing-key", str(world.key), "--out-file", str(full))
+    assert code == 0, out
+    return Upgrade(release=rel, old_lock=old_lock, full=full, changed_layer=(top["digest"], top["size"]))
+
+
+@pytest.fixture()
+def site(world: World, tmp_path: Path) -> Iterator[RegistryServer]:
+    """The customer's registry, holding release 1.0.0 (loaded from the full bundle)."""
+    server = RegistryServer(tmp_path / "site").start()
+    code, out = load(world, server.host, tmp_path / "v1")
+    assert code == 0, out
+    yield server
+    server.stop()
+
+
+def delta(world: World, upgrade: Upgrade, since: Path, out: Path, *extra: str) -> dict[str, object]:
+    code, text = cli(
+        "bundle",
+        str(upgrade.release),
+        "--signing-key",
+        str(world.key),
+        "--since",
+        str(since),
+        "--out-file",
+        str(out),
+        "--json",
+        *extra,
+    )
+    assert code == 0, text
+    result = json.loads(text)["result"]
+    assert isinstance(result, dict)
+    return result
+
+
+def relied(bundle: Path) -> list[dict[str, object]]:
+    meta = json.loads(members(bundle)[0][1])
+    return list(meta["delta"]["relies"])
+
+
+def test_a_delta_since_the_old_bundle_carries_the_changed_layer_and_loads_onto_the_old_release(
+    world: World, upgrade: Upgrade, site: RegistryServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "demo-1.1.0-delta.tar.zst"
+    result = delta(world, upgrade, world.bundle, out)
+    d = result["delta"]
+    assert isinstance(d, dict)
+    assert d["base"]["kind"] == "bundle" and d["base"]["version"] == "1.0.0"
+    # what is left out: every layer of 1.1.0 that 1.0.0 carried; what is carried: the changed one
+    names = {m.name for m, _ in members(out)}
+    digest, _ = upgrade.changed_layer
+    assert f"blobs/sha256/{digest.split(':')[1]}" in names
+    left_out = {f"blobs/sha256/{str(r['digest']).split(':')[1]}" for r in relied(out)}
+    assert left_out and left_out <= {m.name for m, _ in members(world.bundle)}
+    # everything else of the full bundle is there, and the full bundle's head for `bundle merge`
+    full_names = {m.name for m, _ in members(upgrade.full)}
+    assert names - set(FULL) == full_names - left_out
+    assert set(FULL) <= names
+    assert out.stat().st_size < upgrade.full.stat().st_size
+    # it verifies on its own, and loads onto the site holding 1.0.0
+    code, text = cli("airgap", "verify", str(out), "--key", str(world.pub))
+    assert code == 0, text
+    code, text = load(world, site.host, tmp_path / "v2", "--json", bundle=out)
+    assert code == 0, text
+    stats = json.loads(text)["result"]["stats"]
+    assert stats["relied"] >= len(left_out)  # one per (repository, layer): the base layer is shared
+    # what the site serves now is all of 1.1.0: the full bundle's own check agrees, and skopeo
+    # copies the new image out of it (every blob read)
+    code, text = cli("airgap", "check", str(upgrade.full), "--to", site.host, "--key", str(world.pub))
+    assert code == 0, text
+    lock = yaml.safe_load((upgrade.release / "release.lock.yaml").read_text())
+    copied = tmp_path / "copied"
+    proc = subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            f"docker://{site.host}/library/nats@{lock['images']['nats']['digest']}",
+            f"oci:{copied}:nats",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_deltas_since_the_old_lock_and_since_the_sites_inventory_leave_out_the_same_layers(
+    world: World, upgrade: Upgrade, site: RegistryServer, tmp_path: Path
+) -> None:
+    by_bundle = tmp_path / "a.tar.zst"
+    delta(world, upgrade, world.bundle, by_bundle)
+    by_lock = tmp_path / "b.tar.zst"
+    result = delta(world, upgrade, upgrade.old_lock, by_lock)
+    assert result["delta"]["base"]["kind"] == "lock"  # type: ignore[index]
+    inventory = tmp_path / "site.inventory.json"
+    code, text = cli("airgap", "inventory", "--from", site.host, "--out-file", str(inventory), "--json")
+    assert code == 0, text
+    summary = json.loads(text)["result"]
+    doc = json.loads(inventory.read_text())
+    assert doc["kind"] == "ReleaserInventory" and set(doc["repositories"]) == {
+        "bmp/gobmp",
+        "library/nats",
+        "charts/demo",
+    }
+    assert summary["blobs"] > 0 and summary["manifests"] >= 10
+    by_inventory = tmp_path / "c.tar.zst"
+    result = delta(world, upgrade, inventory, by_inventory)
+    assert result["delta"]["base"]["kind"] == "inventory"  # type: ignore[index]
+    assert relied(by_bundle) == relied(by_lock) == relied(by_inventory)
+    code, text = load(world, site.host, tmp_path / "v2", bundle=by_inventory)
+    assert code == 0, text
+
+
+def test_a_delta_is_refused_with_nothing_pushed_when_the_site_lacks_its_base(
+    world: World, upgrade: Upgrade, tmp_path: Path
+) -> None:
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    empty = RegistryServer(tmp_path / "empty").start()
+    try:
+        code, text = load(world, empty.host, tmp_path / "o", "--json", bundle=out)
+        doc = json.loads(text)
+        assert code == 4, text
+        assert doc["error"]["error"] == "BaseMissing"
+        assert "load its base first (bundle demo 1.0.0" in doc["error"]["fix"]
+        named = {m.split("@")[1].split(":", 1)[1].split(":")[0] for m in doc["error"]["missing"]}
+        assert {"sha256:" + n for n in named} == {r["digest"] for r in relied(out)}  # per repository
+        # nothing pushed: the registry lists no repository, no values file was written
+        catalog = requests.get(f"http://{empty.host}/v2/_catalog", timeout=10).json()
+        assert catalog["repositories"] in ([], None)
+        assert not (tmp_path / "o" / "values-airgap.yaml").exists()
+        code, text = load(world, empty.host, tmp_path / "o", "--dry-run", bundle=out)
+        assert code == 4 and "relies on" in text
+    finally:
+        empty.stop()
+
+
+def test_a_relied_blob_the_site_lost_is_named_and_nothing_is_pushed(
+    world: World, upgrade: Upgrade, site: RegistryServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    lost = str(relied(out)[0]["digest"])
+    for repo in ("bmp/gobmp", "library/nats"):
+        requests.delete(f"http://{site.host}/v2/{repo}/blobs/{lost}", timeout=10)
+    before = requests.get(f"http://{site.host}/v2/library/nats/tags/list", timeout=10).json()["tags"]
+    code, text = load(world, site.host, tmp_path / "o", bundle=out)
+    assert code == 4, text
+    assert lost in text and "relied on by this delta" in text
+    after = requests.get(f"http://{site.host}/v2/library/nats/tags/list", timeout=10).json()["tags"]
+    assert before == after and "v2" not in after
+
+
+def test_a_relied_blob_a_cache_only_answers_head_for_is_caught_by_the_sample(
+    world: World, upgrade: Upgrade, site: RegistryServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    cache = HeadOnlyCache(site.host).start()
+    try:
+        cache.lost.update(str(r["digest"]) for r in relied(out))
+        code, text = load(world, cache.host, tmp_path / "o", bundle=out)
+        assert code == 4 and "answers HEAD but not GET" in text, text
+    finally:
+        cache.stop()
+
+
+def test_a_tampered_or_foreign_delta_is_refused(
+    world: World, upgrade: Upgrade, site: RegistryServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    ms = members(out)
+    # a head that names another base (edited after signing): the signature fails
+    meta = json.loads(ms[0][1])
+    meta["delta"]["base"]["digest"] = "sha256:" + "0" * 64
+    raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    ms[0][0].size = len(raw)
+    from .support.bundles import repack
+
+    edited = repack([(ms[0][0], raw), *ms[1:]], tmp_path / "edited.tar.zst")
+    code, text = load(world, site.host, tmp_path / "o", bundle=edited)
+    assert code == 1 and "signature does not verify" in text, text
+    # a delta that relies on a blob without saying so (its relied list emptied, re-signed by the
+    # publisher): verification names the missing layer
+    meta = json.loads(ms[0][1])
+    meta["delta"]["relies"] = []
+    raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    ms2 = [(ms[0][0], raw), *ms[1:]]
+    ms2[0][0].size = len(raw)
+    quiet = resigned(world, ms2, tmp_path / "quiet.tar.zst")
+    code, text = load(world, site.host, tmp_path / "o", bundle=quiet)
+    assert code == 1 and "which is not in the bundle" in text, text
+    # a delta signed by another key
+    other = tmp_path / "other"
+    assert cli("keygen", "--out-dir", str(other))[0] == 0
+    foreign = tmp_path / "foreign.tar.zst"
+    code, text = cli(
+        "bundle",
+        str(upgrade.release),
+        "--signing-key",
+        str(other / "releaser.key"),
+        "--since",
+        str(world.bundle),
+        "--out-file",
+        str(foreign),
+    )
+    assert code == 0, text
+    code, text = load(world, site.host, tmp_path / "o", bundle=foreign)
+    assert code == 1 and "signature does not verify" in text, text
+    tags = requests.get(f"http://{site.host}/v2/library/nats/tags/list", timeout=10).json()["tags"]
+    assert "v2" not in tags
+
+
+def test_an_inventory_names_what_is_wrong_with_a_file_given_as_one(
+    world: World, upgrade: Upgrade, tmp_path: Path
+) -> None:
+    for content, said in (
+        (b"{", "not JSON"),
+        (b'{"kind": "Other"}', "$.kind"),
+        (b'{"kind": "ReleaserInventory", "version": 9}', "$.version"),
+        (
+            b'{"kind": "ReleaserInventory", "version": 1, "registry": "r", "repositories": {"a": {"blobs": ["x"]}}}',
+            "$.repositories['a'].blobs",
+        ),
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_bytes(content)
+        code, text = cli(
+            "bundle",
+            str(upgrade.release),
+            "--signing-key",
+            str(world.key),
+            "--since",
+            str(bad),
+            "--out-file",
+            str(tmp_path / "x.tar.zst"),
+        )
+        assert code == 1 and said in text and "releaser airgap inventory" in text, text
+        assert not (tmp_path / "x.tar.zst").exists()
+
+
+def test_a_relied_layer_held_only_by_another_repository_of_the_release_is_mounted(
+    world: World, upgrade: Upgrade, site: RegistryServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    # the base layer both images share, unlinked from nats' repository: gobmp's still has it
+    shared = next(
+        str(r["digest"])
+        for r in relied(out)
+        if requests.head(f"http://{site.host}/v2/library/nats/blobs/{r['digest']}", timeout=10).ok
+    )
+    assert (
+        requests.delete(f"http://{site.host}/v2/library/nats/blobs/{shared}", timeout=10).status_code == 202
+    )
+    code, text = load(world, site.host, tmp_path / "o", "--json", bundle=out)
+    assert code == 0, text
+    assert json.loads(text)["result"]["stats"]["blobs_mounted"] >= 1
+    assert requests.head(f"http://{site.host}/v2/library/nats/blobs/{shared}", timeout=10).ok
