@@ -312,3 +312,42 @@ def test_a_relied_layer_held_only_by_another_repository_of_the_release_is_mounte
     assert code == 0, text
     assert json.loads(text)["result"]["stats"]["blobs_mounted"] >= 1
     assert requests.head(f"http://{site.host}/v2/library/nats/blobs/{shared}", timeout=10).ok
+
+
+def test_merge_rebuilds_the_full_bundle_byte_for_byte(world: World, upgrade: Upgrade, tmp_path: Path) -> None:
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    merged = tmp_path / "merged.tar.zst"
+    code, text = cli(
+        "bundle",
+        "merge",
+        str(world.bundle),
+        str(out),
+        "--key",
+        str(world.pub),
+        "--out-file",
+        str(merged),
+        "--json",
+    )
+    assert code == 0, text
+    result = json.loads(text)["result"]
+    assert result["fromBase"] == len(relied(out)) and result["version"] == "1.1.0"
+    assert merged.read_bytes() == upgrade.full.read_bytes()
+    # OLD that is not the delta's base, and a full bundle given as the delta: refused, nothing written
+    other = tmp_path / "other.tar.zst"
+    code, text = cli(
+        "bundle", "merge", str(upgrade.full), str(out), "--key", str(world.pub), "--out-file", str(other)
+    )
+    assert code == 1 and "not the base this delta was made against" in text, text
+    code, text = cli(
+        "bundle",
+        "merge",
+        str(world.bundle),
+        str(upgrade.full),
+        "--key",
+        str(world.pub),
+        "--out-file",
+        str(other),
+    )
+    assert code == 1 and "not a delta bundle" in text, text
+    assert not other.exists()

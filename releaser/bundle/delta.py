@@ -252,7 +252,7 @@ def _lock_blobs(lock: Lock, registry_for: RegistryFor, concurrency: int) -> froz
         return frozenset(b for found in pool.map(blobs, lock.images) for b in found)
 
 
-def make_delta(bp: BundlePlan, base: Base) -> tuple[BundlePlan, DeltaRecord]:
+def make_delta(bp: BundlePlan, base: Base, *, level: int) -> tuple[BundlePlan, DeltaRecord]:
     """`bp` without the image layers the base holds and without the base bundle's identical
     installer files; and the signed record of what it relies on."""
     left_out = sorted(
@@ -270,6 +270,7 @@ def make_delta(bp: BundlePlan, base: Base) -> tuple[BundlePlan, DeltaRecord]:
         base=base.record,
         relies=tuple(ReliedBlob(digest=b.digest, size=b.size) for b in left_out),
         omitted_files=len(bp.installer) - len(installer),
+        level=level,
     )
     return delta, record
 

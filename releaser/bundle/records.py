@@ -186,12 +186,14 @@ class DeltaRecord:
     base: BaseRecord
     relies: tuple[ReliedBlob, ...]
     omitted_files: int = 0  # members of the full bundle left out besides blobs (the base's installer/)
+    level: int = 3  # the zstd level of the full bundle (what `bundle merge` compresses with)
 
     def to_json(self) -> Json:
         return {
             "base": self.base.to_json(),
             "relies": [r.to_json() for r in self.relies],
             "omittedFiles": self.omitted_files,
+            "zstdLevel": self.level,
         }
 
     @classmethod
@@ -210,6 +212,7 @@ class DeltaRecord:
             ),
             relies=tuple(relies),
             omitted_files=r.number("omittedFiles", 0),
+            level=r.number("zstdLevel", 3),
         )
 
 

@@ -1,4 +1,4 @@
-"""`releaser bundle create|split|join`: the signed airgap bundle. `create` is the default:
+"""`releaser bundle create|split|join|merge`: the signed airgap bundle. `create` is the default:
 `releaser bundle DIR --signing-key K` is `releaser bundle create DIR --signing-key K`."""
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from .options import (
 if TYPE_CHECKING:
     from ..bundle.parts import PartRecord
     from ..commands.bundle import BundleResult
+    from ..commands.merge import MergeResult
     from ..commands.split import JoinResult, SplitResult
 
 app = group(
     "bundle",
     default="create",
-    help="Write a signed airgap bundle, or cut one into parts for removable media and join them again.\n\n"
+    help="Write a signed airgap bundle (or a delta against an older one), cut one into parts for removable "
+    "media and join them again, or rebuild a full bundle from an older one and a delta.\n\n"
     "`releaser bundle DIR --signing-key KEY` is short for `releaser bundle create DIR --signing-key KEY`. "
     "Identical inputs (and SOURCE_DATE_EPOCH) give a byte-identical bundle.",
 )
@@ -295,5 +297,45 @@ def join(
         "bundle join",
         as_json,
         lambda: join_bundle(bundle, key=key or Path("releaser.pub"), out=out_file),
+        text,
+    )
+
+
+@app.command()
+def merge(
+    old: Annotated[
+        Path, typer.Argument(help="The bundle the delta was made against (or one holding its layers).")
+    ],
+    delta: Annotated[Path, typer.Argument(help="The delta bundle (`releaser bundle --since`).")],
+    key: PublicKeyOpt = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-file", help="The full bundle to write (default bundles/<name>-<version>.tar.zst)."
+        ),
+    ] = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Rebuild the full bundle from an older bundle and a delta: byte for byte the file a full
+    `releaser bundle` would have written, signed by the publisher (the delta carries the full
+    bundle's signed head). Both are verified first; every member is checked as it is written.
+
+    Example:  releaser bundle merge bmp-tcpao-1.4.0.tar.zst bmp-tcpao-1.5.0-delta.tar.zst --key releaser.pub
+    """
+    from ..commands.merge import merge_bundles
+
+    as_json, _ = output_format(output, as_json)
+
+    def text(r: MergeResult) -> str:
+        return (
+            f"ok: wrote {r.path} ({r.size:,} bytes): {r.release} {r.version}, {r.from_delta} members from the "
+            f"delta, {r.from_base} from the older bundle\n  sha256: {r.sha256}"
+        )
+
+    return run(
+        "bundle merge",
+        as_json,
+        lambda: merge_bundles(old, delta, key=key or Path("releaser.pub"), out=out_file),
         text,
     )

@@ -124,7 +124,7 @@ def bundle_release(
     if since is not None:
         base = read_base(since, factory)
         full = signed_head(meta, checksums, private)  # the full bundle's head, for `bundle merge`
-        bp, delta = make_delta(bp, base)
+        bp, delta = make_delta(bp, base, level=level)
         bp.files[FULL_HEAD[METADATA]] = full.metadata
         bp.files[FULL_HEAD[SIGNATURE]] = full.signature
         bp.files[FULL_HEAD[CHECKSUMS]] = full.checksums

@@ -34,7 +34,7 @@ runner = CliRunner()
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     """releaser in-process. `bundle` gets --no-installer unless the test says --installer: only
     test_bundle_installer.py needs the wheels, and the world's bundle is written without them."""
-    creating = args[:1] == ("bundle",) and args[1:2] not in (("split",), ("join",))
+    creating = args[:1] == ("bundle",) and args[1:2] not in (("split",), ("join",), ("merge",))
     if creating and not {"--installer", "--no-installer"} & set(args):
         args = (*args, "--no-installer")
     result = runner.invoke(
