@@ -351,3 +351,73 @@ def test_merge_rebuilds_the_full_bundle_byte_for_byte(world: World, upgrade: Upg
     )
     assert code == 1 and "not a delta bundle" in text, text
     assert not other.exists()
+
+
+def test_diff_of_two_bundles_and_of_a_lock_and_a_release_agree_and_match_the_delta(
+    world: World, upgrade: Upgrade, tmp_path: Path
+) -> None:
+    code, text = cli("diff", str(world.bundle), str(upgrade.full), "--json", "--offline")
+    assert code == 0, text
+    by_bundles = json.loads(text)["result"]
+    assert by_bundles["versions"] == {"old": "1.0.0", "new": "1.1.0"}
+    assert [(i["name"], i["change"]) for i in by_bundles["images"]] == [("nats", "repinned")]
+    assert by_bundles["services"]["changed"] == ["bus"] and by_bundles["serviceFields"]["bus"] == ["image"]
+    assert (
+        by_bundles["compose"]["changed"] == [".env.example"]
+        or "compose.yaml" in by_bundles["compose"]["changed"]
+    )
+    assert set(by_bundles["compared"]) == {"images", "bytes", "services", "values", "compose"}
+    size = by_bundles["bytes"]
+    # a delta carries the changed layer, nats' new config and manifest: within 2 % of the layer
+    _, layer = upgrade.changed_layer
+    assert layer <= size["delta"] <= layer * 1.02
+    assert size["delta"] < size["imageLevel"] < size["full"]
+    # the same from the old lock and the new release directory (manifests from the registry)
+    code, text = cli("diff", str(upgrade.old_lock), str(upgrade.release), "--json")
+    assert code == 0, text
+    by_lock = json.loads(text)["result"]
+    assert by_lock["bytes"] == size and by_lock["images"] == by_bundles["images"]
+    assert by_lock["compared"] == ["images", "bytes"]
+    # and the delta bundle itself carries exactly those bytes of image blobs (besides the chart's)
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    ms = {m.name: data for m, data in members(out)}
+    chart = str(json.loads(ms["releaser.json"])["chart"]["digest"])
+    chart_manifest = json.loads(ms[f"blobs/sha256/{chart.split(':')[1]}"])
+    chart_blobs = {
+        chart,
+        chart_manifest["config"]["digest"],
+        *(x["digest"] for x in chart_manifest["layers"]),
+    }
+    old_names = {m.name for m, _ in members(world.bundle)}
+    carried = sum(
+        len(data)
+        for name, data in ms.items()
+        if name.startswith("blobs/")
+        and name not in old_names
+        and "sha256:" + name.rsplit("/", 1)[1] not in chart_blobs
+    )
+    assert carried == size["delta"]
+    # --exit-code: 1 when something differs, 0 when nothing does
+    assert cli("diff", str(world.bundle), str(upgrade.full), "--offline", "--exit-code")[0] == 1
+    code, text = cli("diff", str(world.bundle), str(world.bundle), "--offline", "--exit-code")
+    assert code == 0 and "no change" in text, text
+
+
+def test_diff_names_what_needs_care(tmp_path: Path) -> None:
+    """Services and values through the one plan (no registry: --offline): a removed volume, a
+    moved port, a job added, a Deployment that becomes a StatefulSet."""
+    src = Path(__file__).parent.parent / "examples" / "platform"
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(src, old)
+    shutil.copytree(src, new)
+    doc = yaml.safe_load((new / "release.yaml").read_text())
+    services = doc["services"]
+    name = next(
+        n for n, s in services.items() if s.get("ports") and not s.get("job") and not s.get("stateful")
+    )
+    services[name]["ports"][0]["port"] += 1
+    (new / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    code, text = cli("diff", str(old), str(new), "--offline")
+    assert code == 0, text
+    assert f"service changed: {name} (ports" in text and f"care: service {name}: port" in text, text

@@ -17,6 +17,7 @@ from typing import IO
 
 import zstandard
 
+from .. import budgets
 from ..budgets import (
     MAX_EXTRA_MEMBERS,
     MAX_MEMBERS,
@@ -281,6 +282,52 @@ def zstd_frames(path: Path) -> list[tuple[int, int]]:
     except OSError as exc:
         raise ArchiveError(f"cannot read {path}: {exc.strerror}", fix="check the path") from exc
     return frames
+
+
+def small_members(path: Path, *, limit: int = 4 << 20) -> dict[str, bytes]:
+    """The members of at most `limit` bytes (manifests, configs, index.json, the rendered files),
+    read without decompressing the large blobs: a frame that starts with a member of
+    FRAME_THRESHOLD or more holds that member alone (how TarZstWriter cuts frames), so only its
+    first tar header is decompressed. A bundle with other framing is read in one pass. Raises
+    ArchiveError; kept bytes are bounded by budgets.MAX_KEPT_JSON."""
+    frames = zstd_frames(path)
+    out: dict[str, bytes] = {}
+    kept = 0
+
+    def keep(members: Iterator[tuple[tarfile.TarInfo, Reader | None]], framed: bool) -> None:
+        nonlocal kept
+        for member, reader in members:
+            if framed and member.size >= FRAME_THRESHOLD:
+                return  # a large blob ends its frame: nothing after it here, and it is not read
+            if reader is not None and member.size <= limit:
+                kept += member.size
+                if kept > budgets.MAX_KEPT_JSON:
+                    raise BundleDamaged(path, f"more than {budgets.MAX_KEPT_JSON >> 20} MiB of small members")
+                out[member.name] = reader.read()
+
+    if len(frames) < 2:
+        keep(iter_members(path), framed=False)
+        return out
+    with open_bundle(path) as fh:
+        for i, frame in enumerate(frames):
+            fh.seek(frame[0])
+            first = zstandard.ZstdDecompressor(max_window_size=budgets.MAX_WINDOW).stream_reader(
+                _Window(fh, frame[1]),  # type: ignore[arg-type]  # read() is all it uses
+                read_across_frames=False,
+            )
+            block = first.read(BLOCK)
+            try:
+                info = (
+                    tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+                    if len(block) == BLOCK
+                    else None
+                )
+            except tarfile.HeaderError:
+                info = None
+            if info is not None and info.type not in _EXTENDED and info.size >= FRAME_THRESHOLD:
+                continue  # a large blob alone in its frame
+            keep(iter_members(path, frame=frame, last=i == len(frames) - 1), framed=True)
+    return out
 
 
 class _Window:

@@ -36,6 +36,7 @@ for _command in (
     release.lock,
     release.render,
     release.check,
+    release.diff,
     release.keygen,
     release.doctor,
 ):

@@ -1,4 +1,4 @@
-"""The release author's commands: init, validate, lock, render, check, keygen, doctor (bundle: bundle.py).
+"""The release author's commands: init, validate, lock, render, check, diff, keygen, doctor (bundle: bundle.py).
 
 Each function binds options, calls one function of releaser.commands and prints its result.
 A command's library module is imported when the command runs, not when the CLI starts: an
@@ -30,6 +30,7 @@ from .options import (
 
 if TYPE_CHECKING:
     from ..commands.check import CheckResult
+    from ..commands.diff import DiffResult
     from ..commands.lock import LockResult
     from ..commands.render import RenderResult
     from ..commands.validate import ValidateResult
@@ -249,6 +250,97 @@ def check(
         return "\n".join(lines)
 
     return run("check", as_json, lambda: check_release(directory, out=root, helm=helm, bundle=bundle), text)
+
+
+def diff(
+    old: Annotated[
+        str,
+        typer.Argument(
+            help="The release before: a release directory, DIR@GIT-REV (the directory as git holds it at a tag, "
+            "branch or commit), a release.lock.yaml, or a bundle.",
+            show_default=False,
+        ),
+    ],
+    new: Annotated[
+        str, typer.Argument(help="The release after, in any of the same forms.", show_default=False)
+    ],
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 1 when anything differs (as `git diff --exit-code`).")
+    ] = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Ask no registry: byte counts only when both sides are bundles (which hold their manifests).",
+        ),
+    ] = False,
+    insecure: InsecureOpt = False,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    creds: CredsOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """What a new release changes, from metadata alone: images added, removed and re-pinned (per
+    platform), the bytes a delta bundle would carry (against a full bundle and a per-image
+    differential), services, chart values and Compose files that changed, and what needs care on
+    upgrade (a volume no longer mounted, a port that moved, a job that runs, a workload that
+    changes kind). No layer is read: sizes come from manifests (the source registry for a
+    directory or lock, the bundle's own for a bundle).
+
+    Example:  releaser diff examples/platform@v2.3.0 examples/platform
+    Example:  releaser diff bundles/stella-2.3.0.tar.zst bundles/stella-2.4.0.tar.zst --json
+    """
+    from ..commands.diff import diff as diff_releases
+
+    as_json, _ = output_format(output, as_json)
+    opts = registry_options(insecure, plain_http, ca_file, creds)
+
+    def text(r: DiffResult) -> str:
+        return diff_text(r)
+
+    result: list[DiffResult] = []
+
+    def call() -> DiffResult:
+        result.append(diff_releases(old, new, registries=opts, offline=offline))
+        return result[0]
+
+    code = run("diff", as_json, call, text)
+    return 1 if code == 0 and exit_code and result and result[0].changed else code
+
+
+def diff_text(r: DiffResult) -> str:
+    lines = [f"{r.release}: {r.versions[0] or r.old} -> {r.versions[1] or r.new}"]
+    if not r.changed:
+        lines.append("  no change (compared: " + ", ".join(r.compared) + ")")
+    for i in r.images:
+        if i.change == "repinned":
+            lines.append(f"  image {i.name}: {i.old} -> {i.new}")
+            lines += [f"    {p}: {o or '(none)'} -> {n or '(none)'}" for p, o, n in i.platforms]
+        else:
+            lines.append(f"  image {i.name}: {i.change} ({i.new or i.old})")
+    if r.bytes is not None:
+        b = r.bytes
+        lines.append(
+            f"  bytes: a delta carries {b.delta:,} (a full bundle {b.full:,}; per changed image {b.image_level:,})"
+        )
+    elif r.bytes_note:
+        lines.append(f"  bytes: {r.bytes_note}")
+    for what, groups in (("service", r.services), ("value", r.values), ("compose file", r.compose)):
+        for change, names in groups.items():
+            for n in names:
+                extra = (
+                    f" ({', '.join(r.changed_fields[n])})"
+                    if what == "service" and n in r.changed_fields
+                    else ""
+                )
+                lines.append(f"  {what} {change}: {n}{extra}")
+    lines += [f"  care: {c}" for c in r.care]
+    if "services" not in r.compared:
+        lines.append(
+            "  (a lock alone has images only: pass release directories or bundles to compare the rest)"
+        )
+    return "\n".join(lines)
 
 
 def keygen(
