@@ -114,6 +114,14 @@ def _loaded_into(c: Ctx) -> str:
     return to
 
 
+def _delta(c: Ctx) -> Path:
+    """The world's release as a delta against its own bundle: it relies on every layer."""
+    out = c.tmp / "delta.tar.zst"
+    args = ["bundle", str(c.world.release), "--signing-key", str(c.world.key), "--since", str(c.world.bundle)]
+    assert cli(*args, "--no-installer", "--out-file", str(out))[0] == 0
+    return out
+
+
 def _internal(c: Ctx) -> list[str]:
     return ["validate", str(c.release())]
 
@@ -299,6 +307,52 @@ TABLE: list[tuple[str, int, str, Row, dict[str, str]]] = [
         {},
     ),
     ("airgap load", 2, "a target no client could pull from", lambda c: _load(c, "reg_istry:5000"), {}),
+    (
+        "airgap load",
+        4,
+        "a delta whose base the target lacks",
+        lambda c: _load(c, f"{c.world.dst.host}/nobase", bundle=_delta(c)),
+        {},
+    ),
+    (
+        "airgap inventory",
+        0,
+        "a registry",
+        lambda c: ["airgap", "inventory", "--from", c.world.dst.host, "--out-file", str(c.tmp / "inv.json")],
+        {},
+    ),
+    (
+        "airgap inventory",
+        6,
+        "a registry answering without end",
+        lambda c: ["airgap", "inventory", "--from", f"{c.hostile.host}/endless", "--repository", "x"],
+        {},
+    ),
+    ("diff", 0, "a bundle against itself", lambda c: ["diff", str(c.world.bundle), str(c.world.bundle)], {}),
+    ("diff", 1, "a side that is not there", lambda c: ["diff", str(c.tmp / "none"), str(c.world.bundle)], {}),
+    (
+        "bundle merge",
+        0,
+        "a delta and its base",
+        lambda c: [
+            "bundle",
+            "merge",
+            str(c.world.bundle),
+            str(_delta(c)),
+            "--key",
+            str(c.world.pub),
+            "--out-file",
+            str(c.tmp / "full.tar.zst"),
+        ],
+        {},
+    ),
+    (
+        "bundle merge",
+        1,
+        "a full bundle as the delta",
+        lambda c: ["bundle", "merge", str(c.world.bundle), str(c.world.bundle), "--key", str(c.world.pub)],
+        {},
+    ),
     ("airgap load", 6, "the target answers without end", lambda c: _load(c, f"{c.hostile.host}/endless"), {}),
     ("airgap load", 7, "the target asks for a login", lambda c: _load(c, f"{c.hostile.host}/auth"), {}),
     ("quickstart up", 1, "no release.yaml", lambda c: ["quickstart", "up", str(c.tmp / "none")], {}),

@@ -5,6 +5,7 @@ those docs/cli.md lists, and the command line behaves as its conventions say."""
 from __future__ import annotations
 
 import ast
+import collections.abc
 import dataclasses
 import json
 import re
@@ -195,7 +196,7 @@ def _dummy(tp: typing.Any) -> typing.Any:
         return None
     if origin is tuple or tp is tuple:
         return ()
-    if origin is dict or tp is dict:
+    if origin in (dict, collections.abc.Mapping) or tp is dict:
         return {}
     if dataclasses.is_dataclass(tp):
         return tp()  # LoadStats: every field has a default
@@ -214,11 +215,14 @@ def _results() -> dict[str, type]:
         audit,
         bundle,
         check,
+        diff,
         doctor,
         init,
+        inventory,
         keys,
         load,
         lock,
+        merge,
         quickstart,
         render,
         split,
@@ -235,6 +239,9 @@ def _results() -> dict[str, type]:
         "bundle": bundle.BundleResult,
         "bundle split": split.SplitResult,
         "bundle join": split.JoinResult,
+        "bundle merge": merge.MergeResult,
+        "diff": diff.DiffResult,
+        "airgap inventory": inventory.InventoryResult,
         "airgap verify": airgap.VerifyResult,
         "airgap inspect": airgap.InspectResult,
         "airgap check": audit.CheckRegistryResult,
@@ -256,7 +263,11 @@ PINNED = {
     "render": "release compose chart written unchanged removed images notes warnings package packageSha256",
     "check": "release images sources mismatches",
     "keygen": "privateKey publicKey fingerprint",
-    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts",
+    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts delta",
+    "bundle merge": "path sha256 size release version fromDelta fromBase",
+    "diff": "old new release versions images bytes bytesNote services serviceFields values compose care compared "
+    "changed",
+    "airgap inventory": "path registry repositories tags manifests blobs sha256",
     "bundle split": "source first parts size recompressed",
     "bundle join": "path size sha256 parts",
     "airgap verify": "path release version files bytes images signer problems",
@@ -387,7 +398,7 @@ def test_shell_completion() -> None:
         assert code == 0 and "_RELEASER_COMPLETE" in out, shell
     env = {"_RELEASER_COMPLETE": "complete_bash", "COMP_WORDS": "releaser airgap ", "COMP_CWORD": "2"}
     proc = subprocess.run([sys.executable, "-m", "releaser"], env=env, capture_output=True, text=True)
-    assert proc.stdout.split() == ["verify", "inspect", "check", "load"], proc
+    assert proc.stdout.split() == ["verify", "inspect", "check", "inventory", "load"], proc
 
 
 def test_an_internal_error_is_reported_not_thrown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

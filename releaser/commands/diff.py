@@ -115,7 +115,7 @@ class DiffResult:
             "old": self.old,
             "new": self.new,
             "release": self.release,
-            "versions": {"old": self.versions[0], "new": self.versions[1]},
+            "versions": dict(zip(("old", "new"), self.versions, strict=False)),
             "images": [i.to_json() for i in self.images],
             "bytes": self.bytes.to_json() if self.bytes is not None else None,
             "bytesNote": self.bytes_note,
