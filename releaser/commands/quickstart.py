@@ -49,7 +49,7 @@ from ..quickstart.lifecycle import (
     urls,
     write_file,
 )
-from ..quickstart.stack import ServiceState, Update, up_and_wait
+from ..quickstart.stack import ComposeFile, ServiceState, Update, up_and_wait
 from ..registry import RegistryOptions
 from ..render.compose import render_compose
 from .load import load_bundle
@@ -217,12 +217,12 @@ def _secret_warnings(report: sec.SecretReport, plan: Plan, stack: Path) -> list[
     ]
 
 
-def _previous_keys(stack: Path) -> tuple[tuple[str, str], ...]:
-    """The key digests recorded at the last start (none for a new stack)."""
+def _previous_state(stack: Path) -> State | None:
+    """The state of the stack's last start (None for a new stack)."""
     try:
-        return State.load(stack).keys
+        return State.load(stack)
     except ReleaserError:
-        return ()
+        return None
 
 
 def up(
@@ -243,6 +243,46 @@ def up(
     ready: preflight -> (bundle: verify and load) -> compose files -> secrets -> up -> readiness."""
     started = time.monotonic()
     stack = stack.absolute()
+    ready = _prepare(source, stack=stack, engine=engine, skip=skip, key=key, registry=registry, say=say)
+    installed = _install(ready, stack, registries=registries, say=say, progress=progress)
+    return _start(installed, stack, timeout=timeout, say=say, on_update=on_update, started=started)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Prepared:
+    """A release read and its host checked: nothing in the stack has changed yet."""
+
+    src: _Source
+    plan: Plan
+    files: dict[str, bytes]
+    engine: Engine
+    warnings: tuple[str, ...]
+    plain_tcp: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Installed:
+    """The release's files, secrets and state written into the stack (not started yet)."""
+
+    ready: _Prepared
+    state: State
+    spec: ComposeFile
+    report: sec.SecretReport
+    warnings: tuple[str, ...]
+    rekeyed: tuple[str, ...]
+
+
+def _prepare(
+    source: Path,
+    *,
+    stack: Path,
+    engine: str | None,
+    skip: tuple[str, ...],
+    key: Path | None,
+    registry: str | None,
+    say: Say,
+) -> _Prepared:
+    """Read the release (a bundle: verified) and run the preflight; writes nothing."""
     src = _Source.check(source, key, registry)
     with tempfile.TemporaryDirectory(prefix="releaser-quickstart-") as tmp:
         if src.key is not None:
@@ -252,75 +292,100 @@ def up(
         else:
             plan, _ = load_plan(source)
             files = render_compose(plan)
+    if detect_engine(engine)[0] is None:  # every host check is reported, as doctor does, not only this one
+        preflight(plan, engine=engine, skip=skip, held_ports=set(), registries=[], stack=stack)
+    found = find_engine(engine)
+    say(f"preflight ({found.kind}, Compose {found.compose_version})")
+    checks = preflight(
+        plan,
+        engine=found.kind,
+        skip=skip,
+        held_ports=held_ports(stack, plan, found.kind),
+        registries=src.pull_from(plan, found),
+        stack=stack,
+    )
+    warnings, plain_tcp = _preflight_warnings(checks, plan, skip)
+    return _Prepared(
+        src=src, plan=plan, files=files, engine=found, warnings=tuple(warnings), plain_tcp=plain_tcp
+    )
 
-        if (
-            detect_engine(engine)[0] is None
-        ):  # every host check is reported, as doctor does, not only this one
-            preflight(plan, engine=engine, skip=skip, held_ports=set(), registries=[], stack=stack)
-        found = find_engine(engine)
-        say(f"preflight ({found.kind}, Compose {found.compose_version})")
-        checks = preflight(
-            plan,
-            engine=found.kind,
-            skip=skip,
-            held_ports=held_ports(stack, plan, found.kind),
-            registries=src.pull_from(plan, found),
-            stack=stack,
+
+def _install(
+    ready: _Prepared,
+    stack: Path,
+    *,
+    registries: RegistryOptions | None,
+    say: Say,
+    progress: Progress | None,
+    revision: int | None = None,
+) -> _Installed:
+    """(A bundle: load it into its registry,) write the compose files, make the secrets, save the state."""
+    plan, found, src = ready.plan, ready.engine, ready.src
+    compose_files = ["compose.yaml"]
+    target = None
+    if src.is_bundle:
+        target, override = _load_into_registry(
+            src, plan, stack, registries=registries, say=say, progress=progress
         )
-        warnings, plain_tcp = _preflight_warnings(checks, plan, skip)
+        compose_files.append(override)
+    for rel, content in ready.files.items():
+        write_file(stack / rel, content)
+    if found.podman:
+        write_file(stack / PODMAN_COMPOSE, podman_variant(ready.files["compose.yaml"]))
+        compose_files[0] = PODMAN_COMPOSE
+    previous = _previous_state(stack)
+    state = State(
+        release=plan.name,
+        version=plan.version,
+        source=str(src.path.absolute()),
+        source_kind="bundle" if src.is_bundle else "release",
+        engine=found.kind,
+        files=tuple(compose_files),
+        registry=target,
+        local_registry=src.local,
+        plain_tcp_wire=ready.plain_tcp,
+        revision=revision if revision is not None else (previous.revision if previous else 1),
+    )
+    spec = compose_spec(stack, state)
+    report = sec.ensure(stack, secret_specs(plan, spec))
+    warnings = [*ready.warnings, *_secret_warnings(report, plan, stack)]
+    state = replace(state, keys=key_digests(stack, plan))
+    rekeyed = changed_key_sidecars(previous.keys if previous else (), state.keys, plan)
+    state.save(stack)
+    return _Installed(
+        ready=ready, state=state, spec=spec, report=report, warnings=tuple(warnings), rekeyed=tuple(rekeyed)
+    )
 
-        compose_files = ["compose.yaml"]
-        target = None
-        if src.is_bundle:
-            target, override = _load_into_registry(
-                src, plan, stack, registries=registries, say=say, progress=progress
-            )
-            compose_files.append(override)
-        for rel, content in files.items():
-            write_file(stack / rel, content)
-        if found.podman:
-            write_file(stack / PODMAN_COMPOSE, podman_variant(files["compose.yaml"]))
-            compose_files[0] = PODMAN_COMPOSE
-        state = State(
-            release=plan.name,
-            version=plan.version,
-            source=str(source.absolute()),
-            source_kind="bundle" if src.is_bundle else "release",
-            engine=found.kind,
-            files=tuple(compose_files),
-            registry=target,
-            local_registry=src.local,
-            plain_tcp_wire=plain_tcp,
-        )
-        spec = compose_spec(stack, state)
-        report = sec.ensure(stack, secret_specs(plan, spec))
-        warnings += _secret_warnings(report, plan, stack)
-        state = replace(state, keys=key_digests(stack, plan))
-        rekeyed = changed_key_sidecars(_previous_keys(stack), state.keys, plan)
-        state.save(stack)
 
-    compose = compose_for(stack, state, found)
+def _start(
+    installed: _Installed, stack: Path, *, timeout: float, say: Say, on_update: Update | None, started: float
+) -> QuickstartResult:
+    """`compose up` and wait until every service is ready (StackError naming the one that is not)."""
+    plan, state, spec = installed.ready.plan, installed.state, installed.spec
+    compose = compose_for(stack, state, installed.ready.engine)
     say(f"starting {plan.name} {plan.version} ({len(spec.services)} services) in {stack}")
     states = up_and_wait(
         compose, spec, timeout=timeout, on_update=on_update, redact=lambda t: sec.redact(t, stack)
     )
-    if rekeyed:  # a sidecar reads its key when it starts: `up` alone keeps the old one running
-        say(f"the TCP-AO key changed since the last start: restarting {', '.join(rekeyed)}")
-        compose.run("restart", *rekeyed)
-        warnings.append(f"the TCP-AO key changed since the last start: restarted {', '.join(rekeyed)}")
+    warnings = list(installed.warnings)
+    if installed.rekeyed:  # a sidecar reads its key when it starts: `up` alone keeps the old one running
+        rekeyed = ", ".join(installed.rekeyed)
+        say(f"the TCP-AO key changed since the last start: restarting {rekeyed}")
+        compose.run("restart", *installed.rekeyed)
+        warnings.append(f"the TCP-AO key changed since the last start: restarted {rekeyed}")
     return QuickstartResult(
         release=plan.name,
         version=plan.version,
         stack=str(stack),
-        engine=found.kind,
-        source=str(source),
+        engine=installed.ready.engine.kind,
+        source=str(installed.ready.src.path),
         services=tuple(states),
         urls=tuple(urls(plan, states)),
         secrets_dir=str(stack / sec.SECRETS_DIR),
-        secrets_created=tuple(report.created),
-        secrets_kept=tuple(report.kept),
+        secrets_created=tuple(installed.report.created),
+        secrets_kept=tuple(installed.report.kept),
         warnings=tuple(warnings),
         seconds=time.monotonic() - started,
-        registry=target,
-        local_registry=src.local,
+        registry=state.registry,
+        local_registry=state.local_registry,
     )

@@ -68,6 +68,7 @@ class State:
     local_registry: bool = False  # the registry is the stack's own (--registry local)
     plain_tcp_wire: bool = False  # TCP-AO sidecars run without TCP-AO (the check was skipped)
     keys: tuple[tuple[str, str], ...] = ()  # (TCP-AO key secret, sha256 of its file) at the last start
+    revision: int = 1  # the revision running (quickstart history; revisions.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -81,6 +82,7 @@ class State:
             "localRegistry": self.local_registry,
             "plainTcpWire": self.plain_tcp_wire,
             "keys": dict(self.keys),
+            "revision": self.revision,
         }
 
     @property
@@ -110,6 +112,7 @@ class State:
                 local_registry=bool(d.get("localRegistry")),
                 plain_tcp_wire=bool(d.get("plainTcpWire")),
                 keys=tuple(sorted((str(k), str(v)) for k, v in (d.get("keys") or {}).items())),
+                revision=int(d.get("revision") or 1),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ReleaserError(
