@@ -405,6 +405,53 @@ class StackError(ReleaserError):
         }
 
 
+class UpgradeFailed(StackError):
+    """`quickstart upgrade`: the new release did not come up; the one before runs again."""
+
+    def __init__(
+        self, *, release: str, version: str, to: str, cause: ReleaserError, backup: str | None
+    ) -> None:
+        logs = cause.logs if isinstance(cause, StackError) else ""
+        service = cause.service if isinstance(cause, StackError) else None
+        restore = f"; its volumes as they were before: releaser quickstart restore {backup}" if backup else ""
+        super().__init__(
+            f"the upgrade of {release} to {to} failed ({cause.message}); {version} was put back and is ready",
+            fix=f"fix what the log lines above show, then upgrade again; `releaser quickstart history` lists the "
+            f"revisions{restore}",
+            logs=logs,
+            service=service,
+            states=cause.states if isinstance(cause, StackError) else (),
+        )
+        self.rolled_back_to = version
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "rolledBackTo": self.rolled_back_to}
+
+
+class RollbackFailed(StackError):
+    """`quickstart upgrade` failed, and the release before it did not come up again either."""
+
+    def __init__(
+        self,
+        *,
+        release: str,
+        version: str,
+        to: str,
+        cause: ReleaserError,
+        again: ReleaserError,
+        backup: str | None,
+    ) -> None:
+        restore = f"releaser quickstart restore {backup}" if backup else "releaser quickstart status"
+        super().__init__(
+            f"the upgrade of {release} to {to} failed ({cause.message}), and {version} did not come up again "
+            f"({again.message})",
+            fix=f"its files are back in place; see the log lines above, then: {restore}",
+            logs=again.logs if isinstance(again, StackError) else "",
+            service=again.service if isinstance(again, StackError) else None,
+            states=again.states if isinstance(again, StackError) else (),
+        )
+
+
 class NoSpace(ReleaserError):
     """A file system has less free space than an output needs; nothing was written."""
 

@@ -1,4 +1,4 @@
-"""`releaser quickstart up|status|logs|down|backup|restore|reset`: the release's Compose stack on
+"""`releaser quickstart up|upgrade|rollback|history|status|logs|down|backup|restore|reset`: the release's Compose stack on
 this host. `up` is the default: `releaser quickstart DIR` is `releaser quickstart up DIR`."""
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..commands.quickstart import LogLines, QuickstartResult, StatusResult
+    from ..commands.quickstart import (
+        HistoryResult,
+        LogLines,
+        QuickstartResult,
+        RollbackResult,
+        StatusResult,
+        UpgradeResult,
+    )
 
 
 app = group(
@@ -156,6 +163,152 @@ def _up_text(r: QuickstartResult, stack: Path) -> str:
         f"  {'stop':<18} releaser quickstart down{d}   (keeps volumes and secrets)",
     ]
     lines += [f"warning: {w}" for w in r.warnings]
+    return "\n".join(lines)
+
+
+@app.command()
+def upgrade(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="The new release: a release directory, or a bundle (*.tar.zst).", show_default=False
+        ),
+    ],
+    stack: StackOpt = DEFAULT_STACK,
+    engine: EngineOpt = None,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", help="Skip one named preflight check (repeatable).")
+    ] = None,
+    timeout: TimeoutOpt = 180,
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Do not back up the volumes first (they are kept either way).")
+    ] = False,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Bundle: the publisher's public key.", show_default=False)
+    ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="Bundle: the registry to load it into (default: the one the running bundle was loaded into).",
+        ),
+    ] = None,
+    insecure: InsecureOpt = False,
+    plain_http: PlainHttpOpt = False,
+    ca_file: CaFileOpt = None,
+    creds: CredsOpt = None,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Upgrade the running stack to a new release, health-gated, rolling back on failure.
+
+    Preflights the new release (nothing changes when a check fails), records the running one as
+    a revision, backs up its volumes (when it has any), writes the new files (secrets and volumes
+    are kept), brings it up (its jobs, e.g. migrations, run first) and waits until every service
+    is ready. When anything fails, the revision before is put back and brought up, and the exit
+    is 9 with the failing service's last log lines.
+
+    Example:  releaser quickstart upgrade examples/platform
+    Example:  releaser quickstart upgrade bundles/platform-2.4.0.tar.zst --key releaser.pub
+    """
+    from ..commands.quickstart import upgrade as run_upgrade
+
+    as_json, _ = output_format(output, as_json)
+    opts = registry_options(insecure, plain_http, ca_file, creds)
+    with ByteProgress("load", not as_json) as prog, Readiness(not as_json) as show:
+        return run(
+            "quickstart upgrade",
+            as_json,
+            lambda: run_upgrade(
+                source,
+                stack=stack,
+                engine=engine,
+                skip=tuple(skip or ()),
+                timeout=timeout,
+                key=key,
+                registry=registry,
+                registries=opts,
+                take_backup=not no_backup,
+                say=_say(as_json),
+                on_update=show,
+                progress=prog,
+            ),
+            lambda r: _upgrade_text(r, stack),
+        )
+
+
+def _upgrade_text(r: UpgradeResult, stack: Path) -> str:
+    d = _hint(stack)
+    lines = [
+        f"ok: {r.release} upgraded {r.previous} -> {r.version} (revision {r.replaced} -> {r.revision}): "
+        f"{len(r.up.services)} services ready in {r.up.seconds:.0f} s"
+    ]
+    if r.backup:
+        lines.append(f"  {'backup':<18} {r.backup} (the volumes before the upgrade)")
+    lines.append(f"  {'back again':<18} releaser quickstart rollback{d}")
+    lines += [f"warning: {w}" for w in r.up.warnings]
+    return "\n".join(lines)
+
+
+@app.command()
+def rollback(
+    revision: Annotated[
+        int | None,
+        typer.Argument(
+            help="The revision to go back to (default: the one the running revision replaced).", min=1
+        ),
+    ] = None,
+    stack: StackOpt = DEFAULT_STACK,
+    timeout: TimeoutOpt = 180,
+    output: OutputOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Go back to an earlier revision on purpose: its files are put back (secrets and volumes stay
+    as they are) and it is brought up; exit 9 when it is not ready in time.
+
+    Example:  releaser quickstart rollback
+    Example:  releaser quickstart rollback 2
+    """
+    from ..commands.quickstart import rollback as go_back
+
+    as_json, _ = output_format(output, as_json)
+    with Readiness(not as_json) as show:
+        return run(
+            "quickstart rollback",
+            as_json,
+            lambda: go_back(stack, revision, timeout=timeout, say=_say(as_json), on_update=show),
+            _rollback_text,
+        )
+
+
+def _rollback_text(r: RollbackResult) -> str:
+    return (
+        f"ok: {r.release} rolled back {r.previous} -> {r.version} (revision {r.revision}): "
+        f"{len(r.services)} services ready"
+    )
+
+
+@app.command()
+def history(stack: StackOpt = DEFAULT_STACK, output: OutputOpt = None, as_json: JsonOpt = False) -> int:
+    """The stack's revisions (recorded by upgrade and rollback), oldest first; * marks the one running.
+
+    Example:  releaser quickstart history
+    """
+    from ..commands.quickstart import history as revisions
+
+    as_json, _ = output_format(output, as_json)
+    return run("quickstart history", as_json, lambda: revisions(stack), _history_text)
+
+
+def _history_text(r: HistoryResult) -> str:
+    lines = [f"{r.release}:", f"  {'':1} {'rev':>3}  {'version':<12} {'recorded':<20} {'outcome':<11} source"]
+    for rev in r.revisions:
+        mark = "*" if rev.number == r.current else ""
+        lines.append(
+            f"  {mark:1} {rev.number:>3}  {rev.version:<12} {rev.recorded:<20} {rev.outcome:<11} {rev.source}"
+        )
+        if rev.backup:
+            lines.append(f"  {'':1} {'':>3}  backup: {rev.backup}")
     return "\n".join(lines)
 
 

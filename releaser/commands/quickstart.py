@@ -11,11 +11,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..bundle.parts import is_bundle as bundle_path
-from ..errors import ReleaserError, UsageError
+from ..errors import InputError, Interrupted, ReleaserError, RollbackFailed, UpgradeFailed, UsageError
 from ..pipeline import load_plan
 from ..plan import Plan
 from ..progress import Progress
-from ..quickstart import localregistry
+from ..quickstart import localregistry, revisions
 from ..quickstart import secrets as sec
 from ..quickstart.doctor import Check, Engine, detect_engine
 from ..quickstart.lifecycle import (
@@ -389,3 +389,265 @@ def _start(
         registry=state.registry,
         local_registry=state.local_registry,
     )
+
+
+# ------------------------------------------------------------------ upgrades
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpgradeResult:
+    release: str
+    previous: str  # the version that ran before
+    version: str
+    revision: int  # the revision now running
+    replaced: int  # the revision it replaced (`quickstart rollback` goes back to it)
+    backup: str | None  # taken before the upgrade (the release has volumes)
+    up: QuickstartResult
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "from": self.previous,
+            "to": self.version,
+            "revision": self.revision,
+            "replaced": self.replaced,
+            "backup": self.backup,
+            "services": [s.to_json() for s in self.up.services],
+            "warnings": list(self.up.warnings),
+            "seconds": round(self.up.seconds, 1),
+        }
+
+
+def upgrade(
+    source: Path,
+    *,
+    stack: Path = DEFAULT_DIR,
+    engine: str | None = None,
+    skip: tuple[str, ...] = (),
+    timeout: float = 180,
+    key: Path | None = None,
+    registry: str | None = None,
+    registries: RegistryOptions | None = None,
+    take_backup: bool = True,
+    say: Say = quiet,
+    on_update: Update | None = None,
+    progress: Progress | None = None,
+) -> UpgradeResult:
+    """Replace the running release with `source` (a release directory or bundle), health-gated:
+    preflight the new release (nothing changes when it fails), record the running one as a
+    revision, back up its volumes, write the new files (secrets and volumes are kept), bring it
+    up (its jobs run first) and wait until every service is ready. When anything fails, put the
+    recorded revision back, wait until it is ready, and raise UpgradeFailed naming the service
+    with its last log lines."""
+    started = time.monotonic()
+    stack = stack.absolute()
+    old = State.load(stack)
+    if registry is None and old.source_kind == "bundle" and bundle_path(source):
+        registry = "local" if old.local_registry else old.registry
+    ready = _prepare(
+        source, stack=stack, engine=engine or old.engine, skip=skip, key=key, registry=registry, say=say
+    )
+    if ready.plan.name != old.release:
+        raise UsageError(
+            f"{stack} runs {old.release}; {source} is {ready.plan.name}; nothing was changed",
+            fix="upgrade a stack to a later version of its own release (another release goes in another --dir)",
+        )
+    running = revisions.record(stack, _revision(stack, old, old.revision, "running"))
+    number = revisions.next_number(stack)
+    backup_path = None
+    if take_backup and compose_spec(stack, old).volumes:
+        backup_path = stack / revisions.DIR / str(old.revision) / "backup.tar.zst"
+        say(f"backing up the volumes of {old.release} {old.version} to {backup_path}")
+        backup(stack, out=backup_path, say=say)
+        running = replace(running, backup=str(backup_path))
+        revisions.mark(stack, running)
+    say(f"upgrading {old.release} {old.version} -> {ready.plan.version} (revision {number})")
+    installed = None
+    try:
+        installed = _install(ready, stack, registries=registries, say=say, progress=progress, revision=number)
+        _stop(stack, installed.state, ready.engine, say)
+        result = _start(installed, stack, timeout=timeout, say=say, on_update=on_update, started=started)
+    except Interrupted:
+        raise
+    except ReleaserError as exc:
+        revisions.record(stack, _revision(stack, State.load(stack), number, "failed"))
+        if installed is not None:  # its containers replaced the running ones: remove them (volumes stay)
+            _stop(stack, installed.state, ready.engine, say)
+        _roll_back(
+            stack, running, timeout=timeout, say=say, on_update=on_update, cause=exc, to=ready.plan.version
+        )
+        raise  # unreachable: _roll_back raises
+    revisions.mark(stack, replace(running, outcome="replaced"))
+    revisions.record(stack, _revision(stack, installed.state, number, "running"))
+    return UpgradeResult(
+        release=old.release,
+        previous=old.version,
+        version=ready.plan.version,
+        revision=number,
+        replaced=old.revision,
+        backup=str(backup_path) if backup_path else None,
+        up=result,
+    )
+
+
+def _stop(stack: Path, state: State, engine: Engine | None, say: Say) -> None:
+    """Remove the project's containers (every one of the project, whichever files name it; volumes,
+    secrets and networks' names stay): the quickstart replaces a release whole, so that readiness
+    is judged on the new containers only, never on one being recreated."""
+    say(f"stopping {state.release}")
+    compose_for(stack, state, engine).run("down", "--remove-orphans")
+
+
+def _revision(stack: Path, state: State, number: int, outcome: str) -> revisions.Revision:
+    try:
+        images = tuple(sorted(set(compose_spec(stack, state).images.values())))
+    except ReleaserError:
+        images = ()
+    return revisions.Revision(
+        number=number,
+        release=state.release,
+        version=state.version,
+        source=state.source,
+        recorded=revisions.now(),
+        outcome=outcome,
+        images=images,
+    )
+
+
+def _roll_back(
+    stack: Path,
+    running: revisions.Revision,
+    *,
+    timeout: float,
+    say: Say,
+    on_update: Update | None,
+    cause: ReleaserError,
+    to: str,
+) -> None:
+    """Put the revision that ran before back and wait until it is ready; raise UpgradeFailed (or,
+    when even that does not come up, RollbackFailed)."""
+    say(
+        f"the upgrade to {to} failed: {cause.message}; putting {running.version} (revision {running.number}) back"
+    )
+    revisions.put_back(stack, running.number)
+    state = State.load(stack)
+    if state.local_registry:
+        localregistry.start(stack, state.registry_port)
+    try:
+        up_and_wait(
+            compose_for(stack, state),
+            compose_spec(stack, state),
+            timeout=timeout,
+            on_update=on_update,
+            redact=lambda t: sec.redact(t, stack),
+        )
+    except ReleaserError as again:
+        raise RollbackFailed(
+            release=running.release,
+            version=running.version,
+            to=to,
+            cause=cause,
+            again=again,
+            backup=running.backup,
+        ) from again
+    raise UpgradeFailed(
+        release=running.release, version=running.version, to=to, cause=cause, backup=running.backup
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackResult:
+    release: str
+    previous: str
+    version: str
+    revision: int
+    services: tuple[ServiceState, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "from": self.previous,
+            "to": self.version,
+            "revision": self.revision,
+            "services": [s.to_json() for s in self.services],
+        }
+
+
+def rollback(
+    stack: Path = DEFAULT_DIR,
+    revision: int | None = None,
+    *,
+    timeout: float = 180,
+    say: Say = quiet,
+    on_update: Update | None = None,
+) -> RollbackResult:
+    """Go back to revision `revision` (default: the one the running revision replaced) on purpose:
+    its files are put back (secrets and volumes stay as they are) and it is brought up."""
+    stack = stack.absolute()
+    state = State.load(stack)
+    known = revisions.history(stack)
+    if revision is None:
+        earlier = [r for r in known if r.number < state.revision and r.outcome != "failed"]
+        if not earlier:
+            raise InputError(
+                f"{stack}: {state.release} {state.version} (revision {state.revision}) has no earlier revision",
+                fix="revisions are recorded by `releaser quickstart upgrade`; `releaser quickstart history` lists them",
+            )
+        revision = earlier[-1].number
+    if not any(r.number == revision for r in known):
+        raise InputError(
+            f"{stack}: no revision {revision} (recorded: {', '.join(str(r.number) for r in known) or 'none'})",
+            fix="`releaser quickstart history` lists them",
+        )
+    if revision == state.revision:
+        raise UsageError(
+            f"revision {revision} is the one running", fix="`releaser quickstart history` lists the others"
+        )
+    current = revisions.record(stack, _revision(stack, state, state.revision, "rolled-back"))
+    _stop(stack, state, None, say)
+    target = revisions.put_back(stack, revision)
+    back = State.load(stack)
+    if back.local_registry:
+        localregistry.start(stack, back.registry_port)
+    say(
+        f"rolling {state.release} back from {state.version} (revision {current.number}) to {target.version} (revision {revision})"
+    )
+    states = up_and_wait(
+        compose_for(stack, back),
+        compose_spec(stack, back),
+        timeout=timeout,
+        on_update=on_update,
+        redact=lambda t: sec.redact(t, stack),
+    )
+    revisions.mark(stack, replace(target, outcome="running"))
+    return RollbackResult(
+        release=back.release,
+        previous=state.version,
+        version=back.version,
+        revision=revision,
+        services=tuple(states),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryResult:
+    release: str
+    current: int
+    revisions: tuple[revisions.Revision, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "release": self.release,
+            "current": self.current,
+            "revisions": [r.to_json() for r in self.revisions],
+        }
+
+
+def history(stack: Path = DEFAULT_DIR) -> HistoryResult:
+    """Every recorded revision of the stack, oldest first, and which one runs."""
+    stack = stack.absolute()
+    state = State.load(stack)
+    known = revisions.history(stack)
+    if not any(r.number == state.revision for r in known):  # never upgraded: the running one only
+        known.append(_revision(stack, state, state.revision, "running"))
+    return HistoryResult(release=state.release, current=state.revision, revisions=tuple(known))
