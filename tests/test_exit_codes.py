@@ -371,6 +371,28 @@ TABLE: list[tuple[str, int, str, Row, dict[str, str]]] = [
         {},
     ),
     ("quickstart logs", 1, "no stack", lambda c: ["quickstart", "logs", "--dir", str(c.tmp / "none")], {}),
+    (
+        "quickstart upgrade",
+        1,
+        "no stack to upgrade",
+        lambda c: ["quickstart", "upgrade", str(c.release()), "--dir", str(c.tmp / "none")],
+        {},
+    ),
+    (
+        "quickstart rollback",
+        1,
+        "no stack",
+        lambda c: ["quickstart", "rollback", "--dir", str(c.tmp / "none")],
+        {},
+    ),
+    ("quickstart rollback", 2, "revision 0", lambda c: ["quickstart", "rollback", "0"], {}),
+    (
+        "quickstart history",
+        1,
+        "no stack",
+        lambda c: ["quickstart", "history", "--dir", str(c.tmp / "none")],
+        {},
+    ),
     ("quickstart down", 1, "no stack", lambda c: ["quickstart", "down", "--dir", str(c.tmp / "none")], {}),
     ("quickstart down", 2, "--yes is not an option of down", lambda c: ["quickstart", "down", "--yes"], {}),
     (

@@ -199,7 +199,15 @@ def _dummy(tp: typing.Any) -> typing.Any:
     if origin in (dict, collections.abc.Mapping) or tp is dict:
         return {}
     if dataclasses.is_dataclass(tp):
-        return tp()  # LoadStats: every field has a default
+        hints = typing.get_type_hints(tp)
+        fields = [
+            f
+            for f in dataclasses.fields(tp)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        return tp(
+            **{f.name: _dummy(hints[f.name]) for f in fields}
+        )  # a nested result (LoadStats, QuickstartResult)
     raise AssertionError(f"no dummy for {tp}")
 
 
@@ -252,6 +260,9 @@ def _results() -> dict[str, type]:
         "quickstart backup": quickstart.BackupResult,
         "quickstart restore": quickstart.RestoreResult,
         "quickstart reset": quickstart.ResetResult,
+        "quickstart upgrade": quickstart.UpgradeResult,
+        "quickstart rollback": quickstart.RollbackResult,
+        "quickstart history": quickstart.HistoryResult,
         "quickstart logs --json": quickstart.LogLines,
     }
 
@@ -282,6 +293,9 @@ PINNED = {
     "quickstart backup": "path release version volumes files bytes sha256",
     "quickstart restore": "path release volumes files services",
     "quickstart reset": "stack removed",
+    "quickstart upgrade": "release from to revision replaced backup services warnings seconds",
+    "quickstart rollback": "release from to revision services",
+    "quickstart history": "release current revisions",
     "quickstart logs --json": "lines",
 }
 
