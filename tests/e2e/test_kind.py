@@ -439,7 +439,7 @@ PLATFORM_NS = "platform"
 
 
 @pytest.fixture(scope="module")
-def platform_installed(cluster: dict[str, Any]) -> dict[str, Any]:
+def platform_installed(cluster: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """examples/platform from its own signed bundle into the cluster's registry, installed with
     `helm install --wait` in a namespace held to the restricted Pod Security standard: the
     post-install migration Job must complete for the install to succeed."""
@@ -468,8 +468,9 @@ def platform_installed(cluster: dict[str, Any]) -> dict[str, Any]:
             "--no-installer",
             env=env,
         )
-    finally:
+    except BaseException:
         publisher.stop()
+        raise
     pub = str(work / "keys/releaser.pub")
     sh(RELEASER, "airgap", str(bundle), "--to", LOCAL, "--key", pub, "--out-dir", str(work / "site"), env=env)
     kubectl("create", "namespace", PLATFORM_NS)
@@ -481,7 +482,8 @@ def platform_installed(cluster: dict[str, Any]) -> dict[str, Any]:
         *("-f", str(work / "site" / "values-airgap.yaml"), "--wait", "--timeout", "5m"),
         timeout=420,
     )
-    return {"work": work, "rel": rel}
+    yield {"work": work, "rel": rel, "env": env, "bundle": bundle, "key": key, "pub": pub}
+    publisher.stop()
 
 
 def test_platform_installs_restricted_with_its_job_statefulset_ingress_and_autoscaler(
@@ -510,3 +512,129 @@ def test_platform_installs_restricted_with_its_job_statefulset_ingress_and_autos
         assert ready.get("Ready") == "True", p["metadata"]["name"]
     logs = kubectl("-n", PLATFORM_NS, "logs", "deploy/worker")
     assert "scratch /var/cache/worker is writable" in logs and "the root file system is read-only" in logs
+
+
+def _platform_version(installed: dict[str, Any], version: str, *, edit: str = "", config: str = "") -> Path:
+    """A copy of the installed platform release as `version`, locked (the same images)."""
+    rel: Path = installed["work"] / version
+    shutil.copytree(installed["rel"], rel)
+    text = (rel / "release.yaml").read_text().replace("version: 2.3.0", f"version: {version}", 1)
+    if edit:
+        old, new = edit.split("=>")
+        text = text.replace(old, new)
+    (rel / "release.yaml").write_text(text)
+    if config:
+        (rel / "config/api.yaml").write_text(config)
+    (rel / "release.lock.yaml").unlink()
+    sh(RELEASER, "lock", str(rel), env=installed["env"])
+    return rel
+
+
+def _deliver(installed: dict[str, Any], rel: Path, version: str) -> Path:
+    """A delta bundle of `rel` against the installed bundle, loaded into the cluster's registry;
+    returns the values-airgap.yaml it wrote."""
+    env, work = installed["env"], installed["work"]
+    delta = work / f"platform-{version}-delta.tar.zst"
+    sh(
+        RELEASER,
+        "bundle",
+        str(rel),
+        "--signing-key",
+        installed["key"],
+        "--since",
+        str(installed["bundle"]),
+        "--out-file",
+        str(delta),
+        "--no-installer",
+        env=env,
+    )
+    site = work / f"site-{version}"
+    sh(
+        RELEASER,
+        "airgap",
+        str(delta),
+        "--to",
+        LOCAL,
+        "--key",
+        installed["pub"],
+        "--out-dir",
+        str(site),
+        env=env,
+    )
+    return site / "values-airgap.yaml"
+
+
+def test_platform_upgrades_from_a_delta_a_failing_upgrade_rolls_back_and_a_rollback_goes_back(
+    platform_installed: dict[str, Any],
+) -> None:
+    """helm upgrade --atomic (Helm 3; Helm 4: --rollback-on-failure) of 2.3.0 -> 2.4.0 delivered as a
+    delta bundle; 2.5.0, whose API cannot start, rolls back by itself; `helm rollback` to 2.3.0."""
+    helm = [HELM, "--kube-context", f"kind-{CLUSTER}"]
+    claims = {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in kjson("-n", PLATFORM_NS, "get", "pvc")["items"]
+    }
+
+    def upgrade(version: str, values: Path) -> str:
+        return sh(
+            *helm,
+            "upgrade",
+            "platform",
+            f"oci://{LOCAL}/charts/platform",
+            "--version",
+            version,
+            "--plain-http",
+            "-n",
+            PLATFORM_NS,
+            "-f",
+            str(values),
+            "--atomic",
+            "--wait",
+            "--timeout",
+            "3m",
+            timeout=420,
+        )
+
+    def config() -> str:
+        return str(kjson("-n", PLATFORM_NS, "get", "configmap", "api-config")["data"]["api.yaml"])
+
+    good = _platform_version(platform_installed, "2.4.0", config="# api 2.4.0\nlisten: 8081\n")
+    upgrade("2.4.0", _deliver(platform_installed, good, "2.4.0"))
+    assert config() == "# api 2.4.0\nlisten: 8081\n"
+    assert kjson("-n", PLATFORM_NS, "get", "job", "migrate")["status"].get("succeeded") == 1
+    broken = _platform_version(
+        platform_installed, "2.5.0", edit='"--config=/etc/api/api.yaml"=>"--config=/etc/api/missing.yaml"'
+    )
+    values = _deliver(platform_installed, broken, "2.5.0")
+    out = subprocess.run(
+        [
+            *helm,
+            "upgrade",
+            "platform",
+            f"oci://{LOCAL}/charts/platform",
+            "--version",
+            "2.5.0",
+            "--plain-http",
+            "-n",
+            PLATFORM_NS,
+            "-f",
+            str(values),
+            "--atomic",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=420,
+    )
+    assert out.returncode != 0, out.stdout
+    history = json.loads(sh(*helm, "history", "platform", "-n", PLATFORM_NS, "-o", "json"))
+    assert history[-1]["status"] == "deployed" and history[-1]["chart"] == "platform-2.4.0", history
+    assert config() == "# api 2.4.0\nlisten: 8081\n"
+    sh(*helm, "rollback", "platform", "1", "-n", PLATFORM_NS, "--wait", "--timeout", "3m", timeout=420)
+    assert config() == (platform_installed["rel"] / "config/api.yaml").read_text()
+    after = {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in kjson("-n", PLATFORM_NS, "get", "pvc")["items"]
+    }
+    assert after == claims  # the store's claims are the same volumes throughout
