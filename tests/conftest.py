@@ -130,7 +130,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # The bundle world, built once per session and shared read-only by tests/test_bundle_*.py.
-from .support.bundles import world  # noqa: E402, F401 - registers the fixture
+from .support.bundles import upgrade, world  # noqa: E402, F401 - registers the fixtures
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -8,52 +8,17 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from .support import images
-from .support.bundles import World, cli, load, members, resigned
+from .support.bundles import Upgrade, World, cli, load, members, resigned
 from .support.hostile import HeadOnlyCache
 from .support.registry import RegistryServer
 
 FULL = ("full/releaser.json", "full/releaser.json.sig", "full/checksums.txt")
-
-
-@dataclass
-class Upgrade:
-    """Release 1.1.0 of the world's release: nats re-built with a changed top layer, gobmp as it was."""
-
-    release: Path  # 1.1.0's release directory
-    old_lock: Path  # 1.0.0's lock, as the publisher kept it
-    full: Path  # the full 1.1.0 bundle
-    changed_layer: tuple[str, int]  # (digest, size) of nats' new top layer
-
-
-@pytest.fixture(scope="module")
-def upgrade(world: World, tmp_path_factory: pytest.TempPathFactory) -> Upgrade:
-    root = tmp_path_factory.mktemp("upgrade")
-    lay = root / "layout"
-    desc = images.build(lay, "nats", "nats", size_pad=2 << 20, extra={"etc/nats-version": b"1.1.0\n"})
-    images.push(lay, "nats", f"{world.src.host}/library/nats:v2")
-    manifest = json.loads((lay / "blobs/sha256" / str(desc["digest"]).split(":")[1]).read_text())
-    top = manifest["layers"][-1]
-    rel = root / "rel"
-    rel.mkdir()
-    doc = yaml.safe_load((world.release / "release.yaml").read_text())
-    doc["metadata"]["version"] = "1.1.0"
-    doc["images"]["nats"]["ref"] = f"{world.src.host}/library/nats:v2"
-    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    assert cli("lock", str(rel))[0] == 0
-    old_lock = root / "1.0.0.lock.yaml"
-    shutil.copy(world.release / "release.lock.yaml", old_lock)
-    full = root / "demo-1.1.0.tar.zst"
-    code, out = cli("bundle", str(rel), "--signing-key", str(world.key), "--out-file", str(full))
-    assert code == 0, out
-    return Upgrade(release=rel, old_lock=old_lock, full=full, changed_layer=(top["digest"], top["size"]))
 
 
 @pytest.fixture()
