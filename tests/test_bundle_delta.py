@@ -386,3 +386,51 @@ def test_diff_names_what_needs_care(tmp_path: Path) -> None:
     code, text = cli("diff", str(old), str(new), "--offline")
     assert code == 0, text
     assert f"service changed: {name} (ports" in text and f"care: service {name}: port" in text, text
+
+
+def test_load_sh_of_a_delta_verifies_then_refuses_and_copies_nothing(
+    world: World, upgrade: Upgrade, tmp_path: Path
+) -> None:
+    from .support.bundles import extract
+    from .test_bundle_customer import load_sh, only_tools
+
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    d = extract(out, tmp_path / "x")
+    target = RegistryServer(tmp_path / "target").start()
+    try:
+        proc = load_sh(d, only_tools(tmp_path), "--key", str(world.pub), "--to", target.host, "--insecure")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "verified" in proc.stdout and "this is a delta bundle" in proc.stderr
+        assert "releaser bundle merge" in proc.stderr and "Nothing was copied" in proc.stderr
+        assert requests.get(f"http://{target.host}/v2/_catalog", timeout=10).json()["repositories"] in (
+            [],
+            None,
+        )
+    finally:
+        target.stop()
+    if shutil.which("shellcheck"):
+        check = subprocess.run(
+            ["shellcheck", "--shell=sh", "--severity=style", str(d / "load.sh")],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stdout
+
+
+def test_diff_reads_a_release_directory_as_git_holds_it_at_a_revision(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(Path(__file__).parent.parent / "examples" / "platform", repo / "platform")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "2.3.0"], check=True)
+    subprocess.run([*git, "tag", "v2.3.0"], check=True)
+    config = repo / "platform/config/api.yaml"
+    config.write_text(config.read_text() + "# changed\n")
+    code, text = cli("diff", f"{repo / 'platform'}@v2.3.0", str(repo / "platform"), "--offline", "--json")
+    assert code == 0, text
+    result = json.loads(text)["result"]
+    assert result["serviceFields"] == {"api": ["configs"]} and result["images"] == []
+    code, text = cli("diff", f"{repo / 'platform'}@no-such-tag", str(repo / "platform"), "--offline")
+    assert code == 1 and "git cannot give the directory" in text and "DIR@v2.3.0" in text, text

@@ -29,6 +29,8 @@ from ..pipeline import release_dir, source_date_epoch
 from ..plan import build_plan
 from ..progress import Progress
 from ..registry import RegistryOptions
+from ..render.docs import compose_images
+from ..render.loadsh import load_sh
 from ..values import load_release
 
 
@@ -125,6 +127,14 @@ def bundle_release(
         base = read_base(since, factory)
         full = signed_head(meta, checksums, private)  # the full bundle's head, for `bundle merge`
         bp, delta = make_delta(bp, base, level=level)
+        bp.leading["load.sh"] = load_sh(  # verifies, then says why it cannot load a delta
+            name=plan.name,
+            version=plan.version,
+            images=bp.images,
+            chart=(meta.chart.ref, meta.chart.digest),
+            compose=compose_images(plan),
+            delta=delta.base.describe(),
+        )
         bp.files[FULL_HEAD[METADATA]] = full.metadata
         bp.files[FULL_HEAD[SIGNATURE]] = full.signature
         bp.files[FULL_HEAD[CHECKSUMS]] = full.checksums

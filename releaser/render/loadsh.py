@@ -51,9 +51,11 @@ def load_sh(
     images: Sequence[BundledImage],
     chart: tuple[str, str],
     compose: Mapping[str, str],
+    delta: str | None = None,
 ) -> bytes:
     """The script, for a bundle holding `images` (in the layout under their source reference) and
-    `chart` (ref charts/<name>:<version>, digest of its OCI manifest)."""
+    `chart` (ref charts/<name>:<version>, digest of its OCI manifest). In a delta bundle (`delta`
+    describes its base) it verifies, then refuses to copy: skopeo needs every blob of a layout."""
     copies: list[Copy] = []
     untagged = []
     for img in images:
@@ -78,5 +80,6 @@ def load_sh(
         placeholder=PLACEHOLDER,
         values=airgap_values(name, target).decode(),
         compose=compose_override(compose, images, target).decode(),
+        delta=delta,
     )
     return text.encode()
