@@ -18,7 +18,7 @@ from .support.bundles import Upgrade, World, cli, load, members, resigned
 from .support.hostile import HeadOnlyCache
 from .support.registry import RegistryServer
 
-FULL = ("full/releaser.json", "full/releaser.json.sig", "full/checksums.txt")
+FULL = ("full/releaser.json", "full/releaser.json.sig", "full/checksums.txt", "full/load.sh")
 
 
 @pytest.fixture()

@@ -19,7 +19,7 @@ from releaser import __version__
 from releaser.bundle.installer import pinned
 
 from .conftest import missing_component
-from .support.bundles import World, cli, extract
+from .support.bundles import Upgrade, World, cli, extract
 from .support.registry import RegistryServer
 
 
@@ -282,3 +282,35 @@ def test_the_walk_through_in_install_md_runs_as_written(
         assert (work / "values-airgap.yaml").exists() and (work / "releaser-venv/bin/releaser").exists()
     finally:
         target.stop()
+
+
+def test_a_delta_leaves_out_the_installer_the_base_carries_and_merge_puts_it_back(
+    world: World, upgrade: Upgrade, with_installer: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    base, _ = with_installer
+    full = tmp_path / "full.tar.zst"
+    code, text = cli(
+        "bundle",
+        str(upgrade.release),
+        "--signing-key",
+        str(world.key),
+        "--out-file",
+        str(full),
+        "--installer",
+    )
+    assert code == 0, text
+    delta = tmp_path / "delta.tar.zst"
+    code, text = cli(
+        "bundle", str(upgrade.release), "--signing-key", str(world.key), "--since", str(base),
+        "--out-file", str(delta), "--installer", "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    result = json.loads(text)["result"]
+    assert result["delta"]["omittedFiles"] > 10 and result["installer"]["bytes"] == 0
+    assert delta.stat().st_size < full.stat().st_size // 4
+    merged = tmp_path / "merged.tar.zst"
+    code, text = cli(
+        "bundle", "merge", str(base), str(delta), "--key", str(world.pub), "--out-file", str(merged)
+    )
+    assert code == 0, text
+    assert merged.read_bytes() == full.read_bytes()

@@ -31,6 +31,7 @@ from .write import BundlePlan
 
 INVENTORY_KIND = "ReleaserInventory"
 INVENTORY_VERSION = 1
+FULL_PREFIX = "full/"  # a delta's members for `bundle merge`: the full bundle's head, and its own load.sh
 FULL_HEAD = {  # the full bundle's signed head, carried at the end of a delta for `bundle merge`
     METADATA: "full/releaser.json",
     SIGNATURE: "full/releaser.json.sig",

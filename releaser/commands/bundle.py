@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 from ..bundle.cache import BlobCache, default_cache_dir
-from ..bundle.delta import FULL_HEAD, make_delta, read_base
+from ..bundle.delta import FULL_HEAD, FULL_PREFIX, make_delta, read_base
 from ..bundle.format import CHECKSUMS, METADATA, SIGNATURE
 from ..bundle.installer import choose, installer_files
 from ..bundle.parts import PartRecord, part_path
@@ -127,6 +127,7 @@ def bundle_release(
         base = read_base(since, factory)
         full = signed_head(meta, checksums, private)  # the full bundle's head, for `bundle merge`
         bp, delta = make_delta(bp, base, level=level)
+        bp.files[FULL_PREFIX + "load.sh"] = bp.leading["load.sh"]  # the full bundle's, for `bundle merge`
         bp.leading["load.sh"] = load_sh(  # verifies, then says why it cannot load a delta
             name=plan.name,
             version=plan.version,

@@ -19,7 +19,7 @@ from typing import IO
 
 from .. import budgets
 from ..bundle.archive import TarZstWriter, iter_members
-from ..bundle.delta import FULL_HEAD
+from ..bundle.delta import FULL_HEAD, FULL_PREFIX
 from ..bundle.format import CHECKSUMS, METADATA, SIGNATURE
 from ..bundle.parts import check_space
 from ..bundle.records import BundleMetadata
@@ -76,9 +76,14 @@ def merge_bundles(old: Path, delta: Path, *, key: Path = DEFAULT_KEY, out: Path 
     target = out or Path("bundles") / f"{full.name}-{full.version}.tar.zst"
     check_space(target.parent, full.checksums.bytes + (1 << 20), f"the bundle {target.name}")
     carried = {m.name for m, r in iter_members(delta) if r is not None}
+    # a member the delta carries in its own version (load.sh) has the full bundle's under full/
+    replaced = {p.removeprefix(FULL_PREFIX) for p in carried if p.startswith(FULL_PREFIX)} - set(FULL_HEAD)
     wanted = {path: sha for path, sha in order if path not in carried}
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.merge-") as tmp:
         taken = _take(old, wanted, Path(tmp))
+        sums = dict(order)
+        own = _take(delta, {FULL_PREFIX + p: sums[p] for p in replaced if p in sums}, Path(tmp))
+        taken.update({p.removeprefix(FULL_PREFIX): f for p, f in own.items()})
         lacking = sorted(set(wanted) - set(taken))
         if lacking:
             raise InputError(
