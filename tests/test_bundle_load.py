@@ -63,6 +63,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         "attachments_kept",
         "resumed",
         "blobs_sent_again",
+        "relied",
         "in_place",
         "verified",
     }  # docs/cli.md

@@ -6,10 +6,13 @@ gives each service its grace period; and a job that fails stops the quickstart, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,17 +25,16 @@ from tests.support.registry import RegistryServer, free_port
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 
 
-@pytest.fixture(scope="module")
-def platform() -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def platform_stack(prefix: str) -> Iterator[dict[str, Any]]:
+    """examples/platform's stand-ins pushed to a registry of their own, locked and brought up with
+    the quickstart on a Docker engine of its own; reset and stopped afterwards."""
     missing = engine_mod.available()
     if missing or images.have_tools():
         missing_component(f"Docker engine ({', '.join(missing + images.have_tools())})")
     if not (TOOLS / "docker" / "cli-plugins" / "docker-compose").exists():
         missing_component("Docker Compose v2")
-    import tempfile
-    from pathlib import Path
-
-    with engine_mod.DockerEngine() as eng, tempfile.TemporaryDirectory(prefix="platform-qs-") as tmp:
+    with engine_mod.DockerEngine() as eng, tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         work = Path(tmp)
         publisher = RegistryServer(work / "publisher").start()
         env = {
@@ -53,6 +55,12 @@ def platform() -> Iterator[dict[str, Any]]:
                 [RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True, check=False
             )
             publisher.stop()
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[dict[str, Any]]:
+    with platform_stack("platform-qs-") as found:
+        yield found
 
 
 def run(

@@ -6,52 +6,21 @@ data and the secrets; a rollback on purpose goes back; the history says what hap
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TOOLS, missing_component
-from tests.support import engine as engine_mod
-from tests.support import images
-from tests.support.registry import RegistryServer, free_port
-from tests.test_platform_quickstart import RELEASER, run
+from tests.test_platform_quickstart import platform_stack, run
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[dict[str, Any]]:
-    missing = engine_mod.available()
-    if missing or images.have_tools():
-        missing_component(f"Docker engine ({', '.join(missing + images.have_tools())})")
-    with engine_mod.DockerEngine() as eng, tempfile.TemporaryDirectory(prefix="upgrade-qs-") as tmp:
-        work = Path(tmp)
-        publisher = RegistryServer(work / "publisher").start()
-        env = {
-            **eng.env,
-            "PATH": f"{TOOLS / 'bin'}:{os.environ['PATH']}",
-            "DOCKER_CONFIG": str(TOOLS / "docker"),
-            "RELEASER_QUICKSTART_DIR": str(work / "stack"),
-            "CONSOLE_HTTP_PORT": str(free_port()),
-            "RELEASER_CACHE": str(work / "cache"),
-        }
-        try:
-            v1 = images.platform_release(work, publisher.host)
-            run(env, "lock", str(v1))
-            run(env, "quickstart", str(v1), "--json", timeout=600)
-            yield {"env": env, "v1": v1, "work": work}
-        finally:
-            subprocess.run(
-                [RELEASER, "quickstart", "reset", "--yes"],
-                env=env,
-                capture_output=True,
-                check=False,
-            )
-            publisher.stop()
+    with platform_stack("upgrade-qs-") as found:
+        yield {"env": found["env"], "v1": found["rel"], "work": found["work"]}
 
 
 def version(s: dict[str, Any], name: str, *, edit: str = "", config: str = "") -> Path:

@@ -59,6 +59,19 @@ TimeoutOpt = Annotated[
 ]
 
 
+SkipOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--skip",
+        help="Skip one named preflight check (repeatable), e.g. --skip tcp-ao: the TCP-AO sidecars then run "
+        "their wire leg over PLAIN TCP (a lab only).",
+    ),
+]
+BundleKeyOpt = Annotated[
+    Path | None, typer.Option("--key", help="Bundle: the publisher's public key.", show_default=False)
+]
+
+
 def _hint(stack: Path) -> str:
     return "" if stack == DEFAULT_STACK else f" --dir {stack}"
 
@@ -79,18 +92,9 @@ def up(
     ],
     stack: StackOpt = DEFAULT_STACK,
     engine: EngineOpt = None,
-    skip: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--skip",
-            help="Skip one named preflight check (repeatable), e.g. --skip tcp-ao: the TCP-AO sidecars then run "
-            "their wire leg over PLAIN TCP (a lab only).",
-        ),
-    ] = None,
+    skip: SkipOpt = None,
     timeout: TimeoutOpt = 180,
-    key: Annotated[
-        Path | None, typer.Option("--key", help="Bundle: the publisher's public key.", show_default=False)
-    ] = None,
+    key: BundleKeyOpt = None,
     registry: Annotated[
         str | None,
         typer.Option(
@@ -176,16 +180,12 @@ def upgrade(
     ],
     stack: StackOpt = DEFAULT_STACK,
     engine: EngineOpt = None,
-    skip: Annotated[
-        list[str] | None, typer.Option("--skip", help="Skip one named preflight check (repeatable).")
-    ] = None,
+    skip: SkipOpt = None,
     timeout: TimeoutOpt = 180,
     no_backup: Annotated[
         bool, typer.Option("--no-backup", help="Do not back up the volumes first (they are kept either way).")
     ] = False,
-    key: Annotated[
-        Path | None, typer.Option("--key", help="Bundle: the publisher's public key.", show_default=False)
-    ] = None,
+    key: BundleKeyOpt = None,
     registry: Annotated[
         str | None,
         typer.Option(

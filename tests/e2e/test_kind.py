@@ -574,14 +574,9 @@ def test_platform_upgrades_from_a_delta_a_failing_upgrade_rolls_back_and_a_rollb
         p["metadata"]["name"]: p["metadata"]["uid"] for p in kjson("-n", PLATFORM_NS, "get", "pvc")["items"]
     }
 
-    def upgrade(version: str, values: Path) -> str:
-        return sh(
-            *helm,
-            "upgrade",
-            "platform",
-            f"oci://{LOCAL}/charts/platform",
-            "--version",
-            version,
+    def upgrade(version: str, values: Path, deadline: str = "3m") -> subprocess.CompletedProcess[str]:
+        argv = [*helm, "upgrade", "platform", f"oci://{LOCAL}/charts/platform", "--version", version]
+        argv += [
             "--plain-http",
             "-n",
             PLATFORM_NS,
@@ -590,44 +585,23 @@ def test_platform_upgrades_from_a_delta_a_failing_upgrade_rolls_back_and_a_rollb
             "--atomic",
             "--wait",
             "--timeout",
-            "3m",
-            timeout=420,
-        )
+            deadline,
+        ]
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=420)
 
     def config() -> str:
         return str(kjson("-n", PLATFORM_NS, "get", "configmap", "api-config")["data"]["api.yaml"])
 
     good = _platform_version(platform_installed, "2.4.0", config="# api 2.4.0\nlisten: 8081\n")
-    upgrade("2.4.0", _deliver(platform_installed, good, "2.4.0"))
+    done = upgrade("2.4.0", _deliver(platform_installed, good, "2.4.0"))
+    assert done.returncode == 0, done.stdout + done.stderr
     assert config() == "# api 2.4.0\nlisten: 8081\n"
     assert kjson("-n", PLATFORM_NS, "get", "job", "migrate")["status"].get("succeeded") == 1
     broken = _platform_version(
         platform_installed, "2.5.0", edit='"--config=/etc/api/api.yaml"=>"--config=/etc/api/missing.yaml"'
     )
     values = _deliver(platform_installed, broken, "2.5.0")
-    out = subprocess.run(
-        [
-            *helm,
-            "upgrade",
-            "platform",
-            f"oci://{LOCAL}/charts/platform",
-            "--version",
-            "2.5.0",
-            "--plain-http",
-            "-n",
-            PLATFORM_NS,
-            "-f",
-            str(values),
-            "--atomic",
-            "--wait",
-            "--timeout",
-            "2m",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=420,
-    )
+    out = upgrade("2.5.0", values, "2m")
     assert out.returncode != 0, out.stdout
     history = json.loads(sh(*helm, "history", "platform", "-n", PLATFORM_NS, "-o", "json"))
     assert history[-1]["status"] == "deployed" and history[-1]["chart"] == "platform-2.4.0", history
