@@ -116,3 +116,32 @@ def test_an_upgrade_keeps_data_and_secrets_and_a_rollback_goes_back(stack: dict[
     proc = run(env, "quickstart", "upgrade", str(other), expect=2)
     assert "nothing was changed" in proc.stderr + proc.stdout
     assert state(stack)["version"] == "2.3.0"
+
+
+def test_an_upgrade_from_a_signed_bundle_runs_from_its_registry(stack: dict[str, Any]) -> None:
+    """Last in the file. The running release came from a directory; 2.4.0 comes as a bundle, loaded
+    into a registry of the stack's own (--registry local), and runs the same digests from there."""
+    env = {**stack["env"], "RELEASER_KEY_PASSPHRASE": "upgrade test only"}
+    good = version(stack, "from-bundle", config="# api 2.4.0 (bundle)\n")
+    keys = stack["work"] / "keys"
+    run(env, "keygen", "--out-dir", str(keys))
+    bundle = stack["work"] / "platform-2.4.0.tar.zst"
+    signing = ["--signing-key", str(keys / "releaser.key"), "--no-installer", "--out-file", str(bundle)]
+    run(env, "bundle", str(good), *signing, timeout=600)
+    pub = str(keys / "releaser.pub")
+    proc = run(
+        env, "quickstart", "upgrade", str(bundle), "--key", pub, "--registry", "local", "--json", timeout=900
+    )
+    result = json.loads(proc.stdout)["result"]
+    assert (result["from"], result["to"]) == ("2.3.0", "2.4.0"), result
+    current = state(stack)
+    assert (
+        current["sourceKind"] == "bundle"
+        and current["localRegistry"]
+        and "compose.airgap.yaml" in current["files"]
+    )
+    assert store(stack, "cat", "/data/marker") == "written-before-the-upgrade\n"
+    history = json.loads(run(env, "quickstart", "history", "--json").stdout)["result"]
+    assert history["current"] == result["revision"] == max(r["number"] for r in history["revisions"])
+    images = next(r["images"] for r in history["revisions"] if r["number"] == history["current"])
+    assert images and all(i.startswith(current["registry"]) for i in images), images

@@ -182,7 +182,8 @@ def read_base(path: Path, registry_for: RegistryFor, *, concurrency: int = 8) ->
             fix="pass an older bundle, an older release.lock.yaml (or its release directory), or an "
             "inventory written by `releaser airgap inventory`",
         )
-    content = path.read_bytes()[: budgets.MAX_INVENTORY_BYTES + 1]
+    with path.open("rb") as fh:  # never more than the budget in memory (Inventory.parse names it)
+        content = fh.read(budgets.MAX_INVENTORY_BYTES + 1)
     digest = "sha256:" + hashlib.sha256(content).hexdigest()
     if content.lstrip()[:1] == b"{":
         inv = Inventory.parse(content, str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -114,6 +115,10 @@ def bundle_release(
     mtime = source_date_epoch()
     factory = (registries or RegistryOptions()).factory()
     bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
+    for svc in release.services:  # the config files release.yaml names, beside it in the bundle
+        for c in svc.configs:
+            if c.file is not None:  # inside the release directory (values.py refuses any other)
+                bp.files[f"release/{posixpath.normpath(c.file)}"] = (directory / c.file).read_bytes()
     if installer:
         bp.installer = installer_files(
             (cache_dir or default_cache_dir()) / "wheels",

@@ -392,8 +392,11 @@ def bundle_files(bundle: Path, key: Path, tmp: Path) -> tuple[dict[str, bytes], 
     release_dir = tmp / "release"
     release_dir.mkdir()
     for m, data in wanted.items():
-        if m.startswith("release/"):
-            (release_dir / m.split("/", 1)[1]).write_bytes(data)
+        if m.startswith("release/"):  # release.yaml, the lock and the config files it names
+            dest = (release_dir / m.split("/", 1)[1]).resolve()
+            if dest.is_relative_to(release_dir.resolve()):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
     files = {m[len(compose_prefix) :]: data for m, data in wanted.items() if m.startswith(compose_prefix)}
     return files, release_dir
 
