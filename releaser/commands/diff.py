@@ -277,11 +277,15 @@ def _bundle_side(label: str, path: Path) -> Side:
 
 
 def _bundled_plan(meta: BundleMetadata, small: Mapping[str, bytes]) -> Plan:
-    """The plan of the release.yaml a bundle carries; config files it names come from the
-    bundle's compose files (compose/<name>/configs/<service>/<file>), which hold them verbatim."""
+    """The plan of the release.yaml a bundle carries, with the config files it names (release/<file>;
+    a bundle written before it carried them: from its compose files, which hold them verbatim)."""
     with tempfile.TemporaryDirectory(prefix="releaser-diff-") as tmp:
         root = Path(tmp)
-        (root / RELEASE_FILE).write_bytes(small["release/release.yaml"])
+        for name, content in small.items():  # release.yaml and the config files it names
+            dest = (root / name.removeprefix("release/")).resolve()
+            if name.startswith("release/") and dest.is_relative_to(root.resolve()):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(content)
         src, _ = load_source(root / RELEASE_FILE)  # within the YAML budgets
         services = src.data.get("services") if src is not None and isinstance(src.data, dict) else None
         for svc, spec in (services or {}).items() if isinstance(services, dict) else ():
@@ -290,7 +294,7 @@ def _bundled_plan(meta: BundleMetadata, small: Mapping[str, bytes]) -> Plan:
                     name = c.get("name") or posixpath.basename(c["path"])
                     content = small.get(f"compose/{meta.name}/configs/{svc}/{name}")
                     dest = (root / c["file"]).resolve()
-                    if content is not None and dest.is_relative_to(root.resolve()):
+                    if content is not None and not dest.exists() and dest.is_relative_to(root.resolve()):
                         dest.parent.mkdir(parents=True, exist_ok=True)
                         dest.write_bytes(content)
         release, _ = load_release(root)
