@@ -292,11 +292,11 @@ def _bundled_plan(meta: BundleMetadata, small: Mapping[str, bytes]) -> Plan:
             for c in spec.get("configs") or () if isinstance(spec, dict) else ():
                 if isinstance(c, dict) and isinstance(c.get("file"), str) and isinstance(c.get("path"), str):
                     name = c.get("name") or posixpath.basename(c["path"])
-                    content = small.get(f"compose/{meta.name}/configs/{svc}/{name}")
+                    rendered = small.get(f"compose/{meta.name}/configs/{svc}/{name}")
                     dest = (root / c["file"]).resolve()
-                    if content is not None and not dest.exists() and dest.is_relative_to(root.resolve()):
+                    if rendered is not None and not dest.exists() and dest.is_relative_to(root.resolve()):
                         dest.parent.mkdir(parents=True, exist_ok=True)
-                        dest.write_bytes(content)
+                        dest.write_bytes(rendered)
         release, _ = load_release(root)
         return build_plan(release, meta.lock)
 
