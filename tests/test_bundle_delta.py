@@ -434,3 +434,25 @@ def test_diff_reads_a_release_directory_as_git_holds_it_at_a_revision(tmp_path: 
     assert result["serviceFields"] == {"api": ["configs"]} and result["images"] == []
     code, text = cli("diff", f"{repo / 'platform'}@no-such-tag", str(repo / "platform"), "--offline")
     assert code == 1 and "git cannot give the directory" in text and "DIR@v2.3.0" in text, text
+
+
+def test_a_delta_may_leave_out_layers_only(world: World, upgrade: Upgrade, tmp_path: Path) -> None:
+    """A config left out and listed in `relies` (re-signed by the publisher) is still refused:
+    the load needs every config and manifest from the bundle itself."""
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    ms = members(out)
+    nats = json.loads(ms[0][1])["lock"]["images"]["nats"]["digest"]
+    manifest = json.loads(next(d for m, d in ms if m.name == f"blobs/sha256/{nats.split(':')[1]}"))
+    config = manifest["config"]
+    meta = json.loads(ms[0][1])
+    meta["delta"]["relies"].append({"digest": config["digest"], "size": config["size"]})
+    raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    ms[0][0].size = len(raw)
+    kept = [
+        (ms[0][0], raw),
+        *(x for x in ms[1:] if x[0].name != f"blobs/sha256/{config['digest'].split(':')[1]}"),
+    ]
+    bad = resigned(world, kept, tmp_path / "bad.tar.zst")
+    code, text = cli("airgap", "verify", str(bad), "--key", str(world.pub))
+    assert code == 1 and f"references {config['digest']}, which is not in the bundle" in text, text

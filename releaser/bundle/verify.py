@@ -464,7 +464,7 @@ def _check_references(
             continue
         visited.add(digest)
         if digest not in present:
-            if not (layer and digest in relied):  # a delta leaves out layers only, never a manifest
+            if not (layer and digest in relied):  # a delta leaves out layers only, never a manifest or config
                 out.append(f"{parent} references {digest}, which is not in the bundle")
             continue
         content = small.get(digest)
@@ -476,12 +476,12 @@ def _check_references(
             continue
         if not is_manifest(doc):
             continue  # an image config
-        layers = "manifests" not in doc
-        for ref in references(doc):
+        image = "manifests" not in doc  # an image manifest: [config, *layers]; only layers may be relied on
+        for n, ref in enumerate(references(doc)):
             if ref is None:
                 out.append(f"{digest}: a descriptor without a digest")
             else:
-                stack.append((ref, digest, layers))
+                stack.append((ref, digest, image and n > 0))
     return out
 
 
