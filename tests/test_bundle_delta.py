@@ -456,3 +456,16 @@ def test_a_delta_may_leave_out_layers_only(world: World, upgrade: Upgrade, tmp_p
     bad = resigned(world, kept, tmp_path / "bad.tar.zst")
     code, text = cli("airgap", "verify", str(bad), "--key", str(world.pub))
     assert code == 1 and f"references {config['digest']}, which is not in the bundle" in text, text
+
+
+def test_merge_writes_bundles_name_version_by_default_and_diff_names_a_missing_directory(
+    world: World, upgrade: Upgrade, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "d.tar.zst"
+    delta(world, upgrade, world.bundle, out)
+    monkeypatch.chdir(tmp_path)  # no bundles/ here yet
+    code, text = cli("bundle", "merge", str(world.bundle), str(out), "--key", str(world.pub))
+    assert code == 0, text
+    assert (tmp_path / "bundles/demo-1.1.0.tar.zst").read_bytes() == upgrade.full.read_bytes()
+    code, text = cli("diff", "nowhere@v1.0.0", str(world.bundle), "--offline")
+    assert code == 1 and "nowhere is not a directory" in text, text

@@ -242,11 +242,8 @@ def _lock_blobs(lock: Lock, registry_for: RegistryFor, concurrency: int) -> froz
             ms = [registry.get_manifest(path, c["digest"]) for c in top.children()] if top.is_index else [top]
         except RegistryError as exc:
             exc.add_note(f"--since {lock.file}: images.{pin.name} ({pin.pinned})")
-            exc.fix = (
-                f"{exc.fix}; or make the delta --since the older bundle, or an inventory of the target"
-                if exc.fix
-                else None
-            )
+            also = "make the delta --since the older bundle, or an inventory of the target, instead"
+            exc.fix = f"{exc.fix}; or {also}" if exc.fix else also
             raise
         return {d["digest"] for m in ms if not m.is_index for d in m.blobs()}
 

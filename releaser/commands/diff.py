@@ -12,7 +12,6 @@ is decided in `_care`, in one place.
 from __future__ import annotations
 
 import difflib
-import io
 import json
 import posixpath
 import subprocess
@@ -29,7 +28,7 @@ from ..bundle.archive import small_members
 from ..bundle.parts import is_bundle
 from ..bundle.records import BundleMetadata
 from ..bundle.verify import inspect_head
-from ..errors import InputError, RegistryError, ReleaserError
+from ..errors import InputError, RegistryError, ReleaserError, ToolError
 from ..lock import Lock, LockedImage, load_lock_file, read_lock, split_reference
 from ..mediatypes import INDEX_TYPES
 from ..names import RELEASE_FILE
@@ -225,23 +224,43 @@ def _side(spec: str, factory: RegistryFor | None) -> Iterator[Side]:
 
 @contextmanager
 def _checkout(directory: Path, rev: str) -> Iterator[Path]:
-    """The release directory as git holds it at `rev` (git archive: nothing of the work tree changes)."""
-    with tempfile.TemporaryDirectory(prefix="releaser-diff-") as tmp:
-        proc = subprocess.run(
-            ["git", "-C", str(directory), "archive", "--format=tar", rev, "."],
-            capture_output=True,
-            check=False,
+    """The release directory as git holds it at `rev` (git archive, streamed to disk: nothing of the
+    work tree changes, nothing is held in memory)."""
+    where = f"{directory}@{rev}"
+    if not directory.is_dir():
+        raise InputError(
+            f"{where}: {directory} is not a directory",
+            fix="DIR@REV names a release directory inside a git repository",
         )
-        if proc.returncode != 0:
-            raise InputError(
-                f"{directory}@{rev}: git cannot give the directory at {rev!r}: "
-                + proc.stderr.decode(errors="replace").strip().splitlines()[-1:][0]
-                if proc.stderr.strip()
-                else f"{directory}@{rev}: git archive failed",
-                fix="name a commit, tag or branch of the repository holding the release directory, e.g. DIR@v2.3.0",
+    fix = "name a commit, tag or branch of the git repository holding the release directory, e.g. DIR@v2.3.0"
+    with tempfile.TemporaryDirectory(prefix="releaser-diff-") as tmp, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                ["git", "-C", str(directory), "archive", "--format=tar", rev, "."],
+                stdout=subprocess.PIPE,
+                stderr=err,
             )
-        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
-            tar.extractall(tmp, filter="data")
+        except FileNotFoundError:
+            raise ToolError(
+                f"{where}: git is not installed",
+                fix="install git, or pass the older release directory itself",
+            ) from None
+        assert proc.stdout is not None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                tar.extractall(tmp, filter="data")
+        except tarfile.TarError:
+            pass  # git said why (below)
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            err.seek(0)
+            said = err.read(4096).decode(errors="replace").strip().splitlines()
+            raise InputError(
+                f"{where}: git cannot give the directory at {rev!r}: {said[-1] if said else f'exit {code}'}",
+                fix=fix,
+            )
         yield Path(tmp)
 
 

@@ -74,6 +74,7 @@ def merge_bundles(old: Path, delta: Path, *, key: Path = DEFAULT_KEY, out: Path 
     full = BundleMetadata.parse(_json(head[METADATA]))
     order = [(line[66:], line[:64]) for line in head[CHECKSUMS].decode().splitlines()]
     target = out or Path("bundles") / f"{full.name}-{full.version}.tar.zst"
+    target.parent.mkdir(parents=True, exist_ok=True)
     check_space(target.parent, full.checksums.bytes + (1 << 20), f"the bundle {target.name}")
     carried = {m.name for m, r in iter_members(delta) if r is not None}
     # a member the delta carries in its own version (load.sh) has the full bundle's under full/

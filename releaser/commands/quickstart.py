@@ -458,7 +458,12 @@ def upgrade(
     if take_backup and compose_spec(stack, old).volumes:
         backup_path = stack / revisions.DIR / str(old.revision) / "backup.tar.zst"
         say(f"backing up the volumes of {old.release} {old.version} to {backup_path}")
-        backup(stack, out=backup_path, say=say)
+        try:
+            backup(stack, out=backup_path, say=say)
+        except UsageError as exc:  # e.g. a stack that is down: no container to read a volume from
+            exc.add_note("the backup before the upgrade (nothing was changed)")
+            exc.fix = f"{exc.fix}; or upgrade with --no-backup (the volumes are kept either way)"
+            raise
         running = replace(running, backup=str(backup_path))
         revisions.mark(stack, running)
     say(f"upgrading {old.release} {old.version} -> {ready.plan.version} (revision {number})")
