@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -120,7 +120,6 @@ def take_inventory(
     *,
     repositories: tuple[str, ...] = (),
     concurrency: int = 8,
-    progress: Callable[[str], None] | None = None,
 ) -> Inventory:
     """Ask the registry what it holds: its repositories (`repositories`, else its catalog under the
     target's prefix), every tag, the manifests they reach and the blobs those name. No blob is read."""
@@ -148,8 +147,6 @@ def take_inventory(
                 manifests[m.descriptor.digest] = None
                 if not m.is_index:
                     blobs.update((d["digest"], None) for d in m.blobs())
-        if progress is not None:
-            progress(path)
         return path, RepositoryInventory(tags=named, manifests=tuple(manifests), blobs=tuple(sorted(blobs)))
 
     with workers.pool(concurrency) as pool:
