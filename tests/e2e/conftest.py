@@ -1,0 +1,73 @@
+"""The end-to-end tests' Kubernetes cluster: one real cluster per session (tests/support/cluster.py).
+
+`make e2e` runs these (and `.ci/run` calls it after `make test`). In CI a cluster that cannot start
+fails the run with the component and its log; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.support.cluster import CGROUP_PARENT, Cluster, ClusterError, stop_signal_safe
+
+from .helpers import HELM3, HELM4
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the test cluster needs root (namespaces, cgroups, mounts)"
+    if shutil.which("go") is None:
+        return "Go is not installed: the cluster is built from its Go modules"
+    for tool in (HELM3, HELM4):
+        if not Path(tool).exists():
+            return f"{tool} is missing: run scripts/setup.sh"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    why = _unavailable()
+    if why:
+        if IN_CI:
+            pytest.fail(why)
+        pytest.skip(why)
+    # short: kubelet's plugin sockets live under its root directory (108-byte socket paths)
+    state = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))
+    c = Cluster(state)
+    stop_signal_safe(c)
+    try:
+        c.start()
+    except ClusterError as e:
+        pytest.fail(f"the test cluster did not start: {e}")
+    yield c
+    c.stop()
+    assert_no_leftovers(c)
+
+
+def assert_no_leftovers(c: Cluster) -> None:
+    """After stop(): no process, network link, cgroup or mount of the cluster on the host."""
+    marker = str(c.state)
+    procs = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if marker in (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    procs.append(p.name)
+            except OSError:
+                continue
+    assert not procs, f"processes of the cluster still run: {procs}"
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
+    assert c.host_if not in links, links
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PARENT}/{c.id}")), "kubelet's cgroups remain"
+    assert marker not in Path("/proc/self/mountinfo").read_text(), (
+        "a mount of the cluster remains on the host"
+    )
+    assert "registry.local" not in Path("/etc/hosts").read_text()

@@ -1,0 +1,68 @@
+"""Helpers of the end-to-end tests: commands on the host, at the site, and Helm against the cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT, TOOLS
+from tests.support.cluster import Cluster
+
+RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
+HELM3 = str(TOOLS / "bin" / "helm3")
+HELM4 = str(TOOLS / "bin" / "helm4")
+
+
+def sh(
+    *cmd: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 600,
+    stdin: str | None = None,
+) -> str:
+    proc = subprocess.run(
+        list(cmd), env=env, capture_output=True, text=True, check=False, timeout=timeout, input=stdin
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def site(
+    c: Cluster, *cmd: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600
+) -> str:
+    """A command on the site's admin host, where registry.local is the cluster's registry."""
+    return sh(*c.site_cmd(*cmd), env=env, check=check, timeout=timeout)
+
+
+def helm(c: Cluster, binary: str, *args: str, check: bool = True, timeout: float = 600) -> str:
+    """Helm against the cluster, pulling charts from registry.local:5000 over TLS from the cluster's CA."""
+    env = {**os.environ, "KUBECONFIG": str(c.kubeconfig), "HELM_CACHE_HOME": str(c.state / "helm-cache")}
+    return site(c, binary, *args, env=env, check=check, timeout=timeout)
+
+
+def releaser_env(work: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RELEASER_CACHE": str(work / "cache"),
+        "RELEASER_KEY_PASSPHRASE": "e2e-only-passphrase",
+    }
+
+
+def airgap_load(c: Cluster, bundle: Path, pub: str, out_dir: Path, env: dict[str, str]) -> Path:
+    """`releaser airgap BUNDLE --to registry.local:5000` at the site; returns values-airgap.yaml."""
+    site(
+        c,
+        RELEASER,
+        *("airgap", str(bundle), "--to", "registry.local:5000", "--key", pub),
+        *("--ca-file", str(c.ca), "--out-dir", str(out_dir)),
+        env=env,
+    )
+    return out_dir / "values-airgap.yaml"
+
+
+def tempdir(c: Cluster, name: str) -> Path:
+    d = c.state / "work" / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d

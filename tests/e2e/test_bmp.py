@@ -1,0 +1,287 @@
+"""examples/bmp-tcpao on a real cluster, from its signed bundle through registry.local:5000.
+
+1. runnable stand-in images pushed to a "publisher" registry, locked, bundled, signed; the
+   publisher is then stopped: from here on only the bundle and the cluster's registry exist;
+2. `releaser airgap BUNDLE --to registry.local:5000` at the site (the cluster's only image source);
+3. the namespace at the Pod Security level the chart needs (privileged: the TCP-AO sidecars are
+   hostNetwork with NET_ADMIN; what restricted and baseline refuse, and nothing else, is tested),
+   the TCP-AO node label on both nodes, the TCP-AO key Secret; `helm install --wait` of the chart
+   as the bundle carries it (oci://registry.local:5000/charts/bmp-tcpao) with values-airgap.yaml;
+4. every pod Ready running exactly the locked digests; PDBs and NetworkPolicies are the rendered
+   ones; the speaker's lines reach the collector through both hostNetwork sidecars, from one node
+   to the other; NetworkPolicy enforced flow by flow;
+5. `helm upgrade` replaces only the changed service's pod; `helm rollback` restores it; the
+   speaker's claim (and the counter in it) survive both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import images
+from tests.support.cluster import Cluster
+from tests.support.registry import RegistryServer
+from tests.support.stack import wait_for as _wait_for
+
+from .helpers import HELM3, RELEASER, airgap_load, helm, releaser_env, sh, tempdir
+
+NS = "bmp"
+REGISTRY = "registry.local:5000"
+COLLECTOR_NODE, SPEAKER_NODE = "control-plane", "worker"
+
+
+def wait_for(cond: Any, timeout: float = 180, what: str = "") -> Any:
+    return _wait_for(cond, timeout, what, poll=2)
+
+
+def site_values(collector_node: str, speaker_node: str, collector_ip: str, speaker_ip: str) -> dict[str, Any]:
+    """The site's own values: which node runs which TCP-AO peer, and the peers' node addresses.
+    (tests/test_chart.py renders the chart with these offline, on Helm 3 and 4.)"""
+    return {
+        "services": {
+            "collector": {
+                "nodeSelector": {"kubernetes.io/hostname": collector_node},
+                "tcpao": {"peerIP": speaker_ip},
+            },
+            "speaker": {
+                "nodeSelector": {"kubernetes.io/hostname": speaker_node},
+                "tcpao": {"remote": f"{collector_ip}:1790", "peerIP": collector_ip},
+            },
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def bmp(cluster: Cluster) -> dict[str, Any]:
+    work = tempdir(cluster, "bmp")
+    env = releaser_env(work)
+    publisher = RegistryServer(work / "publisher").start()
+    try:
+        rel = images.standin_release(work, publisher.host)
+        sh(RELEASER, "lock", str(rel), env=env)
+        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
+        bundle = work / "bundle.tar.zst"
+        key = str(work / "keys/releaser.key")
+        sh(
+            RELEASER,
+            "bundle",
+            str(rel),
+            "--signing-key",
+            key,
+            "--out-file",
+            str(bundle),
+            "--no-installer",
+            env=env,
+        )
+    finally:
+        publisher.stop()  # from here on only the bundle and the cluster's registry exist
+    values = airgap_load(cluster, bundle, str(work / "keys/releaser.pub"), work / "site", env)
+    k = cluster.kubectl
+    k("create", "namespace", NS)
+    k("label", "namespace", NS, *pod_security("privileged"))
+    k("create", "namespace", "monitoring")
+    for node in (COLLECTOR_NODE, SPEAKER_NODE):
+        k("label", "node", node, "releaser.dev/tcp-ao=true")
+    k(
+        "-n",
+        NS,
+        "create",
+        "secret",
+        "generic",
+        "bmp-tcpao-key",
+        "--from-literal=tcpao-key=e2e-lab-key-0123456789",
+    )
+    ips = {n.name: n.ip for n in cluster.nodes}
+    site = work / "site.yaml"
+    site.write_text(
+        yaml.safe_dump(site_values(COLLECTOR_NODE, SPEAKER_NODE, ips[COLLECTOR_NODE], ips[SPEAKER_NODE]))
+    )
+    chart = f"oci://{REGISTRY}/charts/bmp-tcpao"
+    helm(cluster, HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file", str(cluster.ca),
+         "-n", NS, "-f", str(values), "-f", str(site), "--wait", "--timeout", "5m")  # fmt: skip
+    lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
+    return {"work": work, "lock": lock, "rel": rel, "site": site, "values": values, "chart": chart}
+
+
+def pod_security(level: str) -> list[str]:
+    return [f"pod-security.kubernetes.io/{m}={level}" for m in ("enforce", "warn", "audit")]
+
+
+def pods(c: Cluster, selector: str = "") -> list[dict[str, Any]]:
+    return list(c.kjson("-n", NS, "get", "pods", *(["-l", selector] if selector else []))["items"])
+
+
+def test_every_pod_is_ready_and_runs_the_locked_digests(cluster: Cluster, bmp: dict[str, Any]) -> None:
+    """The running image IDs, as the kubelet reports them, are the lock's digests: one more place
+    where `releaser check`'s invariant holds."""
+    items = pods(cluster)
+    assert items
+    for p in items:
+        ready = {c["type"]: c["status"] for c in p["status"]["conditions"]}
+        assert ready.get("Ready") == "True", p["metadata"]["name"]
+    locked = {e["repository"].split("/", 1)[1]: e["digest"] for e in bmp["lock"]["images"].values()}
+    specs = {x["name"]: x["image"] for p in items for x in p["spec"]["containers"]}
+    statuses = [s for p in items for s in p["status"]["containerStatuses"]]
+    assert statuses
+    for s in statuses:
+        repo, _, digest = s["imageID"].partition("@")
+        assert repo.startswith(f"{REGISTRY}/"), s["imageID"]
+        assert locked[repo.removeprefix(f"{REGISTRY}/")] == digest, s
+        assert specs[s["name"]] == f"{repo}@{digest}"
+    assert {s["imageID"].partition("@")[2] for s in statuses} == set(locked.values())
+
+
+def test_pdbs_and_network_policies_are_the_rendered_ones(cluster: Cluster, bmp: dict[str, Any]) -> None:
+    pdbs = {p["metadata"]["name"]: p for p in cluster.kjson("-n", NS, "get", "pdb")["items"]}
+    assert any(p["spec"].get("minAvailable") == 2 for p in pdbs.values())
+    for p in pdbs.values():
+        assert p["status"]["currentHealthy"] >= p["status"]["desiredHealthy"]
+    rendered = helm(cluster, HELM3, "get", "manifest", "bmp", "-n", NS)
+    want = {d["metadata"]["name"] for d in yaml.safe_load_all(rendered) if d and d["kind"] == "NetworkPolicy"}
+    got = {n["metadata"]["name"] for n in cluster.kjson("-n", NS, "get", "networkpolicy")["items"]}
+    assert want and got == want
+
+
+def test_traffic_crosses_both_hostnetwork_sidecars_between_nodes(
+    cluster: Cluster, bmp: dict[str, Any]
+) -> None:
+    """speaker -> initiator (worker's network) -> wire leg -> terminator (control-plane's) -> collector.
+    Plain TCP on this kernel (it lacks TCP-AO), which the stand-in proxy says in its log."""
+    where = {
+        p["metadata"]["labels"]["app.kubernetes.io/component"]: p["spec"]["nodeName"] for p in pods(cluster)
+    }
+    assert (where["collector"], where["speaker"]) == (COLLECTOR_NODE, SPEAKER_NODE)
+
+    def lines() -> list[str]:
+        out = cluster.kubectl(
+            "-n", NS, "exec", "deploy/collector", "-c", "collector", "--",
+            "wget", "-qO-", "http://127.0.0.1:8080/received", check=False,
+        )  # fmt: skip
+        return out.splitlines()
+
+    got = wait_for(lambda: len(lines()) >= 3 and lines(), what="the speaker's lines at the collector")
+    assert all(line.startswith("bmp-standin from ") for line in got)
+
+
+def probe(c: Cluster, namespace: str, name: str, command: list[str], image: str) -> bool:
+    """A restricted pod running `command` once; True if it exited 0."""
+    c.kubectl("-n", namespace, "delete", "pod", name, "--ignore-not-found", "--wait")
+    overrides = json.dumps(
+        {
+            "spec": {
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": name,
+                        "image": image,
+                        "command": command,
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                    }
+                ],
+            }
+        }
+    )
+    c.kubectl("-n", namespace, "run", name, "--image", image, "--restart=Never", "--overrides", overrides)
+    phase = wait_for(
+        lambda: (
+            c.kjson("-n", namespace, "get", "pod", name)["status"].get("phase") in ("Succeeded", "Failed")
+            and c.kjson("-n", namespace, "get", "pod", name)["status"]["phase"]
+        ),
+        timeout=90,
+        what=f"probe pod {namespace}/{name}",
+    )
+    return bool(phase == "Succeeded")
+
+
+def nats_image(c: Cluster) -> str:
+    return next(
+        x["image"] for p in pods(c) for x in p["spec"]["containers"] if "/library/nats@" in x["image"]
+    )
+
+
+def test_network_policy_is_enforced_flow_by_flow(cluster: Cluster, bmp: dict[str, Any]) -> None:
+    """The bus's monitor port: the monitoring namespace may reach it, a pod of the release may not."""
+    url = f"http://bus.{NS}.svc.cluster.local:8222/healthz"
+    get = ["wget", "-q", "-T", "5", "-O", "-", url]
+    image = nats_image(cluster)
+    assert probe(cluster, "monitoring", "allowed-monitor", get, image), (
+        "monitoring may reach the monitor port"
+    )
+    assert not probe(cluster, NS, "denied-monitor", get, image), "a pod of the release may not"
+
+
+def test_pod_security_restricted_and_baseline_refuse_exactly_the_sidecars_needs(
+    cluster: Cluster, bmp: dict[str, Any]
+) -> None:
+    """What the TCP-AO sidecars need, said by the API server itself: under `restricted` (and
+    `baseline`) only the two hostNetwork Deployments are refused, for host networking, the host
+    port and NET_ADMIN; every other object of the chart is admitted."""
+    rendered = helm(cluster, HELM3, "get", "manifest", "bmp", "-n", NS)
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    for level in ("restricted", "baseline"):
+        ns = f"bmp-{level}"
+        cluster.kubectl("create", "namespace", ns)
+        cluster.kubectl("label", "namespace", ns, f"pod-security.kubernetes.io/enforce={level}")
+        refused: dict[str, str] = {}
+        for d in docs:
+            d = {**d, "metadata": {**d["metadata"], "namespace": ns}}
+            out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(d), check=False)
+            if "created (server dry run)" not in out:
+                refused[f"{d['kind']}/{d['metadata']['name']}"] = out
+        assert set(refused) <= {"Deployment/collector", "Deployment/speaker"}, refused
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+def _uids(c: Cluster, selector: str) -> set[str]:
+    return {p["metadata"]["uid"] for p in pods(c, selector)}
+
+
+def _speaker_seq(c: Cluster) -> int:
+    return int(
+        c.kubectl("-n", NS, "exec", "deploy/speaker", "-c", "speaker", "--", "cat", "/var/lib/gobgp/seq")
+    )
+
+
+def test_upgrade_rolls_only_the_changed_service_and_rollback_restores(
+    cluster: Cluster, bmp: dict[str, Any]
+) -> None:
+    comp = "app.kubernetes.io/component"
+    bus, speaker, collector = (_uids(cluster, f"{comp}={s}") for s in ("bus", "speaker", "collector"))
+    assert bus and speaker and collector
+    pvcs = {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.kjson("-n", NS, "get", "pvc")["items"]
+    }
+    seq = _speaker_seq(cluster)
+    helm(cluster, HELM3, "upgrade", "bmp", bmp["chart"], "--version", "1.4.0", "--ca-file", str(cluster.ca),
+         "-n", NS, "--reuse-values", "--set", "services.collector.env.GOBMP_LOG_LEVEL=debug",
+         "--wait", "--timeout", "5m")  # fmt: skip
+    wait_for(
+        lambda: (
+            _uids(cluster, f"{comp}=collector").isdisjoint(collector)
+            and len(_uids(cluster, f"{comp}=collector")) == 1
+        ),
+        what="the collector's new pod",
+    )
+    assert _uids(cluster, f"{comp}=bus") == bus
+    assert _uids(cluster, f"{comp}=speaker") == speaker
+    helm(cluster, HELM3, "rollback", "bmp", "1", "-n", NS, "--wait", "--timeout", "5m")
+    env = cluster.kjson("-n", NS, "get", "deploy", "collector")["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    assert {"name": "GOBMP_LOG_LEVEL", "value": "info"} in env
+    after = {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.kjson("-n", NS, "get", "pvc")["items"]
+    }
+    assert after == pvcs
+    assert _speaker_seq(cluster) >= seq  # the counter in the speaker's volume survived
