@@ -5,7 +5,7 @@ export DOCKER_CONFIG := $(CURDIR)/.tools/docker
 RELEASER := .venv/bin/releaser
 EXAMPLE := examples/bmp-tcpao
 
-.PHONY: setup demo test lint format goldens e2e-kind fuzz
+.PHONY: setup demo test lint format goldens cluster e2e fuzz
 setup:
 	@./scripts/setup.sh
 
@@ -23,7 +23,7 @@ demo: setup
 ## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate, after the
 ## checks the code claims: lint (with a complexity limit), formatting, and strict typing.
 test: setup lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest --ignore=tests/e2e
 
 ## The fuzz suite's long run: 20x the cases of the CI run, fresh random seeds each time
 ## (tests/support/fuzz.py; the counts per target and exit code are printed at the end).
@@ -44,7 +44,14 @@ format: setup
 goldens: setup
 	.venv/bin/python -m pytest tests/test_goldens.py --update-goldens
 
-## Kubernetes end to end on a kind cluster (needs kind, kubectl and a Docker engine; without them
-## every test is skipped with the reason). KEEP_KIND=1 keeps the cluster for a look afterwards.
-e2e-kind: setup
-	.venv/bin/python -m pytest tests/e2e -v -rs
+## The test cluster's components: upstream Kubernetes, etcd, containerd, runc, CNI plugins, CoreDNS,
+## kube-router and local-path-provisioner built from their Go modules, cached by version outside the
+## repository (~/.cache/releaser/cluster; tests/support/cluster_build.py). Cold: about 12 minutes.
+cluster: setup
+	.venv/bin/python -m tests.support.cluster_build
+
+## Kubernetes end to end on a real cluster built here (tests/support/cluster.py): both examples
+## from their signed bundles through registry.local:5000, the cluster's only image source.
+## RELEASER_E2E_HOLD=FILE keeps the cluster up after the tests until FILE is removed.
+e2e: cluster
+	.venv/bin/python -m pytest tests/e2e -v -rs -p no:cacheprovider

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def cluster() -> Iterator[Cluster]:
     except ClusterError as e:
         pytest.fail(f"the test cluster did not start: {e}")
     yield c
+    if os.environ.get("RELEASER_E2E_HOLD"):  # a look at the cluster after the tests (docs/testing.md)
+        print(
+            f"\nholding the cluster: KUBECONFIG={c.kubeconfig}; rm {os.environ['RELEASER_E2E_HOLD']} to stop"
+        )
+        Path(os.environ["RELEASER_E2E_HOLD"]).touch()
+        while Path(os.environ["RELEASER_E2E_HOLD"]).exists():
+            time.sleep(1)
     c.stop()
     assert_no_leftovers(c)
 
