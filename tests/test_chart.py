@@ -614,3 +614,34 @@ def test_platform_example_objects(helm4: str, tmp_path: Path) -> None:
         "store": ["api", "migrate", "store"],
         "worker": [],
     }
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("release", ["platform", "kitchen-sink", "bmp-tcpao"])
+def test_every_non_root_pod_can_read_its_secret_files(helm: str, tmp_path: Path, release: str) -> None:
+    """Secret files are mounted 0440 (root and the pod's fsGroup): a pod that mounts one and runs
+    as a non-root user must have that user's group as its fsGroup, or the file is unreadable. (Found
+    on the real cluster: the platform's migration Job, with a secret and no volume, could not read
+    its password and failed every install.)"""
+    docs = template(helm, write_chart(release, tmp_path))
+    checked = 0
+    for d in docs:
+        if d["kind"] not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        modes = [
+            v.get("projected", v.get("secret", {})).get("defaultMode")
+            for v in pod.get("volumes", [])
+            if "secret" in v or any("secret" in s for s in v.get("projected", {}).get("sources", []))
+        ]
+        if not modes:
+            continue
+        assert all(m == 0o440 for m in modes), (d["metadata"]["name"], modes)
+        for c in pod["containers"]:
+            user = c["securityContext"]["runAsUser"]
+            assert user != 0
+            assert pod["securityContext"].get("fsGroup") == c["securityContext"]["runAsGroup"], d["metadata"][
+                "name"
+            ]
+        checked += 1
+    assert checked

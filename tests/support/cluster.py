@@ -175,6 +175,19 @@ class Cluster:
             raise ClusterError(f"kubectl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
 
+    def kubectl_run(
+        self, *args: str, stdin: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """kubectl, its exit status and both streams as they are (for refusals a test expects)."""
+        return subprocess.run(
+            [str(self.build / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            input=stdin,
+        )
+
     def kjson(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json"))
 
