@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ CHART = f"oci://{REGISTRY}/charts/platform"
 
 
 @pytest.fixture(scope="module")
-def platform(cluster: Cluster) -> dict[str, Any]:
+def platform(cluster: Cluster) -> Iterator[dict[str, Any]]:
+    """The publisher's registry stays up for the next versions' locks; the cluster never sees it
+    (it has no route there): everything reaches the site as a bundle."""
     work = tempdir(cluster, "platform")
     env = releaser_env(work)
     publisher = RegistryServer(work / "publisher").start()
@@ -51,15 +54,23 @@ def platform(cluster: Cluster) -> dict[str, Any]:
             "--no-installer",
             env=env,
         )
+        pub = str(work / "keys/releaser.pub")
+        values = airgap_load(cluster, bundle, pub, work / "site", env)
+        cluster.kubectl("create", "namespace", NS)
+        cluster.kubectl("label", "namespace", NS, *pod_security("restricted"))
+        helm(cluster, HELM3, "install", "platform", CHART, "--version", "2.3.0", "--ca-file", str(cluster.ca),
+             "-n", NS, "-f", str(values), "--wait", "--timeout", "5m")  # fmt: skip
+        yield {
+            "work": work,
+            "rel": rel,
+            "env": env,
+            "bundle": bundle,
+            "key": key,
+            "pub": pub,
+            "values": values,
+        }
     finally:
         publisher.stop()
-    pub = str(work / "keys/releaser.pub")
-    values = airgap_load(cluster, bundle, pub, work / "site", env)
-    cluster.kubectl("create", "namespace", NS)
-    cluster.kubectl("label", "namespace", NS, *pod_security("restricted"))
-    helm(cluster, HELM3, "install", "platform", CHART, "--version", "2.3.0", "--ca-file", str(cluster.ca),
-         "-n", NS, "-f", str(values), "--wait", "--timeout", "5m")  # fmt: skip
-    return {"work": work, "rel": rel, "env": env, "bundle": bundle, "key": key, "pub": pub, "values": values}
 
 
 def kj(c: Cluster, *args: str) -> Any:
@@ -89,19 +100,34 @@ def test_installs_restricted_with_its_job_statefulset_ingress_and_autoscaler(
     assert "scratch /var/cache/worker is writable" in logs and "the root file system is read-only" in logs
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect, docs/kubernetes.md#jobs: a post-install hook Job runs after the release's "
+    "objects exist, so the API a release says dependsOn it starts before it; the chart has no gate yet",
+)
 def test_the_hook_job_completes_before_the_api_starts(cluster: Cluster, platform: dict[str, Any]) -> None:
-    """post-install: the Job runs once the release's objects exist (the store it migrates), and its
-    pod finished before it; the API's pods, started with the install, were Ready only after."""
+    """release.yaml: api dependsOn migrate (a post-install, pre-upgrade Job). Compose starts the API
+    once the job exited 0; on Kubernetes the API's pods must not be Ready before the job completed."""
     job = kj(cluster, "get", "job", "migrate")
-    done = job["status"]["completionTime"]
     api_ready = [
         c["lastTransitionTime"]
         for p in kj(cluster, "get", "pods", "-l", "app.kubernetes.io/component=api")["items"]
         for c in p["status"]["conditions"]
         if c["type"] == "Ready"
     ]
-    assert api_ready and all(t >= job["status"]["startTime"] for t in api_ready), (job["status"], api_ready)
-    assert done >= job["status"]["startTime"]
+    assert api_ready and all(t >= job["status"]["completionTime"] for t in api_ready), (
+        job["status"],
+        api_ready,
+    )
+
+
+def test_install_succeeds_only_with_the_hook_job_complete(cluster: Cluster, platform: dict[str, Any]) -> None:
+    """What Helm does guarantee: `helm install --wait` returned only after the post-install Job
+    succeeded, once (its pod Succeeded, no retries)."""
+    job = kj(cluster, "get", "job", "migrate")
+    assert job["status"].get("succeeded") == 1 and not job["status"].get("failed"), job["status"]
+    history = json.loads(helm(cluster, HELM3, "history", "platform", "-n", NS, "-o", "json"))
+    assert history[0]["status"] in ("deployed", "superseded"), history
 
 
 def test_a_failing_hook_fails_the_install(cluster: Cluster, platform: dict[str, Any]) -> None:
@@ -297,7 +323,7 @@ def test_upgrades_from_a_delta_a_failing_upgrade_rolls_back_and_rollback_goes_ba
     broken = _version(
         platform, f"2.5.0-{tag}", edit='"--config=/etc/api/api.yaml"=>"--config=/etc/api/missing.yaml"'
     )
-    upgrade(f"2.5.0-{tag}", _deliver(cluster, platform, broken, f"2.5.0-{tag}"), "2m")
+    upgrade(f"2.5.0-{tag}", _deliver(cluster, platform, broken, f"2.5.0-{tag}"), "75s")
     history = json.loads(helm(cluster, binary, "history", "platform", "-n", NS, "-o", "json"))
     assert history[-1]["status"] == "deployed" and history[-1]["chart"] == f"platform-2.4.0-{tag}", history
     assert any(h["status"] == "failed" and h["chart"] == f"platform-2.5.0-{tag}" for h in history), history
