@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.support.cluster import CGROUP_PARENT, Cluster, ClusterError, stop_signal_safe
+from tests.support.cluster import CGROUP_PARENT, KUBELET_SYSCTLS, Cluster, ClusterError, stop_signal_safe
 
 from .helpers import HELM3, HELM4
 
@@ -44,6 +44,7 @@ def cluster() -> Iterator[Cluster]:
     state = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))
     c = Cluster(state)
     stop_signal_safe(c)
+    tunables = _host_tunables()
     try:
         c.start()
     except ClusterError as e:
@@ -58,6 +59,12 @@ def cluster() -> Iterator[Cluster]:
             time.sleep(1)
     c.stop()
     assert_no_leftovers(c)
+    assert _host_tunables() == tunables, "the host's kernel tunables changed"
+
+
+def _host_tunables() -> dict[str, str]:
+    """The host-wide settings kubelet would change (each node is shown its own read-only copy)."""
+    return {k: Path("/proc/sys", k).read_text() for k in KUBELET_SYSCTLS}
 
 
 def assert_no_leftovers(c: Cluster) -> None:
