@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -57,7 +58,7 @@ def site_values(collector_node: str, speaker_node: str, collector_ip: str, speak
 
 
 @pytest.fixture(scope="module")
-def bmp(cluster: Cluster) -> dict[str, Any]:
+def bmp(cluster: Cluster) -> Iterator[dict[str, Any]]:
     work = tempdir(cluster, "bmp")
     env = releaser_env(work)
     publisher = RegistryServer(work / "publisher").start()
@@ -105,7 +106,10 @@ def bmp(cluster: Cluster) -> dict[str, Any]:
     helm(cluster, HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file", str(cluster.ca),
          "-n", NS, "-f", str(values), "-f", str(site), "--wait", "--timeout", "5m")  # fmt: skip
     lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
-    return {"work": work, "lock": lock, "rel": rel, "site": site, "values": values, "chart": chart}
+    yield {"work": work, "lock": lock, "rel": rel, "site": site, "values": values, "chart": chart}
+    # the room for the next modules (two nodes of two cores)
+    helm(cluster, HELM3, "uninstall", "bmp", "-n", NS, "--wait", check=False)
+    cluster.kubectl("delete", "namespace", NS, "monitoring", "--wait=false", check=False)
 
 
 def pod_security(level: str) -> list[str]:
