@@ -645,3 +645,34 @@ def test_every_non_root_pod_can_read_its_secret_files(helm: str, tmp_path: Path,
             ]
         checked += 1
     assert checked
+
+
+@pytest.mark.helm
+def test_rendered_without_a_cluster_generated_secrets_come_from_the_site(helm: str, tmp_path: Path) -> None:
+    """helm template (as Argo CD and Flux render) has no cluster for `lookup`: each render would
+    make a new password, and a GitOps sync would rotate it every time. With preCreatedSecrets the
+    chart renders no Secret, every render is byte-identical, and the pods still read the Secret the
+    site created (tests/e2e/test_platform.py applies such a render to the real cluster)."""
+    chart = write_chart("platform", tmp_path)
+
+    def render(*args: str) -> str:
+        proc = run([helm, "template", "rel", str(chart), "--namespace", "ns", *args])
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    secrets = [by_kind([d for d in yaml.safe_load_all(render()) if d], "Secret") for _ in range(2)]
+    first, second = (s["platform-db-password"]["data"]["db-password"] for s in secrets)
+    assert first != second  # why the switch exists
+    a, b = render("--set", "preCreatedSecrets=true"), render("--set", "preCreatedSecrets=true")
+    assert a == b
+    docs = [d for d in yaml.safe_load_all(a) if d]
+    assert not by_kind(docs, "Secret")
+    refs = {
+        src["secret"]["name"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet", "Job")
+        for v in d["spec"]["template"]["spec"].get("volumes", [])
+        for src in v.get("projected", {}).get("sources", [])
+        if "secret" in src
+    }
+    assert refs == {"platform-db-password"}

@@ -254,6 +254,9 @@ def chart_values(plan: Plan) -> dict[str, Any]:
         "generatedSecrets": [
             {"name": s.k8s_secret, "key": s.k8s_key, "length": s.length} for s in plan.generated_secrets
         ],
+        # rendered without a cluster (helm template, Argo CD, Flux), lookup finds nothing: create
+        # the generatedSecrets yourself and set this, or each render makes new values
+        "preCreatedSecrets": False,
         # warn and audit stay `restricted`, so every pod but the hostNetwork ones is still held to it
         "namespace": {
             "create": False,
@@ -274,6 +277,7 @@ _VALUES_HEADER = """\
 #   services.<name>.publicService.type: LoadBalancer   # expose the public ports
 #   services.<name>.publicService.allowFrom: [{{cidr: 198.51.100.0/24}}, {{namespace: ingress-nginx}}]
 #   services.<name>.volumes[].storageClass             # storage class of the claims
+#   preCreatedSecrets: true                            # helm template / GitOps: you create generatedSecrets
 # values.schema.json rejects unknown keys and malformed digests.
 """
 
@@ -824,6 +828,13 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 },
                 desc="The release namespace (optional creation, Pod Security labels).",
             ),
+            "preCreatedSecrets": {
+                "type": "boolean",
+                "description": "The generatedSecrets exist already (made by the site: kubectl, "
+                "sealed-secrets, external-secrets): the chart renders none of them. Set it where the "
+                "chart is rendered without a cluster (helm template, Argo CD, Flux), where lookup finds "
+                "nothing and every render would make new values.",
+            },
             "generatedSecrets": {
                 "type": "array",
                 "description": "Secrets the chart creates once and keeps.",

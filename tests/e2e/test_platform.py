@@ -269,6 +269,46 @@ def test_the_autoscaler_targets_its_workload(cluster: Cluster, platform: dict[st
     assert "replicas" not in deployment["spec"]  # the autoscaler owns the replica count
 
 
+def test_rendered_as_gitops_tools_do_it_reads_the_secret_the_site_made(
+    cluster: Cluster, platform: dict[str, Any]
+) -> None:
+    """`helm template` (Argo CD, Flux: no `lookup`) with preCreatedSecrets: two renders are
+    byte-identical and carry no Secret; applied with kubectl into a namespace where the site made
+    the Secret, the migration Job reads that password and the store and API come up."""
+    ns = "gitops"
+    args = ["template", "platform", CHART, "--version", "2.3.0", "--ca-file", str(cluster.ca), "-n", ns,
+            "-f", str(platform["values"]), "--set", "preCreatedSecrets=true",
+            "--set", "services.worker.enabled=false", "--set", "services.console.enabled=false"]  # fmt: skip
+    first, second = helm(cluster, HELM3, *args), helm(cluster, HELM3, *args)
+    assert first == second
+    assert "kind: Secret\n" not in first
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", ns, *pod_security("restricted"))
+    cluster.kubectl(
+        "-n",
+        ns,
+        "create",
+        "secret",
+        "generic",
+        "platform-db-password",
+        "--from-literal=db-password=made-by-the-site",
+    )
+    try:
+        cluster.kubectl("-n", ns, "apply", "-f", "-", stdin=first)
+        wait_for(
+            lambda: cluster.kjson("-n", ns, "get", "job", "migrate")["status"].get("succeeded") == 1,
+            what="migrate",
+        )
+        cluster.kubectl("-n", ns, "rollout", "status", "statefulset/store", "--timeout=180s")
+        cluster.kubectl("-n", ns, "rollout", "status", "deployment/api", "--timeout=180s")
+        logs = cluster.kubectl("-n", ns, "logs", "job/migrate")
+        assert "the store password file is readable" in logs, logs
+        secret = cluster.kjson("-n", ns, "get", "secret", "platform-db-password")
+        assert secret["data"]["db-password"] == "bWFkZS1ieS10aGUtc2l0ZQ=="  # untouched
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
 # ------------------------------------------------------------------ upgrades
 def _version(platform: dict[str, Any], version: str, *, edit: str = "", config: str = "") -> Path:
     """A copy of the installed platform release as `version`, locked (the same images)."""
