@@ -18,6 +18,9 @@ MAX_JSON_BYTES = 4 << 20  # the distribution spec: registries SHOULD accept mani
 MAX_JSON_DEPTH = 64  # a manifest nests 4 deep, a config 5; nothing legitimate comes near
 MAX_KEPT_JSON = 256 << 20  # manifests and configs a verification keeps for the load, all together
 
+# Files a user names besides the release and lock (read with releaser.fs.read_input).
+MAX_KEY_BYTES = 64 << 10  # a PEM key (signing or public) is a few hundred bytes
+
 # Registry answers.
 MAX_ANSWER_BYTES = 4 << 20  # any body read whole: a manifest, a token, a tag list, an error
 MAX_CATALOG = 100_000  # repositories a registry's catalog may list (an inventory reads it)

@@ -1,4 +1,4 @@
-"""Writing files so that a reader never sees half of one: the one atomic-write helper.
+"""Files: the one atomic-write helper, and the one bounded read of a file a user names.
 
 Every output (rendered trees, lock, keys, values files, state, backups) is written to a
 unique temp name in the destination's directory, flushed to disk, renamed over the
@@ -9,9 +9,11 @@ file (or none), never a torn one, and no temp file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,3 +124,72 @@ def held(path: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+class UnreadableInput(Exception):
+    """A file a user named cannot be read as one: not a regular file, a broken link or a link
+    loop, or bigger than its budget. `str()` names the path and what it is; `fix` says what to do."""
+
+    def __init__(self, path: Path, what: str, fix: str) -> None:
+        super().__init__(f"{path} {what}")
+        self.what = what
+        self.fix = fix
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_input(path: Path, limit: int) -> bytes:
+    """The bytes of `path`, a file a user named (release.yaml, the lock, a config file, a key),
+    bounded by what is read and not by what stat says: a regular file only (a device, FIFO or
+    socket is refused by name, and never opened in a way that could block), at most `limit`
+    bytes (reading `limit` + 1 tells), links followed with a broken link or a loop said as such.
+    FileNotFoundError when there is nothing at `path` at all; UnreadableInput otherwise."""
+    try:
+        before = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise UnreadableInput(
+                path,
+                f"is a broken symbolic link (to {os.readlink(path)})",
+                "point the link at an existing file, or put the file itself there",
+            ) from None
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnreadableInput(
+                path, "is a symbolic link loop", "replace the link with the file itself"
+            ) from None
+        raise
+    if not stat.S_ISREG(before.st_mode):
+        raise UnreadableInput(path, f"is {_kind(before.st_mode)}, not a file", "point at the file itself")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        opened = os.fstat(fd)  # what was opened, should the path have changed since the stat
+        if not stat.S_ISREG(opened.st_mode):
+            raise UnreadableInput(path, f"is {_kind(opened.st_mode)}, not a file", "point at the file itself")
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise UnreadableInput(
+            path, f"holds more than {limit:,} bytes", "point at the file meant (docs/security.md: budgets)"
+        )
+    return b"".join(chunks)

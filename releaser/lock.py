@@ -225,7 +225,7 @@ def read_lock(directory: Path, release: m.Release) -> Lock:
     """
     path = directory / LOCK_FILE
     fix = f"run `releaser lock {directory}` to resolve every image to a digest"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():  # a broken link is read, and said to be one
         raise LockError(f"{path}: no lock file; outputs are pinned from the lock only", fix=fix)
     lock = load_lock_file(path)
     stale = stale_reasons(release, lock)

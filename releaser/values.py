@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import os
 import posixpath
 from functools import cache
 from importlib import resources
@@ -20,6 +21,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 
 from . import model as m
 from .errors import Problem, ValidationError
+from .fs import UnreadableInput, read_input
 from .names import RELEASE_FILE
 from .quantities import byte_count
 from .yamlsource import PathT, Source, json_path, load_source
@@ -1006,8 +1008,8 @@ def _config(x: dict[str, Any], path: PathT, src: Source, problems: list[Problem]
     if "content" in x:
         return m.ConfigFile(path=x["path"], name=name, content=x["content"], env_file=x.get("envFile"))
     rel = x["file"]
-    root = Path(src.file).resolve().parent
-    target = (root / rel).resolve()
+    root = Path(os.path.realpath(Path(src.file).parent))
+    target = Path(os.path.realpath(root / rel))  # (Path.resolve raises on a link loop; read_input says it)
     where = (*path, "file")
     content = ""
     if Path(rel).is_absolute() or not target.is_relative_to(root):
@@ -1016,25 +1018,25 @@ def _config(x: dict[str, Any], path: PathT, src: Source, problems: list[Problem]
                 where, f"{rel} is outside the release directory", "keep config files beside release.yaml"
             )
         )
-    elif not target.is_file():
-        problems.append(
-            src.problem(
-                where,
-                f"{rel}: {'is not a file' if target.exists() else 'no such file'} (looked for {target})",
-                "give the path relative to release.yaml",
-            )
-        )
-    elif target.stat().st_size > MAX_CONFIG_BYTES:
-        problems.append(
-            src.problem(
-                where,
-                f"{rel} is {target.stat().st_size:,} bytes; a config file may hold {MAX_CONFIG_BYTES:,}",
-                "a ConfigMap holds at most 1 MiB: ship large data in the image or a volume",
-            )
-        )
     else:
         try:
-            content = target.read_text(encoding="utf-8")
+            content = read_input(target, MAX_CONFIG_BYTES).decode("utf-8")
+        except FileNotFoundError:
+            problems.append(
+                src.problem(
+                    where,
+                    f"{rel}: no such file (looked for {target})",
+                    "give the path relative to release.yaml",
+                )
+            )
+        except UnreadableInput as exc:
+            big = exc.what.startswith("holds more")
+            fix = (
+                "a ConfigMap holds at most 1 MiB: ship large data in the image or a volume"
+                if big
+                else exc.fix
+            )
+            problems.append(src.problem(where, f"{rel} {exc.what}", fix))
         except UnicodeDecodeError:
             problems.append(src.problem(where, f"{rel} is not UTF-8 text", "config files are text"))
         except OSError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem
+from .fs import UnreadableInput, read_input
 
 PathT = tuple[str | int, ...]
 _MAX_DEPTH = 64
@@ -159,18 +160,12 @@ def load_source(path: Path, *, display: str | None = None) -> tuple[Source | Non
     """Read and parse a YAML file. Returns (source, problems); source is None when unparseable."""
     name = display or str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            return None, [
-                Problem(
-                    file=name,
-                    line=None,
-                    path="$",
-                    message=f"{size:,} bytes; a release file is read only up to {MAX_BYTES:,}",
-                    fix="point at the release.yaml (or lock) itself; a release needs a few hundred KiB at most",
-                )
-            ]
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path, MAX_BYTES).decode("utf-8")
+    except UnreadableInput as exc:
+        big = exc.what.startswith("holds more")
+        fix = "point at the release.yaml (or lock) itself; a release needs a few hundred KiB at most"
+        what = f"{exc.what}: a release file is read only up to {MAX_BYTES:,}" if big else exc.what
+        return None, [Problem(file=name, line=None, path="$", message=what, fix=fix if big else exc.fix)]
     except FileNotFoundError:
         return None, [
             Problem(

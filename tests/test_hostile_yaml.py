@@ -1,6 +1,8 @@
 """Hostile YAML in release.yaml and release.lock.yaml: alias bombs, self-containing aliases and
 oversized files end in an ordinary error naming the file, quickly and in bounded memory (the
-command runs with a 512 MiB address-space limit and a 60 s timeout: a hang or a blow-up fails)."""
+command runs with a 512 MiB address-space limit and a 60 s timeout: a hang or a blow-up fails).
+And files that are not files: a device, a FIFO, a broken link or a link loop named as release.yaml,
+the lock, a config file or a key is refused by what it is, without reading (releaser.fs.read_input)."""
 
 from __future__ import annotations
 
@@ -61,3 +63,80 @@ def test_an_oversized_file_is_not_read(tmp_path: Path) -> None:
         f.write("# padding\n" * 500_000)  # 5 MB of comments
     proc = validate(tmp_path)
     assert proc.returncode == 1 and "a release file is read only up to 4,194,304" in proc.stderr, proc
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "releaser", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=_limited,
+        check=False,
+    )
+
+
+def test_a_device_or_a_pipe_named_as_release_yaml_or_the_lock_is_refused_by_name(tmp_path: Path) -> None:
+    """stat says 0 bytes for a device; a FIFO blocks whoever opens it to read. Both are refused
+    by what they are, at once, without reading (docs/security.md: budgets)."""
+    import os
+
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "release.yaml").symlink_to("/dev/zero")
+    proc = validate(tmp_path / "dev")
+    assert proc.returncode == 1 and "is a character device, not a file" in proc.stderr, proc
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / "release.yaml")
+    proc = validate(tmp_path / "fifo")
+    assert proc.returncode == 1 and "is a named pipe (FIFO), not a file" in proc.stderr, proc
+    for target, what in (("/dev/urandom", "a character device"), (None, "a named pipe (FIFO)")):
+        release = tmp_path / f"lock-{what[2:6]}"
+        shutil.copytree(EXAMPLE, release)
+        (release / "release.lock.yaml").unlink()
+        if target:
+            (release / "release.lock.yaml").symlink_to(target)
+        else:
+            os.mkfifo(release / "release.lock.yaml")
+        for command in (
+            ("validate", str(release)),
+            ("render", str(release), "--out-dir", str(tmp_path / "out")),
+        ):
+            proc = _run(*command)
+            assert (
+                proc.returncode == 1 and f"release.lock.yaml: error: $: is {what}, not a file" in proc.stderr
+            ), proc
+            assert "Traceback" not in proc.stderr
+
+
+def test_a_broken_link_and_a_link_loop_are_said_as_such(tmp_path: Path) -> None:
+    release = tmp_path / "rel"
+    shutil.copytree(EXAMPLE.parent / "platform", release)
+    (release / "release.lock.yaml").unlink()
+    (release / "release.lock.yaml").symlink_to("gone.yaml")
+    for command in (("validate", str(release)), ("render", str(release), "--out-dir", str(tmp_path / "out"))):
+        proc = _run(*command)
+        assert (
+            proc.returncode == 1
+            and "release.lock.yaml: error: $: is a broken symbolic link (to gone.yaml)" in proc.stderr
+        )
+    (release / "release.lock.yaml").unlink()
+    (release / "config" / "api.yaml").unlink()
+    (release / "config" / "api.yaml").symlink_to("loop.yaml")
+    (release / "config" / "loop.yaml").symlink_to("api.yaml")
+    proc = validate(release)
+    assert proc.returncode == 1 and "config/api.yaml is a symbolic link loop" in proc.stderr, proc
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_key_that_is_a_device_or_a_pipe_is_refused_by_name(tmp_path: Path) -> None:
+    import os
+
+    bundle = tmp_path / "b.tar.zst"
+    bundle.write_bytes(b"")
+    os.mkfifo(tmp_path / "releaser.pub")
+    for key, what in (
+        ("/dev/zero", "a character device"),
+        (str(tmp_path / "releaser.pub"), "a named pipe (FIFO)"),
+    ):
+        proc = _run("airgap", "verify", str(bundle), "--key", key)
+        assert proc.returncode == 1 and f"public key {key} is {what}, not a file" in proc.stderr, proc

@@ -19,8 +19,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..budgets import MAX_KEY_BYTES
 from ..errors import SigningError, TargetExists
-from ..fs import atomic_write
+from ..fs import UnreadableInput, atomic_write, read_input
 
 PASSPHRASE_ENV = "RELEASER_KEY_PASSPHRASE"
 KEY_NAME = "releaser.key"
@@ -100,7 +101,9 @@ def generate_keypair(out: Path, secret: bytes, *, force: bool = False) -> KeyPai
 
 def load_private_key(path: Path, secret: bytes) -> ec.EllipticCurvePrivateKey:
     try:
-        data = path.read_bytes()
+        data = read_input(path, MAX_KEY_BYTES)
+    except UnreadableInput as exc:
+        raise SigningError(f"signing key {exc}", fix=exc.fix) from exc
     except OSError as exc:
         raise SigningError(
             f"cannot read signing key {path}: {exc.strerror}",
@@ -127,7 +130,9 @@ def sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
 
 def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = serialization.load_pem_public_key(read_input(path, MAX_KEY_BYTES))
+    except UnreadableInput as exc:
+        raise SigningError(f"public key {exc}", fix=exc.fix) from exc
     except OSError as exc:
         raise SigningError(
             f"cannot read public key {path}: {exc.strerror}",

@@ -38,7 +38,7 @@ def validate_release(directory: Path) -> ValidateResult:
     release, warnings = load_release(directory)
     lock_file = str(directory / LOCK_FILE)
     lock_state = "missing"
-    if (directory / LOCK_FILE).exists():
+    if (directory / LOCK_FILE).exists() or (directory / LOCK_FILE).is_symlink():  # a broken link: said so
         try:
             read_lock(directory, release)
             lock_state = "current"
