@@ -21,6 +21,16 @@ from tests.support.cluster import CGROUP_PARENT, KUBELET_SYSCTLS, Cluster, Clust
 
 from .helpers import HELM3, HELM4
 
+TIMINGS: dict[str, float] = {}
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long the cluster took: the build (or the cache check), each readiness step, the start."""
+    if TIMINGS:
+        terminalreporter.section("test cluster")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{what}: {seconds:.1f} s")
+
 
 def _unavailable() -> str | None:
     if os.geteuid() != 0:
@@ -49,6 +59,7 @@ def cluster() -> Iterator[Cluster]:
         c.start()
     except ClusterError as e:
         pytest.fail(f"the test cluster did not start: {e}")
+    TIMINGS.update(c.timings)
     yield c
     if os.environ.get("RELEASER_E2E_HOLD"):  # a look at the cluster after the tests (docs/testing.md)
         print(
@@ -57,7 +68,9 @@ def cluster() -> Iterator[Cluster]:
         Path(os.environ["RELEASER_E2E_HOLD"]).touch()
         while Path(os.environ["RELEASER_E2E_HOLD"]).exists():
             time.sleep(1)
+    t = time.monotonic()
     c.stop()
+    TIMINGS["stop"] = time.monotonic() - t
     assert_no_leftovers(c)
     assert _host_tunables() == tunables, "the host's kernel tunables changed"
 
