@@ -393,7 +393,9 @@ def main() -> int:
         print(f"cluster build: error: {e}", file=sys.stderr)
         return 5
     times = json.loads((out / "build-times.json").read_text())
-    print(f"cluster components: {out} ({time.monotonic() - t:.1f} s now; cold build took {times['total']} s)")
+    now = time.monotonic() - t
+    built = f"built in {now:.1f} s" if now > 5 else f"cached; its build took {times['total']} s"
+    print(f"cluster components: {out} ({built}: {', '.join(f'{k} {v} s' for k, v in times.items())})")
     return 0
 
 
