@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.support.cluster import Cluster
 from tests.support.registry import RegistryServer
 from tests.support.stack import wait_for as _wait_for
 
+from .conftest import TIMINGS
 from .helpers import HELM3, RELEASER, airgap_load, helm, releaser_env, sh, tempdir
 
 NS = "bmp"
@@ -103,8 +105,10 @@ def bmp(cluster: Cluster) -> Iterator[dict[str, Any]]:
         yaml.safe_dump(site_values(COLLECTOR_NODE, SPEAKER_NODE, ips[COLLECTOR_NODE], ips[SPEAKER_NODE]))
     )
     chart = f"oci://{REGISTRY}/charts/bmp-tcpao"
+    t = time.monotonic()
     helm(cluster, HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file", str(cluster.ca),
          "-n", NS, "-f", str(values), "-f", str(site), "--wait", "--timeout", "5m")  # fmt: skip
+    TIMINGS["helm install --wait, bmp-tcpao"] = time.monotonic() - t
     lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
     yield {"work": work, "lock": lock, "rel": rel, "site": site, "values": values, "chart": chart}
     # the room for the next modules (two nodes of two cores)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tests.support import images
 from tests.support.cluster import Cluster
 from tests.support.registry import RegistryServer
 
+from .conftest import TIMINGS
 from .helpers import HELM3, HELM4, RELEASER, airgap_load, helm, releaser_env, sh, tempdir
 from .test_bmp import PROBE_IMAGE, REGISTRY, http_get, pod_security, probe, wait_for
 
@@ -58,8 +60,10 @@ def platform(cluster: Cluster) -> Iterator[dict[str, Any]]:
         values = airgap_load(cluster, bundle, pub, work / "site", env)
         cluster.kubectl("create", "namespace", NS)
         cluster.kubectl("label", "namespace", NS, *pod_security("restricted"))
+        t = time.monotonic()
         helm(cluster, HELM3, "install", "platform", CHART, "--version", "2.3.0", "--ca-file", str(cluster.ca),
              "-n", NS, "-f", str(values), "--wait", "--timeout", "5m")  # fmt: skip
+        TIMINGS["helm install --wait, platform (its post-install Job included)"] = time.monotonic() - t
         yield {
             "work": work,
             "rel": rel,
