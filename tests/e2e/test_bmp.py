@@ -236,25 +236,55 @@ def test_network_policy_is_enforced_flow_by_flow(cluster: Cluster, bmp: dict[str
     assert not probe(cluster, NS, "denied-monitor", get, image), "a pod of the release may not"
 
 
-def test_pod_security_restricted_and_baseline_refuse_exactly_the_sidecars_needs(
+def test_pod_security_restricted_and_baseline_refuse_exactly_the_sidecars_pods(
     cluster: Cluster, bmp: dict[str, Any]
 ) -> None:
-    """What the TCP-AO sidecars need, said by the API server itself: under `restricted` (and
-    `baseline`) only the two hostNetwork Deployments are refused, for host networking, the host
-    port and NET_ADMIN; every other object of the chart is admitted."""
+    """What the TCP-AO sidecars need, said by the API server itself. Pod Security is enforced on
+    pods (a Deployment only draws a warning), so every workload's pod template is sent as a Pod
+    (server-side dry run) into a namespace enforcing `restricted`, then `baseline`: exactly the
+    two hostNetwork pods are refused, for host networking and host ports; every other pod of the
+    chart is admitted."""
     rendered = helm(cluster, HELM3, "get", "manifest", "bmp", "-n", NS)
-    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    workloads = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")
+    ]
+    assert len(workloads) >= 3
     for level in ("restricted", "baseline"):
         ns = f"bmp-{level}"
         cluster.kubectl("create", "namespace", ns)
         cluster.kubectl("label", "namespace", ns, f"pod-security.kubernetes.io/enforce={level}")
         refused: dict[str, str] = {}
-        for d in docs:
-            d = {**d, "metadata": {**d["metadata"], "namespace": ns}}
-            out = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(d), check=False)
-            if "created (server dry run)" not in out:
-                refused[f"{d['kind']}/{d['metadata']['name']}"] = out
-        assert set(refused) <= {"Deployment/collector", "Deployment/speaker"}, refused
+        for w in workloads:
+            name = w["metadata"]["name"]
+            spec = dict(w["spec"]["template"]["spec"])
+            claims = [  # a StatefulSet's claims are volumes of its pods
+                {
+                    "name": t["metadata"]["name"],
+                    "persistentVolumeClaim": {"claimName": f"{t['metadata']['name']}-{name}-0"},
+                }
+                for t in w["spec"].get("volumeClaimTemplates", [])
+            ]
+            spec["volumes"] = [*spec.get("volumes", []), *claims]
+            spec.pop("serviceAccountName", None)  # the release's accounts live in its own namespace
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{name}-check",
+                    "namespace": ns,
+                    "labels": w["spec"]["template"]["metadata"].get("labels", {}),
+                },
+                "spec": spec,
+            }
+            proc = cluster.kubectl_run("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(pod))
+            if proc.returncode != 0:
+                refused[name] = proc.stderr
+        assert set(refused) == {"collector", "speaker"}, refused
+        for why in refused.values():
+            assert f'violates PodSecurity "{level}:latest"' in why and "hostNetwork=true" in why, why
+            assert "hostPort" in why, why
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
 
 
