@@ -7,25 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 from .conftest import ROOT
 from .support.bundles import PASS, Upgrade, World, load
+from .support.docs import walk_through
 from .support.registry import RegistryServer
 
 
 def test_the_walk_through_runs_as_written(world: World, upgrade: Upgrade, tmp_path: Path) -> None:
-    doc = (ROOT / "docs/upgrading.md").read_text()
-    walk = doc.split("## Walk-through", 1)[1].split("\n## ", 1)[0]
-    lines = [
-        line
-        for block in re.findall(r"```sh\n(.*?)```", walk, flags=re.S)
-        for line in block.splitlines()
-        if line.strip()
-    ]
+    lines = walk_through(ROOT / "docs/upgrading.md")
     assert len(lines) >= 10
     site = RegistryServer(tmp_path / "site").start()
     try:

@@ -66,3 +66,25 @@ def tempdir(c: Cluster, name: str) -> Path:
     d = c.state / "work" / name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def publish(work: Path, rel: Path, bundle: Path, env: dict[str, str]) -> tuple[str, str]:
+    """The publisher's side of a release whose stand-ins are in a registry: lock, a key pair in
+    work/keys, a signed bundle. Returns (private key, public key) paths."""
+    sh(RELEASER, "lock", str(rel), env=env)
+    if not (work / "keys/releaser.key").exists():
+        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
+    key, pub = str(work / "keys/releaser.key"), str(work / "keys/releaser.pub")
+    bundle.parent.mkdir(parents=True, exist_ok=True)
+    sh(
+        RELEASER,
+        "bundle",
+        str(rel),
+        "--signing-key",
+        key,
+        "--out-file",
+        str(bundle),
+        "--no-installer",
+        env=env,
+    )
+    return key, pub

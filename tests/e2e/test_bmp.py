@@ -30,7 +30,7 @@ from tests.support.registry import RegistryServer
 from tests.support.stack import wait_for as _wait_for
 
 from .conftest import TIMINGS
-from .helpers import HELM3, RELEASER, airgap_load, helm, releaser_env, sh, tempdir
+from .helpers import HELM3, airgap_load, helm, publish, releaser_env, tempdir
 
 NS = "bmp"
 REGISTRY = "registry.local:5000"
@@ -66,24 +66,11 @@ def bmp(cluster: Cluster) -> Iterator[dict[str, Any]]:
     publisher = RegistryServer(work / "publisher").start()
     try:
         rel = images.standin_release(work, publisher.host)
-        sh(RELEASER, "lock", str(rel), env=env)
-        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
         bundle = work / "bundle.tar.zst"
-        key = str(work / "keys/releaser.key")
-        sh(
-            RELEASER,
-            "bundle",
-            str(rel),
-            "--signing-key",
-            key,
-            "--out-file",
-            str(bundle),
-            "--no-installer",
-            env=env,
-        )
+        _, pub = publish(work, rel, bundle, env)
     finally:
         publisher.stop()  # from here on only the bundle and the cluster's registry exist
-    values = airgap_load(cluster, bundle, str(work / "keys/releaser.pub"), work / "site", env)
+    values = airgap_load(cluster, bundle, pub, work / "site", env)
     k = cluster.kubectl
     k("create", "namespace", NS)
     k("label", "namespace", NS, *pod_security("privileged"))

@@ -6,7 +6,6 @@ by the publisher beforehand. The namespace is removed afterwards, as the other m
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,9 +13,10 @@ from pathlib import Path
 from tests.conftest import ROOT
 from tests.support import images
 from tests.support.cluster import Cluster
+from tests.support.docs import walk_through
 from tests.support.registry import RegistryServer
 
-from .helpers import HELM3, RELEASER, releaser_env, sh, tempdir
+from .helpers import HELM3, RELEASER, publish, releaser_env, sh, tempdir
 
 
 def _publish(work: Path) -> None:
@@ -25,22 +25,8 @@ def _publish(work: Path) -> None:
     publisher = RegistryServer(work / "publisher").start()
     try:
         rel = images.platform_release(work / "pub", publisher.host)
-        sh(RELEASER, "lock", str(rel), env=env)
-        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
-        key = str(work / "keys/releaser.key")
-        (work / "bundles").mkdir()
         v1 = work / "bundles/platform-2.3.0.tar.zst"
-        sh(
-            RELEASER,
-            "bundle",
-            str(rel),
-            "--signing-key",
-            key,
-            "--out-file",
-            str(v1),
-            "--no-installer",
-            env=env,
-        )
+        key, _ = publish(work, rel, v1, env)
         text = (rel / "release.yaml").read_text().replace("version: 2.3.0", "version: 2.4.0", 1)
         (rel / "release.yaml").write_text(text)
         (rel / "config/api.yaml").write_text("# api 2.4.0\nlisten: 8081\n")
@@ -55,14 +41,7 @@ def _publish(work: Path) -> None:
 
 
 def test_the_walk_through_runs_as_written(cluster: Cluster) -> None:
-    doc = (ROOT / "docs/kubernetes.md").read_text()
-    walk = doc.split("## Walk-through", 1)[1].split("\n## ", 1)[0]
-    lines = [
-        line
-        for block in re.findall(r"```sh\n(.*?)```", walk, flags=re.S)
-        for line in block.splitlines()
-        if line.strip()
-    ]
+    lines = walk_through(ROOT / "docs/kubernetes.md")
     assert len(lines) >= 9
     work = tempdir(cluster, "kubernetes-doc")
     _publish(work)

@@ -25,7 +25,7 @@ from tests.support.cluster import Cluster
 from tests.support.registry import RegistryServer
 
 from .conftest import TIMINGS
-from .helpers import HELM3, HELM4, RELEASER, airgap_load, helm, releaser_env, sh, tempdir
+from .helpers import HELM3, HELM4, RELEASER, airgap_load, helm, publish, releaser_env, sh, tempdir
 from .test_bmp import PROBE_IMAGE, REGISTRY, http_get, pod_security, probe, wait_for
 
 NS = "platform"
@@ -41,22 +41,8 @@ def platform(cluster: Cluster) -> Iterator[dict[str, Any]]:
     publisher = RegistryServer(work / "publisher").start()
     try:
         rel = images.platform_release(work, publisher.host)
-        sh(RELEASER, "lock", str(rel), env=env)
-        sh(RELEASER, "keygen", "--out-dir", str(work / "keys"), env=env)
         bundle = work / "platform.tar.zst"
-        key = str(work / "keys/releaser.key")
-        sh(
-            RELEASER,
-            "bundle",
-            str(rel),
-            "--signing-key",
-            key,
-            "--out-file",
-            str(bundle),
-            "--no-installer",
-            env=env,
-        )
-        pub = str(work / "keys/releaser.pub")
+        key, pub = publish(work, rel, bundle, env)
         values = airgap_load(cluster, bundle, pub, work / "site", env)
         cluster.kubectl("create", "namespace", NS)
         cluster.kubectl("label", "namespace", NS, *pod_security("restricted"))

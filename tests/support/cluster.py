@@ -163,14 +163,7 @@ class Cluster:
 
     # ------------------------------------------------------------------ use
     def kubectl(self, *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None) -> str:
-        proc = subprocess.run(
-            [str(self.build / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-            input=stdin,
-        )
+        proc = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
         if check and proc.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
