@@ -2,3 +2,4 @@
 
 RELEASE_FILE = "release.yaml"
 LOCK_FILE = "release.lock.yaml"
+PROBE_SUFFIX = "probe"  # Compose: the container `<service>-probe` runs that service's http/tcp check

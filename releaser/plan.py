@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from . import model as m
 from .lock import Lock, split_reference
+from .names import PROBE_SUFFIX
 from .quantities import byte_count
 
 RUN_SECRETS = m.SECRETS_DIR
@@ -211,6 +212,7 @@ class PlanService:
     stop_signal: str | None  # Compose only; Kubernetes sends the image's STOPSIGNAL
     init: bool  # Compose only; Kubernetes has no init (the image must reap)
     readiness: m.Health | None  # Compose's healthcheck (what dependsOn waits for)
+    probe: str | None  # Compose: the probe container running the http/tcp readiness check, if any
     liveness: m.Health | None
     startup: m.Health | None
     resources: m.Resources
@@ -243,6 +245,7 @@ class Plan:
     external_secrets: tuple[tuple[str, str, str], ...]  # (Secret name, key, who needs it) the user creates
     compose_omissions: tuple[str, ...]  # what Compose cannot express, said in one place
     notes: tuple[str, ...]  # shown in NOTES.txt
+    probe_image: str | None  # releaser's probe image (Compose's http/tcp checks, the chart's helm test)
     # Pod Security Admission level the namespace must enforce: hostNetwork pods pass only
     # `privileged`; every other pod meets `restricted` (docs/security.md)
     pod_security: str = "restricted"
@@ -342,6 +345,8 @@ def _notes(services: list[PlanService], external: dict[tuple[str, str], set[str]
 def build_plan(release: m.Release, lock: Lock) -> Plan:
     """Make every rendering decision once. `lock` must be current for `release`."""
     used = {s.image for s in release.services} | {s.tcpao.image for s in release.services if s.tcpao}
+    if release.probe_image:
+        used.add(release.probe_image)
     images = []
     for name in sorted(used):
         pin = lock.image(name)
@@ -372,7 +377,9 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
             external.setdefault((s.tcpao.key_secret, s.tcpao.key_secret_key), set()).add(
                 f"{s.name} (TCP-AO key)"
             )
-        services.append(_plan_service(s, services_by_name, egress_to[s.name], secrets, sidecar))
+        services.append(
+            _plan_service(s, services_by_name, egress_to[s.name], secrets, sidecar, release.probe_image)
+        )
     omissions = _compose_omissions(services)
     notes = _notes(services, external)
     return Plan(
@@ -388,6 +395,7 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
         ),
         compose_omissions=tuple(omissions),
         notes=tuple(notes),
+        probe_image=release.probe_image,
         pod_security="privileged" if any(s.host_network for s in services) else "restricted",
     )
 
@@ -451,11 +459,23 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
     )
 
 
-def _condition(dependency: m.Service) -> str:
-    """What Compose waits for before starting a dependent: a job's success, a service's readiness."""
+def _condition(dependency: m.Service, probe_image: str | None) -> tuple[str, str]:
+    """What Compose waits for before starting a dependent: a job's success, a service's readiness
+    (its probe container's health when the probe runs its check)."""
     if dependency.job:
-        return "service_completed_successfully"
-    return "service_healthy" if dependency.readiness else "service_started"
+        return dependency.name, "service_completed_successfully"
+    probe = _probe_container(dependency, probe_image)
+    if probe:
+        return probe, "service_healthy"
+    return dependency.name, "service_healthy" if dependency.readiness else "service_started"
+
+
+def _probe_container(s: m.Service, probe_image: str | None) -> str | None:
+    """The Compose container that runs the service's http/tcp readiness check from the probe image
+    in the service's network namespace (the image itself needs no tool), or None."""
+    if probe_image and not s.job and s.readiness is not None and s.readiness.kind in ("http", "tcp"):
+        return f"{s.name}-{PROBE_SUFFIX}"
+    return None
 
 
 def _pdb(s: m.Service) -> tuple[str, int] | None:
@@ -480,6 +500,7 @@ def _plan_service(
     egress_to: list[PolicyRule],
     secrets: list[PlanSecret],
     sidecar: Sidecar | None,
+    probe_image: str | None,
 ) -> PlanService:
     uid, gid = _uid_gid(s.user)
     policy = None
@@ -493,7 +514,7 @@ def _plan_service(
         )
         policy = NetworkPolicy(ingress=ingress, egress=egress)
     compose_host = _compose_host_network(s)
-    depends = tuple((d, _condition(services_by_name[d])) for d in s.depends_on)
+    depends = tuple(_condition(services_by_name[d], probe_image) for d in s.depends_on)
     return PlanService(
         name=s.name,
         description=s.description,
@@ -524,6 +545,7 @@ def _plan_service(
         stop_signal=s.stop_signal,
         init=s.init,
         readiness=s.readiness,
+        probe=_probe_container(s, probe_image),
         liveness=s.liveness,
         startup=s.startup,
         resources=s.resources,

@@ -22,7 +22,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from . import model as m
 from .errors import Problem, ValidationError
 from .fs import UnreadableInput, read_input
-from .names import RELEASE_FILE
+from .names import PROBE_SUFFIX, RELEASE_FILE
 from .quantities import byte_count
 from .yamlsource import PathT, Source, json_path, load_source
 
@@ -373,6 +373,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
         images=images,
         services=tuple(services),
         source_file=src.file,
+        probe_image=d.get("probe", {}).get("image"),
     )
     return release, problems
 
@@ -450,6 +451,7 @@ class _Semantics:
             self.mounts(s, base)
             self.ingress(s, base)
             self.rest(s, base)
+        self.probe()
         cycle = _dependency_cycle(r)
         if cycle:
             self.problem(
@@ -488,6 +490,31 @@ class _Semantics:
                 )
                 ok = False
         return ok
+
+    def probe(self) -> None:
+        """The probe image exists and its containers' names are free; without it, say which checks
+        Compose runs inside the service's own image."""
+        r = self.r
+        checked = [s for s in r.services if s.readiness is not None and s.readiness.kind in ("http", "tcp")]
+        if r.probe_image is not None:
+            self.use_image(("probe", "image"), r.probe_image)
+            for s in checked:
+                name = f"{s.name}-{PROBE_SUFFIX}"
+                if name in self.services:
+                    self.problem(
+                        ("services", name),
+                        f"the name {name!r} is taken by the probe container of {s.name!r} in Compose",
+                        "rename this service",
+                    )
+        elif checked:
+            self.problem(
+                ("services", checked[0].name),
+                f"{', '.join(s.name for s in checked)}: Compose runs these http/tcp checks inside the service's image "
+                "(wget, nc -z), which an image without them (distroless, scratch, busybox without nc -z) fails",
+                "publish releaser's probe image (`releaser probe push REGISTRY/PATH:TAG`), name it under images and "
+                "add `probe: {image: NAME}`: the checks then run from a probe container and the chart gets `helm test`",
+                severity="warning",
+            )
 
     def use_image(self, path: PathT, name: str) -> None:
         if name in self.image_names:

@@ -10,7 +10,7 @@ from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 
 from .. import __version__
-from . import airgap, bundle, quickstart, release
+from . import airgap, bundle, probe, quickstart, release
 from .base import CURRENT, HELP_OPTIONS, ReleaserGroup, reflow_help
 
 app = typer.Typer(
@@ -44,6 +44,7 @@ for _command in (
 app.add_typer(bundle.app)
 app.add_typer(airgap.app)
 app.add_typer(quickstart.app)
+app.add_typer(probe.app)
 
 
 # Shell completion is typer's (the script calls back with $_RELEASER_COMPLETE set); its classes

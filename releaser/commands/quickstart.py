@@ -363,7 +363,7 @@ def _start(
     """`compose up` and wait until every service is ready (StackError naming the one that is not)."""
     plan, state, spec = installed.ready.plan, installed.state, installed.spec
     compose = compose_for(stack, state, installed.ready.engine)
-    say(f"starting {plan.name} {plan.version} ({len(spec.services)} services) in {stack}")
+    say(f"starting {plan.name} {plan.version} ({len(spec.shown)} services) in {stack}")
     states = up_and_wait(
         compose, spec, timeout=timeout, on_update=on_update, redact=lambda t: sec.redact(t, stack)
     )

@@ -38,6 +38,7 @@ class ComposeFile:
     images: dict[str, str]  # service -> image reference
     netns_parent: dict[str, str]  # sidecar -> the service whose network namespace it shares
     jobs: frozenset[str] = frozenset()  # services that run once (label dev.releaser.job): exit 0 is done
+    probes: dict[str, str] = field(default_factory=dict)  # service -> the probe container running its check
 
     @classmethod
     def read(cls, files: list[Path]) -> ComposeFile:
@@ -77,7 +78,19 @@ class ComposeFile:
             jobs=frozenset(
                 n for n, s in services.items() if (s.get("labels") or {}).get("dev.releaser.job") == "true"
             ),
+            probes={
+                str(s["network_mode"])[len("service:") :]: n
+                for n, s in services.items()
+                if (s.get("labels") or {}).get("dev.releaser.probe") == "true"
+                and str(s.get("network_mode", "")).startswith("service:")
+            },
         )
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """The services a user sees: a probe container is its service's health, not a row of its own."""
+        hidden = set(self.probes.values())
+        return tuple(n for n in self.services if n not in hidden)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +104,7 @@ class ServiceState:
     exit_code: int = 0
     ports: tuple[str, ...] = ()
     job: bool = False  # runs once: exited 0 is done, anything else a failure
+    health_container: str = ""  # where its health check runs when not in itself (its probe container)
 
     @property
     def ready(self) -> bool:
@@ -182,9 +196,12 @@ class Compose:
         never taken for a service without one."""
         found = self._podman_ps() if self._podman else self._docker_ps()
         out = []
-        for name in spec.services:
+        for name in spec.shown:
             st = found.get(name, ServiceState(service=name))
-            if name in spec.healthchecked and st.state == "running" and not st.health:
+            probe = spec.probes.get(name)
+            if probe is not None and st.state == "running":
+                st = dataclasses.replace(st, health=_probe_health(found.get(probe)), health_container=probe)
+            elif name in spec.healthchecked and st.state == "running" and not st.health:
                 st = dataclasses.replace(st, health="starting")
             if name in spec.jobs:
                 st = dataclasses.replace(st, job=True)
@@ -274,7 +291,7 @@ class Compose:
         for s in states:
             if s.state == "running" and s.health == "starting" and s.container:
                 subprocess.run(
-                    ["podman", "healthcheck", "run", s.container],
+                    ["podman", "healthcheck", "run", s.health_container or s.container],
                     capture_output=True,
                     check=False,
                     timeout=30,
@@ -395,6 +412,16 @@ class Compose:
                 )
         finally:
             subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
+
+
+def _probe_health(probe: ServiceState | None) -> str:
+    """A service's health as its probe container reports it: not running yet is `starting`; a probe
+    container that stopped or restarts cannot vouch for the service: `unhealthy`."""
+    if probe is None or probe.state in ("", "waiting", "created"):
+        return "starting"
+    if probe.state != "running":
+        return "unhealthy"
+    return probe.health or "starting"
 
 
 def _tail(text: str, n: int) -> str:
@@ -534,7 +561,7 @@ def _failure(
     message: str,
 ) -> StackError:
     logs = redact(_tail(compose.logs(svc.service), 30)) if svc.container else ""
-    probes = redact(compose.health_output(svc.container)) if svc.container and svc.health else ""
+    probes = redact(compose.health_output(svc.health_container or svc.container)) if svc.container and svc.health else ""
     if probes:
         logs = "\n".join(x for x in (logs.rstrip(), f"its last health checks: {probes}") if x)
     where = (

@@ -19,10 +19,14 @@ import yaml
 from .. import model as m
 from ..errors import ReleaserError
 from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
+from ..probe import BINARY as PROBE_BINARY
+from ..probe import UID as PROBE_UID
+from ..probe import checks_for
 from ..tcpao import config_problems
 
 BIND_KNOB = "BIND_ADDRESS"
 LABEL = "dev.releaser"
+PROBE_MEMORY = 32 << 20  # the probe's PID 1 and one check at a time: a few MiB each
 
 
 @cache
@@ -96,13 +100,24 @@ def _interpolated(knob: str, default: str) -> str:
     return f"${{{knob}:-{default}}}"
 
 
-def _healthcheck(svc: PlanService) -> dict[str, Any] | None:
+def _healthcheck(svc: PlanService, *, probe: bool = False) -> dict[str, Any] | None:
     """Compose's one healthcheck is the readiness probe (what dependsOn waits for); a startup probe
-    lengthens its start period to the time that probe allows. Compose has no liveness restarts."""
+    lengthens its start period to the time that probe allows. Compose has no liveness restarts.
+    `probe`: the check as the probe container runs it (svc.probe), with releaser's probe binary."""
     h = svc.readiness
-    if h is None:
+    if h is None or bool(svc.probe) != probe:
         return None
-    if h.kind == "http":
+    if probe:
+        assert h.port is not None
+        test = [
+            "CMD",
+            PROBE_BINARY,
+            "--quiet",
+            "--timeout",
+            str(h.timeout),
+            checks_for(h.kind, "127.0.0.1", h.port, h.path),
+        ]
+    elif h.kind == "http":
         test = ["CMD", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{h.port}{h.path}"]
     elif h.kind == "tcp":
         test = ["CMD", "nc", "-z", "127.0.0.1", str(h.port)]
@@ -230,6 +245,23 @@ def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
     return d
 
 
+def _probe(plan: Plan, svc: PlanService) -> dict[str, Any]:
+    """The container that runs svc's http/tcp check from releaser's probe image, in svc's network
+    namespace (127.0.0.1 is the service's): its health is the service's readiness, which dependents
+    and `compose up --wait` wait on. PID 1 waits and stops at once on SIGTERM."""
+    assert plan.probe_image is not None
+    d: dict[str, Any] = {"image": plan.image(plan.probe_image).pinned, "command": ["wait"]}
+    d.update(_hardening(PROBE_UID, PROBE_UID, [], ()))
+    d["network_mode"] = f"service:{svc.name}"
+    d["healthcheck"] = _healthcheck(svc, probe=True)
+    d["depends_on"] = {svc.name: {"condition": "service_started", "restart": True}}
+    d["deploy"] = {"resources": {"limits": {"cpus": "0.1", "memory": str(PROBE_MEMORY)}}}
+    d["restart"] = "unless-stopped"
+    d["labels"] = _labels(plan, svc.name, ())
+    d["labels"][f"{LABEL}.probe"] = "true"  # the quickstart reads it as svc's readiness
+    return d
+
+
 def _dump(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
 
@@ -247,6 +279,8 @@ def render_compose(plan: Plan) -> dict[str, bytes]:
         for c in svc.configs:
             configs[c.compose_name] = {"file": f"./{c.compose_file}"}
             files[c.compose_file] = c.content.encode()
+        if svc.probe:
+            services[svc.probe] = _probe(plan, svc)
         if svc.sidecar:
             sc = svc.sidecar
             services[f"{svc.name}-{SIDECAR_SUFFIX}"] = _sidecar(plan, svc, sc)

@@ -282,6 +282,15 @@ def build_standin(
     )
 
 
+def push_probe(dest: str) -> None:
+    """releaser's own probe image, published as a user does: `releaser probe push` (TLS unverified:
+    the tests' registries have self-signed certificates or speak plain HTTP on loopback)."""
+    from releaser.commands.probe import push as probe_push
+    from releaser.registry import RegistryOptions
+
+    probe_push(dest, RegistryOptions(insecure=True))
+
+
 def publish_standins(release_text: str, layout: Path, host: str) -> str:
     """Build the runnable stand-ins of every `registry.example.org/...` image named in an
     example release.yaml (two platforms for gobmp-tls and gobgp-stunnel, like the real ones),
@@ -290,6 +299,9 @@ def publish_standins(release_text: str, layout: Path, host: str) -> str:
 
     for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):([^\s},]+))", release_text):
         name = path.rsplit("/", 1)[1]
+        if name == "releaser-probe":
+            push_probe(f"{host}/{path}:{tag}")
+            continue
         multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
         build_standin(layout, name, full, platforms=multi)
         push(layout, full, f"{host}/{path}:{tag}")

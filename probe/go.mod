@@ -1,0 +1,3 @@
+module releaser.dev/probe
+
+go 1.26
