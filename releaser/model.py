@@ -219,7 +219,7 @@ class Release:
     images: tuple[Image, ...]
     services: tuple[Service, ...]
     source_file: str  # path of release.yaml, for messages
-    probe_image: str | None = None  # releaser's probe image, by its name under images
+    probe: str | None = None  # `probe.image`: releaser's probe image, by its name under images
 
     def image(self, name: str) -> Image:
         return next(i for i in self.images if i.name == name)

@@ -234,6 +234,16 @@ class PlanService:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlanCheck:
+    """One check of the chart's `helm test` pod, through a Service (the probe's syntax)."""
+
+    service: str
+    port: int
+    check: str  # http://SERVICE:PORT/PATH | tcp://SERVICE:PORT | !tcp://SERVICE:PORT
+    host_network: bool  # the target pods are on their nodes' network (no NetworkPolicy there)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Plan:
     name: str
     version: str
@@ -246,6 +256,10 @@ class Plan:
     compose_omissions: tuple[str, ...]  # what Compose cannot express, said in one place
     notes: tuple[str, ...]  # shown in NOTES.txt
     probe_image: str | None  # releaser's probe image (Compose's http/tcp checks, the chart's helm test)
+    # `helm test` (with the probe image): every readiness endpoint answers through its Service, and
+    # one flow the policies deny is refused (None when no port of the release is closed to the test pod)
+    tests: tuple[PlanCheck, ...] = ()
+    refused: PlanCheck | None = None
     # Pod Security Admission level the namespace must enforce: hostNetwork pods pass only
     # `privileged`; every other pod meets `restricted` (docs/security.md)
     pod_security: str = "restricted"
@@ -306,6 +320,38 @@ def _compose_omissions(services: list[PlanService]) -> list[str]:
     return out
 
 
+def _test_checks(services: list[PlanService]) -> tuple[PlanCheck, ...]:
+    """`helm test`: each service's http/tcp readiness endpoint, through its Service."""
+    out = []
+    for s in sorted(services, key=lambda s: s.name):
+        h = s.readiness
+        if s.job or h is None or h.kind not in ("http", "tcp") or h.port is None:
+            continue
+        check = f"http://{s.name}:{h.port}{h.path or '/'}" if h.kind == "http" else f"tcp://{s.name}:{h.port}"
+        out.append(PlanCheck(service=s.name, port=h.port, check=check, host_network=s.host_network))
+    return tuple(out)
+
+
+def _refused_check(services: list[PlanService]) -> PlanCheck | None:
+    """`helm test`'s denied flow: the first TCP port (by service, then port) that no rule opens to
+    the test pod: not the readiness port it is admitted to, not public, not the ingress
+    controller's or the scraper's, and opened only to other services of the release."""
+    for s in sorted(services, key=lambda s: s.name):
+        if s.job or s.host_network or s.network_policy is None:
+            continue
+        closed = {p.port for p in s.ports if p.protocol == "TCP" and not p.public}
+        closed -= {s.readiness.port} if s.readiness is not None else set()
+        closed -= {s.expose.port} if s.expose else set()
+        closed -= {s.metrics[1]} if s.metrics else set()
+        for rule in s.network_policy.ingress:
+            if any(peer.kind != "service" for peer in rule.peers):
+                closed -= {port for port, _ in rule.ports} if rule.ports else closed
+        if closed:
+            port = min(closed)
+            return PlanCheck(service=s.name, port=port, check=f"!tcp://{s.name}:{port}", host_network=False)
+    return None
+
+
 def _notes(services: list[PlanService], external: dict[tuple[str, str], set[str]]) -> list[str]:
     """What the person installing must know or do, in NOTES order: hostNetwork, Secrets to create,
     what Kubernetes does differently (stop signal, init), TCP-AO node addresses and labels."""
@@ -345,8 +391,8 @@ def _notes(services: list[PlanService], external: dict[tuple[str, str], set[str]
 def build_plan(release: m.Release, lock: Lock) -> Plan:
     """Make every rendering decision once. `lock` must be current for `release`."""
     used = {s.image for s in release.services} | {s.tcpao.image for s in release.services if s.tcpao}
-    if release.probe_image:
-        used.add(release.probe_image)
+    if release.probe:
+        used.add(release.probe)
     images = []
     for name in sorted(used):
         pin = lock.image(name)
@@ -378,7 +424,7 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
                 f"{s.name} (TCP-AO key)"
             )
         services.append(
-            _plan_service(s, services_by_name, egress_to[s.name], secrets, sidecar, release.probe_image)
+            _plan_service(s, services_by_name, egress_to[s.name], secrets, sidecar, release.probe)
         )
     omissions = _compose_omissions(services)
     notes = _notes(services, external)
@@ -395,7 +441,9 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
         ),
         compose_omissions=tuple(omissions),
         notes=tuple(notes),
-        probe_image=release.probe_image,
+        probe_image=release.probe,
+        tests=_test_checks(services) if release.probe else (),
+        refused=_refused_check(services) if release.probe else None,
         pod_security="privileged" if any(s.host_network for s in services) else "restricted",
     )
 

@@ -373,7 +373,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
         images=images,
         services=tuple(services),
         source_file=src.file,
-        probe_image=d.get("probe", {}).get("image"),
+        probe=d.get("probe", {}).get("image"),
     )
     return release, problems
 
@@ -496,8 +496,8 @@ class _Semantics:
         Compose runs inside the service's own image."""
         r = self.r
         checked = [s for s in r.services if s.readiness is not None and s.readiness.kind in ("http", "tcp")]
-        if r.probe_image is not None:
-            self.use_image(("probe", "image"), r.probe_image)
+        if r.probe is not None:
+            self.use_image(("probe", "image"), r.probe)
             for s in checked:
                 name = f"{s.name}-{PROBE_SUFFIX}"
                 if name in self.services:

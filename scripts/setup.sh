@@ -50,6 +50,9 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/python scripts/install_tools.py
+# releaser's probe image (probe/, Go): built into the package (releaser/probe/image/), reproducibly;
+# rebuilt only when its source or the Go version changes.
+.venv/bin/python scripts/build_probe.py
 
 # checkov (the chart's policy scanner in the tests) pins packaging<24, which pytest 9 cannot
 # share: it gets a venv of its own, hash-pinned like everything else.

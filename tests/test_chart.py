@@ -171,13 +171,23 @@ def test_bmp_example_objects(helm4: str, tmp_path: Path) -> None:
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
     policies = by_kind(docs, "NetworkPolicy")
     # default deny + bus only: the hostNetwork pods get none (NetworkPolicy cannot select them)
-    assert set(policies) == {"rel-default-deny", "bus"}
+    assert set(policies) == {"rel-default-deny", "bus", "rel-test"}  # rel-test: the helm test pod's
     assert policies["rel-default-deny"]["spec"]["policyTypes"] == ["Ingress", "Egress"]
     bus = policies["bus"]["spec"]
     assert bus["ingress"] == [
         {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 4222, "protocol": "TCP"}]},
         {
             "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"port": 8222, "protocol": "TCP"}],
+        },
+        {  # the helm test pod, to the readiness port
+            "from": [
+                {
+                    "podSelector": {
+                        "matchLabels": {"app.kubernetes.io/instance": "rel", "releaser.dev/test": "probe"}
+                    }
+                }
+            ],
             "ports": [{"port": 8222, "protocol": "TCP"}],
         },
     ]
@@ -602,10 +612,12 @@ def test_platform_example_objects(helm4: str, tmp_path: Path) -> None:
             f["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
             for rule in p["spec"].get("ingress") or []
             for f in rule.get("from", [])
-            if "podSelector" in f and "namespaceSelector" not in f
+            if "podSelector" in f
+            and "namespaceSelector" not in f
+            and "releaser.dev/test" not in f["podSelector"]["matchLabels"]
         )
         for name, p in policies.items()
-        if name != "rel-default-deny"
+        if name not in ("rel-default-deny", "rel-test")
     }
     assert peers == {
         "api": ["console", "worker"],
@@ -614,6 +626,26 @@ def test_platform_example_objects(helm4: str, tmp_path: Path) -> None:
         "store": ["api", "migrate", "store"],
         "worker": [],
     }
+    # the helm test pod: admitted to each readiness port and to nothing else
+    tested = {
+        name: [p["port"] for p in rule["ports"]]
+        for name, policy in policies.items()
+        for rule in policy["spec"].get("ingress") or []
+        for f in rule.get("from", [])
+        if f.get("podSelector", {}).get("matchLabels", {}).get("releaser.dev/test") == "probe"
+    }
+    assert tested == {"api": [8081], "console": [8080], "store": [5432], "worker": [9090]}
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["containers"][0]["args"] == [
+        "--attempts",
+        "5",
+        "http://api:8081/ready",
+        "http://console:8080/healthz",
+        "tcp://store:5432",
+        "http://worker:9090/healthz",
+        "!tcp://store:7000",
+    ]
 
 
 @pytest.mark.helm

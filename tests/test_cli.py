@@ -60,7 +60,7 @@ def test_render_then_check_then_render_again(release: Path, tmp_path: Path, helm
     assert (out / "charts/bmp-tcpao/Chart.yaml").exists()
     code, text = cli("check", str(release), "--out-dir", str(out), "--helm", helm3)
     assert code == 0, text
-    assert "pin the same 4 image(s)" in text
+    assert "pin the same 5 image(s)" in text
     code, text = cli("render", str(release), "--out-dir", str(out), "--json")
     doc = json.loads(text)
     assert doc["result"]["written"] == [] and doc["result"]["unchanged"] > 10

@@ -135,10 +135,23 @@ def test_bmp_topology(compose_cmd: list[str], compose_env: dict[str, str], tmp_p
     s = doc["services"]
     assert s["collector"]["networks"]["release"]["ipv4_address"] == "10.77.0.10"
     assert s["speaker"]["networks"]["release"]["ipv4_address"] == "10.77.0.20"
-    assert s["collector"]["depends_on"]["bus"]["condition"] == "service_healthy"
+    assert s["collector"]["depends_on"]["bus-probe"]["condition"] == "service_healthy"
     assert doc["networks"]["release"]["ipam"]["config"][0]["subnet"] == "10.77.0.0/24"
     assert {x["target"] for x in s["speaker-tcpao"]["secrets"]} == {"tcpao-key"}
-    assert s["collector"]["healthcheck"]["test"][:2] == ["CMD", "wget"]
+    # the check runs from releaser's probe image in the collector's network namespace, not in its image
+    assert "healthcheck" not in s["collector"]
+    probe = s["collector-probe"]
+    assert probe["network_mode"] == "service:collector" and probe["command"] == ["wait"]
+    assert probe["healthcheck"]["test"] == [
+        "CMD",
+        "/probe",
+        "--quiet",
+        "--timeout",
+        "3",
+        "http://127.0.0.1:8080/healthz",
+    ]
+    assert probe["user"] == "65532:65532" and probe["read_only"] is True and probe["cap_drop"] == ["ALL"]
+    assert probe["image"] == s["bus-probe"]["image"] and "releaser-probe@sha256:" in probe["image"]
 
 
 def test_env_example_has_every_knob_and_no_secret_values(tmp_path: Path) -> None:

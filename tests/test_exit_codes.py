@@ -174,6 +174,21 @@ TABLE: list[tuple[str, int, str, Row, dict[str, str]]] = [
         lambda c: ["check", str(c.release()), "--out-dir", str(c.tmp), "--helm", str(c.tmp / "nope")],
         {},
     ),
+    ("probe show", 0, "the probe image this releaser carries", lambda c: ["probe", "show", "--json"], {}),
+    (
+        "probe push",
+        2,
+        "a digest where a tag goes",
+        lambda c: ["probe", "push", "127.0.0.1:9/a/b@sha256:" + "0" * 64],
+        {},
+    ),
+    (
+        "probe push",
+        6,
+        "the registry answers HTML",
+        lambda c: ["probe", "push", f"{c.hostile.host}/notjson:1"],
+        {},
+    ),
     ("keygen", 0, "a new key pair", lambda c: ["keygen", "--out-dir", str(c.tmp / "keys")], {}),
     ("keygen", 1, "the key exists", _keygen_twice, {}),
     (

@@ -107,6 +107,7 @@ def _assert_outputs_agree(plan: Any, compose: dict[str, bytes], chart: dict[str,
     doc = yaml.safe_load(compose["compose.yaml"])
     services = doc["services"]
     expected = {s.name for s in plan.services} | {f"{s.name}-tcpao" for s in plan.services if s.sidecar}
+    expected |= {s.probe for s in plan.services if s.probe}
     assert set(services) == expected
     pinned = plan.pinned_references()
     assert {svc["image"] for svc in services.values()} <= pinned

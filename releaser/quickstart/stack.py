@@ -198,9 +198,11 @@ class Compose:
         out = []
         for name in spec.shown:
             st = found.get(name, ServiceState(service=name))
-            probe = spec.probes.get(name)
-            if probe is not None and st.state == "running":
-                st = dataclasses.replace(st, health=_probe_health(found.get(probe)), health_container=probe)
+            probe = found.get(spec.probes.get(name, ""))
+            if name in spec.probes and st.state == "running":
+                st = dataclasses.replace(
+                    st, health=_probe_health(probe), health_container=probe.container if probe else ""
+                )
             elif name in spec.healthchecked and st.state == "running" and not st.health:
                 st = dataclasses.replace(st, health="starting")
             if name in spec.jobs:
