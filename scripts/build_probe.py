@@ -155,7 +155,9 @@ def main() -> int:
     ap.add_argument("--force", action="store_true", help="build even when build.json says it is up to date")
     args = ap.parse_args()
     if shutil.which("go") is None:
-        print("build_probe: needs Go (1.26) on PATH to build releaser's probe image (probe/)", file=sys.stderr)
+        print(
+            "build_probe: needs Go (1.26) on PATH to build releaser's probe image (probe/)", file=sys.stderr
+        )
         return 1
     version = go_version()
     key = source_key(version)

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import threading
@@ -105,7 +104,7 @@ def test_the_image_holds_one_static_binary_and_runs_as_non_root() -> None:
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[int]:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             code = {"/ok": 200, "/moved": 302, "/broken": 500}.get(self.path, 404)
             self.send_response(code)
             self.send_header("Content-Length", "0")

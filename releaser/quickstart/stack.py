@@ -563,7 +563,11 @@ def _failure(
     message: str,
 ) -> StackError:
     logs = redact(_tail(compose.logs(svc.service), 30)) if svc.container else ""
-    probes = redact(compose.health_output(svc.health_container or svc.container)) if svc.container and svc.health else ""
+    probes = (
+        redact(compose.health_output(svc.health_container or svc.container))
+        if svc.container and svc.health
+        else ""
+    )
     if probes:
         logs = "\n".join(x for x in (logs.rstrip(), f"its last health checks: {probes}") if x)
     where = (

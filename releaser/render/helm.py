@@ -877,7 +877,10 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                             {
                                 "service": {"type": "string"},
                                 "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                                "check": {"type": "string", "pattern": "^(http|tcp)://[a-z0-9-]+:[0-9]+(/[^\\s]*)?$"},
+                                "check": {
+                                    "type": "string",
+                                    "pattern": "^(http|tcp)://[a-z0-9-]+:[0-9]+(/[^\\s]*)?$",
+                                },
                                 "hostNetwork": {"type": "boolean"},
                             },
                             required=["service", "port", "check", "hostNetwork"],
