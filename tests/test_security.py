@@ -28,6 +28,7 @@ NO_RESOURCES = {"CKV_K8S_10", "CKV_K8S_11", "CKV_K8S_12", "CKV_K8S_13"}
 ACCEPTED = {
     ("bmp-tcpao", "Deployment.prod.collector"): TCPAO_POD,
     ("bmp-tcpao", "Deployment.prod.speaker"): TCPAO_POD,
+    ("bmp-tcpao", "Pod.prod.rel-test"): {"CKV_K8S_8", "CKV_K8S_9"},  # the helm test pod runs once
     ("kitchen-sink", "DaemonSet.prod.agent"): {"CKV_K8S_19"},
     ("kitchen-sink", "Deployment.prod.api"): {"CKV_K8S_25"} | NO_RESOURCES,
     ("kitchen-sink", "Deployment.prod.db"): {"CKV_K8S_40"} | NO_RESOURCES,

@@ -333,11 +333,21 @@ def status(stack: StackOpt = DEFAULT_STACK, output: OutputOpt = None, as_json: J
 def _status_text(r: StatusResult) -> str:
     lines = [f"{r.release} {r.version} ({r.engine}, {r.stack}):"]
     lines += [f"  {s.service:<18} {s.label():<14} {', '.join(s.ports)}" for s in r.services]
-    lines.append(
-        "ok: every service is ready"
-        if r.healthy
-        else "not ready: see the states above (releaser quickstart logs SERVICE)"
-    )
+    if r.other_stack:
+        lines.append(
+            f"not running here: {r.release}'s containers are the stack in {r.other_stack} "
+            f"(releaser quickstart status --dir {r.other_stack})"
+        )
+    elif r.stopped:
+        lines.append(
+            "stopped: no container of this stack exists (start it with `releaser quickstart SOURCE`)"
+        )
+    else:
+        lines.append(
+            "ok: every service is ready"
+            if r.healthy
+            else "not ready: see the states above (releaser quickstart logs SERVICE)"
+        )
     return "\n".join(lines)
 
 

@@ -44,6 +44,7 @@ def init_release(directory: Path, *, force: bool = False) -> InitResult:
         path=str(target),
         next_steps=(
             f"edit {shlex.quote(str(target))}   # replace the example.org image references with yours",
+            "releaser probe push REGISTRY/PATH:TAG   # the probe image, where images.probe.ref says",
             f"releaser validate {shlex.quote(str(directory))}",
             f"releaser lock {shlex.quote(str(directory))}   # resolves every image to a digest",
             f"releaser render {shlex.quote(str(directory))}",

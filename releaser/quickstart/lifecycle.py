@@ -15,6 +15,7 @@ from so the other commands need no arguments. Its format is in docs/quickstart.m
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -256,10 +257,44 @@ def preflight(
         subnet=plan.subnet,
         own_interfaces=own_bridges(engine, plan.name) if plan.subnet else frozenset(),
     )
+    other = other_stack(engine, plan.name, stack)
+    if other is not None:
+        checks.append(
+            Check(
+                name="stack",
+                status="fail",
+                detail=f"{plan.name} already runs as a quickstart stack in {other} (Compose project "
+                f"{plan.name}): a second stack of it would recreate that stack's containers and share its volumes",
+                fix=f"use that stack (--dir {other}), or stop it first: releaser quickstart down --dir {other}",
+            )
+        )
     failed = [c for c in checks if c.status == "fail"]
     if failed:
         raise PreflightError(failed, checks)
     return checks
+
+
+def other_stack(engine: str | None, project: str, stack: Path) -> str | None:
+    """The stack directory whose containers hold the Compose project `project`, when it is not
+    `stack`: one stack of a release per host and engine (the project is the release's name)."""
+    if engine is None:
+        return None
+    label = "com.docker.compose.project"
+    fmt = f'{{{{index .Labels "{label}.working_dir"}}}}'
+    try:
+        proc = subprocess.run(
+            [engine_cli(engine), "ps", "-a", "--filter", f"label={label}={project}", "--format", fmt],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    here = os.path.realpath(stack)
+    dirs = {d.strip() for d in proc.stdout.splitlines() if d.strip()} if proc.returncode == 0 else set()
+    others = sorted(d for d in dirs if os.path.realpath(d) != here)
+    return others[0] if others else None
 
 
 def own_bridges(engine: str | None, project: str) -> frozenset[str]:
@@ -411,10 +446,15 @@ class StatusResult:
     stack: str
     engine: str
     services: tuple[ServiceState, ...]
+    other_stack: str | None = None  # the stack directory that holds the release's containers instead
 
     @property
     def healthy(self) -> bool:
         return bool(self.services) and all(s.ready for s in self.services)
+
+    @property
+    def stopped(self) -> bool:
+        return all(s.state == "stopped" for s in self.services)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -423,6 +463,8 @@ class StatusResult:
             "stack": self.stack,
             "engine": self.engine,
             "healthy": self.healthy,
+            "stopped": self.stopped,
+            "otherStack": self.other_stack,
             "services": [s.to_json() for s in self.services],
         }
 
@@ -430,14 +472,20 @@ class StatusResult:
 def status(stack: Path = DEFAULT_DIR) -> StatusResult:
     state = State.load(stack)
     compose = compose_for(stack, state)
-    states = compose.states(compose_spec(stack, state))
+    spec = compose_spec(stack, state)
+    other = other_stack(compose.engine.kind, state.release, stack)
+    # the project's containers are another stack's: nothing of them is this stack's state
+    states = [ServiceState(service=n) for n in spec.shown] if other else compose.states(spec)
     compose.run_healthchecks(states)
+    if not any(s.container for s in states):  # after down or reset, or never started here
+        states = [dataclasses.replace(s, state="stopped") for s in states]
     return StatusResult(
         release=state.release,
         version=state.version,
         stack=str(stack.absolute()),
         engine=compose.engine.kind,
         services=tuple(states),
+        other_stack=other,
     )
 
 

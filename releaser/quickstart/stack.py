@@ -105,6 +105,7 @@ class ServiceState:
     ports: tuple[str, ...] = ()
     job: bool = False  # runs once: exited 0 is done, anything else a failure
     health_container: str = ""  # where its health check runs when not in itself (its probe container)
+    ids: tuple[str, ...] = ()  # the engine's IDs of its container and of its probe container
 
     @property
     def ready(self) -> bool:
@@ -201,7 +202,10 @@ class Compose:
             probe = found.get(spec.probes.get(name, ""))
             if name in spec.probes and st.state == "running":
                 st = dataclasses.replace(
-                    st, health=_probe_health(probe), health_container=probe.container if probe else ""
+                    st,
+                    health=_probe_health(probe),
+                    health_container=probe.container if probe else "",
+                    ids=st.ids + (probe.ids if probe else ()),
                 )
             elif name in spec.healthchecked and st.state == "running" and not st.health:
                 st = dataclasses.replace(st, health="starting")
@@ -234,6 +238,7 @@ class Compose:
             out[r["Service"]] = ServiceState(
                 service=r["Service"],
                 container=r.get("Name", ""),
+                ids=(str(r.get("ID", "")),) if r.get("ID") else (),
                 state=r.get("State", ""),
                 health=r.get("Health", "") or "",
                 exit_code=int(r.get("ExitCode") or 0),
@@ -279,6 +284,7 @@ class Compose:
             out[svc] = ServiceState(
                 service=svc,
                 container=name,
+                ids=(str(r.get("Id", "")),) if r.get("Id") else (),
                 state=r.get("State", ""),
                 health=health,
                 exit_code=int(r.get("ExitCode") or 0),
@@ -456,6 +462,9 @@ def up_and_wait(
         except ReleaserError as exc:
             result["error"] = exc
 
+    # containers of an earlier run (a failed one: unhealthy, restarting, exited) say nothing about this
+    # one until `up` has recreated or restarted them: they count once `up` is done, or when new
+    earlier = {i for s in compose.states(spec) for i in s.ids}
     worker = threading.Thread(target=run_up, daemon=True)
     start = time.monotonic()
     worker.start()
@@ -463,12 +472,12 @@ def up_and_wait(
     up_finished_at: float | None = None
     while True:
         elapsed = time.monotonic() - start
+        up_done = not worker.is_alive()  # before reading the states: they are then this run's
         states = compose.states(spec)
         compose.run_healthchecks(states)
-        up_done = not worker.is_alive()
         if on_update:
             on_update(states, elapsed, up_done)
-        failed = _blame(spec, states)
+        failed = _blame(spec, [s for s in states if up_done or not earlier.intersection(s.ids)])
         if failed is not None:
             worker.join(timeout=5)
             raise _failure(

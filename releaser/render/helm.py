@@ -888,9 +888,21 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                     },
                     "refused": _obj(
                         {
-                            "service": {"type": "string"},
-                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                            "check": {"type": "string", "pattern": "^!tcp://[a-z0-9-]+:[0-9]+$"},
+                            "service": {
+                                "type": "string",
+                                "description": "The service whose policy refuses it.",
+                            },
+                            "port": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 65535,
+                                "description": "The port no rule opens to the test pod.",
+                            },
+                            "check": {
+                                "type": "string",
+                                "pattern": "^!tcp://[a-z0-9-]+:[0-9]+$",
+                                "description": "The probe's check: no TCP connection may open.",
+                            },
                         },
                         desc="A flow the policies deny, which the test pod must find refused ({}: none).",
                     ),

@@ -128,7 +128,30 @@ def test_every_pod_is_ready_and_runs_the_locked_digests(cluster: Cluster, bmp: d
         assert repo.startswith(f"{REGISTRY}/"), s["imageID"]
         assert locked[repo.removeprefix(f"{REGISTRY}/")] == digest, s
         assert specs[s["name"]] == f"{repo}@{digest}"
-    assert {s["imageID"].partition("@")[2] for s in statuses} == set(locked.values())
+    # every locked image runs, but the probe, which runs under `helm test` only
+    assert {s["imageID"].partition("@")[2] for s in statuses} == set(locked.values()) - {
+        bmp["lock"]["images"]["probe"]["digest"]
+    }
+
+
+def test_helm_test_passes_with_the_probe_image_the_bundle_carries(
+    cluster: Cluster, bmp: dict[str, Any]
+) -> None:
+    """`helm test` after the airgap install: the probe pod, pulled from registry.local:5000 by the
+    lock's digest, reaches each readiness endpoint through its Service, the bus through its
+    NetworkPolicy and the hostNetwork collector and speaker on their nodes' addresses."""
+    out = helm(cluster, HELM3, "test", "bmp", "-n", NS, "--timeout", "3m")
+    assert "TEST SUITE:     bmp-test" in out and "Phase:          Succeeded" in out, out
+    hooks = [d for d in yaml.safe_load_all(helm(cluster, HELM3, "get", "hooks", "bmp", "-n", NS)) if d]
+    (pod,) = [d for d in hooks if d["kind"] == "Pod"]
+    probe_pin = bmp["lock"]["images"]["probe"]
+    repo = probe_pin["repository"].split("/", 1)[1]
+    assert pod["spec"]["containers"][0]["image"] == f"{REGISTRY}/{repo}@{probe_pin['digest']}"
+    assert pod["spec"]["containers"][0]["args"][2:] == [
+        "http://bus:8222/healthz",
+        "http://collector:8080/healthz",
+        "tcp://speaker:50051",
+    ]
 
 
 def test_pdbs_and_network_policies_are_the_rendered_ones(cluster: Cluster, bmp: dict[str, Any]) -> None:

@@ -153,6 +153,30 @@ def can_connect(c: Cluster, selector: str, container: str, host: str, port: int)
     return "rc=0" in out
 
 
+def test_helm_test_checks_every_service_and_a_denied_flow(cluster: Cluster, platform: dict[str, Any]) -> None:
+    """`helm test` after the airgap install (Helm 3 and Helm 4 alike): every readiness endpoint through
+    its Service, and store:7000 refused to the test pod by the store's own policy."""
+    for binary in (HELM3, HELM4):
+        out = helm(cluster, binary, "test", "platform", "-n", NS, "--timeout", "3m")
+        assert "platform-test" in out and "Succeeded" in out, out
+
+
+def test_helm_test_fails_naming_the_service_that_does_not_answer(
+    cluster: Cluster, platform: dict[str, Any]
+) -> None:
+    cluster.kubectl("-n", NS, "scale", "deployment/console", "--replicas=0")
+    try:
+        wait_for(lambda: not kj(cluster, "get", "pods", "-l", "app.kubernetes.io/component=console")["items"],
+                 what="the console's pods gone")  # fmt: skip
+        out = helm(cluster, HELM3, "test", "platform", "-n", NS, "--logs", "--timeout", "3m", check=False)
+        assert "FAIL http://console:8080/healthz" in out, out
+        assert "ok   http://api:8081/ready" in out and "ok   !tcp://store:7000" in out, out
+    finally:
+        cluster.kubectl("-n", NS, "scale", "deployment/console", "--replicas=2")
+        cluster.kubectl("-n", NS, "rollout", "status", "deployment/console", "--timeout=180s")
+        cluster.kubectl("-n", NS, "delete", "pod", "platform-test", "--ignore-not-found")
+
+
 def test_declared_flows_connect_and_undeclared_ones_are_refused(
     cluster: Cluster, platform: dict[str, Any]
 ) -> None:
@@ -355,6 +379,8 @@ def test_upgrades_from_a_delta_a_failing_upgrade_rolls_back_and_rollback_goes_ba
     assert history[-1]["status"] == "deployed" and history[-1]["chart"] == f"platform-2.4.0-{tag}", history
     assert config() == f"# api 2.4.0 ({tag})\nlisten: 8081\n"
     assert kj(cluster, "get", "job", "migrate")["status"].get("succeeded") == 1
+    out = helm(cluster, binary, "test", "platform", "-n", NS, "--timeout", "3m")  # after the upgrade
+    assert "Succeeded" in out, out
     broken = _version(
         platform, f"2.5.0-{tag}", edit='"--config=/etc/api/api.yaml"=>"--config=/etc/api/missing.yaml"'
     )
