@@ -280,7 +280,12 @@ def other_stack(engine: str | None, project: str, stack: Path) -> str | None:
     if engine is None:
         return None
     label = "com.docker.compose.project"
-    fmt = f'{{{{index .Labels "{label}.working_dir"}}}}'
+    # docker ps: .Labels is one string, .Label reads one; podman ps: .Labels is a map
+    fmt = (
+        f'{{{{index .Labels "{label}.working_dir"}}}}'
+        if is_podman(engine)
+        else f'{{{{.Label "{label}.working_dir"}}}}'
+    )
     try:
         proc = subprocess.run(
             [engine_cli(engine), "ps", "-a", "--filter", f"label={label}={project}", "--format", fmt],
