@@ -74,11 +74,16 @@ def test_a_delta_since_the_old_bundle_carries_the_changed_layer_and_loads_onto_t
     assert names - set(FULL) == full_names - left_out
     assert set(FULL) <= names
     assert out.stat().st_size < upgrade.full.stat().st_size
-    # it verifies on its own, and loads onto the site holding 1.0.0
+    # it verifies on its own and says it is a delta, as inspect does; it loads onto the site holding
+    # 1.0.0, and what it says to run next is an upgrade
     code, text = cli("airgap", "verify", str(out), "--key", str(world.pub))
     assert code == 0, text
+    assert "a DELTA bundle against bundle demo 1.0.0 (sha256:" in text, text
+    code, text = cli("airgap", "inspect", str(out), "--json")
+    assert code == 0 and json.loads(text)["result"]["delta"]["version"] == "1.0.0", text
     code, text = load(world, site.host, tmp_path / "v2", "--json", bundle=out)
     assert code == 0, text
+    assert json.loads(text)["result"]["helmInstall"].startswith("helm upgrade demo "), text
     stats = json.loads(text)["result"]["stats"]
     assert stats["relied"] >= len(left_out)  # one per (repository, layer): the base layer is shared
     # what the site serves now is all of 1.1.0: the full bundle's own check agrees, and skopeo

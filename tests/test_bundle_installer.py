@@ -314,3 +314,27 @@ def test_a_delta_leaves_out_the_installer_the_base_carries_and_merge_puts_it_bac
     )
     assert code == 0, text
     assert merged.read_bytes() == full.read_bytes()
+
+
+def test_a_delta_against_a_lock_or_inventory_carries_the_installer_only_when_asked(
+    world: World, upgrade: Upgrade, tmp_path: Path
+) -> None:
+    """A lock or an inventory does not say which installer the site has: the delta leaves it out
+    and says so (a whole offline installer where a few MB changed was the upgrade path's cost);
+    --installer carries it."""
+    delta = tmp_path / "delta.tar.zst"
+    code, text = cli(
+        "bundle", str(upgrade.release), "--signing-key", str(world.key), "--since", str(upgrade.old_lock),
+        "--out-file", str(delta), "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    installer = json.loads(text)["result"]["installer"]
+    assert installer["bytes"] == 0 and installer["targets"] == []
+    assert installer["note"].startswith("left out: the base (lock) does not say which installer"), installer
+    assert not (extract(delta, tmp_path / "x") / "installer").exists()
+    code, text = cli(
+        "bundle", str(upgrade.release), "--signing-key", str(world.key), "--since", str(upgrade.old_lock),
+        "--out-file", str(tmp_path / "with.tar.zst"), "--installer",
+    )  # fmt: skip
+    assert code == 0, text
+    assert re.search(r"installer: [\d,]+ bytes of wheels and install.sh for cp", text), text

@@ -121,6 +121,22 @@ def test_a_stop_gives_each_service_its_grace_period(platform: dict[str, Any]) ->
     assert inspect(platform["env"], states["worker"]["container"])["HostConfig"]["Init"] is True
 
 
+def test_after_down_status_says_stopped_and_backup_still_reads_the_volumes(platform: dict[str, Any]) -> None:
+    """`down` removes the containers and keeps the volumes: status says stopped (not `waiting`), and a
+    backup reads each volume through a helper container of the service's own image."""
+    env = platform["env"]
+    run(env, "quickstart", "down")
+    status = run(env, "quickstart", "status", expect=9)
+    assert "stopped: no container of this stack exists" in status.stdout, status.stdout
+    out = platform["work"] / "after-down.tar.zst"
+    backup = json.loads(run(env, "quickstart", "backup", "--out-file", str(out), "--json").stdout)["result"]
+    assert backup["volumes"] == ["store-data"], backup
+    helpers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "name=platform-volume-"], env=env, capture_output=True, text=True
+    )
+    assert helpers.stdout.strip() == ""  # the helper is gone
+
+
 def test_a_failing_job_stops_the_quickstart_and_is_named(platform: dict[str, Any]) -> None:
     """Last in the file: it replaces the running stack with one whose migration fails."""
     import shutil

@@ -145,3 +145,18 @@ def test_an_upgrade_from_a_signed_bundle_runs_from_its_registry(stack: dict[str,
     assert history["current"] == result["revision"] == max(r["number"] for r in history["revisions"])
     images = next(r["images"] for r in history["revisions"] if r["number"] == history["current"])
     assert images and all(i.startswith(current["registry"]) for i in images), images
+
+
+def test_reset_deletes_the_upgrade_backups_it_names(stack: dict[str, Any]) -> None:
+    """After the upgrades above, the revisions hold backups (volume data and secrets): reset names
+    each one and leaves none of them behind."""
+    where = Path(stack["env"]["RELEASER_QUICKSTART_DIR"])
+    backups = sorted(where.glob(".revisions/*/backup.tar.zst"))
+    assert backups
+    asked = run(stack["env"], "quickstart", "reset", expect=2)
+    for b in backups:
+        assert f"upgrade backup {b} (volume data and secrets)" in asked.stderr, asked.stderr
+    assert "--out-file backup.tar.zst" in asked.stderr
+    run(stack["env"], "quickstart", "reset", "--yes")
+    assert not list(where.glob(".revisions/*/backup.tar.zst"))
+    assert not (where / ".secrets").exists() or not any((where / ".secrets").iterdir())

@@ -165,6 +165,12 @@ class Base:
     blobs: frozenset[str]  # blob digests (layers, configs)
     files: Mapping[str, str] = field(default_factory=dict)  # a base bundle's other members: path -> sha256
 
+    @property
+    def knows_installer(self) -> bool:
+        """Whether the base says which installer the target has: a bundle does; a lock or an
+        inventory of a registry does not (a delta then carries none unless asked)."""
+        return self.record.kind == "bundle"
+
 
 def read_base(path: Path, registry_for: RegistryFor, *, concurrency: int = 8) -> Base:
     """The base named by `bundle --since`: an older bundle (or its parts), a release directory or

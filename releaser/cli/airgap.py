@@ -55,7 +55,13 @@ def verify(
     def text(r: VerifyResult) -> str:
         return (
             f"ok: {r.path} verified: {r.release} {r.version}, {r.files} files, {r.bytes:,} bytes, "
-            f"signed by {r.signer}\n" + "\n".join(f"  {i}" for i in r.images)
+            f"signed by {r.signer}\n"
+            + (
+                f"  a DELTA bundle against {r.delta_base}: it loads only into a registry that holds that base\n"
+                if r.delta_base
+                else ""
+            )
+            + "\n".join(f"  {i}" for i in r.images)
         )
 
     with ByteProgress("verify", not as_json) as prog:
@@ -384,8 +390,14 @@ def _inspected(r: InspectResult) -> str:
         f"{r.release} {r.version}: {r.path} ({r.size:,} bytes; {r.files} listed files, {r.bytes:,} bytes unpacked; "
         f"format {r.format_version}, {r.tool})",
         f"  {trust}",
-        f"  images ({len(r.images)}):",
     ]
+    if r.delta_base is not None:
+        b = r.delta_base
+        lines.append(
+            f"  a DELTA bundle: against {b['kind']} {b['name']} {b['version']}".rstrip()
+            + f" ({b['digest']}); it loads only into a registry that holds that base (an upgrade)"
+        )
+    lines.append(f"  images ({len(r.images)}):")
     width = max((len(i.name) for i in r.images), default=0)
     for i in r.images:
         kind = "index" if "index" in i.media_type or "list" in i.media_type else "manifest"

@@ -65,6 +65,9 @@ def create(
         Path | None,
         typer.Option("--out-file", help="The bundle to write (default bundles/<name>-<version>.tar.zst)."),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a bundle that exists at that path (refused otherwise).")
+    ] = False,
     zstd_level: Annotated[int, typer.Option("--zstd-level", help="1 (fast) to 19 (small).")] = 3,
     threads: Annotated[int, typer.Option("--threads", help="zstd worker threads (-1: one per core).")] = -1,
     no_cache: Annotated[
@@ -84,13 +87,16 @@ def create(
         ),
     ] = True,
     installer: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--installer/--no-installer",
             help="Carry installer/: releaser's wheels and those of its dependencies (pinned with hashes), "
-            "and install.sh, so the customer installs releaser with no network.",
+            "and install.sh, so the customer installs releaser with no network. Default: a full bundle "
+            "carries it; a delta carries what changed since its base bundle, and nothing when its base "
+            "is a lock or an inventory (which do not say which installer the site has).",
+            show_default=False,
         ),
-    ] = True,
+    ] = None,
     installer_python: Annotated[
         str,
         typer.Option(
@@ -164,7 +170,7 @@ def create(
     def text(r: BundleResult) -> str:
         return (
             f"ok: wrote {r.path} ({r.size:,} bytes, {r.blobs} blobs, {len(r.images)} images, "
-            f"{len(r.attachments)} attachments; {r.fetched:,} bytes fetched, the rest from the cache)\n"
+            f"{len(r.attachments)} attachments; {_fetched(r)})\n"
             f"  sha256: {r.sha256}\n  signer: {r.signer}"
             + "".join(f"\n  attached: {a}" for a in r.attachments)
             + "".join(f"\n{_part_line(p)}" for p in r.parts)
@@ -178,8 +184,8 @@ def create(
             + (
                 f"\n  installer: {r.installer_bytes:,} bytes of wheels and install.sh for "
                 + ", ".join(r.installer_targets)
-                if r.installer_targets
-                else "\n  installer: left out (--no-installer)"
+                if r.installer_bytes
+                else f"\n  installer: {r.installer_note}"
             )
         )
 
@@ -203,6 +209,7 @@ def create(
                 since=since,
                 registries=opts,
                 progress=prog,
+                force=force,
             ),
             text,
         )
@@ -210,6 +217,17 @@ def create(
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _fetched(r: BundleResult) -> str:
+    """Where the image blobs came from: the registries, the cache, or both (bytes_in counts the
+    installer's files too, which are not blobs)."""
+    cached = r.bytes_in - r.fetched - r.installer_bytes
+    if cached <= 0:
+        return f"{r.fetched:,} bytes fetched"
+    if r.fetched == 0:
+        return f"{cached:,} bytes from the cache"
+    return f"{r.fetched:,} bytes fetched, {cached:,} from the cache"
 
 
 def _part_line(p: PartRecord) -> str:

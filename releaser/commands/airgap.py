@@ -23,6 +23,7 @@ class VerifyResult:
     bytes: int
     images: tuple[str, ...]
     signer: str
+    delta_base: str | None = None  # a delta bundle: the base it relies on, described
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -33,6 +34,7 @@ class VerifyResult:
             "bytes": self.bytes,
             "images": list(self.images),
             "signer": self.signer,
+            "delta": self.delta_base,
             "problems": [],
         }
 
@@ -49,6 +51,7 @@ def verify(path: Path, *, key: Path = DEFAULT_KEY, progress: Progress | None = N
         bytes=v.bytes,
         images=tuple(f"{i.repository}@{i.digest}" for i in v.metadata.images),
         signer=v.signer,
+        delta_base=v.metadata.delta.base.describe() if v.metadata.delta is not None else None,
     )
 
 
@@ -88,9 +91,11 @@ class InspectResult:
     chart: dict[str, str]
     parts: tuple[PartRecord, ...] = ()  # a split bundle's parts after the first, as its head lists them
     parts_present: int = 0  # how many of them are beside it, with the listed size
+    delta_base: dict[str, str] | None = None  # a delta bundle: the base it was cut against
 
     def to_json(self) -> dict[str, object]:
         return {
+            "delta": self.delta_base,
             "path": self.path,
             "size": self.size,
             "release": self.release,
@@ -138,6 +143,9 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
         chart=meta.chart.to_json(),  # type: ignore[arg-type]  # every value of ChartRecord.to_json is a str
         parts=meta.parts,
         parts_present=_present(path, meta.parts),
+        delta_base={k: str(v) for k, v in meta.delta.base.to_json().items()}
+        if meta.delta is not None
+        else None,
     )
 
 

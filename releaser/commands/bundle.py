@@ -24,7 +24,7 @@ from ..bundle.write import (
     metadata_json,
     write_archive,
 )
-from ..errors import UsageError
+from ..errors import TargetExists, UsageError
 from ..lock import read_lock, split_reference
 from ..pipeline import release_dir, source_date_epoch
 from ..plan import build_plan
@@ -48,6 +48,7 @@ class BundleResult:
     attachments: tuple[str, ...] = ()  # repository:sha256-<hex>.sig ... carried with the images
     installer_targets: tuple[str, ...] = ()  # cp311-x86_64 ... (empty: --no-installer)
     installer_bytes: int = 0  # what installer/ adds, uncompressed
+    installer_note: str = ""  # why there is none, or why a delta carries none
     parts: tuple[PartRecord, ...] = ()  # split: the parts after the first (path is the first)
     delta: DeltaRecord | None = None  # --since: the base and the blobs left out
 
@@ -62,7 +63,11 @@ class BundleResult:
             "fetched": self.fetched,
             "signer": self.signer,
             "attachments": list(self.attachments),
-            "installer": {"targets": list(self.installer_targets), "bytes": self.installer_bytes},
+            "installer": {
+                "targets": list(self.installer_targets),
+                "bytes": self.installer_bytes,
+                "note": self.installer_note,
+            },
             "parts": [p.to_json() for p in self.parts],
             "delta": None
             if self.delta is None
@@ -86,20 +91,37 @@ def bundle_release(
     cache_dir: Path | None = None,
     use_cache: bool = True,
     attachments: bool = True,
-    installer: bool = True,
+    installer: bool | None = None,
     installer_pythons: tuple[str, ...] = (),
     installer_machines: tuple[str, ...] = (),
     split_size: int | None = None,
     since: Path | None = None,
     registries: RegistryOptions | None = None,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> BundleResult:
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed. With
     `installer` (the default), also installer/: releaser's wheels for the chosen CPython versions
     and machines (all supported ones when empty) and install.sh. With `split_size`, as parts
     NAME.tar.zst.001 (the signed head), .002, ... of at most that many bytes. With `since` (an older
     bundle, lock or an inventory of the target), a delta bundle <name>-<version>-delta.tar.zst
-    that leaves out the layers the base holds (docs/bundle-format.md#delta-bundles)."""
+    that leaves out the layers the base holds (docs/bundle-format.md#delta-bundles).
+
+    `installer` None (the default): carried by a full bundle; by a delta against an older bundle, the
+    files that changed since; by a delta against a lock or an inventory (which do not say which
+    installer the target has), none: True carries it, False never."""
+    factory = (registries or RegistryOptions()).factory()
+    base = read_base(since, factory) if since is not None else None
+    installer_note = ""
+    if installer is None:
+        installer = base is None or base.knows_installer
+        if not installer and base is not None:
+            installer_note = (
+                f"left out: the base ({base.record.kind}) does not say which installer the site has; "
+                "--installer carries it"
+            )
+    elif not installer:
+        installer_note = "left out (--no-installer)"
     if installer:
         choose(installer_pythons, installer_machines)  # a wrong choice fails before anything is fetched
     if not 1 <= level <= 19:
@@ -110,10 +132,18 @@ def bundle_release(
     release, _ = load_release(directory)
     lock = read_lock(directory, release)
     plan = build_plan(release, lock)
+    suffix = "-delta" if since is not None else ""
+    target = out or Path("bundles") / f"{plan.name}-{plan.version}{suffix}.tar.zst"
+    existing = part_path(target, 1) if split_size else target
+    if existing.exists() and not force:  # a signed bundle someone may have shipped is not replaced silently
+        raise TargetExists(
+            existing,
+            fix="pass --force to replace it (the same release and version give the same bytes when "
+            "nothing changed), or --out-file another path",
+        )
     private = load_private_key(key, passphrase(passphrase_file))
     signer = fingerprint(public_pem(private))
     mtime = source_date_epoch()
-    factory = (registries or RegistryOptions()).factory()
     bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
     for svc in release.services:  # the config files release.yaml names, beside it in the bundle
         for c in svc.configs:
@@ -128,8 +158,7 @@ def bundle_release(
         )
     entries, checksums, meta = checksums_and_metadata(plan, lock, bp, mtime=mtime, signer_fingerprint=signer)
     delta = None
-    if since is not None:
-        base = read_base(since, factory)
+    if base is not None:
         full = signed_head(meta, checksums, private)  # the full bundle's head, for `bundle merge`
         bp, delta = make_delta(bp, base, level=level)
         bp.files[FULL_PREFIX + "load.sh"] = bp.leading["load.sh"]  # the full bundle's, for `bundle merge`
@@ -152,8 +181,6 @@ def bundle_release(
     for img in lock.images:
         registry_host, path, _, _ = split_reference(img.repository)
         repo_hosts[path] = registry_host
-    suffix = "-delta" if delta is not None else ""
-    target = out or Path("bundles") / f"{plan.name}-{plan.version}{suffix}.tar.zst"
     cache = BlobCache(cache_dir or default_cache_dir()) if use_cache else None
     stats = write_archive(
         target,
@@ -175,8 +202,14 @@ def bundle_release(
         fetched=stats.fetched,
         signer=signer,
         attachments=tuple(f"{i.repository}:{a.tag}" for i in bp.images for a in i.attachments or ()),
-        installer_targets=choose(installer_pythons, installer_machines) if installer else (),
+        installer_targets=choose(installer_pythons, installer_machines) if bp.installer else (),
         installer_bytes=sum(f.size for f in bp.installer),
+        installer_note=installer_note
+        or (
+            f"unchanged since the base bundle ({delta.omitted_files} files left out)"
+            if delta is not None and installer and not bp.installer
+            else ""
+        ),
         parts=stats.parts,
         delta=delta,
     )

@@ -133,7 +133,9 @@ def _result(
         chart=f"{chart_ref}:{meta.version}",
         values_file=str(values_path),
         compose_override=str(override_path),
-        helm_install=f"helm install {meta.name} {chart_ref} --version {meta.version} -f {values_path}{plain}",
+        # a delta is the next version of a release the site runs: an upgrade, not an install
+        helm_install=f"helm {'upgrade' if meta.delta is not None else 'install'} {meta.name} {chart_ref} "
+        f"--version {meta.version} -f {values_path}{plain}",
         stats=stats,
         dry_run=dry_run,
         plan=plan,

@@ -21,6 +21,7 @@ from ..quickstart.doctor import Check, Engine, detect_engine
 from ..quickstart.lifecycle import (
     DEFAULT_DIR,
     PODMAN_COMPOSE,
+    REVISION_BACKUP,
     STATE_FILE,
     BackupResult,
     ResetResult,
@@ -456,7 +457,7 @@ def upgrade(
     number = revisions.next_number(stack)
     backup_path = None
     if take_backup and compose_spec(stack, old).volumes:
-        backup_path = stack / revisions.DIR / str(old.revision) / "backup.tar.zst"
+        backup_path = stack / revisions.DIR / str(old.revision) / REVISION_BACKUP
         say(f"backing up the volumes of {old.release} {old.version} to {backup_path}")
         try:
             backup(stack, out=backup_path, say=say)

@@ -36,10 +36,10 @@ import zstandard
 from ..budgets import MAX_JSON_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_WINDOW, loads
 from ..bundle.archive import iter_members
 from ..bundle.verify import verify_bundle, verify_head
-from ..errors import ConfirmationRequired, InputError, PreflightError, ReleaserError, UsageError
+from ..errors import ConfirmationRequired, EngineError, InputError, PreflightError, ReleaserError, UsageError
 from ..fs import atomic_file, atomic_write
 from ..plan import SIDECAR_SUFFIX, Plan, PlanPort
-from . import localregistry
+from . import localregistry, revisions
 from . import secrets as sec
 from .doctor import Check, Engine, detect_engine, engine_cli, is_podman, run_checks
 from .stack import Compose, ComposeFile, ServiceState, up_and_wait
@@ -554,6 +554,9 @@ class ResetResult:
         return {"stack": self.stack, "removed": list(self.removed)}
 
 
+REVISION_BACKUP = "backup.tar.zst"
+
+
 def reset_targets(stack: Path, state: State) -> list[str]:
     spec = compose_spec(stack, state)
     out = [f"containers of {state.release}: {', '.join(spec.services)}", f"network {state.release}_release"]
@@ -563,7 +566,13 @@ def reset_targets(stack: Path, state: State) -> list[str]:
     secret_dir = stack / sec.SECRETS_DIR
     if secret_dir.is_dir():
         out += [f"secret file {p}" for p in sorted(secret_dir.iterdir()) if not p.name.startswith(".")]
+    out += [f"upgrade backup {p} (volume data and secrets)" for p in revision_backups(stack)]
     return out
+
+
+def revision_backups(stack: Path) -> list[Path]:
+    """The backups upgrades took (.revisions/N/backup.tar.zst): they hold volume data and secrets."""
+    return sorted((stack / revisions.DIR).glob(f"*/{REVISION_BACKUP}"))
 
 
 def reset(stack: Path = DEFAULT_DIR, *, yes: bool = False) -> ResetResult:
@@ -572,12 +581,14 @@ def reset(stack: Path = DEFAULT_DIR, *, yes: bool = False) -> ResetResult:
     if not yes:
         raise ConfirmationRequired(
             "reset deletes data and needs --yes. It would remove:\n" + "\n".join(f"  - {t}" for t in targets),
-            fix="take a backup first (releaser quickstart backup --out backup.tar.zst), then "
+            fix="take a backup first (releaser quickstart backup --out-file backup.tar.zst), then "
             "releaser quickstart reset --yes",
         )
     compose = compose_for(stack, state)
     compose.run("down", "--volumes", "--remove-orphans")
     shutil.rmtree(stack / sec.SECRETS_DIR, ignore_errors=True)
+    for path in revision_backups(stack):
+        path.unlink(missing_ok=True)
     if state.local_registry:
         localregistry.stop(stack)
         shutil.rmtree(stack / localregistry.DIR, ignore_errors=True)
@@ -638,15 +649,10 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet) -> BackupR
     spec = compose_spec(stack, state)
     compose = compose_for(stack, state)
     before = {s.service: s for s in compose.states(spec)}
-    holders = {}
+    holders: dict[str, tuple[str | None, str]] = {}  # volume -> (the container it is read from, path)
     for vol, (svc, path) in spec.volumes.items():
         st = before.get(svc)
-        if st is None or not st.container:
-            raise UsageError(
-                f"volume {vol} has no container to read it from ({svc} was never started)",
-                fix="run `releaser quickstart RELEASE_DIR` first, then back up",
-            )
-        holders[vol] = (st.container, path)
+        holders[vol] = (st.container if st is not None and st.container else None, path)
     running = [s for s, st in before.items() if st.state in ("running", "restarting")]
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -668,7 +674,18 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet) -> BackupR
                 say(f"copying volume {vol} ({path})")
                 target = Path(work) / f"{vol}.tar"
                 with target.open("wb") as f:
-                    compose.export_volume(container, path, f)
+                    if container is not None:
+                        compose.export_volume(container, path, f)
+                    else:  # after down: no container of the service, the volume is still there
+                        svc = spec.volumes[vol][0]
+                        try:
+                            with compose.volume_helper(vol, path, spec.images[svc]) as (helper, inside):
+                                compose.export_volume(helper, inside, f)
+                        except EngineError as exc:
+                            raise UsageError(
+                                f"volume {vol} of {svc} cannot be read: {exc}",
+                                fix="start the stack with `releaser quickstart SOURCE`, then back up",
+                            ) from None
                 h = hashlib.sha256()
                 with target.open("rb") as f:
                     while chunk := f.read(1 << 20):

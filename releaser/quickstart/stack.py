@@ -7,6 +7,7 @@ Everything goes through the engine's own CLI (`docker compose`, `podman-compose`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -14,7 +15,7 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -211,8 +212,25 @@ class Compose:
                 st = dataclasses.replace(st, health="starting")
             if name in spec.jobs:
                 st = dataclasses.replace(st, job=True)
+            if st.state == "restarting" and st.exit_code == 0 and st.container:
+                # `compose ps` says 0 for a container between restarts; the engine keeps the last one
+                st = dataclasses.replace(st, exit_code=self.last_exit_code(st.container))
             out.append(st)
         return out
+
+    def last_exit_code(self, container: str) -> int:
+        proc = subprocess.run(
+            [self.engine_cli(), "inspect", "--format", "{{.State.ExitCode}}", container],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+            env=self.env,
+        )
+        try:
+            return int(proc.stdout.strip())
+        except ValueError:
+            return 0
 
     def _docker_ps(self) -> dict[str, ServiceState]:
         proc = self.run("ps", "--all", "--format", "json", check=False, timeout=60)
@@ -366,16 +384,23 @@ class Compose:
         if code != 0:
             raise EngineError(f"{cli} cp {container}:{path} failed: {err.strip()}")
 
-    def import_volume(self, volume: str, mount_path: str, image: str, data: IO[bytes]) -> None:
-        """Unpack a tar written by export_volume into a named volume, owners and modes kept.
-
-        The service containers have read-only root filesystems, into which Docker 20.10's
-        `docker cp` refuses to write even where a volume is mounted; so a helper container
-        (created from the service's own image, never started) mounts the volume and
-        receives the copy."""
+    @contextlib.contextmanager
+    def volume_helper(
+        self, volume: str, mount_path: str, image: str, *, create: bool = False
+    ) -> Iterator[tuple[str, str]]:
+        """A container created from the service's own `image` (never started) with the stack's named
+        `volume` mounted, for copying in and out of it: the service containers have read-only root
+        file systems, into which Docker 20.10's `docker cp` refuses to write even where a volume is
+        mounted, and after `down` there is no service container at all. Yields (container, path of
+        the volume in it); removed afterwards. `create`: make the volume when it does not exist."""
         cli = self.engine_cli()
+        full = f"{self.project}_{volume}"
+        if subprocess.run(
+            [cli, "volume", "inspect", full], capture_output=True, check=False, env=self.env
+        ).returncode:
+            raise EngineError(f"volume {full} does not exist: the stack never ran here, or reset removed it")
         base = mount_path.rstrip("/").rsplit("/", 1)[-1] or "data"
-        helper = f"{self.project}-restore-{volume}"[:60]
+        helper = f"{self.project}-volume-{volume}"[:60]
         subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
         made = subprocess.run(
             [
@@ -386,7 +411,7 @@ class Compose:
                 "--entrypoint",
                 "/bin/true",
                 "-v",
-                f"{self.project}_{volume}:/restore/{base}",
+                f"{full}:/restore/{base}",
                 image,
             ],
             capture_output=True,
@@ -395,31 +420,39 @@ class Compose:
             env=self.env,
         )
         if made.returncode != 0:
-            raise EngineError(
-                f"{cli} create (restore helper for volume {volume}) failed: {made.stderr.strip()}"
-            )
+            raise EngineError(f"{cli} create (a helper for volume {volume}) failed: {made.stderr.strip()}")
         try:
-            with tempfile.TemporaryFile() as staged:
-                # docker cp unpacks "<base>/..." into the parent; podman cp unpacks into the path itself
-                with (
-                    tarfile.open(fileobj=data, mode="r|") as src,
-                    tarfile.open(fileobj=staged, mode="w|", format=tarfile.PAX_FORMAT) as dst,
-                ):
-                    for info in src:
-                        rel = info.name[2:] if info.name.startswith("./") else info.name.lstrip("./")
-                        info.name = (f"{base}/{rel}" if rel else base) if not self._podman else (rel or ".")
-                        dst.addfile(info, src.extractfile(info) if info.isfile() else None)
-                staged.seek(0)
-                target = f"{helper}:/restore" if not self._podman else f"{helper}:/restore/{base}"
-                proc = subprocess.run(
-                    [cli, "cp", "-", target], stdin=staged, capture_output=True, check=False, env=self.env
-                )
-            if proc.returncode != 0:
-                raise EngineError(
-                    f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}"
-                )
+            yield helper, f"/restore/{base}"
         finally:
             subprocess.run([cli, "rm", "-f", helper], capture_output=True, check=False, env=self.env)
+
+    def import_volume(self, volume: str, mount_path: str, image: str, data: IO[bytes]) -> None:
+        """Unpack a tar written by export_volume into a named volume, owners and modes kept (through
+        a helper container: volume_helper)."""
+        cli = self.engine_cli()
+        base = mount_path.rstrip("/").rsplit("/", 1)[-1] or "data"
+        with (
+            self.volume_helper(volume, mount_path, image, create=True) as (helper, _),
+            tempfile.TemporaryFile() as staged,
+        ):
+            # docker cp unpacks "<base>/..." into the parent; podman cp unpacks into the path itself
+            with (
+                tarfile.open(fileobj=data, mode="r|") as src,
+                tarfile.open(fileobj=staged, mode="w|", format=tarfile.PAX_FORMAT) as dst,
+            ):
+                for info in src:
+                    rel = info.name[2:] if info.name.startswith("./") else info.name.lstrip("./")
+                    info.name = (f"{base}/{rel}" if rel else base) if not self._podman else (rel or ".")
+                    dst.addfile(info, src.extractfile(info) if info.isfile() else None)
+            staged.seek(0)
+            target = f"{helper}:/restore" if not self._podman else f"{helper}:/restore/{base}"
+            proc = subprocess.run(
+                [cli, "cp", "-", target], stdin=staged, capture_output=True, check=False, env=self.env
+            )
+        if proc.returncode != 0:
+            raise EngineError(
+                f"{cli} cp into volume {volume} failed: {proc.stderr.decode(errors='replace').strip()}"
+            )
 
 
 def _probe_health(probe: ServiceState | None) -> str:
