@@ -4,6 +4,8 @@
 // (releaser/probe/image) as a non-root user on a read-only root with no capabilities.
 //
 //	probe wait                    PID 1 of a Compose probe container: waits, exits 0 at once on SIGTERM/SIGINT
+//	probe chown UID:GID DIR...    gives each directory (not its content) to UID:GID: a Compose volume
+//	                              the service's image has no directory for is created root-owned
 //	probe CHECK [CHECK...]        every CHECK must hold; exit 0, else 1 (2: a CHECK that cannot be read)
 //
 // CHECK is one of
@@ -30,6 +32,7 @@ import (
 )
 
 const usage = `usage: probe wait
+       probe chown UID:GID DIR...
        probe [--timeout SECONDS] [--attempts N] [--quiet] CHECK [CHECK...]
 CHECK: http://HOST:PORT/PATH | tcp://HOST:PORT | !tcp://HOST:PORT
 `
@@ -124,11 +127,48 @@ func wait() int {
 	return 0
 }
 
+func chown(args []string) int {
+	if len(args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	u, g, ok := strings.Cut(args[0], ":")
+	uid, err1 := strconv.Atoi(u)
+	gid, err2 := strconv.Atoi(g)
+	if !ok || err1 != nil || err2 != nil || uid < 0 || gid < 0 {
+		fmt.Fprintf(os.Stderr, "probe: chown %q: UID:GID expected, two numbers\n", args[0])
+		return 2
+	}
+	failed := 0
+	for _, dir := range args[1:] {
+		info, err := os.Lstat(dir)
+		if err == nil && !info.IsDir() {
+			err = errors.New("not a directory")
+		}
+		if err == nil {
+			err = os.Lchown(dir, uid, gid)
+		}
+		if err != nil {
+			failed++
+			fmt.Fprintf(os.Stderr, "FAIL chown %s %s: %v\n", args[0], dir, err)
+			continue
+		}
+		fmt.Printf("ok   chown %s %s\n", args[0], dir)
+	}
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
 func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 1 && args[0] == "wait" {
 		return wait()
+	}
+	if len(args) > 0 && args[0] == "chown" {
+		return chown(args[1:])
 	}
 	timeout, attempts, quiet := 3*time.Second, 1, false
 	for len(args) > 0 && strings.HasPrefix(args[0], "--") {

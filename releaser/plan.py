@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import model as m
 from .lock import Lock, split_reference
-from .names import PROBE_SUFFIX
+from .names import PROBE_SUFFIX, VOLUMES_SUFFIX
 from .quantities import byte_count
 
 RUN_SECRETS = m.SECRETS_DIR
@@ -213,6 +213,9 @@ class PlanService:
     init: bool  # Compose only; Kubernetes has no init (the image must reap)
     readiness: m.Health | None  # Compose's healthcheck (what dependsOn waits for)
     probe: str | None  # Compose: the probe container running the http/tcp readiness check, if any
+    # Compose: the run-once container giving the service's volumes to its user before it starts (a
+    # volume the image has no directory for is created root-owned), if any
+    volume_owner: str | None
     liveness: m.Health | None
     startup: m.Health | None
     resources: m.Resources
@@ -563,6 +566,8 @@ def _plan_service(
         policy = NetworkPolicy(ingress=ingress, egress=egress)
     compose_host = _compose_host_network(s)
     depends = tuple(_condition(services_by_name[d], probe_image) for d in s.depends_on)
+    if probe_image and s.volumes and uid != 0:
+        depends = ((f"{s.name}-{VOLUMES_SUFFIX}", "service_completed_successfully"), *depends)
     return PlanService(
         name=s.name,
         description=s.description,
@@ -594,6 +599,7 @@ def _plan_service(
         init=s.init,
         readiness=s.readiness,
         probe=_probe_container(s, probe_image),
+        volume_owner=f"{s.name}-{VOLUMES_SUFFIX}" if probe_image and s.volumes and uid != 0 else None,
         liveness=s.liveness,
         startup=s.startup,
         resources=s.resources,

@@ -22,7 +22,7 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from . import model as m
 from .errors import Problem, ValidationError
 from .fs import UnreadableInput, read_input
-from .names import PROBE_SUFFIX, RELEASE_FILE
+from .names import PROBE_SUFFIX, RELEASE_FILE, VOLUMES_SUFFIX
 from .quantities import byte_count
 from .yamlsource import PathT, Source, json_path, load_source
 
@@ -498,12 +498,13 @@ class _Semantics:
         checked = [s for s in r.services if s.readiness is not None and s.readiness.kind in ("http", "tcp")]
         if r.probe is not None:
             self.use_image(("probe", "image"), r.probe)
-            for s in checked:
-                name = f"{s.name}-{PROBE_SUFFIX}"
+            taken = [(f"{s.name}-{PROBE_SUFFIX}", s.name, "probe container") for s in checked]
+            taken += [(f"{s.name}-{VOLUMES_SUFFIX}", s.name, "volume owner") for s in r.services if s.volumes]
+            for name, owner, what in taken:
                 if name in self.services:
                     self.problem(
                         ("services", name),
-                        f"the name {name!r} is taken by the probe container of {s.name!r} in Compose",
+                        f"the name {name!r} is taken by the {what} of {owner!r} in Compose",
                         "rename this service",
                     )
         elif checked:

@@ -6,7 +6,10 @@ the Go version only; the layers are tars with sorted entries, mtime 0 and uid/gi
 0; the config carries no date. Two builds with one Go version give the same digest (a test rebuilds
 and compares). Rebuilt only when the source, this script or the Go version changes (build.json).
 
-    python scripts/build_probe.py [--out DIR] [--force]
+    python scripts/build_probe.py [--out DIR] [--force] [--pin-examples]
+
+--pin-examples rewrites the probe's pin in examples/*/release.lock.yaml (digest, size and
+per-platform children) to the image just built: the examples' committed outputs name it.
 """
 
 from __future__ import annotations
@@ -149,10 +152,52 @@ def build(out: Path, version: str, key: str) -> str:
     return digest
 
 
+def pin_examples(layout: Path) -> list[Path]:
+    """Point the `probe` entry of each example lock at the packaged image (text edit: the rest of
+    the file, its comments and order, stay as they are)."""
+    import re
+
+    top = json.loads((layout / "index.json").read_text())["manifests"][0]
+    index = json.loads((layout / "blobs" / "sha256" / top["digest"].split(":")[1]).read_text())
+    changed = []
+    for lock in sorted((ROOT / "examples").glob("*/release.lock.yaml")):
+        text = lock.read_text()
+        m = re.search(r"^  probe:\n(?:    .*\n|      .*\n|        .*\n)+", text, re.M)
+        if not m:
+            continue
+        source = re.search(r"^    source: (.*)$", m.group(0), re.M)
+        repo = re.search(r"^    repository: (.*)$", m.group(0), re.M)
+        assert source and repo, lock
+        lines = [
+            "  probe:",
+            f"    source: {source.group(1)}",
+            f"    repository: {repo.group(1)}",
+            f"    digest: {top['digest']}",
+            f"    mediaType: {top['mediaType']}",
+            f"    size: {top['size']}",
+            "    platforms:",
+        ]
+        for c in index["manifests"]:
+            lines += [
+                f"      {c['platform']['os']}/{c['platform']['architecture']}:",
+                f"        digest: {c['digest']}",
+                f"        mediaType: {c['mediaType']}",
+                f"        size: {c['size']}",
+            ]
+        new = text[: m.start()] + "\n".join(lines) + "\n" + text[m.end() :]
+        if new != text:
+            lock.write_text(new)
+            changed.append(lock)
+    return changed
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--force", action="store_true", help="build even when build.json says it is up to date")
+    ap.add_argument(
+        "--pin-examples", action="store_true", help="rewrite the probe's pin in the example locks"
+    )
     args = ap.parse_args()
     if shutil.which("go") is None:
         print(
@@ -166,9 +211,12 @@ def main() -> int:
     stamp = out / "build.json"
     if not args.force and stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
         print(f"probe image: up to date ({json.loads(stamp.read_text())['digest']}, {version})")
-        return 0
-    digest = build(out, version, key)
-    print(f"probe image: built {digest} with {version} into {out}")
+    else:
+        digest = build(out, version, key)
+        print(f"probe image: built {digest} with {version} into {out}")
+    if args.pin_examples:
+        for lock in pin_examples(out):
+            print(f"  pinned in {lock.relative_to(ROOT)}")
     return 0
 
 

@@ -19,7 +19,7 @@ from releaser import __version__
 from releaser.bundle.installer import pinned
 
 from .conftest import missing_component
-from .support.bundles import Upgrade, World, cli, extract
+from .support.bundles import DEFAULT_INSTALLER, Upgrade, World, cli, extract
 from .support.registry import RegistryServer
 
 
@@ -325,7 +325,7 @@ def test_a_delta_against_a_lock_or_inventory_carries_the_installer_only_when_ask
     delta = tmp_path / "delta.tar.zst"
     code, text = cli(
         "bundle", str(upgrade.release), "--signing-key", str(world.key), "--since", str(upgrade.old_lock),
-        "--out-file", str(delta), "--json",
+        "--out-file", str(delta), "--json", DEFAULT_INSTALLER,
     )  # fmt: skip
     assert code == 0, text
     installer = json.loads(text)["result"]["installer"]

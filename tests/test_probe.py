@@ -246,6 +246,7 @@ services:
     ports: [{{name: http, port: 8080}}]
     health: {{tcp: {{port: http}}, intervalSeconds: 2, startSeconds: 2}}
     stopGracePeriodSeconds: 1
+    volumes: [{{name: data, mountPath: /data, size: 64Mi}}]   # the image has no /data
   dl:
     image: distroless
     ports: [{{name: http, port: 8080}}]
@@ -319,8 +320,26 @@ def test_images_without_shell_wget_or_nc_pass_their_checks(probed: dict[str, Any
     try:
         up = json.loads(_releaser(env, "quickstart", str(rel), "--json", "--timeout", "120").stdout)["result"]
         states = {s["service"]: s for s in up["services"]}
-        assert set(states) == {"bb", "dl", "sc"}  # the probe containers are their services' health
+        # the probe containers are their services' health; bb-volumes ran once before bb
+        assert set(states) == {"bb", "bb-volumes", "dl", "sc"}
+        assert states.pop("bb-volumes")["state"] == "exited"
         assert all(s["state"] == "running" and s["health"] == "healthy" for s in states.values()), states
+        # the volume the image has no directory for belongs to the service's user: it writes there
+        wrote = subprocess.run(
+            [
+                "docker",
+                "exec",
+                states["bb"]["container"],
+                "sh",
+                "-c",
+                "echo boot > /data/boots && ls -lnd /data",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert wrote.returncode == 0 and " 65532 65532 " in wrote.stdout, wrote.stdout + wrote.stderr
         status = _releaser(env, "quickstart", "status")
         assert "sc" in status.stdout and "-probe" not in status.stdout, status.stdout
         spec = yaml.safe_load((probed["work"] / "passing-stack" / "compose.yaml").read_text())

@@ -281,15 +281,15 @@ PINNED = {
     "airgap inventory": "path registry repositories tags manifests blobs sha256",
     "bundle split": "source first parts size recompressed",
     "bundle join": "path size sha256 parts",
-    "airgap verify": "path release version files bytes images signer problems",
+    "airgap verify": "path release version files bytes images signer delta problems",
     "airgap inspect": "path size release version tool formatVersion signer signatureChecked files bytes images chart "
-    "parts",
+    "parts delta",
     "airgap check": "path target release version manifests blobs sampled tags missing",
     "airgap": "target release version images chart valuesFile composeOverride helmInstall stats dryRun plan",
     "doctor": "checks",
     "quickstart": "release version stack engine source services urls secretsDir secretsCreated secretsKept "
     "warnings seconds registry localRegistry",
-    "quickstart status": "release version stack engine healthy services",
+    "quickstart status": "release version stack engine healthy services stopped otherStack",
     "quickstart backup": "path release version volumes files bytes sha256",
     "quickstart restore": "path release volumes files services",
     "quickstart reset": "stack removed",

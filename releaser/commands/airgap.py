@@ -95,7 +95,6 @@ class InspectResult:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "delta": self.delta_base,
             "path": self.path,
             "size": self.size,
             "release": self.release,
@@ -109,6 +108,7 @@ class InspectResult:
             "images": [i.to_json() for i in self.images],
             "chart": self.chart,
             "parts": [{**p.to_json(), "present": p.number <= self.parts_present + 1} for p in self.parts],
+            "delta": self.delta_base,
         }
 
 

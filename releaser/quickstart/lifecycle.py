@@ -468,9 +468,9 @@ class StatusResult:
             "stack": self.stack,
             "engine": self.engine,
             "healthy": self.healthy,
+            "services": [s.to_json() for s in self.services],
             "stopped": self.stopped,
             "otherStack": self.other_stack,
-            "services": [s.to_json() for s in self.services],
         }
 
 

@@ -262,6 +262,28 @@ def _probe(plan: Plan, svc: PlanService) -> dict[str, Any]:
     return d
 
 
+def _volume_owner(plan: Plan, svc: PlanService) -> dict[str, Any]:
+    """Runs once before svc: gives each of svc's volumes (the directory, not its content) to svc's
+    user, as the chart's fsGroup does in Kubernetes. Docker creates a volume root-owned where the
+    image has no directory at the mount path, and the service never runs as root. Root with CHOWN
+    alone, no network, read-only; it exits, and svc waits for its success."""
+    assert plan.probe_image is not None
+    targets = [f"/volumes/{v.name}" for v in svc.volumes]
+    d: dict[str, Any] = {
+        "image": plan.image(plan.probe_image).pinned,
+        "command": ["chown", f"{svc.uid}:{svc.gid}", *targets],
+    }
+    d.update(_hardening(0, 0, ["CHOWN"], ()))
+    d["network_mode"] = "none"
+    d["volumes"] = [
+        {"type": "volume", "source": v.claim, "target": t} for v, t in zip(svc.volumes, targets, strict=True)
+    ]
+    d["restart"] = "no"
+    d["labels"] = _labels(plan, svc.name, ())
+    d["labels"][f"{LABEL}.job"] = "true"  # exit 0 is done
+    return d
+
+
 def _dump(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
 
@@ -281,6 +303,8 @@ def render_compose(plan: Plan) -> dict[str, bytes]:
             files[c.compose_file] = c.content.encode()
         if svc.probe:
             services[svc.probe] = _probe(plan, svc)
+        if svc.volume_owner:
+            services[svc.volume_owner] = _volume_owner(plan, svc)
         if svc.sidecar:
             sc = svc.sidecar
             services[f"{svc.name}-{SIDECAR_SUFFIX}"] = _sidecar(plan, svc, sc)

@@ -32,11 +32,17 @@ PASS = "correct horse battery staple"
 runner = CliRunner()
 
 
+DEFAULT_INSTALLER = "<default installer>"  # a cli() argument: pass neither --installer nor --no-installer
+
+
 def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """releaser in-process. `bundle` gets --no-installer unless the test says --installer: only
-    test_bundle_installer.py needs the wheels, and the world's bundle is written without them."""
+    """releaser in-process. `bundle` gets --no-installer unless the test says --installer (or
+    DEFAULT_INSTALLER: neither flag, releaser's default): only test_bundle_installer.py needs the
+    wheels, and the world's bundle is written without them."""
     creating = args[:1] == ("bundle",) and args[1:2] not in (("split",), ("join",), ("merge",))
-    if creating and not {"--installer", "--no-installer"} & set(args):
+    if DEFAULT_INSTALLER in args:
+        args = tuple(a for a in args if a != DEFAULT_INSTALLER)
+    elif creating and not {"--installer", "--no-installer"} & set(args):
         args = (*args, "--no-installer")
     result = runner.invoke(
         app, list(args), catch_exceptions=False, env={"RELEASER_KEY_PASSPHRASE": PASS, **(env or {})}
