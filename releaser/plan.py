@@ -273,6 +273,20 @@ class Plan:
     def pinned_references(self) -> set[str]:
         return {i.pinned for i in self.images}
 
+    def compose_containers(self) -> dict[str, str]:
+        """Every Compose service releaser writes -> the name of the image it runs: the services,
+        their TCP-AO sidecars (`<service>-tcpao`), probe containers and volume owners (the probe
+        image). What releaser.json records, what compose.airgap.yaml re-points, what the catalog lists."""
+        out: dict[str, str] = {}
+        for svc in self.services:
+            out[svc.name] = svc.image
+            if svc.sidecar:
+                out[f"{svc.name}-{SIDECAR_SUFFIX}"] = svc.sidecar.image
+            for extra in (svc.probe, svc.volume_owner):
+                if extra and self.probe_image:
+                    out[extra] = self.probe_image
+        return out
+
 
 def _knob(*parts: str) -> str:
     return "_".join(p.upper().replace("-", "_") for p in parts)

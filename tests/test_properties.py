@@ -106,9 +106,11 @@ def _assert_outputs_agree(plan: Any, compose: dict[str, bytes], chart: dict[str,
     nothing else, the secret values never written, the same sidecar config in both."""
     doc = yaml.safe_load(compose["compose.yaml"])
     services = doc["services"]
-    expected = {s.name for s in plan.services} | {f"{s.name}-tcpao" for s in plan.services if s.sidecar}
-    expected |= {s.probe for s in plan.services if s.probe}
-    assert set(services) == expected
+    # every Compose service releaser writes is one the plan names (releaser.json, the airgap override)
+    assert set(services) == set(plan.compose_containers())
+    assert {n: svc["image"] for n, svc in services.items()} == {
+        n: plan.image(i).pinned for n, i in plan.compose_containers().items()
+    }
     pinned = plan.pinned_references()
     assert {svc["image"] for svc in services.values()} <= pinned
     assert all("@sha256:" in svc["image"] for svc in services.values())

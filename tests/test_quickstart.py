@@ -224,12 +224,15 @@ def test_up_reaches_ready_and_runs_the_locked_digests(world: dict[str, Any]) -> 
     result = json.loads(proc.stdout)["result"]
     assert {s["service"] for s in result["services"]} == {
         "bus",
+        "bus-volumes",  # ran once: the volume to the service's user
         "collector",
         "collector-tcpao",
         "speaker",
         "speaker-tcpao",
+        "speaker-volumes",
     }
-    assert all(s["state"] == "running" for s in result["services"])
+    assert all(s["state"] == "running" for s in result["services"] if not s["service"].endswith("-volumes"))
+    assert all(s["state"] == "exited" for s in result["services"] if s["service"].endswith("-volumes"))
     assert {s["service"]: s["health"] for s in result["services"] if s["health"]} == {
         "bus": "healthy",
         "collector": "healthy",
@@ -437,12 +440,14 @@ def test_backup_reset_restore_gives_back_the_volume_data(up: dict[str, Any]) -> 
 
 def test_restore_refuses_a_damaged_backup(up: dict[str, Any], backup_file: Path) -> None:
     world = up
+    before = sorted(containers(world))
+    assert len(before) == 10  # 5 services and sidecars, 3 probe containers, 2 volume owners
     bad = world["work"] / "bad.tar.zst"
     bad.write_bytes(backup_file.read_bytes()[:200])
     proc = run(world["env"], "quickstart", "restore", str(bad), expect=None)
     assert proc.returncode != 0 and "bad.tar.zst" in proc.stderr
     assert "nothing was restored" in proc.stderr or "not a readable" in proc.stderr
-    assert len(containers(world)) == 5  # the running stack was not touched
+    assert sorted(containers(world)) == before  # the running stack was not touched
 
 
 # ------------------------------------------------------------------ failure reporting
@@ -575,7 +580,10 @@ def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(
             "--json",
         )
         result = json.loads(proc.stdout)["result"]
-        assert all(s["state"] == "running" for s in result["services"])
+        assert all(
+            s["state"] == ("exited" if s["service"].endswith("-volumes") else "running")
+            for s in result["services"]
+        )
         lock = yaml.safe_load((world["rel"] / "release.lock.yaml").read_text())
         digests = {e["digest"] for e in lock["images"].values()}
         running = {docker(env, "inspect", "-f", "{{.Config.Image}}", c).strip() for c in containers(world)}

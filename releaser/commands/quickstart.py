@@ -460,7 +460,8 @@ def upgrade(
         backup_path = stack / revisions.DIR / str(old.revision) / REVISION_BACKUP
         say(f"backing up the volumes of {old.release} {old.version} to {backup_path}")
         try:
-            backup(stack, out=backup_path, say=say)
+            # left stopped: the upgrade replaces it next (a failed upgrade starts it again)
+            backup(stack, out=backup_path, say=say, restart=False)
         except UsageError as exc:  # e.g. a stack that is down: no container to read a volume from
             exc.add_note("the backup before the upgrade (nothing was changed)")
             exc.fix = f"{exc.fix}; or upgrade with --no-backup (the volumes are kept either way)"

@@ -643,8 +643,9 @@ def _config_files(stack: Path) -> list[str]:
     return out
 
 
-def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet) -> BackupResult:
-    """Stop the stack, copy every volume, the config and the secrets into one .tar.zst, start again."""
+def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: bool = True) -> BackupResult:
+    """Stop the stack, copy every volume, the config and the secrets into one .tar.zst, start again
+    (`restart` False: leave it stopped, as an upgrade does, which replaces it next)."""
     state = State.load(stack)
     spec = compose_spec(stack, state)
     compose = compose_for(stack, state)
@@ -654,6 +655,7 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet) -> BackupR
         st = before.get(svc)
         holders[vol] = (st.container if st is not None and st.container else None, path)
     running = [s for s, st in before.items() if st.state in ("running", "restarting")]
+    running += [spec.probes[s] for s in running if s in spec.probes]  # each with its probe container
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {
@@ -698,7 +700,7 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet) -> BackupR
                 }
                 staged.append((f"volumes/{vol}.tar", target))
         finally:
-            if running:
+            if running and restart:
                 say(f"starting {', '.join(running)} again")
                 compose.run("start", *running, check=False)
         for rel in _config_files(stack):

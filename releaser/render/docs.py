@@ -45,10 +45,8 @@ class CatalogSource:
 
 
 def compose_images(plan: Plan) -> dict[str, str]:
-    """Compose service -> image name (a sidecar is `<service>-tcpao`), as releaser.json records it."""
-    out = {svc.name: svc.image for svc in plan.services}
-    out.update({f"{svc.name}-tcpao": svc.sidecar.image for svc in plan.services if svc.sidecar})
-    return out
+    """Compose service -> image name, as releaser.json records it (Plan.compose_containers)."""
+    return plan.compose_containers()
 
 
 def used_by(compose: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
