@@ -380,6 +380,9 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
 
 # ------------------------------------------------------------ semantic checks
 
+MAX_ID = 2**31 - 1  # Kubernetes: runAsUser, runAsGroup and fsGroup are int32 in practice (int64 in the API)
+MAX_SEMVER_PART = 2**64 - 1  # Helm (Masterminds semver) parses major, minor and patch as uint64
+
 _FORBIDDEN_CAPS = {"SYS_ADMIN": "it is nearly root; find the narrower capability the service needs"}
 
 
@@ -422,6 +425,13 @@ class _Semantics:
 
     def check(self) -> list[Problem]:
         r = self.r
+        core = r.version.split("+")[0].split("-")[0].split(".")
+        if any(p.isdigit() and int(p) > MAX_SEMVER_PART for p in core):
+            self.problem(
+                ("metadata", "version"),
+                f"{r.version!r}: a version number above {MAX_SEMVER_PART} (Helm reads each as a 64-bit number)",
+                "use smaller numbers, e.g. 1.2.3",
+            )
         if r.subnet:
             try:
                 self.subnet = ipaddress.ip_network(r.subnet, strict=True)
@@ -679,7 +689,14 @@ class _Semantics:
                     )
 
     def workload(self, s: m.Service, base: PathT) -> None:
-        """Resources, capabilities, replicas with volumes, the disruption budget."""
+        """User, resources, capabilities, replicas with volumes, the disruption budget."""
+        for part, value in zip(("UID", "GID"), s.user.split(":"), strict=False):
+            if int(value) > MAX_ID:
+                self.problem(
+                    (*base, "user"),
+                    f"{part} {value} is above {MAX_ID}: Kubernetes refuses runAsUser/runAsGroup past int32",
+                    f"use a {part} from 1 to {MAX_ID} (the images' own, e.g. 65532)",
+                )
         self.memory_units(s.resources, base)
         if s.tcpao is not None:
             self.memory_units(s.tcpao.resources, (*base, "tcpao"))

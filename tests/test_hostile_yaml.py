@@ -6,11 +6,14 @@ the lock, a config file or a key is refused by what it is, without reading (rele
 
 from __future__ import annotations
 
+import re
 import resource
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from .conftest import EXAMPLE
 
@@ -140,3 +143,80 @@ def test_a_key_that_is_a_device_or_a_pipe_is_refused_by_name(tmp_path: Path) -> 
     ):
         proc = _run("airgap", "verify", str(bundle), "--key", key)
         assert proc.returncode == 1 and f"public key {key} is {what}, not a file" in proc.stderr, proc
+
+
+_BASE = """apiVersion: releaser.dev/v1alpha1
+kind: Release
+metadata: {name: sloppy, version: 1.0.0}
+images:
+  web: {ref: registry.example.org/a/web:1}
+services:
+  web:
+    image: web
+    ports: [{name: http, port: 8080}]
+    health: {http: {path: /healthz, port: http}}
+    resources: {requests: {cpu: 250m, memory: 64Mi}}
+"""
+
+# (what the edit breaks, old, new, the JSON path validate names): each passed validate and render,
+# then Helm, Compose or a cluster refused the output
+_SLOPPY = [
+    (
+        "a config file name Compose and the values schema refuse",
+        "    image: web\n",
+        "    image: web\n    configs: [{path: /etc/app/routes+prod.yaml, content: x}]\n",
+        "$.services.web.configs[0].path",
+    ),
+    (
+        "a probe path that ends the YAML scalar",
+        "path: /healthz,",
+        'path: "/healthz: ready",',
+        "$.services.web.health.http.path",
+    ),
+    (
+        "a probe path Kubernetes reads as a comment",
+        "path: /healthz,",
+        'path: "/healthz #probe",',
+        "$.services.web.health.http.path",
+    ),
+    (
+        "an ingress path that ends the YAML scalar",
+        "    image: web\n",
+        '    image: web\n    expose: {host: a.example.com, port: http, path: "/api: v1"}\n',
+        "$.services.web.expose.path",
+    ),
+    ("a CPU quantity Compose cannot parse", "cpu: 250m", "cpu: 1k", "$.services.web.resources.requests.cpu"),
+    (
+        "a UID past int32",
+        "    image: web\n",
+        '    image: web\n    user: "4294967296"\n',
+        "$.services.web.user",
+    ),
+    (
+        "a version Helm cannot parse",
+        "version: 1.0.0",
+        "version: 18446744073709551616.0.0",
+        "$.metadata.version",
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "old", "new", "where"), _SLOPPY, ids=[s[0] for s in _SLOPPY])
+def test_what_helm_compose_or_a_cluster_would_refuse_validate_refuses(
+    tmp_path: Path, what: str, old: str, new: str, where: str
+) -> None:
+    assert old in _BASE
+    (tmp_path / "release.yaml").write_text(_BASE.replace(old, new, 1))
+    proc = validate(tmp_path)
+    assert proc.returncode == 1, (what, proc.stdout, proc.stderr)
+    assert f"error: {where}:" in proc.stderr, (what, proc.stderr)
+
+
+def test_every_path_a_user_writes_into_the_chart_is_quoted() -> None:
+    """One rule for strings in templates: a path from values is written with toJson (a YAML
+    double-quoted scalar), so no value can change the document's structure."""
+    templates = Path(__file__).parents[1] / "releaser/render/helm_chart/templates"
+    for f in [*templates.glob("*.yaml"), templates / "_helpers.tpl"]:
+        for line in f.read_text().splitlines():
+            if re.match(r"\s*-?\s*path: \{\{", line):
+                assert "| toJson }}" in line or "| quote }}" in line, (f.name, line)

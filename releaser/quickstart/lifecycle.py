@@ -670,6 +670,7 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: b
     with tempfile.TemporaryDirectory(prefix="releaser-backup-") as work:
         say(f"stopping {state.release} for a consistent copy ({len(running)} running)")
         compose.run("stop")
+        copied = False
         try:
             staged: list[tuple[str, Path]] = []
             for vol, (container, path) in sorted(holders.items()):
@@ -699,8 +700,9 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: b
                     "size": target.stat().st_size,
                 }
                 staged.append((f"volumes/{vol}.tar", target))
+            copied = True
         finally:
-            if running and restart:
+            if running and (restart or not copied):  # a failed copy changes nothing: it runs again
                 say(f"starting {', '.join(running)} again")
                 compose.run("start", *running, check=False)
         for rel in _config_files(stack):

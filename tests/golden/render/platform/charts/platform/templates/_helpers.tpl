@@ -30,7 +30,7 @@ app.kubernetes.io/component: {{ .name }}
 {{- $h := .health -}}
 {{- if $h.http }}
 httpGet:
-  path: {{ $h.http.path }}
+  path: {{ $h.http.path | toJson }}
   port: {{ $h.http.port }}
 {{- else if $h.tcp }}
 tcpSocket:
