@@ -90,7 +90,14 @@ def logs(env: dict[str, str], service: str) -> str:
 def test_the_job_completes_first_and_its_dependents_start_after_it(platform: dict[str, Any]) -> None:
     states = {s["service"]: s for s in platform["up"]["services"]}
     assert states["migrate"]["state"] == "exited" and states["migrate"]["exitCode"] == 0
-    assert all(s["state"] == "running" for name, s in states.items() if name != "migrate"), states
+    # store-volumes ran once before the store: its volume to the store's user
+    assert states["store-volumes"]["state"] == "exited" and states["store-volumes"]["exitCode"] == 0
+    assert all(
+        s["state"] == "running" for name, s in states.items() if name not in ("migrate", "store-volumes")
+    )
+    owner = inspect(platform["env"], states["store-volumes"]["container"])["State"]
+    store = inspect(platform["env"], states["store"]["container"])["State"]
+    assert store["StartedAt"] > owner["FinishedAt"]
     migrate = inspect(platform["env"], states["migrate"]["container"])["State"]
     api = inspect(platform["env"], states["api"]["container"])["State"]
     assert api["StartedAt"] > migrate["FinishedAt"]  # RFC 3339 times of one clock compare as text

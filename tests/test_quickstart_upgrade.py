@@ -42,11 +42,12 @@ def version(s: dict[str, Any], name: str, *, edit: str = "", config: str = "") -
 
 
 def store(s: dict[str, Any], *cmd: str) -> str:
-    """Run `cmd` as root in the store's container (the stand-in itself never writes /data)."""
+    """Run `cmd` in the store's container as its user, who owns /data (store-volumes gave it the
+    volume; the stand-in itself never writes there)."""
     status = json.loads(run(s["env"], "quickstart", "status", "--json").stdout)["result"]
     container = next(x["container"] for x in status["services"] if x["service"] == "store")
     out = subprocess.run(
-        ["docker", "exec", "-u", "0", container, *cmd],
+        ["docker", "exec", container, *cmd],
         env=s["env"],
         capture_output=True,
         text=True,
