@@ -688,8 +688,8 @@ class _Semantics:
                         f"write {value[:-1]}Mi (mebibytes) or {value[:-1]}M (megabytes)",
                     )
 
-    def workload(self, s: m.Service, base: PathT) -> None:
-        """User, resources, capabilities, replicas with volumes, the disruption budget."""
+    def user(self, s: m.Service, base: PathT) -> None:
+        """UID and GID within what a cluster takes."""
         for part, value in zip(("UID", "GID"), s.user.split(":"), strict=False):
             if int(value) > MAX_ID:
                 self.problem(
@@ -697,6 +697,10 @@ class _Semantics:
                     f"{part} {value} is above {MAX_ID}: Kubernetes refuses runAsUser/runAsGroup past int32",
                     f"use a {part} from 1 to {MAX_ID} (the images' own, e.g. 65532)",
                 )
+
+    def workload(self, s: m.Service, base: PathT) -> None:
+        """User, resources, capabilities, replicas with volumes, the disruption budget."""
+        self.user(s, base)
         self.memory_units(s.resources, base)
         if s.tcpao is not None:
             self.memory_units(s.tcpao.resources, (*base, "tcpao"))
