@@ -31,6 +31,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         "bytes",
         "images",
         "signer",
+        "delta",
         "problems",
     }  # docs/cli.md
     out_dir = tmp_path / "out"

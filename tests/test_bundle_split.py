@@ -180,7 +180,7 @@ def test_split_and_join_an_existing_bundle(world: World, tmp_path: Path) -> None
     for size in ("5M", "20M"):
         code, out = cli(
             "bundle", str(world.release), "--signing-key", str(world.key), "--split-size", size,
-            "--out-file", str(tmp_path / "again.tar.zst"), "--json",
+            "--out-file", str(tmp_path / "again.tar.zst"), "--json", "--force",
         )  # fmt: skip
         assert code == 0, out
         counts.append(len(json.loads(out)["result"]["parts"]) + 1)
