@@ -372,14 +372,35 @@ PODMAN_COMPOSE = "compose.podman.yaml"
 def podman_variant(compose_yaml: bytes) -> bytes:
     """compose.yaml for podman: podman 4.3 refuses the tmpfs options uid= and gid= that keep a
     tmpfs owned by the service's user across restarts on Docker 20.10; podman gets plain /tmp
-    (mode 1777). Everything else is the same file."""
+    (mode 1777). And podman-compose 1.6 on podman 4.3 never sees a run-once container's exit as
+    `service_completed_successfully`, so the `<service>-volumes` owners give way to podman's own
+    `:U` volume option (the volume is given to the container's user when mounted)."""
     doc = yaml.safe_load(compose_yaml)
-    for svc in (doc.get("services") or {}).values():
+    services = doc.get("services") or {}
+    owners = {
+        n
+        for n, svc in services.items()
+        if (svc.get("labels") or {}).get("dev.releaser.volume-owner") == "true"
+    }
+    for name in owners:
+        del services[name]
+    for svc in services.values():
         if svc.get("tmpfs"):
             svc["tmpfs"] = [str(t).split(":", 1)[0] for t in svc["tmpfs"]]
+        deps = svc.get("depends_on")
+        if isinstance(deps, dict) and owners & set(deps):
+            for name in owners & set(deps):
+                del deps[name]
+            svc["volumes"] = [
+                f"{v['source']}:{v['target']}:U" if isinstance(v, dict) and v.get("type") == "volume" else v
+                for v in svc.get("volumes") or []
+            ]
+            if not deps:
+                del svc["depends_on"]
     header = (
-        "# compose.podman.yaml: compose.yaml for podman, written by `releaser quickstart`; the only\n"
-        "# difference: tmpfs mounts without uid=/gid= options, which podman 4.3 refuses.\n"
+        "# compose.podman.yaml: compose.yaml for podman, written by `releaser quickstart`; the\n"
+        "# differences: tmpfs mounts without uid=/gid= options, which podman 4.3 refuses, and volumes\n"
+        "# given to the service's user by podman's :U option instead of a run-once container.\n"
     )
     return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
 

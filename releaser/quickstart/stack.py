@@ -63,6 +63,9 @@ class ComposeFile:
             for v in svc.get("volumes") or []:
                 if isinstance(v, dict) and v.get("type") == "volume":
                     volumes.setdefault(v["source"], (name, v["target"]))
+                elif isinstance(v, str) and not v.startswith((".", "/", "~")) and v.count(":") >= 1:
+                    source, target = v.split(":")[:2]  # NAME:/PATH[:OPTS] (compose.podman.yaml's :U)
+                    volumes.setdefault(source, (name, target))
         return cls(
             project=doc.get("name", ""),
             services=tuple(services),

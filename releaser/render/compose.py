@@ -281,6 +281,7 @@ def _volume_owner(plan: Plan, svc: PlanService) -> dict[str, Any]:
     d["restart"] = "no"
     d["labels"] = _labels(plan, svc.name, ())
     d["labels"][f"{LABEL}.job"] = "true"  # exit 0 is done
+    d["labels"][f"{LABEL}.volume-owner"] = "true"  # podman: replaced by the volumes' :U option
     return d
 
 
