@@ -580,8 +580,11 @@ def _plan_service(
         policy = NetworkPolicy(ingress=ingress, egress=egress)
     compose_host = _compose_host_network(s)
     depends = tuple(_condition(services_by_name[d], probe_image) for d in s.depends_on)
-    if probe_image and s.volumes and uid != 0:
-        depends = ((f"{s.name}-{VOLUMES_SUFFIX}", "service_completed_successfully"), *depends)
+    # Compose creates a volume root-owned where the image has no directory: a run-once container of
+    # the probe image gives it to the service's user first (the chart's fsGroup does it in Kubernetes)
+    volume_owner = f"{s.name}-{VOLUMES_SUFFIX}" if probe_image and s.volumes and uid != 0 else None
+    if volume_owner:
+        depends = ((volume_owner, "service_completed_successfully"), *depends)
     return PlanService(
         name=s.name,
         description=s.description,
@@ -613,7 +616,7 @@ def _plan_service(
         init=s.init,
         readiness=s.readiness,
         probe=_probe_container(s, probe_image),
-        volume_owner=f"{s.name}-{VOLUMES_SUFFIX}" if probe_image and s.volumes and uid != 0 else None,
+        volume_owner=volume_owner,
         liveness=s.liveness,
         startup=s.startup,
         resources=s.resources,

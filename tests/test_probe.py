@@ -29,6 +29,7 @@ from releaser.registry import RegistryOptions
 from tests.conftest import ROOT, TOOLS, missing_component
 from tests.support import engine as engine_mod
 from tests.support import images
+from tests.support.cluster_build import _image as single_layer_image
 from tests.support.registry import RegistryServer, free_port
 
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
@@ -194,42 +195,6 @@ def _httpd(binary: str) -> list[str]:
     return [binary, "httpd", "-f", "-p", "8080", "-h", "/www"]
 
 
-def _image_without_shell(
-    layout: Path, name: str, tag: str, files: dict[str, bytes], entry: list[str]
-) -> None:
-    """An image of one layer and no base: `files` and nothing else (no /bin/sh, no nc, no wget)."""
-    lay = images.Layout(layout)
-    if (layout / "index.json").exists():
-        lay.index = json.loads((layout / "index.json").read_text())["manifests"]
-    gz, diff_id = images.layer(files)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Entrypoint": entry, "User": "65532:65532"},
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": images.OCI_MANIFEST,
-            "config": {"mediaType": images.OCI_CONFIG, "digest": lay.blob(config), "size": len(config)},
-            "layers": [{"mediaType": images.OCI_LAYER, "digest": lay.blob(gz), "size": len(gz)}],
-        }
-    ).encode()
-    lay.index.append(
-        {
-            "mediaType": images.OCI_MANIFEST,
-            "digest": lay.blob(manifest),
-            "size": len(manifest),
-            "annotations": {"org.opencontainers.image.ref.name": tag},
-        }
-    )
-    lay.finish()
-
-
 def _release(host: str, check_path: str = "/healthz") -> str:
     return f"""apiVersion: releaser.dev/v1alpha1
 kind: Release
@@ -276,10 +241,13 @@ def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             layout = work / "layout"
             images.build(layout, "bb", "bb", entrypoint=_httpd("/bin/busybox"), extra=WWW)
             busybox = images.BUSYBOX.read_bytes()
-            _image_without_shell(
-                layout, "dl", "dl", {"usr/bin/busybox": busybox, **PASSWD, **WWW}, _httpd("/usr/bin/busybox")
+            # images of one layer and no base: no /bin/sh, no nc, no wget (the cluster's image writer)
+            dl_files = {"usr/bin/busybox": busybox, **PASSWD, **WWW}
+            single_layer_image(
+                layout, "dl", dl_files, entrypoint=_httpd("/usr/bin/busybox"), user="65532:65532"
             )
-            _image_without_shell(layout, "sc", "sc", {"busybox": busybox, **WWW}, _httpd("/busybox"))
+            sc_files = {"busybox": busybox, **WWW}
+            single_layer_image(layout, "sc", sc_files, entrypoint=_httpd("/busybox"), user="65532:65532")
             for tag, repo in (("bb", "busybox"), ("dl", "distroless"), ("sc", "scratch")):
                 images.push(layout, tag, f"{reg.host}/probed/{repo}:1")
             images.push_probe(f"{reg.host}/probed/releaser-probe:1")
@@ -421,3 +389,21 @@ def test_one_stack_of_a_release_per_host_and_status_never_reports_another(probed
     finally:
         _releaser(env2, "quickstart", "reset", "--yes", expect=None)
         _releaser(env1, "quickstart", "reset", "--yes", expect=None)
+
+
+def test_validate_warns_when_the_lock_pins_another_probe(tmp_path: Path) -> None:
+    """An image named as the probe that is not this releaser's (another image, or an older probe)
+    is said by validate, with the way to publish this one."""
+    rel = tmp_path / "platform"
+    shutil.copytree(ROOT / "examples/platform", rel)
+    lock = rel / "release.lock.yaml"
+    lock.write_text(lock.read_text().replace(image().digest, "sha256:" + "a" * 64))
+    proc = subprocess.run([RELEASER, "validate", str(rel)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    said = proc.stdout + proc.stderr  # warnings come with the result, on stdout
+    assert "warning: $.images.probe: the probe image pinned (sha256:aaaa" in said, said
+    assert "releaser probe push REF" in said
+    same = subprocess.run(
+        [RELEASER, "validate", "examples/platform"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "$.images.probe" not in same.stdout + same.stderr, same.stdout

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LockError, Problem
-from ..lock import read_lock
+from ..lock import Lock, read_lock
+from ..model import Release
 from ..names import LOCK_FILE
 from ..pipeline import release_dir
+from ..probe import image as probe_image
 from ..values import load_release
 
 
@@ -32,6 +34,29 @@ class ValidateResult:
         }
 
 
+def _probe_pin(release: Release, lock: Lock, lock_file: str) -> list[Problem]:
+    """The probe the lock pins is this releaser's, or the user is told: an image that is not a
+    probe (no /probe) fails every Compose check and `helm test`; an older one may lack a check."""
+    if release.probe is None:
+        return []
+    pinned = lock.image(release.probe).digest
+    ours = probe_image().digest
+    if pinned == ours:
+        return []
+    return [
+        Problem(
+            file=lock_file,
+            line=None,
+            path=f"$.images.{release.probe}",
+            message=f"the probe image pinned ({pinned}) is not this releaser's probe ({ours}): an image "
+            "without /probe fails every http/tcp check in Compose and `helm test`",
+            severity="warning",
+            fix=f"publish this one where images.{release.probe}.ref points (`releaser probe push REF`), "
+            "then `releaser lock --refresh`; or keep the older probe on purpose",
+        )
+    ]
+
+
 def validate_release(directory: Path) -> ValidateResult:
     """Schema + semantic checks of release.yaml, and the lock's freshness when one exists."""
     directory = release_dir(directory)
@@ -40,8 +65,9 @@ def validate_release(directory: Path) -> ValidateResult:
     lock_state = "missing"
     if (directory / LOCK_FILE).exists() or (directory / LOCK_FILE).is_symlink():  # a broken link: said so
         try:
-            read_lock(directory, release)
+            lock = read_lock(directory, release)
             lock_state = "current"
+            warnings = [*warnings, *_probe_pin(release, lock, lock_file)]
         except LockError as exc:  # release.yaml is valid; the lock is stale: exit 3, as render
             exc.warnings = list(warnings)
             raise

@@ -221,17 +221,21 @@ class Compose:
             out.append(st)
         return out
 
-    def last_exit_code(self, container: str) -> int:
+    def inspect(self, container: str, fmt: str) -> str:
+        """`ENGINE inspect --format FMT CONTAINER`: what it printed, or "" when it failed."""
         proc = subprocess.run(
-            [self.engine_cli(), "inspect", "--format", "{{.State.ExitCode}}", container],
+            [self.engine_cli(), "inspect", "--format", fmt, container],
             capture_output=True,
             text=True,
             check=False,
             timeout=30,
             env=self.env,
         )
+        return proc.stdout if proc.returncode == 0 else ""
+
+    def last_exit_code(self, container: str) -> int:
         try:
-            return int(proc.stdout.strip())
+            return int(self.inspect(container, "{{.State.ExitCode}}").strip())
         except ValueError:
             return 0
 
@@ -334,16 +338,8 @@ class Compose:
     def health_output(self, container: str) -> str:
         """What the container's last health checks printed, with their exit codes (the engine keeps
         the last few probes): a service that logs nothing still says why it is not healthy."""
-        proc = subprocess.run(
-            [self.engine_cli(), "inspect", "--format", "{{json .State.Health}}", container],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-            env=self.env,
-        )
         try:
-            health = json.loads(proc.stdout or "null") or {}
+            health = json.loads(self.inspect(container, "{{json .State.Health}}") or "null") or {}
         except ValueError:
             return ""
         probes = health.get("Log") or [] if isinstance(health, dict) else []
