@@ -6,6 +6,8 @@
 //	probe wait                    PID 1 of a Compose probe container: waits, exits 0 at once on SIGTERM/SIGINT
 //	probe chown UID:GID DIR...    gives each directory (not its content) to UID:GID: a Compose volume
 //	                              the service's image has no directory for is created root-owned
+//	probe jobs NAME...            a Kubernetes init container: waits until each Job of the pod's namespace
+//	                              has completed; exit 1 at once when one has failed (jobs.go)
 //	probe CHECK [CHECK...]        every CHECK must hold; exit 0, else 1 (2: a CHECK that cannot be read)
 //
 // CHECK is one of
@@ -33,6 +35,7 @@ import (
 
 const usage = `usage: probe wait
        probe chown UID:GID DIR...
+       probe jobs NAME...
        probe [--timeout SECONDS] [--attempts N] [--quiet] CHECK [CHECK...]
 CHECK: http://HOST:PORT/PATH | tcp://HOST:PORT | !tcp://HOST:PORT
 `
@@ -169,6 +172,9 @@ func run(args []string) int {
 	}
 	if len(args) > 0 && args[0] == "chown" {
 		return chown(args[1:])
+	}
+	if len(args) > 0 && args[0] == "jobs" {
+		return jobs(args[1:])
 	}
 	timeout, attempts, quiet := 3*time.Second, 1, false
 	for len(args) > 0 && strings.HasPrefix(args[0], "--") {

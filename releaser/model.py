@@ -92,9 +92,12 @@ class Scratch:
 DEFAULT_SCRATCH = (Scratch(path="/tmp"),)  # a service that says nothing gets a writable /tmp
 
 
+DEFAULT_JOB_HOOKS = ("pre-install", "pre-upgrade")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Job:
-    hooks: tuple[str, ...] = ("pre-install", "pre-upgrade")
+    hooks: tuple[str, ...] = ()  # () : not said (DEFAULT_JOB_HOOKS for a job nothing waits for)
     backoff_limit: int = 2
     active_deadline_seconds: int = 600
     ttl_seconds_after_finished: int = 86400

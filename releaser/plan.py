@@ -16,6 +16,12 @@ from .lock import Lock, split_reference
 from .names import PROBE_SUFFIX, VOLUMES_SUFFIX
 from .quantities import byte_count
 
+# What a container of releaser's probe image gets, wherever it runs (a Compose probe container, the
+# chart's job waiter and `helm test` pod): one static binary checking one thing at a time
+PROBE_RESOURCES = m.Resources(
+    requests=(("cpu", "10m"), ("memory", "16Mi")), limits=(("cpu", "100m"), ("memory", "32Mi"))
+)
+
 RUN_SECRETS = m.SECRETS_DIR
 TCPAO_KEY_FILE = "tcpao-key"  # file name of the key inside the sidecar: /run/secrets/tcpao-key
 TCPAO_CONFIG_PATH = "/etc/tcpao-proxy/config.toml"
@@ -195,7 +201,13 @@ class PlanService:
     description: str
     image: str
     workload: str  # Deployment | DaemonSet | StatefulSet | Job
-    job: m.Job | None  # runs once (a Helm hook Job; a run-once Compose service)
+    job: m.Job | None  # runs once (a Kubernetes Job; a run-once Compose service)
+    # Kubernetes: the Helm hooks a job runs as; () for a job services wait for, which is a release
+    # object instead (named by its spec, so a changed job is a new Job) that their pods wait on
+    hooks: tuple[str, ...]
+    # Kubernetes: the jobs this service's pods wait for before they start (an init container of the
+    # probe image reading each Job's status with a token that may read exactly those Jobs)
+    after_jobs: tuple[str, ...]
     replicas: int
     node_selector: tuple[tuple[str, str], ...]
     command: tuple[str, ...]
@@ -259,6 +271,7 @@ class Plan:
     compose_omissions: tuple[str, ...]  # what Compose cannot express, said in one place
     notes: tuple[str, ...]  # shown in NOTES.txt
     probe_image: str | None  # releaser's probe image (Compose's http/tcp checks, the chart's helm test)
+    probe_resources: m.Resources = PROBE_RESOURCES
     # `helm test` (with the probe image): every readiness endpoint answers through its Service, and
     # one flow the policies deny is refused (None when no port of the release is closed to the test pod)
     tests: tuple[PlanCheck, ...] = ()
@@ -580,6 +593,8 @@ def _plan_service(
         policy = NetworkPolicy(ingress=ingress, egress=egress)
     compose_host = _compose_host_network(s)
     depends = tuple(_condition(services_by_name[d], probe_image) for d in s.depends_on)
+    after_jobs = tuple(d for d in s.depends_on if services_by_name[d].job) if probe_image else ()
+    waited_for = bool(probe_image) and any(s.name in o.depends_on for o in services_by_name.values())
     # Compose creates a volume root-owned where the image has no directory: a run-once container of
     # the probe image gives it to the service's user first (the chart's fsGroup does it in Kubernetes)
     volume_owner = f"{s.name}-{VOLUMES_SUFFIX}" if probe_image and s.volumes and uid != 0 else None
@@ -597,6 +612,8 @@ def _plan_service(
         if s.stateful
         else "Deployment",
         job=s.job,
+        hooks=(s.job.hooks or m.DEFAULT_JOB_HOOKS) if s.job and not waited_for else (),
+        after_jobs=after_jobs,
         replicas=replica_floor(s),
         node_selector=s.node_selector,
         command=s.command,

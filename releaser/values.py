@@ -291,7 +291,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                 stateful=s.get("stateful", False),
                 autoscale=m.Autoscale(**s["autoscale"]) if "autoscale" in s else None,
                 job=m.Job(
-                    hooks=tuple(s["job"].get("hooks", ("pre-install", "pre-upgrade"))),
+                    hooks=tuple(s["job"].get("hooks", ())),
                     backoff_limit=s["job"].get("backoffLimit", 2),
                     active_deadline_seconds=s["job"].get("activeDeadlineSeconds", 600),
                     ttl_seconds_after_finished=s["job"].get("ttlSecondsAfterFinished", 86400),
@@ -801,7 +801,35 @@ class _Semantics:
                 f"add dependsOn: [{s.name}] to the services that need it done first",
                 severity="warning",
             )
-        if "pre-install" in j.hooks:
+        if waiting and self.r.probe:
+            # Kubernetes: a Job of the release that their pods wait for; hooks do not apply
+            said = [
+                k
+                for k, v in (
+                    ("hooks", j.hooks),
+                    ("ttlSecondsAfterFinished", j.ttl_seconds_after_finished != 86400),
+                )
+                if v
+            ]
+            if said:
+                self.problem(
+                    (*base, "job", said[0]),
+                    f"{', '.join(said)} apply to a job nothing dependsOn: {', '.join(waiting)} "
+                    f"dependsOn {s.name}, so the chart makes it a Job of the release, run when it changes, "
+                    "that their pods wait for (and keep, for them to read)",
+                    f"remove {' and '.join(said)}",
+                    severity="warning",
+                )
+            return
+        if waiting:
+            self.problem(
+                (*base, "job"),
+                f"without a probe image the chart runs {s.name} as a Helm hook, which cannot hold back "
+                f"{', '.join(waiting)}: on a first install they start before it has completed",
+                "add probe: {image: NAME} (docs/release-yaml.md#the-probe)",
+                severity="warning",
+            )
+        if "pre-install" in (j.hooks or m.DEFAULT_JOB_HOOKS):
             inside = [d for d in s.depends_on if d in self.services]
             if inside:
                 self.problem(

@@ -9,6 +9,7 @@ override, and TOML parity between the chart and Compose.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 
 from releaser.commands.check import collect_manifest_images
 from releaser.pipeline import load_plan, render_files
+from releaser.values import load_release
 
 from .conftest import RELEASES, ROOT
 
@@ -580,13 +582,89 @@ def test_scheduling_knobs_in_values_keep_what_the_chart_decides(helm: str, tmp_p
 
 
 @pytest.mark.helm
+def test_a_job_services_wait_for_is_a_release_job_their_pods_wait_on(helm: str, tmp_path: Path) -> None:
+    """api dependsOn migrate: the Job is no hook, named by its spec (a change is a new Job); the
+    API's pods wait in an init container of the probe image holding the only token, whose Role may
+    get that Job alone; the API may reach the API server's ports (narrowed by apiServer.cidrs)."""
+    chart = write_chart("platform", tmp_path)
+    docs = template(helm, chart)
+    (job,) = by_kind(docs, "Job").values()
+    name = job["metadata"]["name"]
+    assert name.startswith("migrate-") and len(name) == len("migrate-") + 10
+    assert "annotations" not in job["metadata"] and "ttlSecondsAfterFinished" not in job["spec"]
+    assert list(by_kind(template(helm, chart), "Job")) == [name]  # the same on every render (GitOps)
+    again = by_kind(template(helm, chart, "--set", "services.migrate.job.backoffLimit=5"), "Job")
+    assert list(again) != [name]  # a changed job is a new Job
+    api = workloads(docs)["api"]["spec"]["template"]["spec"]
+    (init,) = api["initContainers"]
+    assert init["name"] == "wait-for-jobs" and init["args"] == ["jobs", name]
+    assert "@sha256:" in init["image"] and "releaser-probe" in init["image"]
+    assert init["securityContext"]["runAsUser"] == 65532 and init["securityContext"]["readOnlyRootFilesystem"]
+    assert api["automountServiceAccountToken"] is False
+    assert [m["name"] for m in init["volumeMounts"]] == ["job-reader"]
+    assert all(m["name"] != "job-reader" for c in api["containers"] for m in c.get("volumeMounts", []))
+    reader = next(v for v in api["volumes"] if v["name"] == "job-reader")["projected"]["sources"]
+    assert reader[0]["serviceAccountToken"]["expirationSeconds"] == 3600
+    assert by_kind(docs, "Role")["api-jobs"]["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"], "resourceNames": [name]}
+    ]
+    assert by_kind(docs, "RoleBinding")["api-jobs"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "api", "namespace": "ns"}
+    ]
+    assert set(by_kind(docs, "Role")) == {"api-jobs"}  # nobody else gets a token
+
+    def api_server_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        egress = by_kind(docs, "NetworkPolicy")["api"]["spec"]["egress"]
+        return [r for r in egress if {p["port"] for p in r["ports"]} == {443, 6443}]
+
+    assert api_server_rules(docs) == [
+        {"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}
+    ]
+    narrowed = template(helm, chart, "--set", "networkPolicy.apiServer.cidrs={192.0.2.10/32}")
+    assert api_server_rules(narrowed)[0]["to"] == [{"ipBlock": {"cidr": "192.0.2.10/32"}}]
+    for other, policy in by_kind(docs, "NetworkPolicy").items():  # the API alone
+        ports = [{p["port"] for p in r.get("ports", [])} for r in policy["spec"].get("egress", [])]
+        assert other == "api" or {443, 6443} not in ports, other
+    # the job switched off: nothing to wait for, no token, no Role
+    off = template(helm, chart, "--set", "services.migrate.enabled=false")
+    assert "initContainers" not in workloads(off)["api"]["spec"]["template"]["spec"]
+    assert not by_kind(off, "Role") and not api_server_rules(off)
+
+
+@pytest.mark.helm
+def test_without_the_probe_a_job_is_a_hook_and_validate_says_what_that_costs(
+    helm: str, tmp_path: Path
+) -> None:
+    rel = tmp_path / "platform"
+    shutil.copytree(RELEASES["platform"], rel)
+    text = (rel / "release.yaml").read_text().replace("probe: {image: probe}\n", "", 1)
+    text = text.replace("    job:   #", "    job:\n      hooks: [post-install, pre-upgrade]\n    #", 1)
+    (rel / "release.yaml").write_text(text)
+    _, warnings = load_release(rel)
+    assert any("without a probe image the chart runs migrate as a Helm hook" in w.message for w in warnings)
+    plan, _ = load_plan(rel)
+    chart = tmp_path / "charts" / "platform"
+    for name, content in render_files(plan)["charts/platform"].items():
+        (chart / name).parent.mkdir(parents=True, exist_ok=True)
+        (chart / name).write_bytes(content)
+    docs = template(helm, chart)
+    (job,) = by_kind(docs, "Job").values()
+    assert job["metadata"]["name"] == "migrate"
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+    assert "initContainers" not in workloads(docs)["api"]["spec"]["template"]["spec"]
+    assert not by_kind(docs, "Role")
+
+
+@pytest.mark.helm
 def test_platform_example_objects(helm4: str, tmp_path: Path) -> None:
     """examples/platform in the shape of a real product: the console behind an Ingress with TLS,
     the api with its config and migration job, the worker autoscaled, the store a StatefulSet with
     a volume per replica, metrics on every service, and exactly the declared flows."""
     docs = template(helm4, write_chart("platform", tmp_path))
     kinds = {n: d["kind"] for n, d in workloads(docs).items()}
-    kinds.update({n: d["kind"] for n, d in by_kind(docs, "Job").items()})
+    kinds.update(
+        {d["metadata"]["labels"]["app.kubernetes.io/component"]: "Job" for d in by_kind(docs, "Job").values()}
+    )
     assert kinds == {
         "api": "Deployment",
         "console": "Deployment",

@@ -2,8 +2,9 @@
 on Helm 3 and 4): `helm template` of v1 and v2 of examples/platform differs only where the
 release changed (the version, the re-pinned image, the changed config file and the checksum that
 rolls its pods); selectors, a StatefulSet's immutable fields, Services' and PVCs' specs are equal;
-generated secrets are looked up and kept, PVCs and secrets survive an uninstall, hook Jobs are
-replaced (before-hook-creation), so `helm upgrade` never meets an immutable field."""
+generated secrets are looked up and kept, PVCs and secrets survive an uninstall, a changed Job is a
+new Job (its name carries its spec) and a hook Job is replaced (before-hook-creation), so `helm
+upgrade` never meets an immutable field."""
 
 from __future__ import annotations
 
@@ -63,15 +64,29 @@ EXPECTED = (  # where v1 and v2 may differ, and why
     ".data.api.yaml",  # the ConfigMap holding it
     ".spec.template.spec.containers[0].image",  # the re-pinned API image (api and its migrate job)
     ".spec.template.spec.initContainers[0].image",
+    ".metadata.name",  # a changed Job is a new Job: migrate-<hash of its spec and image>
+    ".spec.template.spec.initContainers[0].args[1]",  # the API waits for that Job
+    ".rules[0].resourceNames[0]",  # and may read that one
 )
+
+
+def by_name(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each object by kind and name; a Job by kind and service (its name carries a hash)."""
+    return {
+        (
+            d["kind"],
+            d["metadata"]["labels"]["app.kubernetes.io/component"]
+            if d["kind"] == "Job"
+            else d["metadata"]["name"],
+        ): d
+        for d in docs
+    }
 
 
 @pytest.mark.helm
 def test_v1_and_v2_differ_only_where_the_release_changed(helm: str, tmp_path: Path) -> None:
-    old = {(d["kind"], d["metadata"]["name"]): d for d in template(helm, chart_of(PLATFORM, tmp_path / "a"))}
-    new = {
-        (d["kind"], d["metadata"]["name"]): d for d in template(helm, chart_of(v2(tmp_path), tmp_path / "b"))
-    }
+    old = by_name(template(helm, chart_of(PLATFORM, tmp_path / "a")))
+    new = by_name(template(helm, chart_of(v2(tmp_path), tmp_path / "b")))
     assert set(old) == set(new)
     changed: dict[tuple[str, str], list[str]] = {}
     for key in old:
@@ -82,9 +97,15 @@ def test_v1_and_v2_differ_only_where_the_release_changed(helm: str, tmp_path: Pa
         assert not unexpected, (key, unexpected)
         if [p for p in diff if "helm.sh/chart" not in p and "version" not in p]:
             changed[key] = diff
-    # what really changed: the API's Deployment (image, config checksum), its migrate Job (image),
-    # the ConfigMap (the file); nothing else
-    assert set(changed) == {("Deployment", "api"), ("Job", "migrate"), ("ConfigMap", "api-config")}, changed
+    # what really changed: the API's Deployment (image, config checksum, the Job it waits for), its
+    # migrate Job (image, so a new name), the Role naming it, the ConfigMap (the file); nothing else
+    assert set(changed) == {
+        ("Deployment", "api"),
+        ("Job", "migrate"),
+        ("Role", "api-jobs"),
+        ("ConfigMap", "api-config"),
+    }, changed
+    assert old["Job", "migrate"]["metadata"]["name"] != new["Job", "migrate"]["metadata"]["name"]
     assert any(p.endswith("checksum/config") for p in changed["Deployment", "api"])
     images = [c["image"] for c in new["Deployment", "api"]["spec"]["template"]["spec"]["containers"]]
     assert any(i.endswith(NEW_DIGEST) for i in images)
@@ -121,10 +142,17 @@ def test_nothing_helm_upgrade_cannot_change_in_place_changes(helm: str, tmp_path
     assert before["Service", "store-headless"]["clusterIP"] == "None"
     for selector in [v for k, v in before.items() if k[0] == "Deployment"]:
         assert not {"app.kubernetes.io/version", "helm.sh/chart"} & set(selector["matchLabels"])
-    # hook Jobs are replaced, never patched (a Job's template is immutable)
-    for job in (d for d in new if d["kind"] == "Job"):
-        assert "before-hook-creation" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
-        assert "pre-upgrade" in job["metadata"]["annotations"]["helm.sh/hook"]
+    # a Job's template is immutable: a Job of the same name has the same template (the name carries
+    # it), a hook Job is replaced, never patched
+    jobs = [d for d in (*old, *new) if d["kind"] == "Job"]
+    assert jobs
+    for a in jobs:
+        for b in jobs:
+            if a["metadata"]["name"] == b["metadata"]["name"]:
+                assert a["spec"]["template"]["spec"] == b["spec"]["template"]["spec"]
+        hook = a["metadata"].get("annotations", {})
+        if hook:
+            assert "before-hook-creation" in hook["helm.sh/hook-delete-policy"]
 
 
 def test_generated_secrets_and_volumes_are_kept_across_upgrades_and_uninstalls() -> None:

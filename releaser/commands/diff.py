@@ -498,9 +498,7 @@ def _care(a: Plan, b: Plan) -> list[str]:
         o = old.get(name)
         if o is None:
             if s.job is not None:
-                out.append(
-                    f"job {name} added: it runs during the upgrade ({', '.join(s.job.hooks)}), before its dependents"
-                )
+                out.append(f"job {name} added: {_job_runs(s)}")
             continue
         out += _service_care(o, s)
     return out
@@ -538,10 +536,15 @@ def _service_care(o: PlanService, s: PlanService) -> list[str]:
     for gone_port in sorted(set(ports) - {p.name for p in s.ports}):
         out.append(f"service {name}: port {gone_port} removed: clients of it stop working")
     if s.job is not None and (o.job is None or o.job != s.job):
-        out.append(
-            f"job {name} {'added' if o.job is None else 'changed'}: it runs during the upgrade ({', '.join(s.job.hooks)})"
-        )
+        out.append(f"job {name} {'added' if o.job is None else 'changed'}: {_job_runs(s)}")
     return out
+
+
+def _job_runs(s: PlanService) -> str:
+    """When the chart runs a job in an upgrade (the plan's hooks decide)."""
+    if s.hooks:
+        return f"it runs during the upgrade as a Helm hook ({', '.join(s.hooks)})"
+    return "it runs during the upgrade as a new Job, and the pods of the services that wait for it start once it completed"
 
 
 __all__ = ["DiffResult", "ReleaserError", "diff"]

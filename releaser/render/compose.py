@@ -26,7 +26,6 @@ from ..tcpao import config_problems
 
 BIND_KNOB = "BIND_ADDRESS"
 LABEL = "dev.releaser"
-PROBE_MEMORY = 32 << 20  # the probe's PID 1 and one check at a time: a few MiB each
 
 
 @cache
@@ -255,7 +254,7 @@ def _probe(plan: Plan, svc: PlanService) -> dict[str, Any]:
     d["network_mode"] = f"service:{svc.name}"
     d["healthcheck"] = _healthcheck(svc, probe=True)
     d["depends_on"] = {svc.name: {"condition": "service_started", "restart": True}}
-    d["deploy"] = {"resources": {"limits": {"cpus": "0.1", "memory": str(PROBE_MEMORY)}}}
+    d["deploy"] = _resources(m.Resources(limits=plan.probe_resources.limits))  # reservations: none
     d["restart"] = "unless-stopped"
     d["labels"] = _labels(plan, svc.name, ())
     d["labels"][f"{LABEL}.probe"] = "true"  # the quickstart reads it as svc's readiness

@@ -1,10 +1,10 @@
-"""examples/platform on a real cluster: restricted Pod Security, its hook Job, StatefulSet, Ingress
+"""examples/platform on a real cluster: restricted Pod Security, its migration Job, StatefulSet, Ingress
 and autoscaler, every declared flow and a refusal for undeclared ones, the PDB against evictions,
 claims through scale-down, and upgrades from delta bundles with Helm 3 and Helm 4.
 
 The release is installed from its own signed bundle through registry.local:5000 with Helm 3, into a
-namespace that enforces `restricted`: `helm install --wait` succeeds only once the post-install
-migration Job has completed.
+namespace that enforces `restricted`: the API's pods start only once the migration Job has
+completed, and `helm install --wait` succeeds only then.
 """
 
 from __future__ import annotations
@@ -67,10 +67,17 @@ def kj(c: Cluster, *args: str) -> Any:
     return c.kjson("-n", NS, *args)
 
 
+def migrate_job(c: Cluster, ns: str = NS) -> Any:
+    """The migration's Job: a release object named by its spec (migrate-<hash>), one at a time."""
+    jobs = c.kjson("-n", ns, "get", "jobs", "-l", "app.kubernetes.io/component=migrate")["items"]
+    assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
+    return jobs[0]
+
+
 def test_installs_restricted_with_its_job_statefulset_ingress_and_autoscaler(
     cluster: Cluster, platform: dict[str, Any]
 ) -> None:
-    job = kj(cluster, "get", "job", "migrate")
+    job = migrate_job(cluster)
     assert job["status"].get("succeeded") == 1, job["status"]
     store = kj(cluster, "get", "statefulset", "store")
     assert store["status"].get("readyReplicas") == 3, store["status"]
@@ -90,40 +97,55 @@ def test_installs_restricted_with_its_job_statefulset_ingress_and_autoscaler(
     assert "scratch /var/cache/worker is writable" in logs and "the root file system is read-only" in logs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, docs/kubernetes.md#jobs: a post-install hook Job runs after the release's "
-    "objects exist, so the API a release says dependsOn it starts before it; the chart has no gate yet",
-)
-def test_the_hook_job_completes_before_the_api_starts(cluster: Cluster, platform: dict[str, Any]) -> None:
-    """release.yaml: api dependsOn migrate (a post-install, pre-upgrade Job). Compose starts the API
-    once the job exited 0; on Kubernetes the API's pods must not be Ready before the job completed."""
-    job = kj(cluster, "get", "job", "migrate")
-    api_ready = [
-        c["lastTransitionTime"]
-        for p in kj(cluster, "get", "pods", "-l", "app.kubernetes.io/component=api")["items"]
-        for c in p["status"]["conditions"]
-        if c["type"] == "Ready"
-    ]
-    assert api_ready and all(t >= job["status"]["completionTime"] for t in api_ready), (
-        job["status"],
-        api_ready,
-    )
+def test_the_job_completes_before_the_api_starts(cluster: Cluster, platform: dict[str, Any]) -> None:
+    """release.yaml: api dependsOn migrate (a job). Compose starts the API once the job exited 0; on
+    Kubernetes the API's pods start (their init container returns) only once the Job completed, and
+    are Ready after that; the Job is no hook but a release object that stays for them to read."""
+    job = migrate_job(cluster)
+    done = job["status"]["completionTime"]
+    assert "helm.sh/hook" not in job["metadata"].get("annotations", {}), job["metadata"]
+    for p in kj(cluster, "get", "pods", "-l", "app.kubernetes.io/component=api")["items"]:
+        (init,) = p["status"]["initContainerStatuses"]
+        assert init["name"] == "wait-for-jobs" and init["state"]["terminated"]["exitCode"] == 0, init
+        assert init["state"]["terminated"]["finishedAt"] >= done, (init, done)
+        ready = next(c for c in p["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True" and ready["lastTransitionTime"] >= done, (ready, done)
+        logs = cluster.kubectl("-n", NS, "logs", p["metadata"]["name"], "-c", "wait-for-jobs")
+        assert f"job {job['metadata']['name']}: complete" in logs, logs
+    # the token is the init container's alone, and may read that Job and nothing else
+    api = kj(cluster, "get", "deployment", "api")["spec"]["template"]["spec"]
+    assert api["automountServiceAccountToken"] is False
+    assert not any(m["name"] == "job-reader" for m in api["containers"][0].get("volumeMounts", []))
+    role = kj(cluster, "get", "role", "api-jobs")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["batch"],
+            "resources": ["jobs"],
+            "verbs": ["get"],
+            "resourceNames": [job["metadata"]["name"]],
+        }
+    ], role["rules"]
+    account = f"system:serviceaccount:{NS}:api"
+    for verb, what, allowed in (("get", f"jobs/{job['metadata']['name']}", "yes"), ("list", "jobs", "no"),
+                                ("get", "secrets/platform-db-password", "no")):  # fmt: skip
+        answer = cluster.kubectl("-n", NS, "auth", "can-i", verb, what, "--as", account, check=False)
+        assert answer.strip() == allowed, (verb, what, answer)
 
 
-def test_install_succeeds_only_with_the_hook_job_complete(cluster: Cluster, platform: dict[str, Any]) -> None:
-    """What Helm does guarantee: `helm install --wait` returned only after the post-install Job
-    succeeded, once (its pod Succeeded, no retries)."""
-    job = kj(cluster, "get", "job", "migrate")
+def test_install_succeeds_only_with_the_job_complete(cluster: Cluster, platform: dict[str, Any]) -> None:
+    """`helm install --wait` returned only after the migration Job succeeded, once (its pod
+    Succeeded, no retries)."""
+    job = migrate_job(cluster)
     assert job["status"].get("succeeded") == 1 and not job["status"].get("failed"), job["status"]
     history = json.loads(helm(cluster, HELM3, "history", "platform", "-n", NS, "-o", "json"))
     assert history[0]["status"] in ("deployed", "superseded"), history
 
 
-def test_a_failing_hook_fails_the_install(cluster: Cluster, platform: dict[str, Any]) -> None:
-    """The same chart whose migration exits 3: `helm install --wait` fails naming the hook, and no
-    release is left 'deployed'. (Only the store and the API beside the job: two nodes of two cores
-    hold one whole platform at a time.)"""
+def test_a_failing_job_fails_the_install(cluster: Cluster, platform: dict[str, Any]) -> None:
+    """The same chart whose migration exits 3: `helm install --wait --wait-for-jobs` fails naming the
+    job, no release is left 'deployed', and the API's init container says which job failed and how
+    to read its logs. (Only the store and the API beside the job: two nodes of two cores hold one
+    whole platform at a time.)"""
     ns = "platform-failing"
     cluster.kubectl("create", "namespace", ns)
     cluster.kubectl("label", "namespace", ns, *pod_security("restricted"))
@@ -133,11 +155,17 @@ def test_a_failing_hook_fails_the_install(cluster: Cluster, platform: dict[str, 
             "-n", ns, "-f", str(platform["values"]), "--set", "services.migrate.args={migrate,--fail}",
             "--set", "services.migrate.job.backoffLimit=0", "--set", "services.worker.enabled=false",
             "--set", "services.console.enabled=false", "--set", "services.store.replicas=1",
-            "--wait", "--timeout", "3m", check=False,
+            "--wait", "--wait-for-jobs", "--timeout", "3m", check=False,
         )  # fmt: skip
         history = json.loads(helm(cluster, HELM3, "history", "failing", "-n", ns, "-o", "json"))
         assert history[-1]["status"] == "failed", (out, history)
-        assert "migrate" in history[-1]["description"], history[-1]
+        name = migrate_job(cluster, ns)["metadata"]["name"]
+        assert name in history[-1]["description"], history[-1]
+        pod = cluster.kjson("-n", ns, "get", "pods", "-l", "app.kubernetes.io/component=api")["items"][0]
+        logs = cluster.kubectl("-n", ns, "logs", pod["metadata"]["name"], "-c", "wait-for-jobs", check=False)
+        assert f"FAIL job {name} failed (BackoffLimitExceeded" in logs, logs
+        assert f"kubectl logs -n {ns} job/{name}" in logs, logs
+        assert not any(c.get("ready") for c in pod["status"].get("containerStatuses", [])), pod["status"]
     finally:
         helm(cluster, HELM3, "uninstall", "failing", "-n", ns, "--wait", check=False)
         cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)
@@ -315,12 +343,12 @@ def test_rendered_as_gitops_tools_do_it_reads_the_secret_the_site_made(
     try:
         cluster.kubectl("-n", ns, "apply", "-f", "-", stdin=first)
         wait_for(
-            lambda: cluster.kjson("-n", ns, "get", "job", "migrate")["status"].get("succeeded") == 1,
+            lambda: migrate_job(cluster, ns)["status"].get("succeeded") == 1,
             what="migrate",
         )
         cluster.kubectl("-n", ns, "rollout", "status", "statefulset/store", "--timeout=180s")
         cluster.kubectl("-n", ns, "rollout", "status", "deployment/api", "--timeout=180s")
-        logs = cluster.kubectl("-n", ns, "logs", "job/migrate")
+        logs = cluster.kubectl("-n", ns, "logs", f"job/{migrate_job(cluster, ns)['metadata']['name']}")
         assert "the store password file is readable" in logs, logs
         secret = cluster.kjson("-n", ns, "get", "secret", "platform-db-password")
         assert secret["data"]["db-password"] == "bWFkZS1ieS10aGUtc2l0ZQ=="  # untouched
@@ -378,7 +406,7 @@ def test_upgrades_from_a_delta_a_failing_upgrade_rolls_back_and_rollback_goes_ba
     history = json.loads(helm(cluster, binary, "history", "platform", "-n", NS, "-o", "json"))
     assert history[-1]["status"] == "deployed" and history[-1]["chart"] == f"platform-2.4.0-{tag}", history
     assert config() == f"# api 2.4.0 ({tag})\nlisten: 8081\n"
-    assert kj(cluster, "get", "job", "migrate")["status"].get("succeeded") == 1
+    assert migrate_job(cluster)["status"].get("succeeded") == 1
     out = helm(cluster, binary, "test", "platform", "-n", NS, "--timeout", "3m")  # after the upgrade
     assert "Succeeded" in out, out
     broken = _version(

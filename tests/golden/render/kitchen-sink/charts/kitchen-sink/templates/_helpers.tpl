@@ -26,6 +26,35 @@ app.kubernetes.io/component: {{ .name }}
 {{- printf "%s/%s@%s" $reg $img.repository $img.digest -}}
 {{- end }}
 
+{{/*
+A job's Job name. One services wait for (no hooks) is a release object named by its spec and image
+digest: a changed job is a new Job (a Job's pod template cannot change), an unchanged one is left
+as it is (it does not run again). A hook job keeps its name: Helm deletes it before each run.
+*/}}
+{{- define "releaser.jobName" -}}
+{{- $svc := index .root.Values.services .name -}}
+{{- if $svc.job.hooks -}}
+{{- .name -}}
+{{- else -}}
+{{- $digest := (index .root.Values.images $svc.image).digest -}}
+{{- printf "%s-%s" .name (printf "%s@%s" (toJson $svc) $digest | sha256sum | trunc 10) -}}
+{{- end -}}
+{{- end }}
+
+{{/* The Job names a service's pods wait for, comma-separated: its afterJobs that are enabled. */}}
+{{- define "releaser.afterJobs" -}}
+{{- $names := list -}}
+{{- if .root.Values.probe.image -}}
+{{- range .svc.afterJobs -}}
+{{- $job := index $.root.Values.services . -}}
+{{- if and $job $job.enabled -}}
+{{- $names = append $names (include "releaser.jobName" (dict "root" $.root "name" .)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end }}
+
 {{- define "releaser.probe" -}}
 {{- $h := .health -}}
 {{- if $h.http }}
