@@ -85,6 +85,16 @@ class PlanSecret:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SecretFile:
+    """A file under the Compose stack's .secrets/."""
+
+    path: str  # relative to the compose directory: .secrets/<name>
+    length: int | None  # characters to generate; None: the user provides it
+    key: str  # the key of its Kubernetes Secret (the file name the customer keeps it under)
+    readers: str  # the services that read it
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlanVolume:
     name: str
     mount_path: str
@@ -285,6 +295,23 @@ class Plan:
 
     def pinned_references(self) -> set[str]:
         return {i.pinned for i in self.images}
+
+    def compose_secret_files(self) -> tuple[SecretFile, ...]:
+        """Every file under .secrets/ the Compose stack reads, with who reads it."""
+        files: dict[str, tuple[int | None, str, set[str]]] = {}
+        for svc in self.services:
+            for sec in svc.secrets:
+                length = sec.length if sec.generated else None
+                files.setdefault(sec.compose_file, (length, sec.k8s_key, set()))[2].add(svc.name)
+            if svc.sidecar:
+                sc = svc.sidecar
+                files.setdefault(f".secrets/{sc.key_secret}", (None, sc.key_secret_key, set()))[2].add(
+                    f"{svc.name} (the shared TCP-AO key)"
+                )
+        return tuple(
+            SecretFile(path=f, length=length, key=key, readers=", ".join(sorted(who)))
+            for f, (length, key, who) in sorted(files.items())
+        )
 
     def compose_containers(self) -> dict[str, str]:
         """Every Compose service releaser writes -> the name of the image it runs: the services,

@@ -631,6 +631,19 @@ def test_a_job_services_wait_for_is_a_release_job_their_pods_wait_on(helm: str, 
     assert not by_kind(off, "Role") and not api_server_rules(off)
 
 
+def test_validate_says_hooks_do_not_apply_to_a_job_services_wait_for(tmp_path: Path) -> None:
+    rel = tmp_path / "platform"
+    shutil.copytree(RELEASES["platform"], rel)
+    text = (rel / "release.yaml").read_text()
+    (rel / "release.yaml").write_text(
+        text.replace("    job:   #", "    job:\n      hooks: [post-install]\n    #", 1)
+    )
+    _, warnings = load_release(rel)
+    (w,) = [w for w in warnings if w.path.endswith("migrate.job.hooks")]
+    assert "hooks apply to a job nothing dependsOn: api dependsOn migrate" in w.message, w.message
+    assert w.fix == "remove hooks"
+
+
 @pytest.mark.helm
 def test_without_the_probe_a_job_is_a_hook_and_validate_says_what_that_costs(
     helm: str, tmp_path: Path

@@ -22,8 +22,8 @@ from tests.conftest import missing_component
 from tests.support import images
 from tests.support import podman as podman_mod
 from tests.support.registry import RegistryServer, free_port
+from tests.support.stack import compose_alone, seqs, wait_for
 from tests.support.stack import received as received_on
-from tests.support.stack import seqs, wait_for
 from tests.test_quickstart import RELEASER
 
 
@@ -34,17 +34,27 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         missing_component(f"podman ({', '.join(missing)})")
     work = tmp_path_factory.mktemp("podman")
     publisher = RegistryServer(work / "publisher").start()
-    engine = podman_mod.Podman([publisher.host])
+    private = RegistryServer(work / "private").start()  # a customer's registry (INSTALL.md)
+    engine = podman_mod.Podman([publisher.host, private.host])
     try:
         rel = images.standin_release(work, publisher.host)
         port = free_port()
         env = {**engine.env, "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port)}
         subprocess.run([RELEASER, "lock", str(rel)], env=env, capture_output=True, check=True)
-        yield {"work": work, "rel": rel, "env": env, "port": port, "stack": work / "stack", "engine": engine}
+        yield {
+            "work": work,
+            "rel": rel,
+            "env": env,
+            "port": port,
+            "stack": work / "stack",
+            "engine": engine,
+            "private": private,
+        }
     finally:
         subprocess.run([RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True, check=False)
         engine.stop()
         publisher.stop()
+        private.stop()
 
 
 def qs(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
@@ -121,3 +131,44 @@ def test_podman_backup_reset_restore(pod_up: dict[str, Any]) -> None:
     qs(pod["env"], "down")
     assert pod["engine"].run("ps", "-aq").stdout.split() == []
     assert "bmp-tcpao_speaker-state" in pod["engine"].run("volume", "ls", "-q").stdout  # down keeps volumes
+
+
+def test_install_md_compose_alone_runs_line_by_line_with_podman(pod: dict[str, Any]) -> None:
+    """The bundle's INSTALL.md, "or with Compose alone", on podman: extract, load into a private
+    registry with `releaser airgap`, the secret files, then `podman-compose -f compose.podman.yaml
+    -f compose.airgap.yaml up -d` as written: the locked digests from the private registry, volumes
+    given to the service's user by :U (the volume owners stay in a profile nothing starts), traffic
+    through the sidecars."""
+    qs(pod["env"], "reset", "--yes")
+    site = pod["work"] / "compose-alone"
+    site.mkdir()
+    env = {**pod["env"], "RELEASER_KEY_PASSPHRASE": "test-only-passphrase"}
+    keys = pod["work"] / "keys"
+    for args in (
+        ("keygen", "--out-dir", str(keys)),
+        ("bundle", str(pod["rel"]), "--signing-key", str(keys / "releaser.key"),
+         "--out-file", str(pod["work"] / "bmp.tar.zst"), "--no-installer"),
+        ("airgap", str(pod["work"] / "bmp.tar.zst"), "--to", pod["private"].host, "--key", str(keys / "releaser.pub")),
+    ):  # fmt: skip
+        proc = subprocess.run(
+            [RELEASER, *args], env=env, cwd=site, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    subprocess.run(["sh", "-c", f"mkdir bundle && zstd -dc {pod['work'] / 'bmp.tar.zst'} | tar -x -C bundle"],
+                   cwd=site, check=True)  # fmt: skip
+    compose_dir = site / "bundle/compose/bmp-tcpao"
+    try:
+        install = (site / "bundle/INSTALL.md").read_text()
+        ran = compose_alone(install, site, env, "podman-compose", {"tcpao-key": b"a shared test key\n"})
+        assert ran[-1] == "podman-compose -f compose.podman.yaml -f ../../../compose.airgap.yaml up -d"
+        lock = yaml.safe_load((pod["rel"] / "release.lock.yaml").read_text())
+        names = pod["engine"].run("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        assert names and not [n for n in names if n.endswith("-volumes") or "volumes_" in n], names
+        running = {pod["engine"].run("inspect", "-f", "{{.ImageName}}", n).stdout.strip() for n in names}
+        assert {r.split("@")[1] for r in running} == {e["digest"] for e in lock["images"].values()}
+        assert all(r.startswith(pod["private"].host + "/") for r in running), running
+        lines = wait_for(lambda: len(received(pod)) >= 2 and received(pod), timeout=90, what="traffic")
+        assert seqs(lines) == sorted(seqs(lines))
+    finally:
+        subprocess.run(["podman-compose", "-f", "compose.podman.yaml", "down", "-v", "-t", "1"],
+                       cwd=compose_dir, env=env, capture_output=True, check=False)  # fmt: skip

@@ -34,8 +34,8 @@ from tests.conftest import ROOT, TOOLS, missing_component
 from tests.support import engine as engine_mod
 from tests.support import images
 from tests.support.registry import RegistryServer, free_port
+from tests.support.stack import compose_alone, seqs, wait_for
 from tests.support.stack import received as received_on
-from tests.support.stack import seqs, wait_for
 
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 CAPTURED: list[str] = []  # every output of every command this module ran, for the leak test
@@ -131,10 +131,10 @@ def backup_file(up: dict[str, Any]) -> Path:
 
 
 def run(
-    env: dict[str, str], *args: str, expect: int | None = 0, timeout: float = 300
+    env: dict[str, str], *args: str, expect: int | None = 0, timeout: float = 300, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [RELEASER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [RELEASER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
     )
     CAPTURED.extend([proc.stdout, proc.stderr])
     if expect is not None:
@@ -610,6 +610,50 @@ def test_airgap_quickstart_runs_the_same_digests_from_the_private_registry(
         assert containers(world) == []
     finally:
         run(env, "quickstart", "reset", "--yes", expect=None)
+        private.stop()
+
+
+def test_install_md_compose_alone_runs_line_by_line_with_docker(
+    nothing_running: dict[str, Any], signed_bundle: Path
+) -> None:
+    """The bundle's INSTALL.md, "or with Compose alone", on Docker: extract, load into a private
+    registry with `releaser airgap`, the secret files (one generated, the TCP-AO key provided) and
+    `docker compose ... up -d --wait`, line by line as written. The stack runs the locked digests
+    from the private registry and carries traffic; nothing of releaser's quickstart is involved."""
+    world = nothing_running
+    site = world["work"] / "compose-alone"
+    site.mkdir()
+    private = RegistryServer(world["work"] / "private-alone").start()
+    pub = world["work"] / "keys/releaser.pub"
+    try:
+        subprocess.run(
+            ["sh", "-c", f"mkdir bundle && zstd -dc {signed_bundle} | tar -x -C bundle"], cwd=site, check=True
+        )
+        run(world["env"], "airgap", str(signed_bundle), "--to", private.host, "--key", str(pub), cwd=site)
+        install = (site / "bundle/INSTALL.md").read_text()
+        ran = compose_alone(
+            install, site, world["env"], "docker compose", {"tcpao-key": b"a shared test key\n"}
+        )
+        assert ran[-1] == "docker compose -f compose.yaml -f ../../../compose.airgap.yaml up -d --wait"
+        secrets = site / "bundle/compose/bmp-tcpao/.secrets"
+        assert oct(secrets.stat().st_mode & 0o777) == "0o700"
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in secrets.iterdir()} == {
+            "bmp-tcpao-key": "0o444",
+            "nats-token": "0o444",
+        }
+        assert len((secrets / "nats-token").read_text()) == 32
+        lock = yaml.safe_load((world["rel"] / "release.lock.yaml").read_text())
+        running = {
+            docker(world["env"], "inspect", "-f", "{{.Config.Image}}", c).strip() for c in containers(world)
+        }
+        assert {r.split("@")[1] for r in running} == {e["digest"] for e in lock["images"].values()}
+        assert all(r.startswith(private.host + "/") for r in running)
+        wait_for(lambda: len(received(world)) >= 2, what="traffic in the stack Compose alone started")
+    finally:
+        subprocess.run(
+            ["docker", "compose", "-f", "compose.yaml", "down", "-v", "-t", "1"],
+            cwd=site / "bundle/compose/bmp-tcpao", env=world["env"], capture_output=True, check=False,
+        )  # fmt: skip
         private.stop()
 
 

@@ -395,6 +395,7 @@ def down(stack: StackOpt = DEFAULT_STACK, output: OutputOpt = None, as_json: Jso
     Example:  releaser quickstart down
     """
     from ..commands.quickstart import down as stop
+    from ..commands.quickstart import killed_on_stop
 
     as_json, _ = output_format(output, as_json)
     return run(
@@ -402,7 +403,8 @@ def down(stack: StackOpt = DEFAULT_STACK, output: OutputOpt = None, as_json: Jso
         as_json,
         lambda: stop(stack),
         lambda r: (
-            f"ok: {r.release} stopped; volumes and secrets kept (start again: releaser quickstart "
+            (f"warning: {killed_on_stop(r.killed)}\n" if r.killed else "")
+            + f"ok: {r.release} stopped; volumes and secrets kept (start again: releaser quickstart "
             f"SOURCE{_hint(stack)})"
         ),
     )

@@ -20,7 +20,6 @@ from ..quickstart import secrets as sec
 from ..quickstart.doctor import Check, Engine, detect_engine
 from ..quickstart.lifecycle import (
     DEFAULT_DIR,
-    PODMAN_COMPOSE,
     REVISION_BACKUP,
     STATE_FILE,
     BackupResult,
@@ -38,8 +37,8 @@ from ..quickstart.lifecycle import (
     find_engine,
     held_ports,
     key_digests,
+    killed_on_stop,
     logs,
-    podman_variant,
     preflight,
     quiet,
     registries_to_pull,
@@ -52,7 +51,7 @@ from ..quickstart.lifecycle import (
 )
 from ..quickstart.stack import ComposeFile, ServiceState, Update, up_and_wait
 from ..registry import RegistryOptions
-from ..render.compose import render_compose
+from ..render.compose import PODMAN_COMPOSE, podman_variant, render_compose
 from .load import load_bundle
 
 __all__ = [
@@ -65,6 +64,7 @@ __all__ = [
     "backup",
     "collect_logs",
     "down",
+    "killed_on_stop",
     "logs",
     "reset",
     "restore",
@@ -332,7 +332,8 @@ def _install(
     for rel, content in ready.files.items():
         write_file(stack / rel, content)
     if found.podman:
-        write_file(stack / PODMAN_COMPOSE, podman_variant(ready.files["compose.yaml"]))
+        if PODMAN_COMPOSE not in ready.files:  # a bundle made before compose.podman.yaml was rendered
+            write_file(stack / PODMAN_COMPOSE, podman_variant(ready.files["compose.yaml"]))
         compose_files[0] = PODMAN_COMPOSE
     previous = _previous_state(stack)
     state = State(
@@ -502,7 +503,11 @@ def _stop(stack: Path, state: State, engine: Engine | None, say: Say) -> None:
     secrets and networks' names stay): the quickstart replaces a release whole, so that readiness
     is judged on the new containers only, never on one being recreated."""
     say(f"stopping {state.release}")
-    compose_for(stack, state, engine).run("down", "--remove-orphans")
+    compose = compose_for(stack, state, engine)
+    killed = compose.stop(compose_spec(stack, state))
+    if killed:
+        say(f"warning: {killed_on_stop(killed)}")
+    compose.run("down", "--remove-orphans")
 
 
 def _revision(stack: Path, state: State, number: int, outcome: str) -> revisions.Revision:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 import zstandard
 
 from ..budgets import MAX_JSON_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_WINDOW, loads
@@ -366,45 +365,6 @@ def _images_missing_locally(engine: Engine, images: list[str]) -> list[str]:
     return missing
 
 
-PODMAN_COMPOSE = "compose.podman.yaml"
-
-
-def podman_variant(compose_yaml: bytes) -> bytes:
-    """compose.yaml for podman: podman 4.3 refuses the tmpfs options uid= and gid= that keep a
-    tmpfs owned by the service's user across restarts on Docker 20.10; podman gets plain /tmp
-    (mode 1777). And podman-compose 1.6 on podman 4.3 never sees a run-once container's exit as
-    `service_completed_successfully`, so the `<service>-volumes` owners give way to podman's own
-    `:U` volume option (the volume is given to the container's user when mounted)."""
-    doc = yaml.safe_load(compose_yaml)
-    services = doc.get("services") or {}
-    owners = {
-        n
-        for n, svc in services.items()
-        if (svc.get("labels") or {}).get("dev.releaser.volume-owner") == "true"
-    }
-    for name in owners:
-        del services[name]
-    for svc in services.values():
-        if svc.get("tmpfs"):
-            svc["tmpfs"] = [str(t).split(":", 1)[0] for t in svc["tmpfs"]]
-        deps = svc.get("depends_on")
-        if isinstance(deps, dict) and owners & set(deps):
-            for name in owners & set(deps):
-                del deps[name]
-            svc["volumes"] = [
-                f"{v['source']}:{v['target']}:U" if isinstance(v, dict) and v.get("type") == "volume" else v
-                for v in svc.get("volumes") or []
-            ]
-            if not deps:
-                del svc["depends_on"]
-    header = (
-        "# compose.podman.yaml: compose.yaml for podman, written by `releaser quickstart`; the\n"
-        "# differences: tmpfs mounts without uid=/gid= options, which podman 4.3 refuses, and volumes\n"
-        "# given to the service's user by podman's :U option instead of a run-once container.\n"
-    )
-    return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
-
-
 def urls(plan: Plan, states: list[ServiceState]) -> list[tuple[str, str]]:
     out = []
     by_service = {s.service: s for s in states}
@@ -473,6 +433,7 @@ class StatusResult:
     engine: str
     services: tuple[ServiceState, ...]
     other_stack: str | None = None  # the stack directory that holds the release's containers instead
+    killed: tuple[str, ...] = ()  # stopped by SIGKILL at the end of their grace period (down)
 
     @property
     def healthy(self) -> bool:
@@ -492,6 +453,7 @@ class StatusResult:
             "services": [s.to_json() for s in self.services],
             "stopped": self.stopped,
             "otherStack": self.other_stack,
+            "killedOnStop": list(self.killed),
         }
 
 
@@ -548,9 +510,21 @@ def logs(
         proc.wait()
 
 
+def killed_on_stop(killed: tuple[str, ...]) -> str:
+    """The advice when a stop had to kill services (Compose.stop): what their PID 1 does, the fix."""
+    return (
+        f"{', '.join(killed)} did not stop on {'its' if len(killed) == 1 else 'their'} stop signal and "
+        f"{'was' if len(killed) == 1 else 'were'} killed after the grace period, so every stop waits "
+        "for it: PID 1 of the image ignores the signal (a shell, or a server without a handler). In "
+        "release.yaml give the service `init: true` (an init process forwards the signal) or the "
+        "`stopSignal` its process stops on (docs/quickstart.md#stopping)"
+    )
+
+
 def down(stack: Path = DEFAULT_DIR) -> StatusResult:
     state = State.load(stack)
     compose = compose_for(stack, state)
+    killed = compose.stop(compose_spec(stack, state))
     compose.run("down", "--remove-orphans")
     if state.local_registry:
         localregistry.stop(stack)
@@ -560,6 +534,7 @@ def down(stack: Path = DEFAULT_DIR) -> StatusResult:
         stack=str(stack.absolute()),
         engine=compose.engine.kind,
         services=tuple(compose.states(compose_spec(stack, state))),
+        killed=killed,
     )
 
 
@@ -690,7 +665,9 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: b
     }
     with tempfile.TemporaryDirectory(prefix="releaser-backup-") as work:
         say(f"stopping {state.release} for a consistent copy ({len(running)} running)")
-        compose.run("stop")
+        killed = compose.stop(spec)
+        if killed:
+            say(f"warning: {killed_on_stop(killed)}")
         copied = False
         try:
             staged: list[tuple[str, Path]] = []

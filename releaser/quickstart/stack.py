@@ -51,7 +51,8 @@ class ComposeFile:
             else:
                 for svc, over in (part.get("services") or {}).items():
                     doc["services"].setdefault(svc, {}).update(over)
-        services = doc.get("services") or {}
+        # a service in a profile is not started (compose.podman.yaml's volume owners)
+        services = {n: s for n, s in (doc.get("services") or {}).items() if not s.get("profiles")}
         users: dict[str, tuple[int, int]] = {}
         consumers: dict[str, list[str]] = {}
         volumes: dict[str, tuple[str, str]] = {}
@@ -220,6 +221,19 @@ class Compose:
                 st = dataclasses.replace(st, exit_code=self.last_exit_code(st.container))
             out.append(st)
         return out
+
+    def stop(self, spec: ComposeFile) -> tuple[str, ...]:
+        """`compose stop`. Returns the services that did not stop on their stop signal and were
+        killed at the end of their grace period (exit code 137 and not out of memory): their PID 1
+        ignores the signal, and every stop of them waits the whole grace period."""
+        running = [s for s in self.states(spec) if s.container and s.state in ("running", "restarting")]
+        self.run("stop")
+        return tuple(
+            s.service
+            for s in running
+            if self.inspect(s.container, "{{.State.ExitCode}} {{.State.OOMKilled}}").split()
+            == ["137", "false"]
+        )
 
     def inspect(self, container: str, fmt: str) -> str:
         """`ENGINE inspect --format FMT CONTAINER`: what it printed, or "" when it failed."""

@@ -247,6 +247,56 @@ def _ports_table(plan: Plan) -> list[str]:
     return lines
 
 
+def _compose_alone(plan: Plan) -> list[str]:
+    """INSTALL.md's Compose without releaser: the secret files (made as the quickstart makes them),
+    then Docker Compose or podman-compose with compose.airgap.yaml from step 3."""
+    files = plan.compose_secret_files()
+    make = [
+        f"tr -dc A-Za-z0-9 </dev/urandom | head -c {f.length} > {f.path}   # a new random value, read by {f.readers}"
+        if f.length
+        else f"cp ../../../{f.key} {f.path}   # yours (the file ./{f.key} of step 4), read by {f.readers}"
+        for f in files
+    ]
+    lines = [
+        "or with Compose alone, from the bundle's compose directory.",
+        *(
+            [
+                "First the secret files: Compose mounts each, as it is on this host, into the containers",
+                "that read it, so each must be readable by their users; the directory keeps others out:",
+            ]
+            if files
+            else []
+        ),
+        "",
+        "```",
+        f"cd bundle/compose/{plan.name}",
+    ]
+    if files:
+        lines += [
+            "install -d -m 0700 .secrets",
+            *make,
+            "chmod 0444 .secrets/*   # or, as root, chown each to its readers' UID and chmod 0400",
+        ]
+    lines += [
+        "```",
+        "",
+        "then with Docker Compose v2 (`--wait`: until every check passes and every job has exited 0):",
+        "",
+        "```",
+        "docker compose -f compose.yaml -f ../../../compose.airgap.yaml up -d --wait",
+        "```",
+        "",
+        "or with podman-compose (compose.podman.yaml: podman's own volume ownership, tmpfs without",
+        "uid/gid; `podman ps` shows the health of each check as it runs):",
+        "",
+        "```",
+        "podman-compose -f compose.podman.yaml -f ../../../compose.airgap.yaml up -d",
+        "```",
+        "",
+    ]
+    return lines
+
+
 def install_md(plan: Plan, lock: Lock) -> bytes:
     """INSTALL.md for the customer who receives the bundle."""
     bundle = f"{plan.name}-{plan.version}.tar.zst"
@@ -338,12 +388,7 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
         f"releaser-venv/bin/releaser quickstart {bundle} --key publisher.pub --registry registry.local:5000",
         "```",
         "",
-        "or with Compose alone:",
-        "",
-        "```",
-        f"docker compose -f bundle/compose/{n}/compose.yaml -f compose.airgap.yaml up -d",
-        "```",
-        "",
+        *_compose_alone(plan),
         "## Ports",
         "",
         *_ports_table(plan),
