@@ -8,7 +8,7 @@
 4. releaser airgap verify, then airgap --to a second, "private" registry,
 5. proves with skopeo that the private registry serves the lock's digests, and renders
    the chart with values-airgap.yaml (helm template) to show it pulls them by digest,
-6. starts a private Docker engine and runs `releaser quickstart BUNDLE --registry PRIVATE`:
+6. starts a private Docker engine and runs `releaser quickstart BUNDLE --to PRIVATE`:
    the Compose stack runs from the private registry by the locked digests, and the
    collector shows the speaker's lines arriving through both TCP-AO sidecars (over PLAIN
    TCP where the kernel lacks TCP-AO, which it says),
@@ -222,7 +222,7 @@ def quickstart(work: Path, bundle: Path, pub: str, registry: str, env: dict[str,
                 f"  {detail}:\n  the sidecars' wire leg runs over PLAIN TCP in this rehearsal (--skip tcp-ao)"
             )
         try:
-            sh(RELEASER, "quickstart", str(bundle), "--key", pub, "--registry", registry, *skip, env=qenv)
+            sh(RELEASER, "quickstart", str(bundle), "--key", pub, "--to", registry, *skip, env=qenv)
             ids = subprocess.run(
                 ["docker", "ps", "-q"], env=qenv, capture_output=True, text=True, check=True
             ).stdout.split()

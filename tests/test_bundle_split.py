@@ -266,7 +266,7 @@ def test_free_space_is_checked_before_writing(world: World, split: list[Path], s
 def test_the_quickstart_and_check_take_a_split_bundle(
     world: World, split: list[Path], helm3: str, tmp_path: Path
 ) -> None:
-    """The quickstart knows a split bundle for a bundle (it then asks for --key and --registry,
+    """The quickstart knows a split bundle for a bundle (it then asks for --key and --to,
     as for one file), and `check --bundle` reads the digests of its parts."""
     code, out = cli("quickstart", str(split[0]))
     assert code == 2 and "a bundle needs --key" in out, out

@@ -99,7 +99,9 @@ def test_the_image_holds_one_static_binary_and_runs_as_non_root() -> None:
         with tarfile.open(fileobj=io.BytesIO(tar)) as t:
             members = t.getmembers()
         assert [(m.name, m.mode, m.uid, m.mtime) for m in members] == [("probe", 0o755, 0, 0)]
-        assert members[0].size < 4 << 20
+        # the checks alone took 2.3 MB; `probe jobs` reads the API server over TLS (crypto/tls, x509,
+        # JSON: +2.6 MB, without net/http, which would add as much again)
+        assert members[0].size < 6 << 20
 
 
 @pytest.fixture(scope="module")
@@ -377,7 +379,7 @@ def test_one_stack_of_a_release_per_host_and_status_never_reports_another(probed
         _releaser(env1, "quickstart", str(rel), "--timeout", "120")
         refused = _releaser(env2, "quickstart", str(rel), "--timeout", "120", expect=8)
         assert f"already runs as a quickstart stack in {first}" in refused.stderr, refused.stderr
-        assert f"releaser quickstart down --dir {first}" in refused.stderr, refused.stderr
+        assert f"releaser quickstart down --stack {first}" in refused.stderr, refused.stderr
         assert _releaser(env1, "quickstart", "status").returncode == 0
         down = _releaser(env1, "quickstart", "down")
         # busybox httpd as PID 1 ignores SIGTERM: each was killed after its grace period, and down says

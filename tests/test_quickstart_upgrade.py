@@ -121,7 +121,7 @@ def test_an_upgrade_keeps_data_and_secrets_and_a_rollback_goes_back(stack: dict[
 
 def test_an_upgrade_from_a_signed_bundle_runs_from_its_registry(stack: dict[str, Any]) -> None:
     """Last in the file. The running release came from a directory; 2.4.0 comes as a bundle, loaded
-    into a registry of the stack's own (--registry local), and runs the same digests from there."""
+    into a registry of the stack's own (--to local), and runs the same digests from there."""
     env = {**stack["env"], "RELEASER_KEY_PASSPHRASE": "upgrade test only"}
     good = version(stack, "from-bundle", config="# api 2.4.0 (bundle)\n")
     keys = stack["work"] / "keys"
@@ -131,7 +131,7 @@ def test_an_upgrade_from_a_signed_bundle_runs_from_its_registry(stack: dict[str,
     run(env, "bundle", str(good), *signing, timeout=600)
     pub = str(keys / "releaser.pub")
     proc = run(
-        env, "quickstart", "upgrade", str(bundle), "--key", pub, "--registry", "local", "--json", timeout=900
+        env, "quickstart", "upgrade", str(bundle), "--key", pub, "--to", "local", "--json", timeout=900
     )
     result = json.loads(proc.stdout)["result"]
     assert (result["from"], result["to"]) == ("2.3.0", "2.4.0"), result

@@ -404,6 +404,26 @@ def test_old_spellings_work_with_a_deprecation_note(tmp_path: Path) -> None:
     assert "-o DIR (-o is now the output format) is deprecated" in result.stderr
     result = CliRunner().invoke(app, ["render", str(EXAMPLE), "--out-dir", str(tmp_path / "c"), "-o", "json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["ok"] and not (Path("json")).exists()
+    # the quickstart's stack was --dir, a bundle's registry --registry: now --stack and --to
+    for args, old, new in (
+        (["quickstart", "status", "--dir", str(tmp_path / "none")], "--dir", "--stack"),
+        (["quickstart", "status", f"--dir={tmp_path / 'none'}"], "--dir", "--stack"),
+        (["doctor", str(EXAMPLE), "--dir", str(tmp_path / "none"), "--skip", "engine"], "--dir", "--stack"),
+        (
+            ["quickstart", str(EXAMPLE), "--registry", "127.0.0.1:5000", "--stack", str(tmp_path / "s")],
+            "--registry",
+            "--to",
+        ),
+    ):
+        result = CliRunner().invoke(app, args)
+        assert f"warning: {old} is deprecated: use {new}" in result.stderr, (args, result.output)
+        assert "No such option" not in result.output, result.output
+    result = CliRunner().invoke(app, ["quickstart", "status", "--stack", str(tmp_path / "none")])
+    assert str(tmp_path / "none") in result.output and "deprecated" not in result.stderr
+    result = CliRunner().invoke(
+        app, ["render", str(EXAMPLE), "--out-dir", str(tmp_path / "d"), "--", "--dir"]
+    )
+    assert "--dir is deprecated" not in result.stderr  # nothing after -- is an option
 
 
 def test_shell_completion() -> None:

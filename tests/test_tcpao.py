@@ -152,7 +152,7 @@ def test_doctor_checks_the_stacks_tcpao_key_before_anything_starts(
     checks = {c["name"]: c for c in (doc.get("error") or doc["result"])["checks"]}
     assert checks["tcpao-key-bmp-tcpao-key"]["status"] == "pass"
     assert "net-admin" not in checks  # the sidecar asks for no capability
-    # the stack the quickstart uses: --dir, or $RELEASER_QUICKSTART_DIR as for `releaser quickstart`
+    # the stack the quickstart uses: --stack, or $RELEASER_QUICKSTART_DIR as for `releaser quickstart`
     elsewhere = tmp_path / "elsewhere/.secrets"
     elsewhere.mkdir(parents=True)
     (elsewhere / "bmp-tcpao-key").write_bytes(b"")

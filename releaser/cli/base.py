@@ -96,6 +96,31 @@ def run(
     return exit_code(result)
 
 
+# Renamed options: (the command's first word, the old spelling) -> the name it has now. The old
+# spelling keeps working, with a warning on stderr; CHANGELOG.md says when it goes.
+RENAMED_OPTIONS = {
+    ("quickstart", "--dir"): "--stack",  # `DIR` is the release everywhere; the stack is --stack
+    ("doctor", "--dir"): "--stack",
+    ("quickstart", "--registry"): "--to",  # the registry a bundle is loaded into is --to everywhere
+}
+
+
+def renamed_options(argv: list[str]) -> list[str]:
+    """argv with each old option spelling of RENAMED_OPTIONS replaced by its name (warned once)."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return [*out, *argv[i:]]
+        name, eq, value = arg.partition("=")
+        new = RENAMED_OPTIONS.get((command, name))
+        if new:
+            deprecated(name, new)
+            arg = new + eq + value
+        out.append(arg)
+    return out
+
+
 def deprecated(old: str, new: str) -> None:
     """Say once, on stderr, that an old spelling was used; it keeps working."""
     note = f"warning: {old} is deprecated: use {new} (same meaning; the old spelling still works)"
@@ -229,6 +254,7 @@ class ReleaserGroup(TyperGroup):
         argv = list(sys.argv[1:] if args is None else args)
         CURRENT.begin(as_json=_json_requested(argv))
         try:
+            argv = renamed_options(argv)
             rv = super().main(argv, prog_name or "releaser", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except Exception as exc:  # the boundary: every failure ends here

@@ -106,7 +106,7 @@ def legacy_out(help_for: str) -> object:
 StackOpt = Annotated[
     Path,
     typer.Option(
-        "--dir",
+        "--stack",
         envvar="RELEASER_QUICKSTART_DIR",
         show_envvar=True,
         help="The stack directory: compose files, .secrets/, state.",

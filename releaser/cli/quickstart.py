@@ -73,7 +73,7 @@ BundleKeyOpt = Annotated[
 
 
 def _hint(stack: Path) -> str:
-    return "" if stack == DEFAULT_STACK else f" --dir {stack}"
+    return "" if stack == DEFAULT_STACK else f" --stack {stack}"
 
 
 def _say(as_json: bool) -> Callable[[str], None]:
@@ -98,7 +98,7 @@ def up(
     registry: Annotated[
         str | None,
         typer.Option(
-            "--registry",
+            "--to",
             help="Bundle: the registry HOST[:PORT] to load it into and run from; `local` starts one on 127.0.0.1 "
             "for this stack (needs docker-registry).",
         ),
@@ -113,11 +113,11 @@ def up(
     """Preflight, secrets, `compose up -d`, wait until every service is ready.
 
     A failed preflight check stops everything before anything starts; --skip NAME
-    overrides one check. A bundle is verified and loaded into --registry first, and
+    overrides one check. A bundle is verified and loaded into --to first, and
     the stack runs the same digests from there.
 
     Example:  releaser quickstart examples/bmp-tcpao --skip tcp-ao
-    Example:  releaser quickstart bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub --registry local
+    Example:  releaser quickstart bundles/bmp-tcpao-1.4.0.tar.zst --key releaser.pub --to local
     """
     from ..commands.quickstart import up as bring_up
 
@@ -189,7 +189,7 @@ def upgrade(
     registry: Annotated[
         str | None,
         typer.Option(
-            "--registry",
+            "--to",
             help="Bundle: the registry to load it into (default: the one the running bundle was loaded into).",
         ),
     ] = None,
@@ -336,7 +336,7 @@ def _status_text(r: StatusResult) -> str:
     if r.other_stack:
         lines.append(
             f"not running here: {r.release}'s containers are the stack in {r.other_stack} "
-            f"(releaser quickstart status --dir {r.other_stack})"
+            f"(releaser quickstart status --stack {r.other_stack})"
         )
     elif r.stopped:
         lines.append(

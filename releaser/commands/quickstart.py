@@ -135,13 +135,13 @@ class _Source:
             )
         if is_bundle and (key is None or registry is None):
             raise UsageError(
-                "a bundle needs --key (the publisher's public key) and --registry (where to load it)",
-                fix=f"releaser quickstart {source} --key releaser.pub --registry 127.0.0.1:5000",
+                "a bundle needs --key (the publisher's public key) and --to (the registry to load it into)",
+                fix=f"releaser quickstart {source} --key releaser.pub --to 127.0.0.1:5000",
             )
         if not is_bundle and registry is not None:
             raise UsageError(
-                "--registry is for bundles: a release directory runs from the registries its lock names",
-                fix="drop --registry, or pass a bundle",
+                "--to is for bundles: a release directory runs from the registries its lock names",
+                fix="drop --to, or pass a bundle",
             )
         return cls(path=source, key=key if is_bundle else None, registry=registry)
 
@@ -452,7 +452,7 @@ def upgrade(
     if ready.plan.name != old.release:
         raise UsageError(
             f"{stack} runs {old.release}; {source} is {ready.plan.name}; nothing was changed",
-            fix="upgrade a stack to a later version of its own release (another release goes in another --dir)",
+            fix="upgrade a stack to a later version of its own release (another release goes in another --stack)",
         )
     running = revisions.record(stack, _revision(stack, old, old.revision, "running"))
     number = revisions.next_number(stack)

@@ -65,7 +65,7 @@ class State:
     engine: str
     files: tuple[str, ...]  # compose files, in -f order
     registry: str | None = None
-    local_registry: bool = False  # the registry is the stack's own (--registry local)
+    local_registry: bool = False  # the registry is the stack's own (--to local)
     plain_tcp_wire: bool = False  # TCP-AO sidecars run without TCP-AO (the check was skipped)
     keys: tuple[tuple[str, str], ...] = ()  # (TCP-AO key secret, sha256 of its file) at the last start
     revision: int = 1  # the revision running (quickstart history; revisions.py)
@@ -96,7 +96,7 @@ class State:
             where = "does not exist" if not stack.exists() else f"has no {STATE_FILE}"
             raise InputError(
                 f"no quickstart stack at {stack} (the directory {where})",
-                fix="start one with `releaser quickstart RELEASE_DIR`, or point --dir (or "
+                fix="start one with `releaser quickstart RELEASE_DIR`, or point --stack (or "
                 "$RELEASER_QUICKSTART_DIR) at the directory it was started in",
             )
         try:
@@ -264,7 +264,7 @@ def preflight(
                 status="fail",
                 detail=f"{plan.name} already runs as a quickstart stack in {other} (Compose project "
                 f"{plan.name}): a second stack of it would recreate that stack's containers and share its volumes",
-                fix=f"use that stack (--dir {other}), or stop it first: releaser quickstart down --dir {other}",
+                fix=f"use that stack (--stack {other}), or stop it first: releaser quickstart down --stack {other}",
             )
         )
     failed = [c for c in checks if c.status == "fail"]
@@ -877,7 +877,7 @@ def restore(
                 raise UsageError(
                     f"{archive} is a backup of {manifest['release']}, but {stack} runs "
                     f"{current.release}; nothing was restored",
-                    fix="restore into another --dir, or reset this one first",
+                    fix="restore into another --stack, or reset this one first",
                 )
             say(f"stopping {current.release}")
             compose_for(stack, current).run("down", "--remove-orphans")

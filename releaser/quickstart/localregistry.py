@@ -1,4 +1,4 @@
-"""A loopback OCI registry the airgap quickstart starts for itself (`--registry local`).
+"""A loopback OCI registry the airgap quickstart starts for itself (`--to local`).
 
 It runs Debian's `docker-registry` (CNCF distribution) as a background process, storage
 and config under `<stack>/registry/`, listening on 127.0.0.1 only. The port is chosen
@@ -30,9 +30,8 @@ def _binary() -> str:
         if found:
             return found
     raise ToolError(
-        "--registry local needs the CNCF distribution registry binary (docker-registry), "
-        "which is not installed",
-        fix="install it (Debian/Ubuntu: apt-get install docker-registry), or pass --registry HOST:PORT "
+        "--to local needs the CNCF distribution registry binary (docker-registry), which is not installed",
+        fix="install it (Debian/Ubuntu: apt-get install docker-registry), or pass --to HOST:PORT "
         "of a registry you run",
     )
 
@@ -102,7 +101,7 @@ def start(stack: Path, port: int | None = None) -> str:
     tail = (root / "registry.log").read_text(errors="replace")[-800:]
     raise ToolError(
         f"the local registry did not start on 127.0.0.1:{port}: {tail.strip()}",
-        fix="see the log above; or pass --registry HOST:PORT of a registry you run",
+        fix="see the log above; or pass --to HOST:PORT of a registry you run",
     )
 
 

@@ -385,7 +385,7 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
         "One host, with the quickstart (secrets generated, readiness awaited; Docker Compose v2 or podman):",
         "",
         "```",
-        f"releaser-venv/bin/releaser quickstart {bundle} --key publisher.pub --registry registry.local:5000",
+        f"releaser-venv/bin/releaser quickstart {bundle} --key publisher.pub --to registry.local:5000",
         "```",
         "",
         *_compose_alone(plan),
