@@ -28,7 +28,7 @@ test: setup lint
 ## The fuzz suite's long run: 20x the cases of the CI run, fresh random seeds each time
 ## (tests/support/fuzz.py; the counts per target and exit code are printed at the end).
 fuzz: setup
-	RELEASER_FUZZ=long .venv/bin/python -m pytest tests/test_fuzz.py -p no:cacheprovider
+	RELEASER_FUZZ=long .venv/bin/python -m pytest tests/test_fuzz.py tests/test_accepted_renders.py -p no:cacheprovider
 
 lint: setup
 	.venv/bin/ruff check releaser tests scripts bench

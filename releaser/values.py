@@ -90,6 +90,16 @@ def _schema_problems(src: Source) -> list[Problem]:
     return problems
 
 
+def _yaml_word(src: Source, path: PathT, word: object) -> Problem:
+    """A name YAML 1.1 reads as a boolean or null (the schema's `not: {enum: [...]}` of names)."""
+    return src.problem(
+        path,
+        f"{word!r} cannot be a name: YAML 1.1 parsers (Helm's, Kubernetes') read it as "
+        f"{'null' if word == 'null' else 'a boolean'}",
+        "choose another name",
+    )
+
+
 def _describe(src: Source, err: SchemaError) -> list[Problem]:  # kept whole: one branch per schema keyword
     path: PathT = tuple(err.absolute_path)
     v = err.validator
@@ -177,8 +187,11 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:  # kept whole: on
                 path, f"{' and '.join(keys)} cannot be used together", f"keep only one of {', '.join(keys)}"
             )
         ]
+    if v == "not" and "enum" in spec:
+        return [_yaml_word(src, path, err.instance)]
     if v == "propertyNames":
-        return [src.problem(path, err.message)]
+        words = [sub.instance for sub in err.context or [] if sub.validator == "not"]
+        return [_yaml_word(src, path, words[0]) if words else src.problem(path, err.message)]
     if v in ("if", "then", "allOf"):
         return []  # their sub-errors carry the meaning
     return [src.problem(path, err.message)]

@@ -23,6 +23,7 @@ from releaser.pipeline import load_plan, render_files
 from releaser.values import load_release
 
 from .conftest import RELEASES, ROOT
+from .support.agreement import disagreements
 
 KUBE_VERSIONS = [f"1.{m}.0" for m in range(29, 38)]
 
@@ -799,3 +800,27 @@ def test_rendered_without_a_cluster_generated_secrets_come_from_the_site(helm: s
         if "secret" in src
     }
     assert refs == {"platform-db-password"}
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_compose_and_the_chart_say_the_same_of_each_service(
+    name: str, helm: str, compose_cmd: list[str], compose_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Command, arguments, plain environment, readiness endpoint and published ports: as the engine
+    reads compose.yaml (`docker compose config`) and as the cluster reads the chart (`helm template`)."""
+    plan, _ = load_plan(RELEASES[name])
+    files = render_files(plan)
+    for sub in (f"compose/{name}", f"charts/{name}"):
+        for rel, content in files[sub].items():
+            (tmp_path / sub / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / sub / rel).write_bytes(content)
+    compose = tmp_path / "compose" / name
+    proc = subprocess.run(
+        [*compose_cmd, "--project-directory", str(compose), "-f", str(compose / "compose.yaml"), "config",
+         "--format", "json"],
+        capture_output=True, text=True, env=compose_env, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifests = template(helm, tmp_path / "charts" / name)
+    assert disagreements(json.loads(proc.stdout), manifests) == []

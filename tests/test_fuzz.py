@@ -1,7 +1,8 @@
 """The fuzz suite: release files, locks, bundles and registry answers mutated at random, through
 the CLI as a user runs it. Every case must end within the hang guard with a documented exit code
 other than 70 (an internal error) and no traceback; every release document that validates must
-render, and a sample of those renders must pass `docker compose config` and `helm template`.
+render, and a sample of those renders must pass `docker compose config`, `helm template` on Helm 3
+and 4 and kubernetes-validate, and say the same of each service in both (tests/support/agreement.py).
 
 Bounded and derandomized for CI (tests/support/fuzz.py CASES); `make fuzz` runs the long version
 with fresh seeds. The counts per target and exit code are printed at the end of the run
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +29,7 @@ from releaser.cli import app
 from releaser.errors import ReleaserError
 from releaser.lock import Lock, LockedImage, LockedPlatform, lock_document, repository_of, split_reference
 from releaser.values import load_release
+from tests.support.agreement import check_outputs
 
 from .conftest import EXAMPLE, FIXTURES
 from .support import fuzz
@@ -93,35 +94,22 @@ def _pin(image: Any) -> LockedImage:
 
 
 class Sample:
-    """Rendered outputs checked by the real tools, up to fuzz.sample_size() per run."""
+    """Rendered outputs checked by the real tools, up to fuzz.sample_size() per run: `docker compose
+    config`, `helm template` on Helm 3 and Helm 4, every manifest strictly valid for the newest
+    Kubernetes, and the two outputs saying the same of each service (tests/support/agreement.py)."""
 
     done = 0
 
     @classmethod
-    def check(cls, out: Path, compose_cmd: list[str], compose_env: dict[str, str], helm: str) -> None:
+    def check(cls, out: Path, compose_cmd: list[str], compose_env: dict[str, str], helms: list[str]) -> None:
         if cls.done >= fuzz.sample_size():
             return
         cls.done += 1
-        (compose,) = (out / "compose").iterdir()
-        (chart,) = (out / "charts").iterdir()
-        for cmd, env in (
-            (
-                [
-                    *compose_cmd,
-                    "--project-directory",
-                    str(compose),
-                    "-f",
-                    str(compose / "compose.yaml"),
-                    "config",
-                    "-q",
-                ],
-                compose_env,
-            ),
-            ([helm, "template", "fuzz", str(chart)], None),
-        ):
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
-            assert proc.returncode == 0, (cmd, proc.stderr, (compose / "compose.yaml").read_text())
-        fuzz.record("rendered outputs checked by docker compose config + helm template", "passed")
+        check_outputs(out, compose_cmd, compose_env, helms)
+        fuzz.record(
+            "rendered outputs checked: compose config, helm template 3 + 4, kubernetes-validate, agreement",
+            "passed",
+        )
 
 
 @st.composite
@@ -131,7 +119,9 @@ def release_documents(draw: st.DrawFn) -> Any:
 
 @fuzz.cases("release.yaml (structure)")
 @given(doc=release_documents())
-def test_release_documents(doc: Any, compose_cmd: list[str], compose_env: dict[str, str], helm3: str) -> None:
+def test_release_documents(
+    doc: Any, compose_cmd: list[str], compose_env: dict[str, str], helm3: str, helm4: str
+) -> None:
     target = "release.yaml (structure)"
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -140,7 +130,7 @@ def test_release_documents(doc: Any, compose_cmd: list[str], compose_env: dict[s
             return
         code = run(target, {0}, "render", str(d), "--out-dir", str(d / "out"))  # what validates renders
         assert code == 0
-        Sample.check(d / "out", compose_cmd, compose_env, helm3)
+        Sample.check(d / "out", compose_cmd, compose_env, [helm3, helm4])
 
 
 @fuzz.cases("release.yaml (bytes)")

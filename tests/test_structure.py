@@ -289,7 +289,7 @@ PINNED = {
     "doctor": "checks",
     "quickstart": "release version stack engine source services urls secretsDir secretsCreated secretsKept "
     "warnings seconds registry localRegistry",
-    "quickstart status": "release version stack engine healthy services stopped otherStack",
+    "quickstart status": "release version stack engine healthy services stopped otherStack killedOnStop",
     "quickstart backup": "path release version volumes files bytes sha256",
     "quickstart restore": "path release volumes files services",
     "quickstart reset": "stack removed",

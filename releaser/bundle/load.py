@@ -22,8 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .. import workers
 from ..errors import ArchiveError, MetadataError, UsageError
 from ..fs import held
@@ -32,6 +30,7 @@ from ..mediatypes import INDEX_TYPES
 from ..progress import Progress
 from ..readers import ChunkReader, OpenReader, Reader
 from ..registry import Registry, sha256_digest
+from ..yamlout import dump
 from .archive import iter_members
 from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, config_descriptor, contains, merge
 from .records import BundledImage, BundleMetadata
@@ -746,7 +745,7 @@ def airgap_values(name: str, target: Target) -> bytes:
         f"# values-airgap.yaml for {name}: pull every image from {target.registry_value},\n"
         "# by the same digests the chart pins (written by `releaser airgap --to`).\n"
     )
-    return (header + yaml.safe_dump(doc, sort_keys=False)).encode()
+    return (header + dump(doc)).encode()
 
 
 def compose_override(compose: Mapping[str, str], images: Sequence[BundledImage], target: Target) -> bytes:
@@ -763,7 +762,7 @@ def compose_override(compose: Mapping[str, str], images: Sequence[BundledImage],
         "# compose.airgap.yaml: use with -f compose.yaml -f compose.airgap.yaml; images come from\n"
         f"# {target.registry_value} by the same digests (written by `releaser airgap --to`).\n"
     )
-    return (header + yaml.safe_dump({"services": services}, sort_keys=False)).encode()
+    return (header + dump({"services": services})).encode()
 
 
 def top_level(metadata: BundleMetadata, target: Target) -> list[tuple[str, str, str | None]]:

@@ -23,6 +23,7 @@ from ..probe import BINARY as PROBE_BINARY
 from ..probe import UID as PROBE_UID
 from ..probe import checks_for
 from ..tcpao import config_problems
+from ..yamlout import dump
 
 BIND_KNOB = "BIND_ADDRESS"
 LABEL = "dev.releaser"
@@ -92,10 +93,16 @@ def _resources(res: m.Resources) -> dict[str, Any]:
     return {"resources": out} if out else {}
 
 
+def _literal(value: str) -> str:
+    """A value from release.yaml as Compose must read it to pass it on unchanged: Compose
+    interpolates `$` everywhere in the file (`${HOME}`, `$$`), so each `$` is written `$$`."""
+    return value.replace("$", "$$")
+
+
 def _interpolated(knob: str, default: str) -> str:
     """${KNOB:-default}, or the escaped literal when the default cannot sit inside ${...}."""
     if any(c in default for c in "${}\n"):
-        return default.replace("$", "$$")
+        return _literal(default)
     return f"${{{knob}:-{default}}}"
 
 
@@ -121,7 +128,7 @@ def _healthcheck(svc: PlanService, *, probe: bool = False) -> dict[str, Any] | N
     elif h.kind == "tcp":
         test = ["CMD", "nc", "-z", "127.0.0.1", str(h.port)]
     else:
-        test = ["CMD", *h.command]
+        test = ["CMD", *(_literal(a) for a in h.command)]
     start = h.start
     if svc.startup is not None:
         start = max(start, svc.startup.start + svc.startup.interval * svc.startup.retries)
@@ -157,9 +164,9 @@ def _hardening(
 def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
     d: dict[str, Any] = {"image": plan.image(svc.image).pinned}
     if svc.command:
-        d["entrypoint"] = list(svc.command)
+        d["entrypoint"] = [_literal(a) for a in svc.command]
     if svc.args:
-        d["command"] = list(svc.args)
+        d["command"] = [_literal(a) for a in svc.args]
     env = {name: _interpolated(knob, value) for name, value, knob in svc.env}
     env.update({s.env_file: s.file for s in svc.secrets if s.env_file})
     env.update({c.env_file: c.path for c in svc.configs if c.env_file})
@@ -284,10 +291,6 @@ def _volume_owner(plan: Plan, svc: PlanService) -> dict[str, Any]:
     return d
 
 
-def _dump(doc: dict[str, Any]) -> str:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000, allow_unicode=True)
-
-
 PODMAN_COMPOSE = "compose.podman.yaml"
 DOCKER_ONLY_PROFILE = "docker-volume-owners"  # compose.podman.yaml's volume owners: never started
 
@@ -337,7 +340,7 @@ def render_compose(plan: Plan) -> dict[str, bytes]:
         header.append("#")
         header.append("# Not expressed in Compose (Kubernetes only):")
         header += [f"#   - {o}" for o in plan.compose_omissions]
-    files["compose.yaml"] = ("\n".join(header) + "\n" + _dump(doc)).encode()
+    files["compose.yaml"] = ("\n".join(header) + "\n" + dump(doc)).encode()
     files[PODMAN_COMPOSE] = podman_variant(files["compose.yaml"])
     files[".env.example"] = _env_example(plan).encode()
     return dict(sorted(files.items()))
@@ -377,7 +380,7 @@ def podman_variant(compose_yaml: bytes) -> bytes:
         "# given to the service's user by podman's :U option instead of a run-once container (kept in\n"
         f"# the profile {DOCKER_ONLY_PROFILE}, which nothing starts).\n"
     )
-    return (header + _dump(doc)).encode()
+    return (header + dump(doc)).encode()
 
 
 def _env_example(plan: Plan) -> str:

@@ -49,7 +49,7 @@ def platform(cluster: Cluster) -> Iterator[dict[str, Any]]:
         t = time.monotonic()
         helm(cluster, HELM3, "install", "platform", CHART, "--version", "2.3.0", "--ca-file", str(cluster.ca),
              "-n", NS, "-f", str(values), "--wait", "--timeout", "5m")  # fmt: skip
-        TIMINGS["helm install --wait, platform (its post-install Job included)"] = time.monotonic() - t
+        TIMINGS["helm install --wait, platform (its migration Job included)"] = time.monotonic() - t
         yield {
             "work": work,
             "rel": rel,

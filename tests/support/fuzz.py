@@ -29,6 +29,7 @@ CASES = {
     "bundle (members)": (60, 1500),
     "bundle (bytes)": (40, 1000),
     "registry answers": (60, 1500),
+    "accepted releases": (15, 300),  # each through compose config, Helm 3 + 4, kubernetes-validate
 }
 SAMPLE = (3, 25)  # validating documents whose outputs also go through docker compose config + helm template
 

@@ -55,6 +55,21 @@ as it is (it does not run again). A hook job keeps its name: Helm deletes it bef
 {{- join "," $names -}}
 {{- end }}
 
+{{/*
+A command, its arguments or an env value as Kubernetes must read it to pass it on unchanged: the
+kubelet expands $(VAR) in them and reads $$ as $, so each $ is written $$ (values stay literal,
+as in Compose, where releaser writes $$ for the same reason).
+*/}}
+{{- define "releaser.literal" -}}
+{{- if kindIs "string" . -}}
+{{- replace "$" "$$" . | toJson -}}
+{{- else -}}
+{{- $out := list -}}
+{{- range . }}{{ $out = append $out (replace "$" "$$" (toString .)) }}{{ end -}}
+{{- toJson $out -}}
+{{- end -}}
+{{- end }}
+
 {{- define "releaser.probe" -}}
 {{- $h := .health -}}
 {{- if $h.http }}
