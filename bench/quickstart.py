@@ -73,10 +73,9 @@ def main() -> None:
         plain = work / "out" / "compose" / "bmp-tcpao"
         secrets = plain / ".secrets"
         secrets.mkdir(mode=0o700)
-        for name, owner in (("nats-token", 65532), ("bmp-tcpao-key", 0)):
+        for name in ("nats-token", "bmp-tcpao-key"):  # as INSTALL.md's "Compose alone" makes them
             (secrets / name).write_text(os.urandom(16).hex())
-            os.chown(secrets / name, owner, owner)
-            os.chmod(secrets / name, 0o400)
+            os.chmod(secrets / name, 0o444)
         for i in range(args.rounds):
             # a fresh engine per round: both sides start cold (nothing pulled)
             with engine_mod.DockerEngine() as eng:
@@ -86,8 +85,8 @@ def main() -> None:
                     "RELEASER_QUICKSTART_DIR": str(work / f"stack{i}"),
                 }
                 compose = ["docker", "compose", "-f", str(plain / "compose.yaml"), "-p", "bmp-tcpao"]
-                add("compose up (cold)", run([*compose, "up", "-d", "--wait"], env=env))
-                add("compose up (warm)", run([*compose, "up", "-d", "--wait"], env=env))
+                add("compose up (cold)", run([*compose, "up", "-d", "--wait", "--wait-timeout", "300"], env=env))
+                add("compose up (warm)", run([*compose, "up", "-d", "--wait", "--wait-timeout", "300"], env=env))
                 add("compose ps", run([*compose, "ps", "--format", "json"], env=env))
                 subprocess.run([*compose, "down", "-v"], env=env, check=True, capture_output=True)
                 subprocess.run(["docker", "image", "prune", "-af"], env=env, check=True, capture_output=True)
@@ -157,19 +156,18 @@ def _platform_upgrade(work: Path, host: str, env: dict[str, str], add: Any) -> N
         (plain / ".secrets").mkdir(mode=0o700)
         secret = plain / ".secrets" / "db-password"
         secret.write_text("the same password on both sides")
-        os.chown(secret, 65532, 65532)
-        os.chmod(secret, 0o400)
+        os.chmod(secret, 0o444)
         dirs.append(plain)
     compose = ["docker", "compose", "-p", "platform"]
     subprocess.run(
-        [*compose, "-f", str(dirs[0] / "compose.yaml"), "up", "-d", "--wait"],
+        [*compose, "-f", str(dirs[0] / "compose.yaml"), "up", "-d", "--wait", "--wait-timeout", "300"],
         env=env,
         check=True,
         capture_output=True,
     )
     add(
         "compose up (upgrade)",
-        run([*compose, "-f", str(dirs[1] / "compose.yaml"), "up", "-d", "--wait"], env=env),
+        run([*compose, "-f", str(dirs[1] / "compose.yaml"), "up", "-d", "--wait", "--wait-timeout", "300"], env=env),
     )
     add("compose down", run([*compose, "-f", str(dirs[1] / "compose.yaml"), "down"], env=env))
     subprocess.run(

@@ -149,14 +149,12 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def read_input(path: Path, limit: int) -> bytes:
-    """The bytes of `path`, a file a user named (release.yaml, the lock, a config file, a key),
-    bounded by what is read and not by what stat says: a regular file only (a device, FIFO or
-    socket is refused by name, and never opened in a way that could block), at most `limit`
-    bytes (reading `limit` + 1 tells), links followed with a broken link or a loop said as such.
-    FileNotFoundError when there is nothing at `path` at all; UnreadableInput otherwise."""
+def regular_file(path: Path) -> os.stat_result:
+    """The stat of `path`, a file a user named, links followed: FileNotFoundError when there is
+    nothing there; UnreadableInput for a broken link, a link loop, or anything but a regular file
+    (named: a directory, a device, a FIFO, a socket)."""
     try:
-        before = os.stat(path)
+        found = os.stat(path)
     except FileNotFoundError:
         if os.path.islink(path):
             raise UnreadableInput(
@@ -171,8 +169,18 @@ def read_input(path: Path, limit: int) -> bytes:
                 path, "is a symbolic link loop", "replace the link with the file itself"
             ) from None
         raise
-    if not stat.S_ISREG(before.st_mode):
-        raise UnreadableInput(path, f"is {_kind(before.st_mode)}, not a file", "point at the file itself")
+    if not stat.S_ISREG(found.st_mode):
+        raise UnreadableInput(path, f"is {_kind(found.st_mode)}, not a file", "point at the file itself")
+    return found
+
+
+def read_input(path: Path, limit: int) -> bytes:
+    """The bytes of `path`, a file a user named (release.yaml, the lock, a config file, a key),
+    bounded by what is read and not by what stat says: a regular file only (a device, FIFO or
+    socket is refused by name, and never opened in a way that could block), at most `limit`
+    bytes (reading `limit` + 1 tells), links followed with a broken link or a loop said as such.
+    FileNotFoundError when there is nothing at `path` at all; UnreadableInput otherwise."""
+    regular_file(path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     try:
         opened = os.fstat(fd)  # what was opened, should the path have changed since the stat

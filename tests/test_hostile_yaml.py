@@ -145,6 +145,37 @@ def test_a_key_that_is_a_device_or_a_pipe_is_refused_by_name(tmp_path: Path) -> 
         assert proc.returncode == 1 and f"public key {key} is {what}, not a file" in proc.stderr, proc
 
 
+def test_an_inventory_or_a_backup_that_is_a_device_or_a_pipe_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bundle --since` (an inventory or a lock) and `quickstart restore` read files a user names
+    through the same helper as release.yaml: a FIFO would block, a device never end."""
+    import os
+
+    from releaser.errors import InputError
+    from releaser.quickstart.lifecycle import _read_backup
+
+    os.mkfifo(tmp_path / "site.inventory.json")
+    monkeypatch.setenv("RELEASER_KEY_PASSPHRASE", "test-only-passphrase")
+    keys = tmp_path / "keys"
+    assert _run("keygen", "--out-dir", str(keys)).returncode == 0
+    for since, what in (
+        ("/dev/zero", "a character device"),
+        (str(tmp_path / "site.inventory.json"), "a named pipe (FIFO)"),
+    ):
+        proc = _run(
+            "bundle", str(EXAMPLE), "--signing-key", str(keys / "releaser.key"), "--since", since,
+            "--out-file", str(tmp_path / "b.tar.zst"),
+        )  # fmt: skip
+        assert proc.returncode == 1 and f"--since {since} is {what}, not a file" in proc.stderr, proc
+    for backup, what in (
+        ("/dev/zero", "a character device"),
+        (str(tmp_path / "site.inventory.json"), "a named pipe (FIFO)"),
+    ):
+        with pytest.raises(InputError, match=f"backup {re.escape(backup)} is {re.escape(what)}, not a file"):
+            _read_backup(Path(backup), tmp_path)
+
+
 _BASE = """apiVersion: releaser.dev/v1alpha1
 kind: Release
 metadata: {name: sloppy, version: 1.0.0}

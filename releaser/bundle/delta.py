@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import budgets, workers
 from ..errors import BaseMissing, BudgetExceeded, InputError, RegistryError, ReleaserError, ValidationError
+from ..fs import UnreadableInput, read_input
 from ..lock import Lock, LockedImage, load_lock_file, split_reference
 from ..registry import Registry, RegistryFor
 from .audit import read_one_byte, spread
@@ -179,14 +180,16 @@ def read_base(path: Path, registry_for: RegistryFor, *, concurrency: int = 8) ->
         return _bundle_base(path)
     if path.is_dir():
         path = path / "release.lock.yaml"
-    if not path.is_file():
+    try:  # never more than the budget in memory, and nothing but a regular file
+        content = read_input(path, budgets.MAX_INVENTORY_BYTES)
+    except FileNotFoundError:
         raise InputError(
             f"--since {path}: no such file",
             fix="pass an older bundle, an older release.lock.yaml (or its release directory), or an "
             "inventory written by `releaser airgap inventory`",
-        )
-    with path.open("rb") as fh:  # never more than the budget in memory (Inventory.parse names it)
-        content = fh.read(budgets.MAX_INVENTORY_BYTES + 1)
+        ) from None
+    except UnreadableInput as exc:
+        raise InputError(f"--since {exc}", fix=exc.fix) from None
     digest = "sha256:" + hashlib.sha256(content).hexdigest()
     if content.lstrip()[:1] == b"{":
         inv = Inventory.parse(content, str(path))

@@ -36,7 +36,7 @@ from ..budgets import MAX_JSON_BYTES, MAX_MEMBERS, MAX_NAME_BYTES, MAX_WINDOW, l
 from ..bundle.archive import iter_members
 from ..bundle.verify import verify_bundle, verify_head
 from ..errors import ConfirmationRequired, EngineError, InputError, PreflightError, ReleaserError, UsageError
-from ..fs import atomic_file, atomic_write
+from ..fs import UnreadableInput, atomic_file, atomic_write, regular_file
 from ..plan import SIDECAR_SUFFIX, Plan, PlanPort
 from . import localregistry, revisions
 from . import secrets as sec
@@ -756,10 +756,14 @@ class RestoreResult:
 
 def _read_backup(path: Path, work: Path) -> dict[str, Any]:
     """Unpack into `work`, checking names and every sha256 before anything is changed."""
-    if not path.is_file():
+    try:
+        regular_file(path)  # a FIFO or a device would block or never end
+    except FileNotFoundError:
         raise InputError(
-            f"{path}: no such backup", fix="pass the file `releaser quickstart backup --out` wrote"
-        )
+            f"{path}: no such backup", fix="pass the file `releaser quickstart backup --out-file` wrote"
+        ) from None
+    except UnreadableInput as exc:
+        raise InputError(f"backup {exc}", fix=exc.fix) from None
     members: dict[str, Path] = {}
     try:
         with (
