@@ -78,6 +78,19 @@ def services(draw: st.DrawFn, name: str, earlier: list[str]) -> dict[str, Any]:
         paths = [c["path"] for c in svc["configs"]]
         if len(set(paths)) != len(paths):
             svc["configs"] = svc["configs"][:1]
+    if draw(st.booleans()):
+        svc["volumes"] = [{"name": "data", "mountPath": draw(st.from_regex(r"/[a-z][-a-z0-9_./]{0,12}", fullmatch=True)),
+                           "size": draw(st.sampled_from(["1Gi", "64Mi", "10G"]))}]  # fmt: skip
+    if draw(st.booleans()):
+        svc["secrets"] = [{"name": draw(names), "generate": {"length": draw(st.integers(16, 64))}}]
+    if draw(st.booleans()):
+        svc["scratch"] = [
+            {"path": draw(st.from_regex(r"/[a-z][-a-z0-9_.]{0,10}", fullmatch=True)), "size": "16Mi"}
+        ]
+    if draw(st.booleans()):
+        svc["metrics"] = {"port": port_names[-1], "path": draw(url_paths)}
+    if draw(st.booleans()):
+        svc["expose"] = {"host": f"{name}.example.com", "port": port_names[0], "path": draw(url_paths)}
     if earlier and draw(st.booleans()):
         svc["dependsOn"] = draw(st.lists(st.sampled_from(earlier), min_size=1, unique=True))
     if draw(st.booleans()):
@@ -91,6 +104,13 @@ def releases(draw: st.DrawFn) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for i, name in enumerate(service_names):
         out[name] = draw(services(name, service_names[:i]))
+    if draw(st.booleans()):  # a job the first service waits for (a Job of the release, a waiter)
+        job = "job" + draw(st.from_regex(r"[0-9]{0,3}", fullmatch=True))
+        if job not in out:
+            out[job] = {"image": "app", "job": {}, "args": draw(st.lists(text, max_size=3)),
+                        "env": draw(st.dictionaries(env_names, text, max_size=2))}  # fmt: skip
+            first = out[service_names[0]]
+            first["dependsOn"] = [*first.get("dependsOn", []), job]
     return {
         "apiVersion": "releaser.dev/v1alpha1",
         "kind": "Release",
@@ -99,7 +119,11 @@ def releases(draw: st.DrawFn) -> dict[str, Any]:
             "version": f"{draw(st.integers(0, 2**64 - 1))}.{draw(st.integers(0, 99))}.{draw(st.integers(0, 9))}",
             "description": draw(text),
         },
-        "images": {"app": {"ref": "registry.example.org/app/app:1"}},
+        "images": {
+            "app": {"ref": "registry.example.org/app/app:1"},
+            "probe": {"ref": "registry.example.org/app/releaser-probe:1"},
+        },
+        **({"probe": {"image": "probe"}} if draw(st.booleans()) else {}),
         "services": out,
     }
 
