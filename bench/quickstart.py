@@ -85,8 +85,14 @@ def main() -> None:
                     "RELEASER_QUICKSTART_DIR": str(work / f"stack{i}"),
                 }
                 compose = ["docker", "compose", "-f", str(plain / "compose.yaml"), "-p", "bmp-tcpao"]
-                add("compose up (cold)", run([*compose, "up", "-d", "--wait", "--wait-timeout", "300"], env=env))
-                add("compose up (warm)", run([*compose, "up", "-d", "--wait", "--wait-timeout", "300"], env=env))
+                add(
+                    "compose up (cold)",
+                    run([*compose, "up", "-d", "--wait", "--wait-timeout", "300"], env=env),
+                )
+                add(
+                    "compose up (warm)",
+                    run([*compose, "up", "-d", "--wait", "--wait-timeout", "300"], env=env),
+                )
                 add("compose ps", run([*compose, "ps", "--format", "json"], env=env))
                 subprocess.run([*compose, "down", "-v"], env=env, check=True, capture_output=True)
                 subprocess.run(["docker", "image", "prune", "-af"], env=env, check=True, capture_output=True)
@@ -167,7 +173,10 @@ def _platform_upgrade(work: Path, host: str, env: dict[str, str], add: Any) -> N
     )
     add(
         "compose up (upgrade)",
-        run([*compose, "-f", str(dirs[1] / "compose.yaml"), "up", "-d", "--wait", "--wait-timeout", "300"], env=env),
+        run(
+            [*compose, "-f", str(dirs[1] / "compose.yaml"), "up", "-d", "--wait", "--wait-timeout", "300"],
+            env=env,
+        ),
     )
     add("compose down", run([*compose, "-f", str(dirs[1] / "compose.yaml"), "down"], env=env))
     subprocess.run(
