@@ -123,7 +123,8 @@ def test_podman_backup_reset_restore(pod_up: dict[str, Any]) -> None:
         ).stdout
     )
     qs(pod["env"], "reset", "--yes")
-    assert pod["engine"].run("ps", "-aq").stdout.split() == []
+    left = pod["engine"].run("ps", "-a", "--format", "{{.Names}} {{.Status}} {{.Labels}}").stdout
+    assert pod["engine"].run("ps", "-aq").stdout.split() == [], left
     assert "bmp-tcpao_speaker-state" not in pod["engine"].run("volume", "ls", "-q").stdout
     qs(pod["env"], "restore", str(backup))
     first = wait_for(lambda: seqs(received(pod)), what="traffic after the restore")

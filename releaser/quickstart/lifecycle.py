@@ -582,6 +582,10 @@ def reset(stack: Path = DEFAULT_DIR, *, yes: bool = False) -> ResetResult:
         )
     compose = compose_for(stack, state)
     compose.run("down", "--volumes", "--remove-orphans")
+    left = compose.leftovers()
+    if left:  # a container `down` left behind, and the volumes it held: nothing may stay
+        compose.remove_containers(left)
+        compose.run("down", "--volumes", "--remove-orphans")
     shutil.rmtree(stack / sec.SECRETS_DIR, ignore_errors=True)
     for path in revision_backups(stack):
         path.unlink(missing_ok=True)

@@ -235,6 +235,28 @@ class Compose:
             == ["137", "false"]
         )
 
+    def leftovers(self) -> list[str]:
+        """The IDs of the project's containers that still exist (after `down`: podman-compose 1.6
+        can leave one behind, which then holds its volumes)."""
+        label = "io.podman.compose.project" if self._podman else "com.docker.compose.project"
+        found: list[str] = []
+        for query in (f"label={label}={self.project}", f"name={self.project}-volume-"):  # and volume helpers
+            proc = subprocess.run(
+                [self.engine_cli(), "ps", "-aq", "--filter", query],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+                env=self.env,
+            )
+            found += [i for i in proc.stdout.split() if i not in found] if proc.returncode == 0 else []
+        return found
+
+    def remove_containers(self, ids: list[str]) -> None:
+        subprocess.run(
+            [self.engine_cli(), "rm", "-f", *ids], capture_output=True, check=False, timeout=120, env=self.env
+        )
+
     def inspect(self, container: str, fmt: str) -> str:
         """`ENGINE inspect --format FMT CONTAINER`: what it printed, or "" when it failed."""
         proc = subprocess.run(
