@@ -1,8 +1,8 @@
 """The one way releaser writes YAML that other tools read (compose.yaml, the chart's values.yaml,
 values-airgap.yaml, compose.airgap.yaml): PyYAML's safe dumper in block style, keys in the order
-given, every string that a YAML 1.2 parser (Compose's) or Helm's would read as a number, boolean or
-null written quoted. PyYAML follows YAML 1.1 and writes `1e3`, `0o17`, `.5E2`, `+.inf` or `Null`
-plain, which those parsers read as something else."""
+given, every string that a YAML 1.2 parser (Compose's) or Helm's YAML 1.1 one would read as a
+number, boolean or null written quoted. PyYAML writes `1e3`, `0o17`, `.5E2`, `+.inf`, `Null`, `y` or
+`N` plain, which those parsers read as something else."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import yaml
 _NOT_A_STRING = re.compile(
     r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(inf|Inf|INF)"
     r"|\.(nan|NaN|NAN)|null|Null|NULL|~|true|True|TRUE|false|False|FALSE|"
+    r"|y|Y|n|N|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF"  # YAML 1.1 booleans (Helm's parser)
 )
 
 

@@ -151,6 +151,22 @@ REGRESSIONS: list[dict[str, Any]] = []  # shrunk examples that once failed, kept
         },
     }
 )
+@example(  # found by this test (long run): an env variable named N became `false` in Helm (YAML 1.1)
+    doc={
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "a", "version": "0.0.0", "description": "$5"},
+        "images": {"app": {"ref": "registry.example.org/app/app:1"}},
+        "services": {
+            "a": {
+                "image": "app",
+                "ports": [{"name": "a", "port": 1024}],
+                "env": {"N": "$5", "Y": "y", "ON": "Off"},
+                "health": {"http": {"path": "/", "port": "a"}},
+            }
+        },
+    }
+)
 @example(  # found by this test: Compose (YAML 1.2) read `1e3` as a number and the chart wrote `subPath: 0`
     doc={
         "apiVersion": "releaser.dev/v1alpha1",
