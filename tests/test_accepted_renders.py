@@ -4,7 +4,7 @@ YAML indicators, URL-path punctuation, quantity and ID edge cases). For each one
 the rendered Compose file passes `docker compose config`, the chart `helm template` on Helm 3 and
 Helm 4, every manifest is strictly valid for the newest Kubernetes, and the two outputs say the
 same of each service (tests/support/agreement.py). A failing example is printed shrunk; keep it
-in REGRESSIONS below.
+as an `@example` of the test.
 
 Bounded in `make test` (tests/support/fuzz.py CASES "accepted releases"); `make fuzz` runs 20x.
 """
@@ -128,18 +128,26 @@ def releases(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-REGRESSIONS: list[dict[str, Any]] = []  # shrunk examples that once failed, kept
+def _release(services: dict[str, Any], version: str = "0.0.0", description: str = "") -> dict[str, Any]:
+    """A release document around `services`, all of them on the image `app`."""
+    return {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {
+            "name": "a",
+            "version": version,
+            **({"description": description} if description else {}),
+        },
+        "images": {"app": {"ref": "registry.example.org/app/app:1"}},
+        "services": services,
+    }
 
 
 @fuzz.cases("accepted releases")
 @given(doc=releases())
 @example(
-    doc={
-        "apiVersion": "releaser.dev/v1alpha1",
-        "kind": "Release",
-        "metadata": {"name": "a", "version": "1.0.0", "description": "price: $5 # {x}"},
-        "images": {"app": {"ref": "registry.example.org/app/app:1"}},
-        "services": {
+    doc=_release(
+        {
             "web": {
                 "image": "app",
                 "ports": [{"name": "http", "port": 8080, "exposure": "public"}],
@@ -149,15 +157,13 @@ REGRESSIONS: list[dict[str, Any]] = []  # shrunk examples that once failed, kept
                 "configs": [{"path": "/etc/web/a.b-c_d", "content": "key: ${NOT} # kept"}],
             }
         },
-    }
+        version="1.0.0",
+        description="price: $5 # {x}",
+    )
 )
 @example(  # found by this test (long run): an env variable named N became `false` in Helm (YAML 1.1)
-    doc={
-        "apiVersion": "releaser.dev/v1alpha1",
-        "kind": "Release",
-        "metadata": {"name": "a", "version": "0.0.0", "description": "$5"},
-        "images": {"app": {"ref": "registry.example.org/app/app:1"}},
-        "services": {
+    doc=_release(
+        {
             "a": {
                 "image": "app",
                 "ports": [{"name": "a", "port": 1024}],
@@ -165,15 +171,12 @@ REGRESSIONS: list[dict[str, Any]] = []  # shrunk examples that once failed, kept
                 "health": {"http": {"path": "/", "port": "a"}},
             }
         },
-    }
+        description="$5",
+    )
 )
 @example(  # found by this test: Compose (YAML 1.2) read `1e3` as a number and the chart wrote `subPath: 0`
-    doc={
-        "apiVersion": "releaser.dev/v1alpha1",
-        "kind": "Release",
-        "metadata": {"name": "a", "version": "0.0.0"},
-        "images": {"app": {"ref": "registry.example.org/app/app:1"}},
-        "services": {
+    doc=_release(
+        {
             "a": {
                 "image": "app",
                 "ports": [{"name": "a", "port": 1024}],
@@ -185,8 +188,8 @@ REGRESSIONS: list[dict[str, Any]] = []  # shrunk examples that once failed, kept
                     {"path": "/etc/a/1e3", "content": "true"},
                 ],
             }
-        },
-    }
+        }
+    )
 )
 def test_what_validate_accepts_every_consumer_accepts(
     doc: dict[str, Any], compose_cmd: list[str], compose_env: dict[str, str], helm3: str, helm4: str
@@ -214,14 +217,7 @@ def test_a_name_yaml_reads_as_a_boolean_or_null_is_refused_by_name(tmp_path: Pat
         ({"on": {"image": "app"}}, "$.services"),
         ({"web": {"image": "app", "ports": [{"name": "yes", "port": 80}]}}, "$.services.web.ports[0].name"),
     ):
-        doc = {
-            "apiVersion": "releaser.dev/v1alpha1",
-            "kind": "Release",
-            "metadata": {"name": "a", "version": "1.0.0"},
-            "images": {"app": {"ref": "registry.example.org/app/app:1"}},
-            "services": services,
-        }
-        (tmp_path / "release.yaml").write_text(yaml.safe_dump(doc))
+        (tmp_path / "release.yaml").write_text(yaml.safe_dump(_release(services, version="1.0.0")))
         try:
             load_release(tmp_path)
         except ValidationError as exc:
