@@ -100,7 +100,12 @@ class Job:
     hooks: tuple[str, ...] = ()  # () : not said (DEFAULT_JOB_HOOKS for a job nothing waits for)
     backoff_limit: int = 2
     active_deadline_seconds: int = 600
-    ttl_seconds_after_finished: int = 86400
+    ttl_given: int | None = None  # ttlSecondsAfterFinished as written (None: not said)
+
+    @property
+    def ttl_seconds_after_finished(self) -> int:
+        """How long a finished hook Job stays for its logs (a day unless release.yaml says)."""
+        return 86400 if self.ttl_given is None else self.ttl_given
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -307,7 +307,7 @@ def _build(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: the m
                     hooks=tuple(s["job"].get("hooks", ())),
                     backoff_limit=s["job"].get("backoffLimit", 2),
                     active_deadline_seconds=s["job"].get("activeDeadlineSeconds", 600),
-                    ttl_seconds_after_finished=s["job"].get("ttlSecondsAfterFinished", 86400),
+                    ttl_given=s["job"].get("ttlSecondsAfterFinished"),
                 )
                 if "job" in s
                 else None,
@@ -820,7 +820,7 @@ class _Semantics:
                 k
                 for k, v in (
                     ("hooks", j.hooks),
-                    ("ttlSecondsAfterFinished", j.ttl_seconds_after_finished != 86400),
+                    ("ttlSecondsAfterFinished", j.ttl_given is not None),
                 )
                 if v
             ]
