@@ -124,6 +124,7 @@ ALIASES = {
     "intervalSeconds": "interval",
     "timeoutSeconds": "timeout",
     "startSeconds": "start",
+    "ttlSecondsAfterFinished": "ttl_given",  # as written or None; Job.ttl_seconds_after_finished has the default
 }
 # model fields that come from elsewhere (the map key, a nested object's second field, derived forms)
 NOT_IN_SCHEMA = {
