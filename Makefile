@@ -34,6 +34,7 @@ lint: setup
 	.venv/bin/ruff check releaser tests scripts bench
 	.venv/bin/ruff format --check releaser tests scripts bench
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-logo  # the layer order and the commands' independence (pyproject.toml)
 
 ## Rewrite the code in the project's format (ruff format) and fix what ruff can fix by itself.
 format: setup

@@ -512,7 +512,8 @@ def test_the_e2e_install_values_render_as_it_expects(helm: str, tmp_path: Path) 
     plus the site's node pinning and peer addresses), rendered offline on Helm 3 and 4: the schema
     takes the values, every object validates on every Kubernetes minor, and each value lands
     where the e2e run relies on it."""
-    from releaser.bundle.load import Target, airgap_values
+    from releaser.render.overrides import airgap_values
+    from releaser.target import Target
 
     from .e2e.test_bmp import REGISTRY as LOCAL
     from .e2e.test_bmp import site_values

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from .. import workers
 from ..errors import DigestMismatch, RegistryError
 from ..registry import Registry
+from ..target import Target
 from .attachments import contains
-from .load import Target, attachment_tags, plan_load
+from .load import attachment_tags, plan_load
 from .verify import Verified
 
 

@@ -19,14 +19,15 @@ from pathlib import Path
 
 from .. import budgets, workers
 from ..errors import BaseMissing, BudgetExceeded, InputError, RegistryError, ReleaserError, ValidationError
+from ..format import CHECKSUMS, METADATA, SIGNATURE
+from ..format.records import BaseRecord, BundleMetadata, DeltaRecord, ReliedBlob
 from ..fs import UnreadableInput, read_input
 from ..lock import Lock, LockedImage, load_lock_file, split_reference
 from ..registry import Registry, RegistryFor
+from ..target import Target
 from .audit import read_one_byte, spread
-from .format import CHECKSUMS, METADATA, SIGNATURE
-from .load import Target, plan_load
+from .load import plan_load
 from .parts import is_bundle
-from .records import BaseRecord, BundleMetadata, DeltaRecord, ReliedBlob
 from .verify import Verified, read_head
 from .write import BundlePlan
 

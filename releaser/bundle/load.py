@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,70 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from .. import workers
-from ..errors import ArchiveError, MetadataError, UsageError
+from ..errors import ArchiveError
+from ..format.records import BundleMetadata
 from ..fs import held
 from ..lock import split_reference
 from ..mediatypes import INDEX_TYPES
 from ..progress import Progress
 from ..readers import ChunkReader, OpenReader, Reader
 from ..registry import Registry, sha256_digest
-from ..yamlout import dump
+from ..target import Target
 from .archive import iter_members
 from .attachments import IMAGE_CONFIGS, CannotMerge, Merged, config_descriptor, contains, merge
-from .records import BundledImage, BundleMetadata
 from .verify import Verified
 
 SMALL_CONFIG = 1 << 20  # a cosign config is a few hundred bytes
-
-# repository names, OCI distribution spec v1.1 ("Definitions"); clients (docker, containerd, helm)
-# refuse anything else even where a registry stores it
-_NAME = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")
-_HOST = re.compile(
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)"
-    r"(:[0-9]{1,5})?"
-)
-
-
-def _suggest(prefix: str) -> str:
-    """A valid prefix close to `prefix` (lowercased, other characters turned into '-')."""
-    parts = [re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in prefix.split("/")]
-    return "/".join(p for p in parts if p) or "airgap"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Target:
-    host: str
-    prefix: str  # "" or "some/path"
-
-    @classmethod
-    def parse(cls, value: str) -> Target:
-        value = value.strip().removeprefix("docker://").rstrip("/")
-        if "://" in value or not value or value.startswith("/"):
-            raise UsageError(
-                f"--to {value!r} is not HOST[:PORT][/PREFIX]", fix="e.g. --to registry.local:5000/airgap"
-            )
-        host, _, prefix = value.partition("/")
-        if not _HOST.fullmatch(host):
-            raise UsageError(
-                f"--to {value!r}: {host!r} is not a registry HOST[:PORT]",
-                fix="a host name or IP address, then an optional :PORT, e.g. --to registry.local:5000",
-            )
-        if prefix and not _NAME.fullmatch(prefix):
-            raise UsageError(
-                f"--to {value!r}: the prefix {prefix!r} is not a valid repository path (OCI "
-                "distribution spec: lowercase letters and digits, separated by '.', '_', '__', "
-                "'-' or '/')",
-                fix=f"e.g. --to {host}/{_suggest(prefix)}",
-            )
-        return cls(host=host, prefix=prefix)
-
-    def repo(self, path: str) -> str:
-        return f"{self.prefix}/{path}" if self.prefix else path
-
-    @property
-    def registry_value(self) -> str:
-        return f"{self.host}/{self.prefix}" if self.prefix else self.host
-
 
 IN_FLIGHT = 64 << 20  # at most this many buffered bytes at once (keeps peak RSS bounded)
 
@@ -169,7 +118,7 @@ def plan_load(v: Verified, target: Target) -> tuple[list[_Item], list[tuple[str,
     tags: list[tuple[str, str, str]] = []
     for entry in v.index:
         if entry.image_name == "chart":
-            repo = target.repo(f"charts/{v.metadata.name}")
+            repo = target.chart_repo(v.metadata.name)
             ref = entry.ref_name
             tag = ref.rsplit(":", 1)[1] if ":" in ref else None
         else:
@@ -381,7 +330,7 @@ class _Load:
         repo, tag, digest = item
         manifests = [i for i in self.items if i.kind != "blob"]
         content, media_type = self.v.small_json[digest], _media_type(self.v, digest, manifests)
-        ref = f"{self.target.host}/{repo}:{tag}"
+        ref = self.target.ref(repo, tag)
         if attachment:
             change = tag_change(
                 self.registry, self.target, repo, tag, digest, content, media_type, attachment=True
@@ -451,7 +400,7 @@ def tag_change(
     attachment: bool,
 ) -> TagChange:
     """Decide, without writing, what loading does to `tag` (bundle/attachments.py for merges)."""
-    ref = f"{target.host}/{repo}:{tag}"
+    ref = target.ref(repo, tag)
     current = registry.tag_digest(repo, tag)
     if current is None:
         return TagChange(ref, repo, "create", digest)
@@ -735,34 +684,6 @@ class _NoClose:
 
     def __exit__(self, *exc: object) -> None:
         pass  # the archive's reader stays open for the members after this one
-
-
-def airgap_values(name: str, target: Target) -> bytes:
-    """values-airgap.yaml for release `name`: the chart's registry override; digests stay those of
-    values.yaml."""
-    doc = {"global": {"imageRegistry": target.registry_value}}
-    header = (
-        f"# values-airgap.yaml for {name}: pull every image from {target.registry_value},\n"
-        "# by the same digests the chart pins (written by `releaser airgap --to`).\n"
-    )
-    return (header + dump(doc)).encode()
-
-
-def compose_override(compose: Mapping[str, str], images: Sequence[BundledImage], target: Target) -> bytes:
-    """compose.airgap.yaml: every service's image from the private registry, same digest.
-    `compose`: service -> image name, as releaser.json records it."""
-    by_name = {i.name: i for i in images}
-    services: dict[str, dict[str, str]] = {}
-    for svc, image in sorted(compose.items()):
-        pin = by_name.get(image)
-        if pin is None:
-            raise MetadataError(path=f"$.compose.{svc}", expected="the name of one of $.images", got=image)
-        services[svc] = {"image": f"{target.host}/{target.repo(pin.path)}@{pin.digest}"}
-    header = (
-        "# compose.airgap.yaml: use with -f compose.yaml -f compose.airgap.yaml; images come from\n"
-        f"# {target.registry_value} by the same digests (written by `releaser airgap --to`).\n"
-    )
-    return (header + dump({"services": services})).encode()
 
 
 def top_level(metadata: BundleMetadata, target: Target) -> list[tuple[str, str, str | None]]:

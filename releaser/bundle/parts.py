@@ -15,28 +15,15 @@ import io
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from ..errors import InputError, NoSpace, UsageError
+from ..format.records import PartRecord
 
 SUFFIX = re.compile(r"^(?P<base>.+)\.(?P<n>[0-9]{3})$")
 MAX_PARTS = 999  # three digits, as `split -d -a 3` numbers them
 MIN_PART = 1 << 20
-
-
-@dataclass(frozen=True, kw_only=True)
-class PartRecord:
-    """One part after the first, as releaser.json lists it."""
-
-    number: int  # 2, 3, ...
-    name: str  # as written: NAME.tar.zst.002 (found by number, so a renamed set still reads)
-    size: int
-    sha256: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"number": self.number, "name": self.name, "size": self.size, "sha256": self.sha256}
 
 
 def part_path(first: Path, number: int) -> Path:

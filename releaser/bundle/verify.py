@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .. import budgets, workers
 from ..budgets import MEMBER_OVERHEAD
 from ..errors import ArchiveError, BudgetExceeded, InputError, MetadataError, VerificationError
+from ..format import CHECKSUMS, METADATA, SIGNATURE
+from ..format.records import BundleMetadata, IndexEntry, parse_index
 from ..progress import Progress
 from ..readers import Reader
 from .archive import ReadBudget, iter_members, zstd_frames
-from .format import CHECKSUMS, METADATA, SIGNATURE
 from .parts import files_of, first_part, hash_problems, part_problems
-from .records import BundleMetadata, IndexEntry, parse_index
 from .sign import fingerprint, load_public_key, verify_signature
 
 SMALL = budgets.MAX_JSON_BYTES  # JSON blobs up to this size are kept for the loader (manifests, configs)

@@ -16,8 +16,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
 from .. import __version__, workers
 from ..errors import ArchiveError, RegistryError, ReleaserError
+from ..format import (
+    ATTACHMENT_SUFFIXES,
+    CHECKSUMS,
+    FORMAT_VERSION,
+    HELM_CONFIG,
+    HELM_LAYER,
+    IMAGE_NAME,
+    METADATA,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REF_NAME,
+    SIGNATURE,
+    SUBJECT,
+)
+from ..format.records import (
+    Attachment,
+    BundledImage,
+    BundleMetadata,
+    ChartRecord,
+    ChecksumsRecord,
+    IndexEntry,
+    PartRecord,
+)
 from ..fs import atomic_file
 from ..lock import Lock, LockedImage, split_reference
 from ..mediatypes import INDEX_TYPES
@@ -32,23 +57,9 @@ from ..render.loadsh import load_sh
 from ..workers import Behind
 from .archive import TarZstWriter
 from .cache import BlobCache
-from .format import (
-    ATTACHMENT_SUFFIXES,
-    CHECKSUMS,
-    FORMAT_VERSION,
-    HELM_CONFIG,
-    HELM_LAYER,
-    IMAGE_NAME,
-    METADATA,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    REF_NAME,
-    SIGNATURE,
-    SUBJECT,
-)
 from .installer import InstallerFile
-from .parts import PartRecord, PartsWriter, check_space, part_path
-from .records import Attachment, BundledImage, BundleMetadata, ChartRecord, ChecksumsRecord, IndexEntry
+from .parts import PartsWriter, check_space, part_path
+from .sign import sign
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,6 +412,12 @@ class Head:
     metadata: bytes
     signature: bytes
     checksums: bytes
+
+
+def signed_head(meta: BundleMetadata, checksums: bytes, private: EllipticCurvePrivateKey) -> Head:
+    """The three head members for `meta` (with its parts, when split), signed."""
+    metadata = metadata_json(meta)
+    return Head(metadata=metadata, signature=sign(private, metadata), checksums=checksums)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..format import DEFAULT_KEY
 from .base import JsonOpt, OutputOpt, group, out_path, output_format, reflow_help, run
 from .display import ByteProgress
 from .options import (
@@ -34,8 +35,6 @@ app = group(
     help="Inspect a bundle, verify it, or verify it and load it into a private registry.\n\n"
     "`releaser airgap BUNDLE --to HOST[:PORT]\\[/PREFIX]` is short for `releaser airgap load BUNDLE --to ...`.",
 )
-
-DEFAULT_KEY = Path("releaser.pub")
 
 
 @app.command()

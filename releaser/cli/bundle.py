@@ -25,10 +25,10 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..bundle.parts import PartRecord
     from ..commands.bundle import BundleResult
     from ..commands.merge import MergeResult
     from ..commands.split import JoinResult, SplitResult
+    from ..format.records import PartRecord
 
 app = group(
     "bundle",

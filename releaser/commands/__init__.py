@@ -14,6 +14,15 @@ pinned by tests and listed in docs/cli.md.
 | bundle.py | bundle |
 | airgap.py | airgap verify / inspect (the file alone) |
 | load.py | airgap load (the short form: airgap BUNDLE --to R) |
+| split.py | bundle split / join |
+| merge.py | bundle merge (a delta and its base -> the full bundle) |
+| audit.py | airgap audit |
+| inventory.py | airgap inventory |
+| diff.py | diff |
+| probe.py | probe (the readiness checks, as the containers run them) |
 | doctor.py | doctor |
-| quickstart.py | quickstart up / status / logs / down / backup / restore / reset |
+| quickstart.py | quickstart up / status / logs / down / backup / restore / reset / upgrade / rollback / history |
+
+No command imports another (import-linter's `commands` contract), except quickstart.py, which loads a
+bundle into its own registry through load.py.
 """

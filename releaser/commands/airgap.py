@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.parts import PartRecord, bundle_size, first_part, part_path
+from ..bundle.parts import bundle_size, first_part, part_path
 from ..bundle.verify import inspect_head, verify_bundle
+from ..format import DEFAULT_KEY
+from ..format.records import PartRecord
 from ..progress import Progress
 from ..render.docs import CatalogSource, catalog, images_md, used_by
-
-DEFAULT_KEY = Path("releaser.pub")
 
 
 @dataclass(frozen=True, kw_only=True)

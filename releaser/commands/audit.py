@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundle.audit import Audit, audit
-from ..bundle.load import Target
 from ..bundle.verify import verify_bundle
 from ..errors import CheckError
+from ..format import DEFAULT_KEY
 from ..registry import RegistryOptions
-from .airgap import DEFAULT_KEY
+from ..target import Target
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,25 +6,22 @@ import posixpath
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
-
 from ..bundle.cache import BlobCache, default_cache_dir
 from ..bundle.delta import FULL_HEAD, FULL_PREFIX, make_delta, read_base
-from ..bundle.format import CHECKSUMS, METADATA, SIGNATURE
 from ..bundle.installer import choose, installer_files
-from ..bundle.parts import PartRecord, part_path
-from ..bundle.records import BundleMetadata, DeltaRecord
-from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem, sign
+from ..bundle.parts import part_path
+from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem
 from ..bundle.write import (
     BlobSources,
     Compression,
-    Head,
     assemble,
     checksums_and_metadata,
-    metadata_json,
+    signed_head,
     write_archive,
 )
 from ..errors import TargetExists, UsageError
+from ..format import CHECKSUMS, METADATA, SIGNATURE
+from ..format.records import DeltaRecord, PartRecord
 from ..lock import read_lock, split_reference
 from ..pipeline import release_dir, source_date_epoch
 from ..plan import build_plan
@@ -213,9 +210,3 @@ def bundle_release(
         parts=stats.parts,
         delta=delta,
     )
-
-
-def signed_head(meta: BundleMetadata, checksums: bytes, private: EllipticCurvePrivateKey) -> Head:
-    """The three head members for `meta` (with its parts, when split), signed."""
-    metadata = metadata_json(meta)
-    return Head(metadata=metadata, signature=sign(private, metadata), checksums=checksums)

@@ -10,9 +10,9 @@ import yaml
 
 from .. import budgets
 from ..bundle.archive import iter_members
-from ..bundle.records import parse_index
 from ..bundle.verify import inspect_head
 from ..errors import EXIT_CHECK, EXIT_STALE, CheckError, InputError, MetadataError
+from ..format.records import parse_index
 from ..fs import read_tree
 from ..lock import split_reference
 from ..pipeline import load_plan, render_files

@@ -26,9 +26,9 @@ from typing import TypedDict
 from .. import budgets, workers
 from ..bundle.archive import small_members
 from ..bundle.parts import is_bundle
-from ..bundle.records import BundleMetadata
 from ..bundle.verify import inspect_head
 from ..errors import InputError, RegistryError, ReleaserError, ToolError
+from ..format.records import BundleMetadata
 from ..lock import Lock, LockedImage, load_lock_file, read_lock, split_reference
 from ..mediatypes import INDEX_TYPES
 from ..names import RELEASE_FILE

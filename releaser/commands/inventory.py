@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundle.delta import Inventory, take_inventory
-from ..bundle.load import Target
 from ..bundle.verify import inspect_head
 from ..fs import atomic_write
 from ..registry import RegistryOptions
+from ..target import Target
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,19 +11,18 @@ from ..bundle.delta import check_relied
 from ..bundle.load import (
     LoadPlan,
     LoadStats,
-    Target,
-    airgap_values,
     already_loaded,
-    compose_override,
     plan_changes,
     push_bundle,
 )
-from ..bundle.records import BundleMetadata
 from ..bundle.verify import verify_bundle, verify_head
+from ..format import DEFAULT_KEY
+from ..format.records import BundleMetadata
 from ..fs import atomic_write
 from ..progress import Progress
 from ..registry import Registry, RegistryOptions
-from .airgap import DEFAULT_KEY
+from ..render.overrides import airgap_values, compose_override
+from ..target import Target
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,8 +121,8 @@ def _result(
     if not dry_run:
         atomic_write(values_path, airgap_values(meta.name, target))
         atomic_write(override_path, compose_override(meta.compose, meta.images, target))
-    images = tuple(f"{target.host}/{target.repo(i.path)}@{i.digest}" for i in meta.images)
-    chart_ref = f"oci://{target.host}/{target.repo('charts')}/{meta.name}"
+    images = tuple(target.image(i.path, i.digest) for i in meta.images)
+    chart_ref = target.chart_url(meta.name)
     plain = " --plain-http" if registry.base.startswith("http://") else ""
     return AirgapResult(
         target=target.registry_value,

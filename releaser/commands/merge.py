@@ -20,15 +20,14 @@ from typing import IO
 from .. import budgets
 from ..bundle.archive import TarZstWriter, iter_members
 from ..bundle.delta import FULL_HEAD, FULL_PREFIX
-from ..bundle.format import CHECKSUMS, METADATA, SIGNATURE
 from ..bundle.parts import check_space
-from ..bundle.records import BundleMetadata
 from ..bundle.sign import load_public_key, verify_signature
 from ..bundle.verify import verify_bundle
 from ..errors import ArchiveError, InputError, VerificationError
+from ..format import CHECKSUMS, DEFAULT_KEY, METADATA, SIGNATURE
+from ..format.records import BundleMetadata
 from ..fs import atomic_file
 from ..readers import Reader
-from .airgap import DEFAULT_KEY
 
 CHUNK = 1 << 20
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from ..bundle.archive import TarZstWriter, iter_members
 from ..bundle.parts import (
-    PartRecord,
     PartsWriter,
     bundle_size,
     check_space,
@@ -29,11 +28,12 @@ from ..bundle.parts import (
 )
 from ..bundle.sign import load_private_key, passphrase, public_pem
 from ..bundle.verify import HEAD, Verified, read_head, verify_bundle, verify_head
+from ..bundle.write import signed_head
 from ..errors import UsageError, VerificationError
+from ..format.records import PartRecord
 from ..fs import atomic_file
 from ..pipeline import source_date_epoch
 from ..readers import Reader
-from .bundle import signed_head
 
 
 @dataclass(frozen=True, kw_only=True)

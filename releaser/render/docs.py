@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..bundle.records import Attachment, BundledImage
+from ..format.records import Attachment, BundledImage
 from ..lock import Lock
 from ..model import Resources
 from ..plan import TCPAO_NODE_LABEL, Plan

@@ -19,7 +19,7 @@ import yaml
 
 from .. import model as m
 from ..plan import TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
-from ..values import mac_algorithms
+from ..tcpao import MAC_ALGORITHMS
 from ..yamlout import dump
 
 KUBE_VERSION = ">=1.29.0-0"
@@ -448,7 +448,7 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 "description": "Name of the sidecar's [[ao_policy]] (the proxy requires one).",
             },
             "keyId": {"type": "integer", "minimum": 0, "maximum": 255, "description": "TCP-AO key id."},
-            "macAlgorithm": {"enum": list(mac_algorithms()), "description": "MAC algorithm."},
+            "macAlgorithm": {"enum": list(MAC_ALGORITHMS), "description": "MAC algorithm."},
             "keySecret": _obj(
                 {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
                 required=["name", "key"],

@@ -16,9 +16,10 @@ from importlib import resources
 import jinja2
 
 from .. import __version__
-from ..bundle.load import Target, airgap_values, compose_override
-from ..bundle.records import BundledImage
+from ..format.records import BundledImage
 from ..lock import split_reference
+from ..target import Target
+from .overrides import airgap_values, compose_override
 
 PLACEHOLDER = "releaser-target.invalid"  # a registry host no one has (RFC 2606 .invalid)
 _SAFE = re.compile(r"^[A-Za-z0-9._:/@+-]+$")  # what a reference, a tag or a digest is made of

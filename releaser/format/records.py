@@ -13,10 +13,22 @@ from dataclasses import dataclass, field
 
 from ..errors import MetadataError
 from ..lock import Lock, lock_document, lock_from_document, split_reference
-from .format import IMAGE_NAME, REF_NAME, SUBJECT
-from .parts import PartRecord
+from . import IMAGE_NAME, REF_NAME, SUBJECT
 
 Json = dict[str, object]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartRecord:
+    """One part after the first, as releaser.json lists it."""
+
+    number: int  # 2, 3, ...
+    name: str  # as written: NAME.tar.zst.002 (found by number, so a renamed set still reads)
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"number": self.number, "name": self.name, "size": self.size, "sha256": self.sha256}
 
 
 class _Reader:

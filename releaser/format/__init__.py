@@ -1,4 +1,8 @@
-"""Names and media types of the bundle format (docs/bundle-format.md), shared by every stage."""
+"""The bundle format (docs/bundle-format.md): its names and media types here, its typed records in
+`records` (releaser.json, index.json, the parts). Shared by every stage that writes or reads a bundle
+and by the renderers of the customer's files; imports only lock, errors and mediatypes."""
+
+from pathlib import Path
 
 from ..mediatypes import HELM_CONFIG, HELM_LAYER, OCI_INDEX, OCI_MANIFEST
 
@@ -6,6 +10,7 @@ FORMAT_VERSION = 1
 METADATA = "releaser.json"
 SIGNATURE = "releaser.json.sig"
 CHECKSUMS = "checksums.txt"
+DEFAULT_KEY = Path("releaser.pub")  # the public key verify and load read when --key is not given
 REF_NAME = "org.opencontainers.image.ref.name"
 IMAGE_NAME = "dev.releaser.image"
 SUBJECT = "dev.releaser.subject"  # on an attachment's index.json entry: the digest it is attached to
@@ -17,6 +22,7 @@ ATTACHMENT_SUFFIXES = (".sig", ".att", ".sbom", "")
 __all__ = [
     "ATTACHMENT_SUFFIXES",
     "CHECKSUMS",
+    "DEFAULT_KEY",
     "FORMAT_VERSION",
     "HELM_CONFIG",
     "HELM_LAYER",
