@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from releaser import __version__
 from releaser.cli import app
 
 from .conftest import EXAMPLE
@@ -35,7 +36,8 @@ def test_validate_text_and_json(release: Path) -> None:
     code, out = cli("validate", str(release), "--json")
     doc = json.loads(out)
     assert code == 0
-    assert set(doc) == {"ok", "command", "result"}
+    assert set(doc) == {"ok", "command", "format", "version", "result"}
+    assert doc["format"] == 1 and doc["version"] == __version__  # the envelope's format is pinned
     assert set(doc["result"]) == {"release", "version", "services", "images", "lock", "warnings"}
     assert doc["result"]["lock"] == "current"
 

@@ -29,6 +29,7 @@ from typer._click import core as click
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup, TyperOption
 
+from .. import __version__
 from ..errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -70,8 +71,14 @@ class Invocation:
 CURRENT = Invocation()
 
 
+# The --json envelope's own format: raised when a key is removed or changes meaning (an added key
+# does not raise it). Scripts check it; `version` is releaser's, for reports (docs/cli.md#json).
+ENVELOPE_FORMAT = 1
+
+
 def emit_json(ok: bool, key: str, value: object) -> None:
-    typer.echo(json.dumps({"ok": ok, "command": CURRENT.command, key: value}, indent=2))
+    envelope = {"ok": ok, "command": CURRENT.command, "format": ENVELOPE_FORMAT, "version": __version__}
+    typer.echo(json.dumps({**envelope, key: value}, indent=2))
 
 
 def run(

@@ -16,6 +16,8 @@ from ..render.docs import CatalogSource, catalog, images_md, used_by
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyResult:
+    """What `airgap verify` found: the bundle, its signer and what it holds (nothing is loaded)."""
+
     path: str
     release: str
     version: str
@@ -26,6 +28,7 @@ class VerifyResult:
     delta_base: str | None = None  # a delta bundle: the base it relies on, described
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "path": self.path,
             "release": self.release,
@@ -57,6 +60,8 @@ def verify(path: Path, *, key: Path = DEFAULT_KEY, progress: Progress | None = N
 
 @dataclass(frozen=True, kw_only=True)
 class InspectedImage:
+    """One image of a bundle as `airgap inspect` lists it: where it came from, its digest and size."""
+
     name: str
     source: str
     reference: str  # repository@digest, as pinned
@@ -65,6 +70,7 @@ class InspectedImage:
     attachments: tuple[str, ...] = ()  # tags: sha256-<hex>.sig ...
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "name": self.name,
             "source": self.source,
@@ -77,6 +83,8 @@ class InspectedImage:
 
 @dataclass(frozen=True, kw_only=True)
 class InspectResult:
+    """What `airgap inspect` reads from a bundle's head alone (unverified unless `checked`)."""
+
     path: str
     size: int  # of the bundle file
     release: str
@@ -94,6 +102,7 @@ class InspectResult:
     delta_base: dict[str, str] | None = None  # a delta bundle: the base it was cut against
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "path": self.path,
             "size": self.size,
@@ -172,6 +181,7 @@ class CatalogResult:
     checked: bool
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return self.catalog
 
 

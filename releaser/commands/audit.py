@@ -16,6 +16,8 @@ from ..target import Target
 
 @dataclass(frozen=True, kw_only=True)
 class CheckRegistryResult:
+    """What `airgap audit` found in the target registry against a bundle's signed metadata."""
+
     path: str
     target: str
     release: str
@@ -23,6 +25,7 @@ class CheckRegistryResult:
     audit: Audit
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "path": self.path,
             "target": self.target,

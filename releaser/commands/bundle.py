@@ -34,6 +34,8 @@ from ..values import load_release
 
 @dataclass(frozen=True, kw_only=True)
 class BundleResult:
+    """What `bundle` wrote: the archive (or its parts), its digest, what it holds and who signed it."""
+
     path: str
     sha256: str
     size: int
@@ -50,6 +52,7 @@ class BundleResult:
     delta: DeltaRecord | None = None  # --since: the base and the blobs left out
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "path": self.path,
             "sha256": self.sha256,

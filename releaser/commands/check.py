@@ -21,11 +21,14 @@ from ..tools import find_helm, helm_template
 
 @dataclass(frozen=True, kw_only=True)
 class CheckResult:
+    """What `check` compared: the lock, the rendered compose files and chart (and a bundle) agree."""
+
     release: str
     images: tuple[str, ...]  # the lock's pinned references, as every output names them
     sources: dict[str, int] = field(default_factory=dict)  # where images were collected -> how many refs
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "release": self.release,
             "images": list(self.images),

@@ -85,6 +85,8 @@ class Bytes:
 
 @dataclass(frozen=True, kw_only=True)
 class DiffResult:
+    """What `diff` found between two releases: images added, removed and re-pinned, and what needs care."""
+
     old: str
     new: str
     release: str
@@ -102,6 +104,7 @@ class DiffResult:
 
     @property
     def changed(self) -> bool:
+        """True when the new release changes anything at all (the exit code of `diff --exit-code`)."""
         return bool(
             self.images
             or any(self.services.values())
@@ -110,6 +113,7 @@ class DiffResult:
         )
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "old": self.old,
             "new": self.new,

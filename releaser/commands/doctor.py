@@ -16,9 +16,12 @@ from ..values import load_release
 
 @dataclass(frozen=True, kw_only=True)
 class DoctorResult:
+    """The host checks of `doctor`, each with its outcome and fix."""
+
     checks: tuple[Check, ...]
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {"checks": [c.to_json() for c in self.checks]}
 
 

@@ -17,10 +17,13 @@ _TEMPLATE = "render/init/release.yaml"
 
 @dataclass(frozen=True, kw_only=True)
 class InitResult:
+    """What `init` wrote, and the commands to run next."""
+
     path: str
     next_steps: tuple[str, ...]
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {"path": self.path, "next": list(self.next_steps)}
 
 

@@ -17,6 +17,8 @@ from ..target import Target
 
 @dataclass(frozen=True, kw_only=True)
 class InventoryResult:
+    """What `airgap inventory` recorded: the digests a site's registry holds, for `bundle --since`."""
+
     path: str
     registry: str
     repositories: int
@@ -26,6 +28,7 @@ class InventoryResult:
     sha256: str  # of the file: what a delta made --since it names as its base
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "path": self.path,
             "registry": self.registry,

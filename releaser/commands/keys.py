@@ -10,11 +10,14 @@ from ..bundle.sign import generate_keypair, passphrase
 
 @dataclass(frozen=True, kw_only=True)
 class KeygenResult:
+    """The key pair `keygen` wrote and the public key's fingerprint."""
+
     private_key: str
     public_key: str
     fingerprint: str
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {"privateKey": self.private_key, "publicKey": self.public_key, "fingerprint": self.fingerprint}
 
 

@@ -27,6 +27,8 @@ from ..target import Target
 
 @dataclass(frozen=True, kw_only=True)
 class AirgapResult:
+    """What `airgap load` did: the verified bundle, what it pushed or found present, and the files it wrote."""
+
     target: str
     release: str
     version: str
@@ -40,6 +42,7 @@ class AirgapResult:
     plan: LoadPlan | None = None  # --dry-run: what the load would write
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "target": self.target,
             "release": self.release,

@@ -17,12 +17,15 @@ from ..values import load_release
 
 @dataclass(frozen=True, kw_only=True)
 class LockResult:
+    """What `lock` resolved and wrote: each image kept, resolved or changed."""
+
     release: str
     path: str
     written: bool
     images: tuple[Resolution, ...]
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "release": self.release,
             "path": self.path,

@@ -34,6 +34,8 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True, kw_only=True)
 class MergeResult:
+    """What `bundle merge` wrote: the full bundle rebuilt from a delta and its base."""
+
     path: str
     sha256: str
     size: int
@@ -43,6 +45,7 @@ class MergeResult:
     from_base: int  # members taken from OLD
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "path": self.path,
             "sha256": self.sha256,

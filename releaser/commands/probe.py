@@ -16,12 +16,15 @@ from ..registry import RegistryOptions
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeInfo:
+    """The probe image releaser carries: its digest, Go version, platforms and OCI layout."""
+
     digest: str
     go: str
     platforms: tuple[str, ...]
     layout: str
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "digest": self.digest,
             "go": self.go,
@@ -31,18 +34,22 @@ class ProbeInfo:
 
 
 def show() -> ProbeInfo:
+    """The probe image this releaser carries (`releaser probe`)."""
     p = image()
     return ProbeInfo(digest=p.digest, go=p.go, platforms=p.platforms, layout=str(p.layout))
 
 
 @dataclass(frozen=True, kw_only=True)
 class PushResult:
+    """Where `probe push` put the probe image."""
+
     reference: str  # REGISTRY/PATH:TAG@DIGEST
     digest: str
     blobs_pushed: int
     blobs_present: int
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "reference": self.reference,
             "digest": self.digest,

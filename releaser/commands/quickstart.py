@@ -75,6 +75,8 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class QuickstartResult:
+    """What `quickstart up` (or upgrade) brought up: the stack, its services and their readiness."""
+
     release: str
     version: str
     stack: str
@@ -91,6 +93,7 @@ class QuickstartResult:
     local_registry: bool = False
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "release": self.release,
             "version": self.version,
@@ -161,6 +164,7 @@ class LogLines:
     lines: tuple[str, ...]
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {"lines": list(self.lines)}
 
 

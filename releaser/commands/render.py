@@ -15,6 +15,8 @@ from ..render.helm import package_chart
 
 @dataclass(frozen=True, kw_only=True)
 class RenderResult:
+    """What `render` wrote under --out-dir: files written, unchanged and removed, and the notes."""
+
     release: str
     compose_dir: str
     chart_dir: str
@@ -28,6 +30,7 @@ class RenderResult:
     package_sha256: str | None = None
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "release": self.release,
             "compose": self.compose_dir,

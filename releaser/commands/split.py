@@ -38,6 +38,8 @@ from ..readers import Reader
 
 @dataclass(frozen=True, kw_only=True)
 class SplitResult:
+    """What `bundle split` wrote: the parts and their digests."""
+
     source: str
     first: str  # NAME.tar.zst.001: the signed head
     parts: tuple[PartRecord, ...]
@@ -45,6 +47,7 @@ class SplitResult:
     recompressed: int  # members compressed again (they shared the head's zstd frame)
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "source": self.source,
             "first": self.first,
@@ -140,12 +143,15 @@ def _chunks(reader: Reader) -> Iterator[bytes]:
 
 @dataclass(frozen=True, kw_only=True)
 class JoinResult:
+    """What `bundle join` wrote: the one file put back from the parts."""
+
     path: str
     size: int
     sha256: str
     parts: int  # files joined, the head's included
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {"path": self.path, "size": self.size, "sha256": self.sha256, "parts": self.parts}
 
 

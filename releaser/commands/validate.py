@@ -16,6 +16,8 @@ from ..values import load_release
 
 @dataclass(frozen=True, kw_only=True)
 class ValidateResult:
+    """What `validate` checked: the release, its services and images, the lock's state, the warnings."""
+
     release: str
     version: str
     services: tuple[str, ...]
@@ -24,6 +26,7 @@ class ValidateResult:
     warnings: tuple[Problem, ...] = ()
 
     def to_json(self) -> dict[str, object]:
+        """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
         return {
             "release": self.release,
             "version": self.version,
