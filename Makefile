@@ -5,7 +5,7 @@ export DOCKER_CONFIG := $(CURDIR)/.tools/docker
 RELEASER := .venv/bin/releaser
 EXAMPLE := examples/bmp-tcpao
 
-.PHONY: setup demo test lint format goldens cluster e2e fuzz
+.PHONY: setup demo test test-quick lint format goldens cluster e2e fuzz
 setup:
 	@./scripts/setup.sh
 
@@ -20,10 +20,18 @@ demo: setup
 	$(RELEASER) check examples/platform --out-dir .
 	.venv/bin/python scripts/rehearse.py
 
-## The whole test suite against real Helm 3/4, Compose v2 and kubernetes-validate, after the
-## checks the code claims: lint (with a complexity limit), formatting, and strict typing.
+## The whole test suite against real Helm 3/4, Compose v2, kubernetes-validate, registries and
+## engines, after the checks the code claims: lint (with a complexity limit), formatting, strict
+## typing and the layer order. On TEST_WORKERS workers (pytest-xdist): a module's tests stay on one
+## worker, with its own engine, registries and stacks, which share nothing with another module's.
+TEST_WORKERS ?= 4
 test: setup lint
-	.venv/bin/python -m pytest --ignore=tests/e2e
+	.venv/bin/python -m pytest --ignore=tests/e2e -n $(TEST_WORKERS) --dist loadscope
+
+## For the edit loop: every test that starts no container engine and no registry process (the
+## modules marked engine or registry are left out; one that starts either unmarked fails), no lint.
+test-quick: setup
+	RELEASER_TEST_QUICK=1 .venv/bin/python -m pytest --ignore=tests/e2e -m "not engine and not registry" -n 2 --dist loadscope
 
 ## The fuzz suite's long run: 20x the cases of the CI run, fresh random seeds each time
 ## (tests/support/fuzz.py; the counts per target and exit code are printed at the end).

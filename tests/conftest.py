@@ -119,9 +119,54 @@ def assert_golden(path: Path, actual: str, update: bool) -> None:
         pytest.fail(f"output differs from {path.relative_to(ROOT)} (run `make goldens` if intended):\n{diff}")
 
 
+# Modules that hold a worker longest go first, so that `make test`'s workers (pytest-xdist,
+# --dist loadscope: a module's tests stay on one worker with its engine and stacks) end together.
+# Figures: docs/testing.md#the-suite-in-parallel. A module not listed runs after these, in file order.
+LONGEST_FIRST = (
+    "test_quickstart.py",
+    "test_quickstart_upgrade.py",
+    "test_probe.py",
+    "test_quickstart_airgap.py",
+    "test_fuzz.py",
+    "test_platform_quickstart.py",
+    "test_podman.py",
+    "test_rehearsal.py",
+    "test_chart.py",
+    "test_bundle_installer.py",
+    "test_hostile_registry.py",
+    "test_lock.py",
+)
+QUICK = os.environ.get("RELEASER_TEST_QUICK") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engine: starts a container engine (a private dockerd, or podman); not in make test-quick"
+    )
+    config.addinivalue_line(
+        "markers", "registry: starts a registry process (docker-registry); not in make test-quick"
+    )
+
+
+def needs_service(what: str) -> None:
+    """Called where a test starts an engine or a registry: in `make test-quick` (which deselects
+    the modules marked engine or registry) an unmarked test that does fails here, naming the mark."""
+    if QUICK:
+        raise RuntimeError(
+            f"this test starts {what}: mark its module `pytestmark = pytest.mark."
+            f"{'engine' if 'engine' in what else 'registry'}` so that make test-quick leaves it out"
+        )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """RELEASER_TEST_ORDER=reverse or shuffle:SEED runs the tests in another order, to show that
-    none depends on another having run first (docs/testing.md)."""
+    """The longest modules first (see LONGEST_FIRST). RELEASER_TEST_ORDER=reverse or shuffle:SEED
+    runs the tests in another order, to show that none depends on another having run first
+    (docs/testing.md)."""
+    for item in items:  # a test of the bundle world starts its registries (tests/support/bundles.py)
+        if {"world", "upgrade"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.registry)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order within
     order = os.environ.get("RELEASER_TEST_ORDER", "")
     if order == "reverse":
         items.reverse()

@@ -8,10 +8,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .support import images
 from .support.bundles import World, cli, extract, load
+
+pytestmark = pytest.mark.registry
 
 
 def test_signatures_attestations_and_sboms_travel_with_their_images(world: World, tmp_path: Path) -> None:

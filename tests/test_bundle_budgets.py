@@ -16,6 +16,8 @@ from releaser import budgets
 
 from .support.bundles import World, cli, members, repack, resigned
 
+pytestmark = pytest.mark.registry
+
 
 def _verify(world: World, bundle: Path) -> str:
     code, out = cli("airgap", "verify", str(bundle), "--key", str(world.pub))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import requests
 
 from .support.bundles import World, cli, load
 from .support.hostile import HeadOnlyCache
 from .support.registry import RegistryServer
+
+pytestmark = pytest.mark.registry
 
 
 def check(world: World, to: str, *extra: str) -> tuple[int, dict[str, object]]:

@@ -18,6 +18,8 @@ from .support.bundles import World, cli, extract
 from .support.images import skopeo_digest
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 # what load.sh may use: POSIX sh and utilities, openssl, sha256sum, skopeo (nothing else: no
 # python, no releaser, no curl, no jq)
 LOAD_SH_TOOLS = (

@@ -18,6 +18,8 @@ from .support.bundles import Upgrade, World, cli, load, members, resigned
 from .support.hostile import HeadOnlyCache
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 FULL = ("full/releaser.json", "full/releaser.json.sig", "full/checksums.txt", "full/load.sh")
 
 

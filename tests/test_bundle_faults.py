@@ -21,6 +21,8 @@ from .support import images
 from .support.bundles import PASS, World, load
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 
 def test_killed_registry_mid_load_then_rerun_completes(world: World, tmp_path: Path) -> None:
     target = RegistryServer(tmp_path / "flaky").start()

@@ -22,6 +22,8 @@ from .conftest import missing_component
 from .support.bundles import DEFAULT_INSTALLER, Upgrade, World, cli, extract
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 
 @pytest.fixture(scope="module")
 def with_installer(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:

@@ -19,6 +19,8 @@ from .support import images
 from .support.bundles import PASS, World, cli, load, members, repack, tampered
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 
 def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3: str) -> None:
     code, out = cli("airgap", "verify", str(world.bundle), "--key", str(world.pub), "--json")

@@ -19,6 +19,8 @@ from .conftest import IN_CI
 from .support.bundles import World, cli, extract
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 MIB = 1 << 20
 
 

@@ -19,6 +19,8 @@ from .support import images
 from .support.bundles import TAMPERS, World, cli, load, members, repack, tampered
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 
 @pytest.mark.parametrize("frames", ["one", "members"])
 @pytest.mark.parametrize("kind", sorted(TAMPERS))

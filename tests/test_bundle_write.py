@@ -19,6 +19,8 @@ from .support import images
 from .support.bundles import PASS, World, cli, extract, members
 from .support.registry import RegistryServer
 
+pytestmark = pytest.mark.registry
+
 
 def test_bundle_is_a_plain_tar_zst_with_the_documented_order(world: World) -> None:
     listing = subprocess.run(f"zstd -dc {world.bundle} | tar -t", shell=True, capture_output=True, text=True)

@@ -414,6 +414,7 @@ def test_scheduling_spread_one_per_node_and_tcpao_nodes(helm: str, tmp_path: Pat
 
 
 @pytest.mark.helm
+@pytest.mark.registry
 def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(
     helm: str, tmp_path: Path
 ) -> None:

@@ -20,6 +20,8 @@ from .conftest import missing_component
 from .support import credhelper, images
 from .support.registry import PASSWORD, REFRESH_TOKEN, USER, RegistryServer
 
+pytestmark = pytest.mark.registry
+
 runner = CliRunner()
 CREDS = f"{USER}:{PASSWORD}"
 

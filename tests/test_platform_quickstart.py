@@ -22,6 +22,8 @@ from tests.support import engine as engine_mod
 from tests.support import images
 from tests.support.registry import RegistryServer, free_port
 
+pytestmark = pytest.mark.engine
+
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 
 

@@ -26,6 +26,8 @@ from tests.support.stack import compose_alone, seqs, wait_for
 from tests.support.stack import received as received_on
 from tests.test_quickstart import RELEASER
 
+pytestmark = pytest.mark.engine
+
 
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
@@ -37,7 +39,7 @@ def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     private = RegistryServer(work / "private").start()  # a customer's registry (INSTALL.md)
     engine = podman_mod.Podman([publisher.host, private.host])
     try:
-        rel = images.standin_release(work, publisher.host)
+        rel = images.standin_release(work, publisher.host, subnet="10.78.0")  # test_quickstart.py has 10.77
         port = free_port()
         env = {**engine.env, "RELEASER_QUICKSTART_DIR": str(work / "stack"), "COLLECTOR_HTTP_PORT": str(port)}
         subprocess.run([RELEASER, "lock", str(rel)], env=env, capture_output=True, check=True)

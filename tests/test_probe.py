@@ -32,6 +32,8 @@ from tests.support import images
 from tests.support.cluster_build import _image as single_layer_image
 from tests.support.registry import RegistryServer, free_port
 
+pytestmark = pytest.mark.engine
+
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 
 

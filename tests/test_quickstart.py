@@ -37,6 +37,8 @@ from tests.support.registry import RegistryServer, free_port
 from tests.support.stack import compose_alone, seqs, wait_for
 from tests.support.stack import received as received_on
 
+pytestmark = pytest.mark.engine
+
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 CAPTURED: list[str] = []  # every output of every command this module ran, for the leak test
 

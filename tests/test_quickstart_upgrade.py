@@ -16,6 +16,8 @@ import pytest
 
 from tests.test_platform_quickstart import platform_stack, run
 
+pytestmark = pytest.mark.engine
+
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[dict[str, Any]]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
+
+pytestmark = pytest.mark.registry
 
 
 def test_airgap_rehearsal_runs_end_to_end(helm3: str) -> None:

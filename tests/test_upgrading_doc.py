@@ -11,10 +11,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .conftest import ROOT
 from .support.bundles import PASS, Upgrade, World, load
 from .support.docs import walk_through
 from .support.registry import RegistryServer
+
+pytestmark = pytest.mark.registry
 
 
 def test_the_walk_through_runs_as_written(world: World, upgrade: Upgrade, tmp_path: Path) -> None:

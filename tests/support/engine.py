@@ -41,6 +41,9 @@ class DockerEngine:
         return {**os.environ, "DOCKER_HOST": self.host}
 
     def start(self, timeout: float = 30) -> DockerEngine:
+        from ..conftest import needs_service
+
+        needs_service("a container engine (dockerd)")
         s = self.state
         s.mkdir(parents=True, exist_ok=True)
         log = (s / "containerd.log").open("wb")

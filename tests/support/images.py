@@ -323,12 +323,15 @@ def platform_release(work: Path, host: str) -> Path:
     return rel
 
 
-def standin_release(work: Path, host: str) -> Path:
+def standin_release(work: Path, host: str, *, subnet: str = "10.77.0") -> Path:
     """`work/bmp-tcpao/`: the example's release.yaml pointed at `host`, where its stand-ins are
-    pushed (layout kept in `work/layout`). Returns the release directory (not yet locked)."""
+    pushed (layout kept in `work/layout`). Returns the release directory (not yet locked).
+    `subnet`: the /24 of its Compose network (the example's 10.77.0 unless said), so that stacks of
+    two test modules can run at once on engines of their own without their bridges clashing."""
     rel = work / "bmp-tcpao"
     rel.mkdir(parents=True)
-    (rel / "release.yaml").write_text(publish_standins(EXAMPLE_RELEASE.read_text(), work / "layout", host))
+    text = publish_standins(EXAMPLE_RELEASE.read_text(), work / "layout", host)
+    (rel / "release.yaml").write_text(text.replace("10.77.0.", f"{subnet}."))
     return rel
 
 

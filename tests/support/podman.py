@@ -28,6 +28,9 @@ def available() -> list[str]:
 
 class Podman:
     def __init__(self, registries: list[str]) -> None:
+        from ..conftest import needs_service
+
+        needs_service("a container engine (podman)")
         self.root = Path(tempfile.mkdtemp(prefix="rq-podman-", dir="/tmp"))
         (self.root / "containers.conf").write_text(
             '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'

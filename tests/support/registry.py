@@ -247,6 +247,9 @@ class RegistryServer:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> RegistryServer:
+        from ..conftest import needs_service
+
+        needs_service("a registry (docker-registry)")
         self.proc = subprocess.Popen(
             [REGISTRY_BIN, "serve", str(self.config)],
             stdout=subprocess.DEVNULL,
