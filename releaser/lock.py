@@ -450,6 +450,14 @@ def _pin(
     )
 
 
+def _kept_platform(img: m.Image, prev: LockedImage | None) -> tuple[str, ...]:
+    """The one platform an earlier `lock --platform` pinned `img` to (the lock records it), kept by
+    `--refresh` and `--check`: otherwise they would read the whole index again and call it moved."""
+    if prev is not None and prev.source == img.ref and prev.platform and not prev.is_index:
+        return (prev.platform,)
+    return ()
+
+
 def resolve_lock(
     release: m.Release,
     previous: Lock | None,
@@ -464,8 +472,8 @@ def resolve_lock(
     images: list[LockedImage] = []
     report: list[Resolution] = []
     for img in release.images:
-        want = platforms or img.platforms
         prev = old.get(img.name)
+        want = platforms or img.platforms or _kept_platform(img, prev)
         single = _narrowed(release, img)
         if (
             prev

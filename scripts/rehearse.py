@@ -55,6 +55,11 @@ def sh(*cmd: str, env: dict[str, str]) -> str:
     return proc.stdout
 
 
+# RELEASER_REHEARSAL_SUBNET: another /24 for the stack's network than the example's 10.77.0, for a
+# run beside another stack of the example (the test suite runs it so)
+SUBNET = os.environ.get("RELEASER_REHEARSAL_SUBNET", "10.77.0")
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="releaser-rehearsal-"))
     env = {
@@ -71,7 +76,9 @@ def main() -> None:
         rel = work / "bmp-tcpao"
         rel.mkdir()
         (rel / "release.yaml").write_text(
-            images.publish_standins(release_text, work / "layout", publisher.host)
+            images.publish_standins(release_text, work / "layout", publisher.host).replace(
+                "10.77.0.", f"{SUBNET}."
+            )
         )
         for path, tag in re.findall(r"ref: registry\.example\.org/(\S+?):(\S+)", release_text):
             print(f"  pushed stand-in {publisher.host}/{path}:{tag}")
@@ -244,7 +251,7 @@ def quickstart(work: Path, bundle: Path, pub: str, registry: str, env: dict[str,
             if {r.split("@")[-1] for r in running} != digests:
                 raise SystemExit("rehearsal failed: the running containers are not the locked digests")
             print(
-                "  speaker -> initiator sidecar 127.0.0.1:5000 -> terminator sidecar 10.77.0.10:1790 "
+                f"  speaker -> initiator sidecar 127.0.0.1:5000 -> terminator sidecar {SUBNET}.10:1790 "
                 "-> collector 127.0.0.1:11019"
             )
             lines: list[str] = []

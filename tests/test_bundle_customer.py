@@ -222,13 +222,13 @@ def test_the_walk_through_in_docs_airgap_is_the_example_install_md(tmp_path: Pat
     """docs/airgap.md shows the customer's walk-through for examples/bmp-tcpao: every line of it is a
     line of that release's INSTALL.md, which test_bundle_installer.py runs line by line."""
     from .conftest import ROOT
+    from .support.docs import commands
 
     code, out = cli("render", "examples/bmp-tcpao", "--out-dir", str(tmp_path), "--docs")
     assert code == 0, out
     install = (tmp_path / "install/bmp-tcpao/INSTALL.md").read_text().splitlines()
-    doc = (ROOT / "docs/airgap.md").read_text()
-    block = doc.split("## The customer's side", 1)[1].split("```\n", 2)[1]
-    lines = [line for line in block.splitlines() if line.strip()]
+    (block,) = commands(ROOT / "docs/airgap.md", "tests/test_bundle_customer.py")
+    lines = block.lines()
     assert len(lines) >= 8
     for line in lines:
         assert line in install, line

@@ -26,8 +26,9 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def split(world: World, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The world's release bundled in parts of 8 MiB (it is ~27 MB)."""
-    out = tmp_path_factory.mktemp("split") / "demo.tar.zst"
+    """The world's release bundled in parts of 8 MiB (it is ~27 MB), into a directory not made yet
+    (made, as for a bundle in one file)."""
+    out = tmp_path_factory.mktemp("split") / "new" / "demo.tar.zst"
     code, text = cli(
         "bundle", str(world.release), "--signing-key", str(world.key), "--out-file", str(out),
         "--split-size", "8M", "--json",

@@ -132,6 +132,12 @@ def test_one_platform_repins_to_its_manifest_everywhere(
     )
     arm = next(m for m in index["manifests"] if m["platform"]["architecture"] == "amd64")
     assert (g["digest"], g["platform"], "platforms" in g) == (arm["digest"], "linux/amd64", False)
+    # the one platform is kept: --check finds the lock current, --refresh re-reads that platform
+    code, out = cli("lock", str(d), "--check")
+    assert code == 0, out
+    code, out = cli("lock", str(d), "--refresh")
+    assert code == 0 and "changed" not in out, out
+    assert yaml.safe_load((d / "release.lock.yaml").read_text())["images"]["gobmp"]["digest"] == arm["digest"]
     out_dir = tmp_path / "out"
     assert cli("render", str(d), "--out-dir", str(out_dir))[0] == 0
     assert f"gobmp@{arm['digest']}" in (out_dir / "compose/locked/compose.yaml").read_text()

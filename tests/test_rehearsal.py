@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,12 +10,16 @@ import pytest
 
 from .conftest import ROOT
 
-pytestmark = pytest.mark.registry
+pytestmark = pytest.mark.engine  # registries, and a Docker engine for the quickstart
 
 
 def test_airgap_rehearsal_runs_end_to_end(helm3: str) -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/rehearse.py")], capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "scripts/rehearse.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RELEASER_REHEARSAL_SUBNET": "10.79.0"},  # beside test_quickstart.py's 10.77.0
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (

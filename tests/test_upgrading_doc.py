@@ -22,7 +22,7 @@ pytestmark = pytest.mark.registry
 
 
 def test_the_walk_through_runs_as_written(world: World, upgrade: Upgrade, tmp_path: Path) -> None:
-    lines = walk_through(ROOT / "docs/upgrading.md")
+    lines = walk_through(ROOT / "docs/upgrading.md", "tests/test_upgrading_doc.py")
     assert len(lines) >= 10
     site = RegistryServer(tmp_path / "site").start()
     try:

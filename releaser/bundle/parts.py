@@ -247,6 +247,7 @@ class PartsWriter:
             )
         final = part_path(self.first, self.number)
         tmp = final.with_name(f".{final.name}.tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)  # --out-file in a directory not made yet
         self._fh = self._opener(tmp)
         self._hash = hashlib.sha256()
         self._left = self.size

@@ -41,7 +41,7 @@ def _publish(work: Path) -> None:
 
 
 def test_the_walk_through_runs_as_written(cluster: Cluster) -> None:
-    lines = walk_through(ROOT / "docs/kubernetes.md")
+    lines = walk_through(ROOT / "docs/kubernetes.md", "tests/e2e/test_kubernetes_doc.py")
     assert len(lines) >= 9
     work = tempdir(cluster, "kubernetes-doc")
     _publish(work)

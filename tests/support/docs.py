@@ -1,17 +1,76 @@
-"""The command lines of a doc page's walk-through: what the doc tests run as written."""
+"""The docs' code blocks, as the tests read them.
+
+Every fenced block of README.md and docs/*.md says what it is in its info string: `sh` (commands a
+test runs as written), `console` (a transcript: `$ ` lines a test runs, then what they print),
+`text` (output, layouts, diagrams and cards whose UPPER-CASE words are yours), `yaml`, `json`.
+A `sh` or `console` block names the test that runs it after the language, invisible on a rendered
+page: ```` ```sh tests/test_docs_run.py ````. That test takes its blocks with `commands(page,
+runner)`, so a block it does not run cannot go unnoticed; tests/test_docs.py checks that every such
+block names a runner that reads its page, and parses every `releaser` line of every block with the
+real command line (options, arguments, the space before a `#` comment).
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent.parent
+PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+KINDS = ("sh", "console", "text", "yaml", "json")
+_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", flags=re.S | re.M)
 
-def walk_through(page: Path, heading: str = "## Walk-through") -> list[str]:
-    """Every non-empty line of the ```sh blocks under `heading`, in order, up to the next section."""
-    section = page.read_text().split(heading, 1)[1].split("\n## ", 1)[0]
-    return [
-        line
-        for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S)
-        for line in block.splitlines()
-        if line.strip()
-    ]
+
+@dataclass(frozen=True)
+class Block:
+    page: Path
+    line: int  # of the opening fence
+    kind: str  # the info string's first word ("" when there is none)
+    runner: str  # its second word: the test that runs it (sh and console blocks)
+    text: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+    def lines(self) -> list[str]:
+        """Its command lines: a `sh` block's non-empty lines with `\\` continuations joined, or a
+        `console` block's `$ ` lines without the prompt."""
+        if self.kind == "console":
+            return [line[2:] for line in self.text.splitlines() if line.startswith("$ ")]
+        out: list[str] = []
+        for line in self.text.replace("\\\n", " ").splitlines():
+            if line.strip():
+                out.append(line)
+        return out
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text()
+    out = []
+    for m in _FENCE.finditer(text):
+        words = m.group(1).split()
+        out.append(
+            Block(
+                page=page,
+                line=text[: m.start()].count("\n") + 1,
+                kind=words[0] if words else "",
+                runner=words[1] if len(words) > 1 else "",
+                text=m.group(2),
+            )
+        )
+    return out
+
+
+def commands(page: Path, runner: str) -> list[Block]:
+    """The `sh` and `console` blocks of `page` that name `runner` (a path from the repository's
+    root, e.g. tests/test_docs_run.py), in page order."""
+    found = [b for b in blocks(page) if b.kind in ("sh", "console") and b.runner == runner]
+    assert found, f"{page.relative_to(ROOT)} has no block that {runner} runs"
+    return found
+
+
+def walk_through(page: Path, runner: str) -> list[str]:
+    """Every command line of the `sh` blocks of `page` that `runner` runs, in order."""
+    return [line for b in commands(page, runner) if b.kind == "sh" for line in b.lines()]
