@@ -259,6 +259,7 @@ class RegistryError(ReleaserError):
     """A registry answered with an error, or could not be reached."""
 
     exit_code = EXIT_REGISTRY
+    codes: tuple[str, ...] = ()  # the distribution spec's error codes of the answer, when it had any
 
 
 class AuthError(RegistryError):

@@ -763,17 +763,21 @@ class Registry:
 
     def _fail(self, resp: requests.Response, method: str, url: str) -> requests.Response:
         detail = ""
+        codes: tuple[str, ...] = ()
         try:
             errors = budgets.loads(resp.content).get("errors", [])
             detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)[:500]
+            codes = tuple(str(e.get("code")) for e in errors)
         except (ValueError, AttributeError, TypeError):  # not the distribution spec's error shape
             detail = resp.content[:200].decode("utf-8", "replace")
         resp.close()
-        raise RegistryError(
+        error = RegistryError(
             f"{self.host}: {method} {url.split(self.host, 1)[-1]} answered {resp.status_code}"
             + (f" ({detail})" if detail else ""),
             fix="check the repository name and your access rights",
         )
+        error.codes = codes
+        raise error
 
     # --------------------------------------------------------------- reads
 

@@ -18,7 +18,7 @@ _NOT_A_STRING = re.compile(
 )
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.CSafeDumper):
     def represent_str(self, data: str) -> yaml.ScalarNode:
         if _NOT_A_STRING.fullmatch(data):
             return self.represent_scalar("tag:yaml.org,2002:str", data, style="'")

@@ -195,7 +195,7 @@ def load_source(path: Path, *, display: str | None = None) -> tuple[Source | Non
 
 def parse_source(text: str, name: str) -> tuple[Source | None, list[Problem]]:
     try:
-        loader = yaml.SafeLoader(text)
+        loader = yaml.CSafeLoader(text)
     except yaml.YAMLError as exc:  # the reader rejects control characters up front
         return None, [
             Problem(

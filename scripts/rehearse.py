@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from releaser.quickstart.doctor import tcp_ao_supported  # noqa: E402 - after sys.path
 from tests.support import engine as engine_mod  # noqa: E402
 from tests.support import images  # noqa: E402
+from tests.support.docs import commands  # noqa: E402
 from tests.support.registry import RegistryServer, free_port  # noqa: E402
 
 RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
@@ -122,14 +123,16 @@ def main() -> None:
         step("independent checks")
 
         # the commands of docs/airgap.md "Verifying with other tools", run as written there, in one
-        # shell, from a directory holding B.tar.zst and releaser.pub (cosign and skopeo aside)
+        # shell, from a directory holding the bundle under the page's name and releaser.pub (skopeo
+        # aside: the page reads an image of its own example)
         site = work / "site-check"
-        site.mkdir()
-        os.link(bundle, site / "B.tar.zst")  # zstd will not read through a symbolic link
+        (site / "bundles").mkdir(parents=True)
+        os.link(bundle, site / "bundles/demo-1.0.0.tar.zst")  # zstd will not read through a symbolic link
         shutil.copy(pub, site / "releaser.pub")
-        doc = (ROOT / "docs/airgap.md").read_text().split("## Verifying with other tools", 1)[1]
-        lines = [ln for ln in doc.split("```", 2)[1].splitlines() if ln.strip()]
-        script = [ln for ln in lines if not ln.startswith(("cosign ", "skopeo "))]
+        block = next(
+            b for b in commands(ROOT / "docs/airgap.md", "tests/test_docs_run.py") if "openssl dgst" in b.text
+        )
+        script = [ln for ln in block.lines() if not ln.startswith("skopeo ")]
         done = subprocess.run(["sh", "-ec", "\n".join(script)], cwd=site, capture_output=True, text=True)
         for ln in script:
             print(f"  $ {ln}")

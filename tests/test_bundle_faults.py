@@ -210,8 +210,9 @@ def test_a_blob_gone_from_its_repository_before_the_manifests_is_sent_again(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What concurrent loads can leave behind, made to happen: right after the blobs are in, one
-    is unlinked from its repository (the registry's own DELETE). The load checks every blob it
-    sent before any manifest, sends that one again, and the image can then be pulled whole."""
+    is unlinked from its repository (the registry's own DELETE). The registry refuses the manifest
+    that references it (MANIFEST_BLOB_UNKNOWN); the load sends that blob again, puts the manifest,
+    and the image can then be pulled whole."""
     from releaser.bundle import load as load_module
 
     target = RegistryServer(tmp_path / "target").start()

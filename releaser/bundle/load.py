@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import workers
-from ..errors import ArchiveError
+from ..errors import ArchiveError, RegistryError
 from ..format.records import BundleMetadata
 from ..fs import held
 from ..lock import split_reference
@@ -197,6 +197,10 @@ class _Load:
         self.shown = _Shown(progress, self.label)
         self.need: dict[str, list[str]] = {}  # digest -> repos lacking it
         self.pending_mounts: list[tuple[str, str, str]] = []  # (repo, digest, the repo it was sent to)
+        # blobs another load may have shared or disturbed: an upload resumed from a session, one sent
+        # while another load held the session, a mount. confirm() asks for these before any manifest;
+        # any other blob gone missing is named by the registry at the manifest's PUT and sent again.
+        self.unsure: set[tuple[str, str]] = set()
 
     def blobs(self) -> None:
         with workers.pool(self.concurrency) as pool:
@@ -258,11 +262,14 @@ class _Load:
             self.stats.blobs_pushed += 1
             self.stats.bytes_pushed += size
             self.stats.resumed += result == "resumed"
+            if result == "resumed" or not mine:
+                self.unsure.add((repo, digest))
             self.pending_mounts.extend((other, digest, repo) for other in self.need[digest][1:])
 
     def _mount_or_send(self, repo: str, digest: str, source: str) -> None:
         if self.registry.mount_blob(repo, digest, source):
             self.stats.blobs_mounted += 1
+            self.unsure.add((repo, digest))
         else:  # the registry would not mount: send the bytes again
             self._send_from_archive(repo, digest)
         self.shown.done(repo, digest, self.sizes[digest])
@@ -273,6 +280,7 @@ class _Load:
         size = self.sizes[digest]
         if self.registry.mount_blob(repo, digest, source):
             self.stats.blobs_mounted += 1
+            self.unsure.add((repo, digest))
         else:
             self.registry.push_blob(
                 repo, digest, size, lambda: ChunkReader(self.registry.iter_blob(source, digest, size))
@@ -285,15 +293,17 @@ class _Load:
         for member, reader in iter_members(self.path):
             if member.name == f"blobs/sha256/{digest.split(':')[1]}" and reader is not None:
                 self.registry.push_blob(repo, digest, member.size, partial(_NoClose, reader))
-                self.stats.blobs_pushed += 1
+                with self.lock:  # also called from the manifests' pool
+                    self.stats.blobs_pushed += 1
                 return
 
     def confirm(self) -> None:
-        """Before any manifest: every blob this load sent or mounted is in its repository (one
-        HEAD each); what is not is sent again. A manifest PUT fails with MANIFEST_BLOB_UNKNOWN
-        when a blob it references is not linked in its repository, and a load cannot know what
-        other loads running at the same time did to the sessions and repositories it shares."""
-        sent = sorted((repo, digest) for digest, repos in self.need.items() for repo in repos)
+        """Before any manifest: every blob another load may have shared or disturbed (`unsure`) is
+        in its repository (one HEAD each); what is not is sent again. A load cannot know what other
+        loads running at the same time did to the sessions and repositories it shares. A blob this
+        load sent whole by itself is not asked for: should it be gone by the manifest's PUT, the
+        registry says so (MANIFEST_BLOB_UNKNOWN) and `_put_manifest` sends it again."""
+        sent = sorted(self.unsure)
         with workers.pool(self.concurrency) as pool:
             there = list(pool.map(lambda p: self.registry.blob_exists(*p), sent))
         for (repo, digest), ok in zip(sent, there, strict=True):
@@ -312,11 +322,33 @@ class _Load:
         for level in ("manifest", "index"):
             batch = [m for m in ordered if m.kind == level]
             with workers.pool(self.concurrency) as pool:
-                for pushed in pool.map(lambda m: _put_manifest(self.registry, self.v, m), batch):
+                for pushed in pool.map(self._put_manifest, batch):
                     if pushed:
                         self.stats.manifests_pushed += 1
                     else:
                         self.stats.manifests_skipped += 1
+
+    def _put_manifest(self, m: _Item) -> bool:
+        """PUT one manifest unless it is there. When the registry answers that a blob it references
+        is unknown in its repository (unlinked since it was sent: another load, a cleanup), each
+        of its blobs the repository lacks is sent again from the bundle, and the PUT made once more."""
+        if self.registry.manifest_exists(m.repo, m.digest):
+            return False
+        content = self.v.small_json[m.digest]
+        try:
+            self.registry.put_manifest(m.repo, m.digest, content, m.media_type)
+        except RegistryError as exc:
+            if not {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"} & set(exc.codes):
+                raise
+            doc = json.loads(content)
+            for d in [doc.get("config") or {}, *(doc.get("layers") or [])]:
+                digest = d.get("digest") if isinstance(d, dict) else None
+                if isinstance(digest, str) and not self.registry.blob_exists(m.repo, digest):
+                    self._send_from_archive(m.repo, digest)
+                    with self.lock:
+                        self.stats.blobs_sent_again += 1
+            self.registry.put_manifest(m.repo, m.digest, content, m.media_type)
+        return True
 
     def tags(self, tags: list[tuple[str, str, str]]) -> None:
         """Tags last: each names a manifest already there."""
@@ -661,13 +693,6 @@ class _BlobStream:
                 self.budget.give(len(data))
 
         self.futures.append(pool.submit(job))
-
-
-def _put_manifest(registry: Registry, v: Verified, m: _Item) -> bool:
-    if registry.manifest_exists(m.repo, m.digest):
-        return False
-    registry.put_manifest(m.repo, m.digest, v.small_json[m.digest], m.media_type)
-    return True
 
 
 class _NoClose:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -620,6 +621,10 @@ def _installer_chunks(f: InstallerFile) -> Iterator[bytes]:
         raise ArchiveError(f"{f.path} changed while bundling", fix="run the bundle again")
 
 
+WRITEBACK = 32 << 20  # start the disk writing the archive every this many bytes
+_SYNC_FILE_RANGE_WRITE = getattr(os, "SYNC_FILE_RANGE_WRITE", 2)
+
+
 class _Hashing:
     """A file being written, hashed on the way (no second read of the archive). Hashing and
     writing run Behind the compressor (workers.Behind), so that they overlap with fetching,
@@ -632,6 +637,7 @@ class _Hashing:
         self.name = name
         self.hash = hashlib.sha256()
         self.size = 0
+        self._written = self._started = 0  # bytes written; bytes whose writeback was started
         self._behind = Behind(self._hash_and_write, depth=depth, name="bundle-file")
 
     def _hash_and_write(self, data: bytes) -> None:
@@ -642,6 +648,22 @@ class _Hashing:
             if exc.filename:
                 raise
             raise OSError(exc.errno, exc.strerror, self.name) from exc
+        self._written += len(data)
+        if self._written - self._started >= WRITEBACK:
+            self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Start writing what is written so far to the disk, without waiting for it, so that the
+        archive's fsync at the end (fs.atomic_file) has little left to wait for (Linux
+        sync_file_range; elsewhere, and for the parts of a split bundle, nothing is done)."""
+        sync = getattr(os, "sync_file_range", None)  # Linux only
+        try:
+            if sync is not None:
+                self.raw.flush()
+                sync(self.raw.fileno(), self._started, self._written - self._started, _SYNC_FILE_RANGE_WRITE)
+        except (AttributeError, OSError, ValueError):  # no file descriptor (the parts of a split bundle)
+            pass
+        self._started = self._written
 
     def write(self, data: bytes) -> int:
         data = bytes(data)  # the compressor may reuse its buffer
