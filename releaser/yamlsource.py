@@ -78,7 +78,7 @@ class _TooManyValues(Exception):
 
 
 class _Builder:
-    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
+    def __init__(self, file: str, loader: yaml.CSafeLoader) -> None:
         self.file = file
         self.loader = loader
         self.lines: dict[PathT, int] = {}
