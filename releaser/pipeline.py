@@ -13,9 +13,9 @@ from .errors import Problem, UsageError
 from .lock import Lock, read_lock
 from .names import RELEASE_FILE
 from .plan import Plan, build_plan
+from .release import load_release
 from .render.compose import render_compose
 from .render.helm import render_helm
-from .values import load_release
 
 
 def release_dir(directory: Path) -> Path:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from releaser.errors import ValidationError
 from releaser.pipeline import load_plan, render_files
-from releaser.values import load_release
+from releaser.release import load_release
 
 from .support import fuzz
 from .support.agreement import check_outputs

@@ -20,7 +20,7 @@ import yaml
 
 from releaser.commands.check import collect_manifest_images
 from releaser.pipeline import load_plan, render_files
-from releaser.values import load_release
+from releaser.release import load_release
 
 from .conftest import RELEASES, ROOT
 from .support.agreement import disagreements

@@ -2,7 +2,7 @@
 situation (a missing file, a stale lock, a tampered bundle, a registry that answers badly or asks
 for a login, no container engine), run through the CLI with --json. Every failure gives the JSON
 envelope on stdout and no traceback. The table covers every command and every documented code;
-code 9 needs a running stack and is asserted by tests/test_quickstart.py (`expect=9`)."""
+code 9 needs a running stack and is asserted by tests/test_quickstart_airgap.py (`expect=9`)."""
 
 from __future__ import annotations
 
@@ -520,4 +520,4 @@ def test_the_table_covers_every_command_and_every_documented_code() -> None:
     assert documented == set(errors.EXIT_CODES), documented ^ set(errors.EXIT_CODES)
     covered = {n for _, n, *_ in TABLE}
     assert documented - covered == {errors.EXIT_UNHEALTHY}, documented - covered
-    assert "expect=9" in (ROOT / "tests/test_quickstart.py").read_text()  # where 9 is asserted
+    assert "expect=9" in (ROOT / "tests/test_quickstart_airgap.py").read_text()  # where 9 is asserted

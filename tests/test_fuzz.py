@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from releaser.cli import app
 from releaser.errors import ReleaserError
 from releaser.lock import Lock, LockedImage, LockedPlatform, lock_document, repository_of, split_reference
-from releaser.values import load_release
+from releaser.release import load_release
 from tests.support.agreement import check_outputs
 
 from .conftest import EXAMPLE, FIXTURES

@@ -18,9 +18,9 @@ from releaser import model as m
 from releaser.errors import ReleaserError
 from releaser.lock import Lock, LockedImage, repository_of
 from releaser.plan import build_plan
+from releaser.release import load_release
 from releaser.render.compose import render_compose
 from releaser.render.helm import render_helm
-from releaser.values import load_release
 from releaser.yamlsource import parse_source
 
 from .conftest import EXAMPLE, FIXTURES

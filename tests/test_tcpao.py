@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from releaser.cli import app
 from releaser.pipeline import load_plan, render_files
 from releaser.quickstart.secrets import TCPAO_KEY_LENGTH
+from releaser.release import mac_algorithms
 from releaser.tcpao import MAC_ALGORITHMS, MAX_KEY_BYTES, config_problems, key_problems
-from releaser.values import mac_algorithms
 
 from .conftest import EXAMPLE, RELEASES, ROOT, missing_component
 

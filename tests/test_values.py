@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from releaser.errors import ValidationError
-from releaser.values import load_release
+from releaser.release import load_release
 
 from .conftest import EXAMPLE, FIXTURES, assert_golden
 
@@ -104,7 +104,7 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
 
 
 def test_every_schema_property_has_a_description() -> None:
-    from releaser.values import release_schema
+    from releaser.release import release_schema
 
     missing = []
 

@@ -27,9 +27,9 @@ from ..pipeline import release_dir, source_date_epoch
 from ..plan import build_plan
 from ..progress import Progress
 from ..registry import RegistryOptions
+from ..release import load_release
 from ..render.docs import compose_images
 from ..render.loadsh import load_sh
-from ..values import load_release
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +147,9 @@ def bundle_release(
     bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
     for svc in release.services:  # the config files release.yaml names, beside it in the bundle
         for c in svc.configs:
-            if c.file is not None:  # inside the release directory (values.py refuses any other)
+            if (
+                c.file is not None
+            ):  # inside the release directory (releaser/release/build.py refuses any other)
                 bp.files[f"release/{posixpath.normpath(c.file)}"] = (directory / c.file).read_bytes()
     if installer:
         bp.installer = installer_files(

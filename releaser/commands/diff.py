@@ -34,9 +34,9 @@ from ..mediatypes import INDEX_TYPES
 from ..names import RELEASE_FILE
 from ..plan import Plan, PlanService, build_plan
 from ..registry import RegistryFor, RegistryOptions
+from ..release import load_release
 from ..render.compose import render_compose
 from ..render.helm import chart_values
-from ..values import load_release
 from ..yamlsource import load_source
 
 

@@ -11,7 +11,7 @@ from ..plan import plan_ports
 from ..quickstart.doctor import ENGINES, Check, detect_engine, run_checks
 from ..quickstart.lifecycle import DEFAULT_DIR, host_ports, own_bridges, registries_to_pull, service_ports
 from ..quickstart.secrets import SECRETS_DIR
-from ..values import load_release
+from ..release import load_release
 
 
 @dataclass(frozen=True, kw_only=True)

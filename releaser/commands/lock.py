@@ -12,7 +12,7 @@ from ..lock import Lock, Resolution, load_lock_file, resolve_lock, split_referen
 from ..names import LOCK_FILE, RELEASE_FILE
 from ..pipeline import release_dir
 from ..registry import RegistryOptions
-from ..values import load_release
+from ..release import load_release
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from ..model import Release
 from ..names import LOCK_FILE
 from ..pipeline import release_dir
 from ..probe import image as probe_image
-from ..values import load_release
+from ..release import load_release
 
 
 @dataclass(frozen=True, kw_only=True)
