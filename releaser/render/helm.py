@@ -953,9 +953,12 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 "type": "object",
                 "description": "The services of the release.",
                 "additionalProperties": False,
-                "properties": {s.name: service for s in plan.services},
+                # every service has the same shape: written once, under definitions (a release of
+                # 300 services would otherwise carry 300 copies of it, which Helm reads at every install)
+                "properties": {s.name: {"$ref": "#/definitions/service"} for s in plan.services},
             },
         },
+        "definitions": {"service": service},
     }
 
 
@@ -994,6 +997,8 @@ def values_reference(plan: Plan, values: dict[str, Any], schema: dict[str, Any])
     rows: list[str] = []
 
     def walk(path: str, node: dict[str, Any], value: Any, depth: int) -> None:
+        if isinstance(node, dict) and "$ref" in node:  # #/definitions/NAME, written by values_schema
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
         props = node.get("properties") if isinstance(node, dict) else None
         if props and isinstance(value, dict) and depth < 3:
             for key, sub in props.items():
