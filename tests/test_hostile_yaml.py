@@ -153,7 +153,7 @@ def test_an_inventory_or_a_backup_that_is_a_device_or_a_pipe_is_refused_by_name(
     import os
 
     from releaser.errors import InputError
-    from releaser.quickstart.lifecycle import _read_backup
+    from releaser.quickstart.backup import _read_backup
 
     os.mkfifo(tmp_path / "site.inventory.json")
     monkeypatch.setenv("RELEASER_KEY_PASSPHRASE", "test-only-passphrase")
@@ -251,3 +251,31 @@ def test_every_path_a_user_writes_into_the_chart_is_quoted() -> None:
         for line in f.read_text().splitlines():
             if re.match(r"\s*-?\s*path: \{\{", line):
                 assert "| toJson }}" in line or "| quote }}" in line, (f.name, line)
+
+
+def test_a_backup_manifest_is_typed_and_a_wrong_one_refused(tmp_path: Path) -> None:
+    """backup.json round-trips through its record, and one of another shape (a list, another format,
+    a path that leaves the stack, a size that is not a number) is refused naming the backup."""
+    from releaser.errors import ReleaserError
+    from releaser.quickstart.backup import BackupManifest, FileMode, VolumeCopy
+
+    where = tmp_path / "b.tar.zst"
+    m = BackupManifest(
+        release="demo",
+        version="1.0.0",
+        created="2026-12-06T00:00:00Z",
+        volumes={"data": VolumeCopy(service="db", path="/var/lib/db", sha256="ab" * 32, size=10)},
+        files={"compose.yaml": "cd" * 32},
+        modes={"compose.yaml": FileMode(mode=0o644, uid=0, gid=0)},
+    )
+    assert BackupManifest.parse(m.to_json(), where) == m
+    good = m.to_json()
+    for bad in (
+        [],
+        {**good, "format": "releaser.dev/quickstart-backup/v0"},
+        {**good, "files": {"../etc/passwd": "00"}},
+        {**good, "volumes": {"data": {**good["volumes"]["data"], "size": "10"}}},
+        {**good, "modes": {"other": {"mode": 1, "uid": 0, "gid": 0}}},
+    ):
+        with pytest.raises(ReleaserError, match=re.escape(str(where))):
+            BackupManifest.parse(bad, where)

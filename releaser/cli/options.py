@@ -112,6 +112,4 @@ StackOpt = Annotated[
         help="The stack directory: compose files, .secrets/, state.",
     ),
 ]
-DEFAULT_STACK = Path(
-    "quickstart"
-)  # as releaser/quickstart/lifecycle.py DEFAULT_DIR (the CLI does not load it)
+DEFAULT_STACK = Path("quickstart")  # as releaser/quickstart/state.py DEFAULT_DIR (the CLI does not load it)

@@ -9,8 +9,9 @@ from ..errors import LockError, PreflightError, UsageError
 from ..pipeline import load_plan, release_dir
 from ..plan import plan_ports
 from ..quickstart.doctor import ENGINES, Check, detect_engine, run_checks
-from ..quickstart.lifecycle import DEFAULT_DIR, host_ports, own_bridges, registries_to_pull, service_ports
+from ..quickstart.preflight import host_ports, own_bridges, registries_to_pull, service_ports
 from ..quickstart.secrets import SECRETS_DIR
+from ..quickstart.state import DEFAULT_DIR
 from ..release import load_release
 
 

@@ -1,6 +1,7 @@
 """`releaser quickstart up|status|logs|down|backup|restore|reset`: the release's Compose stack on
 this host. `up` is composed here (it may load a bundle first, through the airgap command); the
-stack's own steps live in releaser/quickstart/ (lifecycle, doctor, secrets, stack)."""
+stack's own steps live in releaser/quickstart/ (state, preflight, files, backup, lifecycle, doctor,
+secrets, stack)."""
 
 from __future__ import annotations
 
@@ -17,39 +18,33 @@ from ..plan import Plan
 from ..progress import Progress
 from ..quickstart import localregistry, revisions
 from ..quickstart import secrets as sec
+from ..quickstart.backup import BackupResult, RestoreResult, backup, restore
 from ..quickstart.doctor import Check, Engine, detect_engine
+from ..quickstart.files import bundle_files, secret_specs, urls, write_file
 from ..quickstart.lifecycle import (
-    DEFAULT_DIR,
     REVISION_BACKUP,
-    STATE_FILE,
-    BackupResult,
     ResetResult,
-    RestoreResult,
+    StatusResult,
+    down,
+    killed_on_stop,
+    logs,
+    reset,
+    status,
+)
+from ..quickstart.preflight import held_ports, preflight, registries_to_pull
+from ..quickstart.stack import ComposeFile, ServiceState, Update, up_and_wait
+from ..quickstart.state import (
+    DEFAULT_DIR,
+    STATE_FILE,
     Say,
     State,
-    StatusResult,
-    backup,
-    bundle_files,
     changed_key_sidecars,
     compose_for,
     compose_spec,
-    down,
     find_engine,
-    held_ports,
     key_digests,
-    killed_on_stop,
-    logs,
-    preflight,
     quiet,
-    registries_to_pull,
-    reset,
-    restore,
-    secret_specs,
-    status,
-    urls,
-    write_file,
 )
-from ..quickstart.stack import ComposeFile, ServiceState, Update, up_and_wait
 from ..registry import RegistryOptions
 from ..render.compose import PODMAN_COMPOSE, podman_variant, render_compose
 from .load import load_bundle
