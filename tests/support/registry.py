@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,10 +40,26 @@ USER, PASSWORD = "releaser", "s3cret-test-only"
 REFRESH_TOKEN = "refresh-test-only-5d1e0c"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, below the kernel's ephemeral range (32768-60999 here), so that no
+    client connection of a test running beside this one (the suite runs on several workers) takes it
+    between now and when the test binds it; never the same one twice in a process."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20000, 32000)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def self_signed(directory: Path, names: list[str]) -> tuple[Path, Path]:
