@@ -15,6 +15,7 @@ from . import model as m
 from .lock import Lock, split_reference
 from .names import PROBE_SUFFIX, VOLUMES_SUFFIX
 from .quantities import byte_count
+from .tcpao import split_hostport
 
 # What a container of releaser's probe image gets, wherever it runs (a Compose probe container, the
 # chart's job waiter and `helm test` pod): one static binary checking one thing at a time
@@ -337,11 +338,6 @@ def _uid_gid(user: str) -> tuple[int, int]:
     return int(uid), int(gid or uid)
 
 
-def _hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host, int(port)
-
-
 def _compose_omissions(services: list[PlanService]) -> list[str]:
     """What Compose cannot express, said once in the compose file's header."""
     out = []
@@ -534,10 +530,10 @@ def _plan_secrets(
 
 def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
     """The TCP-AO proxy beside a service: its legs, its peer, and the settings every renderer uses."""
-    _, lport = _hostport(t.listen)
+    _, lport = split_hostport(t.listen)
     if t.role == "initiator":
         assert t.remote is not None
-        peer_ip, peer_port = _hostport(t.remote)
+        peer_ip, peer_port = split_hostport(t.remote)
     else:
         peer_ip, peer_port = peer.address or "0.0.0.0", None
     return Sidecar(

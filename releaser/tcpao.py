@@ -20,6 +20,13 @@ MAX_KEY_BYTES = 80  # TCP_AO_MAXKEYLEN: the proxy refuses longer keys, the kerne
 MAC_ALGORITHMS = {"hmac-sha256": "hmac(sha256)", "hmac-sha1": "hmac(sha1)", "cmac-aes": "cmac(aes)"}
 
 
+def split_hostport(value: str) -> tuple[str, int]:
+    """A sidecar address HOST:PORT (listen, forward, remote; the schema's pattern) as (host, port):
+    the one place these are read, by the checks and by the plan."""
+    host, _, port = value.rpartition(":")
+    return host, int(port)
+
+
 def config_problems(text: str) -> list[str]:
     """What the proxy would refuse in a rendered sidecar config (empty: it loads and validates)."""
     try:

@@ -12,6 +12,7 @@ from .. import model as m
 from ..errors import Problem
 from ..names import PROBE_SUFFIX, VOLUMES_SUFFIX
 from ..quantities import byte_count
+from ..tcpao import split_hostport
 from ..yamlsource import PathT, Source, json_path
 
 MAX_ID = 2**31 - 1  # Kubernetes: runAsUser, runAsGroup and fsGroup are int32 in practice (int64 in the API)
@@ -21,11 +22,6 @@ MAX_SEMVER_PART = 2**64 - 1  # Helm (Masterminds semver) parses major, minor and
 
 
 _FORBIDDEN_CAPS = {"SYS_ADMIN": "it is nearly root; find the narrower capability the service needs"}
-
-
-def _split_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host, int(port)
 
 
 def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -128,7 +124,7 @@ class _Semantics:
                 ("remote", s.tcpao.remote),
             ):
                 if value is not None:
-                    fields.append(((*base, "tcpao", key), _split_hostport(value)[0]))
+                    fields.append(((*base, "tcpao", key), split_hostport(value)[0]))
         ok = True
         for path, value in fields:
             if _ip(value) is None:
@@ -220,7 +216,7 @@ class _Semantics:
     def sidecar(self, s: m.Service, t: m.TcpAo, base: PathT, pod_ports: dict[tuple[int, str], str]) -> None:
         tp: PathT = (*base, "tcpao")
         self.use_image((*tp, "image"), t.image)
-        _, lport = _split_hostport(t.listen)
+        _, lport = split_hostport(t.listen)
         if (lport, "TCP") in pod_ports:
             self.problem(
                 (*tp, "listen"),
@@ -230,7 +226,7 @@ class _Semantics:
             )
         pod_ports[(lport, "TCP")] = "tcpao"
         if t.role == "terminator" and t.forward:
-            fhost, fport = _split_hostport(t.forward)
+            fhost, fport = split_hostport(t.forward)
             if (fport, "TCP") not in {(p.port, p.protocol) for p in s.ports}:
                 self.problem(
                     (*tp, "forward"),
@@ -242,7 +238,7 @@ class _Semantics:
                     (*tp, "forward"), "the local leg must stay on loopback", f"use 127.0.0.1:{fport}"
                 )
         if t.role == "initiator":
-            lhost, _ = _split_hostport(t.listen)
+            lhost, _ = split_hostport(t.listen)
             if not ipaddress.ip_address(lhost).is_loopback:
                 self.problem(
                     (*tp, "listen"),
@@ -744,8 +740,8 @@ def _check_pair(
                 )
             )
     assert t.remote is not None
-    rhost, rport = _split_hostport(t.remote)
-    _, lport = _split_hostport(pt.listen)
+    rhost, rport = split_hostport(t.remote)
+    _, lport = split_hostport(pt.listen)
     right = f"{peer.address or rhost}:{lport}"
     if rport != lport:
         out.append(
