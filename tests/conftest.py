@@ -146,6 +146,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "registry: starts a registry process (docker-registry); not in make test-quick"
     )
+    config.addinivalue_line(
+        "markers",
+        "alone: runs after the parallel suite, by itself (make test's second pytest run): podman 4.3 "
+        "failed to start a container (`runc start`: exit status 1) while Docker engines ran beside it",
+    )
 
 
 def needs_service(what: str) -> None:

@@ -26,7 +26,8 @@ from tests.support.stack import compose_alone, seqs, wait_for
 from tests.support.stack import received as received_on
 from tests.test_quickstart import RELEASER
 
-pytestmark = pytest.mark.engine
+# by itself, after the parallel suite (tests/conftest.py: alone)
+pytestmark = [pytest.mark.engine, pytest.mark.alone]
 
 
 @pytest.fixture(scope="module")

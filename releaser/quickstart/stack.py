@@ -192,6 +192,26 @@ class Compose:
             )
         return proc
 
+    def run_logged(self, *args: str, out: IO[bytes], timeout: float | None = 600) -> int:
+        """Run with stdout and stderr into `out` (which can be read while it runs); the exit code."""
+        cmd = self.argv(*args)
+        try:
+            return subprocess.run(
+                cmd,
+                cwd=self.directory,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+                env=self.env,
+            ).returncode
+        except FileNotFoundError as exc:
+            raise ToolError(
+                f"{cmd[0]} is not installed", fix="releaser doctor lists what is missing"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise EngineError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from exc
+
     def engine_cli(self) -> str:
         return self.engine.cli
 
@@ -523,13 +543,38 @@ def up_and_wait(
     service exits or turns unhealthy, or when `up` itself fails; otherwise at the deadline.
     """
     result: dict[str, Any] = {}
+    # what `compose up` prints, readable while it runs: a deadline that passes while it is still
+    # starting a service (podman-compose starts one container after another) shows where it is
+    log = tempfile.NamedTemporaryFile(prefix="releaser-up-", suffix=".log")  # noqa: SIM115 - closed below
+
+    def output() -> str:
+        return Path(log.name).read_bytes()[-(64 << 10) :].decode("utf-8", "replace")
 
     def run_up() -> None:
         try:
-            result["proc"] = compose.run("up", "-d", "--remove-orphans", check=False, timeout=timeout + 60)
+            result["code"] = compose.run_logged("up", "-d", "--remove-orphans", out=log, timeout=timeout + 60)
         except ReleaserError as exc:
             result["error"] = exc
 
+    try:
+        return _wait_for_up(compose, spec, timeout, on_update, poll, redact, run_up, result, output)
+    finally:
+        log.close()
+
+
+def _wait_for_up(
+    compose: Compose,
+    spec: ComposeFile,
+    timeout: float,
+    on_update: Update | None,
+    poll: float,
+    redact: Callable[[str], str],
+    run_up: Callable[[], None],
+    result: dict[str, Any],
+    output: Callable[[], str],
+) -> list[ServiceState]:
+    """up_and_wait's loop: `run_up` in a thread, every service polled until all are ready, a
+    failure, or the deadline; `output()` is what `compose up` printed so far."""
     # containers of an earlier run (a failed one: unhealthy, restarting, exited) say nothing about this
     # one until `up` has recreated or restarted them: they count once `up` is done, or when new
     earlier = {i for s in compose.states(spec) for i in s.ids}
@@ -563,16 +608,15 @@ def up_and_wait(
         if up_done:
             if "error" in result:
                 raise result["error"]
-            proc = result["proc"]
-            if proc.returncode != 0:
-                msg = _tail(redact(proc.stderr or proc.stdout), 8)
+            if result["code"] != 0:
+                msg = _tail(redact(output()), 8)
                 states = compose.states(spec)  # after the failure: who is down now
                 culprit = _blame(spec, states) or next(
                     (s for s in states if not s.ready and s.container and f"-{s.service}-" in msg), None
                 )
                 if culprit is None:
                     raise StackError(
-                        f"`compose up` failed (exit {proc.returncode}): {msg}",
+                        f"`compose up` failed (exit {result['code']}): {msg}",
                         states=states,
                         fix="fix what the message names, then run the same command again",
                     )
@@ -588,10 +632,9 @@ def up_and_wait(
                 return states
             missing = [s.service for s in states if s.state in ("waiting", "created")]
             if missing and up_finished_at is not None and time.monotonic() - up_finished_at > 15:
-                proc = result["proc"]
                 raise StackError(
                     f"`compose up` finished but did not start {', '.join(missing)}: "
-                    f"{_tail(redact(proc.stderr or proc.stdout), 12)}",
+                    f"{_tail(redact(output()), 12)}",
                     states=states,
                     fix="fix what the engine says above, then run the same command again",
                 )
@@ -600,12 +643,17 @@ def up_and_wait(
         if elapsed > timeout:
             worker.join(timeout=1)
             late = next((s for s in states if not s.ready), states[0])
+            still = (
+                f"; `compose up` is still running, its last lines: {_tail(redact(output()), 8)}"
+                if worker.is_alive() and late.state in ("created", "waiting")
+                else ""
+            )
             raise _failure(
                 compose,
                 late,
                 states,
                 redact,
-                f"{late.service} is not ready after {timeout:.0f} s (state: {late.label()})",
+                f"{late.service} is not ready after {timeout:.0f} s (state: {late.label()}){still}",
             )
         time.sleep(poll)
 

@@ -9,12 +9,15 @@ registries (127.0.0.0/8) are trusted over plain HTTP by dockerd itself.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
@@ -27,6 +30,17 @@ def available() -> list[str]:
     if os.geteuid() != 0:
         missing.append("root (dockerd needs it)")
     return missing
+
+
+@contextlib.contextmanager
+def _one_at_a_time() -> Iterator[None]:
+    """One dockerd of this host starts or stops at a time (the suite runs engines on several
+    workers): each sets up the host's shared iptables chains as it starts (DOCKER-ISOLATION-STAGE-2
+    deleted and made again), and a second one doing so at the same moment fails with "No
+    chain/target/match by that name"."""
+    with open("/tmp/releaser-tests-dockerd.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 class DockerEngine:
@@ -44,6 +58,10 @@ class DockerEngine:
         from ..conftest import needs_service
 
         needs_service("a container engine (dockerd)")
+        with _one_at_a_time():
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> DockerEngine:
         s = self.state
         s.mkdir(parents=True, exist_ok=True)
         log = (s / "containerd.log").open("wb")
@@ -121,6 +139,10 @@ class DockerEngine:
         """Remove every container and network, then stop dockerd and containerd; remove the state
         directory. Networks must go while dockerd runs: it leaves their bridges (and routes) in
         the kernel when it stops, and a stale route for a subnet breaks the next stack using it."""
+        with _one_at_a_time():
+            self._stop()
+
+    def _stop(self) -> None:
         bridges: list[str] = []
         if self.procs and self.ready():
             ids = subprocess.run(
