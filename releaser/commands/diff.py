@@ -36,7 +36,7 @@ from ..plan import Plan, PlanService, build_plan
 from ..registry import RegistryFor, RegistryOptions
 from ..release import load_release
 from ..render.compose import render_compose
-from ..render.helm import chart_values
+from ..render.helm_values import chart_values
 from ..yamlsource import load_source
 
 
