@@ -7,7 +7,7 @@ number, boolean or null written quoted. PyYAML writes `1e3`, `0o17`, `.5E2`, `+.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -18,11 +18,15 @@ _NOT_A_STRING = re.compile(
 )
 
 
-class _Dumper(yaml.CSafeDumper):
+# libyaml's emitter (the same output as PyYAML's own, which stands in where PyYAML was built without it)
+_BASE: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BASE):  # type: ignore[valid-type,misc]  # a base chosen at import
     def represent_str(self, data: str) -> yaml.ScalarNode:
         if _NOT_A_STRING.fullmatch(data):
-            return self.represent_scalar("tag:yaml.org,2002:str", data, style="'")
-        return super().represent_str(data)
+            return cast(yaml.ScalarNode, self.represent_scalar("tag:yaml.org,2002:str", data, style="'"))
+        return cast(yaml.ScalarNode, super().represent_str(data))
 
 
 _Dumper.add_representer(str, _Dumper.represent_str)

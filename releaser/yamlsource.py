@@ -77,8 +77,13 @@ class _TooManyValues(Exception):
         self.line = line
 
 
+# libyaml's parser (PyYAML's C loader: node marks kept for file:line), or PyYAML's own where it was
+# built without libyaml; both give the same nodes
+LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class _Builder:
-    def __init__(self, file: str, loader: yaml.CSafeLoader) -> None:
+    def __init__(self, file: str, loader: yaml.SafeLoader) -> None:
         self.file = file
         self.loader = loader
         self.lines: dict[PathT, int] = {}
@@ -195,8 +200,9 @@ def load_source(path: Path, *, display: str | None = None) -> tuple[Source | Non
 
 def parse_source(text: str, name: str) -> tuple[Source | None, list[Problem]]:
     try:
-        loader = yaml.CSafeLoader(text)
-    except yaml.YAMLError as exc:  # the reader rejects control characters up front
+        yaml.reader.Reader(text)  # control characters, refused up front with the fix below
+        loader = LOADER(text)
+    except yaml.YAMLError as exc:
         return None, [
             Problem(
                 file=name,

@@ -279,3 +279,15 @@ def test_a_backup_manifest_is_typed_and_a_wrong_one_refused(tmp_path: Path) -> N
     ):
         with pytest.raises(ReleaserError, match=re.escape(str(where))):
             BackupManifest.parse(bad, where)
+
+
+def test_a_control_character_is_named_with_its_fix(tmp_path: Path) -> None:
+    """libyaml parses release.yaml, but a control character is still refused up front, as not text."""
+    from releaser.errors import ValidationError
+    from releaser.release import load_release
+
+    (tmp_path / "release.yaml").write_text("apiVersion: releaser.dev/v1alpha1\n\x01kind: Release\n")
+    with pytest.raises(ValidationError) as err:
+        load_release(tmp_path)
+    (problem,) = err.value.problems
+    assert problem.message.startswith("not YAML text") and "control characters" in (problem.fix or "")

@@ -24,6 +24,7 @@ from ..probe import UID as PROBE_UID
 from ..probe import checks_for
 from ..tcpao import config_problems
 from ..yamlout import dump
+from ..yamlsource import LOADER
 
 BIND_KNOB = "BIND_ADDRESS"
 LABEL = "dev.releaser"
@@ -354,7 +355,7 @@ def podman_variant(compose_yaml: bytes) -> bytes:
     own `:U` volume option (the volume is given to the container's user when mounted). The owners
     stay, in a profile nothing starts, so that compose.airgap.yaml, which names every container,
     applies to this file as to compose.yaml."""
-    doc = yaml.load(compose_yaml, Loader=yaml.CSafeLoader)  # libyaml: 10x the pure-Python loader
+    doc = yaml.load(compose_yaml, Loader=LOADER)  # libyaml where PyYAML has it: 10x its own loader
     services = doc.get("services") or {}
     owners = {
         n for n, svc in services.items() if (svc.get("labels") or {}).get(f"{LABEL}.volume-owner") == "true"
