@@ -134,7 +134,8 @@ class _Source:
         if is_bundle and (key is None or registry is None):
             raise UsageError(
                 "a bundle needs --key (the publisher's public key) and --to (the registry to load it into)",
-                fix=f"releaser quickstart {source} --key releaser.pub --to 127.0.0.1:5000",
+                fix=f"add --key {key or 'PUBLISHER.pub'} --to {registry or 'REGISTRY[:PORT]'} (the registry the stack "
+                "runs it from; --to local starts one of the stack's own)",
             )
         if not is_bundle and registry is not None:
             raise UsageError(

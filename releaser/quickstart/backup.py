@@ -25,7 +25,7 @@ from . import localregistry
 from . import secrets as sec
 from .files import write_file
 from .lifecycle import killed_on_stop
-from .stack import ServiceState, up_and_wait
+from .stack import ServiceState, up_and_wait, wait_ready
 from .state import DEFAULT_DIR, STATE_FILE, Say, State, compose_for, compose_spec, quiet
 
 BACKUP_FORMAT = "releaser.dev/quickstart-backup/v1"
@@ -167,8 +167,11 @@ def _config_files(stack: Path) -> list[str]:
     return out
 
 
-def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: bool = True) -> BackupResult:
+def backup(
+    stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: bool = True, timeout: float = 300
+) -> BackupResult:
     """Stop the stack, copy every volume, the config and the secrets into one .tar.zst, start again
+    and wait until what ran is ready again (`timeout`; StackError after the backup is written)
     (`restart` False: leave it stopped, as an upgrade does, which replaces it next)."""
     state = State.load(stack)
     spec = compose_spec(stack, state)
@@ -245,7 +248,15 @@ def backup(stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: b
                 info.size, info.mode = staged_path.stat().st_size, 0o600
                 with staged_path.open("rb") as f:
                     tar.addfile(info, f)
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    with out.open("rb") as f:  # streamed: a backup holds whole volumes
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    if running and restart:  # as it was before: ready, not only started (status right after says so)
+        try:
+            wait_ready(compose, spec, running, timeout=timeout, redact=lambda text: sec.redact(text, stack))
+        except ReleaserError as exc:
+            exc.add_note(f"the backup itself was written: {out}")
+            raise
+        say(f"{', '.join(running)} ready again")
     return BackupResult(
         path=str(out),
         release=state.release,

@@ -658,6 +658,41 @@ def _wait_for_up(
         time.sleep(poll)
 
 
+def wait_ready(
+    compose: Compose,
+    spec: ComposeFile,
+    services: list[str],
+    *,
+    timeout: float,
+    poll: float = 1.0,
+    redact: Callable[[str], str] = lambda s: s,
+) -> list[ServiceState]:
+    """After `compose start` of `services`: poll until each is ready (running, and healthy where it has
+    a health check); fail at once when one exits or turns unhealthy, otherwise at the deadline."""
+    start = time.monotonic()
+    while True:
+        states = compose.states(spec)
+        compose.run_healthchecks(states)
+        mine = [s for s in states if s.service in services]
+        failed = _blame(spec, mine)
+        if failed is not None:
+            raise _failure(
+                compose, failed, states, redact, f"{failed.service} is {failed.label()} after starting again"
+            )
+        if all(s.ready for s in mine):
+            return states
+        if time.monotonic() - start > timeout:
+            late = next(s for s in mine if not s.ready)
+            raise _failure(
+                compose,
+                late,
+                states,
+                redact,
+                f"{late.service} is not ready {timeout:.0f} s after starting again (state: {late.label()})",
+            )
+        time.sleep(poll)
+
+
 def _blame(spec: ComposeFile, states: list[ServiceState]) -> ServiceState | None:
     """The service to blame for a failure, if any: the first one that exited, restarts or is
     unhealthy; but a sidecar dies with the service whose network it shares, so when that

@@ -537,9 +537,10 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 {
                     "create": {
                         "type": "boolean",
-                        "description": "Create the release namespace with the Pod Security "
-                        "labels below (instead of --create-namespace, which "
-                        "sets none). It is kept on uninstall.",
+                        "description": "Render the release namespace with the Pod Security "
+                        "labels below, for a render without a cluster (helm template, Argo CD, "
+                        "Flux). helm install refuses it: create and label the namespace first "
+                        "(the error says how). Kept on uninstall.",
                     },
                     "podSecurity": _obj(
                         {
@@ -553,7 +554,7 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                         desc="Pod Security Admission levels for the namespace.",
                     ),
                 },
-                desc="The release namespace (optional creation, Pod Security labels).",
+                desc="The release namespace's Pod Security labels (and its creation in a render without a cluster).",
             ),
             "preCreatedSecrets": {
                 "type": "boolean",

@@ -13,10 +13,12 @@ from pathlib import Path
 from tests.conftest import ROOT
 from tests.support import images
 from tests.support.cluster import Cluster
-from tests.support.docs import walk_through
+from tests.support.docs import commands, walk_through
 from tests.support.registry import RegistryServer
 
 from .helpers import HELM3, RELEASER, publish, releaser_env, sh, tempdir
+
+RUNNER = "tests/e2e/test_kubernetes_doc.py"
 
 
 def _publish(work: Path) -> None:
@@ -41,8 +43,8 @@ def _publish(work: Path) -> None:
 
 
 def test_the_walk_through_runs_as_written(cluster: Cluster) -> None:
-    lines = walk_through(ROOT / "docs/kubernetes.md", "tests/e2e/test_kubernetes_doc.py")
-    assert len(lines) >= 9
+    blocks = commands(ROOT / "docs/kubernetes.md", "tests/e2e/test_kubernetes_doc.py")
+    assert len(blocks) >= 7 and len(walk_through(ROOT / "docs/kubernetes.md", RUNNER)) >= 14
     work = tempdir(cluster, "kubernetes-doc")
     _publish(work)
     shutil.copy(cluster.ca, work / "site-ca.crt")
@@ -61,9 +63,9 @@ def test_the_walk_through_runs_as_written(cluster: Cluster) -> None:
         "HELM_CACHE_HOME": str(work / "helm-cache"),
     }
     try:
-        for line in lines:
+        for block in blocks:  # each block one script: a variable set in it holds to its end
             proc = subprocess.run(
-                cluster.site_cmd("bash", "-euo", "pipefail", "-c", line),
+                cluster.site_cmd("bash", "-euo", "pipefail", "-c", block.text),
                 cwd=work,
                 env=env,
                 capture_output=True,
@@ -71,11 +73,20 @@ def test_the_walk_through_runs_as_written(cluster: Cluster) -> None:
                 check=False,
                 timeout=600,
             )
-            assert proc.returncode == 0, f"{line}\n{proc.stdout}\n{proc.stderr}"
+            assert proc.returncode == 0, f"{block.where}:\n{block.text}\n{proc.stdout}\n{proc.stderr}"
         api = cluster.kjson("-n", "platform-prod", "get", "configmap", "api-config")["data"]["api.yaml"]
         assert api == (ROOT / "examples/platform/config/api.yaml").read_text()  # rolled back to 2.3.0
         revisions = cluster.kubectl("-n", "platform-prod", "get", "secrets", "-l", "owner=helm", "-o", "name")
-        assert len(revisions.split()) == 3  # install, upgrade, rollback
+        assert len(revisions.split()) == 4  # install, upgrade, rollback, the API server's addresses
+        api_server = cluster.kjson("-n", "platform-prod", "get", "networkpolicy", "api")["spec"]["egress"]
+        narrowed = [r for r in api_server if any(p.get("port") == 6443 for p in r.get("ports", []))]
+        assert narrowed and all(
+            "ipBlock" in peer and peer["ipBlock"]["cidr"].endswith("/32")
+            for r in narrowed
+            for peer in r["to"]
+        ), api_server
+        gitops = (work / "platform-gitops.yaml").read_text()
+        assert "kind: Secret" not in gitops and "platform-db-password" in gitops
     finally:
         env_helm = {**env, "PATH": env["PATH"]}
         subprocess.run(
@@ -85,4 +96,5 @@ def test_the_walk_through_runs_as_written(cluster: Cluster) -> None:
             check=False,
             timeout=300,
         )
-        cluster.kubectl("delete", "namespace", "platform-prod", "--wait=true", "--timeout=120s", check=False)
+        for ns in ("platform-prod", "platform-gitops"):
+            cluster.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)

@@ -4,7 +4,8 @@ Every fenced block of README.md and docs/*.md says what it is in its info string
 test runs as written), `console` (a transcript: `$ ` lines a test runs, then what they print),
 `text` (output, layouts, diagrams and cards whose UPPER-CASE words are yours), `yaml`, `json`.
 A `sh` or `console` block names the test that runs it after the language, invisible on a rendered
-page: ```` ```sh tests/test_docs_run.py ````. That test takes its blocks with `commands(page,
+page: ```` ```sh tests/test_docs_run.py ```` (or the tests, when two run it: a block both the engine
+test and the cluster test need). That test takes its blocks with `commands(page,
 runner)`, so a block it does not run cannot go unnoticed; tests/test_docs.py checks that every such
 block names a runner that reads its page, and parses every `releaser` line of every block with the
 real command line (options, arguments, the space before a `#` comment).
@@ -27,7 +28,7 @@ class Block:
     page: Path
     line: int  # of the opening fence
     kind: str  # the info string's first word ("" when there is none)
-    runner: str  # its second word: the test that runs it (sh and console blocks)
+    runners: tuple[str, ...]  # the words after the first: the tests that run it (sh and console blocks)
     text: str
 
     @property
@@ -56,7 +57,7 @@ def blocks(page: Path) -> list[Block]:
                 page=page,
                 line=text[: m.start()].count("\n") + 1,
                 kind=words[0] if words else "",
-                runner=words[1] if len(words) > 1 else "",
+                runners=tuple(words[1:]),
                 text=m.group(2),
             )
         )
@@ -66,7 +67,7 @@ def blocks(page: Path) -> list[Block]:
 def commands(page: Path, runner: str) -> list[Block]:
     """The `sh` and `console` blocks of `page` that name `runner` (a path from the repository's
     root, e.g. tests/test_docs_run.py), in page order."""
-    found = [b for b in blocks(page) if b.kind in ("sh", "console") and b.runner == runner]
+    found = [b for b in blocks(page) if b.kind in ("sh", "console") and runner in b.runners]
     assert found, f"{page.relative_to(ROOT)} has no block that {runner} runs"
     return found
 

@@ -250,16 +250,25 @@ STANDIN_ROLES = {
     "api": "api",
     "worker": "worker",
     "store": "store",
+    # `releaser init`'s template
+    "web": "web",
+    "redis": "redis",
 }
 
 
 def build_standin(
-    root: Path, name: str, tag: str, *, platforms: tuple[str, ...] = ("amd64",)
+    root: Path,
+    name: str,
+    tag: str,
+    *,
+    platforms: tuple[str, ...] = ("amd64",),
+    extra: dict[str, bytes] | None = None,
 ) -> dict[str, object]:
     """A RUNNABLE stand-in for one image of the example (busybox scripts in tests/support/standins):
     collector/speaker/bus answer their health checks, the speaker sends one numbered line per
     second to its BMP target and keeps its counter in its volume, the collector stores what
-    arrives (served at /received on its HTTP port), the tcpao-proxy relays over PLAIN TCP."""
+    arrives (served at /received on its HTTP port), the tcpao-proxy relays over PLAIN TCP.
+    `extra`: more files (another version of the same stand-in)."""
     role = STANDIN_ROLES[name]
     scripts = {
         f"usr/local/bin/{f.name}": f.read_bytes() for f in sorted(STANDINS.iterdir()) if f.name != "nc"
@@ -275,7 +284,7 @@ def build_standin(
         f"stand-in-{name}",
         tag,
         platforms=platforms,
-        extra=scripts,
+        extra={**scripts, **(extra or {})},
         entrypoint=entry,
         links=links,
         owned_dirs=owned,
@@ -291,16 +300,18 @@ def push_probe(dest: str) -> None:
     probe_push(dest, RegistryOptions(insecure=True))
 
 
-def publish_standins(release_text: str, layout: Path, host: str) -> str:
+def publish_standins(release_text: str, layout: Path, host: str, *, probe: bool = True) -> str:
     """Build the runnable stand-ins of every `registry.example.org/...` image named in an
     example release.yaml (two platforms for gobmp-tls and gobgp-stunnel, like the real ones),
-    push them to the registry `host`, and return the release text pointed at that registry."""
+    push them to the registry `host`, and return the release text pointed at that registry.
+    `probe=False`: leave releaser's probe image to the caller (`releaser probe push`)."""
     import re
 
     for full, path, tag in re.findall(r"ref: (registry\.example\.org/(\S+?):([^\s},]+))", release_text):
         name = path.rsplit("/", 1)[1]
         if name == "releaser-probe":
-            push_probe(f"{host}/{path}:{tag}")
+            if probe:
+                push_probe(f"{host}/{path}:{tag}")
             continue
         multi = ("amd64", "arm64") if name in ("gobmp-tls", "gobgp-stunnel") else ("amd64",)
         build_standin(layout, name, full, platforms=multi)
