@@ -124,6 +124,7 @@ def assert_golden(path: Path, actual: str, update: bool) -> None:
 # Figures: docs/testing.md#the-suite-in-parallel. A module not listed runs after these, in file order.
 LONGEST_FIRST = (
     "test_quickstart.py",
+    "test_readme_run.py",
     "test_quickstart_upgrade.py",
     "test_probe.py",
     "test_quickstart_airgap.py",
