@@ -7,10 +7,12 @@ quickstart, doctor); each stage itself lives in its own module (values, lock, pl
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 
 from .errors import Problem, UsageError
 from .lock import Lock, read_lock
+from .model import Release
 from .names import RELEASE_FILE
 from .plan import Plan, build_plan
 from .release import load_release
@@ -37,6 +39,17 @@ def load_plan_and_lock(directory: Path) -> tuple[Plan, Lock, list[Problem]]:
     release, warnings = load_release(directory)
     lock = read_lock(directory, release)
     return build_plan(release, lock), lock, warnings
+
+
+def release_files(release: Release, directory: Path) -> dict[str, bytes]:
+    """The config files release.yaml names, as a bundle carries them beside it (release/<path>);
+    each is inside the release directory (releaser/release/build.py refuses any other)."""
+    return {
+        f"release/{posixpath.normpath(c.file)}": (directory / c.file).read_bytes()
+        for svc in release.services
+        for c in svc.configs
+        if c.file is not None
+    }
 
 
 def render_files(plan: Plan) -> dict[str, dict[str, bytes]]:

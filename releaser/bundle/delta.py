@@ -17,19 +17,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
 from .. import budgets, workers
 from ..errors import BaseMissing, BudgetExceeded, InputError, RegistryError, ReleaserError, ValidationError
 from ..format import CHECKSUMS, METADATA, SIGNATURE
 from ..format.records import BaseRecord, BundleMetadata, DeltaRecord, ReliedBlob
 from ..fs import UnreadableInput, read_input
 from ..lock import Lock, LockedImage, load_lock_file, split_reference
+from ..plan import Plan
 from ..registry import Registry, RegistryFor
+from ..render.docs import compose_images
+from ..render.loadsh import load_sh
 from ..target import Target
 from .audit import read_one_byte, spread
 from .load import plan_load
 from .parts import is_bundle
 from .verify import Verified, read_head
-from .write import BundlePlan
+from .write import BundlePlan, checksums_and_metadata, signed_head
 
 INVENTORY_KIND = "ReleaserInventory"
 INVENTORY_VERSION = 1
@@ -336,3 +341,37 @@ def check_relied(
         )
     mounts = {(repo, d): where[d][0] for (repo, d), ok in have.items() if not ok}
     return Relied(present=sum(have.values()), mounts=mounts, sampled=len(chosen))
+
+
+def cut_delta(
+    plan: Plan,
+    lock: Lock,
+    bp: BundlePlan,
+    base: Base,
+    *,
+    private: EllipticCurvePrivateKey,
+    level: int,
+    mtime: int,
+    signer: str,
+) -> tuple[BundlePlan, list[tuple[str, str, int]], bytes, BundleMetadata]:
+    """The delta of the full bundle `bp` against `base`: the layers the base holds left out, the full
+    bundle's signed head carried under full/ (for `bundle merge`), and load.sh replaced by one that
+    verifies and then says why a delta cannot be loaded by it (the full one kept under full/).
+    Returns its plan, entries, checksums.txt and metadata (with the delta record)."""
+    entries, checksums, meta = checksums_and_metadata(plan, lock, bp, mtime=mtime, signer_fingerprint=signer)
+    full = signed_head(meta, checksums, private)
+    bp, delta = make_delta(bp, base, level=level)
+    bp.files[FULL_PREFIX + "load.sh"] = bp.leading["load.sh"]
+    bp.leading["load.sh"] = load_sh(
+        name=plan.name,
+        version=plan.version,
+        images=bp.images,
+        chart=(meta.chart.ref, meta.chart.digest),
+        compose=compose_images(plan),
+        delta=delta.base.describe(),
+    )
+    bp.files[FULL_HEAD[METADATA]] = full.metadata
+    bp.files[FULL_HEAD[SIGNATURE]] = full.signature
+    bp.files[FULL_HEAD[CHECKSUMS]] = full.checksums
+    entries, checksums, meta = checksums_and_metadata(plan, lock, bp, mtime=mtime, signer_fingerprint=signer)
+    return bp, entries, checksums, replace(meta, delta=delta)

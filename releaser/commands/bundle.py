@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..bundle.cache import BlobCache, default_cache_dir
-from ..bundle.delta import FULL_HEAD, FULL_PREFIX, make_delta, read_base
+from ..bundle.delta import cut_delta, read_base
 from ..bundle.installer import choose, installer_files
 from ..bundle.parts import part_path
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem
@@ -20,16 +19,14 @@ from ..bundle.write import (
     write_archive,
 )
 from ..errors import TargetExists, UsageError
-from ..format import CHECKSUMS, METADATA, SIGNATURE
+from ..format import bundle_path
 from ..format.records import DeltaRecord, PartRecord
 from ..lock import read_lock, split_reference
-from ..pipeline import release_dir, source_date_epoch
+from ..pipeline import release_dir, release_files, source_date_epoch
 from ..plan import build_plan
 from ..progress import Progress
 from ..registry import RegistryOptions
 from ..release import load_release
-from ..render.docs import compose_images
-from ..render.loadsh import load_sh
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,8 +129,7 @@ def bundle_release(
     release, _ = load_release(directory)
     lock = read_lock(directory, release)
     plan = build_plan(release, lock)
-    suffix = "-delta" if since is not None else ""
-    target = out or Path("bundles") / f"{plan.name}-{plan.version}{suffix}.tar.zst"
+    target = out or bundle_path(plan.name, plan.version, delta=since is not None)
     existing = part_path(target, 1) if split_size else target
     if existing.exists() and not force:  # a signed bundle someone may have shipped is not replaced silently
         raise TargetExists(
@@ -145,12 +141,7 @@ def bundle_release(
     signer = fingerprint(public_pem(private))
     mtime = source_date_epoch()
     bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
-    for svc in release.services:  # the config files release.yaml names, beside it in the bundle
-        for c in svc.configs:
-            if (
-                c.file is not None
-            ):  # inside the release directory (releaser/release/build.py refuses any other)
-                bp.files[f"release/{posixpath.normpath(c.file)}"] = (directory / c.file).read_bytes()
+    bp.files.update(release_files(release, directory))
     if installer:
         bp.installer = installer_files(
             (cache_dir or default_cache_dir()) / "wheels",
@@ -158,27 +149,15 @@ def bundle_release(
             pythons=installer_pythons,
             machines=installer_machines,
         )
-    entries, checksums, meta = checksums_and_metadata(plan, lock, bp, mtime=mtime, signer_fingerprint=signer)
-    delta = None
     if base is not None:
-        full = signed_head(meta, checksums, private)  # the full bundle's head, for `bundle merge`
-        bp, delta = make_delta(bp, base, level=level)
-        bp.files[FULL_PREFIX + "load.sh"] = bp.leading["load.sh"]  # the full bundle's, for `bundle merge`
-        bp.leading["load.sh"] = load_sh(  # verifies, then says why it cannot load a delta
-            name=plan.name,
-            version=plan.version,
-            images=bp.images,
-            chart=(meta.chart.ref, meta.chart.digest),
-            compose=compose_images(plan),
-            delta=delta.base.describe(),
+        bp, entries, checksums, meta = cut_delta(
+            plan, lock, bp, base, private=private, level=level, mtime=mtime, signer=signer
         )
-        bp.files[FULL_HEAD[METADATA]] = full.metadata
-        bp.files[FULL_HEAD[SIGNATURE]] = full.signature
-        bp.files[FULL_HEAD[CHECKSUMS]] = full.checksums
+    else:
         entries, checksums, meta = checksums_and_metadata(
             plan, lock, bp, mtime=mtime, signer_fingerprint=signer
         )
-        meta = replace(meta, delta=delta)
+    delta = meta.delta
     repo_hosts = {}
     for img in lock.images:
         registry_host, path, _, _ = split_reference(img.repository)

@@ -12,6 +12,7 @@ from .. import budgets
 from ..bundle.archive import iter_members
 from ..bundle.verify import inspect_head
 from ..errors import EXIT_CHECK, EXIT_STALE, CheckError, InputError, MetadataError
+from ..format import bundle_path
 from ..format.records import parse_index
 from ..fs import read_tree
 from ..lock import split_reference
@@ -179,7 +180,7 @@ def check_release(
     committed = _committed(c, out / chart_key, fresh[chart_key])
     if "Chart.yaml" in committed:
         c.compare("chart (committed)", _chart_images(plan.name, committed, helm_bin))
-    default_bundle = out / "bundles" / f"{plan.name}-{plan.version}.tar.zst"
+    default_bundle = out / bundle_path(plan.name, plan.version)
     bundle = bundle or (default_bundle if default_bundle.exists() else None)
     if bundle is not None:
         if not bundle.exists():

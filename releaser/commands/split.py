@@ -2,38 +2,23 @@
 parts put back into one file (docs/bundle-format.md#split-bundles).
 
 Split verifies the bundle first (against the signing key's own public key: only its signer can
-list the parts in its head), then copies the body's zstd frames byte for byte into the parts;
-only members that share the head's frame (a bundle written before the head had a frame of its
-own, or recompressed by another tool) are compressed again. Join checks every part against the
-signed list while it copies, and writes nothing if one differs.
+list the parts in its head), then has releaser/bundle/split.py copy it into the parts; join
+verifies the head and has it put the parts back, each checked against the signed list.
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle.archive import TarZstWriter, iter_members
-from ..bundle.parts import (
-    PartsWriter,
-    bundle_size,
-    check_space,
-    first_part,
-    open_bundle,
-    part_path,
-    part_problems,
-)
+from ..bundle.parts import bundle_size, check_space, first_part, part_path, part_problems
 from ..bundle.sign import load_private_key, passphrase, public_pem
-from ..bundle.verify import HEAD, Verified, read_head, verify_bundle, verify_head
-from ..bundle.write import signed_head
+from ..bundle.split import join_parts, write_parts
+from ..bundle.verify import verify_bundle, verify_head
 from ..errors import UsageError, VerificationError
 from ..format.records import PartRecord
-from ..fs import atomic_file
 from ..pipeline import source_date_epoch
-from ..readers import Reader
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,25 +67,9 @@ def split_bundle(
         v = verify_bundle(path, pub, outcome="nothing was written")  # only its signer may re-sign it
     check_space(base.parent, bundle_size(path) + (1 << 20), f"the parts of {path.name}")
     first = part_path(base, 1)
-    body = PartsWriter(first, size)
-    try:
-        recompressed = _copy_body(path, v, body, level)
-        parts = tuple(
-            PartRecord(number=n, name=part_path(first, n).name, size=s, sha256=h)
-            for n, _, s, h in body.finish()
-        )
-        raw = read_head(path)
-        head = signed_head(replace(v.metadata, parts=parts), raw[HEAD[2]], private)
-        with atomic_file(first) as fh:
-            w = TarZstWriter(fh, level=level, mtime=source_date_epoch())
-            w.add_bytes(HEAD[0], head.metadata)
-            w.add_bytes(HEAD[1], head.signature)
-            w.add_bytes(HEAD[2], head.checksums)
-            w.close(end_of_archive=False)
-        body.commit()
-    except BaseException:
-        body.abort()
-        raise
+    parts, recompressed = write_parts(
+        path, v, private, first, size=size, level=level, mtime=source_date_epoch()
+    )
     return SplitResult(
         source=str(path),
         first=str(first),
@@ -108,37 +77,6 @@ def split_bundle(
         size=first.stat().st_size + sum(p.size for p in parts),
         recompressed=recompressed,
     )
-
-
-def _copy_body(path: Path, v: Verified, sink: PartsWriter, level: int) -> int:
-    """Everything after the head into `sink`: the zstd frames after the first byte for byte; the
-    members of the first frame that are not the head compressed again. Returns how many were."""
-    frames = v.frames
-    again = 0
-    rest = frames[1][0] if len(frames) >= 2 else None
-    w = TarZstWriter(sink, level=level, mtime=source_date_epoch())
-    members = iter_members(path, frame=frames[0], last=False) if rest is not None else iter_members(path)
-    for n, (member, reader) in enumerate(members):
-        if n < 3 or reader is None:
-            continue  # the head: written again, with the parts, into part 1
-        w.mtime = int(member.mtime)  # as the bundle wrote it (its SOURCE_DATE_EPOCH)
-        w.add_stream(member.name, member.size, _chunks(reader))
-        again += 1
-    if rest is None:
-        w.close()  # every member was compressed again: the end of the archive too
-        return again
-    if again:
-        w.close(end_of_archive=False)
-    with open_bundle(path, buffering=0) as fh:
-        fh.seek(rest)
-        while chunk := fh.read(1 << 20):
-            sink.write(chunk)
-    return again
-
-
-def _chunks(reader: Reader) -> Iterator[bytes]:
-    while chunk := reader.read(1 << 20):
-        yield chunk
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,21 +113,5 @@ def join_bundle(path: Path, *, key: Path, out: Path | None = None) -> JoinResult
     target = out or first.with_suffix("")
     total = first.stat().st_size + sum(p.size for p in meta.parts)
     check_space(target.parent, total, f"the joined {target.name}")
-    whole = hashlib.sha256()
-    with atomic_file(target) as fh:
-        for number, listed in [(1, None), *((p.number, p) for p in meta.parts)]:
-            h = hashlib.sha256()
-            with part_path(first, number).open("rb") as src:
-                while chunk := src.read(1 << 20):
-                    h.update(chunk)
-                    whole.update(chunk)
-                    fh.write(chunk)
-            if listed is not None and h.hexdigest() != listed.sha256:
-                raise VerificationError(
-                    first,
-                    [
-                        f"{part_path(first, number).name}: sha256 {h.hexdigest()}, the signed head lists {listed.sha256}"
-                    ],
-                    outcome="nothing was written",
-                )
-    return JoinResult(path=str(target), size=total, sha256=whole.hexdigest(), parts=len(meta.parts) + 1)
+    digest = join_parts(first, meta, target)
+    return JoinResult(path=str(target), size=total, sha256=digest, parts=len(meta.parts) + 1)

@@ -18,9 +18,17 @@ SUBJECT = "dev.releaser.subject"  # on an attachment's index.json entry: the dig
 # sha256-<hex>.sig / .att / .sbom, and the OCI referrers tag schema's sha256-<hex> (distribution
 # spec v1.1, for registries without the referrers API).
 ATTACHMENT_SUFFIXES = (".sig", ".att", ".sbom", "")
+BUNDLES = Path("bundles")  # where bundle, merge and check put and look for bundles by default
+
+
+def bundle_path(name: str, version: str, *, delta: bool = False, under: Path = BUNDLES) -> Path:
+    """The default path of a release's bundle: bundles/<name>-<version>[-delta].tar.zst."""
+    return under / f"{name}-{version}{'-delta' if delta else ''}.tar.zst"
+
 
 __all__ = [
     "ATTACHMENT_SUFFIXES",
+    "BUNDLES",
     "CHECKSUMS",
     "DEFAULT_KEY",
     "FORMAT_VERSION",
@@ -33,4 +41,5 @@ __all__ = [
     "REF_NAME",
     "SIGNATURE",
     "SUBJECT",
+    "bundle_path",
 ]
