@@ -131,6 +131,16 @@ def main() -> None:
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    for rev in filter(None, (args.rev, args.against)):
+        known = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+            capture_output=True,
+            check=False,
+        )
+        if known.returncode != 0:
+            ap.error(
+                f"{rev} names no commit of {ROOT} (fix: a commit id, tag or HEAD~N that `git log` shows)"
+            )
     os.environ.setdefault("RELEASER_KEY_PASSPHRASE", "bench-only-passphrase")
     with tempfile.TemporaryDirectory(prefix="releaser-compare-") as tmp:
         base = Path(tmp)

@@ -34,6 +34,7 @@ from ..format import (
     REF_NAME,
     SIGNATURE,
     SUBJECT,
+    chart_ref,
 )
 from ..format.records import (
     Attachment,
@@ -305,7 +306,7 @@ def assemble(
             media_type=OCI_MANIFEST,
             digest=sha256_digest(manifest),
             size=len(manifest),
-            annotations={REF_NAME: f"charts/{plan.name}:{plan.version}", IMAGE_NAME: "chart"},
+            annotations={REF_NAME: chart_ref(plan.name, plan.version), IMAGE_NAME: "chart"},
             artifact_type=HELM_CONFIG,
         )
     )
@@ -320,7 +321,7 @@ def assemble(
         lock=lock,
         used_by=used_by(compose_images(plan)),
         bundled={i.name: i for i in bp.images},
-        chart=(f"charts/{plan.name}:{plan.version}", sha256_digest(manifest)),
+        chart=(chart_ref(plan.name, plan.version), sha256_digest(manifest)),
     )
     bp.leading["INSTALL.md"] = install_md(plan, lock)
     bp.leading["images.md"] = images_md(catalog)
@@ -329,7 +330,7 @@ def assemble(
         name=plan.name,
         version=plan.version,
         images=bp.images,
-        chart=(f"charts/{plan.name}:{plan.version}", sha256_digest(manifest)),
+        chart=(chart_ref(plan.name, plan.version), sha256_digest(manifest)),
         compose=compose_images(plan),
     )
     return bp
@@ -390,7 +391,7 @@ def checksums_and_metadata(
         images=tuple(bp.images),
         chart=ChartRecord(
             path=f"chart/{plan.name}-{plan.version}.tgz",
-            ref=f"charts/{plan.name}:{plan.version}",
+            ref=chart_ref(plan.name, plan.version),
             digest=bp.index[-1].digest,
         ),
         signer=signer_fingerprint,

@@ -1,10 +1,11 @@
 """The bundle format (docs/bundle-format.md): its names and media types here, its typed records in
 `records` (releaser.json, index.json, the parts). Shared by every stage that writes or reads a bundle
-and by the renderers of the customer's files; imports only lock, errors and mediatypes."""
+and by the renderers of the customer's files; imports only lock, errors, mediatypes and target."""
 
 from pathlib import Path
 
 from ..mediatypes import HELM_CONFIG, HELM_LAYER, OCI_INDEX, OCI_MANIFEST
+from ..target import CHARTS
 
 FORMAT_VERSION = 1
 METADATA = "releaser.json"
@@ -19,6 +20,12 @@ SUBJECT = "dev.releaser.subject"  # on an attachment's index.json entry: the dig
 # spec v1.1, for registries without the referrers API).
 ATTACHMENT_SUFFIXES = (".sig", ".att", ".sbom", "")
 BUNDLES = Path("bundles")  # where bundle, merge and check put and look for bundles by default
+
+
+def chart_ref(name: str, version: str) -> str:
+    """The chart's reference in the bundle's OCI layout (index.json's ref.name): charts/<name>:<version>,
+    the repository it is pushed to under the target (target.CHARTS) and its version as the tag."""
+    return f"{CHARTS}/{name}:{version}"
 
 
 def bundle_path(name: str, version: str, *, delta: bool = False, under: Path = BUNDLES) -> Path:
@@ -42,4 +49,5 @@ __all__ = [
     "SIGNATURE",
     "SUBJECT",
     "bundle_path",
+    "chart_ref",
 ]

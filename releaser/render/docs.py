@@ -18,6 +18,7 @@ from ..lock import Lock
 from ..model import Resources
 from ..plan import TCPAO_NODE_LABEL, Plan
 from ..quantities import quantity
+from ..target import Target
 
 ATTACHMENT_KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
 
@@ -379,7 +380,7 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
         "",
         "```",
         *secrets,
-        f"helm install {n} oci://registry.local:5000/charts/{n} --version {plan.version} -f values-airgap.yaml",
+        f"helm install {n} {Target.parse('registry.local:5000').chart_url(n)} --version {plan.version} -f values-airgap.yaml",
         "```",
         "",
         "One host, with the quickstart (secrets generated, readiness awaited; Docker Compose v2 or podman):",
