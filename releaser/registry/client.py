@@ -1,24 +1,14 @@
-"""The OCI distribution client.
-
-Our own client, on requests: it sends each manifest with its own media type and exact
-bytes, streams blob uploads (one PUT, or resumable PATCHes from the registry's upload
-status) without holding a blob in memory, mounts blobs across repositories, asks for a push
-scope when it pushes, reads credentials as `docker login` leaves them, and retries only
-transient faults, a bounded number of times. An auth failure stops at once and says how to
-log in. (oras-py 0.2.43 reads a whole blob into memory to upload it and has neither resumable
-uploads nor mounts, so it is not used; docs/architecture.md.)
+"""The registry client itself: one host, requests with bounded retries of transient faults, byte-exact
+manifests, streamed and resumable blob uploads, mounts, the catalog and tags; `RegistryOptions`
+makes one client per host.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import ipaddress
-import json
 import os
 import random
-import re
 import threading
 import time
 import warnings
@@ -31,381 +21,19 @@ from urllib.parse import urljoin
 import requests
 import urllib3
 
-from . import budgets
-from .budgets import BROKEN_ANSWER as _BROKEN_ANSWER
-from .budgets import json_object
-from .errors import AuthError, DigestMismatch, InputError, RegistryError
-from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
-from .readers import OpenReader, Reader
+from .. import budgets
+from ..budgets import BROKEN_ANSWER as _BROKEN_ANSWER
+from ..budgets import json_object
+from ..errors import AuthError, DigestMismatch, InputError, RegistryError
+from ..mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from ..readers import OpenReader, Reader
+from .auth import Credentials, api_host, credentials_for, parse_auth_header
+from .manifests import ACCEPT, Descriptor, Manifest, sha256_digest
+from .tls import client_cert_for, is_loopback, trust_for
 
-ACCEPT = ", ".join((*INDEX_TYPES, *MANIFEST_TYPES))
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 CHUNK = 1 << 20
 UPLOAD_CHUNK = 256 << 20  # blobs up to this go in one streamed PUT; bigger ones in resumable PATCHes
-
-
-@dataclass(frozen=True, kw_only=True)
-class Challenge:
-    """The parameters of a WWW-Authenticate challenge (RFC 7235 auth-params)."""
-
-    scheme: str
-    realm: str | None = None
-    service: str | None = None
-    scope: str | None = None
-
-
-# auth-param = token "=" ( token / quoted-string ), RFC 7235 section 2.1 (quoted-pair unescaped below)
-_AUTH_PARAM = re.compile(r'([A-Za-z0-9!#$%&\'*+.^_`|~-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
-
-
-def parse_auth_header(header: str) -> Challenge:
-    """Scheme, realm, service and scope of a WWW-Authenticate header, e.g.
-    `Bearer realm="https://auth.example/token",service="registry",scope="repository:a:pull"`."""
-    scheme, _, rest = header.strip().partition(" ")
-    params: dict[str, str] = {}
-    for m in _AUTH_PARAM.finditer(rest):
-        quoted, bare = m.group(2), m.group(3)
-        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
-        params.setdefault(m.group(1).lower(), value)
-    return Challenge(
-        scheme=scheme.lower(),
-        realm=params.get("realm"),
-        service=params.get("service"),
-        scope=params.get("scope"),
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Credentials:
-    username: str
-    password: str
-    identity_token: str | None = None  # an OAuth2 refresh token from `docker login` (Username "<token>")
-    origin: str = ""  # where they came from, for messages: "--creds", "$RELEASER_REGISTRY_AUTH", a config key
-
-    def __repr__(self) -> str:  # never print the password
-        return f"Credentials(username={self.username!r}, password=***, origin={self.origin!r})"
-
-
-# Docker Hub: images are named docker.io/..., the API is served at registry-1.docker.io, and
-# `docker login` files the credentials under the legacy index URL.
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
-DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
-HELPER_TIMEOUT = 30.0
-
-
-def api_host(host: str) -> str:
-    """The host:port that serves the registry API for a registry named `host`."""
-    return DOCKER_HUB_API if host in (DOCKER_HUB, "index.docker.io") else host
-
-
-@dataclass(frozen=True, kw_only=True)
-class Descriptor:
-    media_type: str
-    digest: str
-    size: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class Manifest:
-    """A manifest or index exactly as the registry served it."""
-
-    descriptor: Descriptor
-    content: bytes
-    origin: str = ""  # where it came from, for messages: host/repo@digest
-
-    @property
-    def is_index(self) -> bool:
-        return self.descriptor.media_type in INDEX_TYPES
-
-    def json(self) -> dict[str, Any]:
-        """The manifest as a JSON object; RegistryError when it is none (within budgets.loads)."""
-        return json_object(self.content, f"{self.origin or self.descriptor.digest}: the manifest")
-
-    def children(self) -> list[dict[str, Any]]:
-        """An index's `manifests`, each checked to be a descriptor (digest, mediaType, size, and
-        a platform object when there is one); RegistryError naming the first that is not."""
-        entries = self.json().get("manifests")
-        if not isinstance(entries, list):
-            raise RegistryError(f"{self._where()} has no manifests list", fix=_BROKEN_ANSWER)
-        return [self._descriptor(e, f"manifests[{i}]") for i, e in enumerate(entries)]
-
-    def blobs(self) -> list[dict[str, Any]]:
-        """An image manifest's config and layers, each checked to be a descriptor."""
-        doc = self.json()
-        layers = doc.get("layers", [])
-        if not isinstance(layers, list):
-            raise RegistryError(f"{self._where()}: layers is not a list", fix=_BROKEN_ANSWER)
-        return [self._descriptor(doc.get("config"), "config")] + [
-            self._descriptor(e, f"layers[{i}]") for i, e in enumerate(layers)
-        ]
-
-    def _where(self) -> str:
-        return f"{self.origin or self.descriptor.digest}: the {'index' if self.is_index else 'manifest'}"
-
-    def _descriptor(self, e: object, key: str) -> dict[str, Any]:
-        if (
-            isinstance(e, dict)
-            and isinstance(e.get("digest"), str)
-            and _DIGEST.fullmatch(e["digest"])
-            and isinstance(e.get("mediaType"), str)
-            and type(e.get("size")) is int
-            and e["size"] >= 0
-            and isinstance(e.get("platform", {}), dict)
-            and isinstance(e.get("urls", []), list)
-        ):
-            return e
-        raise RegistryError(
-            f"{self._where()}: {key} is not a descriptor (sha256 digest, mediaType, size)", fix=_BROKEN_ANSWER
-        )
-
-
-_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def is_loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def docker_config_path() -> Path:
-    return Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-
-
-def certs_d_dirs() -> list[Path]:
-    """Where Docker and podman/skopeo keep per-registry CAs (HOST[:PORT]/*.crt), in that order;
-    $RELEASER_CERTS_D (colon-separated) replaces the list."""
-    env = os.environ.get("RELEASER_CERTS_D")
-    if env is not None:
-        return [Path(d) for d in env.split(":") if d]
-    return [
-        Path("/etc/docker/certs.d"),
-        Path("/etc/containers/certs.d"),
-        Path.home() / ".config/containers/certs.d",
-    ]
-
-
-def system_trust() -> str | None:
-    """The system's CA bundle as OpenSSL finds it (honours $SSL_CERT_FILE / $SSL_CERT_DIR):
-    what Docker, Helm and skopeo trust. None when the system has none."""
-    import ssl
-
-    paths = ssl.get_default_verify_paths()
-    if paths.cafile and os.path.isfile(paths.cafile):
-        return paths.cafile
-    if paths.capath and os.path.isdir(paths.capath) and any(Path(paths.capath).glob("*.[0-9]")):
-        return paths.capath
-    return None
-
-
-_bundles: dict[tuple[str, ...], str] = {}
-_bundles_lock = threading.Lock()
-
-
-def trust_for(host: str, ca_file: str | None = None) -> str | bool:
-    """What requests should verify `host` against: the system's CAs, plus the CAs filed for
-    the host under certs.d (as Docker and skopeo read them), plus --ca-file. One file or
-    directory when nothing is added; else a combined bundle written once per process."""
-    extra = [str(c) for d in certs_d_dirs() for c in sorted((d / host).glob("*.crt")) if c.is_file()]
-    if ca_file:
-        if not os.path.isfile(ca_file):
-            raise RegistryError(
-                f"--ca-file {ca_file}: no such file", fix="pass a PEM file of CA certificates"
-            )
-        extra.append(ca_file)
-    system = system_trust()
-    if not extra:
-        return system or True  # True: requests' own bundle (certifi) on a system without one
-    base = system if system and os.path.isfile(system) else None
-    if base is None:
-        import certifi
-
-        base = certifi.where()
-    key = (base, *extra)
-    with _bundles_lock:
-        if key not in _bundles:
-            import atexit
-            import tempfile
-
-            fd, path = tempfile.mkstemp(prefix="releaser-ca-", suffix=".pem")
-            with os.fdopen(fd, "wb") as out:
-                for f in key:
-                    out.write(Path(f).read_bytes().rstrip(b"\n") + b"\n")
-            atexit.register(lambda: Path(path).unlink(missing_ok=True))
-            _bundles[key] = path
-        return _bundles[key]
-
-
-def client_cert_for(host: str) -> tuple[str, str] | None:
-    """A client certificate filed for `host` under certs.d, as Docker reads it: NAME.cert with
-    NAME.key beside it (the first pair found). A .cert without its .key is an error."""
-    for d in certs_d_dirs():
-        for cert in sorted((d / host).glob("*.cert")):
-            key = cert.with_suffix(".key")
-            if not key.is_file():
-                raise RegistryError(
-                    f"{cert}: a client certificate without its key ({key.name})",
-                    fix=f"put the key beside it as {key}, or remove {cert}",
-                )
-            return str(cert), str(key)
-    return None
-
-
-def _config_keys(host: str) -> list[str]:
-    """The keys `docker login HOST` may have used for `host` in the config file."""
-    if api_host(host) == DOCKER_HUB_API:
-        return [
-            DOCKER_HUB_CONFIG_KEY,
-            "index.docker.io",
-            DOCKER_HUB,
-            DOCKER_HUB_API,
-            f"https://{DOCKER_HUB_API}",
-        ]
-    return [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"]
-
-
-def _from_secret(user: str, secret: str, origin: str) -> Credentials:
-    if user == "<token>":  # what docker stores for an identity (refresh) token
-        return Credentials(username="", password="", identity_token=secret, origin=origin)
-    return Credentials(username=user, password=secret, origin=origin)
-
-
-def _from_helper(helper: str, host: str, cfg: Path, key: str) -> Credentials | None:
-    """Run `docker-credential-<helper> get` (the Docker credential helper protocol: the server
-    URL on stdin, {"Username", "Secret"} on stdout). None when it has nothing for `host`."""
-    import shutil
-    import subprocess
-
-    program = f"docker-credential-{helper}"
-    where = f"{cfg} ({key} {helper!r})"
-    fix = (
-        f"install {program} (or fix {cfg}), pass --creds USER:PASSWORD, or set "
-        f"RELEASER_REGISTRY_AUTH={host}=USER:PASSWORD"
-    )
-    path = shutil.which(program)
-    if path is None:
-        raise AuthError(
-            f"{where} names a credential helper for {host}, but {program} is not on PATH", fix=fix
-        )
-    server = DOCKER_HUB_CONFIG_KEY if api_host(host) == DOCKER_HUB_API else host
-    try:
-        proc = subprocess.run(
-            [path, "get"], input=server, capture_output=True, text=True, timeout=HELPER_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        raise AuthError(
-            f"{program} get did not answer within {HELPER_TIMEOUT:.0f} s for {host} "
-            "(is it waiting for a keyring or a passphrase prompt?)",
-            fix=fix,
-        ) from None
-    if proc.returncode != 0:
-        said = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
-        if said and "credentials not found" in said[0].lower():
-            return None
-        # The first line only, cut: a helper's error says what went wrong, never the secret.
-        raise AuthError(
-            f"{program} get failed for {host} (exit {proc.returncode}): "
-            f"{(said[0] if said else 'no message')[:200]}",
-            fix=fix,
-        )
-    try:
-        doc = json.loads(proc.stdout)
-        user, secret = str(doc["Username"]), str(doc["Secret"])
-    except (ValueError, KeyError, TypeError):
-        raise AuthError(
-            f'{program} get answered for {host} with something other than {{"Username": ..., "Secret": ...}}',
-            fix=fix,
-        ) from None
-    return _from_secret(user, secret, f"{program}") if secret else None
-
-
-def _from_docker_config(host: str) -> Credentials | None:
-    """What Docker itself would use for `host`: the `credHelpers` entry for it, else the
-    `credsStore` helper, else an `auths` entry (auth, username/password or identitytoken)."""
-    cfg = docker_config_path()
-    if not cfg.exists():
-        return None
-    try:
-        doc = json.loads(cfg.read_text())
-        if not isinstance(doc, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as exc:
-        raise AuthError(
-            f"{cfg}: cannot read the Docker config file ({exc})",
-            fix=f"fix or remove {cfg}, or pass --creds USER:PASSWORD",
-        ) from None
-    keys = _config_keys(host)
-    helpers = doc.get("credHelpers") or {}
-    for key in keys:
-        if isinstance(helpers, dict) and helpers.get(key):
-            return _from_helper(str(helpers[key]), host, cfg, "credHelpers")
-    if doc.get("credsStore"):
-        found = _from_helper(str(doc["credsStore"]), host, cfg, "credsStore")
-        if found:
-            return found
-    auths = doc.get("auths") or {}
-    for key in keys:
-        entry = auths.get(key) if isinstance(auths, dict) else None
-        if not isinstance(entry, dict):
-            continue
-        origin = f"{cfg} (auths.{key})"
-        if entry.get("identitytoken"):
-            return Credentials(
-                username="", password="", identity_token=str(entry["identitytoken"]), origin=origin
-            )
-        if entry.get("auth"):
-            try:
-                user, sep, pw = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                sep = ""
-            if not sep:  # never echo the value
-                raise AuthError(
-                    f"{origin}: `auth` is not base64 of USER:PASSWORD",
-                    fix=f"log in again with `docker login {host}`",
-                )
-            return Credentials(username=user, password=pw, origin=origin)
-        if entry.get("username") and entry.get("password"):
-            return Credentials(
-                username=str(entry["username"]), password=str(entry["password"]), origin=origin
-            )
-    return None
-
-
-def credentials_for(host: str, *, explicit: str | None = None) -> Credentials | None:
-    """Credentials for `host`: an explicit USER:PASSWORD, then $RELEASER_REGISTRY_AUTH
-    (host=USER:PASSWORD[,host=...]), then the Docker config file as Docker reads it
-    (credential helpers, credsStore, auths with auth or an identity token)."""
-    if explicit:
-        user, sep, pw = explicit.partition(":")
-        if not sep or not user:  # never echo the value: it may be a password
-            raise AuthError(
-                "--creds / $RELEASER_CREDS is not USER:PASSWORD",
-                fix="pass --creds USER:PASSWORD, or log in with `docker login HOST`",
-            )
-        origin = "$RELEASER_CREDS" if os.environ.get("RELEASER_CREDS") == explicit else "--creds"
-        return Credentials(username=user, password=pw, origin=origin)
-    env = os.environ.get("RELEASER_REGISTRY_AUTH", "")
-    for item in filter(None, (x.strip() for x in env.split(","))):
-        h, _, cred = item.partition("=")
-        if h == host and ":" not in cred:
-            raise AuthError(
-                f"$RELEASER_REGISTRY_AUTH has an entry for {host} that is not {host}=USER:PASSWORD",
-                fix=f"write it as {host}=USER:PASSWORD (several entries separated by commas)",
-            )
-        if h == host:
-            user, _, pw = cred.partition(":")
-            return Credentials(username=user, password=pw, origin="$RELEASER_REGISTRY_AUTH")
-    return _from_docker_config(host)
 
 
 class Registry:
@@ -852,7 +480,7 @@ class Registry:
     def iter_blob(self, repo: str, digest: str, size: int | None, chunk: int = CHUNK) -> Iterator[bytes]:
         """Stream a blob of `size` bytes (None: as many as come), verifying its digest at the
         end (raises DigestMismatch); never more than `size` bytes, never stalled (`paced`)."""
-        from .workers import HashBeside
+        from ..workers import HashBeside
 
         h = HashBeside()  # checked beside the stream: the caller compresses while this hashes
         what = f"GET blob {repo}@{digest}"
