@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from .conftest import ROOT
 from .support.bundles import World
-from .support.docs import Block, commands
+from .support.docs import Block, commands, run
 from .support.registry import RegistryServer
 
 RUNNER = "tests/test_docs_run.py"
@@ -22,28 +21,13 @@ PASSPHRASE = "test-only-passphrase"
 
 
 def _run(block: Block, cwd: Path, subs: dict[str, str]) -> str:
-    script = block.text if block.kind == "sh" else "\n".join(block.lines())
-    for old, new in subs.items():
-        script = script.replace(old, new)
     env = {
         **os.environ,
         "PATH": f"{ROOT / '.venv/bin'}:{ROOT / '.tools/bin'}:{os.environ['PATH']}",
         "RELEASER_KEY_PASSPHRASE": PASSPHRASE,  # the page's first block reads and exports it
     }
-    proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-        input=PASSPHRASE + "\n",  # what the reader types where the page asks for the passphrase
-    )
-    assert proc.returncode == 0, (
-        f"{block.where} failed ({proc.returncode}):\n{script}\n{proc.stdout}\n{proc.stderr}"
-    )
-    return proc.stdout
+    # stdin: what the reader types where the page asks for the passphrase
+    return run(block, cwd, env, subs, stdin=PASSPHRASE + "\n", timeout=600)
 
 
 def test_the_airgap_and_lock_pages_run_as_written(world: World, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import ROOT, TOOLS, missing_component
 from tests.support import engine as engine_mod
 from tests.support import images
-from tests.support.docs import Block, commands
+from tests.support.docs import Block, commands, run
 from tests.support.registry import RegistryServer, free_port
 
 pytestmark = pytest.mark.engine
@@ -36,25 +36,6 @@ def blocks() -> list[Block]:
     found = commands(ROOT / "README.md", RUNNER)
     assert len(found) == 5, [b.where for b in found]
     return found
-
-
-def run_block(block: Block, cwd: Path, env: dict[str, str], subs: dict[str, str]) -> str:
-    script = block.text
-    for old, new in subs.items():
-        script = script.replace(old, new)
-    proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=900,
-    )
-    assert proc.returncode == 0, (
-        f"{block.where} failed ({proc.returncode}):\n{script}\n{proc.stdout}\n{proc.stderr}"
-    )
-    return proc.stdout + proc.stderr
 
 
 def put_in_images(work: Path, src: RegistryServer) -> None:
@@ -115,20 +96,20 @@ def test_the_readme_runs_as_written(world: dict[str, Any]) -> None:
     subs = {"registry.example.org": world["src"].host, "registry.local:5000": world["site"].host}
     init, publish, site, quickstart, upgrade = blocks()
 
-    run_block(init, work, env, subs)
+    run(init, work, env, subs)
     put_in_images(work, world["src"])
-    run_block(publish, work, env, subs)
+    run(publish, work, env, subs)
     assert (work / "bundles/my-release-0.1.0.tar.zst").is_file()
     assert (work / "parts/my-release-0.1.0.tar.zst.001").is_file()
     assert (work / "compose/my-release/compose.yaml").is_file() and (
         work / "charts/my-release/Chart.yaml"
     ).is_file()
 
-    shown = run_block(site, work, env, subs)
+    shown = run(site, work, env, subs)
     assert "would write" in shown or "dry run" in shown.lower(), shown
     assert (work / "values-airgap.yaml").is_file()
 
-    run_block(quickstart, work, env, subs)
+    run(quickstart, work, env, subs)
     proc = subprocess.run(
         ["releaser", "quickstart", "status", "--json"],
         cwd=work,
@@ -140,7 +121,7 @@ def test_the_readme_runs_as_written(world: dict[str, Any]) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr  # ready again after the backup
 
     next_version(work, world["src"])
-    shown = run_block(upgrade, work, env, subs)
+    shown = run(upgrade, work, env, subs)
     assert "acme/web" in shown, shown
     assert (work / "bundles/my-release-0.2.0.tar.zst").is_file() and (work / "delta-0.2.0.tar.zst").is_file()
     delta, full = (
@@ -155,6 +136,6 @@ def test_the_readme_runs_as_written(world: dict[str, Any]) -> None:
     # 127.0.0.1:5000 the site registry (which holds 0.1.0 since the load above)
     (card,) = commands(ROOT / "docs/quickstart.md", RUNNER)
     shutil.copy(work / "keys/releaser.pub", work / "releaser.pub")
-    shown = run_block(card, work, env, {"127.0.0.1:5000": world["site"].host})
+    shown = run(card, work, env, {"127.0.0.1:5000": world["site"].host})
     assert "restored" in shown.lower() or "restore" in shown.lower(), shown
     assert not (work / "quickstart/.secrets").exists() or not any((work / "quickstart/.secrets").iterdir())

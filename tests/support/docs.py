@@ -14,6 +14,8 @@ real command line (options, arguments, the space before a `#` comment).
 from __future__ import annotations
 
 import re
+import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +77,35 @@ def commands(page: Path, runner: str) -> list[Block]:
 def walk_through(page: Path, runner: str) -> list[str]:
     """Every command line of the `sh` blocks of `page` that `runner` runs, in order."""
     return [line for b in commands(page, runner) if b.kind == "sh" for line in b.lines()]
+
+
+def run(
+    block: Block,
+    cwd: Path,
+    env: Mapping[str, str],
+    subs: Mapping[str, str] | None = None,
+    *,
+    stdin: str | None = None,
+    timeout: float = 900,
+) -> str:
+    """Run `block` as written, as one bash script (-euo pipefail: a variable set in it holds to its
+    end, the first failure stops it) in `cwd`, with each key of `subs` replaced by its value (a
+    placeholder host by a test registry's); a `console` block's `$ ` lines only. Fails naming the
+    block's place; returns what it printed."""
+    script = block.text if block.kind == "sh" else "\n".join(block.lines())
+    for old, new in (subs or {}).items():
+        script = script.replace(old, new)
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        input=stdin,
+    )
+    assert proc.returncode == 0, (
+        f"{block.where} failed ({proc.returncode}):\n{script}\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc.stdout + proc.stderr
