@@ -24,6 +24,7 @@ MAX_KEY_BYTES = 64 << 10  # a PEM key (signing or public) is a few hundred bytes
 # Registry answers.
 MAX_ANSWER_BYTES = 4 << 20  # any body read whole: a manifest, a token, a tag list, an error
 MAX_CATALOG = 100_000  # repositories a registry's catalog may list (an inventory reads it)
+MAX_REFERRERS = 1000  # signatures and attestations read under one subject (a referrers index)
 MAX_TAGS = 10_000  # tags of one repository an inventory reads
 MAX_INVENTORY_BYTES = (
     64 << 20

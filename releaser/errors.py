@@ -236,6 +236,26 @@ class BaseMissing(ReleaserError):
         return {**super().to_json(), "missing": self.missing}
 
 
+class TrustError(ReleaserError):
+    """Images that fail the release's trust policy (docs/trust.md); each problem names the image,
+    its digest, what was required and what was found. `outcome` says what was left undone."""
+
+    exit_code = EXIT_CHECK
+
+    def __init__(self, problems: list[str], *, outcome: str, fix: str) -> None:
+        self.problems = problems
+        n = len(problems)
+        super().__init__(
+            f"{n} image requirement{'s' if n != 1 else ''} of the trust policy not met; {outcome}", fix=fix
+        )
+
+    def render(self) -> str:
+        return "\n".join([*(f"  - {p}" for p in self.problems), super().render()])
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "problems": self.problems}
+
+
 # ---------------------------------------------------------------- external programs
 
 

@@ -217,6 +217,17 @@ class Service:
     init: bool = False
 
 
+@dataclass(frozen=True)
+class TrustRule:
+    """What one image must carry (release.yaml `trust`): a signature by one of `keys` (PEM files,
+    relative to release.yaml) and an attestation of each predicate type in `attestations`; or
+    nothing, for the reason in `exempt`."""
+
+    keys: tuple[str, ...] = ()
+    attestations: tuple[str, ...] = ()  # predicate type URIs (cosign's --type names resolved)
+    exempt: str = ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Release:
     api_version: str
@@ -228,6 +239,16 @@ class Release:
     services: tuple[Service, ...]
     source_file: str  # path of release.yaml, for messages
     probe: str | None = None  # `probe.image`: releaser's probe image, by its name under images
+    trust: tuple[tuple[str, TrustRule], ...] | None = None  # image name -> its rule; None: no policy
+
+    def trust_rule(self, image: str) -> TrustRule | None:
+        """The policy's rule for `image` (the default applied), or None when release.yaml sets no policy."""
+        return None if self.trust is None else dict(self.trust).get(image)
+
+    @property
+    def trust_keys(self) -> tuple[str, ...]:
+        """Every key file the policy names, once, in order (a bundle carries them)."""
+        return tuple(dict.fromkeys(k for _, r in self.trust or () for k in r.keys))
 
     def image(self, name: str) -> Image:
         return next(i for i in self.images if i.name == name)

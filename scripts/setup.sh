@@ -53,6 +53,9 @@ fi
 # releaser's probe image (probe/, Go): built into the package (releaser/probe/image/), reproducibly;
 # rebuilt only when its source or the Go version changes.
 .venv/bin/python scripts/build_probe.py
+# cosign 2 and 3, built from their modules (pinned, cached outside the repository): the tests sign
+# images with them in both formats and check the trust policy's verdicts against cosign's own.
+.venv/bin/python scripts/build_go_tools.py
 
 # checkov (the chart's policy scanner in the tests) pins packaging<24, which pytest 9 cannot
 # share: it gets a venv of its own, hash-pinned like everything else.

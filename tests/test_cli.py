@@ -158,7 +158,8 @@ def test_init_writes_a_valid_start(tmp_path: Path) -> None:
     assert code == 0, text
     assert "my-release" in text and "no lock yet" in text
     warnings = [line for line in text.splitlines() if ": warning: " in line]
-    assert len(warnings) == 1 and "no lock yet" in warnings[0], text  # the template is a clean start
+    assert len(warnings) == 2, text  # the template is a clean start: a lock and a trust policy to add
+    assert "no lock yet" in text and "no trust policy" in text
     code, text = cli("init", str(d))
     assert code == 1 and "already exists" in text and "--force" in text
     assert cli("init", str(d), "--force")[0] == 0

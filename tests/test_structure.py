@@ -199,18 +199,18 @@ PINNED = {
     "render": "release compose chart written unchanged removed images notes warnings package packageSha256",
     "check": "release images sources mismatches",
     "keygen": "privateKey publicKey fingerprint",
-    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts delta",
+    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts delta trust",
     "bundle merge": "path sha256 size release version fromDelta fromBase",
     "diff": "old new release versions images bytes bytesNote services serviceFields values compose care compared "
     "changed",
     "airgap inventory": "path registry repositories tags manifests blobs sha256",
     "bundle split": "source first parts size recompressed",
     "bundle join": "path size sha256 parts",
-    "airgap verify": "path release version files bytes images signer delta problems",
+    "airgap verify": "path release version files bytes images signer delta problems trust",
     "airgap inspect": "path size release version tool formatVersion signer signatureChecked files bytes images chart "
     "parts delta",
     "airgap check": "path target release version manifests blobs sampled tags missing",
-    "airgap": "target release version images chart valuesFile composeOverride helmInstall stats dryRun plan",
+    "airgap": "target release version images chart valuesFile composeOverride helmInstall stats dryRun plan trust",
     "doctor": "checks",
     "quickstart": "release version stack engine source services urls secretsDir secretsCreated secretsKept "
     "warnings seconds registry localRegistry",

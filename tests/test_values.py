@@ -85,7 +85,7 @@ def test_a_hostnetwork_source_is_a_warning_not_an_error(tmp_path: Path) -> None:
         "  bus:\n    image: a\n    ports: [{name: c, port: 4222}]\n    ingress: [{from: {service: agent}}]\n"
     )
     _, warnings = load_release(d)
-    warnings = [w for w in warnings if "no resources" not in w.message]
+    warnings = [w for w in warnings if "no resources" not in w.message and "no trust policy" not in w.message]
     assert [w.path for w in warnings] == ["$.services.bus.ingress[0].from.service"]
     assert "node CIDR" in (warnings[0].fix or "")
 
@@ -129,3 +129,75 @@ def test_schema_is_shipped_and_mirrored_at_top_level() -> None:
 
     top = (ROOT / "schemas" / "release.schema.json").read_bytes()
     assert top == (ROOT / "releaser" / "schemas" / "release.schema.json").read_bytes()
+
+
+TRUST_RELEASE = (
+    "apiVersion: releaser.dev/v1alpha1\nkind: Release\nmetadata: {name: r, version: 1.0.0}\n"
+    "images:\n  a: {ref: registry.example.org/a:1}\n  b: {ref: registry.example.org/b:1}\n"
+    "services:\n  one: {image: a}\n  two: {image: b}\n"
+)
+
+
+def _trust_problems(tmp_path: Path, policy: str, files: dict[str, bytes] | None = None) -> list[str]:
+    d = tmp_path / "r"
+    d.mkdir(exist_ok=True)
+    (d / "release.yaml").write_text(TRUST_RELEASE + policy)
+    for name, data in (files or {}).items():
+        (d / name).write_bytes(data)
+    try:
+        _, warnings = load_release(d)
+    except ValidationError as exc:
+        return [f"{p.severity} {p.path}: {p.message} | {p.fix}" for p in exc.problems]
+    return [
+        f"{w.severity} {w.path}: {w.message} | {w.fix}" for w in warnings if "no resources" not in w.message
+    ]
+
+
+def _public_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_no_trust_policy_is_a_warning_naming_the_fix(tmp_path: Path) -> None:
+    (problem,) = _trust_problems(tmp_path, "")
+    assert problem.startswith("warning $: no trust policy") and "trust: {default: {keys:" in problem
+
+
+def test_a_trust_policy_resolves_per_image_with_the_default_and_cosign_type_names(tmp_path: Path) -> None:
+    policy = (
+        "trust:\n  default: {keys: [vendor.pub], attestations: [cyclonedx]}\n"
+        "  images:\n    b: {exempt: a public base image nobody signs}\n"
+    )
+    assert _trust_problems(tmp_path, policy, {"vendor.pub": _public_pem()}) == []
+    release, _ = load_release(tmp_path / "r")
+    a, b = release.trust_rule("a"), release.trust_rule("b")
+    assert a is not None and a.keys == ("vendor.pub",) and a.attestations == ("https://cyclonedx.org/bom",)
+    assert b is not None and b.exempt and not b.keys
+    assert release.trust_keys == ("vendor.pub",)
+
+
+def test_a_trust_policy_names_each_wrong_part(tmp_path: Path) -> None:
+    private = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA==\n-----END EC PRIVATE KEY-----\n"
+    policy = (
+        "trust:\n  images:\n    a: {keys: [missing.pub], attestations: [cyclonedxx]}\n"
+        "    c: {keys: [private.key]}\n    b: {keys: [../outside.pub]}\n"
+    )
+    problems = "\n".join(_trust_problems(tmp_path, policy, {"private.key": private}))
+    assert "$.trust.images.a.keys[0]: missing.pub: no such file" in problems
+    assert "$.trust.images.a.attestations[0]: 'cyclonedxx' is not an attestation type" in problems
+    assert "did you mean 'cyclonedx'?" in problems
+    assert "$.trust.images.c: image 'c' is not defined under images" in problems
+    assert "$.trust.images.b.keys[0]: ../outside.pub is outside the release directory" in problems
+    assert "private.key: not a PEM public key" in problems and "never the private one" in problems
+
+
+def test_a_trust_policy_without_a_default_must_cover_every_image(tmp_path: Path) -> None:
+    problems = _trust_problems(
+        tmp_path, "trust:\n  images:\n    a: {keys: [k.pub]}\n", {"k.pub": _public_pem()}
+    )
+    assert any("the policy has no rule for b" in p and "exempt: REASON" in p for p in problems), problems

@@ -44,6 +44,7 @@ from ..format.records import (
     ChecksumsRecord,
     IndexEntry,
     PartRecord,
+    TrustRecord,
 )
 from ..fs import atomic_file
 from ..lock import Lock, LockedImage, split_reference
@@ -108,6 +109,7 @@ class BundlePlan:
     leading: dict[str, bytes] = field(default_factory=dict)
     installer: list[InstallerFile] = field(default_factory=list)  # installer/, after `leading`
     images: list[BundledImage] = field(default_factory=list)
+    trust: TrustRecord | None = None  # the publisher's trust policy, for the signed head
 
     def add(self, blob: Blob) -> None:
         self.blobs.setdefault(blob.digest, blob)
@@ -398,6 +400,7 @@ def checksums_and_metadata(
         lock=lock,
         # compose service -> image name, so the airgap override needs only this signed file
         compose=compose_images(plan),
+        trust=bp.trust,
     )
     return entries, checksums, meta
 

@@ -10,7 +10,7 @@ import typer
 
 from ..format import DEFAULT_KEY
 from .base import JsonOpt, OutputOpt, group, out_path, output_format, reflow_help, run
-from .display import ByteProgress
+from .display import ByteProgress, trust_lines
 from .options import (
     BundleArg,
     CaFileOpt,
@@ -61,6 +61,7 @@ def verify(
                 else ""
             )
             + "\n".join(f"  {i}" for i in r.images)
+            + trust_lines(r.trust)
         )
 
     with ByteProgress("verify", not as_json) as prog:
@@ -348,6 +349,7 @@ def _loaded(r: AirgapResult) -> str:
             *(f"  merged with what the target had: {m}" for m in s.attachments_merged),
             *(f"  warning: {k}" for k in s.attachments_kept),
             f"  wrote {r.values_file} and {r.compose_override}",
+            *(trust_lines(r.trust).splitlines()[1:] if r.trust != () else []),
             "",
             f"  {r.helm_install}",
         ]

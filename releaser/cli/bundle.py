@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from .base import JsonOpt, OutputOpt, group, out_path, output_format, pick, run
-from .display import ByteProgress
+from .display import ByteProgress, trust_lines
 from .options import (
     BundleArg,
     CaFileOpt,
@@ -187,6 +187,7 @@ def create(
                 if r.installer_bytes
                 else f"\n  installer: {r.installer_note}"
             )
+            + trust_lines(r.trust)
         )
 
     with ByteProgress("bundle", not as_json) as prog:

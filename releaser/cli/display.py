@@ -102,3 +102,20 @@ class Readiness:
             if self.last.get(s.service) != s.label():
                 self.last[s.service] = s.label()
                 typer.echo(f"  [{elapsed:5.1f}s] {s.service}: {s.label()}", err=True)
+
+
+def trust_lines(verdicts: tuple[Any, ...] | None) -> str:
+    """The trust policy's answer per image, for bundle, airgap, verify and inspect (text output)."""
+    if verdicts is None:
+        return "\n  trust: no policy in release.yaml: the images were taken whoever signed them"
+    out = []
+    for v in verdicts:
+        if v.exempt:
+            out.append(f"\n  trust: {v.image} exempt ({v.exempt})")
+            continue
+        if not v.ok:
+            out.append(f"\n  trust: {v.image} FAILS: {'; '.join(v.problems)}")
+            continue
+        attested = f"; attested: {', '.join(v.attested)}" if v.attested else ""
+        out.append(f"\n  trust: {v.image} {v.digest[:19]}... signed by {', '.join(v.signers)}{attested}")
+    return "".join(out)

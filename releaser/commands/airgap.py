@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundle.parts import bundle_size, first_part, part_path
+from ..bundle.policy import at_site, refuse
 from ..bundle.verify import inspect_head, verify_bundle
 from ..format import DEFAULT_KEY
 from ..format.records import PartRecord
 from ..progress import Progress
 from ..render.docs import CatalogSource, catalog, images_md, used_by
+from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +28,7 @@ class VerifyResult:
     images: tuple[str, ...]
     signer: str
     delta_base: str | None = None  # a delta bundle: the base it relies on, described
+    trust: tuple[Verdict, ...] | None = None  # each image's verdict (None: the bundle carries no policy)
 
     def to_json(self) -> dict[str, object]:
         """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
@@ -39,6 +42,7 @@ class VerifyResult:
             "signer": self.signer,
             "delta": self.delta_base,
             "problems": [],
+            "trust": None if self.trust is None else [v.to_json() for v in self.trust],
         }
 
 
@@ -46,6 +50,12 @@ def verify(path: Path, *, key: Path = DEFAULT_KEY, progress: Progress | None = N
     """Verify signature, checksums, every file and every blob; raise listing every problem.
     `progress` counts the bytes hashed."""
     v = verify_bundle(path, key, outcome="do not use it", progress=progress)
+    verdicts = at_site(v.metadata.trust, v.metadata.images, path, v.small_json)
+    refuse(
+        verdicts,
+        outcome="do not use it",
+        fix="ask the publisher for a bundle whose images carry the signatures its policy names (docs/trust.md)",
+    )
     return VerifyResult(
         path=str(path),
         release=v.metadata.name,
@@ -55,6 +65,7 @@ def verify(path: Path, *, key: Path = DEFAULT_KEY, progress: Progress | None = N
         images=tuple(f"{i.repository}@{i.digest}" for i in v.metadata.images),
         signer=v.signer,
         delta_base=v.metadata.delta.base.describe() if v.metadata.delta is not None else None,
+        trust=verdicts if v.metadata.trust is not None else None,
     )
 
 

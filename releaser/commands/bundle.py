@@ -9,6 +9,7 @@ from ..bundle.cache import BlobCache, default_cache_dir
 from ..bundle.delta import cut_delta, read_base
 from ..bundle.installer import choose, installer_files
 from ..bundle.parts import part_path
+from ..bundle.policy import at_publisher, refuse, trust_record
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem
 from ..bundle.write import (
     BlobSources,
@@ -27,6 +28,7 @@ from ..plan import build_plan
 from ..progress import Progress
 from ..registry import RegistryOptions
 from ..release import load_release
+from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +49,7 @@ class BundleResult:
     installer_note: str = ""  # why there is none, or why a delta carries none
     parts: tuple[PartRecord, ...] = ()  # split: the parts after the first (path is the first)
     delta: DeltaRecord | None = None  # --since: the base and the blobs left out
+    trust: tuple[Verdict, ...] | None = None  # each image's verdict (None: release.yaml sets no policy)
 
     def to_json(self) -> dict[str, object]:
         """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
@@ -74,6 +77,7 @@ class BundleResult:
                 "reliedBytes": sum(r.size for r in self.delta.relies),
                 "omittedFiles": self.delta.omitted_files,
             },
+            "trust": None if self.trust is None else [v.to_json() for v in self.trust],
         }
 
 
@@ -137,10 +141,25 @@ def bundle_release(
             fix="pass --force to replace it (the same release and version give the same bytes when "
             "nothing changed), or --out-file another path",
         )
+    if release.trust is not None and not attachments:
+        raise UsageError(
+            "--no-attachments leaves out the signatures the trust policy in release.yaml requires",
+            fix="drop --no-attachments (or the `trust` section)",
+        )
     private = load_private_key(key, passphrase(passphrase_file))
     signer = fingerprint(public_pem(private))
     mtime = source_date_epoch()
     bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
+    bp.trust = trust_record(release, directory)
+    verdicts = at_publisher(
+        bp.trust, bp.images, {d: b.content for d, b in bp.blobs.items() if b.content is not None}, factory
+    )
+    refuse(
+        verdicts,
+        outcome="no bundle was written",
+        fix="sign each image named with a key the policy names (cosign sign --key KEY IMAGE@DIGEST; "
+        "cosign attest --type TYPE for an attestation), or change `trust` in release.yaml (docs/trust.md)",
+    )
     bp.files.update(release_files(release, directory))
     if installer:
         bp.installer = installer_files(
@@ -193,4 +212,5 @@ def bundle_release(
         ),
         parts=stats.parts,
         delta=delta,
+        trust=verdicts if bp.trust is not None else None,
     )

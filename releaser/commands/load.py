@@ -15,7 +15,8 @@ from ..bundle.load import (
     plan_changes,
     push_bundle,
 )
-from ..bundle.verify import verify_bundle, verify_head
+from ..bundle.policy import at_site, refuse
+from ..bundle.verify import Verified, verify_bundle, verify_head
 from ..format import DEFAULT_KEY
 from ..format.records import BundleMetadata
 from ..fs import atomic_write
@@ -23,6 +24,7 @@ from ..progress import Progress
 from ..registry import Registry, RegistryOptions
 from ..render.overrides import airgap_values, compose_override
 from ..target import Target
+from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +42,7 @@ class AirgapResult:
     stats: LoadStats
     dry_run: bool = False
     plan: LoadPlan | None = None  # --dry-run: what the load would write
+    trust: tuple[Verdict, ...] | None = None  # each image's verdict (None: the bundle carries no policy)
 
     def to_json(self) -> dict[str, object]:
         """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
@@ -55,6 +58,7 @@ class AirgapResult:
             "stats": asdict(self.stats),
             "dryRun": self.dry_run,
             "plan": self.plan.to_json() if self.plan is not None else None,
+            "trust": None if self.trust is None else [v.to_json() for v in self.trust],
         }
 
 
@@ -76,14 +80,16 @@ def load_bundle(
     registry = (registries or RegistryOptions()).factory()(target.host)
     if dry_run:
         v = verify_bundle(path, key, progress=progress)  # every problem, as a load would find them
+        checked = _trusted(path, v)
         if v.metadata.delta is not None:
             check_relied(v, target, registry, concurrency=concurrency)  # a delta's base must be there
         plan = plan_changes(v, target, registry, concurrency)
         stats = LoadStats(verified="every file and blob")
-        return _result(v.metadata, target, registry, out, stats, dry_run=True, plan=plan)
+        return _result(v.metadata, target, registry, out, stats, dry_run=True, plan=plan, trust=checked)
     # Fast path for a re-run: if the signed metadata verifies and the target already holds every
     # signed digest under its tag, nothing would be written, so the full pass is not needed.
     meta = verify_head(path, key)
+    verdicts: tuple[Verdict, ...] | None = ()  # in place: checked by the load that put it there
     if meta is not None and already_loaded(meta, target, registry, concurrency):
         stats = LoadStats(
             verified="signature and metadata; every signed digest, and every blob, already in the target",
@@ -91,6 +97,7 @@ def load_bundle(
         )
     else:
         v = verify_bundle(path, key)  # raises, listing every problem, before anything is written
+        verdicts = _trusted(path, v)  # the publisher's trust policy, offline: raises before any push
         meta = v.metadata
         # a delta: every layer it left out is in the target (else it raises, listing them) before
         # anything is written
@@ -105,7 +112,20 @@ def load_bundle(
             progress=progress,
             relied=relied.mounts if relied is not None else None,
         )
-    return _result(meta, target, registry, out, stats)
+    return _result(meta, target, registry, out, stats, trust=verdicts if meta.trust is not None else None)
+
+
+def _trusted(path: Path, v: Verified) -> tuple[Verdict, ...] | None:
+    """The bundle's own trust policy (in its signed head) checked against what it carries; TrustError,
+    nothing pushed, when an image fails it. None when the bundle carries no policy."""
+    verdicts = at_site(v.metadata.trust, v.metadata.images, path, v.small_json)
+    refuse(
+        verdicts,
+        outcome="nothing was pushed",
+        fix="ask the publisher for a bundle whose images carry the signatures its policy names "
+        "(docs/trust.md); the bundle itself verified, so the images are as the publisher bundled them",
+    )
+    return verdicts if v.metadata.trust is not None else None
 
 
 def _result(
@@ -117,6 +137,7 @@ def _result(
     *,
     dry_run: bool = False,
     plan: LoadPlan | None = None,
+    trust: tuple[Verdict, ...] | None = None,
 ) -> AirgapResult:
     """Write the airgap values and compose override (not in a dry run) and say how to install."""
     values_path = out / "values-airgap.yaml"
@@ -141,4 +162,5 @@ def _result(
         stats=stats,
         dry_run=dry_run,
         plan=plan,
+        trust=trust,
     )

@@ -61,6 +61,12 @@ class _Reader:
             raise MetadataError(path=f"{self.path}.{key}", expected="a list", got=value)
         return value
 
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self.array(key, [])
+        if not all(isinstance(v, str) for v in value):
+            raise MetadataError(path=f"{self.path}.{key}", expected="a list of strings", got=value)
+        return tuple(str(v) for v in value)
+
     def strings(self, key: str) -> dict[str, str]:
         value = self.doc.get(key, {})
         if not isinstance(value, dict) or not all(
@@ -229,6 +235,51 @@ class DeltaRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrustRuleRecord:
+    """One image's rule in the carried policy: its keys (by their path under `TrustRecord.keys`),
+    the predicate types it must be attested with, or why it is exempt."""
+
+    keys: tuple[str, ...] = ()
+    attestations: tuple[str, ...] = ()
+    exempt: str = ""
+
+    def to_json(self) -> Json:
+        return {"keys": list(self.keys), "attestations": list(self.attestations), "exempt": self.exempt}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrustRecord:
+    """The publisher's trust policy (release.yaml `trust`) in the signed head: each image's rule
+    and the public keys themselves (PEM, by the path release.yaml names them), so that the site
+    checks every image offline, before anything is pushed (docs/trust.md)."""
+
+    keys: Mapping[str, str]  # path -> PEM
+    images: Mapping[str, TrustRuleRecord]
+
+    def to_json(self) -> Json:
+        return {"keys": dict(self.keys), "images": {k: v.to_json() for k, v in self.images.items()}}
+
+    @classmethod
+    def parse(cls, r: _Reader) -> TrustRecord:
+        keys = r.strings("keys")
+        images = {}
+        for name, rule in r.obj("images").doc.items():
+            rr = _Reader(rule, f"{r.path}.images.{name}")
+            listed = rr.texts("keys")
+            unknown = [k for k in listed if k not in keys]
+            if unknown:
+                raise MetadataError(
+                    path=f"{rr.path}.keys", expected="keys listed under $.trust.keys", got=unknown[0]
+                )
+            images[name] = TrustRuleRecord(
+                keys=listed,
+                attestations=rr.texts("attestations"),
+                exempt=rr.text("exempt", ""),
+            )
+        return cls(keys=keys, images=images)
+
+
+@dataclass(frozen=True, kw_only=True)
 class BundleMetadata:
     """releaser.json: what the signature covers, and all a loader needs besides the layout."""
 
@@ -245,6 +296,7 @@ class BundleMetadata:
     compose: Mapping[str, str]  # compose service -> image name (the airgap override needs only this file)
     parts: tuple[PartRecord, ...] = ()  # a split bundle's parts after the first (docs/bundle-format.md)
     delta: DeltaRecord | None = None  # a delta bundle: its base and the blobs it relies on
+    trust: TrustRecord | None = None  # the publisher's trust policy (None: release.yaml sets none)
 
     def delta_digests(self) -> tuple[str, ...]:
         """The blobs a delta relies on the target holding (none for a full bundle)."""
@@ -274,6 +326,7 @@ class BundleMetadata:
             "compose": dict(self.compose),
             **({"parts": [p.to_json() for p in self.parts]} if self.parts else {}),
             **({"delta": self.delta.to_json()} if self.delta is not None else {}),
+            **({"trust": self.trust.to_json()} if self.trust is not None else {}),
         }
 
     @classmethod
@@ -302,6 +355,7 @@ class BundleMetadata:
             compose=r.strings("compose"),
             parts=tuple(_part(_Reader(p, f"$.parts[{n}]"), n) for n, p in enumerate(r.array("parts", []))),
             delta=DeltaRecord.parse(r.obj("delta")) if "delta" in r.doc else None,
+            trust=TrustRecord.parse(r.obj("trust")) if "trust" in r.doc else None,
         )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from .. import model as m
 from ..errors import Problem
 from ..fs import UnreadableInput, read_input
+from ..trust import PREDICATE_TYPES
 from ..yamlsource import PathT, Source
 
 API_VERSION = "releaser.dev/v1alpha1"
@@ -193,8 +194,31 @@ def build_model(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: 
         services=tuple(services),
         source_file=src.file,
         probe=d.get("probe", {}).get("image"),
+        trust=_trust(d.get("trust"), images),
     )
     return release, problems
+
+
+def _trust(
+    d: dict[str, Any] | None, images: tuple[m.Image, ...]
+) -> tuple[tuple[str, m.TrustRule], ...] | None:
+    """Each image's rule: its own under trust.images, else trust.default (an image with neither has
+    no rule, which the semantic checks name). Attestation names become predicate types."""
+    if d is None:
+        return None
+
+    def rule(r: Any) -> m.TrustRule:  # schema-valid: a trustRule object
+        return m.TrustRule(
+            keys=tuple(r.get("keys", ())),
+            attestations=tuple(PREDICATE_TYPES.get(a, a) for a in r.get("attestations", ())),
+            exempt=r.get("exempt", ""),
+        )
+
+    default = d.get("default")
+    own = d.get("images") or {}
+    return tuple(
+        (i.name, rule(own.get(i.name, default))) for i in images if i.name in own or default is not None
+    )
 
 
 def _port_name(

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import posixpath
+from pathlib import Path
+from typing import Any
 
 from .. import model as m
+from ..budgets import MAX_KEY_BYTES
 from ..errors import Problem
+from ..fs import UnreadableInput, read_input
 from ..names import PROBE_SUFFIX, VOLUMES_SUFFIX
 from ..quantities import byte_count
 from ..tcpao import split_hostport
+from ..trust import PREDICATE_TYPES, NotAKey, TrustedKey
 from ..yamlsource import PathT, Source, json_path
 
 MAX_ID = 2**31 - 1  # Kubernetes: runAsUser, runAsGroup and fsGroup are int32 in practice (int64 in the API)
@@ -95,6 +101,7 @@ class _Semantics:
             self.ingress(s, base)
             self.rest(s, base)
         self.probe()
+        self.trust()
         cycle = _dependency_cycle(r)
         if cycle:
             self.problem(
@@ -158,6 +165,77 @@ class _Semantics:
                 "publish releaser's probe image (`releaser probe push REGISTRY/PATH:TAG`), name it under images and "
                 "add `probe: {image: NAME}`: the checks then run from a probe container and the chart gets `helm test`",
                 severity="warning",
+            )
+
+    def trust(self) -> None:
+        """The trust policy: every image has a rule (or no policy at all, said as a warning), each key
+        file is a public key beside release.yaml, each attestation type is one cosign knows."""
+        d = self.src.data.get("trust")
+        if d is None:
+            self.problem(
+                (),
+                "no trust policy: images are bundled and loaded whoever signed them, or nobody",
+                "add `trust: {default: {keys: [cosign.pub]}}` with your signing key (docs/trust.md)",
+                severity="warning",
+            )
+            return
+        own = d.get("images") or {}
+        for name in own:
+            if name not in self.image_names:
+                guess = difflib.get_close_matches(name, self.image_names, n=1)
+                self.problem(
+                    ("trust", "images", name),
+                    f"image {name!r} is not defined under images",
+                    f"did you mean {guess[0]!r}?" if guess else "name an image of images",
+                )
+        if d.get("default") is None:
+            uncovered = [i for i in self.image_names if i not in own]
+            if uncovered:
+                self.problem(
+                    ("trust",),
+                    f"the policy has no rule for {', '.join(uncovered)}: nothing would be checked for them",
+                    "add trust.default, or a rule under trust.images for each (`exempt: REASON` for one that "
+                    "is not signed)",
+                )
+        rules: list[tuple[PathT, dict[str, Any]]] = (
+            [(("trust", "default"), d["default"])] if d.get("default") is not None else []
+        )
+        rules += [(("trust", "images", n), r) for n, r in own.items()]
+        root = Path(os.path.realpath(Path(self.src.file).parent))
+        for base, rule in rules:
+            for i, rel in enumerate(rule.get("keys", ())):
+                self.trust_key((*base, "keys", i), root, rel)
+            for i, kind in enumerate(rule.get("attestations", ())):
+                if "://" not in kind and kind not in PREDICATE_TYPES:
+                    guess = difflib.get_close_matches(kind, list(PREDICATE_TYPES), n=1)
+                    self.problem(
+                        (*base, "attestations", i),
+                        f"{kind!r} is not an attestation type cosign names",
+                        f"did you mean {guess[0]!r}?"
+                        if guess
+                        else f"use one of {', '.join(PREDICATE_TYPES)}, or the predicate type's URI",
+                    )
+
+    def trust_key(self, path: PathT, root: Path, rel: str) -> None:
+        target = Path(os.path.realpath(root / rel))
+        if Path(rel).is_absolute() or not target.is_relative_to(root):
+            self.problem(
+                path, f"{rel} is outside the release directory", "keep the key files beside release.yaml"
+            )
+            return
+        try:
+            TrustedKey.load(read_input(target, MAX_KEY_BYTES), rel)
+        except FileNotFoundError:
+            self.problem(
+                path, f"{rel}: no such file (looked for {target})", "give the path relative to release.yaml"
+            )
+        except UnreadableInput as exc:
+            self.problem(path, str(exc), exc.fix)
+        except NotAKey as exc:
+            self.problem(
+                path,
+                f"{rel}: {exc}",
+                "give the public key (cosign.pub from `cosign generate-key-pair`), never the private one",
             )
 
     def use_image(self, path: PathT, name: str) -> None:

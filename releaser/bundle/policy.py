@@ -1,0 +1,180 @@
+"""The release's trust policy applied to a bundle's images, at both ends (docs/trust.md).
+
+At `bundle` time (`at_publisher`): the policy comes from release.yaml, its keys from the files it
+names; what is attached to each pinned digest is what `assemble` gathered from the source registry
+(the attachment manifests it holds, the signature payloads fetched here, each checked against its
+digest). The policy and the keys' PEM go into the signed head (`TrustRecord`), so that at the site
+(`at_site`) the same checks run offline on what the bundle itself carries, after the bundle verified
+and before anything is pushed. The checks themselves are releaser/trust.py's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .. import budgets
+from ..budgets import MAX_KEY_BYTES
+from ..errors import ArchiveError, InputError, TrustError
+from ..format.records import BundledImage, TrustRecord, TrustRuleRecord
+from ..fs import UnreadableInput, read_input
+from ..lock import split_reference
+from ..model import Release
+from ..registry import RegistryFor
+from ..trust import MAX_PAYLOAD, Found, NotAKey, Rule, TrustedKey, Verdict, judge, read_attachment
+from .archive import small_members
+
+Blobs = Callable[[str, int], bytes]  # (digest, size) -> the bytes, checked against the digest
+
+
+def trust_record(release: Release, directory: Path) -> TrustRecord | None:
+    """release.yaml's policy as the head carries it, the key files read (validate checked them)."""
+    if release.trust is None:
+        return None
+    root = Path(os.path.realpath(directory))
+    keys = {}
+    for rel in release.trust_keys:
+        try:
+            keys[rel] = read_input(Path(os.path.realpath(root / rel)), MAX_KEY_BYTES).decode("ascii")
+        except (FileNotFoundError, UnreadableInput, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"trust key {rel}: {exc}",
+                fix="give the public key file release.yaml names (releaser validate)",
+            ) from None
+    return TrustRecord(
+        keys=keys,
+        images={
+            name: TrustRuleRecord(keys=r.keys, attestations=r.attestations, exempt=r.exempt)
+            for name, r in release.trust
+        },
+    )
+
+
+def _rules(record: TrustRecord) -> dict[str, Rule]:
+    loaded = {}
+    for path, pem in record.keys.items():
+        try:
+            loaded[path] = TrustedKey.load(pem.encode(), path)
+        except NotAKey as exc:
+            raise InputError(f"trust key {path}: {exc}", fix="give the public key (cosign.pub)") from None
+    return {
+        name: Rule(keys=tuple(loaded[k] for k in r.keys), attestations=r.attestations, exempt=r.exempt)
+        for name, r in record.images.items()
+    }
+
+
+def check(
+    record: TrustRecord | None,
+    images: tuple[BundledImage, ...] | list[BundledImage],
+    manifest: Callable[[str], bytes | None],
+    blob: Blobs,
+) -> tuple[Verdict, ...]:
+    """Each image's verdict: what is attached to its pinned digest (its attachment manifests by
+    `manifest(digest)`, an index's children too, their payloads by `blob`) judged by its rule. No
+    policy: no verdicts. An image the policy has no rule for fails (validate refuses such a policy)."""
+    if record is None:
+        return ()
+    rules = _rules(record)
+    out = []
+    for img in images:
+        rule = rules.get(img.name)
+        if rule is None:
+            out.append(
+                Verdict(
+                    image=img.name, digest=img.digest, ok=False, problems=("the policy has no rule for it",)
+                )
+            )
+            continue
+        found: list[Found] = []
+        for att in img.attachments or ():
+            found += _read(att.digest, manifest, blob, rule)
+        out.append(judge(img.name, img.digest, rule, found))
+    return tuple(out)
+
+
+def _read(digest: str, manifest: Callable[[str], bytes | None], blob: Blobs, rule: Rule) -> list[Found]:
+    """The signatures and attestations of one attachment: a manifest, or an index (the referrers tag
+    schema) whose children are manifests; anything unreadable is left out (and so proves nothing)."""
+    content = manifest(digest)
+    if content is None:
+        return []
+    try:
+        doc = budgets.loads(content)
+    except ValueError:
+        return []
+    if not isinstance(doc, dict):
+        return []
+    children = doc.get("manifests")
+    if isinstance(children, list):
+        out: list[Found] = []
+        for child in children[: budgets.MAX_REFERRERS]:
+            if isinstance(child, dict) and isinstance(child.get("digest"), str):
+                sub = manifest(child["digest"])
+                if sub is not None:
+                    try:
+                        sub_doc = budgets.loads(sub)
+                    except ValueError:
+                        continue
+                    if isinstance(sub_doc, dict) and not isinstance(sub_doc.get("manifests"), list):
+                        out += read_attachment(sub_doc, blob, rule.keys)
+        return out
+    return read_attachment(doc, blob, rule.keys)
+
+
+def refuse(verdicts: tuple[Verdict, ...], *, outcome: str, fix: str) -> None:
+    """TrustError naming every unmet requirement (image, digest, required, found), if any."""
+    problems = [f"{v.image} ({v.digest}): {p}" for v in verdicts if not v.ok for p in v.problems]
+    if problems:
+        raise TrustError(problems, outcome=outcome, fix=fix)
+
+
+def at_publisher(
+    record: TrustRecord | None,
+    images: list[BundledImage],
+    manifests: Mapping[str, bytes],
+    registry_for: RegistryFor,
+) -> tuple[Verdict, ...]:
+    """`bundle`: the verdicts from what the source registry attaches (the manifests as assemble holds
+    them, by digest; payloads fetched from each image's repository, checked against their digests)."""
+    out: list[Verdict] = []
+    for img in images:
+        host, path, _, _ = split_reference(img.repository)
+
+        def fetch(digest: str, size: int, host: str = host, path: str = path) -> bytes:
+            return b"".join(registry_for(host).iter_blob(path, digest, size))
+
+        out += check(record, [img], manifests.get, fetch)
+    return tuple(out)
+
+
+def at_site(
+    record: TrustRecord | None, images: tuple[BundledImage, ...], bundle: Path, small: Mapping[str, bytes]
+) -> tuple[Verdict, ...]:
+    """`airgap` and `quickstart BUNDLE`: the verdicts from what the verified bundle carries (`small`:
+    the small JSON blobs verification kept, by digest; a larger payload is read from the archive's
+    small members, its digest checked)."""
+    extra: dict[str, bytes] = {}
+
+    def content(digest: str) -> bytes | None:
+        if digest in small:
+            return small[digest]
+        if not extra and record is not None:
+            extra.update(
+                {
+                    "sha256:" + name.rsplit("/", 1)[1]: data
+                    for name, data in small_members(bundle, limit=MAX_PAYLOAD).items()
+                    if name.startswith("blobs/sha256/")
+                }
+            )
+        data = extra.get(digest)
+        if data is not None and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise ArchiveError(f"{bundle}: blob {digest} does not hash to its name")
+        return data
+
+    def blob(digest: str, size: int) -> bytes:
+        data = content(digest)
+        return data if data is not None and len(data) == size else b""
+
+    return check(record, images, content, blob)

@@ -1,0 +1,148 @@
+"""Build the Go programs the tests check releaser's work with, from their modules at pinned versions:
+cosign 2 and cosign 3 (both signature formats the field uses: `.sig`/`.att` tags, and Sigstore
+bundles attached as OCI referrers). Each module zip is checked against the h1: hash below (the one
+the Go checksum database vouches for, so `go install` checks it too); the binaries are cached
+outside the repository by module, version and Go version, and linked into .tools/bin.
+
+    python scripts/build_go_tools.py [--force]
+
+Cold: about 3.5 minutes for both cosigns on this kind of machine; warm: nothing is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".tools" / "bin"
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str  # the name in .tools/bin
+    module: str
+    version: str
+    h1: str  # the module zip's hash, as go.sum and the checksum database record it
+    package: str  # the main package, relative to the module
+    why: str
+
+
+TOOLS = (
+    Tool(
+        "cosign2",
+        "github.com/sigstore/cosign/v2",
+        "v2.6.5",
+        "h1:D7kFSWS2HzfD+LpEuBO89D1KfOAODlkWuuhzXS8yzi0=",
+        "cmd/cosign",
+        "signs as cosign 2 does: a .sig tag (simple signing) and .att tags (DSSE attestations)",
+    ),
+    Tool(
+        "cosign3",
+        "github.com/sigstore/cosign/v3",
+        "v3.1.3",
+        "h1:001JQRI/PJ/5T+g/kJ1KTvKFbb322+fomc+pHDZ/6sg=",
+        "cmd/cosign",
+        "signs as cosign 3 does: Sigstore bundles v0.3 attached as OCI referrers; verifies both formats",
+    ),
+)
+
+
+def _env(gobin: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-trimpath",
+        "CGO_ENABLED": "0",
+        "GOBIN": str(gobin),
+    }
+
+
+def go_version() -> str:
+    out = subprocess.run(
+        ["go", "env", "GOVERSION"], capture_output=True, text=True, env=_env(BIN), check=True
+    )
+    return out.stdout.strip()
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("RELEASER_GO_TOOLS_CACHE") or str(Path.home() / ".cache" / "releaser" / "go-tools")
+    return Path(base)
+
+
+def build(tool: Tool, go: str, force: bool) -> tuple[Path, float]:
+    """The tool's binary, built into the cache when it is not there (or `force`)."""
+    where = cache_dir() / f"{tool.name}-{tool.version}-{go}"
+    binary = where / "bin" / Path(tool.package).name
+    if binary.exists() and not force:
+        return binary, 0.0
+    t = time.monotonic()
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"{tool.module}@{tool.version}"],
+        env=_env(BIN),
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        got = json.loads(proc.stdout).get("Sum")
+    except json.JSONDecodeError:
+        got = None
+    if got != tool.h1:
+        sys.exit(
+            f"build_go_tools: {tool.module}@{tool.version}: the Go module proxy serves {got or 'nothing'} "
+            f"({proc.stderr.strip()[-300:]}); pinned {tool.h1}. Fix: check GOPROXY, or the pin in {__file__}"
+        )
+    staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=cache_dir()))
+    try:
+        proc = subprocess.run(
+            ["go", "install", "-ldflags=-s -w", f"{tool.module}/{tool.package}@{tool.version}"],
+            env=_env(staging / "bin"),
+            cwd=tempfile.gettempdir(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
+            sys.exit(f"build_go_tools: building {tool.module}@{tool.version} failed:\n{tail}")
+        shutil.rmtree(where, ignore_errors=True)
+        staging.rename(where)  # whole or not at all
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return binary, time.monotonic() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--force", action="store_true", help="build again even when cached")
+    args = ap.parse_args()
+    if shutil.which("go") is None:
+        sys.exit("build_go_tools: needs Go (the tests' cosign is built from its module); install Go 1.26")
+    go = go_version()
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    BIN.mkdir(parents=True, exist_ok=True)
+    for tool in TOOLS:
+        binary, took = build(tool, go, args.force)
+        link = BIN / tool.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(binary)
+        print(
+            f"{tool.name}: {tool.module}@{tool.version} ({go})"
+            + (f", built in {took:.0f} s" if took else ", cached")
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

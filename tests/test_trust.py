@@ -1,0 +1,301 @@
+"""The trust policy with real cosign (2 and 3, built from their modules: scripts/build_go_tools.py)
+and real registries: images signed and attested in both formats the field uses (cosign 2's .sig/.att
+tags, cosign 3's Sigstore bundles attached as referrers through the tag schema, distribution 2.8
+having no referrers API) pass `bundle`, `airgap verify` and `airgap` (the policy checked offline at
+the site from what the bundle carries), and cosign itself verifies them in the site registry. Each
+tamper is refused with exit 4 naming the image, its digest, what was required and what was found,
+with nothing written (bundle) or pushed (airgap): a signature by another key, a signature for another
+digest, an attestation the policy requires and the image lacks, the policy's key swapped in a bundle
+re-signed with the publisher's own releaser key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from releaser.bundle.sign import load_private_key, sign
+
+from .conftest import ROOT, TOOLS, missing_component
+from .support import images
+from .support.bundles import members, repack
+from .support.registry import RegistryServer
+
+pytestmark = pytest.mark.registry
+
+COSIGN2, COSIGN3 = TOOLS / "bin" / "cosign2", TOOLS / "bin" / "cosign3"
+RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
+PASS = "trust-test-only"
+
+RELEASE = """apiVersion: releaser.dev/v1alpha1
+kind: Release
+metadata: {{name: shop, version: 1.0.0}}
+images:
+  app: {{ref: {host}/acme/app:1}}
+  multi: {{ref: {host}/acme/multi:1}}
+  base: {{ref: {host}/library/base:1}}
+trust:
+  default: {{keys: [vendor.pub]}}
+  images:
+    app: {{keys: [vendor.pub], attestations: [{app_attestation}]}}
+    multi: {{keys: [vendor.pub], attestations: [slsaprovenance1]}}
+    base: {{exempt: "the upstream base image, signed by nobody we trust"}}
+services:
+  app: {{image: app, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
+  multi: {{image: multi, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
+  base: {{image: base, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
+"""
+
+
+def run(*cmd: str | Path, env: dict[str, str], expect: int | None = 0, timeout: float = 300) -> str:
+    proc = subprocess.run(
+        [str(c) for c in cmd], env=env, capture_output=True, text=True, check=False, timeout=timeout
+    )
+    if expect is not None:
+        assert proc.returncode == expect, f"{cmd} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def cosign(binary: Path, *args: str, env: dict[str, str]) -> str:
+    extra = ["--use-signing-config=false"] if binary == COSIGN3 and args[0] in ("sign", "attest") else []
+    return run(binary, args[0], *extra, *args[1:], env=env, timeout=120)
+
+
+def digest_of(host: str, ref: str) -> str:
+    return images.skopeo_digest(f"{host}/{ref}")
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if not COSIGN2.exists() or not COSIGN3.exists():
+        missing_component("cosign 2 and 3 (scripts/build_go_tools.py, run by make setup)")
+    work = tmp_path_factory.mktemp("trust")
+    src = RegistryServer(work / "src").start()
+    env = {
+        **os.environ,
+        "HOME": str(work / "home"),  # cosign keeps its own state there; nothing of the user's
+        "COSIGN_PASSWORD": PASS,
+        "RELEASER_KEY_PASSPHRASE": PASS,
+        "RELEASER_CACHE": str(work / "cache"),
+        "PATH": f"{TOOLS / 'bin'}:{os.environ['PATH']}",
+    }
+    try:
+        lay = work / "layout"
+        images.build(lay, "app", "app:1")
+        images.build(lay, "multi", "multi:1", platforms=("amd64", "arm64"))
+        images.build(lay, "base", "base:1", extra={"etc/base": b"base\n"})
+        images.build(lay, "victim", "victim:1", extra={"etc/victim": b"victim\n"})
+        for tag, repo in (("app:1", "acme/app:1"), ("multi:1", "acme/multi:1"), ("base:1", "library/base:1")):
+            images.push(lay, tag, f"{src.host}/{repo}")
+        images.push(lay, "victim:1", f"{src.host}/acme/victim:1")
+        keys = work / "keys"
+        keys.mkdir()
+        for name in ("vendor", "other"):  # generate-key-pair writes cosign.key/.pub where it runs
+            (keys / name).mkdir()
+            subprocess.run(
+                [str(COSIGN3), "generate-key-pair"], cwd=keys / name, env=env, check=True, capture_output=True
+            )
+        vendor, other = keys / "vendor/cosign.key", keys / "other/cosign.key"
+        app = f"{src.host}/acme/app@{digest_of(src.host, 'acme/app:1')}"
+        multi = f"{src.host}/acme/multi@{digest_of(src.host, 'acme/multi:1')}"
+        sbom = work / "sbom.json"
+        sbom.write_text(json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}))
+        provenance = work / "provenance.json"
+        provenance.write_text(
+            json.dumps({"buildDefinition": {"buildType": "https://example.org/t"}, "runDetails": {}})
+        )
+        http = ["--tlog-upload=false", "--allow-http-registry", "-y"]
+        cosign(COSIGN2, "sign", "--key", str(vendor), *http, app, env=env)  # a .sig tag
+        cosign(
+            COSIGN2,
+            "attest",
+            "--key",
+            str(vendor),
+            *http,
+            "--type",
+            "cyclonedx",
+            "--predicate",
+            str(sbom),
+            app,
+            env=env,
+        )
+        cosign(COSIGN3, "sign", "--key", str(vendor), *http, multi, env=env)  # a Sigstore bundle referrer
+        cosign(
+            COSIGN3,
+            "attest",
+            "--key",
+            str(vendor),
+            *http,
+            "--type",
+            "slsaprovenance1",
+            "--predicate",
+            str(provenance),
+            multi,
+            env=env,
+        )
+        run(RELEASER, "keygen", "--out-dir", work / "rkeys", env=env)
+        yield {
+            "work": work,
+            "src": src,
+            "env": env,
+            "vendor": vendor,
+            "other": other,
+            "app": app,
+            "multi": multi,
+            "http": http,
+        }
+    finally:
+        src.stop()
+
+
+def release(
+    s: dict[str, Any], name: str, *, app_attestation: str = "cyclonedx", text: str | None = None
+) -> Path:
+    d = s["work"] / name
+    d.mkdir()
+    (d / "release.yaml").write_text(
+        text or RELEASE.format(host=s["src"].host, app_attestation=app_attestation)
+    )
+    (d / "vendor.pub").write_bytes((s["vendor"].parent / "cosign.pub").read_bytes())
+    run(RELEASER, "lock", d, env=s["env"])
+    return d
+
+
+def bundle(s: dict[str, Any], rel: Path, out: Path, expect: int = 0) -> tuple[dict[str, Any], str]:
+    text = run(
+        RELEASER, "bundle", rel, "--signing-key", s["work"] / "rkeys/releaser.key", "--out-file", out,
+        "--no-installer", "--json", env=s["env"], expect=expect,
+    )  # fmt: skip
+    return json.loads(text[text.index("{") :]), text
+
+
+def test_both_formats_pass_at_both_ends_and_cosign_verifies_them_at_the_site(signed: dict[str, Any]) -> None:
+    s = signed
+    rel = release(s, "good")
+    doc, _ = bundle(s, rel, s["work"] / "good.tar.zst")
+    verdicts = {v["image"]: v for v in doc["result"]["trust"]}
+    assert verdicts["app"]["ok"] and verdicts["app"]["signers"] == ["vendor.pub"]
+    assert verdicts["app"]["attested"] == ["https://cyclonedx.org/bom"]
+    assert {f["form"] for f in verdicts["app"]["found"]} >= {"cosign .sig", "cosign .att"}
+    assert verdicts["multi"]["ok"] and verdicts["multi"]["attested"] == ["https://slsa.dev/provenance/v1"]
+    assert {f["form"] for f in verdicts["multi"]["found"]} == {"sigstore bundle"}
+    assert verdicts["base"]["ok"] and verdicts["base"]["exempt"]
+    pub = s["work"] / "rkeys/releaser.pub"
+    shown = run(RELEASER, "airgap", "verify", s["work"] / "good.tar.zst", "--key", pub, env=s["env"])
+    assert "trust: app sha256:" in shown and "signed by vendor.pub" in shown and "trust: base exempt" in shown
+    site = RegistryServer(s["work"] / "site-good").start()
+    try:
+        out = run(
+            RELEASER, "airgap", s["work"] / "good.tar.zst", "--to", site.host, "--key", pub,
+            "--out-dir", s["work"] / "site-good-out", "--json", env=s["env"],
+        )  # fmt: skip
+        loaded = json.loads(out[out.index("{") :])["result"]
+        assert all(v["ok"] for v in loaded["trust"]), loaded["trust"]
+        key = str(s["vendor"].parent / "cosign.pub")
+        flags = ["--insecure-ignore-tlog=true", "--allow-http-registry"]
+        app = s["app"].replace(s["src"].host, site.host)
+        multi = s["multi"].replace(s["src"].host, site.host)
+        run(COSIGN2, "verify", "--key", key, *flags, app, env=s["env"])
+        run(COSIGN2, "verify-attestation", "--key", key, *flags, "--type", "cyclonedx", app, env=s["env"])
+        run(COSIGN3, "verify", "--key", key, *flags, multi, env=s["env"])
+        run(
+            COSIGN3,
+            "verify-attestation",
+            "--key",
+            key,
+            *flags,
+            "--type",
+            "slsaprovenance1",
+            multi,
+            env=s["env"],
+        )
+    finally:
+        site.stop()
+
+
+def test_a_signature_by_another_key_is_refused_and_no_bundle_is_written(signed: dict[str, Any]) -> None:
+    s = signed
+    victim = f"{s['src'].host}/acme/victim@{digest_of(s['src'].host, 'acme/victim:1')}"
+    cosign(COSIGN2, "sign", "--key", str(s["other"]), *s["http"], victim, env=s["env"])
+    text = RELEASE.format(host=s["src"].host, app_attestation="cyclonedx").replace(
+        "acme/app:1", "acme/victim:1"
+    )
+    rel = release(s, "rogue", text=text)
+    out = s["work"] / "rogue.tar.zst"
+    doc, shown = bundle(s, rel, out, expect=4)
+    digest = victim.split("@")[1]
+    problems = "\n".join(doc["error"]["problems"])
+    assert f"app ({digest}): no signature of {digest} by vendor.pub" in problems, shown
+    assert "cosign .sig: no key of the policy verifies its signature" in problems, shown
+    assert not out.exists() and "no bundle was written" in doc["error"]["message"]
+
+
+def test_a_signature_for_another_digest_is_refused(signed: dict[str, Any], tmp_path: Path) -> None:
+    s = signed
+    host = s["src"].host
+    app_digest, victim_digest = digest_of(host, "acme/app:1"), digest_of(host, "library/base:1")
+    # app's signature put where the base image's would be: valid, by the right key, for another digest
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests",
+         f"docker://{host}/acme/app:{app_digest.replace(':', '-')}.sig",
+         f"docker://{host}/library/base:{victim_digest.replace(':', '-')}.sig"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    text = RELEASE.format(host=host, app_attestation="cyclonedx").replace(
+        'base: {exempt: "the upstream base image, signed by nobody we trust"}', "base: {keys: [vendor.pub]}"
+    )
+    rel = release(s, "elsewhere", text=text)
+    doc, shown = bundle(s, rel, tmp_path / "elsewhere.tar.zst", expect=4)
+    problems = "\n".join(doc["error"]["problems"])
+    assert f"base ({victim_digest}): no signature of {victim_digest}" in problems, shown
+    assert f"cosign .sig for another digest ({app_digest})" in problems, shown
+
+
+def test_an_attestation_the_policy_requires_and_the_image_lacks_is_refused(
+    signed: dict[str, Any], tmp_path: Path
+) -> None:
+    s = signed
+    rel = release(s, "needs-spdx", app_attestation="spdx")
+    doc, shown = bundle(s, rel, tmp_path / "spdx.tar.zst", expect=4)
+    problems = "\n".join(doc["error"]["problems"])
+    assert "no https://spdx.dev/Document attestation of" in problems, shown
+    assert "found: cosign .att https://cyclonedx.org/bom by vendor.pub" in problems, shown
+
+
+def test_a_swapped_policy_key_in_a_resigned_bundle_is_refused_at_the_site_with_nothing_pushed(
+    signed: dict[str, Any], tmp_path: Path
+) -> None:
+    """The releaser key signs the head; the policy's keys are another trust domain: a bundle whose
+    policy key was swapped (and the head re-signed with the publisher's releaser key) fails the
+    policy at the site, because the images are signed by the vendor's key, not the swapped one."""
+    s = signed
+    rel = release(s, "swap")
+    good = tmp_path / "swap.tar.zst"
+    bundle(s, rel, good)
+    ms = members(good)
+    meta = json.loads(ms[0][1])
+    meta["trust"]["keys"]["vendor.pub"] = (s["other"].parent / "cosign.pub").read_text()
+    raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    sig = sign(load_private_key(s["work"] / "rkeys/releaser.key", PASS.encode()), raw)
+    swapped = repack([(ms[0][0], raw), (ms[1][0], sig), *ms[2:]], tmp_path / "swapped.tar.zst")
+    pub = s["work"] / "rkeys/releaser.pub"
+    shown = run(RELEASER, "airgap", "verify", swapped, "--key", pub, env=s["env"], expect=4)
+    assert "not met; do not use it" in shown and "no key of the policy verifies its signature" in shown
+    site = RegistryServer(tmp_path / "site").start()
+    try:
+        shown = run(
+            RELEASER, "airgap", swapped, "--to", site.host, "--key", pub, "--out-dir", tmp_path / "out",
+            env=s["env"], expect=4,
+        )  # fmt: skip
+        assert "nothing was pushed" in shown and "app (sha256:" in shown
+        catalog = subprocess.run(
+            ["curl", "-s", f"http://{site.host}/v2/_catalog"], capture_output=True, text=True, check=True
+        ).stdout
+        assert json.loads(catalog)["repositories"] == [], catalog
+    finally:
+        site.stop()
