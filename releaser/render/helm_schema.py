@@ -585,6 +585,17 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 desc="The probe image: the init container of services that wait for a job, the "
                 "`helm test` pod.",
             ),
+            "admission": _obj(
+                {
+                    "enabled": {
+                        "type": "boolean",
+                        "description": "A ValidatingAdmissionPolicy (and its binding) that admits, in the release's "
+                        "namespace, only pods whose every image is one the lock pins (the registry as "
+                        "global.imageRegistry says). Kubernetes 1.30+; cluster-scoped objects.",
+                    },
+                },
+                desc="Admission of the locked images only (docs/trust.md#admission).",
+            ),
             "tests": _obj(
                 {
                     "enabled": {

@@ -195,6 +195,8 @@ def chart_values(plan: Plan) -> dict[str, Any]:
             i.name: {"registry": i.registry, "repository": i.repository, "digest": i.digest}
             for i in plan.images
         },
+        # opt-in: a ValidatingAdmissionPolicy admitting in the namespace only pods of the locked images
+        "admission": {"enabled": False},
         "networkPolicy": {
             "enabled": True,
             "dns": {
