@@ -195,7 +195,7 @@ def _results() -> dict[str, type]:
 PINNED = {
     "init": "path next",
     "validate": "release version services images lock warnings",
-    "lock": "release path written images",
+    "lock": "release path written images trust",
     "render": "release compose chart written unchanged removed images notes warnings package packageSha256",
     "check": "release images sources mismatches",
     "keygen": "privateKey publicKey fingerprint",

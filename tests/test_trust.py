@@ -4,7 +4,7 @@ tags, cosign 3's Sigstore bundles attached as referrers through the tag schema, 
 having no referrers API) pass `bundle`, `airgap verify` and `airgap` (the policy checked offline at
 the site from what the bundle carries), and cosign itself verifies them in the site registry. Each
 tamper is refused with exit 4 naming the image, its digest, what was required and what was found,
-with nothing written (bundle) or pushed (airgap): a signature by another key, a signature for another
+with nothing written (lock, bundle) or pushed (airgap): a signature by another key, a signature for another
 digest, an attestation the policy requires and the image lacks, the policy's key swapped in a bundle
 re-signed with the publisher's own releaser key."""
 
@@ -154,15 +154,28 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
 
 def release(
-    s: dict[str, Any], name: str, *, app_attestation: str = "cyclonedx", text: str | None = None
+    s: dict[str, Any],
+    name: str,
+    *,
+    app_attestation: str = "cyclonedx",
+    text: str | None = None,
+    lock: int = 0,
 ) -> Path:
+    """A release directory of the signed images, locked (`lock`: the exit the lock is expected to give;
+    when the policy refuses it, the lock is written with the policy removed, so that `bundle` can be
+    shown refusing too)."""
     d = s["work"] / name
     d.mkdir()
-    (d / "release.yaml").write_text(
-        text or RELEASE.format(host=s["src"].host, app_attestation=app_attestation)
-    )
+    body = text or RELEASE.format(host=s["src"].host, app_attestation=app_attestation)
+    (d / "release.yaml").write_text(body)
     (d / "vendor.pub").write_bytes((s["vendor"].parent / "cosign.pub").read_bytes())
-    run(RELEASER, "lock", d, env=s["env"])
+    shown = run(RELEASER, "lock", d, "--json", env=s["env"], expect=lock)
+    if lock:
+        assert not (d / "release.lock.yaml").exists() and "was not written" in shown, shown
+        s.setdefault("lock_refusals", {})[name] = json.loads(shown[shown.index("{") :])
+        (d / "release.yaml").write_text(body[: body.index("trust:")] + body[body.index("services:") :])
+        run(RELEASER, "lock", d, env=s["env"])
+        (d / "release.yaml").write_text(body)
     return d
 
 
@@ -225,7 +238,9 @@ def test_a_signature_by_another_key_is_refused_and_no_bundle_is_written(signed: 
     text = RELEASE.format(host=s["src"].host, app_attestation="cyclonedx").replace(
         "acme/app:1", "acme/victim:1"
     )
-    rel = release(s, "rogue", text=text)
+    rel = release(s, "rogue", text=text, lock=4)
+    locked = "\n".join(s["lock_refusals"]["rogue"]["error"]["problems"])
+    assert "no key of the policy verifies its signature" in locked, locked
     out = s["work"] / "rogue.tar.zst"
     doc, shown = bundle(s, rel, out, expect=4)
     digest = victim.split("@")[1]
@@ -249,7 +264,7 @@ def test_a_signature_for_another_digest_is_refused(signed: dict[str, Any], tmp_p
     text = RELEASE.format(host=host, app_attestation="cyclonedx").replace(
         'base: {exempt: "the upstream base image, signed by nobody we trust"}', "base: {keys: [vendor.pub]}"
     )
-    rel = release(s, "elsewhere", text=text)
+    rel = release(s, "elsewhere", text=text, lock=4)
     doc, shown = bundle(s, rel, tmp_path / "elsewhere.tar.zst", expect=4)
     problems = "\n".join(doc["error"]["problems"])
     assert f"base ({victim_digest}): no signature of {victim_digest}" in problems, shown
@@ -260,7 +275,7 @@ def test_an_attestation_the_policy_requires_and_the_image_lacks_is_refused(
     signed: dict[str, Any], tmp_path: Path
 ) -> None:
     s = signed
-    rel = release(s, "needs-spdx", app_attestation="spdx")
+    rel = release(s, "needs-spdx", app_attestation="spdx", lock=4)
     doc, shown = bundle(s, rel, tmp_path / "spdx.tar.zst", expect=4)
     problems = "\n".join(doc["error"]["problems"])
     assert "no https://spdx.dev/Document attestation of" in problems, shown

@@ -18,9 +18,10 @@ from pathlib import Path
 from .. import budgets
 from ..budgets import MAX_KEY_BYTES
 from ..errors import ArchiveError, InputError, TrustError
-from ..format.records import BundledImage, TrustRecord, TrustRuleRecord
+from ..format import ATTACHMENT_SUFFIXES
+from ..format.records import Attachment, BundledImage, TrustRecord, TrustRuleRecord
 from ..fs import UnreadableInput, read_input
-from ..lock import split_reference
+from ..lock import Lock, split_reference
 from ..model import Release
 from ..registry import RegistryFor
 from ..trust import MAX_PAYLOAD, Found, NotAKey, Rule, TrustedKey, Verdict, judge, read_attachment
@@ -147,6 +148,44 @@ def at_publisher(
 
         out += check(record, [img], manifests.get, fetch)
     return tuple(out)
+
+
+def at_lock(release: Release, directory: Path, lock: Lock, registry_for: RegistryFor) -> tuple[Verdict, ...]:
+    """`lock`: the verdicts for the digests just resolved, from what their registries attach to each
+    (the attachment tags of the pinned digest, an index's children read as the referrers tag schema
+    lists them); nothing when release.yaml sets no policy."""
+    record = trust_record(release, directory)
+    if record is None:
+        return ()
+    found_manifests: dict[str, bytes] = {}
+    carried = []
+    for pin in lock.images:
+        host, path, _, _ = split_reference(pin.repository)
+        registry = registry_for(host)
+        attachments = []
+        for suffix in ATTACHMENT_SUFFIXES:
+            tag = f"sha256-{pin.digest.split(':', 1)[1]}{suffix}"
+            digest = registry.tag_digest(path, tag)
+            if digest is None:
+                continue
+            m = registry.get_manifest(path, digest)
+            found_manifests[digest] = m.content
+            for child in m.children() if m.is_index else ():
+                found_manifests[child["digest"]] = registry.get_manifest(path, child["digest"]).content
+            attachments.append(
+                Attachment(tag=tag, digest=digest, media_type=m.descriptor.media_type, subject=pin.digest)
+            )
+        carried.append(
+            BundledImage(
+                name=pin.name,
+                source=pin.source,
+                repository=pin.repository,
+                digest=pin.digest,
+                media_type=pin.media_type,
+                attachments=tuple(attachments),
+            )
+        )
+    return at_publisher(record, carried, found_manifests, registry_for)
 
 
 def at_site(

@@ -14,6 +14,7 @@ import typer
 
 from ..errors import Problem, check_line
 from .base import JsonOpt, OutputOpt, out_path, output_format, pick, run
+from .display import trust_lines
 from .options import (
     DEFAULT_STACK,
     CaFileOpt,
@@ -116,7 +117,7 @@ def lock(
             for i in r.images
         ]
         lines.append(f"ok: {'wrote' if r.written else 'checked'} {r.path}")
-        return "\n".join(lines)
+        return "\n".join(lines) + (trust_lines(r.trust) if r.trust is not None else "")
 
     return run(
         "lock",

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import model as m
+from ..bundle.policy import at_lock, refuse
 from ..errors import InputError, LockError, ValidationError
 from ..lock import Lock, Resolution, load_lock_file, resolve_lock, split_reference, stale_reasons, write_lock
 from ..names import LOCK_FILE, RELEASE_FILE
 from ..pipeline import release_dir
 from ..registry import RegistryOptions
 from ..release import load_release
+from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +25,7 @@ class LockResult:
     path: str
     written: bool
     images: tuple[Resolution, ...]
+    trust: tuple[Verdict, ...] | None = None  # each image's verdict (None: release.yaml sets no policy)
 
     def to_json(self) -> dict[str, object]:
         """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
@@ -34,6 +37,7 @@ class LockResult:
                 {"name": r.name, "action": r.action, "pinned": r.pinned, "previous": r.previous}
                 for r in self.images
             ],
+            "trust": None if self.trust is None else [v.to_json() for v in self.trust],
         }
 
 
@@ -79,6 +83,14 @@ def lock_release(
     _no_placeholders(release, directory)
     factory = (registries or RegistryOptions()).factory()
     lock, report = resolve_lock(release, previous, factory, platforms=platforms, refresh=refresh or check)
+    verdicts = at_lock(release, directory, lock, factory)  # the trust policy, before anything is written
+    refuse(
+        verdicts,
+        outcome=f"{path} was not written" if not check else "the lock was not checked further",
+        fix="sign each image named with a key the policy names (cosign sign --key KEY IMAGE@DIGEST; "
+        "cosign attest --type TYPE for an attestation), or change `trust` in release.yaml (docs/trust.md)",
+    )
+    trust = verdicts if release.trust is not None else None
     if check:
         moved = [
             f"image {r.name!r}: the lock pins {r.previous}, the registry now serves {r.pinned}"
@@ -94,6 +106,8 @@ def lock_release(
                 f"{path} is not current:\n" + "\n".join(f"  - {x}" for x in moved),
                 fix=f"run `releaser lock {directory} --refresh`, then `releaser render`",
             )
-        return LockResult(release=release.name, path=str(path), written=False, images=tuple(report))
+        return LockResult(
+            release=release.name, path=str(path), written=False, images=tuple(report), trust=trust
+        )
     write_lock(directory, lock)
-    return LockResult(release=release.name, path=str(path), written=True, images=tuple(report))
+    return LockResult(release=release.name, path=str(path), written=True, images=tuple(report), trust=trust)
