@@ -1,12 +1,12 @@
 """The trust policy with real cosign (2 and 3, built from their modules: scripts/build_go_tools.py)
 and real registries: images signed and attested in both formats the field uses (cosign 2's .sig/.att
 tags, cosign 3's Sigstore bundles attached as referrers through the tag schema, distribution 2.8
-having no referrers API) pass `bundle`, `airgap verify` and `airgap` (the policy checked offline at
-the site from what the bundle carries), and cosign itself verifies them in the site registry. Each
-tamper is refused with exit 4 naming the image, its digest, what was required and what was found,
-with nothing written (lock, bundle) or pushed (airgap): a signature by another key, a signature for another
-digest, an attestation the policy requires and the image lacks, the policy's key swapped in a bundle
-re-signed with the publisher's own releaser key."""
+having no referrers API) pass `lock`, `bundle`, `airgap verify` and `airgap` (the policy checked
+offline at the site from what the bundle carries), and cosign itself verifies them in the site
+registry. Each tamper is refused with exit 4 naming the image, its digest, what was required and
+what was found, with nothing written (lock, bundle) or pushed (airgap): a signature by another key,
+a signature for another digest, an attestation the policy requires and the image lacks, the
+policy's key swapped in a bundle re-signed with the publisher's own releaser key."""
 
 from __future__ import annotations
 
