@@ -72,8 +72,8 @@ def digest_of(host: str, ref: str) -> str:
 
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    if not COSIGN2.exists() or not COSIGN3.exists():
-        missing_component("cosign 2 and 3 (scripts/build_go_tools.py, run by make setup)")
+    if not all(p.exists() for p in (COSIGN2, COSIGN3, TOOLS / "bin/oras")):
+        missing_component("cosign 2 and 3, oras (scripts/build_go_tools.py, run by make setup)")
     work = tmp_path_factory.mktemp("trust")
     src = RegistryServer(work / "src").start()
     env = {
@@ -227,6 +227,11 @@ def test_both_formats_pass_at_both_ends_and_cosign_verifies_them_at_the_site(sig
             multi,
             env=s["env"],
         )
+        # an independent client finds the referrers the load wrote (the tag schema: no referrers API here)
+        shown = run(TOOLS / "bin/oras", "discover", "--plain-http", "--format", "json", multi, env=s["env"])
+        referrers = json.loads(shown)["referrers"]
+        assert len(referrers) == 2, referrers  # the signature and the attestation
+        assert {r["artifactType"] for r in referrers} == {"application/vnd.dev.sigstore.bundle.v0.3+json"}
     finally:
         site.stop()
 
