@@ -1,13 +1,14 @@
 """Build the Go programs the tests check releaser's work with, from their modules at pinned versions:
 cosign 2 and cosign 3 (both signature formats the field uses: `.sig`/`.att` tags, and Sigstore
-bundles attached as OCI referrers) and the oras CLI (an independent client that lists referrers). Each module zip is checked against the h1: hash below (the one
+bundles attached as OCI referrers), syft (the SBOM generator `bundle --sbom` runs) and the oras CLI
+(an independent client that lists referrers). Each module zip is checked against the h1: hash below (the one
 the Go checksum database vouches for, so `go install` checks it too); the binaries are cached
 outside the repository by module, version and Go version, and linked into .tools/bin.
 
     python scripts/build_go_tools.py [--force]
 
-Cold: about 6 minutes on this kind of machine (cosign 2: 197 s, cosign 3: 135 s, oras: a few
-seconds more); warm: nothing is built.
+Cold: about 8 minutes on this kind of machine (cosign 2: 197 s, cosign 3: 135 s, syft: 156 s,
+oras: a few seconds more); warm: nothing is built.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Tool:
     h1: str  # the module zip's hash, as go.sum and the checksum database record it
     package: str  # the main package, relative to the module
     why: str
+    ldflags: str = ""  # more -ldflags (syft reads its version from main.version)
 
 
 TOOLS = (
@@ -53,6 +55,15 @@ TOOLS = (
         "h1:001JQRI/PJ/5T+g/kJ1KTvKFbb322+fomc+pHDZ/6sg=",
         "cmd/cosign",
         "signs as cosign 3 does: Sigstore bundles v0.3 attached as OCI referrers; verifies both formats",
+    ),
+    Tool(
+        "syft",
+        "github.com/anchore/syft",
+        "v1.57.2",
+        "h1:Vm+22QHzQfwy9WBlWeGOWBSByH6dt6SEjxrfOvQZsfM=",
+        "cmd/syft",
+        "the SBOM generator `bundle --sbom` runs (CycloneDX), and the one the tests use",
+        "-X main.version=v1.57.2",
     ),
     Tool(
         "oras",
@@ -114,7 +125,12 @@ def build(tool: Tool, go: str, force: bool) -> tuple[Path, float]:
     staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=cache_dir()))
     try:
         proc = subprocess.run(
-            ["go", "install", "-ldflags=-s -w", f"{tool.module}/{tool.package}@{tool.version}"],
+            [
+                "go",
+                "install",
+                f"-ldflags=-s -w {tool.ldflags}".strip(),
+                f"{tool.module}/{tool.package}@{tool.version}",
+            ],
             env=_env(staging / "bin"),
             cwd=tempfile.gettempdir(),
             capture_output=True,

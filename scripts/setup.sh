@@ -53,9 +53,9 @@ fi
 # releaser's probe image (probe/, Go): built into the package (releaser/probe/image/), reproducibly;
 # rebuilt only when its source or the Go version changes.
 .venv/bin/python scripts/build_probe.py
-# cosign 2 and 3 and the oras CLI, built from their modules (pinned, cached outside the repository):
+# cosign 2 and 3, syft and the oras CLI, built from their modules (pinned, cached outside the repository):
 # the tests sign images with cosign in both formats, check the trust policy's verdicts against
-# cosign's own, and list the referrers a load wrote with oras.
+# cosign's own, make SBOMs with syft (bundle --sbom), and list the referrers a load wrote with oras.
 .venv/bin/python scripts/build_go_tools.py
 
 # checkov (the chart's policy scanner in the tests) pins packaging<24, which pytest 9 cannot

@@ -199,7 +199,7 @@ PINNED = {
     "render": "release compose chart written unchanged removed images notes warnings package packageSha256",
     "check": "release images sources mismatches",
     "keygen": "privateKey publicKey fingerprint",
-    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts delta trust",
+    "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts delta trust sboms",
     "bundle merge": "path sha256 size release version fromDelta fromBase",
     "diff": "old new release versions images bytes bytesNote services serviceFields values compose care compared "
     "changed",

@@ -10,6 +10,7 @@ policy's key swapped in a bundle re-signed with the publisher's own releaser key
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -319,3 +320,74 @@ def test_a_swapped_policy_key_in_a_resigned_bundle_is_refused_at_the_site_with_n
         assert json.loads(catalog)["repositories"] == [], catalog
     finally:
         site.stop()
+
+
+SBOM_RELEASE = """apiVersion: releaser.dev/v1alpha1
+kind: Release
+metadata: {{name: sboms, version: 1.0.0}}
+images:
+  app: {{ref: {host}/acme/app:1}}
+  multi: {{ref: {host}/acme/multi:1}}
+  bare: {{ref: {host}/library/base:1}}
+services:
+  app: {{image: app, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
+  multi: {{image: multi, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
+  bare: {{image: bare, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
+"""
+
+
+def test_sbom_makes_one_where_none_is_carried_and_cosign_verifies_it_at_the_site(
+    signed: dict[str, Any], tmp_path: Path
+) -> None:
+    """`bundle --sbom`: the image with no attachment at all and the index with only a SLSA attestation
+    get a CycloneDX SBOM from syft, attested with the releaser key; app's own CycloneDX attestation
+    (cosign 2) is carried as it was, its .att manifest unchanged. Two runs give the same bytes."""
+    s = signed
+    if not (TOOLS / "bin/syft").exists():
+        missing_component("syft (scripts/build_go_tools.py, run by make setup)")
+    rel = s["work"] / "sboms"
+    rel.mkdir(exist_ok=True)
+    (rel / "release.yaml").write_text(SBOM_RELEASE.format(host=s["src"].host))
+    run(RELEASER, "lock", rel, env=s["env"])
+    env = {**s["env"], "RELEASER_SYFT": str(TOOLS / "bin/syft")}
+    key = s["work"] / "rkeys/releaser.key"
+    outs = []
+    for n in range(2):
+        out = tmp_path / f"sboms-{n}.tar.zst"
+        shown = run(RELEASER, "bundle", rel, "--signing-key", key, "--out-file", out, "--no-installer", "--sbom",
+                    "--json", env=env)  # fmt: skip
+        outs.append(out)
+    result = json.loads(shown[shown.index("{") :])["result"]
+    assert result["sboms"] == ["bare", "multi"], result
+    assert outs[0].read_bytes() == outs[1].read_bytes()  # syft's serial number and clock taken out
+    host = s["src"].host
+    app_att = f"sha256-{digest_of(host, 'acme/app:1').split(':')[1]}.att"
+    carried = {a["tag"]: a["digest"] for i in json.loads(_head(outs[0]))["images"] for a in i["attachments"]}
+    assert carried[app_att] == images.skopeo_digest(f"{host}/acme/app:{app_att}")  # never replaced
+    pub = s["work"] / "rkeys/releaser.pub"
+    site = RegistryServer(tmp_path / "site").start()
+    try:
+        run(
+            RELEASER, "airgap", outs[0], "--to", site.host, "--key", pub, "--out-dir", tmp_path / "o", env=env
+        )
+        flags = [
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--new-bundle-format=false",
+            "--type",
+            "cyclonedx",
+        ]
+        for name, repo, cosign_ in (("bare", "library/base", COSIGN2), ("multi", "acme/multi", COSIGN3)):
+            ref = f"{site.host}/{repo}@{digest_of(host, repo + ':1')}"
+            shown = run(cosign_, "verify-attestation", "--key", str(pub), *flags, ref, env=s["env"])
+            envelope = next(line for line in shown.splitlines() if line.startswith('{"payloadType"'))
+            statement = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+            assert statement["predicateType"] == "https://cyclonedx.org/bom", name
+            assert statement["predicate"]["bomFormat"] == "CycloneDX", name
+            assert statement["predicate"]["metadata"]["tools"]["components"][0]["name"] == "syft", name
+    finally:
+        site.stop()
+
+
+def _head(bundle: Path) -> bytes:
+    return next(d for m, d in members(bundle) if m.name == "releaser.json")

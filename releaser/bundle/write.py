@@ -62,6 +62,7 @@ from .archive import TarZstWriter
 from .cache import BlobCache
 from .installer import InstallerFile
 from .parts import PartsWriter, check_space, part_path
+from .sbom import MadeSbom, SbomFor
 from .sign import sign
 
 
@@ -210,9 +211,45 @@ def _attachments(
     return tuple(out)
 
 
-def _gather_image(pin: LockedImage, registry: Registry, attachments: bool) -> tuple[BundlePlan, BundledImage]:
+def _with_sbom(
+    part: BundlePlan, pin: LockedImage, carried: tuple[Attachment, ...], made: MadeSbom
+) -> tuple[Attachment, ...]:
+    """`made` (an SBOM attestation in the image's `.att` manifest) put into the image's part: the new
+    manifest, its config and envelope held in memory; the `.att` manifest it replaces (and that
+    manifest's config) gone from the layout."""
+    path = split_reference(pin.repository)[1]
+    if made.replaces is not None:
+        old = part.blobs.pop(made.replaces, None)
+        config = json.loads(old.content or b"{}").get("config") if old is not None else None
+        if isinstance(config, dict):
+            part.blobs.pop(str(config.get("digest")), None)
+        part.index = [e for e in part.index if e.digest != made.replaces]
+        carried = tuple(a for a in carried if a.digest != made.replaces)
+    for nb in made.blobs:
+        kind = "manifest" if nb.digest == made.attachment.digest else "blob"
+        part.add(
+            Blob(digest=nb.digest, size=len(nb.content), media_type=nb.media_type, source_repo=path,
+                 content=nb.content, kind=kind, image=pin.name)
+        )  # fmt: skip
+    a = made.attachment
+    size = len(next(nb.content for nb in made.blobs if nb.digest == a.digest))
+    part.index.append(
+        IndexEntry(
+            media_type=a.media_type,
+            digest=a.digest,
+            size=size,
+            annotations={REF_NAME: f"{pin.repository}:{a.tag}", IMAGE_NAME: pin.name, SUBJECT: a.subject},
+        )
+    )
+    return (*carried, a)
+
+
+def _gather_image(
+    pin: LockedImage, registry: Registry, attachments: bool, sbom: SbomFor | None = None
+) -> tuple[BundlePlan, BundledImage]:
     """One image's part of the bundle (its manifests, blobs, attachments and index entries),
-    in a plan of its own so that images can be gathered side by side."""
+    in a plan of its own so that images can be gathered side by side. With `sbom`, an image that
+    carries no SBOM gets one (bundle/sbom.py)."""
     part = BundlePlan()
     part.index.append(
         IndexEntry(
@@ -226,6 +263,11 @@ def _gather_image(pin: LockedImage, registry: Registry, attachments: bool) -> tu
         subjects = _collect_image(part, pin.name, pin, registry)
         size = sum(b.size for b in part.blobs.values())  # before its attachments join the part
         carried = _attachments(part, pin.name, pin, subjects, registry) if attachments else None
+        if sbom is not None and carried is not None:
+            held = {d: b.content for d, b in part.blobs.items() if b.content is not None}
+            made = sbom(pin, carried, held)
+            if made is not None:
+                carried = _with_sbom(part, pin, carried, made)
     except RegistryError as exc:
         exc.add_note(f"images.{pin.name} ({pin.pinned}, from {LOCK_FILE})")
         raise
@@ -249,6 +291,7 @@ def assemble(
     mtime: int,
     attachments: bool = True,
     concurrency: int = 4,
+    sbom: SbomFor | None = None,
 ) -> BundlePlan:
     """Fetch manifests (small), render chart and compose, and lay out the bundle. With
     `attachments`, also what is attached to each pinned digest (signatures, attestations, SBOMs).
@@ -265,7 +308,7 @@ def assemble(
             raise
         jobs.append((pin, registry))
     with workers.pool(concurrency) as pool:
-        parts = list(pool.map(lambda job: _gather_image(job[0], job[1], attachments), jobs))
+        parts = list(pool.map(lambda job: _gather_image(job[0], job[1], attachments, sbom), jobs))
     for part, entry in parts:
         for blob in part.blobs.values():
             bp.add(blob)  # the first image that holds a shared blob is the one it is fetched from

@@ -86,6 +86,16 @@ def create(
             "them keep working behind the air gap.",
         ),
     ] = True,
+    sbom: Annotated[
+        bool,
+        typer.Option(
+            "--sbom",
+            help="Give each image that carries no SBOM one: a CycloneDX SBOM made by syft from the pinned "
+            "digest, attested and signed with the signing key, attached as `cosign attest` does (so "
+            "`cosign verify-attestation --key releaser.pub --type cyclonedx` passes at the site). A carried "
+            "SBOM is never replaced. Needs syft (docs/trust.md#sboms).",
+        ),
+    ] = False,
     installer: Annotated[
         bool | None,
         typer.Option(
@@ -188,6 +198,7 @@ def create(
                 else f"\n  installer: {r.installer_note}"
             )
             + trust_lines(r.trust)
+            + (f"\n  sbom: made by syft and attested for {', '.join(r.sboms)}" if r.sboms else "")
         )
 
     with ByteProgress("bundle", not as_json) as prog:
@@ -211,6 +222,7 @@ def create(
                 registries=opts,
                 progress=prog,
                 force=force,
+                sbom=sbom,
             ),
             text,
         )

@@ -10,6 +10,7 @@ from ..bundle.delta import cut_delta, read_base
 from ..bundle.installer import choose, installer_files
 from ..bundle.parts import part_path
 from ..bundle.policy import at_publisher, refuse, trust_record
+from ..bundle.sbom import maker
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem
 from ..bundle.write import (
     BlobSources,
@@ -50,6 +51,7 @@ class BundleResult:
     parts: tuple[PartRecord, ...] = ()  # split: the parts after the first (path is the first)
     delta: DeltaRecord | None = None  # --since: the base and the blobs left out
     trust: tuple[Verdict, ...] | None = None  # each image's verdict (None: release.yaml sets no policy)
+    sboms: tuple[str, ...] = ()  # --sbom: the images that carried none and got one
 
     def to_json(self) -> dict[str, object]:
         """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
@@ -78,6 +80,7 @@ class BundleResult:
                 "omittedFiles": self.delta.omitted_files,
             },
             "trust": None if self.trust is None else [v.to_json() for v in self.trust],
+            "sboms": list(self.sboms),
         }
 
 
@@ -100,6 +103,7 @@ def bundle_release(
     registries: RegistryOptions | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    sbom: bool = False,
 ) -> BundleResult:
     """Write bundles/<name>-<version>.tar.zst: images, chart, compose files, lock; signed. With
     `installer` (the default), also installer/: releaser's wheels for the chosen CPython versions
@@ -141,6 +145,11 @@ def bundle_release(
             fix="pass --force to replace it (the same release and version give the same bytes when "
             "nothing changed), or --out-file another path",
         )
+    if sbom and not attachments:
+        raise UsageError(
+            "--sbom attaches an SBOM beside each image's attachments; --no-attachments leaves them out",
+            fix="drop one of the two",
+        )
     if release.trust is not None and not attachments:
         raise UsageError(
             "--no-attachments leaves out the signatures the trust policy in release.yaml requires",
@@ -149,7 +158,11 @@ def bundle_release(
     private = load_private_key(key, passphrase(passphrase_file))
     signer = fingerprint(public_pem(private))
     mtime = source_date_epoch()
-    bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments)
+    make_sbom, sboms = (None, []) if not sbom else maker(
+        private, mtime=mtime, plain_http=bool(registries and registries.plain_http),
+        ca_file=registries.ca_file if registries else None,
+    )  # fmt: skip
+    bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments, sbom=make_sbom)
     bp.trust = trust_record(release, directory)
     verdicts = at_publisher(
         bp.trust, bp.images, {d: b.content for d, b in bp.blobs.items() if b.content is not None}, factory
@@ -213,4 +226,5 @@ def bundle_release(
         parts=stats.parts,
         delta=delta,
         trust=verdicts if bp.trust is not None else None,
+        sboms=tuple(sorted(sboms)),
     )
