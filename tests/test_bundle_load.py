@@ -35,6 +35,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         "signer",
         "delta",
         "problems",
+        "trust",
     }  # docs/cli.md
     out_dir = tmp_path / "out"
     code, out = load(world, f"{world.dst.host}/mirror", out_dir, "--json")
