@@ -53,6 +53,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         "stats",
         "dryRun",
         "plan",
+        "trust",
     }
     assert set(result["stats"]) == {
         "blobs_pushed",
