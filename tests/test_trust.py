@@ -202,6 +202,9 @@ def test_both_formats_pass_at_both_ends_and_cosign_verifies_them_at_the_site(sig
     pub = s["work"] / "rkeys/releaser.pub"
     shown = run(RELEASER, "airgap", "verify", s["work"] / "good.tar.zst", "--key", pub, env=s["env"])
     assert "trust: app sha256:" in shown and "signed by vendor.pub" in shown and "trust: base exempt" in shown
+    shown = run(RELEASER, "airgap", "inspect", s["work"] / "good.tar.zst", "--key", pub, env=s["env"])
+    assert "! trust policy: signed by vendor.pub; attested: https://cyclonedx.org/bom" in shown, shown
+    assert "! trust policy: exempt: the upstream base image" in shown, shown
     site = RegistryServer(s["work"] / "site-good").start()
     try:
         out = run(

@@ -405,6 +405,8 @@ def _inspected(r: InspectResult) -> str:
         where = f"{kind}: {', '.join(i.platforms)}" if i.platforms else kind
         lines += [f"    {i.name:<{width}}  {i.source}", f"    {'':<{width}}  = {i.reference}  ({where})"]
         lines += [f"    {'':<{width}}  + {t}" for t in i.attachments]
+        if i.policy is not None:
+            lines.append(f"    {'':<{width}}  ! trust policy: {i.policy} (checked by verify and the load)")
     lines.append(f"  chart: {r.chart['ref']}  {r.chart['digest']}")
     if r.parts:
         lines.append(

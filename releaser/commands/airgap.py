@@ -10,7 +10,7 @@ from ..bundle.parts import bundle_size, first_part, part_path
 from ..bundle.policy import at_site, refuse
 from ..bundle.verify import inspect_head, verify_bundle
 from ..format import DEFAULT_KEY
-from ..format.records import PartRecord
+from ..format.records import PartRecord, TrustRecord
 from ..progress import Progress
 from ..render.docs import CatalogSource, catalog, images_md, used_by
 from ..trust import Verdict
@@ -79,6 +79,7 @@ class InspectedImage:
     media_type: str
     platforms: tuple[str, ...]
     attachments: tuple[str, ...] = ()  # tags: sha256-<hex>.sig ...
+    policy: str | None = None  # what the carried trust policy requires of it (None: no policy)
 
     def to_json(self) -> dict[str, object]:
         """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
@@ -89,6 +90,7 @@ class InspectedImage:
             "mediaType": self.media_type,
             "platforms": list(self.platforms),
             "attachments": list(self.attachments),
+            "policy": self.policy,
         }
 
 
@@ -145,6 +147,7 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
             media_type=i.media_type,
             platforms=meta.platforms(i.name),
             attachments=tuple(a.tag for a in i.attachments or ()),
+            policy=_policy(meta.trust, i.name),
         )
         for i in meta.images
     )
@@ -167,6 +170,19 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
         if meta.delta is not None
         else None,
     )
+
+
+def _policy(trust: TrustRecord | None, image: str) -> str | None:
+    """The carried policy's rule for `image`, in words (checked by verify and airgap, not here)."""
+    if trust is None:
+        return None
+    rule = trust.images.get(image)
+    if rule is None:
+        return "no rule (fails the policy)"
+    if rule.exempt:
+        return f"exempt: {rule.exempt}"
+    attested = f"; attested: {', '.join(rule.attestations)}" if rule.attestations else ""
+    return f"signed by {' or '.join(rule.keys)}{attested}"
 
 
 def _present(path: Path, parts: tuple[PartRecord, ...]) -> int:
