@@ -9,13 +9,15 @@ cd "$(dirname "$0")/.."
 # 2.8), skopeo as an independent OCI client, busybox for test images, htpasswd, and Docker
 # 20.10 (dockerd + containerd + runc) for the quickstart; tests and the demo start their own
 # engine on a private socket (tests/support/engine.py), never the system service; podman 4.3
-# as the second engine, configured per test through CONTAINERS_* variables (tests/support/podman.py).
+# as the second engine, configured per test through CONTAINERS_* variables (tests/support/podman.py),
+# with catatonit, the init podman's --init runs (a service with `init: true`; Debian's podman only
+# recommends it).
 # pass + golang-docker-credential-helpers: docker-credential-pass, a real Docker credential helper
 # (over a throwaway gpg key and password store) for the registry-credentials tests.
 # The Kubernetes end-to-end cluster (tests/support/cluster.py) is built from Go modules; beside
 # Go it needs gcc + libseccomp-dev + pkg-config (runc with seccomp, the static pause binary),
 # nftables (kube-proxy's nftables mode), iptables + ipset (the NetworkPolicy enforcer) and curl.
-DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl shellcheck docker.io podman pass golang-docker-credential-helpers
+DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl shellcheck docker.io podman catatonit pass golang-docker-credential-helpers
   gcc libc6-dev libseccomp-dev pkg-config nftables iptables ipset curl)
 # RELEASER_SETUP_SKIP="docker.io podman": leave those out, e.g. on a CI runner whose own Docker
 # (docker-ce) would conflict with Debian's docker.io; the tests that need them then say so.

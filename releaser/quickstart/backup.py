@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from . import localregistry
 from . import secrets as sec
 from .files import write_file
 from .lifecycle import killed_on_stop
-from .stack import ServiceState, up_and_wait, wait_ready
+from .stack import Compose, ComposeFile, ServiceState, up_and_wait, wait_ready
 from .state import DEFAULT_DIR, STATE_FILE, Say, State, compose_for, compose_spec, quiet
 
 BACKUP_FORMAT = "releaser.dev/quickstart-backup/v1"
@@ -167,8 +168,29 @@ def _config_files(stack: Path) -> list[str]:
     return out
 
 
+def _start_again(
+    compose: Compose,
+    spec: ComposeFile,
+    running: list[str],
+    *,
+    wait: bool,
+    timeout: float,
+    redact: Callable[[str], str],
+) -> None:
+    """What the backup stopped, started again: `compose start` (in network-namespace order); on podman
+    the containers are made anew, as restore does (a stopped podman container does not come back as it
+    was: a tmpfs loses its mode, a container sharing another's network namespace exits), brought up
+    at once when `wait` (a failed copy), else by the caller once the archive is written."""
+    if compose.podman:
+        compose.run("down", "--remove-orphans", check=False)
+        if wait:
+            up_and_wait(compose, spec, timeout=timeout, redact=redact)
+    else:
+        compose.run("start", *spec.start_order(running), check=False)
+
+
 def backup(
-    stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: bool = True, timeout: float = 300
+    stack: Path = DEFAULT_DIR, *, out: Path, say: Say = quiet, restart: bool = True, timeout: float = 120
 ) -> BackupResult:
     """Stop the stack, copy every volume, the config and the secrets into one .tar.zst, start again
     and wait until what ran is ready again (`timeout`; StackError after the backup is written)
@@ -176,6 +198,10 @@ def backup(
     state = State.load(stack)
     spec = compose_spec(stack, state)
     compose = compose_for(stack, state)
+
+    def redact(text: str) -> str:
+        return sec.redact(text, stack)
+
     before = {s.service: s for s in compose.states(spec)}
     holders: dict[str, tuple[str | None, str]] = {}  # volume -> (the container it is read from, path)
     for vol, (svc, path) in spec.volumes.items():
@@ -201,14 +227,14 @@ def backup(
             for vol, (container, path) in sorted(holders.items()):
                 say(f"copying volume {vol} ({path})")
                 target = Path(work) / f"{vol}.tar"
-                with target.open("wb") as f:
+                with target.open("wb") as sink:
                     if container is not None:
-                        compose.export_volume(container, path, f)
+                        compose.export_volume(container, path, sink)
                     else:  # after down: no container of the service, the volume is still there
                         svc = spec.volumes[vol][0]
                         try:
                             with compose.volume_helper(vol, path, spec.images[svc]) as (helper, inside):
-                                compose.export_volume(helper, inside, f)
+                                compose.export_volume(helper, inside, sink)
                         except EngineError as exc:
                             raise UsageError(
                                 f"volume {vol} of {svc} cannot be read: {exc}",
@@ -226,7 +252,7 @@ def backup(
         finally:
             if running and (restart or not copied):  # a failed copy changes nothing: it runs again
                 say(f"starting {', '.join(running)} again")
-                compose.run("start", *running, check=False)
+                _start_again(compose, spec, running, wait=not copied, timeout=timeout, redact=redact)
         for rel in _config_files(stack):
             p = stack / rel
             data = p.read_bytes()
@@ -248,11 +274,14 @@ def backup(
                 info.size, info.mode = staged_path.stat().st_size, 0o600
                 with staged_path.open("rb") as f:
                     tar.addfile(info, f)
-    with out.open("rb") as f:  # streamed: a backup holds whole volumes
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    with out.open("rb") as written:  # streamed: a backup holds whole volumes
+        digest = hashlib.file_digest(written, "sha256").hexdigest()
     if running and restart:  # as it was before: ready, not only started (status right after says so)
         try:
-            wait_ready(compose, spec, running, timeout=timeout, redact=lambda text: sec.redact(text, stack))
+            if compose.podman:
+                up_and_wait(compose, spec, timeout=timeout, redact=redact)
+            else:
+                wait_ready(compose, spec, running, timeout=timeout, redact=redact)
         except ReleaserError as exc:
             exc.add_note(f"the backup itself was written: {out}")
             raise
