@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -394,3 +395,48 @@ def test_sbom_makes_one_where_none_is_carried_and_cosign_verifies_it_at_the_site
 
 def _head(bundle: Path) -> bytes:
     return next(d for m, d in members(bundle) if m.name == "releaser.json")
+
+
+def test_an_attachment_index_beyond_the_budget_is_refused_naming_it(
+    signed: dict[str, Any], tmp_path: Path
+) -> None:
+    """A referrers tag listing more entries than budgets.MAX_REFERRERS (each would be one more request)
+    stops `bundle` with exit 6 naming the tag and the count, before any of them is read."""
+    s = signed
+    host = s["src"].host
+    subprocess.run(
+        ["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests",
+         f"docker://{host}/library/base:1", f"docker://{host}/acme/crowded:1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    digest = digest_of(host, "acme/crowded:1")
+    child = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 1}
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [child] * 1001,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"http://{host}/v2/acme/crowded/manifests/sha256-{digest.split(':')[1]}",
+        data=index,
+        method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.index.v1+json"},
+    )
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 201
+    rel = tmp_path / "crowded"
+    rel.mkdir()
+    (rel / "release.yaml").write_text(
+        "apiVersion: releaser.dev/v1alpha1\nkind: Release\nmetadata: {name: crowded, version: 1.0.0}\n"
+        f"images:\n  base: {{ref: {host}/acme/crowded:1}}\nservices:\n  base: {{image: base}}\n"
+    )
+    run(RELEASER, "lock", rel, env=s["env"])
+    out = tmp_path / "crowded.tar.zst"
+    shown = run(RELEASER, "bundle", rel, "--signing-key", s["work"] / "rkeys/releaser.key", "--out-file", out,
+                "--no-installer", env=s["env"], expect=6)  # fmt: skip
+    assert (
+        f"acme/crowded:sha256-{digest.split(':')[1]} lists 1001 attachments, more than the 1000" in shown
+    ), shown
+    assert "cosign clean" in shown and not out.exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import budgets
 from ..budgets import MAX_KEY_BYTES
-from ..errors import ArchiveError, InputError, TrustError
+from ..errors import ArchiveError, InputError, RegistryError, TrustError
 from ..format import ATTACHMENT_SUFFIXES
 from ..format.records import Attachment, BundledImage, TrustRecord, TrustRuleRecord
 from ..fs import UnreadableInput, read_input
@@ -170,6 +170,12 @@ def at_lock(release: Release, directory: Path, lock: Lock, registry_for: Registr
             if digest is None:
                 continue
             m = registry.get_manifest(path, digest)
+            if m.is_index and len(m.children()) > budgets.MAX_REFERRERS:  # each child is one more request
+                raise RegistryError(
+                    f"{pin.repository}:{tag} lists {len(m.children())} attachments, more than the "
+                    f"{budgets.MAX_REFERRERS} read under one digest",
+                    fix=f"remove the stale signatures and attestations attached to {pin.digest} (cosign clean)",
+                )
             found_manifests[digest] = m.content
             for child in m.children() if m.is_index else ():
                 found_manifests[child["digest"]] = registry.get_manifest(path, child["digest"]).content

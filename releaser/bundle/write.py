@@ -19,7 +19,7 @@ from typing import IO
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-from .. import __version__, workers
+from .. import __version__, budgets, workers
 from ..errors import ArchiveError, RegistryError, ReleaserError
 from ..format import (
     ATTACHMENT_SUFFIXES,
@@ -191,8 +191,15 @@ def _attachments(
         if digest is None:
             continue
         m = registry.get_manifest(path, digest)
-        bp.add(Blob.of_manifest(m, path, name))
         what = f"{pin.repository}:{tag}"
+        if m.is_index and len(m.children()) > budgets.MAX_REFERRERS:  # each child is one more request
+            raise RegistryError(
+                f"{what} lists {len(m.children())} attachments, more than the {budgets.MAX_REFERRERS} read "
+                "under one digest",
+                fix=f"remove the stale signatures and attestations attached to {subject} (cosign clean), or "
+                "bundle with --no-attachments",
+            )
+        bp.add(Blob.of_manifest(m, path, name))
         manifests = [m, *(_children(bp, name, path, m, registry, what) if m.is_index else [])]
         _add_blobs(bp, name, path, manifests, what, image=False)
         bp.index.append(
