@@ -63,7 +63,13 @@ class MadeSbom:
 
 def find_syft() -> str:
     """syft as $RELEASER_SYFT names it, else on PATH; ToolError with the fix when there is none."""
-    path = os.environ.get("RELEASER_SYFT") or shutil.which("syft")
+    named = os.environ.get("RELEASER_SYFT")
+    if named and not (os.path.isfile(named) and os.access(named, os.X_OK)):
+        raise ToolError(
+            f"RELEASER_SYFT={named} is not an executable file",
+            fix="point RELEASER_SYFT at the syft binary, or unset it to use the syft on PATH",
+        )
+    path = named or shutil.which("syft")
     if not path:
         raise ToolError(
             "--sbom needs syft (the SBOM generator), which was not found on PATH",

@@ -227,7 +227,9 @@ class _Semantics:
             TrustedKey.load(read_input(target, MAX_KEY_BYTES), rel)
         except FileNotFoundError:
             self.problem(
-                path, f"{rel}: no such file (looked for {target})", "give the path relative to release.yaml"
+                path,
+                f"{rel}: no such file (looked for {target})",
+                "give the public key's path relative to release.yaml (`cosign generate-key-pair` writes cosign.pub)",
             )
         except UnreadableInput as exc:
             self.problem(path, str(exc), exc.fix)
