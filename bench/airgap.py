@@ -113,20 +113,20 @@ def write_layer(lay: Layout, name: str, size: int, rng: random.Random) -> tuple[
     return digest, tmp.parent.joinpath("sha256", h.hexdigest()).stat().st_size, digest
 
 
-def generate(layout: Path, n_images: int, total_mb: int, seed: int) -> list[str]:
-    """N images: a shared base layer (~1/5 of the total) + one own layer each. Returns tags."""
+def generate(layout: Path, n_images: int, total_mb: int, seed: int, own_kb: int = 0) -> list[str]:
+    """N images: a shared base layer (~1/5 of the total) + one own layer each (own_kb KiB when
+    given: the per-image cost case, where the bytes hardly count). Returns tags."""
     from tests.support.images import OCI_CONFIG, OCI_MANIFEST
 
     rng = random.Random(seed)
     base_mb = max(1, total_mb // 5)
-    own_mb = max(1, (total_mb - base_mb) // n_images)
+    own = own_kb << 10 if own_kb else max(1, (total_mb - base_mb) // n_images) << 20
     lay = Layout(layout)
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     base = write_layer(lay, "base/blob.bin", base_mb << 20, rng)
     tags = []
     for i in range(n_images):
-        own = write_layer(lay, f"app/{i}.bin", own_mb << 20, rng)
-        layers = [base, own]
+        layers = [base, write_layer(lay, f"app/{i}.bin", own, rng)]
         cfg = json.dumps(
             {
                 "architecture": "amd64",
@@ -190,10 +190,12 @@ def ingest_ceiling(server: RegistryServer, work: Path, mb: int, streams: int = 1
     return (mb // streams) * streams / wall
 
 
-def setup(work: Path, n_images: int, total_mb: int) -> tuple[RegistryServer, Path, list[str]]:
+def setup(
+    work: Path, n_images: int, total_mb: int, own_kb: int = 0
+) -> tuple[RegistryServer, Path, list[str]]:
     src = RegistryServer(work / "src").start()
     layout = work / "gen"
-    tags = generate(layout, n_images, total_mb, seed=total_mb)
+    tags = generate(layout, n_images, total_mb, seed=total_mb, own_kb=own_kb)
     for tag in tags:
         subprocess.run(
             [

@@ -2,12 +2,13 @@
 """Benchmark: the byte paths of two commits side by side, in one run on one machine.
 
     .venv/bin/python bench/compare.py REV [--against REV2] [--mb 480] [--images 8] [--rounds 5]
-                                          [--rev-path DIR] [--json]
+                                          [--layer-kb N] [--rev-path DIR] [--json]
 
 REV (and --against, default: the working tree) are checked out with `git worktree` into a
 temporary directory and run with this venv's Python (`python -m releaser`, the tree first on
 PYTHONPATH), so both use the same interpreter and dependencies. One release of --images images
-(--mb in all, sharing a base layer, in a local docker-registry: bench/airgap.py's generator) is
+(--mb in all, sharing a base layer, in a local docker-registry: bench/airgap.py's generator;
+--layer-kb N gives each image its own layer of N KiB instead, the cost-per-image case) is
 then, --rounds times, the two sides alternating which goes first:
 
   bundle   releaser bundle (no cache, no installer where the tree has one)
@@ -64,9 +65,9 @@ def checkout(rev: str, into: Path) -> Path:
 
 
 def rounds_of(
-    sides: list[Side], work: Path, n_images: int, mb: int, rounds: int
+    sides: list[Side], work: Path, n_images: int, mb: int, rounds: int, layer_kb: int = 0
 ) -> dict[str, dict[str, list[Sample]]]:
-    src, rel, _ = setup(work, n_images, mb)
+    src, rel, _ = setup(work, n_images, mb, own_kb=layer_kb)
     samples: dict[str, dict[str, list[Sample]]] = {s.name: {k: [] for k in STEPS} for s in sides}
     try:
         first = sides[0]
@@ -123,6 +124,7 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=480)
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--layer-kb", type=int, default=0, help="each image's own layer in KiB (0: from --mb)")
     ap.add_argument(
         "--rev-path",
         default="",
@@ -156,14 +158,17 @@ def main() -> None:
             sides = [Side(args.rev, a, args.rev_path), Side(args.against or "working tree", b)]
             work = base / "work"
             work.mkdir()
-            samples = rounds_of(sides, work, args.images, args.mb, args.rounds)
+            samples = rounds_of(sides, work, args.images, args.mb, args.rounds, args.layer_kb)
         finally:
             for t in trees:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(t)], check=False)
     report: dict[str, object] = {"rev": args.rev, "against": args.against or "working tree", "mb": args.mb,
-                                 "images": args.images, "rounds": args.rounds, "steps": {}}  # fmt: skip
+                                 "images": args.images, "layer_kb": args.layer_kb, "rounds": args.rounds,
+                                 "steps": {}}  # fmt: skip
     lines = [
-        f"{args.images} images, {args.mb} MB, {args.rounds} rounds: {args.rev} vs {report['against']}",
+        f"{args.images} images, {args.mb} MB"
+        + (f" (own layers of {args.layer_kb} KiB)" if args.layer_kb else "")
+        + f", {args.rounds} rounds: {args.rev} vs {report['against']}",
         "",
         f"| step | {args.rev} s | {report['against']} s | ratio (median of rounds) | peak RSS MB | CPU s |",
         "|---|---|---|---|---|---|",

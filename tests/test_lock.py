@@ -482,3 +482,30 @@ def test_the_www_authenticate_parser_reads_what_registries_send() -> None:
         None,
     )  # bare tokens, any case
     assert parse_auth_header('Basic realm="Registry Realm"').scheme == "basic"
+
+
+def test_requests_to_one_registry_share_one_connection(
+    registry: RegistryServer, layout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEADs, misses (404), manifests and blobs one after another all go over one kept-alive
+    connection: a new TCP connection per request doubled the cost of each small request."""
+    import urllib3.connection
+
+    from releaser.registry import Registry
+
+    push_all(layout, registry.host)
+    client = Registry(registry.host)
+    m = client.get_manifest("library/nats", "v1")
+    config = m.json()["config"]["digest"]
+    connects = []
+    connect = urllib3.connection.HTTPConnection.connect
+    monkeypatch.setattr(
+        urllib3.connection.HTTPConnection, "connect", lambda self: connects.append(1) or connect(self)
+    )
+    for _ in range(5):
+        assert client.blob_exists("library/nats", config)
+        assert not client.blob_exists("library/nats", "sha256:" + "0" * 64)
+        assert client.tag_digest("library/nats", "no-such-tag") is None
+        assert client.manifest_exists("library/nats", m.descriptor.digest)
+        assert b"".join(client.iter_blob("library/nats", config, None))
+    assert len(connects) == 0, f"{len(connects)} new connections for 25 requests after the first"
