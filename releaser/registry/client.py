@@ -48,11 +48,11 @@ class _Session(requests.Session):
 
     def merge_environment_settings(  # type: ignore[override]
         self, url: str, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    ) -> Any:
         if proxies:  # never the case here: computed as requests does
-            return super().merge_environment_settings(url, proxies, stream, verify, cert)  # type: ignore[no-any-return]
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
         key = (*urlsplit(url)[:2], stream, verify, cert)
-        got = self._settings.get(key)
+        got: Any = self._settings.get(key)
         if got is None:
             got = super().merge_environment_settings(url, proxies, stream, verify, cert)
             self._settings[key] = got
@@ -344,7 +344,7 @@ class Registry:
         if method == "HEAD":  # its Content-Length is the resource's; it has no body
             resp.raw.read()  # nothing: ends the answer, so the connection goes back to the pool
             resp._content = b""
-            resp._content_consumed = True  # requests would otherwise close the connection
+            resp._content_consumed = True  # type: ignore[attr-defined]  # requests would otherwise close the connection
             resp.close()
             return
         what = f"{method} {url}"
