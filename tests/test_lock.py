@@ -509,3 +509,31 @@ def test_requests_to_one_registry_share_one_connection(
         assert client.manifest_exists("library/nats", m.descriptor.digest)
         assert b"".join(client.iter_blob("library/nats", config, None))
     assert len(connects) == 0, f"{len(connects)} new connections for 25 requests after the first"
+
+
+def test_the_environments_proxy_settings_are_followed(
+    registry: RegistryServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$HTTP_PROXY and $NO_PROXY are read (once per origin): a dead proxy makes the registry
+    unreachable through it; naming the registry in $NO_PROXY goes around it."""
+    from releaser.errors import RegistryError
+    from releaser.registry import Registry
+
+    for name in (
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # discard: nothing answers there
+    through = Registry(registry.host, plain_http=True, retries=0)
+    with pytest.raises(RegistryError, match="unreachable"):
+        through.ping()
+    with pytest.raises(RegistryError, match="unreachable"):
+        through.ping()  # the settings remembered for the origin still name the proxy
+    monkeypatch.setenv("NO_PROXY", registry.host.split(":")[0])
+    Registry(registry.host, plain_http=True).ping()
