@@ -71,17 +71,23 @@ class Behind:
 class HashBeside:
     """A sha256 whose update() returns at once: the hashing runs Behind the caller (at most
     `depth` chunks back), so a stream can be checked while its bytes are already passed on.
-    hexdigest() waits for the last chunk; close() stops the thread (hexdigest() calls it)."""
+    hexdigest() waits for the last chunk; close() stops the thread (hexdigest() calls it).
+    `inline` (a stream of one small chunk, where a thread would cost more than the hash) hashes
+    in the caller's thread instead."""
 
-    def __init__(self, depth: int = 4) -> None:
+    def __init__(self, depth: int = 4, *, inline: bool = False) -> None:
         self._hash = hashlib.sha256()
-        self._behind = Behind(self._hash.update, depth=depth, name="hash")
+        self._behind = None if inline else Behind(self._hash.update, depth=depth, name="hash")
 
     def update(self, data: bytes) -> None:
-        self._behind.put(data)
+        if self._behind is None:
+            self._hash.update(data)
+        else:
+            self._behind.put(data)
 
     def close(self) -> None:
-        self._behind.close()
+        if self._behind is not None:
+            self._behind.close()
 
     def hexdigest(self) -> str:
         self.close()

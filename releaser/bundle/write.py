@@ -9,10 +9,12 @@ does not hash to its digest aborts the bundle and nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -177,14 +179,19 @@ def _attachments(
     bp: BundlePlan, name: str, pin: LockedImage, subjects: list[str], registry: Registry, concurrency: int = 8
 ) -> tuple[Attachment, ...]:
     """Signatures, attestations and SBOMs attached to `subjects` by tag (ATTACHMENT_SUFFIXES),
-    added to the bundle with everything they reference. One HEAD per candidate tag, at once."""
+    added to the bundle with everything they reference. The repository's tag list says which
+    candidate tags exist (one request); a registry that will not list them, or a repository of
+    more than 1,000 tags, gets one HEAD per candidate tag, at once."""
     _, path, _, _ = split_reference(pin.repository)
     candidates = [
         (subject, f"sha256-{subject.split(':', 1)[1]}{suffix}")
         for subject in subjects
         for suffix in ATTACHMENT_SUFFIXES
     ]
-    with workers.pool(concurrency) as pool:
+    listed = registry.tags_if_few(path)
+    if listed is not None:
+        candidates = [c for c in candidates if c[1] in listed]
+    with workers.pool(min(concurrency, len(candidates))) as pool:
         found = list(pool.map(lambda c: registry.tag_digest(path, c[1]), candidates))
     out = []
     for (subject, tag), digest in zip(candidates, found, strict=True):
@@ -478,11 +485,59 @@ def signed_head(meta: BundleMetadata, checksums: bytes, private: EllipticCurvePr
 @dataclass(frozen=True, kw_only=True)
 class BlobSources:
     """Where a blob's bytes come from: memory (manifests, the chart), the cache, or the registry
-    its image came from (`repo_hosts`: repository path -> registry host)."""
+    its image came from (`repo_hosts`: repository path -> registry host). `ahead`: how many small
+    blobs `stream` fetches at once ahead of the writer."""
 
     registry_for: RegistryFor
     repo_hosts: dict[str, str]
     cache: BlobCache | None
+    ahead: int = 8
+
+    def stream(self, blobs: list[Blob]) -> Generator[tuple[Blob, Iterator[bytes], bool]]:
+        """(blob, chunks, fetched from a registry) for each of `blobs`, in their order. The small
+        ones a registry must send (up to AHEAD_BLOB bytes each) are fetched ahead of their turn,
+        `ahead` at a time, at most AHEAD_BYTES held in memory: a release of many small images
+        then waits for one round trip per `ahead` blobs instead of one per blob. Bigger blobs
+        stream at their turn, as before. A fetch's error is raised at its blob's turn."""
+        futures: dict[int, Future[bytes]] = {}
+        held = 0
+        nxt = 0  # the next blob to consider fetching ahead
+
+        def fetch(blob: Blob) -> bytes:
+            chunks, _ = self.open(blob)
+            return b"".join(chunks)  # digest checked (and the cache written) as the stream ends
+
+        def early(blob: Blob) -> bool:
+            return (
+                blob.content is None
+                and blob.size <= AHEAD_BLOB
+                and not (self.cache is not None and self.cache.has(blob.digest, blob.size))
+            )
+
+        def taken(f: Future[bytes]) -> Iterator[bytes]:
+            yield f.result()
+
+        with workers.pool(self.ahead) as pool:
+            try:
+                for i, blob in enumerate(blobs):
+                    nxt = max(nxt, i)
+                    while nxt < len(blobs) and len(futures) < 4 * self.ahead:
+                        b = blobs[nxt]
+                        if early(b):
+                            if futures and held + b.size > AHEAD_BYTES:
+                                break
+                            futures[nxt] = pool.submit(fetch, b)
+                            held += b.size
+                        nxt += 1
+                    f = futures.pop(i, None)
+                    if f is None:
+                        yield (blob, *self.open(blob))
+                    else:
+                        held -= blob.size
+                        yield blob, taken(f), True
+            finally:
+                for f in futures.values():
+                    f.cancel()
 
     def open(self, blob: Blob) -> tuple[Iterator[bytes], bool]:
         """(chunks, fetched from a registry) for a blob; fetched blobs are teed into the cache."""
@@ -638,22 +693,22 @@ def _write_body(
         total_in += w.add_stream(f.name, f.size, _installer_chunks(f))
     for name, content in layout_files(bp).items():
         w.add_bytes(name, content)
-    for blob in _order(bp):
-        chunks, from_registry = sources.open(blob)
+    with contextlib.closing(sources.stream(_order(bp))) as blobs:  # on an error: nothing more fetched
+        for blob, chunks, from_registry in blobs:
 
-        def counted(it: Iterator[bytes], b: Blob = blob) -> Iterator[bytes]:
-            for c in it:
-                if progress:
-                    progress(b.image, len(c))
-                yield c
+            def counted(it: Iterator[bytes], b: Blob = blob) -> Iterator[bytes]:
+                for c in it:
+                    if progress:
+                        progress(b.image, len(c))
+                    yield c
 
-        try:
-            total_in += w.add_stream(blob.path, blob.size, counted(chunks))
-        except RegistryError as exc:  # the partial archive is a temp file, removed by the caller
-            exc.add_note(f"images.{blob.image} blob {blob.digest}")
-            raise
-        if from_registry:
-            fetched += blob.size
+            try:
+                total_in += w.add_stream(blob.path, blob.size, counted(chunks))
+            except RegistryError as exc:  # the partial archive is a temp file, removed by the caller
+                exc.add_note(f"images.{blob.image} blob {blob.digest}")
+                raise
+            if from_registry:
+                fetched += blob.size
     for name in sorted(bp.files):
         w.add_bytes(name, bp.files[name])
     w.close()
@@ -675,6 +730,8 @@ def _installer_chunks(f: InstallerFile) -> Iterator[bytes]:
         raise ArchiveError(f"{f.path} changed while bundling", fix="run the bundle again")
 
 
+AHEAD_BLOB = 4 << 20  # blobs up to this size are fetched ahead of their turn in the archive (BlobSources)
+AHEAD_BYTES = 64 << 20  # at most this many bytes fetched ahead and not yet written
 WRITEBACK = 32 << 20  # start the disk writing the archive every this many bytes
 _SYNC_FILE_RANGE_WRITE = getattr(os, "SYNC_FILE_RANGE_WRITE", 2)
 

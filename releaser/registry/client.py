@@ -507,7 +507,8 @@ class Registry:
         end (raises DigestMismatch); never more than `size` bytes, never stalled (`paced`)."""
         from ..workers import HashBeside
 
-        h = HashBeside()  # checked beside the stream: the caller compresses while this hashes
+        # checked beside the stream (the caller compresses while this hashes); one chunk's worth inline
+        h = HashBeside(inline=size is not None and size <= chunk)
         what = f"GET blob {repo}@{digest}"
         try:
             resp = self.open_blob(repo, digest)
@@ -719,6 +720,24 @@ class Registry:
             if not page or "next" not in resp.headers.get("Link", "") or page[-1] == last:
                 return out
             last = page[-1]
+
+    def tags_if_few(self, repo: str, most: int = 1000) -> set[str] | None:
+        """The repository's tags in one request, when it has at most `most` of them; None when the
+        registry will not list them (403, 404, an answer out of shape) or has more: the caller then
+        asks for each tag it wants by name. One listing instead of a HEAD per candidate tag is what
+        keeps the attachments of many small images cheap to find."""
+        try:
+            resp = self.request(
+                "GET", f"/v2/{repo}/tags/list", repo=repo, ok=(200, 403, 404), params={"n": str(most)}
+            )
+            if resp.status_code != 200 or "next" in resp.headers.get("Link", ""):
+                return None
+            tags = json_object(resp.content, f"{self.host}/{repo}: the tag list").get("tags") or []
+        except RegistryError:
+            return None
+        if not isinstance(tags, list) or len(tags) >= most or not all(isinstance(t, str) for t in tags):
+            return None
+        return set(tags)
 
     def tags(self, repo: str) -> list[str]:
         resp = self.request("GET", f"/v2/{repo}/tags/list", repo=repo, ok=(200, 404))
