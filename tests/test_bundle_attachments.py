@@ -114,6 +114,35 @@ def test_signatures_attestations_and_sboms_travel_with_their_images(world: World
     assert all(i["attachments"] == [] for i in json.loads(out)["result"]["images"])
 
 
+def test_attachments_are_found_the_same_where_tags_cannot_be_listed(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidate attachment tags come from one tag listing per repository; a registry that will
+    not list them (or a repository with more tags than one page) gets a HEAD per candidate, and
+    the bundle carries the same attachments either way."""
+    from releaser.registry import Registry
+
+    src = Registry(world.src.host)
+    listed = src.tags_if_few("bmp/gobmp")
+    assert listed is not None and set(world.attached["gobmp"]) <= listed
+    assert src.tags_if_few("bmp/gobmp", most=1) is None  # more than one page: not listed
+    assert src.tags_if_few("no/such/repository") is None  # 404: asked for by name instead
+
+    def carried(bundle: Path) -> dict[str, str]:
+        code, out = cli("airgap", "inspect", str(bundle), "--json")
+        assert code == 0, out
+        return {t: i["name"] for i in json.loads(out)["result"]["images"] for t in i["attachments"]}
+
+    monkeypatch.setattr(Registry, "tags_if_few", lambda self, repo, most=1000: None)
+    unlisted = tmp_path / "unlisted.tar.zst"
+    code, out = cli(
+        "bundle", str(world.release), "--signing-key", str(world.key), "--out-file", str(unlisted)
+    )
+    assert code == 0, out
+    assert carried(unlisted) == carried(world.bundle)
+    assert set(carried(unlisted)) == {t for tags in world.attached.values() for t in tags}
+
+
 def _cosign_verifies(layer: dict[str, Any], payload: bytes, pub: Path, tmp: Path) -> bool:
     (tmp / "payload").write_bytes(payload)
     (tmp / "sig.der").write_bytes(
