@@ -238,8 +238,8 @@ class _Load:
                 self.concurrency,
                 self.lock,
             ).run()
-        for repo, digest, source in self.pending_mounts:
-            self._mount_or_send(repo, digest, source)
+        with workers.pool(self.concurrency) as pool:  # a layer shared by many images: one mount each
+            list(pool.map(lambda m: self._mount_or_send(*m), self.pending_mounts))
 
     def send(self, repo: str, digest: str, size: int, opener: Callable[[], OpenReader]) -> None:
         # An upload session belongs to one repository and one uploader: its state file is named
@@ -268,8 +268,9 @@ class _Load:
 
     def _mount_or_send(self, repo: str, digest: str, source: str) -> None:
         if self.registry.mount_blob(repo, digest, source):
-            self.stats.blobs_mounted += 1
-            self.unsure.add((repo, digest))
+            with self.lock:
+                self.stats.blobs_mounted += 1
+                self.unsure.add((repo, digest))
         else:  # the registry would not mount: send the bytes again
             self._send_from_archive(repo, digest)
         self.shown.done(repo, digest, self.sizes[digest])
