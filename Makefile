@@ -24,10 +24,11 @@ demo: setup
 ## engines, after the checks the code claims: lint (with a complexity limit), formatting, strict
 ## typing and the layer order. On TEST_WORKERS workers (pytest-xdist): a module's tests stay on one
 ## worker, with its own engine, registries and stacks, which share nothing with another module's.
+## The longest modules first (tests/conftest.py LONGEST_FIRST; xdist's own reordering is off).
 ## The modules marked `alone` run after the others, by themselves (docs/testing.md#the-suite-in-parallel).
 TEST_WORKERS ?= 4
 test: setup lint
-	.venv/bin/python -m pytest --ignore=tests/e2e -n $(TEST_WORKERS) --dist loadscope -m "not alone"
+	.venv/bin/python -m pytest --ignore=tests/e2e -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not alone"
 	.venv/bin/python -m pytest --ignore=tests/e2e -m alone
 
 ## For the edit loop: every test that starts no container engine and no registry process (the

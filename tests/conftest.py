@@ -120,22 +120,26 @@ def assert_golden(path: Path, actual: str, update: bool) -> None:
 
 
 # Modules that hold a worker longest go first, so that `make test`'s workers (pytest-xdist,
-# --dist loadscope: a module's tests stay on one worker with its engine and stacks) end together.
-# Figures: docs/testing.md#the-suite-in-parallel. A module not listed runs after these, in file order.
+# --dist loadscope: a module's tests stay on one worker with its engine and stacks) end together:
+# longest-processing-time first. make test passes --no-loadscope-reorder, without which xdist puts
+# the modules with the most tests first and these last (a third longer in all). Ordered by the
+# seconds each took on 4 workers (docs/testing.md#the-suite-in-parallel has the figures and how to
+# measure them). A module not listed runs after these, in file order.
 LONGEST_FIRST = (
-    "test_quickstart.py",
     "test_readme_run.py",
     "test_quickstart_upgrade.py",
-    "test_probe.py",
     "test_quickstart_airgap.py",
+    "test_quickstart.py",
+    "test_probe.py",
     "test_fuzz.py",
     "test_platform_quickstart.py",
-    "test_podman.py",
-    "test_rehearsal.py",
     "test_chart.py",
     "test_bundle_installer.py",
+    "test_rehearsal.py",
     "test_hostile_registry.py",
     "test_lock.py",
+    "test_trust.py",
+    "test_bundle_load.py",
 )
 QUICK = os.environ.get("RELEASER_TEST_QUICK") == "1"
 

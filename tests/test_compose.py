@@ -174,3 +174,55 @@ def test_env_example_has_every_knob_and_no_secret_values(tmp_path: Path) -> None
     assert "=" not in "".join(
         line for line in env.splitlines() if "secret" in line.lower() and not line.startswith("#")
     )  # ... never given values
+
+
+def test_podman_variant_relabels_every_mounted_file_and_orders_no_service_after_a_job(project: Path) -> None:
+    """compose.podman.yaml, as podman-compose 1.6 turns it into podman arguments (`--dry-run`):
+    every file mounted from the stack directory (secret files, configs, the TCP-AO configuration)
+    carries an SELinux relabel option, `Z` when one container mounts it and `z` when several do;
+    configs are read-only bind mounts (podman-compose ignores `configs:`); no service depends on a
+    run-once job (docs/quickstart.md#podman)."""
+    import shutil
+
+    import yaml
+
+    from releaser.render.compose import PODMAN_COMPOSE
+
+    pc = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "podman-compose"
+    if not pc.exists() or shutil.which("podman") is None:
+        from .conftest import missing_component
+
+        missing_component("podman-compose (requirements/dev.lock) and podman")
+    doc = yaml.safe_load((project / PODMAN_COMPOSE).read_text())
+    services = doc["services"]
+    jobs = {n for n, s in services.items() if (s.get("labels") or {}).get("dev.releaser.job") == "true"}
+    assert "configs" not in doc and not any("configs" in s for s in services.values())
+    for name, svc in services.items():
+        assert not jobs & set(svc.get("depends_on") or ()), (name, svc.get("depends_on"))
+    proc = subprocess.run(
+        [str(pc), "--verbose", "--dry-run", "-f", PODMAN_COMPOSE, "-p", "relabel", "up", "-d"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    args = proc.stdout.split() + proc.stderr.split()
+    mounts = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-v", "--volume")]
+    files = [m for m in mounts if m.startswith(str(project))]
+    readers: dict[str, int] = {}
+    for m in files:
+        readers[m.split(":")[0]] = readers.get(m.split(":")[0], 0) + 1
+    for m in files:
+        source, options = m.split(":")[0], m.split(":")[-1].split(",")
+        want = "z" if readers[source] > 1 else "Z"
+        assert want in options and ({"z", "Z"} - {want}).isdisjoint(options), (m, readers[source])
+    wanted = sum(len(s.get("secrets") or []) for n, s in services.items() if not s.get("profiles"))
+    binds = sum(
+        1
+        for s in services.values()
+        if not s.get("profiles")
+        for v in s.get("volumes") or []
+        if isinstance(v, dict) and v.get("type") == "bind"
+    )
+    assert len(files) == wanted + binds, (files, wanted, binds)

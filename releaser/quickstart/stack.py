@@ -40,6 +40,9 @@ class ComposeFile:
     netns_parent: dict[str, str]  # sidecar -> the service whose network namespace it shares
     jobs: frozenset[str] = frozenset()  # services that run once (label dev.releaser.job): exit 0 is done
     probes: dict[str, str] = field(default_factory=dict)  # service -> the probe container running its check
+    depends: dict[str, tuple[str, ...]] = field(
+        default_factory=dict
+    )  # service -> what it needs started first
 
     @classmethod
     def read(cls, files: list[Path]) -> ComposeFile:
@@ -89,7 +92,31 @@ class ComposeFile:
                 if (s.get("labels") or {}).get("dev.releaser.probe") == "true"
                 and str(s.get("network_mode", "")).startswith("service:")
             },
+            depends={
+                n: tuple(
+                    d
+                    for d in [
+                        *(s.get("depends_on") or ()),
+                        str(s.get("network_mode", ""))[len("service:") :],
+                    ]
+                    if d in services
+                )
+                for n, s in services.items()
+            },
         )
+
+    def first_tier(self) -> list[str]:
+        """The run-once jobs and everything they need (what they depend on, and what that depends
+        on), in compose-file order: on podman the quickstart starts these first and waits for the
+        jobs to finish, since no service may depend on a job there (compose.podman.yaml)."""
+        needed: set[str] = set()
+        todo = list(self.jobs)
+        while todo:
+            name = todo.pop()
+            if name not in needed:
+                needed.add(name)
+                todo.extend(self.depends.get(name, ()))
+        return [n for n in self.services if n in needed]
 
     def start_order(self, services: list[str]) -> list[str]:
         """`services` with each one after the service whose network namespace it shares (a sidecar,
@@ -212,25 +239,39 @@ class Compose:
             )
         return proc
 
-    def run_logged(self, *args: str, out: IO[bytes], timeout: float | None = 600) -> int:
-        """Run with stdout and stderr into `out` (which can be read while it runs); the exit code."""
+    def run_logged(
+        self, *args: str, out: IO[bytes], timeout: float = 600, stop: threading.Event | None = None
+    ) -> int:
+        """Run with stdout and stderr into `out` (which can be read while it runs); the exit code.
+        Stopped (SIGTERM, then SIGKILL) past `timeout` or once `stop` is set: a caller that gave up
+        waiting leaves no `compose up` running behind it (podman-compose starts one container after
+        another, and would go on starting the rest of a stack the quickstart reported failed)."""
         cmd = self.argv(*args)
         try:
-            return subprocess.run(
-                cmd,
-                cwd=self.directory,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-                env=self.env,
-            ).returncode
+            proc = subprocess.Popen(
+                cmd, cwd=self.directory, stdout=out, stderr=subprocess.STDOUT, env=self.env
+            )
         except FileNotFoundError as exc:
             raise ToolError(
                 f"{cmd[0]} is not installed", fix="releaser doctor lists what is missing"
             ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise EngineError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from exc
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                late = time.monotonic() > deadline
+                if not late and not (stop is not None and stop.is_set()):
+                    continue
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                if late:
+                    raise EngineError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
+                return proc.returncode
 
     def engine_cli(self) -> str:
         return self.engine.cli
@@ -562,23 +603,65 @@ def up_and_wait(
     Ready: running, and healthy when the service has a health check. Fails at once when a
     service exits or turns unhealthy, or when `up` itself fails; otherwise at the deadline.
     """
+    deadline = time.monotonic() + timeout
+    first = spec.first_tier() if compose.podman else []
+    if first and len(first) < len(spec.services):
+        # podman: the jobs and what they need first, until every job has exited 0; then the rest by
+        # name (`up` with no names would start the jobs again)
+        _up_some(compose, spec, first, deadline, on_update, poll, redact)
+        rest = [n for n in spec.services if n not in spec.jobs]
+        return _up_some(compose, spec, rest, deadline, on_update, poll, redact, began=deadline - timeout)
+    return _up_some(compose, spec, [], deadline, on_update, poll, redact)
+
+
+def _up_some(
+    compose: Compose,
+    spec: ComposeFile,
+    names: list[str],
+    deadline: float,
+    on_update: Update | None,
+    poll: float,
+    redact: Callable[[str], str],
+    began: float | None = None,
+) -> list[ServiceState]:
+    """`compose up -d` of `names` (every service when empty), waited for until they are ready;
+    the times shown count from `began` (the start of the first part) when given."""
     result: dict[str, Any] = {}
     # what `compose up` prints, readable while it runs: a deadline that passes while it is still
     # starting a service (podman-compose starts one container after another) shows where it is
     log = tempfile.NamedTemporaryFile(prefix="releaser-up-", suffix=".log")  # noqa: SIM115 - closed below
+    timeout = max(1.0, deadline - time.monotonic())
 
     def output() -> str:
         return Path(log.name).read_bytes()[-(64 << 10) :].decode("utf-8", "replace")
 
     def run_up() -> None:
+        result["thread"] = threading.current_thread()
         try:
-            result["code"] = compose.run_logged("up", "-d", "--remove-orphans", out=log, timeout=timeout + 60)
+            result["code"] = compose.run_logged(
+                "up", "-d", "--remove-orphans", *names, out=log, timeout=timeout + 60, stop=stopping
+            )
         except ReleaserError as exc:
             result["error"] = exc
 
+    stopping = threading.Event()
     try:
-        return _wait_for_up(compose, spec, timeout, on_update, poll, redact, run_up, result, output)
+        return _wait_for_up(
+            compose,
+            spec,
+            timeout,
+            on_update,
+            poll,
+            redact,
+            run_up,
+            result,
+            output,
+            set(names or spec.services),
+        )
     finally:
+        stopping.set()  # a `compose up` still running when the wait gave up is stopped, not left behind
+        if "thread" in result:
+            result["thread"].join(timeout=15)
         log.close()
 
 
@@ -592,9 +675,12 @@ def _wait_for_up(
     run_up: Callable[[], None],
     result: dict[str, Any],
     output: Callable[[], str],
+    wanted: set[str],
+    shown_from: float = 0.0,
 ) -> list[ServiceState]:
-    """up_and_wait's loop: `run_up` in a thread, every service polled until all are ready, a
-    failure, or the deadline; `output()` is what `compose up` printed so far."""
+    """up_and_wait's loop: `run_up` in a thread, the `wanted` services polled until all are ready,
+    a failure, or the deadline; `output()` is what `compose up` printed so far. Returns every
+    service's state."""
     # containers of an earlier run (a failed one: unhealthy, restarting, exited) say nothing about this
     # one until `up` has recreated or restarted them: they count once `up` is done, or when new
     earlier = {i for s in compose.states(spec) for i in s.ids}
@@ -606,17 +692,18 @@ def _wait_for_up(
     while True:
         elapsed = time.monotonic() - start
         up_done = not worker.is_alive()  # before reading the states: they are then this run's
-        states = compose.states(spec)
+        every = compose.states(spec)
+        states = [s for s in every if s.service in wanted]
         compose.run_healthchecks(states)
         if on_update:
-            on_update(states, elapsed, up_done)
+            on_update(every, shown_from + elapsed, up_done)
         failed = _blame(spec, [s for s in states if up_done or not earlier.intersection(s.ids)])
         if failed is not None:
             worker.join(timeout=5)
             raise _failure(
                 compose,
                 failed,
-                states,
+                every,
                 redact,
                 f"{failed.service} "
                 + (
@@ -649,7 +736,7 @@ def _wait_for_up(
                     f"`compose up` failed: {msg}",
                 )
             if all(s.ready for s in states):
-                return states
+                return compose.states(spec)
             missing = [s.service for s in states if s.state in ("waiting", "created")]
             if missing and up_finished_at is not None and time.monotonic() - up_finished_at > 15:
                 raise StackError(
@@ -671,7 +758,7 @@ def _wait_for_up(
             raise _failure(
                 compose,
                 late,
-                states,
+                every,
                 redact,
                 f"{late.service} is not ready after {timeout:.0f} s (state: {late.label()}){still}",
             )
