@@ -110,24 +110,47 @@ def test_skip_is_explicit_and_reported(tmp_path: Path) -> None:
 def test_missing_engine_says_what_was_found_and_how_to_install(tmp_path: Path) -> None:
     empty = tmp_path / "bin"
     empty.mkdir()  # a PATH with no engine on it
-    result = runner.invoke(app, ["doctor", "--json"], catch_exceptions=False, env={"PATH": str(empty)})
+    unset: dict[str, str | None] = {"DOCKER_HOST": None, "DOCKER_CONTEXT": None, "RELEASER_ENGINE": None}
+    result = runner.invoke(
+        app, ["doctor", "--json"], catch_exceptions=False, env={**unset, "PATH": str(empty)}
+    )
     checks = {c["name"]: c for c in json.loads(result.output)["error"]["checks"]}
     assert result.exit_code == 8
-    assert checks["engine"]["detail"] == (
-        "no container engine with Compose found (found: none of docker, podman, "
-        "podman-compose, docker-compose)"
+    assert checks["engine"]["detail"] == (  # podman first: the container security posture's order
+        "no container engine with Compose found (found: none of podman, podman-compose, docker, "
+        "docker-compose)"
     )
     # packages that exist: Docker's compose plugin, podman-compose from PyPI
     fix = str(checks["engine"]["fix"])
     assert "docker-compose-plugin" in fix and "pip install podman-compose" in fix
     assert "engine-reachable" not in checks
+    # a Docker engine named in the environment is an explicit choice: Docker first
+    result = runner.invoke(
+        app,
+        ["doctor", "--json"],
+        catch_exceptions=False,
+        env={**unset, "PATH": str(empty), "DOCKER_HOST": "unix:///nowhere.sock"},
+    )
+    checks = {c["name"]: c for c in json.loads(result.output)["error"]["checks"]}
+    assert "(found: none of docker, docker-compose, podman, podman-compose)" in checks["engine"]["detail"]
+    result = runner.invoke(
+        app,
+        ["doctor", "--json"],
+        catch_exceptions=False,
+        env={**unset, "PATH": str(empty), "RELEASER_ENGINE": "podman"},
+    )
+    checks = {c["name"]: c for c in json.loads(result.output)["error"]["checks"]}
+    assert "(found: none of podman)" in checks["engine"]["detail"]
 
 
 def test_unknown_engine_is_a_usage_error() -> None:
     result = runner.invoke(app, ["doctor", "--engine", "lxc"], catch_exceptions=False)
     assert (
-        result.exit_code == 2 and "not one of docker, podman, podman-compose, docker-compose" in result.output
+        result.exit_code == 2 and "not one of podman, podman-compose, docker, docker-compose" in result.output
     )
+    result = runner.invoke(app, ["doctor", "--json"], catch_exceptions=False, env={"RELEASER_ENGINE": "lxc"})
+    error = json.loads(result.output)["error"]
+    assert result.exit_code == 2 and "$RELEASER_ENGINE='lxc' is not one of" in error["message"], error
 
 
 def test_json_envelope_keys() -> None:
@@ -138,3 +161,29 @@ def test_json_envelope_keys() -> None:
         assert set(c) == {"name", "status", "detail", "fix"}
     assert {"engine", "disk", "tcp-ao", "port-8080"} <= set(checks)
     assert "net-admin" not in checks  # only a sidecar with tcpao.runAsRoot asks for NET_ADMIN
+
+
+def test_subordinate_id_ranges_are_counted_by_user_name_or_number(tmp_path: Path) -> None:
+    from releaser.quickstart.doctor import _subordinate_ranges
+
+    db = tmp_path / "subuid"
+    db.write_text("alice:100000:65536\n1001:300000:1000\nbob:200000:65536\nbroken line\nalice:400000:x\n")
+    assert _subordinate_ranges(db, "alice", 1000) == 65536
+    assert _subordinate_ranges(db, "carol", 1001) == 1000
+    assert _subordinate_ranges(db, "dave", 1002) == 0
+    assert _subordinate_ranges(tmp_path / "missing", "alice", 1000) == 0
+
+
+def test_the_host_facts_engines_depend_on_are_reported() -> None:
+    """cgroup version and SELinux mode, read from /sys as the engines read them; facts, never failures."""
+    _, checks, _ = doctor(str(EXAMPLE))
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    assert checks["cgroup"]["status"] == "pass"
+    assert str(checks["cgroup"]["detail"]).startswith("cgroup v2" if v2 else "cgroup v1")
+    enforce = Path("/sys/fs/selinux/enforce")
+    want = (
+        ("SELinux enforcing" if enforce.read_text().strip() == "1" else "SELinux permissive")
+        if enforce.exists()
+        else "SELinux disabled (no /sys/fs/selinux)"
+    )
+    assert checks["selinux"]["status"] == "pass" and str(checks["selinux"]["detail"]).startswith(want)

@@ -115,3 +115,39 @@ def test_a_failing_job_stops_the_quickstart_and_nothing_after_it_starts(plat: di
     states = {s["service"]: s["state"] for s in error["services"]}
     assert states["api"] == "waiting" and states["console"] == "waiting", states
     assert plat["engine"].run("ps", "-a", "--format", "{{.Names}}").stdout.count("_api_") == 0
+
+
+def test_doctor_says_how_podman_runs_here_and_in_which_order_engines_are_tried(plat: dict[str, Any]) -> None:
+    proc = subprocess.run(
+        [RELEASER, "doctor", "--engine", "podman-compose", "--skip", "disk", "--json"],
+        env=plat["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["result"]["checks"]}
+    assert checks["engine"]["detail"].endswith("(order: podman-compose; --engine)"), checks["engine"]
+    assert checks["podman-mode"] == {
+        "name": "podman-mode",
+        "status": "pass",
+        "detail": "rootful (podman runs as root)",
+        "fix": None,
+    }
+    env = {
+        k: v for k, v in plat["env"].items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "RELEASER_ENGINE")
+    }
+    proc = subprocess.run(
+        [RELEASER, "doctor", "--skip", "disk", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    engine = {c["name"]: c for c in json.loads(proc.stdout)["result"]["checks"]}["engine"]
+    assert engine["detail"].startswith("podman-compose with Compose"), engine  # podman first
+    assert (
+        "(order: podman, podman-compose, docker, docker-compose; podman first, then Docker)"
+        in engine["detail"]
+    )

@@ -1,10 +1,12 @@
 """Host preflight for the Compose quickstart: every check says pass or fail, and how to fix it.
 
-Checks: a container engine (Docker with Compose v2 first, then podman compose,
-podman-compose, legacy docker-compose), the engine answering, the Compose version,
-the release's published ports being free, disk space, and for releases with TCP-AO
-sidecars the kernel's TCP-AO support (getsockopt TCP_AO_INFO; ENOPROTOOPT means
-the kernel lacks CONFIG_TCP_AO) and CAP_NET_ADMIN.
+Checks: a container engine (in `engine_order`: podman first, as the container security posture
+asks, then Docker; an explicit choice always wins), the engine answering, the Compose version;
+on podman, how it runs here (rootless or rootful, and for rootless the user's subordinate ID
+ranges and newuidmap), and on any engine the cgroup version and SELinux mode; the release's
+published ports being free, disk space, and for releases with TCP-AO sidecars the kernel's TCP-AO
+support (getsockopt TCP_AO_INFO; ENOPROTOOPT means the kernel lacks CONFIG_TCP_AO) and
+CAP_NET_ADMIN.
 """
 
 from __future__ import annotations
@@ -18,12 +20,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
 from ..tcpao import MAX_KEY_BYTES, key_problems
 
 TCP_AO_INFO = 40  # include/uapi/linux/tcp.h
 CAP_NET_ADMIN = 12
 MIN_FREE_BYTES = 2 << 30
-ENGINES = ("docker", "podman", "podman-compose", "docker-compose")
+ENGINES = ("podman", "podman-compose", "docker", "docker-compose")  # the order tried (engine_order)
+DOCKER_FIRST = ("docker", "docker-compose", "podman", "podman-compose")
+ENGINE_VARIABLE = "RELEASER_ENGINE"
+
+
+def engine_order(preferred: str | None = None) -> tuple[tuple[str, ...], str]:
+    """The engines to try, in order, and why: `--engine`, else $RELEASER_ENGINE, each alone; else
+    Docker first when $DOCKER_HOST or $DOCKER_CONTEXT names a Docker engine (an explicit setting);
+    else podman first (daemonless, rootless by design: the container security posture's order)."""
+    if preferred:
+        return (preferred,), "--engine"
+    chosen = os.environ.get(ENGINE_VARIABLE, "").strip()
+    if chosen:
+        if chosen not in ENGINES:
+            raise UsageError(
+                f"${ENGINE_VARIABLE}={chosen!r} is not one of {', '.join(ENGINES)}",
+                fix=f"set {ENGINE_VARIABLE} to one of them, or unset it to let releaser choose",
+            )
+        return (chosen,), f"${ENGINE_VARIABLE}"
+    for variable in ("DOCKER_HOST", "DOCKER_CONTEXT"):
+        if os.environ.get(variable):
+            return DOCKER_FIRST, f"Docker first: ${variable} is set"
+    return ENGINES, "podman first, then Docker"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +97,10 @@ def _run(cmd: list[str], timeout: float = 15) -> tuple[int, str]:
 
 
 def detect_engine(preferred: str | None = None) -> tuple[Engine | None, list[str]]:
-    """The first engine with a working compose, and what was looked at (for the message)."""
+    """The first engine with a working compose in `engine_order`, and what was looked at (for the
+    message)."""
     seen: list[str] = []
-    for kind in [preferred] if preferred else list(ENGINES):
+    for kind in engine_order(preferred)[0]:
         if kind == "docker" and shutil.which("docker"):
             code, out = _run(["docker", "compose", "version", "--short"])
             if code == 0:
@@ -113,6 +139,78 @@ def detect_engine(preferred: str | None = None) -> tuple[Engine | None, list[str
                 ), seen
             seen.append("docker-compose (not working)")
     return None, seen
+
+
+Fact = tuple[str, bool, str, str]  # check name, passed, what was found, the fix
+
+
+def podman_mode() -> list[Fact]:
+    """How podman runs here: rootful, or rootless with what a rootless user needs (subordinate UID
+    and GID ranges in /etc/subuid and /etc/subgid, and newuidmap/newgidmap from the uidmap
+    package). Read from `podman info`, as the engine itself sees it."""
+    code, out = _run(["podman", "info", "--format", "{{.Host.Security.Rootless}}"])
+    if code != 0:
+        return []
+    if out.strip() != "true":
+        return [("podman-mode", True, "rootful (podman runs as root)", "")]
+    user = os.environ.get("USER") or str(os.getuid())
+    facts: list[Fact] = [("podman-mode", True, f"rootless (as {user})", "")]
+    for db in ("subuid", "subgid"):
+        ranges = _subordinate_ranges(Path("/etc") / db, user, os.getuid())
+        facts.append(
+            (
+                f"podman-{db}",
+                ranges > 0,
+                f"/etc/{db} gives {user} {ranges} subordinate IDs"
+                if ranges
+                else f"/etc/{db} gives {user} no subordinate IDs",
+                f"rootless podman maps container users into them: usermod --add-subuids 100000-165535 "
+                f"--add-subgids 100000-165535 {user} (as root), then podman system migrate",
+            )
+        )
+    for tool in ("newuidmap", "newgidmap"):
+        facts.append(
+            (
+                f"podman-{tool}",
+                shutil.which(tool) is not None,
+                f"{tool} is " + ("installed" if shutil.which(tool) else "not installed"),
+                f"install the uidmap package (apt-get install uidmap; dnf install shadow-utils): rootless "
+                f"podman needs {tool} to map more than one user",
+            )
+        )
+    return facts
+
+
+def _subordinate_ranges(path: Path, user: str, uid: int) -> int:
+    """How many subordinate IDs /etc/subuid (or subgid) gives the user (by name or by number)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 0
+    total = 0
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in (user, str(uid)) and parts[2].isdigit():
+            total += int(parts[2])
+    return total
+
+
+def host_security() -> list[Fact]:
+    """The cgroup version and SELinux mode, facts the engines depend on (never failing checks)."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    cgroup = "v2 (unified)" if v2 else "v1: rootless podman cannot apply the services' resource limits on it"
+    enforce = Path("/sys/fs/selinux/enforce")
+    try:
+        mode = "enforcing" if enforce.read_text().strip() == "1" else "permissive"
+    except OSError:
+        mode = "disabled (no /sys/fs/selinux)"
+    selinux = f"SELinux {mode}" + (
+        ": compose.podman.yaml relabels every file it mounts (:Z/:z); Docker labels nothing unless its "
+        "daemon sets selinux-enabled (docs/quickstart.md#podman)"
+        if mode == "enforcing"
+        else ""
+    )
+    return [("cgroup", True, f"cgroup {cgroup}", ""), ("selinux", True, selinux, "")]
 
 
 def tcp_ao_supported() -> tuple[bool, str]:
@@ -183,22 +281,23 @@ def run_checks(
             )
 
     found, seen = detect_engine(engine)
-    looked = (
-        ", ".join(seen)
-        if seen
-        else (f"no {engine}" if engine else "none of docker, podman, podman-compose, docker-compose")
-    )
+    looked = ", ".join(seen) if seen else "none of " + ", ".join(engine_order(engine)[0])
     if found is None:
         add(
             "engine",
             False,
             f"no container engine with Compose found (found: {looked})",
-            "install Docker Engine with the Compose v2 plugin (Docker's apt repository: docker-ce and "
-            "docker-compose-plugin), or podman with podman-compose (pip install podman-compose); --engine "
-            "picks one",
+            "install podman with podman-compose (apt-get install podman; pip install podman-compose), or "
+            "Docker Engine with the Compose v2 plugin (Docker's apt repository: docker-ce and "
+            "docker-compose-plugin); --engine (or $RELEASER_ENGINE) picks one",
         )
     else:
-        add("engine", True, f"{found.kind} with Compose {found.compose_version}")
+        order, why = engine_order(engine)
+        add(
+            "engine",
+            True,
+            f"{found.kind} with Compose {found.compose_version} (order: {', '.join(order)}; {why})",
+        )
         code, text = _run(list(found.info))
         first = text.splitlines()[0] if text else ""
         add(
@@ -207,6 +306,11 @@ def run_checks(
             f"{found.kind} engine {first}" if code == 0 else f"{found.kind} does not answer: {first}",
             "start the engine (systemctl start docker) or point DOCKER_HOST at a running one",
         )
+        if code == 0 and found.podman:
+            for name, ok, detail, fix in podman_mode():
+                add(name, ok, detail, fix)
+    for name, ok, detail, fix in host_security():
+        add(name, ok, detail, fix)
     for where, port, proto, address in ports:
         at = address or bind_address
         free = port_free(at, port, proto)

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import InputError, PreflightError, ReleaserError
 from ..plan import SIDECAR_SUFFIX, Plan
 from . import secrets as sec
-from .doctor import Check, Engine, detect_engine
+from .doctor import Check, Engine, detect_engine, engine_order
 from .files import write_file
 from .stack import Compose, ComposeFile
 
@@ -124,17 +124,13 @@ def changed_key_sidecars(
 def find_engine(kind: str | None) -> Engine:
     found, seen = detect_engine(kind)
     if found is None:
-        looked = (
-            ", ".join(seen)
-            if seen
-            else (f"no {kind}" if kind else "none of docker, podman, podman-compose, docker-compose")
-        )
+        looked = ", ".join(seen) if seen else "none of " + ", ".join(engine_order(kind)[0])
         check = Check(
             name="engine",
             status="fail",
             detail=f"no container engine with Compose found (found: {looked})",
-            fix="install Docker with the Compose v2 plugin, or podman with podman-compose; --engine picks "
-            "one; `releaser doctor` checks everything",
+            fix="install podman with podman-compose, or Docker with the Compose v2 plugin; --engine (or "
+            "$RELEASER_ENGINE) picks one; `releaser doctor` checks everything",
         )
         raise PreflightError([check], [check])
     return found
