@@ -11,13 +11,15 @@ cd "$(dirname "$0")/.."
 # engine on a private socket (tests/support/engine.py), never the system service; podman 4.3
 # as the second engine, configured per test through CONTAINERS_* variables (tests/support/podman.py),
 # with catatonit, the init podman's --init runs (a service with `init: true`; Debian's podman only
-# recommends it).
+# recommends it), and what rootless podman needs (tests/test_podman_rootless.py, as a user the test
+# creates): uidmap (newuidmap/newgidmap) and slirp4netns, also only recommended by podman; python3-venv
+# for that user's releaser (the system Python, which an unprivileged user can run).
 # pass + golang-docker-credential-helpers: docker-credential-pass, a real Docker credential helper
 # (over a throwaway gpg key and password store) for the registry-credentials tests.
 # The Kubernetes end-to-end cluster (tests/support/cluster.py) is built from Go modules; beside
 # Go it needs gcc + libseccomp-dev + pkg-config (runc with seccomp, the static pause binary),
 # nftables (kube-proxy's nftables mode), iptables + ipset (the NetworkPolicy enforcer) and curl.
-DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl shellcheck docker.io podman catatonit pass golang-docker-credential-helpers
+DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl shellcheck docker.io podman catatonit uidmap slirp4netns python3-venv pass golang-docker-credential-helpers
   gcc libc6-dev libseccomp-dev pkg-config nftables iptables ipset curl)
 # RELEASER_SETUP_SKIP="docker.io podman": leave those out, e.g. on a CI runner whose own Docker
 # (docker-ce) would conflict with Debian's docker.io; the tests that need them then say so.

@@ -128,7 +128,7 @@ def detect_engine(preferred: str | None = None) -> tuple[Engine | None, list[str
                     kind=kind,
                     compose=("podman-compose",),
                     info=("podman", "info", "--format", "{{.Version.Version}}"),
-                    compose_version=out.splitlines()[-1] if out else "?",
+                    compose_version=(out.splitlines()[-1].split()[-1] if out else "?"),
                 ), seen
             seen.append("podman-compose (not working)")
         elif kind == "docker-compose" and shutil.which("docker-compose"):
@@ -168,6 +168,7 @@ def podman_mode() -> list[Fact]:
                 f"--add-subgids 100000-165535 {user} (as root), then podman system migrate",
             )
         )
+    facts += _rootless_runtime()
     for tool in ("newuidmap", "newgidmap"):
         facts.append(
             (
@@ -179,6 +180,60 @@ def podman_mode() -> list[Fact]:
             )
         )
     return facts
+
+
+def _rootless_runtime() -> list[Fact]:
+    """What rootless podman 4.3 needs of the session to start a container on a network (found by
+    starting one where these were missing): XDG_RUNTIME_DIR on a mount of its own, as
+    systemd-logind makes it at login (podman bind-mounts it into its rootless network namespace:
+    "failed to mount runtime directory for rootless netns" otherwise), and /dev/net/tun open to the
+    user (slirp4netns makes the namespace's interface with it: "open(/dev/net/tun): Permission
+    denied" otherwise)."""
+    facts: list[Fact] = []
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    uid, gid = os.getuid(), os.getgid()
+    mounted = bool(runtime) and _is_mount_point(Path(runtime))
+    facts.append(
+        (
+            "podman-runtime-dir",
+            mounted,
+            f"XDG_RUNTIME_DIR={runtime} is a mount of its own"
+            if mounted
+            else (
+                f"XDG_RUNTIME_DIR={runtime} is not a mount of its own"
+                if runtime
+                else "XDG_RUNTIME_DIR is not set"
+            ),
+            "log in through a session that makes it (ssh, machinectl shell USER@, su -l with pam_systemd), or "
+            f"as root: mkdir -p /run/user/{uid} && mount -t tmpfs -o mode=700,uid={uid},gid={gid} tmpfs "
+            f"/run/user/{uid}; then export XDG_RUNTIME_DIR=/run/user/{uid}",
+        )
+    )
+    try:
+        os.close(os.open("/dev/net/tun", os.O_RDWR))
+        tun, detail = True, "/dev/net/tun opens for reading and writing"
+    except OSError as exc:
+        tun, detail = False, f"/dev/net/tun does not open: {exc.strerror}"
+    facts.append(
+        (
+            "podman-tun",
+            tun,
+            detail,
+            "rootless networking (slirp4netns) needs it: as root, chmod 0666 /dev/net/tun (udev's default "
+            "mode; a container or chroot without udev leaves it 0600)",
+        )
+    )
+    return facts
+
+
+def _is_mount_point(path: Path) -> bool:
+    """Whether `path` is where a file system is mounted (from /proc/self/mountinfo)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return os.path.ismount(path)
+    target = str(path.resolve())
+    return any(line.split(" ")[4] == target for line in lines if len(line.split(" ")) > 4)
 
 
 def _subordinate_ranges(path: Path, user: str, uid: int) -> int:

@@ -657,6 +657,7 @@ def _up_some(
             result,
             output,
             set(names or spec.services),
+            time.monotonic() - began if began is not None else 0.0,
         )
     finally:
         stopping.set()  # a `compose up` still running when the wait gave up is stopped, not left behind

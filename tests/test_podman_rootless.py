@@ -1,0 +1,198 @@
+"""The quickstart as an unprivileged user with rootless podman 4.3.1 and podman-compose 1.6.0:
+examples/platform (a job, a config file, a secret, a volume; no TCP-AO sidecars).
+
+The user is real: created here (useradd), with subordinate UID and GID ranges (usermod) and
+Debian's newuidmap/newgidmap; releaser runs from a venv of the system Python that user can read.
+`doctor` first finds, as the user, what this host lacks for rootless podman (no systemd-logind
+here: no XDG_RUNTIME_DIR of its own; no udev: /dev/net/tun left 0600), each with its fix; the
+fixture then does what the fixes say (the tmpfs logind would mount, the mode udev would set) and
+puts the device back as it found it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, missing_component
+from tests.support import images
+from tests.support import podman as podman_mod
+from tests.support.registry import RegistryServer, free_port
+
+# by itself, after the parallel suite (tests/conftest.py: alone)
+pytestmark = [pytest.mark.engine, pytest.mark.alone]
+
+USER = "releaser-rootless"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def as_user(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`args` as the unprivileged user, with exactly `env` (runuser: no password, no session)."""
+    return subprocess.run(
+        ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def releaser(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    proc = as_user(env, "releaser", *args)
+    assert proc.returncode == expect, (
+        f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc
+
+
+def checks(env: dict[str, str], rel: Path) -> dict[str, dict[str, Any]]:
+    proc = as_user(
+        env, "releaser", "doctor", str(rel), "--engine", "podman-compose", "--skip", "disk", "--json"
+    )
+    doc = json.loads(proc.stdout)
+    return {c["name"]: c for c in (doc.get("result") or doc.get("error"))["checks"]}
+
+
+@pytest.fixture(scope="module")
+def rootless() -> Iterator[dict[str, Any]]:
+    missing = podman_mod.available() + images.have_tools()
+    missing += [
+        t for t in ("runuser", "useradd", "usermod", "newuidmap", "slirp4netns") if not shutil.which(t)
+    ]
+    if not Path(SYSTEM_PYTHON).exists():
+        missing.append(SYSTEM_PYTHON)
+    if missing:
+        missing_component(f"rootless podman ({', '.join(missing)})")
+    podman_mod.Podman([])  # marks this module as one that starts an engine (tests/conftest.py)
+    if subprocess.run(["id", USER], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
+    uid = int(subprocess.check_output(["id", "-u", USER]))
+    gid = int(subprocess.check_output(["id", "-g", USER]))
+    home = Path(f"/home/{USER}")
+    if f"{USER}:" not in Path("/etc/subuid").read_text():
+        subprocess.run(
+            ["usermod", "--add-subuids", "400000-465535", "--add-subgids", "400000-465535", USER], check=True
+        )
+    work = Path(tempfile.mkdtemp(prefix="rq-rootless-", dir="/tmp"))
+    work.chmod(0o755)  # the user reads the venv and the release from here
+    runtime = Path(f"/run/user/{uid}")
+    tun_mode = os.stat("/dev/net/tun").st_mode & 0o777
+    publisher = RegistryServer(work / "publisher").start()
+    try:
+        venv = work / "venv"
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, "--require-hashes", "-r", str(ROOT / "requirements/dev.lock")], check=True)
+        subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(ROOT)], check=True, cwd=work)
+        rel = images.platform_release(work, publisher.host)
+        conf = home / ".config/containers"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "containers.conf").write_text(  # runc and cgroupfs, as tests/support/podman.py says
+            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+            '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+        )
+        (conf / "registries.conf").write_text(
+            f'unqualified-search-registries = []\n[[registry]]\nlocation = "{publisher.host}"\ninsecure = true\n'
+        )
+        subprocess.run(["chown", "-R", f"{USER}:", str(home), str(rel)], check=True)
+        env = {
+            "HOME": str(home),
+            "USER": USER,
+            "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+            "XDG_RUNTIME_DIR": str(runtime),
+            "RELEASER_QUICKSTART_DIR": str(home / "stack"),
+            "RELEASER_CACHE": str(home / ".cache/releaser"),
+            "CONSOLE_HTTP_PORT": str(free_port()),
+        }
+        runtime.mkdir(parents=True, exist_ok=True)
+        os.chown(runtime, uid, gid)
+        runtime.chmod(0o700)
+        yield {"env": env, "rel": rel, "runtime": runtime, "uid": uid, "gid": gid, "tun_mode": tun_mode}
+    finally:
+        if "env" in locals():
+            as_user(env, "releaser", "quickstart", "reset", "--yes")
+            as_user(env, "podman", "system", "reset", "--force")
+        subprocess.run(["umount", str(runtime)], capture_output=True, check=False)
+        subprocess.run(["pkill", "-u", USER], capture_output=True, check=False)
+        os.chmod("/dev/net/tun", tun_mode)
+        publisher.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_doctor_names_what_rootless_podman_lacks_here_and_the_fix_works(rootless: dict[str, Any]) -> None:
+    env, rel, runtime = rootless["env"], rootless["rel"], rootless["runtime"]
+    os.chmod("/dev/net/tun", 0o600)  # as a host without udev leaves it
+    found = checks(env, rel)
+    assert found["podman-mode"]["detail"] == f"rootless (as {USER})"
+    assert found["podman-subuid"]["status"] == "pass" and found["podman-newuidmap"]["status"] == "pass"
+    assert found["podman-runtime-dir"]["status"] == "fail", found["podman-runtime-dir"]
+    assert f"mount -t tmpfs -o mode=700,uid={rootless['uid']}" in found["podman-runtime-dir"]["fix"]
+    assert found["podman-tun"] == {
+        "name": "podman-tun",
+        "status": "fail",
+        "detail": "/dev/net/tun does not open: Permission denied",
+        "fix": found["podman-tun"]["fix"],
+    }
+    assert "chmod 0666 /dev/net/tun" in found["podman-tun"]["fix"]
+    # what the fixes say, done as root
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"mode=700,uid={rootless['uid']},gid={rootless['gid']}",
+            "tmpfs",
+            str(runtime),
+        ],
+        check=True,
+    )
+    os.chmod("/dev/net/tun", 0o666)
+    found = checks(env, rel)
+    failing = [c for c in found.values() if c["status"] == "fail"]
+    assert not failing, failing
+
+
+def test_the_platform_quickstart_runs_rootless_and_comes_back_from_a_backup(rootless: dict[str, Any]) -> None:
+    env, rel = rootless["env"], rootless["rel"]
+    releaser(env, "lock", str(rel))
+    up = json.loads(releaser(env, "quickstart", str(rel), "--engine", "podman-compose", "--json").stdout)[
+        "result"
+    ]
+    states = {s["service"]: s["state"] for s in up["services"]}
+    assert states == {
+        "console": "running",
+        "api": "running",
+        "migrate": "exited",
+        "worker": "running",
+        "store": "running",
+    }
+    # the API's process runs as its user (65532) mapped into the user's subordinate range: host UID
+    # BASE + 65532 - 1 (container UID 0 is the user itself, 1.. the range from BASE)
+    base = next(
+        int(line.split(":")[1])
+        for line in Path("/etc/subuid").read_text().splitlines()
+        if line.startswith(f"{USER}:")
+    )
+    pid = as_user(env, "podman", "inspect", "--format", "{{.State.Pid}}", "platform_api_1").stdout.strip()
+    uids = next(
+        line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:")
+    )
+    assert uids.split()[1] == str(base + 65532 - 1), uids
+    api_log = releaser(env, "quickstart", "logs", "api").stdout
+    assert "config /etc/api/api.yaml:" in api_log, api_log
+    assert "the store password file is readable" in releaser(env, "quickstart", "logs", "migrate").stdout
+    backup = Path(env["HOME"]) / "backup.tar.zst"
+    releaser(env, "quickstart", "backup", "--out", str(backup))
+    assert "every service is ready" in releaser(env, "quickstart", "status").stdout
+    releaser(env, "quickstart", "reset", "--yes")
+    releaser(env, "quickstart", "restore", str(backup))
+    assert "every service is ready" in releaser(env, "quickstart", "status").stdout
