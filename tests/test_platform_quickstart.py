@@ -148,17 +148,9 @@ def test_after_down_status_says_stopped_and_backup_still_reads_the_volumes(platf
 
 def test_a_failing_job_stops_the_quickstart_and_is_named(platform: dict[str, Any]) -> None:
     """Last in the file: it replaces the running stack with one whose migration fails."""
-    import shutil
-
     env = platform["env"]
     run(env, "quickstart", "reset", "--yes")
-    rel = platform["work"] / "platform-fail"
-    shutil.copytree(platform["rel"], rel)
-    text = (rel / "release.yaml").read_text()
-    (rel / "release.yaml").write_text(
-        text.replace('"--wait-for-store=120s"]', '"--wait-for-store=120s", "--fail"]')
-    )
-    (rel / "release.lock.yaml").unlink()
+    rel = images.failing_platform(platform["rel"], platform["work"] / "platform-fail")
     run(env, "lock", str(rel))
     proc = run(env, "quickstart", str(rel), "--json", expect=9, timeout=600)
     error = json.loads(proc.stdout)["error"]

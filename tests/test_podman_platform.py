@@ -11,7 +11,6 @@ every file mounted from the stack directory carries an SELinux relabel option.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -100,13 +99,7 @@ def test_a_failing_job_stops_the_quickstart_and_nothing_after_it_starts(plat: di
     """Last in the file: it replaces the running stack with one whose migration fails."""
     env = plat["env"]
     run(env, "quickstart", "reset", "--yes")
-    rel = plat["work"] / "platform-fail"
-    shutil.copytree(plat["rel"], rel)
-    text = (rel / "release.yaml").read_text()
-    (rel / "release.yaml").write_text(
-        text.replace('"--wait-for-store=120s"]', '"--wait-for-store=120s", "--fail"]')
-    )
-    (rel / "release.lock.yaml").unlink()
+    rel = images.failing_platform(plat["rel"], plat["work"] / "platform-fail")
     run(env, "lock", str(rel))
     proc = run(env, "quickstart", str(rel), "--engine", "podman-compose", "--json", expect=9)
     error = json.loads(proc.stdout)["error"]

@@ -334,6 +334,18 @@ def platform_release(work: Path, host: str) -> Path:
     return rel
 
 
+def failing_platform(rel: Path, dest: Path) -> Path:
+    """A copy of the platform release `rel` at `dest` whose migration job fails (its stand-in's
+    `--fail`), not yet locked."""
+    shutil.copytree(rel, dest)
+    text = (dest / "release.yaml").read_text()
+    (dest / "release.yaml").write_text(
+        text.replace('"--wait-for-store=120s"]', '"--wait-for-store=120s", "--fail"]')
+    )
+    (dest / "release.lock.yaml").unlink(missing_ok=True)
+    return dest
+
+
 def standin_release(work: Path, host: str, *, subnet: str = "10.77.0") -> Path:
     """`work/bmp-tcpao/`: the example's release.yaml pointed at `host`, where its stand-ins are
     pushed (layout kept in `work/layout`). Returns the release directory (not yet locked).
