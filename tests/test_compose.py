@@ -176,6 +176,7 @@ def test_env_example_has_every_knob_and_no_secret_values(tmp_path: Path) -> None
     )  # ... never given values
 
 
+@pytest.mark.engine  # podman-compose's dry run still makes the named volumes: in a podman storage of its own
 def test_podman_variant_relabels_every_mounted_file_and_orders_no_service_after_a_job(project: Path) -> None:
     """compose.podman.yaml, as podman-compose 1.6 turns it into podman arguments (`--dry-run`):
     every file mounted from the stack directory (secret files, configs, the TCP-AO configuration)
@@ -199,14 +200,21 @@ def test_podman_variant_relabels_every_mounted_file_and_orders_no_service_after_
     assert "configs" not in doc and not any("configs" in s for s in services.values())
     for name, svc in services.items():
         assert not jobs & set(svc.get("depends_on") or ()), (name, svc.get("depends_on"))
-    proc = subprocess.run(
-        [str(pc), "--verbose", "--dry-run", "-f", PODMAN_COMPOSE, "-p", "relabel", "up", "-d"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    from .support.podman import Podman
+
+    engine = Podman([])  # never the host's own podman storage
+    try:
+        proc = subprocess.run(
+            [str(pc), "--verbose", "--dry-run", "-f", PODMAN_COMPOSE, "-p", "relabel", "up", "-d"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=engine.env,
+        )
+    finally:
+        engine.stop()
     args = proc.stdout.split() + proc.stderr.split()
     mounts = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-v", "--volume")]
     files = [m for m in mounts if m.startswith(str(project))]
@@ -226,3 +234,32 @@ def test_podman_variant_relabels_every_mounted_file_and_orders_no_service_after_
         if isinstance(v, dict) and v.get("type") == "bind"
     )
     assert len(files) == wanted + binds, (files, wanted, binds)
+
+
+def test_a_container_podman_refuses_to_start_is_named_with_the_engine_reason_and_its_fix() -> None:
+    """podman-compose goes on waiting for a container podman refused to start; the quickstart reads
+    the refusal from `compose up`'s output, names the service and the engine's reason, and for an
+    address another container holds in podman's host-wide address database, names the holder and
+    both ways out (the refusal itself runs for real in test_podman_platform.py)."""
+    from typing import cast
+
+    from releaser.quickstart.stack import Compose, ServiceState, _failure, _refused_start
+
+    speaker = ServiceState(service="speaker", container="", state="created", ids=("f71f0ca2b7d04e1c9a8e",))
+    other = ServiceState(service="db", container="", state="running", ids=("0a1b2c3d4e5f60718293",))
+    out = (
+        "podman start -a bmp_speaker_1\n"
+        'Error: unable to start container "f71f0ca2b7d04e1c9a8e": IPAM error: requested ip address '
+        "10.78.0.20 is already allocated to container ID 9c3e1f00aa11bb22cc33\n"
+    )
+    refused = _refused_start(out, [other, speaker])
+    assert refused is not None and refused[0] is speaker
+    assert refused[1].startswith("IPAM error: requested ip address 10.78.0.20")
+    assert _refused_start('Error: unable to start container "ffff00001111": x\n', [other, speaker]) is None
+    err = _failure(
+        cast(Compose, None), speaker, [speaker], lambda s: s, f"speaker: {refused[1]}", refused=True
+    )
+    assert err.service == "speaker"
+    assert "podman rm -f 9c3e1f00aa11" in err.fix and "network.subnet" in err.fix, err.fix
+    plain = _failure(cast(Compose, None), speaker, [speaker], lambda s: s, "speaker: rlimit", refused=True)
+    assert "releaser doctor" in plain.fix, plain.fix

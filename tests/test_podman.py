@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import missing_component
 from tests.support import images
 from tests.support import podman as podman_mod
 from tests.support.registry import RegistryServer, free_port
@@ -32,9 +31,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.alone]
 
 @pytest.fixture(scope="module")
 def pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    missing = podman_mod.available() + images.have_tools()
-    if missing:
-        missing_component(f"podman ({', '.join(missing)})")
+    podman_mod.require()
     work = tmp_path_factory.mktemp("podman")
     publisher = RegistryServer(work / "publisher").start()
     private = RegistryServer(work / "private").start()  # a customer's registry (INSTALL.md)

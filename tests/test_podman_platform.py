@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import missing_component
 from tests.support import images
 from tests.support import podman as podman_mod
 from tests.support.registry import RegistryServer, free_port
@@ -29,9 +28,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.alone]
 
 @pytest.fixture(scope="module")
 def plat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    missing = podman_mod.available() + images.have_tools()
-    if missing:
-        missing_component(f"podman ({', '.join(missing)})")
+    podman_mod.require()
     work = tmp_path_factory.mktemp("podman-platform")
     publisher = RegistryServer(work / "publisher").start()
     engine = podman_mod.Podman([publisher.host])
@@ -96,7 +93,7 @@ def test_a_rerun_and_a_backup_leave_the_job_done_and_every_service_ready(plat: d
 
 
 def test_a_failing_job_stops_the_quickstart_and_nothing_after_it_starts(plat: dict[str, Any]) -> None:
-    """Last in the file: it replaces the running stack with one whose migration fails."""
+    """Near the end of the file: it replaces the running stack with one whose migration fails."""
     env = plat["env"]
     run(env, "quickstart", "reset", "--yes")
     rel = images.failing_platform(plat["rel"], plat["work"] / "platform-fail")
@@ -144,3 +141,33 @@ def test_doctor_says_how_podman_runs_here_and_in_which_order_engines_are_tried(p
         "(order: podman, podman-compose, docker, docker-compose; podman first, then Docker)"
         in engine["detail"]
     )
+
+
+def test_a_container_the_engine_will_not_start_is_named_at_once_and_a_rerun_after_the_fix_works(
+    plat: dict[str, Any],
+) -> None:
+    """Last in the file. podman refuses to start a container whose open-file limit the kernel will
+    not grant (containers.conf's default_ulimits above fs.nr_open, on any host): podman-compose
+    prints the reason and then waits for the container for ever. The quickstart names the service
+    and the engine's reason as soon as it is printed, and leaves no `compose up` (nor the `podman
+    wait` it started) behind; once the host is fixed, a rerun makes the never-started containers
+    anew (they keep the settings of their creation) and the stack comes up."""
+    env, conf = plat["env"], plat["engine"].root / "containers.conf"
+    run(env, "quickstart", "reset", "--yes")
+    good = conf.read_text()
+    conf.write_text(good.replace("nofile=1024:1024", "nofile=999999999:999999999"))
+    try:
+        proc = run(env, "quickstart", str(plat["rel"]), "--engine", "podman-compose", "--json", expect=9)
+    finally:
+        conf.write_text(good)
+    error = json.loads(proc.stdout)["error"]
+    assert "the engine could not start its container" in error["message"], error
+    assert "rlimit" in error["message"] and error["service"] in ("store", "migrate"), error
+    assert "the engine refused to start the container" in error["fix"], error
+    left = subprocess.run(
+        ["pgrep", "-af", "podman(-compose| wait)"], capture_output=True, text=True, check=False
+    )
+    assert str(plat["work"]) not in left.stdout and "platform_" not in left.stdout, left.stdout
+    up = json.loads(run(env, "quickstart", str(plat["rel"]), "--engine", "podman-compose", "--json").stdout)
+    assert {s["service"]: s["state"] for s in up["result"]["services"]}["api"] == "running", up
+    assert "every service is ready" in run(env, "quickstart", "status").stdout

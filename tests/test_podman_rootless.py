@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, missing_component
+from tests.conftest import ROOT, needs_service
 from tests.support import images
 from tests.support import podman as podman_mod
 from tests.support.registry import RegistryServer, free_port
@@ -63,15 +63,8 @@ def checks(env: dict[str, str], rel: Path) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def rootless() -> Iterator[dict[str, Any]]:
-    missing = podman_mod.available() + images.have_tools()
-    missing += [
-        t for t in ("runuser", "useradd", "usermod", "newuidmap", "slirp4netns") if not shutil.which(t)
-    ]
-    if not Path(SYSTEM_PYTHON).exists():
-        missing.append(SYSTEM_PYTHON)
-    if missing:
-        missing_component(f"rootless podman ({', '.join(missing)})")
-    podman_mod.Podman([])  # marks this module as one that starts an engine (tests/conftest.py)
+    podman_mod.require("runuser", "useradd", "usermod", "newuidmap", "slirp4netns", SYSTEM_PYTHON)
+    needs_service("a container engine (podman, rootless)")  # make test-quick: this module is marked engine
     if subprocess.run(["id", USER], capture_output=True, check=False).returncode != 0:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
     uid = int(subprocess.check_output(["id", "-u", USER]))

@@ -128,7 +128,7 @@ def detect_engine(preferred: str | None = None) -> tuple[Engine | None, list[str
                     kind=kind,
                     compose=("podman-compose",),
                     info=("podman", "info", "--format", "{{.Version.Version}}"),
-                    compose_version=(out.splitlines()[-1].split()[-1] if out else "?"),
+                    compose_version=_podman_compose_version(out),
                 ), seen
             seen.append("podman-compose (not working)")
         elif kind == "docker-compose" and shutil.which("docker-compose"):
@@ -139,6 +139,14 @@ def detect_engine(preferred: str | None = None) -> tuple[Engine | None, list[str
                 ), seen
             seen.append("docker-compose (not working)")
     return None, seen
+
+
+def _podman_compose_version(out: str) -> str:
+    """podman-compose's own version from `podman-compose --version` (which also prints podman's)."""
+    for line in out.splitlines():
+        if line.startswith("podman-compose version "):
+            return line.split()[-1]
+    return out.splitlines()[0] if out else "?"
 
 
 Fact = tuple[str, bool, str, str]  # check name, passed, what was found, the fix
@@ -153,7 +161,7 @@ def podman_mode() -> list[Fact]:
         return []
     if out.strip() != "true":
         return [("podman-mode", True, "rootful (podman runs as root)", "")]
-    user = os.environ.get("USER") or str(os.getuid())
+    user = _user_name()
     facts: list[Fact] = [("podman-mode", True, f"rootless (as {user})", "")]
     for db in ("subuid", "subgid"):
         ranges = _subordinate_ranges(Path("/etc") / db, user, os.getuid())
@@ -234,6 +242,16 @@ def _is_mount_point(path: Path) -> bool:
         return os.path.ismount(path)
     target = str(path.resolve())
     return any(line.split(" ")[4] == target for line in lines if len(line.split(" ")) > 4)
+
+
+def _user_name() -> str:
+    """The name of the user this runs as, as /etc/subuid names it ($USER can be stale under sudo)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry (a container's arbitrary UID): /etc/subuid may use the number
+        return str(os.getuid())
 
 
 def _subordinate_ranges(path: Path, user: str, uid: int) -> int:

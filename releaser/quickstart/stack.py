@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
+import re
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -248,8 +251,15 @@ class Compose:
         another, and would go on starting the rest of a stack the quickstart reported failed)."""
         cmd = self.argv(*args)
         try:
+            # a process group of its own: stopping it stops what it started (podman-compose's
+            # `podman wait` would outlive it); Ctrl-C stops it through the caller's `stop`
             proc = subprocess.Popen(
-                cmd, cwd=self.directory, stdout=out, stderr=subprocess.STDOUT, env=self.env
+                cmd,
+                cwd=self.directory,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
             )
         except FileNotFoundError as exc:
             raise ToolError(
@@ -263,12 +273,7 @@ class Compose:
                 late = time.monotonic() > deadline
                 if not late and not (stop is not None and stop.is_set()):
                     continue
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _stop_group(proc)
                 if late:
                     raise EngineError(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s") from None
                 return proc.returncode
@@ -334,8 +339,15 @@ class Compose:
         return found
 
     def remove_containers(self, ids: list[str]) -> None:
+        """Remove these containers (podman: with the containers that share their namespaces, which
+        would otherwise keep them)."""
+        depend = ["--depend"] if self._podman else []
         subprocess.run(
-            [self.engine_cli(), "rm", "-f", *ids], capture_output=True, check=False, timeout=120, env=self.env
+            [self.engine_cli(), "rm", "-f", *depend, *ids],
+            capture_output=True,
+            check=False,
+            timeout=120,
+            env=self.env,
         )
 
     def inspect(self, container: str, fmt: str) -> str:
@@ -586,6 +598,20 @@ def _tail(text: str, n: int) -> str:
     return "\n".join(lines[-n:])
 
 
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group `proc` leads (started with start_new_session), SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # what it started and left behind
+
+
 Update = Callable[[list[ServiceState], float, bool], None]
 
 
@@ -603,6 +629,11 @@ def up_and_wait(
     Ready: running, and healthy when the service has a health check. Fails at once when a
     service exits or turns unhealthy, or when `up` itself fails; otherwise at the deadline.
     """
+    # containers an earlier run made but the engine never started hold nothing, and keep the engine
+    # settings of their creation (a rerun after fixing the host would meet the same refusal): made anew
+    never_started = [i for s in compose.states(spec) if s.state == "created" for i in reversed(s.ids)]
+    if never_started:
+        compose.remove_containers(never_started)
     deadline = time.monotonic() + timeout
     first = spec.first_tier() if compose.podman else []
     if first and len(first) < len(spec.services):
@@ -698,6 +729,16 @@ def _wait_for_up(
         compose.run_healthchecks(states)
         if on_update:
             on_update(every, shown_from + elapsed, up_done)
+        refused = _refused_start(output(), every)  # this run's output: this run's refusals
+        if refused is not None:  # podman-compose would wait for it until the deadline
+            raise _failure(
+                compose,
+                refused[0],
+                every,
+                redact,
+                f"{refused[0].service}: the engine could not start its container: {redact(refused[1])}",
+                refused=True,
+            )
         failed = _blame(spec, [s for s in states if up_done or not earlier.intersection(s.ids)])
         if failed is not None:
             worker.join(timeout=5)
@@ -826,6 +867,8 @@ def _failure(
     states: list[ServiceState],
     redact: Callable[[str], str],
     message: str,
+    *,
+    refused: bool = False,
 ) -> StackError:
     logs = redact(_tail(compose.logs(svc.service), 30)) if svc.container else ""
     probes = (
@@ -835,16 +878,41 @@ def _failure(
     )
     if probes:
         logs = "\n".join(x for x in (logs.rstrip(), f"its last health checks: {probes}") if x)
-    where = (
-        "the log lines above"
-        if logs
-        else f"its logs (releaser quickstart logs {svc.service}; it printed none)"
-    )
-    return StackError(
-        message,
-        service=svc.service,
-        logs=logs,
-        states=states,
-        fix=f"read {where} (all of them: releaser quickstart logs {svc.service}); "
-        "fix the cause and run the quickstart again (volumes and secrets are kept)",
-    )
+    held = _HELD.search(message) if refused else None
+    if held:
+        fix = (
+            f"another container ({held.group(2)[:12]}) holds {held.group(1)} in the engine's host-wide address "
+            f"database (rootful podman shares one for every storage root): remove it (podman rm -f "
+            f"{held.group(2)[:12]}), or give this release another network.subnet in release.yaml; then run "
+            "the quickstart again (volumes and secrets are kept)"
+        )
+    elif refused:
+        fix = (
+            "the engine refused to start the container, for the reason above: fix what it names on this "
+            "host (`releaser doctor` checks the engine), then run the quickstart again (volumes and "
+            "secrets are kept)"
+        )
+    else:
+        where = (
+            f"the log lines above (all of them: releaser quickstart logs {svc.service})"
+            if logs
+            else f"its logs (releaser quickstart logs {svc.service}: empty so far)"
+        )
+        fix = f"read {where}; fix the cause and run the quickstart again (volumes and secrets are kept)"
+    return StackError(message, service=svc.service, logs=logs, states=states, fix=fix)
+
+
+_HELD = re.compile(r"requested ip address (\S+) is already allocated to container ID ([0-9a-f]+)")
+_REFUSED = re.compile(r'Error: unable to start container "?([0-9a-f]{12,64})"?: (.+)')
+
+
+def _refused_start(output: str, states: list[ServiceState]) -> tuple[ServiceState, str] | None:
+    """A container the engine refused to start, from what `compose up` printed (podman prints
+    `Error: unable to start container "ID": WHY` and podman-compose goes on waiting for it), as
+    (its service, the engine's reason); None when there is none."""
+    for match in _REFUSED.finditer(output):
+        cid, why = match.group(1), match.group(2).strip()
+        for s in states:
+            if any(i.startswith(cid) or cid.startswith(i) for i in s.ids if i):
+                return s, why
+    return None

@@ -26,11 +26,23 @@ def available() -> list[str]:
     return missing
 
 
+def require(*more: str) -> None:
+    """Fail (CI) or skip, naming what is missing, unless podman, podman-compose, the image tools and
+    the programs `more` names are all here."""
+    from ..conftest import missing_component
+    from . import images
+
+    missing = available() + images.have_tools() + [m for m in more if shutil.which(m) is None]
+    if missing:
+        missing_component(f"podman ({', '.join(missing)})")
+
+
 class Podman:
     def __init__(self, registries: list[str]) -> None:
         from ..conftest import needs_service
 
         needs_service("a container engine (podman)")
+        _forget_stale_addresses()
         self.root = Path(tempfile.mkdtemp(prefix="rq-podman-", dir="/tmp"))
         (self.root / "containers.conf").write_text(
             '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
@@ -56,6 +68,11 @@ class Podman:
     def stop(self) -> None:
         self.run("rm", "-af", "-t", "1")
         self.run("pod", "rm", "-af")
+        # through podman, which also drops each network's allocations from the host-wide address
+        # database (removing the storage directory alone would leave them held)
+        names = self.run("network", "ls", "--format", "{{.Name}}").stdout.split()
+        for name in (n for n in names if n != "podman"):
+            self.run("network", "rm", "-f", name)
         self.run("volume", "prune", "-f")
         self.run("network", "prune", "-f")
         self.run("system", "reset", "-f")
@@ -67,3 +84,19 @@ class Podman:
         for m in sorted(mounts, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True, check=False)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+IPAM_DB = Path("/run/containers/networks/ipam.db")
+
+
+def _forget_stale_addresses() -> None:
+    """Rootful podman keeps the addresses it hands out in one database for the whole host
+    (netavark's ipam.db under /run, whatever the storage root), so a run that died before its
+    `stop` leaves addresses held that no later storage can release ("requested ip address ... is
+    already allocated"). When no podman container runs on the host (no conmon), every allocation
+    in it is stale: it is removed, and podman makes it anew."""
+    if not IPAM_DB.exists():
+        return
+    running = subprocess.run(["pgrep", "-x", "conmon"], capture_output=True, check=False)
+    if running.returncode == 1:  # none
+        IPAM_DB.unlink(missing_ok=True)
