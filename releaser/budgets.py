@@ -20,6 +20,7 @@ MAX_KEPT_JSON = 256 << 20  # manifests and configs a verification keeps for the 
 
 # Files a user names besides the release and lock (read with releaser.fs.read_input).
 MAX_KEY_BYTES = 64 << 10  # a PEM key (signing or public) is a few hundred bytes
+MAX_ROOT_BYTES = 1 << 20  # a Sigstore trusted root (the public one is about 10 KiB)
 
 # Registry answers.
 MAX_ANSWER_BYTES = 4 << 20  # any body read whole: a manifest, a token, a tag list, an error

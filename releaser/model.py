@@ -218,14 +218,25 @@ class Service:
 
 
 @dataclass(frozen=True)
+class KeylessIdentity:
+    """A keyless signer the policy accepts: the OIDC issuer (exact) and a regular expression over
+    the certificate's identity (its email or URI)."""
+
+    issuer: str
+    identity: str
+
+
+@dataclass(frozen=True)
 class TrustRule:
     """What one image must carry (release.yaml `trust`): a signature by one of `keys` (PEM files,
-    relative to release.yaml) and an attestation of each predicate type in `attestations`; or
-    nothing, for the reason in `exempt`."""
+    relative to release.yaml) or of the `keyless` identities (verified against the policy's Sigstore
+    trusted root), and an attestation of each predicate type in `attestations`; or nothing, for the
+    reason in `exempt`."""
 
     keys: tuple[str, ...] = ()
     attestations: tuple[str, ...] = ()  # predicate type URIs (cosign's --type names resolved)
     exempt: str = ""
+    keyless: tuple[KeylessIdentity, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +251,9 @@ class Release:
     source_file: str  # path of release.yaml, for messages
     probe: str | None = None  # `probe.image`: releaser's probe image, by its name under images
     trust: tuple[tuple[str, TrustRule], ...] | None = None  # image name -> its rule; None: no policy
+    trusted_root: str | None = (
+        None  # trust.trustedRoot: a Sigstore trusted root file, relative to release.yaml
+    )
 
     def trust_rule(self, image: str) -> TrustRule | None:
         """The policy's rule for `image` (the default applied), or None when release.yaml sets no policy."""

@@ -14,8 +14,9 @@ Three attachment formats, as cosign writes them today:
   `sha256-<hex>` index where the registry has none): a DSSE envelope whose statement is cosign's
   signature (`https://sigstore.dev/cosign/sign/v1`) or an attestation.
 
-A signature counts when it verifies with one of the policy's keys (ECDSA, RSA or Ed25519, PEM) and
-names the pinned digest itself: for a multi-platform image that is the index, whose digest covers
+A signature counts when it verifies with one of the policy's keys (ECDSA, RSA or Ed25519, PEM), or is
+a keyless Sigstore bundle that verifies against the policy's Sigstore trusted root with an identity the
+policy names (`Keyless`, `SigstoreRoot`), and names the pinned digest itself: for a multi-platform image that is the index, whose digest covers
 every platform's manifest digest, so a signed index pins each child (cosign signs the digest it is
 given; `--recursive` signs the children too, which is accepted and not required). Nothing here
 touches the network: the caller hands over the bytes (from the source registry, or from a bundle).
@@ -25,11 +26,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -53,12 +58,16 @@ DSSE = "application/vnd.dsse.envelope.v1+json"
 SIGSTORE_BUNDLE = "application/vnd.dev.sigstore.bundle"  # + .v0.3+json (any v0.x)
 IN_TOTO = "application/vnd.in-toto+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"
-MAX_PAYLOAD = 4 << 20
-MAX_KEY_BYTES = (
-    64 << 10
-)  # a PEM public key file  # a signature's, an attestation's or a bundle's layer: beyond it, refused
+MAX_PAYLOAD = 4 << 20  # a signature's, an attestation's or a bundle's layer: beyond it, refused
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+COSIGN_CERTIFICATE = "dev.sigstore.cosign/certificate"  # a keyless cosign 2 .sig layer's annotation
+ISSUER_V2 = "1.3.6.1.4.1.57264.1.8"  # Fulcio's OIDC issuer extension (a DER UTF8String)
+ISSUER_V1 = "1.3.6.1.4.1.57264.1.1"  # its first form (the raw string)
+OTHER_NAME = "1.3.6.1.4.1.57264.1.7"  # Fulcio's SAN otherName (a username)
+
+if TYPE_CHECKING:
+    from sigstore.verify import Verifier
 
 
 class NotAKey(Exception):
@@ -100,6 +109,206 @@ class TrustedKey:
         return True
 
 
+class NotARoot(Exception):
+    """A file that is not a Sigstore trusted root; the message says why."""
+
+
+@dataclass(frozen=True)
+class Keyless:
+    """One keyless identity of the policy: the OIDC issuer exactly as Fulcio's certificate names it,
+    and a regular expression the certificate's identity (its email or URI) must match, searched as
+    cosign's --certificate-identity-regexp is (anchor it with ^ and $)."""
+
+    issuer: str
+    identity: str
+
+    def describe(self) -> str:
+        return f"keyless /{self.identity}/ from {self.issuer}"
+
+    def admits(self, issuer: str, identities: Iterable[str]) -> bool:
+        pattern = re.compile(self.identity)
+        return issuer == self.issuer and any(pattern.search(i) for i in identities)
+
+
+@dataclass(frozen=True)
+class RootSummary:
+    """What a trusted root holds and how old it is, for people to judge it by."""
+
+    source: str
+    authorities: int  # certificate authorities (Fulcio)
+    logs: int  # transparency logs (Rekor)
+    ct_logs: int
+    timestamp_authorities: int
+    newest: str  # the newest start of validity among its keys and certificates (ISO 8601 date)
+    ends: str  # the first end of validity among those still valid ("" when none ends)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "certificateAuthorities": self.authorities,
+            "transparencyLogs": self.logs,
+            "ctLogs": self.ct_logs,
+            "timestampAuthorities": self.timestamp_authorities,
+            "newest": self.newest,
+            "ends": self.ends or None,
+        }
+
+    def describe(self, now: datetime | None = None) -> str:
+        now = now or datetime.now(UTC)
+        age = ""
+        if self.newest:
+            days = (now - datetime.fromisoformat(self.newest.replace("Z", "+00:00"))).days
+            age = f"; newest key from {self.newest[:10]} ({days} days before now)"
+        ends = (
+            f"; the first of its current keys ends {self.ends[:10]}" if self.ends else "; no current key ends"
+        )
+        return (
+            f"{self.source}: {self.authorities} certificate authorities, {self.logs} transparency logs, "
+            f"{self.ct_logs} CT logs, {self.timestamp_authorities} timestamp authorities{age}{ends}"
+        )
+
+
+class SigstoreRoot:
+    """A Sigstore trusted root (`application/vnd.dev.sigstore.trustedroot+json;version=0.1`, as
+    Sigstore's TUF repository distributes it and `cosign trusted-root create` writes it): the
+    certificate authorities, transparency logs, CT logs and timestamp authorities keyless signatures
+    are verified against, offline. sigstore-python reads and verifies; imported only here."""
+
+    def __init__(self, raw: bytes, source: str) -> None:
+        self.source = source
+        self.raw = raw
+        try:
+            doc = _json(raw)
+            from sigstore.models import TrustedRoot
+            from sigstore_models.trustroot.v1 import TrustedRoot as Inner
+
+            self._root = TrustedRoot(Inner.from_json(raw))
+        except Exception as exc:  # pydantic's and sigstore's errors alike: the file is not a root
+            raise NotARoot(f"not a Sigstore trusted root ({_first_line(exc)})") from None
+        kinds = ("certificateAuthorities", "tlogs", "ctlogs", "timestampAuthorities")
+        if not doc.get("certificateAuthorities") or not doc.get("tlogs"):
+            raise NotARoot(
+                "a trusted root without a certificate authority or a transparency log verifies no keyless signature"
+            )
+        starts, ends = [], []
+        now = datetime.now(UTC).isoformat()
+        for kind in kinds:
+            for item in doc.get(kind) or ():
+                valid = _object(
+                    _object(item).get("validFor") or _object(item.get("publicKey")).get("validFor")
+                )
+                if isinstance(valid.get("start"), str):
+                    starts.append(valid["start"])
+                end = valid.get("end")
+                if isinstance(end, str) and end > now:
+                    ends.append(end)
+        self.summary = RootSummary(
+            source=source,
+            authorities=len(doc.get("certificateAuthorities") or ()),
+            logs=len(doc.get("tlogs") or ()),
+            ct_logs=len(doc.get("ctlogs") or ()),
+            timestamp_authorities=len(doc.get("timestampAuthorities") or ()),
+            newest=max(starts, default=""),
+            ends=min(ends, default=""),
+        )
+
+    @cached_property
+    def verifier(self) -> Verifier:
+        from sigstore.verify import Verifier
+
+        return Verifier(trusted_root=self._root)
+
+    def verify(self, bundle: dict[str, Any]) -> tuple[bytes, str, tuple[str, ...]]:
+        """A keyless Sigstore bundle with a DSSE envelope, verified offline: its certificate chains to
+        one of the root's authorities at a time a timestamp authority or log of the root signed, its
+        SCT is a CT log's of the root, its entry is in a log of the root (inclusion proof, signed
+        checkpoint), and the envelope's signature is the certificate's key's. Returns (the in-toto
+        payload, the certificate's OIDC issuer, its identities); ValueError saying why not."""
+        from sigstore.errors import Error as SigstoreError
+        from sigstore.models import Bundle
+
+        try:
+            parsed = Bundle.from_json(json.dumps(_proto3_defaults(bundle)))
+        except Exception as exc:
+            raise ValueError(f"unreadable Sigstore bundle ({_first_line(exc)})") from None
+        seen = _Seen()
+        try:
+            payload_type, payload = self.verifier.verify_dsse(parsed, seen)
+        except SigstoreError as exc:
+            raise ValueError(
+                f"does not verify against the trusted root {self.source}: {_first_line(exc)}"
+            ) from None
+        if payload_type != IN_TOTO:
+            raise ValueError(f"payloadType {payload_type!r}, not {IN_TOTO}")
+        return payload, seen.issuer, seen.identities
+
+
+class _Seen:
+    """A sigstore-python verification policy that admits every certificate and keeps what it names
+    (the policy's own identities are matched after, so that a mismatch can say whose it was)."""
+
+    issuer = ""
+    identities: tuple[str, ...] = ()
+
+    def verify(self, cert: Any) -> None:
+        from cryptography import x509
+
+        self.issuer = _cert_issuer(cert)
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return
+        names = [
+            *san.get_values_for_type(x509.RFC822Name),
+            *san.get_values_for_type(x509.UniformResourceIdentifier),
+        ]
+        names += [
+            o.value.decode(errors="replace")
+            for o in san.get_values_for_type(x509.OtherName)
+            if o.type_id.dotted_string == OTHER_NAME
+        ]
+        self.identities = tuple(names)
+
+
+def _cert_issuer(cert: Any) -> str:
+    """The OIDC issuer Fulcio wrote into the certificate (its v2 extension, else the first form)."""
+    from cryptography import x509
+
+    for oid, der in ((ISSUER_V2, True), (ISSUER_V1, False)):
+        try:
+            value = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value.value
+        except x509.ExtensionNotFound:
+            continue
+        if not der:
+            return bytes(value).decode(errors="replace")
+        if len(value) >= 2 and value[0] == 0x0C:  # UTF8String
+            n, at = value[1], 2
+            if n & 0x80:
+                width = n & 0x7F
+                n, at = int.from_bytes(value[2 : 2 + width], "big"), 2 + width
+            return bytes(value[at : at + n]).decode(errors="replace")
+    return ""
+
+
+def _proto3_defaults(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The bundle with the values proto3's JSON form leaves out when they are zero put back (a log's
+    first entry: logIndex 0, an inclusion proof without hashes), which sigstore-python requires."""
+    material = _object(bundle.get("verificationMaterial"))
+    for entry in material.get("tlogEntries") or ():
+        if isinstance(entry, dict):
+            entry.setdefault("logIndex", "0")
+            proof = entry.get("inclusionProof")
+            if isinstance(proof, dict):
+                proof.setdefault("logIndex", "0")
+                proof.setdefault("hashes", [])
+    return bundle
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
 @dataclass(frozen=True)
 class Found:
     """One signature or attestation read from an attachment, and what it proved."""
@@ -121,12 +330,15 @@ class Found:
 
 @dataclass(frozen=True)
 class Rule:
-    """What one image must carry: a signature by one of `keys`, and an attestation of each of
-    `attestations` (predicate types) by one of them; or nothing, with the reason (`exempt`)."""
+    """What one image must carry: a signature by one of `keys` or of the `keyless` identities
+    (verified against `root`), and an attestation of each of `attestations` (predicate types) by
+    one of them; or nothing, with the reason (`exempt`)."""
 
     keys: tuple[TrustedKey, ...] = ()
     attestations: tuple[str, ...] = ()
     exempt: str = ""
+    keyless: tuple[Keyless, ...] = ()
+    root: SigstoreRoot | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +353,7 @@ class Verdict:
     attested: tuple[str, ...] = ()  # predicate types proven
     problems: tuple[str, ...] = ()  # what was required and not found, each naming what was found
     found: tuple[Found, ...] = field(default_factory=tuple)
+    root: RootSummary | None = None  # the trusted root keyless signatures were checked against
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +365,7 @@ class Verdict:
             "attested": list(self.attested),
             "problems": list(self.problems),
             "found": [f.to_json() for f in self.found],
+            "trustedRoot": self.root.to_json() if self.root is not None else None,
         }
 
 
@@ -216,14 +430,13 @@ def _dsse(envelope: dict[str, Any], form: str, keys: Iterable[TrustedKey], *, de
     )
 
 
-def read_attachment(
-    manifest: dict[str, Any], blob: Callable[[str, int], bytes], keys: Iterable[TrustedKey]
-) -> list[Found]:
+def read_attachment(manifest: dict[str, Any], blob: Callable[[str, int], bytes], rule: Rule) -> list[Found]:
     """The signatures and attestations in one attachment manifest (an image manifest: `.sig`,
-    `.att`, or one Sigstore bundle referrer), verified with `keys`. `blob(digest, size)` returns a
-    layer's bytes (the caller checks the digest; sizes above MAX_PAYLOAD are never asked for).
-    Anything else in the manifest (an SBOM file, an unknown layer) is not a signature and is skipped."""
-    keys = tuple(keys)
+    `.att`, or one Sigstore bundle referrer), verified with the rule's keys, or its keyless
+    identities and trusted root. `blob(digest, size)` returns a layer's bytes (the caller checks the
+    digest; sizes above MAX_PAYLOAD are never asked for). Anything else in the manifest (an SBOM
+    file, an unknown layer) is not a signature and is skipped."""
+    keys = rule.keys
     out: list[Found] = []
     layers = manifest.get("layers")
     for layer in layers if isinstance(layers, list) else []:
@@ -256,6 +469,12 @@ def read_attachment(
         data = blob(digest, size)
         if form == "cosign .sig":
             out.append(_simple_signing(layer, data, keys))
+            if not out[-1].signer and COSIGN_CERTIFICATE in _object(layer.get("annotations")):
+                out[-1] = dataclasses.replace(
+                    out[-1],
+                    problem="keyless cosign .sig (a certificate, not a key): keyless signatures are "
+                    "verified in Sigstore bundles (cosign 3)",
+                )
             continue
         try:
             doc = _json(data)
@@ -267,14 +486,7 @@ def read_attachment(
             continue
         material = _object(doc.get("verificationMaterial"))
         if "certificate" in material or "x509CertificateChain" in material:
-            out.append(
-                Found(
-                    kind="signature",
-                    form=form,
-                    subject="",
-                    problem="keyless (a certificate, not a key): not verified by a key policy",
-                )
-            )
+            out.append(_keyless(doc, rule))
             continue
         envelope = doc.get("dsseEnvelope")
         if not isinstance(envelope, dict):
@@ -284,6 +496,36 @@ def read_attachment(
             continue
         out.append(_dsse(envelope, form, keys, default_kind="signature"))
     return out
+
+
+def _keyless(bundle: dict[str, Any], rule: Rule) -> Found:
+    """A keyless Sigstore bundle: verified against the rule's trusted root, then its certificate's
+    identity matched with the rule's keyless identities."""
+    form = "sigstore bundle"
+    if not rule.keyless or rule.root is None:
+        return Found(
+            kind="signature",
+            form=form,
+            subject="",
+            problem="keyless (a certificate, not a key): the policy names no keyless identity for it",
+        )
+    try:
+        payload, issuer, identities = rule.root.verify(bundle)
+        statement = _json(payload)
+    except ValueError as exc:
+        return Found(kind="signature", form=form, subject="", problem=str(exc))
+    predicate = statement.get("predicateType") if isinstance(statement.get("predicateType"), str) else ""
+    kind = "signature" if predicate in (COSIGN_SIGN, "") else "attestation"
+    who = f"{', '.join(identities) or 'no identity'} (keyless, {issuer or 'no issuer'})"
+    admitted = any(k.admits(issuer, identities) for k in rule.keyless)
+    return Found(
+        kind=kind,
+        form=form,
+        subject=_statement_subject(statement),
+        predicate_type="" if kind == "signature" else str(predicate),
+        signer=who if admitted else "",
+        problem="" if admitted else f"signed by {who}, which no keyless identity of the policy names",
+    )
 
 
 def _simple_signing(layer: dict[str, Any], payload: bytes, keys: tuple[TrustedKey, ...]) -> Found:
@@ -312,6 +554,7 @@ def judge(image: str, digest: str, rule: Rule, found: Iterable[Found]) -> Verdic
     """Does what was found attached to `digest` satisfy `rule`? Each unmet requirement is one problem,
     naming what was found instead."""
     found = tuple(found)
+    root = rule.root.summary if rule.root is not None and rule.keyless else None
     if rule.exempt:
         return Verdict(image=image, digest=digest, ok=True, exempt=rule.exempt, found=found)
     good = [f for f in found if f.signer and f.subject == digest]
@@ -335,11 +578,15 @@ def judge(image: str, digest: str, rule: Rule, found: Iterable[Found]) -> Verdic
         attested=attested,
         problems=tuple(problems),
         found=found,
+        root=root,
     )
 
 
 def _keys(rule: Rule) -> str:
-    return " or ".join(k.source for k in rule.keys) or "a key (the policy names none)"
+    return (
+        " or ".join([*(k.source for k in rule.keys), *(k.describe() for k in rule.keyless)])
+        or "a key (the policy names none)"
+    )
 
 
 def _describe(found: tuple[Found, ...], kind: str, digest: str) -> str:

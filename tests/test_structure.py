@@ -101,7 +101,8 @@ def test_the_release_level_fields() -> None:
     schema = json.loads((ROOT / "schemas/release.schema.json").read_text())
     top = {*_props(schema["properties"]["metadata"]), *_props(schema["properties"]["network"])}
     top |= set(schema["properties"]) - {"kind", "metadata", "network"}  # kind is a constant
-    fields = {f.name for f in dataclasses.fields(m.Release)} - {"source_file"}  # where it was read from
+    # source_file: where it was read from; trusted_root: trust.trustedRoot, beside the rules of `trust`
+    fields = {f.name for f in dataclasses.fields(m.Release)} - {"source_file", "trusted_root"}
     assert {_snake(k) for k in top} == fields
 
 

@@ -83,8 +83,8 @@ def test_a_good_signature_and_attestation_meet_the_rule() -> None:
     env = _dsse(private, DIGEST, "https://cyclonedx.org/bom")
     att = {"layers": [{"mediaType": DSSE, "digest": "sha256:e", "size": len(env)}]}
     blobs["sha256:e"] = env
-    found = read_attachment(sig, lambda d, _s: blobs[d], [key]) + read_attachment(
-        att, lambda d, _s: blobs[d], [key]
+    found = read_attachment(sig, lambda d, _s: blobs[d], Rule(keys=(key,))) + read_attachment(
+        att, lambda d, _s: blobs[d], Rule(keys=(key,))
     )
     v = judge("app", DIGEST, Rule(keys=(key,), attestations=("https://cyclonedx.org/bom",)), found)
     assert v.ok and v.signers == ("vendor.pub",) and v.attested == ("https://cyclonedx.org/bom",)
@@ -95,8 +95,8 @@ def test_another_key_another_digest_and_a_missing_attestation_are_each_named() -
     stranger, _ = _key()
     by_stranger, blobs = _simple(stranger, DIGEST)
     copied, more = _simple(private, OTHER)
-    found = read_attachment(by_stranger, lambda d, _s: blobs[d], [key])
-    found += read_attachment(copied, lambda d, _s: more[d], [key])
+    found = read_attachment(by_stranger, lambda d, _s: blobs[d], Rule(keys=(key,)))
+    found += read_attachment(copied, lambda d, _s: more[d], Rule(keys=(key,)))
     v = judge("app", DIGEST, Rule(keys=(key,), attestations=("https://spdx.dev/Document",)), found)
     assert not v.ok
     first, second = v.problems
@@ -150,7 +150,7 @@ def test_malformed_attachments_prove_nothing_and_say_why(
 ) -> None:
     _, key = _key()
     manifest = {"layers": [{**layer, "digest": "sha256:x", "size": len(blob)}]}
-    (f,) = read_attachment(manifest, lambda _d, _s: blob, [key])
+    (f,) = read_attachment(manifest, lambda _d, _s: blob, Rule(keys=(key,)))
     assert not f.signer and problem in f.problem, f
 
 
@@ -158,7 +158,7 @@ def test_a_payload_above_the_budget_is_not_read() -> None:
     _, key = _key()
     asked: list[str] = []
     manifest = {"layers": [{"mediaType": DSSE, "digest": "sha256:big", "size": MAX_PAYLOAD + 1}]}
-    (f,) = read_attachment(manifest, lambda d, _s: asked.append(d) or b"", [key])
+    (f,) = read_attachment(manifest, lambda d, _s: asked.append(d) or b"", Rule(keys=(key,)))
     assert "above the budget" in f.problem and asked == []
 
 
@@ -169,7 +169,7 @@ def test_manifests_that_are_not_manifests_are_skipped() -> None:
         {"layers": [1, "a", None]},
         {"layers": [{"mediaType": "text/plain", "digest": "d", "size": 1}]},
     ):
-        assert read_attachment(doc, lambda _d, _s: b"", [key]) == []
+        assert read_attachment(doc, lambda _d, _s: b"", Rule(keys=(key,))) == []
 
 
 def test_a_private_key_or_junk_is_not_a_public_key() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .. import budgets
-from ..budgets import MAX_KEY_BYTES
+from ..budgets import MAX_KEY_BYTES, MAX_ROOT_BYTES
 from ..errors import ArchiveError, InputError, RegistryError, TrustError
 from ..format import ATTACHMENT_SUFFIXES
 from ..format.records import Attachment, BundledImage, TrustRecord, TrustRuleRecord
@@ -24,7 +24,19 @@ from ..fs import UnreadableInput, read_input
 from ..lock import Lock, split_reference
 from ..model import Release
 from ..registry import RegistryFor
-from ..trust import MAX_PAYLOAD, Found, NotAKey, Rule, TrustedKey, Verdict, judge, read_attachment
+from ..trust import (
+    MAX_PAYLOAD,
+    Found,
+    Keyless,
+    NotAKey,
+    NotARoot,
+    Rule,
+    SigstoreRoot,
+    TrustedKey,
+    Verdict,
+    judge,
+    read_attachment,
+)
 from .archive import small_members
 
 Blobs = Callable[[str, int], bytes]  # (digest, size) -> the bytes, checked against the digest
@@ -34,23 +46,54 @@ def trust_record(release: Release, directory: Path) -> TrustRecord | None:
     """release.yaml's policy as the head carries it, the key files read (validate checked them)."""
     if release.trust is None:
         return None
-    root = Path(os.path.realpath(directory))
+    root_dir = Path(os.path.realpath(directory))
     keys = {}
     for rel in release.trust_keys:
         try:
-            keys[rel] = read_input(Path(os.path.realpath(root / rel)), MAX_KEY_BYTES).decode("ascii")
+            keys[rel] = read_input(Path(os.path.realpath(root_dir / rel)), MAX_KEY_BYTES).decode("ascii")
         except (FileNotFoundError, UnreadableInput, UnicodeDecodeError) as exc:
             raise InputError(
                 f"trust key {rel}: {exc}",
                 fix="give the public key file release.yaml names (releaser validate)",
             ) from None
+    root = None
+    if release.trusted_root is not None:
+        rel = release.trusted_root
+        try:
+            text = read_input(Path(os.path.realpath(root_dir / rel)), MAX_ROOT_BYTES).decode("utf-8")
+        except (FileNotFoundError, UnreadableInput, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"trust.trustedRoot {rel}: {exc}",
+                fix="give the Sigstore trusted root file release.yaml names (releaser validate)",
+            ) from None
+        root = (rel, text)
     return TrustRecord(
         keys=keys,
         images={
-            name: TrustRuleRecord(keys=r.keys, attestations=r.attestations, exempt=r.exempt)
+            name: TrustRuleRecord(
+                keys=r.keys,
+                attestations=r.attestations,
+                exempt=r.exempt,
+                keyless=tuple((k.issuer, k.identity) for k in r.keyless),
+            )
             for name, r in release.trust
         },
+        trusted_root=root,
     )
+
+
+def sigstore_root(record: TrustRecord | None) -> SigstoreRoot | None:
+    """The carried Sigstore trusted root, read (None when the policy has no keyless rule)."""
+    if record is None or record.trusted_root is None:
+        return None
+    path, text = record.trusted_root
+    try:
+        return SigstoreRoot(text.encode(), path)
+    except NotARoot as exc:
+        raise InputError(
+            f"trust.trustedRoot {path}: {exc}",
+            fix="give the Sigstore trusted root (trusted_root.json) of the instance the images were signed with",
+        ) from None
 
 
 def _rules(record: TrustRecord) -> dict[str, Rule]:
@@ -60,8 +103,15 @@ def _rules(record: TrustRecord) -> dict[str, Rule]:
             loaded[path] = TrustedKey.load(pem.encode(), path)
         except NotAKey as exc:
             raise InputError(f"trust key {path}: {exc}", fix="give the public key (cosign.pub)") from None
+    root = sigstore_root(record)
     return {
-        name: Rule(keys=tuple(loaded[k] for k in r.keys), attestations=r.attestations, exempt=r.exempt)
+        name: Rule(
+            keys=tuple(loaded[k] for k in r.keys),
+            attestations=r.attestations,
+            exempt=r.exempt,
+            keyless=tuple(Keyless(issuer=i, identity=p) for i, p in r.keyless),
+            root=root,
+        )
         for name, r in record.images.items()
     }
 
@@ -119,9 +169,9 @@ def _read(digest: str, manifest: Callable[[str], bytes | None], blob: Blobs, rul
                     except ValueError:
                         continue
                     if isinstance(sub_doc, dict) and not isinstance(sub_doc.get("manifests"), list):
-                        out += read_attachment(sub_doc, blob, rule.keys)
+                        out += read_attachment(sub_doc, blob, rule)
         return out
-    return read_attachment(doc, blob, rule.keys)
+    return read_attachment(doc, blob, rule)
 
 
 def refuse(verdicts: tuple[Verdict, ...], *, outcome: str, fix: str) -> None:

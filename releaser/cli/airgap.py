@@ -407,6 +407,10 @@ def _inspected(r: InspectResult) -> str:
         lines += [f"    {'':<{width}}  + {t}" for t in i.attachments]
         if i.policy is not None:
             lines.append(f"    {'':<{width}}  ! trust policy: {i.policy} (checked by verify and the load)")
+    if r.trusted_root is not None:
+        lines.append(
+            f"  ! keyless signatures are checked against the Sigstore trusted root {r.trusted_root.describe()}"
+        )
     lines.append(f"  chart: {r.chart['ref']}  {r.chart['digest']}")
     if r.parts:
         lines.append(

@@ -109,6 +109,8 @@ def trust_lines(verdicts: tuple[Any, ...] | None) -> str:
     if verdicts is None:
         return "\n  trust: no policy in release.yaml: the images were taken whoever signed them"
     out = []
+    roots = {v.root.describe(): None for v in verdicts if getattr(v, "root", None) is not None}
+    out += [f"\n  trust: keyless signatures verified offline against the trusted root {r}" for r in roots]
     for v in verdicts:
         if v.exempt:
             out.append(f"\n  trust: {v.image} exempt ({v.exempt})")

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundle.parts import bundle_size, first_part, part_path
-from ..bundle.policy import at_site, refuse
+from ..bundle.policy import at_site, refuse, sigstore_root
 from ..bundle.verify import inspect_head, verify_bundle
 from ..format import DEFAULT_KEY
 from ..format.records import PartRecord, TrustRecord
 from ..progress import Progress
 from ..render.docs import CatalogSource, catalog, images_md, used_by
-from ..trust import Verdict
+from ..trust import Keyless, RootSummary, Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +113,7 @@ class InspectResult:
     parts: tuple[PartRecord, ...] = ()  # a split bundle's parts after the first, as its head lists them
     parts_present: int = 0  # how many of them are beside it, with the listed size
     delta_base: dict[str, str] | None = None  # a delta bundle: the base it was cut against
+    trusted_root: RootSummary | None = None  # the Sigstore trusted root its keyless rules are checked against
 
     def to_json(self) -> dict[str, object]:
         """The command's --json result (keys pinned by tests, listed in docs/cli.md#json)."""
@@ -131,6 +132,7 @@ class InspectResult:
             "chart": self.chart,
             "parts": [{**p.to_json(), "present": p.number <= self.parts_present + 1} for p in self.parts],
             "delta": self.delta_base,
+            "trustedRoot": self.trusted_root.to_json() if self.trusted_root is not None else None,
         }
 
 
@@ -169,6 +171,7 @@ def inspect(path: Path, *, key: Path | None = None) -> InspectResult:
         delta_base={k: str(v) for k, v in meta.delta.base.to_json().items()}
         if meta.delta is not None
         else None,
+        trusted_root=root.summary if (root := sigstore_root(meta.trust)) is not None else None,
     )
 
 
@@ -182,7 +185,8 @@ def _policy(trust: TrustRecord | None, image: str) -> str | None:
     if rule.exempt:
         return f"exempt: {rule.exempt}"
     attested = f"; attested: {', '.join(rule.attestations)}" if rule.attestations else ""
-    return f"signed by {' or '.join(rule.keys)}{attested}"
+    signers = [*rule.keys, *(Keyless(issuer=i, identity=p).describe() for i, p in rule.keyless)]
+    return f"signed by {' or '.join(signers)}{attested}"
 
 
 def _present(path: Path, parts: tuple[PartRecord, ...]) -> int:

@@ -242,9 +242,17 @@ class TrustRuleRecord:
     keys: tuple[str, ...] = ()
     attestations: tuple[str, ...] = ()
     exempt: str = ""
+    keyless: tuple[tuple[str, str], ...] = ()  # (OIDC issuer, identity pattern)
 
     def to_json(self) -> Json:
-        return {"keys": list(self.keys), "attestations": list(self.attestations), "exempt": self.exempt}
+        out: Json = {
+            "keys": list(self.keys),
+            "attestations": list(self.attestations),
+            "exempt": self.exempt,
+        }
+        if self.keyless:  # absent otherwise: heads without keyless rules are as before
+            out["keyless"] = [{"issuer": i, "identity": p} for i, p in self.keyless]
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,9 +263,16 @@ class TrustRecord:
 
     keys: Mapping[str, str]  # path -> PEM
     images: Mapping[str, TrustRuleRecord]
+    trusted_root: tuple[str, str] | None = None  # (its path in release.yaml, the file's text): keyless rules
 
     def to_json(self) -> Json:
-        return {"keys": dict(self.keys), "images": {k: v.to_json() for k, v in self.images.items()}}
+        out: Json = {
+            "keys": dict(self.keys),
+            "images": {k: v.to_json() for k, v in self.images.items()},
+        }
+        if self.trusted_root is not None:
+            out["trustedRoot"] = {"path": self.trusted_root[0], "json": self.trusted_root[1]}
+        return out
 
     @classmethod
     def parse(cls, r: _Reader) -> TrustRecord:
@@ -271,12 +286,25 @@ class TrustRecord:
                 raise MetadataError(
                     path=f"{rr.path}.keys", expected="keys listed under $.trust.keys", got=unknown[0]
                 )
+            keyless = []
+            for i, k in enumerate(rr.array("keyless", [])):
+                kr = _Reader(k, f"{rr.path}.keyless[{i}]")
+                keyless.append((kr.text("issuer"), kr.text("identity")))
             images[name] = TrustRuleRecord(
                 keys=listed,
                 attestations=rr.texts("attestations"),
                 exempt=rr.text("exempt", ""),
+                keyless=tuple(keyless),
             )
-        return cls(keys=keys, images=images)
+        root = None
+        if "trustedRoot" in r.doc:
+            tr = r.obj("trustedRoot")
+            root = (tr.text("path"), tr.text("json"))
+        if root is None and any(rule.keyless for rule in images.values()):
+            raise MetadataError(
+                path=f"{r.path}.trustedRoot", expected="the trusted root keyless rules need", got=None
+            )
+        return cls(keys=keys, images=images, trusted_root=root)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -195,6 +195,7 @@ def build_model(src: Source) -> tuple[m.Release, list[Problem]]:  # kept whole: 
         source_file=src.file,
         probe=d.get("probe", {}).get("image"),
         trust=_trust(d.get("trust"), images),
+        trusted_root=(d.get("trust") or {}).get("trustedRoot"),
     )
     return release, problems
 
@@ -208,10 +209,15 @@ def _trust(
         return None
 
     def rule(r: Any) -> m.TrustRule:  # schema-valid: a trustRule object
+        keyless = r.get("keyless", ())
         return m.TrustRule(
             keys=tuple(r.get("keys", ())),
             attestations=tuple(PREDICATE_TYPES.get(a, a) for a in r.get("attestations", ())),
             exempt=r.get("exempt", ""),
+            keyless=tuple(
+                m.KeylessIdentity(issuer=k["issuer"], identity=k["identity"])
+                for k in ([keyless] if isinstance(keyless, dict) else keyless)
+            ),
         )
 
     default = d.get("default")

@@ -8,17 +8,18 @@ import difflib
 import ipaddress
 import os
 import posixpath
+import re
 from pathlib import Path
 from typing import Any
 
 from .. import model as m
-from ..budgets import MAX_KEY_BYTES
+from ..budgets import MAX_KEY_BYTES, MAX_ROOT_BYTES
 from ..errors import Problem
 from ..fs import UnreadableInput, read_input
 from ..names import PROBE_SUFFIX, VOLUMES_SUFFIX
 from ..quantities import byte_count
 from ..tcpao import split_hostport
-from ..trust import PREDICATE_TYPES, NotAKey, TrustedKey
+from ..trust import PREDICATE_TYPES, NotAKey, NotARoot, SigstoreRoot, TrustedKey
 from ..yamlsource import PathT, Source, json_path
 
 MAX_ID = 2**31 - 1  # Kubernetes: runAsUser, runAsGroup and fsGroup are int32 in practice (int64 in the API)
@@ -202,9 +203,31 @@ class _Semantics:
         )
         rules += [(("trust", "images", n), r) for n, r in own.items()]
         root = Path(os.path.realpath(Path(self.src.file).parent))
+        if d.get("trustedRoot") is not None:
+            self.trusted_root(("trust", "trustedRoot"), root, d["trustedRoot"])
         for base, rule in rules:
             for i, rel in enumerate(rule.get("keys", ())):
                 self.trust_key((*base, "keys", i), root, rel)
+            keyless = rule.get("keyless", ())
+            listed = [keyless] if isinstance(keyless, dict) else list(keyless)
+            for i, k in enumerate(listed):
+                where = (*base, "keyless") if isinstance(keyless, dict) else (*base, "keyless", i)
+                try:
+                    re.compile(k["identity"])
+                except re.error as exc:
+                    self.problem(
+                        (*where, "identity"),
+                        f"{k['identity']!r} is not a regular expression ({exc})",
+                        "give a Python/Go regular expression (escape dots: ^https://github\\.com/acme/)",
+                    )
+            if listed and d.get("trustedRoot") is None:
+                self.problem(
+                    (*base, "keyless"),
+                    "a keyless rule needs trust.trustedRoot: keyless signatures are verified against a "
+                    "Sigstore trusted root, offline",
+                    "add `trustedRoot: trusted_root.json` under trust, the trusted root of the Sigstore "
+                    "instance the images are signed with (docs/trust.md#keyless)",
+                )
             for i, kind in enumerate(rule.get("attestations", ())):
                 if "://" not in kind and kind not in PREDICATE_TYPES:
                     guess = difflib.get_close_matches(kind, list(PREDICATE_TYPES), n=1)
@@ -215,6 +238,31 @@ class _Semantics:
                         if guess
                         else f"use one of {', '.join(PREDICATE_TYPES)}, or the predicate type's URI",
                     )
+
+    def trusted_root(self, path: PathT, root: Path, rel: str) -> None:
+        target = Path(os.path.realpath(root / rel))
+        if Path(rel).is_absolute() or not target.is_relative_to(root):
+            self.problem(
+                path, f"{rel} is outside the release directory", "keep trusted_root.json beside release.yaml"
+            )
+            return
+        try:
+            SigstoreRoot(read_input(target, MAX_ROOT_BYTES), rel)
+        except FileNotFoundError:
+            self.problem(
+                path,
+                f"{rel}: no such file (looked for {target})",
+                "give the Sigstore trusted root's path relative to release.yaml (docs/trust.md#keyless says "
+                "where to get it)",
+            )
+        except UnreadableInput as exc:
+            self.problem(path, str(exc), exc.fix)
+        except NotARoot as exc:
+            self.problem(
+                path,
+                f"{rel}: {exc}",
+                "give trusted_root.json as Sigstore's TUF repository or `cosign trusted-root create` writes it",
+            )
 
     def trust_key(self, path: PathT, root: Path, rel: str) -> None:
         target = Path(os.path.realpath(root / rel))

@@ -210,6 +210,7 @@ class PrivateSigstore:
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.stopped = False
         self.issuer = Issuer()
         self.start = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
@@ -300,7 +301,18 @@ class PrivateSigstore:
         # the timestamp authority serves its metrics on :2112, always (pkg/server/prometheus.go):
         # one instance on the host at a time
         self.lock = (Path("/tmp") / "releaser-tests-tsa-2112.lock").open("w")
-        fcntl.flock(self.lock, fcntl.LOCK_EX)
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        "another private Sigstore of the tests has held port 2112 for 10 minutes "
+                        "(/tmp/releaser-tests-tsa-2112.lock; `fuser` names it)"
+                    ) from None
+                time.sleep(0.5)
         tsa_port = _free_port()
         tsa = self._run(
             "timestamp-server", "serve", "--host", "127.0.0.1", "--port", tsa_port,
@@ -351,6 +363,10 @@ class PrivateSigstore:
         ]  # fmt: skip
 
     def stop(self) -> None:
+        """Stop every service (again: nothing)."""
+        if self.stopped:
+            return
+        self.stopped = True
         for proc in self.procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
