@@ -209,7 +209,7 @@ PINNED = {
     "bundle join": "path size sha256 parts",
     "airgap verify": "path release version files bytes images signer delta problems trust",
     "airgap inspect": "path size release version tool formatVersion signer signatureChecked files bytes images chart "
-    "parts delta",
+    "parts delta trustedRoot",
     "airgap check": "path target release version manifests blobs sampled tags missing",
     "airgap": "target release version images chart valuesFile composeOverride helmInstall stats dryRun plan trust",
     "doctor": "checks",

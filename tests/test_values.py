@@ -140,7 +140,7 @@ TRUST_RELEASE = (
 
 def _trust_problems(tmp_path: Path, policy: str, files: dict[str, bytes] | None = None) -> list[str]:
     d = tmp_path / "r"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     (d / "release.yaml").write_text(TRUST_RELEASE + policy)
     for name, data in (files or {}).items():
         (d / name).write_bytes(data)
@@ -201,3 +201,52 @@ def test_a_trust_policy_without_a_default_must_cover_every_image(tmp_path: Path)
         tmp_path, "trust:\n  images:\n    a: {keys: [k.pub]}\n", {"k.pub": _public_pem()}
     )
     assert any("the policy has no rule for b" in p and "exempt: REASON" in p for p in problems), problems
+
+
+def test_a_keyless_policy_needs_a_trusted_root_and_a_pattern_and_names_each_wrong_part(
+    tmp_path: Path,
+) -> None:
+    policy = (
+        "trust:\n  default: {keyless: {issuer: 'https://token.actions.githubusercontent.com', "
+        "identity: '^https://github.com/acme/(api/'}}\n"
+    )
+    problems = "\n".join(_trust_problems(tmp_path / "one", policy))
+    assert (
+        "$.trust.default.keyless.identity: '^https://github.com/acme/(api/' is not a regular expression"
+        in problems
+    )
+    assert "$.trust.default.keyless: a keyless rule needs trust.trustedRoot" in problems, problems
+    policy = (
+        "trust:\n  trustedRoot: trusted_root.json\n"
+        "  default: {keyless: [{issuer: 'https://accounts.google.com', identity: '^ops@acme\\.example$'}]}\n"
+    )
+    problems = "\n".join(
+        _trust_problems(tmp_path / "two", policy, {"trusted_root.json": b'{"mediaType": 1}'})
+    )
+    assert "$.trust.trustedRoot: trusted_root.json: not a Sigstore trusted root" in problems, problems
+    problems = "\n".join(
+        _trust_problems(tmp_path / "three", policy.replace("trusted_root.json", "../root.json"))
+    )
+    assert "$.trust.trustedRoot: ../root.json is outside the release directory" in problems, problems
+    problems = "\n".join(_trust_problems(tmp_path / "four", policy.replace("https://accounts", "accounts")))
+    assert "$.trust.default.keyless[0].issuer: 'accounts.google.com' is not valid here" in problems, problems
+
+
+def test_a_keyless_policy_with_the_trusted_root_resolves_per_image(tmp_path: Path) -> None:
+    root = Path(__file__).parent / "data" / "trusted_root.json"
+    policy = (
+        "trust:\n  trustedRoot: trusted_root.json\n"
+        "  default: {keyless: {issuer: 'https://accounts.google.com', identity: '^ops@acme\\.example$'}}\n"
+        "  images:\n    b: {keys: [k.pub], keyless: {issuer: 'https://x.example', identity: 'y'}}\n"
+    )
+    assert (
+        _trust_problems(tmp_path, policy, {"trusted_root.json": root.read_bytes(), "k.pub": _public_pem()})
+        == []
+    )
+    release, _ = load_release(tmp_path / "r")
+    a, b = release.trust_rule("a"), release.trust_rule("b")
+    assert a is not None and [(k.issuer, k.identity) for k in a.keyless] == [
+        ("https://accounts.google.com", "^ops@acme\\.example$")
+    ]
+    assert b is not None and b.keys == ("k.pub",) and len(b.keyless) == 1
+    assert release.trusted_root == "trusted_root.json"
