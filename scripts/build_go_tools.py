@@ -1,7 +1,8 @@
 """Build the Go programs the tests check releaser's work with, from their modules at pinned versions:
 cosign 2 and cosign 3 (both signature formats the field uses: `.sig`/`.att` tags, and Sigstore
 bundles attached as OCI referrers), syft (the SBOM generator `bundle --sbom` runs) and the oras CLI
-(an independent client that lists referrers). Each module zip is checked against the h1: hash below (the one
+(an independent client that lists referrers), and the tests' registry with the OCI referrers API
+(tests/support/referrers_registry: go-containerregistry's registry package). Each module zip is checked against the h1: hash below (the one
 the Go checksum database vouches for, so `go install` checks it too); the binaries are cached
 outside the repository by module, version and Go version, and linked into .tools/bin.
 
@@ -183,6 +184,46 @@ def build(tool: Tool, go: str, force: bool) -> tuple[Path, float]:
     return binary, time.monotonic() - t
 
 
+LOCAL = (
+    # (name in .tools/bin, the program's directory): the tests' own Go programs, built from their go.sum
+    ("referrers-registry", ROOT / "tests" / "support" / "referrers_registry"),
+)
+
+
+def build_local(name: str, source: Path, go: str, force: bool) -> tuple[Path, float]:
+    """One of the tests' own Go programs, built into the cache by the hash of its sources (go.sum pins
+    every module it uses, which `go build` checks)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(source.iterdir()):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    where = cache_dir() / f"{name}-{h.hexdigest()[:16]}-{go}"
+    binary = where / "bin" / name
+    if binary.exists() and not force:
+        return binary, 0.0
+    t = time.monotonic()
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir()))
+    try:
+        proc = subprocess.run(
+            ["go", "build", "-mod=readonly", "-ldflags=-s -w", "-o", str(staging / "bin" / name), "."],
+            env=_env(staging / "bin"),
+            cwd=source,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            sys.exit(
+                f"build_go_tools: building {source} failed:\n{(proc.stdout + proc.stderr).strip()[-2000:]}"
+            )
+        shutil.rmtree(where, ignore_errors=True)
+        staging.rename(where)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return binary, time.monotonic() - t
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="build again even when cached")
@@ -200,6 +241,16 @@ def main() -> int:
         link.symlink_to(binary)
         print(
             f"{tool.name}: {tool.module}@{tool.version} ({go})"
+            + (f", built in {took:.0f} s" if took else ", cached")
+        )
+    for name, source in LOCAL:
+        binary, took = build_local(name, source, go, args.force)
+        link = BIN / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(binary)
+        print(
+            f"{name}: {source.relative_to(ROOT)} ({go})"
             + (f", built in {took:.0f} s" if took else ", cached")
         )
     return 0

@@ -537,3 +537,70 @@ def test_the_environments_proxy_settings_are_followed(
         through.ping()  # the settings remembered for the origin still name the proxy
     monkeypatch.setenv("NO_PROXY", registry.host.split(":")[0])
     Registry(registry.host, plain_http=True).ping()
+
+
+def test_the_referrers_api_is_read_page_by_page_within_its_budget_and_asked_once_where_it_is_missing(
+    registry: RegistryServer,
+) -> None:
+    """A registry without the referrers API (distribution 2.8: 404) is asked once, not once per
+    image; one with it is read page by page (Link: rel="next"), a page on another host is not
+    followed, and more referrers than the budget stop the read naming the digest."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from releaser.errors import RegistryError
+    from releaser.registry import Registry
+
+    digest = "sha256:" + "ab" * 32
+    missing = Registry(registry.host)
+    assert missing.referrers("library/nats", digest) is None
+    assert missing.no_referrers_api and missing.referrers("library/nats", "sha256:" + "cd" * 32) is None
+    asked: list[str] = []
+
+    class Paged(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            page = int(self.path.split("page=")[1]) if "page=" in self.path else 0
+            manifests = [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "size": 1,
+                    "digest": f"sha256:{page:02d}{i:062d}",
+                }
+                for i in range(400)
+            ]
+            body = json.dumps(
+                {
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": manifests,
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+            self.send_header("Content-Length", str(len(body)))
+            nxt = (
+                f"</v2/acme/app/referrers/{digest}?page={page + 1}>"
+                if page < 1
+                else "<http://elsewhere.example/v2/x>"
+            )
+            self.send_header("Link", f'{nxt}; rel="next"')
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Paged)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        paged = Registry(f"127.0.0.1:{server.server_address[1]}")
+        listed = paged.referrers("acme/app", digest)
+        pages = [a for a in asked if "/referrers/" in a]
+        assert listed is not None and len(listed) == 800 and len(pages) == 2, (len(listed or ()), asked)
+        with pytest.raises(RegistryError, match=f"{digest} has more than 500 referrers") as err:
+            paged.referrers("acme/app", digest, most=500)
+        assert "cosign clean" in (err.value.fix or "")
+    finally:
+        server.shutdown()
+        server.server_close()

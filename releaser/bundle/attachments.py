@@ -75,6 +75,24 @@ def config_descriptor(theirs: bytes) -> dict[str, Any]:
         return {}
 
 
+def referrers_index(listed: list[dict[str, Any]], tagged: bytes | None) -> bytes:
+    """One subject's referrers as the tag schema's index holds them: the descriptors the registry's
+    referrers API listed, with those of its tag-schema index (`tagged`, when it has one: a registry
+    whose API came later) that the API did not list, sorted by digest. The same referrers give the
+    same bytes however they were found, so a bundle stays reproducible."""
+    entries = {d["digest"]: d for d in listed}
+    if tagged is not None:
+        for d in _theirs(tagged).get("manifests") or ():
+            if isinstance(d, dict) and isinstance(d.get("digest"), str):
+                entries.setdefault(d["digest"], d)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": INDEX_TYPES[0],
+        "manifests": [entries[k] for k in sorted(entries)],
+    }
+    return _dump(doc)
+
+
 def contains(theirs: bytes, ours: bytes) -> bool:
     """True when the target's manifest already holds everything the bundle's does (False when
     the target's is malformed: the merge then says so)."""

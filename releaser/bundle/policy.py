@@ -18,12 +18,12 @@ from pathlib import Path
 from .. import budgets
 from ..budgets import MAX_KEY_BYTES, MAX_ROOT_BYTES
 from ..errors import ArchiveError, InputError, RegistryError, TrustError
-from ..format import ATTACHMENT_SUFFIXES
+from ..format import ATTACHMENT_SUFFIXES, OCI_INDEX
 from ..format.records import Attachment, BundledImage, TrustRecord, TrustRuleRecord
 from ..fs import UnreadableInput, read_input
 from ..lock import Lock, split_reference
 from ..model import Release
-from ..registry import RegistryFor
+from ..registry import RegistryFor, sha256_digest
 from ..trust import (
     MAX_PAYLOAD,
     Found,
@@ -38,6 +38,7 @@ from ..trust import (
     read_attachment,
 )
 from .archive import small_members
+from .attachments import referrers_index
 
 Blobs = Callable[[str, int], bytes]  # (digest, size) -> the bytes, checked against the digest
 
@@ -232,6 +233,19 @@ def at_lock(release: Release, directory: Path, lock: Lock, registry_for: Registr
             attachments.append(
                 Attachment(tag=tag, digest=digest, media_type=m.descriptor.media_type, subject=pin.digest)
             )
+        referrers = registry.referrers(path, pin.digest)  # the referrers API, where the registry has one
+        if referrers:
+            tag = f"sha256-{pin.digest.split(':', 1)[1]}"
+            tagged = next((a for a in attachments if a.tag == tag), None)
+            content = referrers_index(
+                referrers, found_manifests[tagged.digest] if tagged is not None else None
+            )
+            digest = sha256_digest(content)
+            found_manifests[digest] = content
+            for child in referrers:
+                found_manifests[child["digest"]] = registry.get_manifest(path, child["digest"]).content
+            attachments = [a for a in attachments if a.tag != tag]
+            attachments.append(Attachment(tag=tag, digest=digest, media_type=OCI_INDEX, subject=pin.digest))
         carried.append(
             BundledImage(
                 name=pin.name,

@@ -54,13 +54,14 @@ from ..mediatypes import INDEX_TYPES
 from ..names import LOCK_FILE
 from ..plan import Plan
 from ..progress import Progress
-from ..registry import Manifest, Registry, RegistryFor, sha256_digest
+from ..registry import Descriptor, Manifest, Registry, RegistryFor, sha256_digest
 from ..render.compose import render_compose
 from ..render.docs import CatalogSource, catalog_json, compose_images, images_md, install_md, used_by
 from ..render.helm import chart_config, package_chart, render_helm
 from ..render.loadsh import load_sh
 from ..workers import Behind
 from .archive import TarZstWriter
+from .attachments import referrers_index
 from .cache import BlobCache
 from .installer import InstallerFile
 from .parts import PartsWriter, check_space, part_path
@@ -193,19 +194,34 @@ def _attachments(
         candidates = [c for c in candidates if c[1] in listed]
     with workers.pool(min(concurrency, len(candidates))) as pool:
         found = list(pool.map(lambda c: registry.tag_digest(path, c[1]), candidates))
-    out = []
+        # the referrers API, where the registry has one (cosign 3 and oras attach through it)
+        api = list(pool.map(lambda subject: registry.referrers(path, subject), subjects))
+    held: dict[tuple[str, str], Manifest] = {}
     for (subject, tag), digest in zip(candidates, found, strict=True):
         if digest is None:
             continue
         m = registry.get_manifest(path, digest)
-        what = f"{pin.repository}:{tag}"
         if m.is_index and len(m.children()) > budgets.MAX_REFERRERS:  # each child is one more request
             raise RegistryError(
-                f"{what} lists {len(m.children())} attachments, more than the {budgets.MAX_REFERRERS} read "
-                "under one digest",
+                f"{pin.repository}:{tag} lists {len(m.children())} attachments, more than the "
+                f"{budgets.MAX_REFERRERS} read under one digest",
                 fix=f"remove the stale signatures and attestations attached to {subject} (cosign clean), or "
                 "bundle with --no-attachments",
             )
+        held[subject, tag] = m
+    for subject, referrers in zip(subjects, api, strict=True):
+        if referrers:  # carried as the tag schema's index: what a registry without the API serves
+            tag = f"sha256-{subject.split(':', 1)[1]}"
+            tagged = held.get((subject, tag))
+            content = referrers_index(referrers, tagged.content if tagged is not None else None)
+            held[subject, tag] = Manifest(
+                descriptor=Descriptor(media_type=OCI_INDEX, digest=sha256_digest(content), size=len(content)),
+                content=content,
+                origin=f"{pin.repository}: the referrers of {subject}",
+            )
+    out = []
+    for (subject, tag), m in held.items():
+        what = f"{pin.repository}:{tag}"
         bp.add(Blob.of_manifest(m, path, name))
         manifests = [m, *(_children(bp, name, path, m, registry, what) if m.is_index else [])]
         _add_blobs(bp, name, path, manifests, what, image=False)

@@ -97,6 +97,7 @@ class Registry:
         self._insecure = insecure
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._basic = False
+        self.no_referrers_api = False  # the registry answered a referrers request with 404/400/405
         self._lock = threading.Lock()
         if plain_http is None:
             plain_http = self._probe_plain_http() if is_loopback(host) else False
@@ -739,6 +740,52 @@ class Registry:
             return None
         return set(tags)
 
+    def referrers(
+        self, repo: str, digest: str, most: int = budgets.MAX_REFERRERS
+    ) -> list[dict[str, Any]] | None:
+        """The descriptors of the manifests whose `subject` is `digest`, through the OCI referrers
+        API (distribution spec 1.1), every page of it; None when the registry has no such API (it
+        answers 404, 400 or 405, or something that is no index: the caller reads the referrers tag
+        schema instead). RegistryError past `most` descriptors (each is one more request)."""
+        if self.no_referrers_api:  # it said so once: one request per registry, not per image
+            return None
+        path = f"/v2/{repo}/referrers/{digest}"
+        out: list[dict[str, Any]] = []
+        for _ in range(most + 1):  # pages
+            resp = self.request(
+                "GET", path, repo=repo, ok=(200, 400, 404, 405), headers={"Accept": INDEX_TYPES[0]}
+            )
+            if resp.status_code != 200:
+                # a registry with the API answers 200 (an empty index) for any digest (spec 1.1)
+                self.no_referrers_api = self.no_referrers_api or not out
+                return out or None
+            try:
+                doc = json_object(resp.content, f"{self.host}/{repo}: the referrers of {digest}")
+            except RegistryError:
+                return out or None
+            entries = doc.get("manifests")
+            if not isinstance(entries, list):
+                return out or None
+            index = Manifest(
+                descriptor=Descriptor(media_type=INDEX_TYPES[0], digest="", size=len(resp.content)),
+                content=resp.content,
+                origin=f"{self.host}/{repo}: the referrers of {digest}",
+            )
+            out += index.children()
+            if len(out) > most:
+                raise RegistryError(
+                    f"{self.host}/{repo}: {digest} has more than {most} referrers, more than are read under "
+                    "one digest",
+                    fix=f"remove the stale signatures and attestations attached to {digest} (cosign clean)",
+                )
+            nxt = _next_link(resp.headers.get("Link", ""))
+            if nxt is None:
+                return out
+            if not nxt.startswith("/") and urlsplit(nxt).netloc != urlsplit(self.base).netloc:
+                return out  # a page elsewhere is not followed (nor sent our credentials)
+            path = nxt
+        return out
+
     def tags(self, repo: str) -> list[str]:
         resp = self.request("GET", f"/v2/{repo}/tags/list", repo=repo, ok=(200, 404))
         if resp.status_code == 404:
@@ -865,3 +912,12 @@ class RegistryOptions:
                 return cache[host]
 
         return registry_for
+
+
+def _next_link(header: str) -> str | None:
+    """The target of a `Link: <...>; rel="next"` header (pagination), or None."""
+    for part in header.split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") and target.strip().startswith("<"):
+            return target.strip()[1:-1]
+    return None
