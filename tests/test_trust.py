@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -440,3 +441,78 @@ def test_an_attachment_index_beyond_the_budget_is_refused_naming_it(
         f"acme/crowded:sha256-{digest.split(':')[1]} lists 1001 attachments, more than the 1000" in shown
     ), shown
     assert "cosign clean" in shown and not out.exists()
+
+
+def _load_sh(
+    bundle_: Path, work: Path, to: str, pub: Path, *, cosign_: Path | None
+) -> subprocess.CompletedProcess[str]:
+    """The bundle's load.sh as a customer without releaser runs it: unpacked, with the system's
+    tools and, when given, `cosign_` on PATH as `cosign`."""
+    from .support.bundles import extract
+
+    d = extract(bundle_, work / "unpacked")
+    bin_dir = work / "bin"
+    bin_dir.mkdir()
+    if cosign_ is not None:
+        (bin_dir / "cosign").symlink_to(cosign_)
+    return subprocess.run(
+        ["sh", str(d / "load.sh"), "--key", str(pub), "--to", to, "--out-dir", str(work / "out")],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_load_sh_checks_the_carried_policy_with_cosign_and_says_so_without_it(
+    signed: dict[str, Any], tmp_path: Path
+) -> None:
+    """load.sh (no releaser at the site) checks the trust policy the bundle carries with cosign, in
+    the registry it loaded, before it writes the values files: cosign 2's .sig/.att pass; cosign 3's
+    Sigstore bundles, which skopeo cannot copy with their digests kept (it leaves the referrers index
+    out, naming it), fail the policy there: exit 4 naming the image and why, no values written.
+    Without cosign it loads and says the policy was not checked."""
+    s = signed
+    pub = s["work"] / "rkeys/releaser.pub"
+    body = RELEASE.format(host=s["src"].host, app_attestation="cyclonedx")
+    only_sig = body.replace(f"  multi: {{ref: {s['src'].host}/acme/multi:1}}\n", "").replace(
+        "    multi: {keys: [vendor.pub], attestations: [slsaprovenance1]}\n", ""
+    )
+    only_sig = "\n".join(line for line in only_sig.splitlines() if not line.startswith("  multi:")) + "\n"
+    bundles = {}
+    for name, text in (("sig", only_sig), ("both", body)):
+        rel = release(s, f"loadsh-{name}", text=text)
+        bundles[name] = tmp_path / f"{name}.tar.zst"
+        bundle(s, rel, bundles[name])
+    site = RegistryServer(tmp_path / "site").start()
+    try:
+        proc = _load_sh(bundles["sig"], tmp_path / "sig", site.host, pub, cosign_=COSIGN3)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"ok: the trust policy holds for every image (checked by cosign in {site.host})" in proc.stdout
+        assert (tmp_path / "sig/out/values-airgap.yaml").exists()
+        proc = _load_sh(bundles["both"], tmp_path / "both", site.host, pub, cosign_=COSIGN3)
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        digest = s["multi"].split("@")[1]
+        assert (
+            f"  - multi: no signature of {digest} by vendor.pub verifies (an attachment of it was left out"
+            in (proc.stderr)
+        )
+        assert (
+            "  - app:" not in proc.stderr
+            and "values-airgap.yaml and compose.airgap.yaml were not written" in (proc.stderr)
+        )
+        assert not (tmp_path / "both/out/values-airgap.yaml").exists()
+        proc = _load_sh(bundles["both"], tmp_path / "without", site.host, pub, cosign_=None)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "warning: the trust policy was NOT checked: cosign is not installed" in proc.stderr
+        shellcheck = shutil.which("shellcheck")
+        if shellcheck is None:
+            missing_component("shellcheck")
+        sc = subprocess.run(
+            [shellcheck, "--shell=sh", "--severity=style", str(tmp_path / "both/unpacked/load.sh")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert sc.returncode == 0, sc.stdout
+    finally:
+        site.stop()

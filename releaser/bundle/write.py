@@ -322,12 +322,13 @@ def assemble(
     attachments: bool = True,
     concurrency: int = 4,
     sbom: SbomFor | None = None,
+    trust: TrustRecord | None = None,
 ) -> BundlePlan:
     """Fetch manifests (small), render chart and compose, and lay out the bundle. With
     `attachments`, also what is attached to each pinned digest (signatures, attestations, SBOMs).
     Images are gathered side by side (each is a few small requests) and merged in the
     release's order, so the result does not depend on which answer came first."""
-    bp = BundlePlan()
+    bp = BundlePlan(trust=trust)
     jobs: list[tuple[LockedImage, Registry]] = []
     for img in plan.images:
         pin = lock.image(img.name)
@@ -407,6 +408,7 @@ def assemble(
         images=bp.images,
         chart=(chart_ref(plan.name, plan.version), sha256_digest(manifest)),
         compose=compose_images(plan),
+        trust=bp.trust,
     )
     return bp
 

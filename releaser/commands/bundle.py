@@ -162,8 +162,10 @@ def bundle_release(
         private, mtime=mtime, plain_http=bool(registries and registries.plain_http),
         ca_file=registries.ca_file if registries else None,
     )  # fmt: skip
-    bp = assemble(plan, lock, directory, factory, mtime=mtime, attachments=attachments, sbom=make_sbom)
-    bp.trust = trust_record(release, directory)
+    bp = assemble(
+        plan, lock, directory, factory, mtime=mtime, attachments=attachments, sbom=make_sbom,
+        trust=trust_record(release, directory),
+    )  # fmt: skip
     verdicts = at_publisher(
         bp.trust, bp.images, {d: b.content for d, b in bp.blobs.items() if b.content is not None}, factory
     )

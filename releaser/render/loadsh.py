@@ -1,4 +1,5 @@
-"""load.sh: the bundle's own loader for hosts with no Python (POSIX sh, openssl, sha256sum, skopeo).
+"""load.sh: the bundle's own loader for hosts with no Python (POSIX sh, openssl, sha256sum, skopeo;
+cosign, when present, for the trust policy the bundle carries).
 
 Rendered at bundle time from what the signed metadata will hold (images, attachments, chart,
 compose services), with the same values-airgap.yaml and compose.airgap.yaml `releaser airgap`
@@ -8,6 +9,7 @@ writes, for a placeholder registry the script replaces with its --to. docs/airga
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -16,7 +18,7 @@ from importlib import resources
 import jinja2
 
 from .. import __version__
-from ..format.records import BundledImage
+from ..format.records import BundledImage, TrustRecord
 from ..lock import split_reference
 from ..target import Target
 from .overrides import airgap_values, compose_override
@@ -38,6 +40,61 @@ class Copy:
                 raise ValueError(f"not a reference: {value!r}")
 
 
+@dataclass(frozen=True)
+class TrustCheck:
+    """What load.sh asks cosign of one loaded image: a signature verified by one of `signers` (each
+    a list of cosign arguments), and for each attestation type one attestation verified by one of
+    them. `ref` is the image's path@digest under the target."""
+
+    image: str
+    ref: str
+    path: str  # the image's path under the target (how load.sh names what it left out)
+    signers: tuple[str, ...]  # each: cosign verify's arguments, quoted for sh
+    unsigned: str  # the message when no signer verifies, quoted for sh
+    attestations: tuple[tuple[str, str], ...] = ()  # (the type, the message when none verifies), quoted
+
+    def __post_init__(self) -> None:
+        if not _SAFE.match(self.ref) or not _SAFE.match(self.image):
+            raise ValueError(f"not a reference: {self.ref!r}")
+
+
+def _trust_checks(
+    images: Sequence[BundledImage], trust: TrustRecord | None
+) -> tuple[list[TrustCheck], dict[str, str], str | None]:
+    """load.sh's cosign checks for the carried policy: one per image that is not exempt; the key
+    files they name (file name in the script's work directory -> PEM); the trusted root's JSON."""
+    if trust is None:
+        return [], {}, None
+    files = {path: f"key-{i}.pub" for i, path in enumerate(trust.keys)}
+    pems = {files[path]: pem if pem.endswith("\n") else pem + "\n" for path, pem in trust.keys.items()}
+    out = []
+    for img in images:
+        rule = trust.images.get(img.name)
+        if rule is None or rule.exempt:
+            continue
+        signers = [f'--insecure-ignore-tlog=true --key "$work/trust/{files[k]}"' for k in rule.keys] + [
+            '--trusted-root "$work/trust/trusted_root.json" '
+            f"--certificate-oidc-issuer {shlex.quote(i)} --certificate-identity-regexp {shlex.quote(r)}"
+            for i, r in rule.keyless
+        ]
+        wanted = " or ".join([*rule.keys, *(f"keyless /{r}/ from {i}" for i, r in rule.keyless)])
+        out.append(
+            TrustCheck(
+                image=img.name,
+                ref=f"{img.path}@{img.digest}",
+                path=img.path,
+                signers=tuple(signers),
+                unsigned=shlex.quote(f"no signature of {img.digest} by {wanted} verifies"),
+                attestations=tuple(
+                    (shlex.quote(a), shlex.quote(f"no {a} attestation by {wanted} verifies"))
+                    for a in rule.attestations
+                ),
+            )
+        )
+    root = trust.trusted_root[1] if trust.trusted_root is not None else None
+    return out, pems, root
+
+
 @cache
 def _template() -> jinja2.Template:
     text = resources.files("releaser").joinpath("render/airgap/load.sh.j2").read_text(encoding="utf-8")
@@ -53,6 +110,7 @@ def load_sh(
     chart: tuple[str, str],
     compose: Mapping[str, str],
     delta: str | None = None,
+    trust: TrustRecord | None = None,
 ) -> bytes:
     """The script, for a bundle holding `images` (in the layout under their source reference) and
     `chart` (ref charts/<name>:<version>, digest of its OCI manifest). In a delta bundle (`delta`
@@ -72,7 +130,12 @@ def load_sh(
     ref, digest = chart
     copies.append(Copy("copy", ref, ref, digest))
     target = Target(host=PLACEHOLDER, prefix="")
+    checks, keys, root = _trust_checks(images, trust)
     text = _template().render(
+        policy=trust is not None,
+        checks=checks,
+        keys=keys,
+        root=root,
         name=name,
         version=version,
         tool=__version__,
