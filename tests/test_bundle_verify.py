@@ -136,8 +136,10 @@ def test_inspect_shows_the_signed_pins_from_the_head_alone(world: World, tmp_pat
         "chart",
         "parts",
         "delta",
+        "trustedRoot",
     }  # docs/cli.md
     assert r["parts"] == [] and r["delta"] is None  # one file, a full bundle
+    assert r["trustedRoot"] is None  # no keyless rule
     assert r["signatureChecked"] is True and (r["release"], r["version"]) == ("demo", "1.0.0")
     assert {i["name"]: i["reference"] for i in r["images"]} == {
         n: f"{p['repository']}@{p['digest']}" for n, p in lock.items()
