@@ -19,8 +19,12 @@ cd "$(dirname "$0")/.."
 # The Kubernetes end-to-end cluster (tests/support/cluster.py) is built from Go modules; beside
 # Go it needs gcc + libseccomp-dev + pkg-config (runc with seccomp, the static pause binary),
 # nftables (kube-proxy's nftables mode), iptables + ipset (the NetworkPolicy enforcer) and curl.
+# The TCP-AO guest (tests/test_tcpao_kernel.py): a kernel built from Debian trixie's source
+# (scripts/build_ao_kernel.py: make, gcc, bc, flex, bison, libelf-dev), booted by qemu-system-x86
+# under software emulation with a busybox initramfs that cpio packs.
 DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl shellcheck docker.io podman catatonit uidmap slirp4netns python3-venv pass golang-docker-credential-helpers
-  gcc libc6-dev libseccomp-dev pkg-config nftables iptables ipset curl)
+  gcc libc6-dev libseccomp-dev pkg-config nftables iptables ipset curl
+  make bc flex bison libelf-dev qemu-system-x86 cpio)
 # RELEASER_SETUP_SKIP="docker.io podman": leave those out, e.g. on a CI runner whose own Docker
 # (docker-ce) would conflict with Debian's docker.io; the tests that need them then say so.
 missing=()
@@ -61,6 +65,9 @@ fi
 # the tests sign images with cosign in both formats, check the trust policy's verdicts against
 # cosign's own, make SBOMs with syft (bundle --sbom), and list the referrers a load wrote with oras.
 .venv/bin/python scripts/build_go_tools.py
+# the TCP-AO guest's kernel: trixie's linux-source-6.12 (pinned by version and sha256) with
+# CONFIG_TCP_AO, cached outside the repository by version and config (a few minutes cold).
+.venv/bin/python scripts/build_ao_kernel.py
 
 # checkov (the chart's policy scanner in the tests) pins packaging<24, which pytest 9 cannot
 # share: it gets a venv of its own, hash-pinned like everything else.

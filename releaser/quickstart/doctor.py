@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..tcpao import MAX_KEY_BYTES, key_problems
 
 TCP_AO_INFO = 40  # include/uapi/linux/tcp.h
+TCP_AO_INFO_SIZE = 48  # sizeof(struct tcp_ao_info_opt)
 CAP_NET_ADMIN = 12
 MIN_FREE_BYTES = 2 << 30
 ENGINES = ("podman", "podman-compose", "docker", "docker-compose")  # the order tried (engine_order)
@@ -287,10 +288,13 @@ def host_security() -> list[Fact]:
 
 
 def tcp_ao_supported() -> tuple[bool, str]:
-    """Probe the kernel: getsockopt(IPPROTO_TCP, TCP_AO_INFO). ENOPROTOOPT means no CONFIG_TCP_AO."""
+    """Probe the kernel: setsockopt(IPPROTO_TCP, TCP_AO_INFO) with an all-zero struct tcp_ao_info_opt
+    on a fresh socket, which a TCP-AO kernel accepts (it only gives the socket its TCP-AO state) and
+    any other refuses with ENOPROTOOPT. (getsockopt would hand the kernel an uninitialised buffer,
+    whose reserved fields it refuses.)"""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.getsockopt(socket.IPPROTO_TCP, TCP_AO_INFO, 64)
+            s.setsockopt(socket.IPPROTO_TCP, TCP_AO_INFO, bytes(TCP_AO_INFO_SIZE))
         except OSError as exc:
             if exc.errno == errno.ENOPROTOOPT:
                 return (

@@ -1,0 +1,289 @@
+"""The TCP-AO wire leg of the BMP example, for real, inside the TCP-AO guest (tests/support/aoguest.py)
+as root: the speaker's and the collector's network namespaces joined by a veth pair with the peer
+addresses of the rendered configs; in each, the stand-in proxy's real mode (tcpao_ao.py) with the
+rendered config and a key file at the path the config names; a sink behind the terminator, a client
+in front of the initiator. Each case writes what it saw into the result file (JSON); the test on
+the host judges it.
+
+    python3 ao_scenario.py --speaker speaker.toml --collector collector.toml --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROXY = HERE / "tcpao_ao.py"
+PY = sys.executable
+KEY = b"0123456789abcdef0123456789abcdef"  # 32 raw bytes, as the quickstart generates
+WRONG = b"fedcba9876543210fedcba9876543210"
+
+
+def sh(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+def netstat(ns: str) -> dict[str, int]:
+    """The namespace's TcpExt TCPAO* counters (/proc/net/netstat)."""
+    lines = sh("ip", "netns", "exec", ns, "cat", "/proc/net/netstat").splitlines()
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
+        if head.startswith("TcpExt:"):
+            pairs = dict(zip(head.split()[1:], values.split()[1:], strict=True))
+            return {k: int(v) for k, v in pairs.items() if k.startswith("TCPAO")}
+    return {}
+
+
+def start(ns: str, mode: str, config: Path, key: bytes, work: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """The proxy in `ns`, its key file at the path the config names, in a mount namespace of its own
+    (so that each side may read a different key at the same path)."""
+    cfg = tomllib.loads(config.read_text())
+    path = cfg["ao_policy"][0]["key_source"].split(":", 1)[1]
+    own = work / f"{ns}-{mode}.key"
+    own.write_bytes(key)
+    inner = (
+        f"mkdir -p {os.path.dirname(path)} && touch {path} && mount --bind {own} {path} && "
+        f"exec {PY} {PROXY} --mode {mode} --config {config} {' '.join(extra)}"
+    )
+    log = (work / f"{ns}-{mode}.log").open("ab")
+    return subprocess.Popen(
+        ["ip", "netns", "exec", ns, "unshare", "-m", "sh", "-c", inner], stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def in_ns(ns: str, code: str, *args: str, timeout: float = 60) -> dict[str, object]:
+    """Python `code` run in `ns`; it prints one JSON object."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, PY, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    try:
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError):
+        return {"error": f"exit {out.returncode}: {out.stdout[-500:]} {out.stderr[-1500:]}"}
+
+
+SINK = """
+import socket, sys, json, threading
+host, port = sys.argv[1].rsplit(":", 1)
+srv = socket.create_server((host, int(port)))
+def serve(c):
+    with c:
+        while data := c.recv(65536):
+            c.sendall(data.upper())
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+CLIENT = """
+import json, socket, struct, sys, threading, time
+host, port = sys.argv[1].rsplit(":", 1)
+payload, dev, hold = sys.argv[2].encode(), sys.argv[3], float(sys.argv[4])
+seen = {"segments": 0, "with_option_29": 0, "sample": ""}
+stop = threading.Event()
+cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+cap.bind((dev, 0))
+cap.settimeout(0.2)
+def capture():
+    while not stop.is_set():
+        try:
+            frame = cap.recv(65535)
+        except OSError:
+            continue
+        ip = frame[14:]
+        if len(ip) < 20 or ip[9] != 6:
+            continue
+        tcp = ip[(ip[0] & 15) * 4:]
+        options = tcp[20:(tcp[12] >> 4) * 4]
+        seen["segments"] += 1
+        i = 0
+        while i < len(options):
+            kind = options[i]
+            if kind in (0, 1):
+                i += 1
+                continue
+            if i + 1 >= len(options) or options[i + 1] < 2:
+                break
+            if kind == 29:
+                seen["with_option_29"] += 1
+                seen["sample"] = options[i:i + options[i + 1]].hex()
+            i += options[i + 1]
+t = threading.Thread(target=capture, daemon=True)
+t.start()
+result = {"sent": payload.decode(), "received": "", "closed_by_peer": False, "error": ""}
+try:
+    c = socket.create_connection((host, int(port)), timeout=15)
+    c.settimeout(15)
+    c.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        data = c.recv(65536)
+        if not data:
+            result["closed_by_peer"] = True
+            break
+        got += data
+    result["received"] = got.decode(errors="replace")
+    if hold:
+        print(json.dumps({"holding": True}), flush=True)
+        c.settimeout(hold)
+        start = time.monotonic()
+        try:
+            result["closed_by_peer"] = c.recv(1) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            result["closed_by_peer"] = True
+        except socket.timeout:
+            pass
+        result["closed_after"] = round(time.monotonic() - start, 2)
+except OSError as exc:
+    result["error"] = f"{type(exc).__name__}: {exc}"
+time.sleep(0.5)
+stop.set()
+t.join()
+result["capture"] = seen
+print(json.dumps(result), flush=True)
+"""
+
+
+def wait_listening(ns: str, port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = [
+            line.split()
+            for line in sh("ip", "netns", "exec", ns, "cat", "/proc/net/tcp").splitlines()[1:]
+        ]
+        if any(f[1].endswith(f":{port:04X}") and f[3] == "0A" for f in listening):  # st 0A: LISTEN
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on port {port} in {ns}")
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    procs.clear()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--speaker", type=Path, required=True)
+    ap.add_argument("--collector", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    work = args.out.parent
+    speaker, collector = tomllib.loads(args.speaker.read_text()), tomllib.loads(args.collector.read_text())
+    collector_ip = speaker["initiator"]["remote_ao"].rsplit(":", 1)[0]
+    speaker_ip = collector["ao_policy"][0]["peer_ip"]
+    plain_in = speaker["initiator"]["listen_plain"]
+    ao_port = int(collector["terminator"]["listen_ao"].rsplit(":", 1)[1])
+    forward = collector["terminator"]["forward_plain"]
+    from releaser.quickstart.doctor import tcp_ao_supported
+
+    result: dict[str, object] = {"kernel": os.uname().release, "doctor": list(tcp_ao_supported())}
+    for ns in ("speaker", "collector"):
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    sh("ip", "link", "add", "veth-s", "type", "veth", "peer", "name", "veth-c")
+    for dev, ns, ip in (("veth-s", "speaker", speaker_ip), ("veth-c", "collector", collector_ip)):
+        sh("ip", "link", "set", dev, "netns", ns)
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+    procs: list[subprocess.Popen[bytes]] = []
+    sink = subprocess.Popen(["ip", "netns", "exec", "collector", PY, "-c", SINK, forward])
+    plain_port = int(plain_in.rsplit(":", 1)[1])
+
+    def case(name: str, speaker_key: bytes, collector_key: bytes, hold: float = 0, kill: str = "") -> None:
+        before = {ns: netstat(ns) for ns in ("speaker", "collector")}
+        procs.append(start("collector", "terminator", args.collector, collector_key, work))
+        procs.append(start("speaker", "initiator", args.speaker, speaker_key, work))
+        wait_listening("collector", ao_port)
+        wait_listening("speaker", plain_port)
+        if kill:  # once the session is up (the client says it holds it), the sidecar is killed
+            victim = procs[0] if kill == "terminator" else procs[1]
+            client = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    "speaker",
+                    PY,
+                    "-c",
+                    CLIENT,
+                    plain_in,
+                    f"BMP-{name}",
+                    "veth-s",
+                    str(hold),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert client.stdout is not None
+            first = client.stdout.readline()
+            if "holding" in first:
+                victim.send_signal(signal.SIGKILL)
+            rest = client.stdout.read()
+            client.wait(timeout=120)
+            try:
+                seen = dict(json.loads((rest or first).strip().splitlines()[-1]))
+            except (ValueError, IndexError):
+                seen = {"error": f"client said {first!r} {rest!r}"}
+        else:
+            seen = in_ns("speaker", CLIENT, plain_in, f"BMP-{name}", "veth-s", str(hold), timeout=120)
+        after = {ns: netstat(ns) for ns in ("speaker", "collector")}
+        seen["counters"] = {
+            ns: {k: after[ns].get(k, 0) - before[ns].get(k, 0) for k in after[ns]} for ns in after
+        }
+        stop_all(procs)
+        result[name] = seen
+
+    case("good", KEY, KEY)
+    case("wrong_key", KEY, WRONG)
+    case("terminator_dies", KEY, KEY, hold=30, kill="terminator")
+    case("initiator_dies", KEY, KEY, hold=30, kill="initiator")
+    # plain TCP to the terminator from its policy's peer: no key offered, refused
+    procs.append(start("collector", "terminator", args.collector, KEY, work))
+    wait_listening("collector", ao_port)
+    before = netstat("collector")
+    result["plain_to_terminator"] = in_ns(
+        "speaker",
+        "import json, socket, sys\ntry:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
+        "    print(json.dumps({'connected': True}))\nexcept OSError as e:\n    print(json.dumps({'connected': False, 'error': str(e)}))",
+        collector_ip,
+        str(ao_port),
+    )
+    result["plain_to_terminator"]["counters"] = {  # type: ignore[index]
+        k: v - before.get(k, 0) for k, v in netstat("collector").items()
+    }
+    stop_all(procs)
+    # the real proxy's initiator puts the remote's port into the key's address: what the kernel says
+    code = (
+        "import json, socket, sys\nsys.path.insert(0, sys.argv[1])\nfrom tcpao_ao import add_key\n"
+        "s = socket.socket()\ntry:\n    add_key(s, sys.argv[2], b'k' * 32, keyid=1, rnextkeyid=1, alg='hmac-sha256', port=int(sys.argv[3]))\n"
+        "    print(json.dumps({'accepted': True}))\nexcept OSError as e:\n    print(json.dumps({'accepted': False, 'errno': e.errno, 'error': e.strerror}))"
+    )
+    result["key_with_port"] = in_ns("speaker", code, str(HERE), collector_ip, str(ao_port))
+    sink.kill()
+    logs = {p.name: p.read_text()[-4000:] for p in sorted(work.glob("*-*.log"))}
+    result["logs"] = logs
+    args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""TCP-AO for real: the BMP example's wire leg on a kernel with TCP-AO (Debian trixie's 6.12 source
+built with CONFIG_TCP_AO by scripts/build_ao_kernel.py), booted under qemu, with the sidecar
+configs `releaser render` writes and the stand-in proxy's real TCP-AO mode (tests/support/tcpao_ao.py)
+in the speaker's and the collector's network namespaces, at the configs' peer addresses
+(tests/support/ao_scenario.py). The deployment spec's section 12, case by case:
+
+- traffic crosses, both kernels count good TCP-AO segments and none bad, and every TCP segment
+  captured on the wire leg carries option 29;
+- a wrong key on the terminator: no session, nothing delivered, the collector's kernel counts the
+  segments it dropped for a bad MAC;
+- plain TCP from the peer to the terminator is refused (the kernel requires TCP-AO of a peer it
+  has a key for);
+- a dead terminator, or a dead initiator, takes the speaker's local leg down;
+- `releaser doctor`'s probe says TCP-AO is available there, and not on this host;
+- the real proxy's initiator, which puts the remote's port into the key's address, is refused by
+  the kernel (EINVAL), as docs/release-yaml.md#tcpao says.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+import pytest
+
+from releaser.quickstart.doctor import tcp_ao_supported
+
+from .conftest import ROOT, missing_component
+from .support.aoguest import missing, run_guest
+from .support.bundles import cli
+
+PY = ROOT / ".venv" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def wire(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if missing():
+        missing_component(", ".join(missing()))
+    work = tmp_path_factory.mktemp("ao")
+    code, out = cli("render", str(ROOT / "examples" / "bmp-tcpao"), "--out-dir", str(work / "render"))
+    assert code == 0, out
+    configs = work / "render" / "compose" / "bmp-tcpao" / "tcpao"
+    for name in ("speaker", "collector"):
+        shutil.copy(configs / f"{name}.toml", work / f"{name}.toml")
+    run = run_guest(
+        work,
+        f"{PY} {ROOT / 'tests' / 'support' / 'ao_scenario.py'} --speaker {work / 'speaker.toml'} "
+        f"--collector {work / 'collector.toml'} --out {work / 'result.json'}\n",
+        timeout=900,
+    )
+    assert run.code == 0 and (work / "result.json").exists(), (
+        f"the guest's script exited {run.code} after {run.seconds:.0f} s\n{run.output[-4000:]}\n{run.console[-3000:]}"
+    )
+    return {"result": json.loads((work / "result.json").read_text()), "seconds": run.seconds}
+
+
+def test_the_probe_says_available_in_the_guest_and_unavailable_here(wire: dict[str, Any]) -> None:
+    ok, detail = wire["result"]["doctor"]
+    assert ok and "TCP-AO available" in detail, detail
+    here, why = tcp_ao_supported()
+    assert not here and "lacks CONFIG_TCP_AO" in why, why
+
+
+def test_traffic_crosses_counted_good_on_both_ends_with_option_29_on_the_wire(wire: dict[str, Any]) -> None:
+    good = wire["result"]["good"]
+    assert good["received"] == good["sent"].upper() and not good["error"], good
+    for ns in ("speaker", "collector"):
+        counters = good["counters"][ns]
+        assert counters["TCPAOGood"] > 0 and counters["TCPAOBad"] == 0, (ns, counters)
+    cap = good["capture"]
+    assert cap["segments"] > 0 and cap["with_option_29"] == cap["segments"], cap
+
+
+def test_a_wrong_key_fails_closed_and_delivers_nothing(wire: dict[str, Any]) -> None:
+    bad = wire["result"]["wrong_key"]
+    assert bad["received"] == "", bad
+    assert bad["closed_by_peer"] or bad["error"], bad
+    assert bad["counters"]["collector"]["TCPAOBad"] > 0, bad["counters"]
+    assert bad["counters"]["collector"]["TCPAOGood"] == 0, bad["counters"]
+
+
+def test_plain_tcp_from_the_peer_is_refused(wire: dict[str, Any]) -> None:
+    plain = wire["result"]["plain_to_terminator"]
+    assert plain["connected"] is False, plain
+    assert plain["counters"]["TCPAORequired"] > 0, plain
+
+
+@pytest.mark.parametrize("which", ["terminator_dies", "initiator_dies"])
+def test_a_dead_sidecar_takes_the_local_leg_down(wire: dict[str, Any], which: str) -> None:
+    case = wire["result"][which]
+    assert case["received"] == case["sent"].upper(), case  # the session was up first
+    assert case["closed_by_peer"], case
+
+
+def test_the_real_proxys_key_address_with_a_port_is_refused_by_the_kernel(wire: dict[str, Any]) -> None:
+    answer = wire["result"]["key_with_port"]
+    assert answer["accepted"] is False and answer["errno"] == 22, answer  # EINVAL
