@@ -159,8 +159,7 @@ def wait_listening(ns: str, port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         listening = [
-            line.split()
-            for line in sh("ip", "netns", "exec", ns, "cat", "/proc/net/tcp").splitlines()[1:]
+            line.split() for line in sh("ip", "netns", "exec", ns, "cat", "/proc/net/tcp").splitlines()[1:]
         ]
         if any(f[1].endswith(f":{port:04X}") and f[3] == "0A" for f in listening):  # st 0A: LISTEN
             return
