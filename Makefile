@@ -31,10 +31,11 @@ test: setup lint
 	.venv/bin/python -m pytest --ignore=tests/e2e -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not alone"
 	.venv/bin/python -m pytest --ignore=tests/e2e -m alone
 
-## For the edit loop: every test that starts no container engine and no registry process (the
-## modules marked engine or registry are left out; one that starts either unmarked fails), no lint.
+## For the edit loop: every test that starts no container engine, no registry process and no qemu
+## guest (the modules marked engine, registry or vm are left out; one that starts an engine or a
+## registry unmarked fails), no lint.
 test-quick: setup
-	RELEASER_TEST_QUICK=1 .venv/bin/python -m pytest --ignore=tests/e2e -m "not engine and not registry" -n 2 --dist loadscope
+	RELEASER_TEST_QUICK=1 .venv/bin/python -m pytest --ignore=tests/e2e -m "not engine and not registry and not vm" -n 2 --dist loadscope
 
 ## The fuzz suite's long run: 20x the cases of the CI run, fresh random seeds each time
 ## (tests/support/fuzz.py; the counts per target and exit code are printed at the end).

@@ -14,6 +14,8 @@ import tomllib
 from typing import Any
 
 MAX_KEY_BYTES = 80  # TCP_AO_MAXKEYLEN: the proxy refuses longer keys, the kernel too
+CMAC_KEY_BYTES = (16, 24, 32)  # cmac-aes: the proxy names `cmac(aes)`, whose key is an AES key
+CMAC = "cmac-aes"
 # the names normalize_mac_alg maps to the kernel's crypto names; any other string goes to the
 # kernel unchanged (which knows `cmac(aes)` and RFC 5926's `cmac(aes128)`, never `cmac-aes128`).
 # The one list of the names release.yaml accepts: the schema's enum and the chart's are these, in this order.
@@ -86,16 +88,28 @@ def _policy_problems(
     return out
 
 
-def key_problems(key: bytes, size: int | None = None) -> tuple[list[str], list[str]]:
+def key_problems(key: bytes, size: int | None = None, *, cmac: bool = False) -> tuple[list[str], list[str]]:
     """(problems, warnings) of a TCP-AO key as the proxy reads it: the raw bytes of the file
-    (`size` bytes of it, when only its head was read)."""
+    (`size` bytes of it, when only its head was read). `cmac`: a key used with `cmac-aes`, which the
+    proxy hands the kernel as `cmac(aes)`, an AES key: 16, 24 or 32 bytes, nothing else (the
+    kernel answers EINVAL; seen on a TCP-AO kernel, tests/test_tcpao_kernel.py)."""
     size = len(key) if size is None else size
     problems = []
+    warnings = []
     if not size:
         problems.append("is empty (the proxy refuses an empty key)")
     elif size > MAX_KEY_BYTES:
         problems.append(f"is {size} bytes; TCP-AO keys are at most {MAX_KEY_BYTES} (TCP_AO_MAXKEYLEN)")
-    warnings = []
+    elif cmac and size not in CMAC_KEY_BYTES:
+        problems.append(
+            f"is {size} bytes; with cmac-aes the kernel takes an AES key of 16, 24 or 32 bytes (16 for "
+            "RFC 5926's AES-128-CMAC-96, which routers speak)"
+        )
+    elif cmac and size != 16:
+        warnings.append(
+            f"is {size} bytes: AES-{size * 8}-CMAC, which Linux peers agree on but an RFC 5926 router "
+            "(AES-128-CMAC-96, 16-byte keys) does not"
+        )
     if key.endswith((b"\n", b"\r")):
         warnings.append(
             "ends with a line break, which the proxy uses as part of the key (a router configured with "

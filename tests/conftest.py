@@ -131,6 +131,7 @@ LONGEST_FIRST = (
     "test_quickstart_airgap.py",
     "test_quickstart.py",
     "test_probe.py",
+    "test_tcpao_kernel.py",  # one qemu guest, about 130 s
     "test_fuzz.py",
     "test_platform_quickstart.py",
     "test_chart.py",
@@ -151,6 +152,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "registry: starts a registry process (docker-registry); not in make test-quick"
     )
+    config.addinivalue_line("markers", "vm: boots a qemu guest (the TCP-AO kernel); not in make test-quick")
     config.addinivalue_line(
         "markers",
         "alone: runs after the parallel suite, by itself (make test's second pytest run): podman 4.3 "

@@ -217,3 +217,18 @@ def test_run_as_root_is_an_explicit_switch_in_release_yaml_and_in_values(tmp_pat
     # and back off at install time, from values
     off = _sidecar_context(helm3, chart, "--set", "services.collector.tcpao.runAsRoot=false")["container"]
     assert isinstance(off, dict) and off["runAsUser"] == 65532 and "add" not in off["capabilities"]
+
+
+def test_a_cmac_aes_key_is_an_aes_key_of_16_24_or_32_bytes() -> None:
+    """The proxy hands the kernel `cmac(aes)` for cmac-aes, whose key is an AES key: the kernel takes
+    16, 24 or 32 bytes and refuses every other length with EINVAL (seen on a TCP-AO kernel,
+    test_tcpao_kernel.py). 16 is RFC 5926's AES-128-CMAC-96; 24 and 32 work only between Linux peers."""
+    from releaser.tcpao import key_problems
+
+    for n in (1, 15, 17, 33, 80):
+        problems, _ = key_problems(b"k" * n, cmac=True)
+        assert problems and "16, 24 or 32 bytes" in problems[0], (n, problems)
+    assert key_problems(b"k" * 16, cmac=True) == ([], [])
+    problems, warnings = key_problems(b"k" * 32, cmac=True)
+    assert not problems and "AES-256-CMAC" in warnings[0] and "RFC 5926" in warnings[0]
+    assert key_problems(b"k" * 1) == ([], [])  # HMAC keys: 1 to 80 bytes

@@ -25,12 +25,16 @@ from typing import Any
 import pytest
 
 from releaser.quickstart.doctor import tcp_ao_supported
+from releaser.tcpao import key_problems
 
 from .conftest import ROOT, missing_component
 from .support.aoguest import missing, run_guest
 from .support.bundles import cli
 
+pytestmark = pytest.mark.vm
+
 PY = ROOT / ".venv" / "bin" / "python"
+ALGORITHMS = ("hmac-sha1", "hmac-sha256", "cmac-aes")  # every macAlgorithm release.yaml accepts
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +47,23 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     configs = work / "render" / "compose" / "bmp-tcpao" / "tcpao"
     for name in ("speaker", "collector"):
         shutil.copy(configs / f"{name}.toml", work / f"{name}.toml")
+    variants = []
+    for alg in ALGORITHMS:  # the example rendered again with each macAlgorithm the release accepts
+        rel = work / "variants" / alg
+        shutil.copytree(ROOT / "examples" / "bmp-tcpao", rel)
+        text = (rel / "release.yaml").read_text()
+        assert "macAlgorithm: hmac-sha256" in text
+        (rel / "release.yaml").write_text(text.replace("macAlgorithm: hmac-sha256", f"macAlgorithm: {alg}"))
+        code, out = cli("render", str(rel), "--out-dir", str(rel / "out"))
+        assert code == 0, out
+        rendered = rel / "out" / "compose" / "bmp-tcpao" / "tcpao"
+        assert f'mac_alg = "{alg}"' in (rendered / "speaker.toml").read_text()
+        variants.append(f"--variant {alg} {rendered / 'speaker.toml'} {rendered / 'collector.toml'}")
     run = run_guest(
         work,
         f"{PY} {ROOT / 'tests' / 'support' / 'ao_scenario.py'} --speaker {work / 'speaker.toml'} "
-        f"--collector {work / 'collector.toml'} --out {work / 'result.json'}\n",
-        timeout=900,
+        f"--collector {work / 'collector.toml'} --out {work / 'result.json'} {' '.join(variants)}\n",
+        timeout=1200,
     )
     assert run.code == 0 and (work / "result.json").exists(), (
         f"the guest's script exited {run.code} after {run.seconds:.0f} s\n{run.output[-4000:]}\n{run.console[-3000:]}"
@@ -91,6 +107,49 @@ def test_a_dead_sidecar_takes_the_local_leg_down(wire: dict[str, Any], which: st
     case = wire["result"][which]
     assert case["received"] == case["sent"].upper(), case  # the session was up first
     assert case["closed_by_peer"], case
+
+
+def test_traffic_resumes_when_the_killed_initiator_starts_again(wire: dict[str, Any]) -> None:
+    again = wire["result"]["initiator_dies"]["after_restart"]
+    assert again["received"] == again["sent"].upper() and not again["error"], again
+
+
+def test_the_initiator_says_why_it_gets_no_session_and_never_logs_the_key(wire: dict[str, Any]) -> None:
+    logs = wire["result"]["logs"]
+    initiator = logs["speaker-initiator.log"]
+    assert "cannot verify their MAC" in initiator and '"event": "retry"' in initiator, initiator[-2000:]
+    for text in logs.values():
+        for key in (b"0123456789abcdef", b"fedcba9876543210"):
+            assert key.decode() not in text
+
+
+def test_an_initiator_started_first_connects_once_its_terminator_is_up(wire: dict[str, Any]) -> None:
+    first = wire["result"]["initiator_first"]
+    assert first["received"] == first["sent"].upper() and not first["error"], first
+
+
+def test_a_trailing_line_break_on_one_end_only_fails_closed(wire: dict[str, Any]) -> None:
+    case = wire["result"]["newline_on_one_end"]
+    assert case["received"] == "", case
+    assert case["counters"]["collector"]["TCPAOBad"] > 0 and case["counters"]["collector"]["TCPAOGood"] == 0
+
+
+@pytest.mark.parametrize("alg", ALGORITHMS)
+@pytest.mark.parametrize("length", [1, 16, 32, 80])
+def test_every_algorithm_establishes_with_every_key_the_kernel_takes_and_doctor_refuses_the_rest(
+    wire: dict[str, Any], alg: str, length: int
+) -> None:
+    """HMAC keys of 1 to 80 bytes; cmac-aes, which the proxy hands the kernel as `cmac(aes)`, only with
+    an AES key (16, 24 or 32 bytes): the kernel refuses the others with EINVAL, and so does releaser's
+    key check (doctor, the quickstart's preflight) before anything starts."""
+    seen = wire["result"]["algorithms"][f"{alg}/{length}"]
+    problems, _ = key_problems(b"k" * length, cmac=alg == "cmac-aes")
+    if alg == "cmac-aes" and length not in (16, 24, 32):
+        assert seen["errno"] == 22, seen  # EINVAL
+        assert problems and "16, 24 or 32 bytes" in problems[0], problems
+        return
+    assert seen["errno"] == 0 and not problems, (seen, problems)
+    assert seen["received"] and seen["good"] > 0 and seen["bad"] == 0, seen
 
 
 def test_the_real_proxys_key_address_with_a_port_is_refused_by_the_kernel(wire: dict[str, Any]) -> None:

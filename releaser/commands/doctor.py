@@ -13,6 +13,7 @@ from ..quickstart.preflight import host_ports, own_bridges, registries_to_pull, 
 from ..quickstart.secrets import SECRETS_DIR
 from ..quickstart.state import DEFAULT_DIR
 from ..release import load_release
+from ..tcpao import CMAC
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +35,7 @@ class _Needs:
     tcpao: bool = False
     tcpao_root: bool = False
     tcpao_keys: tuple[str, ...] = ()  # Secret names, read from the quickstart stack's .secrets/
+    cmac_keys: frozenset[str] = frozenset()  # those used with cmac-aes
     registries: list[str] | None = None
     subnet: str | None = None
     own: frozenset[str] = frozenset()
@@ -51,6 +53,7 @@ def _needs(directory: Path, engine: str | None, stack: Path) -> _Needs:
             tcpao=bool(ao),
             tcpao_root=any(t.run_as_root for t in ao),
             tcpao_keys=tuple(sorted({t.key_secret for t in ao})),
+            cmac_keys=frozenset(t.key_secret for t in ao if t.mac_algorithm == CMAC),
         )
     found, _ = detect_engine(engine)
     return _Needs(
@@ -58,6 +61,9 @@ def _needs(directory: Path, engine: str | None, stack: Path) -> _Needs:
         tcpao=any(s.sidecar for s in plan.services),
         tcpao_root=any(s.sidecar.run_as_root for s in plan.services if s.sidecar),
         tcpao_keys=tuple(sorted({s.sidecar.key_secret for s in plan.services if s.sidecar})),
+        cmac_keys=frozenset(
+            s.sidecar.key_secret for s in plan.services if s.sidecar and s.sidecar.mac_algorithm == CMAC
+        ),
         registries=registries_to_pull(plan, found) if found else [],
         subnet=plan.subnet,
         own=own_bridges(found.kind if found else None, plan.name) if plan.subnet else frozenset(),
@@ -88,6 +94,7 @@ def doctor(
         own_interfaces=needs.own,
         tcpao_root=needs.tcpao_root,
         tcpao_keys=[stack / SECRETS_DIR / name for name in needs.tcpao_keys],
+        cmac_keys={stack / SECRETS_DIR / name for name in needs.cmac_keys},
     )
     failed = [c for c in checks if c.status == "fail"]
     if failed:

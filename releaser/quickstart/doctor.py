@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -342,11 +342,13 @@ def run_checks(
     own_interfaces: frozenset[str] = frozenset(),
     tcpao_root: bool = False,
     tcpao_keys: Sequence[Path] = (),
+    cmac_keys: Collection[Path] = (),
 ) -> list[Check]:
     """Every check, in order; `ports` is [(service.port-name, host port, protocol, address)], an
     address of None meaning `bind_address`; `registries` are the hosts images must still be
     pulled from; `tcpao_root`: a sidecar runs as root with NET_ADMIN (tcpao.runAsRoot);
-    `tcpao_keys`: the TCP-AO key files the sidecars will read (those not there yet are generated)."""
+    `tcpao_keys`: the TCP-AO key files the sidecars will read (those not there yet are generated);
+    `cmac_keys`: those of them a sidecar uses with cmac-aes (AES keys: 16, 24 or 32 bytes)."""
     out: list[Check] = []
 
     def add(name: str, ok: bool, detail: str, fix: str | None = None) -> None:
@@ -454,13 +456,13 @@ def run_checks(
             "tcpao.runAsRoot: the proxy needs no privilege",
         )
     for path in tcpao_keys:
-        checked = _key_check(path)
+        checked = _key_check(path, cmac=path in cmac_keys)
         if checked is not None:
             add(f"tcpao-key-{path.name}", *checked)
     return out
 
 
-def _key_check(path: Path) -> tuple[bool, str, str] | None:
+def _key_check(path: Path, *, cmac: bool = False) -> tuple[bool, str, str] | None:
     """(ok, detail, fix) of a TCP-AO key file as the proxy will read it; None when it is not there
     yet (the quickstart generates one that is right)."""
     try:
@@ -475,11 +477,16 @@ def _key_check(path: Path) -> tuple[bool, str, str] | None:
             f"{path}: cannot be read ({exc.strerror})",
             "make it readable by the user running releaser",
         )
-    problems, warnings = key_problems(key, size)
+    problems, warnings = key_problems(key, size, cmac=cmac)
     detail = f"{path}: " + ("; ".join(problems) if problems else f"{size} bytes")
     detail += "".join(f"; note: it {w}" for w in warnings)
     fix = (
-        f"write a key of 1-{MAX_KEY_BYTES} bytes, the same on both ends, into {path} "
+        (
+            "write a key of 16 bytes (24 or 32 between Linux peers)"
+            if cmac
+            else f"write a key of 1-{MAX_KEY_BYTES} bytes"
+        )
+        + f", the same on both ends, into {path} "
         "(printf %s KEY > FILE); or delete the file to have a random one generated"
     )
     return not problems, detail, fix

@@ -12,6 +12,7 @@ from ..bundle.verify import verify_bundle, verify_head
 from ..errors import ReleaserError
 from ..fs import atomic_write
 from ..plan import Plan
+from ..tcpao import CMAC, CMAC_KEY_BYTES
 from . import secrets as sec
 from .stack import ComposeFile, ServiceState
 
@@ -22,6 +23,8 @@ def write_file(path: Path, content: bytes, mode: int = 0o644) -> None:
 
 def secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
     lengths = {s.name: s.length for s in plan.generated_secrets}
+    # a cmac-aes key is an AES key: 16 bytes, RFC 5926's AES-128-CMAC-96 (releaser/tcpao.py)
+    cmac = {s.sidecar.key_secret for s in plan.services if s.sidecar and s.sidecar.mac_algorithm == CMAC}
     out = []
     for name, services in sorted(spec.secret_consumers.items()):
         consumers = tuple((svc, *spec.users.get(svc, (0, 0))) for svc in services)
@@ -29,7 +32,7 @@ def secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
         out.append(
             sec.SecretSpec(
                 name=name,
-                length=lengths.get(name) or sec.TCPAO_KEY_LENGTH,
+                length=lengths.get(name) or (CMAC_KEY_BYTES[0] if name in cmac else sec.TCPAO_KEY_LENGTH),
                 consumers=consumers,
                 provided=provided,
             )

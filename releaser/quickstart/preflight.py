@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import PreflightError, ReleaserError
 from ..plan import Plan, PlanPort
+from ..tcpao import CMAC
 from . import secrets as sec
 from .doctor import Check, Engine, engine_cli, is_podman, run_checks
 from .files import dotenv
@@ -65,6 +66,7 @@ def preflight(
         tcpao=bool(sidecars),
         tcpao_root=any(sc.run_as_root for sc in sidecars),
         tcpao_keys=sorted({stack / sec.SECRETS_DIR / sc.key_secret for sc in sidecars}),
+        cmac_keys={stack / sec.SECRETS_DIR / sc.key_secret for sc in sidecars if sc.mac_algorithm == CMAC},
         engine=engine,
         skip=frozenset(skip),
         disk_path=stack,

@@ -19,6 +19,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PROXY = HERE / "tcpao_ao.py"
@@ -184,6 +185,14 @@ def main() -> int:
     ap.add_argument("--speaker", type=Path, required=True)
     ap.add_argument("--collector", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--variant",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("ALG", "SPEAKER", "COLLECTOR"),
+        help="the configs rendered for another macAlgorithm",
+    )
     args = ap.parse_args()
     work = args.out.parent
     speaker, collector = tomllib.loads(args.speaker.read_text()), tomllib.loads(args.collector.read_text())
@@ -207,54 +216,112 @@ def main() -> int:
     sink = subprocess.Popen(["ip", "netns", "exec", "collector", PY, "-c", SINK, forward])
     plain_port = int(plain_in.rsplit(":", 1)[1])
 
-    def case(name: str, speaker_key: bytes, collector_key: bytes, hold: float = 0, kill: str = "") -> None:
+    def client(name: str, hold: float = 0) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                "speaker",
+                PY,
+                "-c",
+                CLIENT,
+                plain_in,
+                f"BMP-{name}",
+                "veth-s",
+                str(hold),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def answer(proc: subprocess.Popen[str], first: str = "") -> dict[str, Any]:
+        assert proc.stdout is not None
+        rest = proc.stdout.read()
+        proc.wait(timeout=120)
+        try:
+            return dict(json.loads((rest or first).strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            return {"error": f"client said {first!r} {rest!r}"}
+
+    def case(
+        name: str,
+        speaker_key: bytes,
+        collector_key: bytes,
+        *,
+        hold: float = 0,
+        kill: str = "",
+        configs: tuple[Path, Path] = (args.speaker, args.collector),
+        terminator_late: float = 0,
+    ) -> dict[str, Any]:
         before = {ns: netstat(ns) for ns in ("speaker", "collector")}
-        procs.append(start("collector", "terminator", args.collector, collector_key, work))
-        procs.append(start("speaker", "initiator", args.speaker, speaker_key, work))
-        wait_listening("collector", ao_port)
+        terminator = None
+        if not terminator_late:
+            terminator = start("collector", "terminator", configs[1], collector_key, work)
+            procs.append(terminator)
+            wait_listening("collector", ao_port)
+        initiator = start("speaker", "initiator", configs[0], speaker_key, work, "--retry-for", "20")
+        procs.append(initiator)
         wait_listening("speaker", plain_port)
-        if kill:  # once the session is up (the client says it holds it), the sidecar is killed
-            victim = procs[0] if kill == "terminator" else procs[1]
-            client = subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    "speaker",
-                    PY,
-                    "-c",
-                    CLIENT,
-                    plain_in,
-                    f"BMP-{name}",
-                    "veth-s",
-                    str(hold),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert client.stdout is not None
-            first = client.stdout.readline()
+        if terminator_late:  # the initiator first: it retries until its terminator is up
+            proc = client(name)
+            time.sleep(terminator_late)
+            procs.append(start("collector", "terminator", configs[1], collector_key, work))
+            seen = answer(proc)
+        elif kill:  # once the session is up (the client says it holds it), the sidecar is killed
+            proc = client(name, hold)
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
             if "holding" in first:
-                victim.send_signal(signal.SIGKILL)
-            rest = client.stdout.read()
-            client.wait(timeout=120)
-            try:
-                seen = dict(json.loads((rest or first).strip().splitlines()[-1]))
-            except (ValueError, IndexError):
-                seen = {"error": f"client said {first!r} {rest!r}"}
+                (terminator if kill == "terminator" else initiator).send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+            seen = answer(proc, first)
+            if kill == "initiator":  # started again, it carries traffic again
+                initiator.wait(timeout=10)
+                procs.append(
+                    start("speaker", "initiator", configs[0], speaker_key, work, "--retry-for", "20")
+                )
+                wait_listening("speaker", plain_port)
+                seen["after_restart"] = answer(client(f"{name}-again"))
         else:
-            seen = in_ns("speaker", CLIENT, plain_in, f"BMP-{name}", "veth-s", str(hold), timeout=120)
+            seen = answer(client(name))
         after = {ns: netstat(ns) for ns in ("speaker", "collector")}
         seen["counters"] = {
             ns: {k: after[ns].get(k, 0) - before[ns].get(k, 0) for k in after[ns]} for ns in after
         }
         stop_all(procs)
         result[name] = seen
+        return seen
 
     case("good", KEY, KEY)
     case("wrong_key", KEY, WRONG)
     case("terminator_dies", KEY, KEY, hold=30, kill="terminator")
     case("initiator_dies", KEY, KEY, hold=30, kill="initiator")
+    case("initiator_first", KEY, KEY, terminator_late=4)
+    case("newline_on_one_end", KEY + b"\n", KEY)
+    # every algorithm the release accepts, with keys of 1, 16, 32 and 80 bytes: what the kernel takes
+    # (TCP_AO_ADD_KEY), and for what it takes, a session
+    accepts = (
+        "import json, socket, sys\nsys.path.insert(0, sys.argv[1])\nfrom tcpao_ao import add_key\nout = {}\n"
+        "for alg in sys.argv[2].split(','):\n    for n in (1, 16, 32, 80):\n        s = socket.socket()\n"
+        "        try:\n            add_key(s, '10.0.0.1', b'k' * n, keyid=1, rnextkeyid=1, alg=alg)\n"
+        "            out[f'{alg}/{n}'] = 0\n        except OSError as e:\n            out[f'{alg}/{n}'] = e.errno\n"
+        "print(json.dumps(out))"
+    )
+    taken = in_ns("speaker", accepts, str(HERE), ",".join(v[0] for v in args.variant))
+    for alg, speaker_cfg, collector_cfg in args.variant:
+        for n in (1, 16, 32, 80):
+            entry: dict[str, Any] = {"errno": taken.get(f"{alg}/{n}")}
+            if entry["errno"] == 0:
+                key = (KEY * 3)[:n]
+                seen = case(f"{alg}-{n}", key, key, configs=(Path(speaker_cfg), Path(collector_cfg)))
+                entry.update(
+                    received=seen.get("received") == seen.get("sent", "").upper()
+                    and bool(seen.get("received")),
+                    good=seen["counters"]["collector"].get("TCPAOGood", 0),
+                    bad=seen["counters"]["collector"].get("TCPAOBad", 0),
+                    error=seen.get("error", ""),
+                )
+            result.setdefault("algorithms", {})[f"{alg}/{n}"] = entry  # type: ignore[union-attr]
     # plain TCP to the terminator from its policy's peer: no key offered, refused
     procs.append(start("collector", "terminator", args.collector, KEY, work))
     wait_listening("collector", ao_port)
@@ -278,7 +345,7 @@ def main() -> int:
     )
     result["key_with_port"] = in_ns("speaker", code, str(HERE), collector_ip, str(ao_port))
     sink.kill()
-    logs = {p.name: p.read_text()[-4000:] for p in sorted(work.glob("*-*.log"))}
+    logs = {p.name: p.read_text()[-200_000:] for p in sorted(work.glob("*-*.log"))}
     result["logs"] = logs
     args.out.write_text(json.dumps(result, indent=2))
     return 0

@@ -22,8 +22,10 @@ import socket
 import struct
 import sys
 import threading
+import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 TCP_AO_ADD_KEY = 38
 TCP_AO_INFO = 40
@@ -116,7 +118,7 @@ def _relay(a: socket.socket, b: socket.socket) -> None:
     t.join()
 
 
-def serve(config_path: Path, mode: str, *, as_proxy: bool = False) -> None:
+def serve(config_path: Path, mode: str, *, as_proxy: bool = False, retry_for: float = 30.0) -> None:
     config = tomllib.loads(config_path.read_text())
     policies = config.get("ao_policy") or []
     log = lambda **kw: print(json.dumps(kw), flush=True)  # noqa: E731 (one line of JSON per event)
@@ -131,17 +133,9 @@ def serve(config_path: Path, mode: str, *, as_proxy: bool = False) -> None:
         log(event="listening", mode=mode, on=f"{listen[0]}:{listen[1]}")
         while True:
             plain, _ = server.accept()
-            out = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                add_key(out, remote[0], key, keyid=policy["keyid"], rnextkeyid=policy.get("rnextkeyid", policy["keyid"]),
-                        alg=policy["mac_alg"], port=remote[1] if as_proxy else 0)  # fmt: skip
-                out.settimeout(10)
-                out.connect(remote)
-                out.settimeout(None)
-            except OSError as exc:
-                log(event="error", step="connect", error=f"{exc.strerror or exc} (errno {exc.errno})")
+            out = _connect(remote, policy, key, as_proxy=as_proxy, retry_for=retry_for, log=log)
+            if out is None:
                 plain.close()
-                out.close()
                 continue
             log(event="connected", to=f"{remote[0]}:{remote[1]}", ao=info(out))
             threading.Thread(target=_finish, args=(plain, out, log), daemon=True).start()
@@ -168,6 +162,55 @@ def serve(config_path: Path, mode: str, *, as_proxy: bool = False) -> None:
                 continue
             log(event="accepted", peer=f"{peer[0]}:{peer[1]}", ao=info(ao_side))
             threading.Thread(target=_finish, args=(ao_side, plain, log), daemon=True).start()
+
+
+def _connect(
+    remote: tuple[str, int], policy: dict[str, Any], key: bytes, *, as_proxy: bool, retry_for: float, log: Any
+) -> socket.socket | None:
+    """A TCP-AO connection to the terminator, tried again with backoff (0.5 s, doubling, at most 4 s)
+    for `retry_for` seconds, each retry logged with its reason; None when it never answered. The
+    key is never logged."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.5
+    while True:
+        out = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            add_key(out, remote[0], key, keyid=policy["keyid"], rnextkeyid=policy.get("rnextkeyid", policy["keyid"]),
+                    alg=policy["mac_alg"], port=remote[1] if as_proxy else 0)  # fmt: skip
+        except OSError as exc:
+            log(
+                event="error",
+                step="TCP_AO_ADD_KEY",
+                error=f"{exc.strerror} (errno {exc.errno})",
+                policy=policy["name"],
+            )
+            out.close()
+            return None
+        try:
+            out.settimeout(3)
+            out.connect(remote)
+            out.settimeout(None)
+            return out
+        except OSError as exc:
+            why = (
+                "no answer: the terminator is down, or it drops our segments because it cannot verify their "
+                f"MAC (its key for us differs from ours, keyid {policy['keyid']}, {policy['mac_alg']})"
+                if isinstance(exc, TimeoutError)
+                else f"{exc.strerror or exc} (errno {exc.errno})"
+            )
+            out.close()
+            if time.monotonic() + delay > deadline:
+                log(
+                    event="error",
+                    step="connect",
+                    to=f"{remote[0]}:{remote[1]}",
+                    why=why,
+                    gave_up_after=retry_for,
+                )
+                return None
+            log(event="retry", to=f"{remote[0]}:{remote[1]}", why=why, retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
 
 
 def _finish(a: socket.socket, b: socket.socket, log: object) -> None:
@@ -197,9 +240,12 @@ def main() -> int:
     ap.add_argument(
         "--as-proxy", action="store_true", help="the key's address with the remote's port, as tcpao-proxy"
     )
+    ap.add_argument(
+        "--retry-for", type=float, default=30.0, help="seconds an initiator tries to reach its terminator"
+    )
     args = ap.parse_args()
     try:
-        serve(args.config, args.mode, as_proxy=args.as_proxy)
+        serve(args.config, args.mode, as_proxy=args.as_proxy, retry_for=args.retry_for)
     except KeyboardInterrupt:
         return 0
     return 0
