@@ -224,6 +224,13 @@ def build_local(name: str, source: Path, go: str, force: bool) -> tuple[Path, fl
     return binary, time.monotonic() - t
 
 
+def link(path: Path, binary: Path) -> None:
+    """`path` a symbolic link to `binary` (whatever was there before)."""
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to(binary)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--force", action="store_true", help="build again even when cached")
@@ -235,20 +242,14 @@ def main() -> int:
     BIN.mkdir(parents=True, exist_ok=True)
     for tool in TOOLS:
         binary, took = build(tool, go, args.force)
-        link = BIN / tool.name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(binary)
+        link(BIN / tool.name, binary)
         print(
             f"{tool.name}: {tool.module}@{tool.version} ({go})"
             + (f", built in {took:.0f} s" if took else ", cached")
         )
     for name, source in LOCAL:
         binary, took = build_local(name, source, go, args.force)
-        link = BIN / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(binary)
+        link(BIN / name, binary)
         print(
             f"{name}: {source.relative_to(ROOT)} ({go})"
             + (f", built in {took:.0f} s" if took else ", cached")

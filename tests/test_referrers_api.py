@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from .conftest import ROOT, TOOLS, missing_component
+from .conftest import TOOLS, missing_component
 from .support import images
 from .support.registry import free_port
+from .support.trusttools import RELEASER, run, signed_bundle
 
 pytestmark = pytest.mark.registry
 
@@ -30,7 +31,6 @@ COSIGN3, ORAS, SERVER = (
     TOOLS / "bin" / "oras",
     TOOLS / "bin" / "referrers-registry",
 )
-RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 PASS = "referrers-test-only"
 
 RELEASE = """apiVersion: releaser.dev/v1alpha1
@@ -81,14 +81,6 @@ class ReferrersRegistry:
         os.killpg(self.proc.pid, signal.SIGTERM)
         self.proc.wait(timeout=10)
         self.log.close()
-
-
-def run(*cmd: str | Path, env: dict[str, str], expect: int = 0) -> str:
-    proc = subprocess.run(
-        [str(c) for c in cmd], env=env, capture_output=True, text=True, check=False, timeout=300
-    )
-    assert proc.returncode == expect, f"{cmd} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -161,20 +153,13 @@ def test_referrers_only_the_api_lists_are_locked_bundled_and_loaded_as_referrers
     locked = {v["image"]: v for v in json.loads(shown[shown.index("{") :])["result"]["trust"]}
     assert all(v["ok"] for v in locked.values()), locked
     out = w["work"] / "refs.tar.zst"
-    shown = run(
-        RELEASER, "bundle", rel, "--signing-key", w["work"] / "rkeys/releaser.key", "--out-file", out,
-        "--no-installer", "--json", env=w["env"],
-    )  # fmt: skip
-    doc = json.loads(shown[shown.index("{") :])
+    doc, _ = signed_bundle(w["work"], w["env"], rel, out)
     verdicts = {v["image"]: v for v in doc["result"]["trust"]}
     assert verdicts["app"]["ok"] and verdicts["app"]["attested"] == ["https://cyclonedx.org/bom"], verdicts
     assert verdicts["multi"]["ok"] and {f["form"] for f in verdicts["multi"]["found"]} == {"sigstore bundle"}
     # the same bytes again: the index made from the API's answer is reproducible
     again = w["work"] / "again.tar.zst"
-    run(
-        RELEASER, "bundle", rel, "--signing-key", w["work"] / "rkeys/releaser.key", "--out-file", again,
-        "--no-installer", env=w["env"],
-    )  # fmt: skip
+    signed_bundle(w["work"], w["env"], rel, again)
     assert again.read_bytes() == out.read_bytes()
 
     (w["work"] / "site").mkdir()

@@ -24,15 +24,15 @@ import pytest
 
 from releaser.bundle.sign import load_private_key, sign
 
-from .conftest import ROOT, TOOLS, missing_component
+from .conftest import TOOLS, missing_component
 from .support import images
 from .support.bundles import members, repack
 from .support.registry import RegistryServer
+from .support.trusttools import RELEASER, run, signed_bundle
 
 pytestmark = pytest.mark.registry
 
 COSIGN2, COSIGN3 = TOOLS / "bin" / "cosign2", TOOLS / "bin" / "cosign3"
-RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 PASS = "trust-test-only"
 
 RELEASE = """apiVersion: releaser.dev/v1alpha1
@@ -53,15 +53,6 @@ services:
   multi: {{image: multi, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
   base: {{image: base, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
 """
-
-
-def run(*cmd: str | Path, env: dict[str, str], expect: int | None = 0, timeout: float = 300) -> str:
-    proc = subprocess.run(
-        [str(c) for c in cmd], env=env, capture_output=True, text=True, check=False, timeout=timeout
-    )
-    if expect is not None:
-        assert proc.returncode == expect, f"{cmd} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
 
 
 def cosign(binary: Path, *args: str, env: dict[str, str]) -> str:
@@ -183,11 +174,7 @@ def release(
 
 
 def bundle(s: dict[str, Any], rel: Path, out: Path, expect: int = 0) -> tuple[dict[str, Any], str]:
-    text = run(
-        RELEASER, "bundle", rel, "--signing-key", s["work"] / "rkeys/releaser.key", "--out-file", out,
-        "--no-installer", "--json", env=s["env"], expect=expect,
-    )  # fmt: skip
-    return json.loads(text[text.index("{") :]), text
+    return signed_bundle(s["work"], s["env"], rel, out, expect)
 
 
 def test_both_formats_pass_at_both_ends_and_cosign_verifies_them_at_the_site(signed: dict[str, Any]) -> None:

@@ -22,16 +22,16 @@ import pytest
 
 from releaser.bundle.sign import load_private_key, sign
 
-from .conftest import ROOT, TOOLS, missing_component
+from .conftest import TOOLS, missing_component
 from .support import images
 from .support.bundles import members, repack
 from .support.registry import RegistryServer
 from .support.sigstore import PrivateSigstore, _fulcio_ca, missing
+from .support.trusttools import RELEASER, run, signed_bundle
 
 pytestmark = pytest.mark.registry
 
 COSIGN3 = TOOLS / "bin" / "cosign3"
-RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
 PASS = "keyless-test-only"
 SIGNER = "release@acme.example"
 
@@ -50,15 +50,6 @@ services:
   app: {{image: app, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
   multi: {{image: multi, resources: {{requests: {{cpu: 10m, memory: 8Mi}}, limits: {{cpu: 50m, memory: 16Mi}}}}}}
 """
-
-
-def run(*cmd: str | Path, env: dict[str, str], expect: int | None = 0, timeout: float = 300) -> str:
-    proc = subprocess.run(
-        [str(c) for c in cmd], env=env, capture_output=True, text=True, check=False, timeout=timeout
-    )
-    if expect is not None:
-        assert proc.returncode == expect, f"{cmd} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +106,7 @@ def release(w: dict[str, Any], name: str, *, text: str | None = None, lock: int 
 
 
 def bundle(w: dict[str, Any], rel: Path, out: Path, expect: int = 0) -> tuple[dict[str, Any], str]:
-    text = run(
-        RELEASER, "bundle", rel, "--signing-key", w["work"] / "rkeys/releaser.key", "--out-file", out,
-        "--no-installer", "--json", env=w["env"], expect=expect,
-    )  # fmt: skip
-    return json.loads(text[text.index("{") :]), text
+    return signed_bundle(w["work"], w["env"], rel, out, expect)
 
 
 def test_keyless_signatures_pass_at_both_ends_offline_and_cosign_verifies_them_at_the_site(

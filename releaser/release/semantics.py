@@ -9,6 +9,7 @@ import ipaddress
 import os
 import posixpath
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -240,53 +241,50 @@ class _Semantics:
                     )
 
     def trusted_root(self, path: PathT, root: Path, rel: str) -> None:
-        target = Path(os.path.realpath(root / rel))
-        if Path(rel).is_absolute() or not target.is_relative_to(root):
-            self.problem(
-                path, f"{rel} is outside the release directory", "keep trusted_root.json beside release.yaml"
-            )
-            return
-        try:
-            SigstoreRoot(read_input(target, MAX_ROOT_BYTES), rel)
-        except FileNotFoundError:
-            self.problem(
-                path,
-                f"{rel}: no such file (looked for {target})",
-                "give the Sigstore trusted root's path relative to release.yaml (docs/trust.md#keyless says "
-                "where to get it)",
-            )
-        except UnreadableInput as exc:
-            self.problem(path, str(exc), exc.fix)
-        except NotARoot as exc:
-            self.problem(
-                path,
-                f"{rel}: {exc}",
-                "give trusted_root.json as Sigstore's TUF repository or `cosign trusted-root create` writes it",
-            )
+        self.trust_file(
+            path, root, rel, MAX_ROOT_BYTES, lambda data: SigstoreRoot(data, rel), NotARoot,
+            what="trusted_root.json",
+            missing="give the Sigstore trusted root's path relative to release.yaml (docs/trust.md#keyless says "
+            "where to get it)",
+            wrong="give trusted_root.json as Sigstore's TUF repository or `cosign trusted-root create` writes it",
+        )  # fmt: skip
 
     def trust_key(self, path: PathT, root: Path, rel: str) -> None:
+        self.trust_file(
+            path, root, rel, MAX_KEY_BYTES, lambda data: TrustedKey.load(data, rel), NotAKey,
+            what="the key files",
+            missing="give the public key's path relative to release.yaml (`cosign generate-key-pair` writes "
+            "cosign.pub)",
+            wrong="give the public key (cosign.pub from `cosign generate-key-pair`), never the private one",
+        )  # fmt: skip
+
+    def trust_file(
+        self,
+        path: PathT,
+        root: Path,
+        rel: str,
+        budget: int,
+        parse: Callable[[bytes], object],
+        refused: type[Exception],
+        *,
+        what: str,
+        missing: str,
+        wrong: str,
+    ) -> None:
+        """A file the trust policy names: beside release.yaml, there, within `budget`, and what
+        `parse` reads (else it raises `refused`, whose message says why)."""
         target = Path(os.path.realpath(root / rel))
         if Path(rel).is_absolute() or not target.is_relative_to(root):
-            self.problem(
-                path, f"{rel} is outside the release directory", "keep the key files beside release.yaml"
-            )
+            self.problem(path, f"{rel} is outside the release directory", f"keep {what} beside release.yaml")
             return
         try:
-            TrustedKey.load(read_input(target, MAX_KEY_BYTES), rel)
+            parse(read_input(target, budget))
         except FileNotFoundError:
-            self.problem(
-                path,
-                f"{rel}: no such file (looked for {target})",
-                "give the public key's path relative to release.yaml (`cosign generate-key-pair` writes cosign.pub)",
-            )
+            self.problem(path, f"{rel}: no such file (looked for {target})", missing)
         except UnreadableInput as exc:
             self.problem(path, str(exc), exc.fix)
-        except NotAKey as exc:
-            self.problem(
-                path,
-                f"{rel}: {exc}",
-                "give the public key (cosign.pub from `cosign generate-key-pair`), never the private one",
-            )
+        except refused as exc:
+            self.problem(path, f"{rel}: {exc}", wrong)
 
     def use_image(self, path: PathT, name: str) -> None:
         if name in self.image_names:
