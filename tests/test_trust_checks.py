@@ -185,3 +185,32 @@ def test_a_private_key_or_junk_is_not_a_public_key() -> None:
 def test_an_exempt_image_passes_with_its_reason() -> None:
     v = judge("nats", DIGEST, Rule(exempt="upstream"), [])
     assert v.ok and v.exempt == "upstream" and not v.problems
+
+
+def test_a_referrer_pointing_elsewhere_proves_nothing_for_this_digest() -> None:
+    """A Sigstore bundle listed among this digest's referrers whose statement names another digest
+    (a referrer of another image, copied or listed here) is a valid signature of that other image,
+    and is named as such: this digest stays unsigned."""
+    private, key = _key()
+    envelope = json.loads(_dsse(private, OTHER, "https://sigstore.dev/cosign/sign/v1"))
+    bundle_ = json.dumps(
+        {
+            "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "verificationMaterial": {},
+            "dsseEnvelope": envelope,
+        }
+    ).encode()
+    manifest = {
+        "subject": {"digest": DIGEST},  # what the referrer claims to be attached to
+        "layers": [
+            {
+                "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                "digest": "sha256:b",
+                "size": len(bundle_),
+            }
+        ],
+    }
+    found = read_attachment(manifest, lambda _d, _s: bundle_, Rule(keys=(key,)))
+    assert [(f.form, f.subject, f.signer) for f in found] == [("sigstore bundle", OTHER, "vendor.pub")]
+    v = judge("app", DIGEST, Rule(keys=(key,)), found)
+    assert not v.ok and f"sigstore bundle for another digest ({OTHER})" in v.problems[0], v.problems
