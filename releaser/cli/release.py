@@ -406,7 +406,7 @@ def doctor(
 
     Engine (Docker + Compose v2, then podman compose, podman-compose, docker-compose)
     and whether it answers; the release's published ports; disk space; for releases
-    with TCP-AO sidecars, kernel TCP-AO support (getsockopt TCP_AO_INFO), the TCP-AO keys
+    with TCP-AO sidecars, kernel TCP-AO support (setsockopt TCP_AO_INFO), the TCP-AO keys
     already in the stack's .secrets/ (1-80 bytes), and NET_ADMIN when a sidecar sets
     tcpao.runAsRoot. Exit 0 when everything passes, 8 when a check fails.
 

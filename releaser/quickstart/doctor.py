@@ -5,7 +5,7 @@ asks, then Docker; an explicit choice always wins), the engine answering, the Co
 on podman, how it runs here (rootless or rootful, and for rootless the user's subordinate ID
 ranges and newuidmap), and on any engine the cgroup version and SELinux mode; the release's
 published ports being free, disk space, and for releases with TCP-AO sidecars the kernel's TCP-AO
-support (getsockopt TCP_AO_INFO; ENOPROTOOPT means the kernel lacks CONFIG_TCP_AO) and
+support (setsockopt TCP_AO_INFO; ENOPROTOOPT means the kernel lacks CONFIG_TCP_AO) and
 CAP_NET_ADMIN.
 """
 
@@ -299,7 +299,7 @@ def tcp_ao_supported() -> tuple[bool, str]:
             if exc.errno == errno.ENOPROTOOPT:
                 return (
                     False,
-                    f"this kernel ({os.uname().release}) lacks CONFIG_TCP_AO (getsockopt TCP_AO_INFO: ENOPROTOOPT)",
+                    f"this kernel ({os.uname().release}) lacks CONFIG_TCP_AO (setsockopt TCP_AO_INFO: ENOPROTOOPT)",
                 )
             return True, f"TCP-AO socket option answered ({exc.strerror}); the kernel knows TCP-AO"
     return True, f"TCP-AO available (kernel {os.uname().release})"
