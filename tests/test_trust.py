@@ -26,7 +26,7 @@ from releaser.bundle.sign import load_private_key, sign
 
 from .conftest import TOOLS, missing_component
 from .support import images
-from .support.bundles import members, repack
+from .support.bundles import members, repack, resigned
 from .support.registry import RegistryServer
 from .support.trusttools import RELEASER, run, signed_bundle
 
@@ -476,7 +476,10 @@ def test_load_sh_checks_the_carried_policy_with_cosign_and_says_so_without_it(
     try:
         proc = _load_sh(bundles["sig"], tmp_path / "sig", site.host, pub, cosign_=COSIGN3)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert f"ok: the trust policy holds for every image (checked by cosign in {site.host})" in proc.stdout
+        assert (
+            f"ok: the trust policy holds for every image (checked by cosign: 2 before the copy, the rest in {site.host})"
+            in (proc.stdout)
+        )
         assert (tmp_path / "sig/out/values-airgap.yaml").exists()
         proc = _load_sh(bundles["both"], tmp_path / "both", site.host, pub, cosign_=COSIGN3)
         assert proc.returncode == 4, proc.stdout + proc.stderr
@@ -490,6 +493,32 @@ def test_load_sh_checks_the_carried_policy_with_cosign_and_says_so_without_it(
             and "values-airgap.yaml and compose.airgap.yaml were not written" in (proc.stderr)
         )
         assert not (tmp_path / "both/out/values-airgap.yaml").exists()
+        # the vendor's key in load.sh swapped for another (the head re-signed with the publisher's key):
+        # cosign refuses app's .sig on the bundle's own blobs, before anything is copied
+        ms = members(bundles["sig"])
+        vendor = (s["vendor"].parent / "cosign.pub").read_bytes()
+        swapped = [
+            (
+                m,
+                d.replace(vendor, (s["other"].parent / "cosign.pub").read_bytes())
+                if m.name == "load.sh"
+                else d,
+            )
+            for m, d in ms
+        ]
+        tampered = resigned(None, swapped, tmp_path / "swapped.tar.zst", key=s["work"] / "rkeys/releaser.key",
+                            passphrase=PASS.encode())  # fmt: skip
+        empty = RegistryServer(tmp_path / "empty").start()
+        try:
+            proc = _load_sh(tampered, tmp_path / "swapped", empty.host, pub, cosign_=COSIGN3)
+            catalog = subprocess.run(
+                ["curl", "-s", f"http://{empty.host}/v2/_catalog"], capture_output=True, text=True, check=True
+            ).stdout
+        finally:
+            empty.stop()
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert "  - app: no signature of" in proc.stderr and "nothing was copied" in proc.stderr, proc.stderr
+        assert json.loads(catalog)["repositories"] == [], catalog
         proc = _load_sh(bundles["both"], tmp_path / "without", site.host, pub, cosign_=None)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "warning: the trust policy was NOT checked: cosign is not installed" in proc.stderr

@@ -20,6 +20,7 @@ import jinja2
 from .. import __version__
 from ..format.records import BundledImage, TrustRecord
 from ..lock import split_reference
+from ..mediatypes import INDEX_TYPES
 from ..target import Target
 from .overrides import airgap_values, compose_override
 
@@ -52,10 +53,25 @@ class TrustCheck:
     signers: tuple[str, ...]  # each: cosign verify's arguments, quoted for sh
     unsigned: str  # the message when no signer verifies, quoted for sh
     attestations: tuple[tuple[str, str], ...] = ()  # (the type, the message when none verifies), quoted
+    # the local layout cosign checks before the copy: the image, its .sig and .att manifests
+    digest: str = ""
+    media_type: str = ""
+    kind: str = "image"  # cosign's layout kind: image | imageIndex
+    sig: str = ""
+    sig_media_type: str = ""
+    att: str = ""
+    att_media_type: str = ""
+    referrers: str = ""  # "1" when it carries Sigstore bundle referrers (checked in the registry)
+
+    @property
+    def var(self) -> str:
+        return self.image.replace("-", "_")  # a DNS label: letters, digits and '-'
 
     def __post_init__(self) -> None:
-        if not _SAFE.match(self.ref) or not _SAFE.match(self.image):
-            raise ValueError(f"not a reference: {self.ref!r}")
+        for value in (self.ref, self.image, self.digest, self.media_type, self.sig, self.sig_media_type,
+                      self.att, self.att_media_type):  # fmt: skip
+            if value and not _SAFE.match(value):
+                raise ValueError(f"not a reference: {value!r}")
 
 
 def _trust_checks(
@@ -78,10 +94,21 @@ def _trust_checks(
             for i, r in rule.keyless
         ]
         wanted = " or ".join([*rule.keys, *(f"keyless /{r}/ from {i}" for i, r in rule.keyless)])
+        hexdigest = img.digest.split(":", 1)[1]
+        by_tag = {a.tag: a for a in img.attachments or () if a.subject == img.digest}
+        sig, att = by_tag.get(f"sha256-{hexdigest}.sig"), by_tag.get(f"sha256-{hexdigest}.att")
         out.append(
             TrustCheck(
                 image=img.name,
                 ref=f"{img.path}@{img.digest}",
+                digest=img.digest,
+                media_type=img.media_type,
+                kind="imageIndex" if img.media_type in INDEX_TYPES else "image",
+                sig=sig.digest if sig else "",
+                sig_media_type=sig.media_type if sig else "",
+                att=att.digest if att else "",
+                att_media_type=att.media_type if att else "",
+                referrers="1" if f"sha256-{hexdigest}" in by_tag else "",
                 path=img.path,
                 signers=tuple(signers),
                 unsigned=shlex.quote(f"no signature of {img.digest} by {wanted} verifies"),

@@ -1,7 +1,8 @@
 """A qemu guest on a kernel with TCP-AO (scripts/build_ao_kernel.py), running this host's own
 programs: the guest's initramfs is busybox alone; it mounts the host's root file system read-only
-over 9p (virtio), with a tmpfs over /tmp and /run, and the test's work directory read-write at the
-same path, and runs one script there in a chroot. Software emulation (TCG), one CPU: slow, but
+over 9p (virtio), and the test's work directory read-write at the
+same path, and runs one script there in a chroot (with a tmpfs over /run only: a checkout or a
+work directory under /tmp stays visible). Software emulation (TCG), one CPU: slow, but
 nothing here needs /dev/kvm.
 
     out = run_guest(work, "python3 /path/to/scenario.py ...")   # its exit code and output
@@ -27,7 +28,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 work=$(sed -n 's/.*releaser.work=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose hostroot /host || echo "guest: no 9p root"
-for d in tmp run; do mount -t tmpfs tmpfs /host/$d; done
+mount -t tmpfs tmpfs /host/run  # not /tmp: the host's files there (a clone, the work) stay in sight
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev

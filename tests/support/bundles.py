@@ -271,10 +271,17 @@ def load(
     return cli(*args, *extra, env=env)
 
 
-def resigned(world: World, ms: list[tuple[tarfile.TarInfo, bytes]], out: Path) -> Path:
+def resigned(
+    world: World | None,
+    ms: list[tuple[tarfile.TarInfo, bytes]],
+    out: Path,
+    *,
+    key: Path | None = None,
+    passphrase: bytes = PASS.encode(),
+) -> Path:
     """A bundle of these members (the first three, the head, are rewritten) signed with the
-    publisher's key: its checksums.txt lists every later member and releaser.json declares them,
-    so what the head says verifies and everything else is as crafted."""
+    publisher's key (the world's, or `key`): its checksums.txt lists every later member and
+    releaser.json declares them, so what the head says verifies and everything else is as crafted."""
     body = ms[3:]
     checksums = "".join(f"{hashlib.sha256(d).hexdigest()}  {m.name}\n" for m, d in body if m.isreg()).encode()
     meta = json.loads(ms[0][1])
@@ -284,7 +291,9 @@ def resigned(world: World, ms: list[tuple[tarfile.TarInfo, bytes]], out: Path) -
         bytes=sum(len(d) for m, d in body if m.isreg()),
     )
     raw = (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
-    sig = sign(load_private_key(world.key, PASS.encode()), raw)
+    signer = key if key is not None else world.key if world is not None else None
+    assert signer is not None, "a world or a key"
+    sig = sign(load_private_key(signer, passphrase), raw)
     head = [(ms[0][0], raw), (ms[1][0], sig), (ms[2][0], checksums)]
     return repack(head + body, out)
 
