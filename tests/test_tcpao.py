@@ -232,3 +232,29 @@ def test_a_cmac_aes_key_is_an_aes_key_of_16_24_or_32_bytes() -> None:
     problems, warnings = key_problems(b"k" * 32, cmac=True)
     assert not problems and "AES-256-CMAC" in warnings[0] and "RFC 5926" in warnings[0]
     assert key_problems(b"k" * 1) == ([], [])  # HMAC keys: 1 to 80 bytes
+
+
+def test_a_cmac_aes_release_gets_16_byte_keys_from_the_quickstart_and_says_so_in_install_md(
+    tmp_path: Path,
+) -> None:
+    """For cmac-aes the quickstart generates a 16-byte key (AES-128-CMAC-96; the kernel takes only
+    AES keys) and the bundle's INSTALL.md says 16 bytes; other algorithms keep 32 and 1 to 80."""
+    from releaser.lock import load_lock_file
+    from releaser.quickstart.files import secret_specs
+    from releaser.quickstart.stack import ComposeFile
+    from releaser.render.docs import install_md
+
+    rel = tmp_path / "cmac"
+    shutil.copytree(EXAMPLE, rel)
+    text = (rel / "release.yaml").read_text()
+    (rel / "release.yaml").write_text(text.replace("macAlgorithm: hmac-sha256", "macAlgorithm: cmac-aes"))
+    for directory, length, words in ((rel, 16, "16 bytes for `cmac-aes`"), (EXAMPLE, 32, "1 to 80 bytes")):
+        plan, _ = load_plan(directory)
+        lock = load_lock_file(directory / "release.lock.yaml")
+        out = tmp_path / f"render-{length}"
+        (out).mkdir()
+        (out / "compose.yaml").write_bytes(render_files(plan)[f"compose/{plan.name}"]["compose.yaml"])
+        spec = ComposeFile.read([out / "compose.yaml"])
+        keys = [s for s in secret_specs(plan, spec) if s.name == "bmp-tcpao-key"]
+        assert [k.length for k in keys] == [length], keys
+        assert words in install_md(plan, lock).decode()

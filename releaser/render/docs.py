@@ -19,6 +19,7 @@ from ..model import Resources
 from ..plan import TCPAO_NODE_LABEL, Plan
 from ..quantities import quantity
 from ..target import Target
+from ..tcpao import CMAC
 
 ATTACHMENT_KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
 
@@ -415,7 +416,14 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
             "- no NAT between the peers (TCP-AO signs addresses and ports): the sidecars use the",
             "  host network, so their ports must be free on the node and open in its firewall;",
             "- the shared key, created before installing (the `kubectl create secret` line above);",
-            "  1 to 80 bytes, the same on both peers;",
+            *(
+                [
+                    "  16 bytes for `cmac-aes` (AES-128-CMAC-96, what routers speak; 24 or 32 only between",
+                    "  Linux peers: the kernel refuses any other length), the same on both peers;",
+                ]
+                if any(s.sidecar.mac_algorithm == CMAC for s in tcpao if s.sidecar)
+                else ["  1 to 80 bytes, the same on both peers;"]
+            ),
             "- `releaser doctor` checks the kernel, the ports and the key on a Compose host.",
             "",
         ]
