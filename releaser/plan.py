@@ -15,7 +15,7 @@ from . import model as m
 from .lock import Lock, split_reference
 from .names import PROBE_SUFFIX, VOLUMES_SUFFIX
 from .quantities import byte_count
-from .tcpao import split_hostport
+from .tcpao import CMAC, split_hostport
 
 # What a container of releaser's probe image gets, wherever it runs (a Compose probe container, the
 # chart's job waiter and `helm test` pod): one static binary checking one thing at a time
@@ -296,6 +296,14 @@ class Plan:
 
     def pinned_references(self) -> set[str]:
         return {i.pinned for i in self.images}
+
+    @property
+    def aes_key_secrets(self) -> frozenset[str]:
+        """The TCP-AO key Secrets a sidecar uses with cmac-aes: AES keys, 16, 24 or 32 bytes, and 16
+        when generated (releaser/tcpao.py); every other key is 1 to 80 bytes."""
+        return frozenset(
+            s.sidecar.key_secret for s in self.services if s.sidecar and s.sidecar.mac_algorithm == CMAC
+        )
 
     def compose_secret_files(self) -> tuple[SecretFile, ...]:
         """Every file under .secrets/ the Compose stack reads, with who reads it."""

@@ -305,6 +305,16 @@ def _proto3_defaults(bundle: dict[str, Any]) -> dict[str, Any]:
 
 
 def _first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: pydantic's first error with where it is (its own first line
+    only counts them), else the exception's first line."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the document"
+            return f"{where}: {first['msg']}"[:300]
+        except (TypeError, IndexError, KeyError):
+            pass
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
 

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from build_go_tools import link  # this script's directory is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 FRAGMENT = ROOT / "scripts" / "ao-kernel" / "ao.config"
 LINK = ROOT / ".tools" / "ao-kernel" / "bzImage"
@@ -150,9 +152,7 @@ def main() -> int:
     cache_dir().mkdir(parents=True, exist_ok=True)
     kernel, took = build(args.force)
     LINK.parent.mkdir(parents=True, exist_ok=True)
-    if LINK.is_symlink() or LINK.exists():
-        LINK.unlink()
-    LINK.symlink_to(kernel)
+    link(LINK, kernel)
     print(
         f"ao-kernel: {PACKAGE} {VERSION} + ao.config {config_hash()}"
         + (f", built in {took:.0f} s" if took else ", cached")

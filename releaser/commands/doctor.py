@@ -61,9 +61,7 @@ def _needs(directory: Path, engine: str | None, stack: Path) -> _Needs:
         tcpao=any(s.sidecar for s in plan.services),
         tcpao_root=any(s.sidecar.run_as_root for s in plan.services if s.sidecar),
         tcpao_keys=tuple(sorted({s.sidecar.key_secret for s in plan.services if s.sidecar})),
-        cmac_keys=frozenset(
-            s.sidecar.key_secret for s in plan.services if s.sidecar and s.sidecar.mac_algorithm == CMAC
-        ),
+        cmac_keys=plan.aes_key_secrets,
         registries=registries_to_pull(plan, found) if found else [],
         subnet=plan.subnet,
         own=own_bridges(found.kind if found else None, plan.name) if plan.subnet else frozenset(),

@@ -12,7 +12,7 @@ from ..bundle.verify import verify_bundle, verify_head
 from ..errors import ReleaserError
 from ..fs import atomic_write
 from ..plan import Plan
-from ..tcpao import CMAC, CMAC_KEY_BYTES
+from ..tcpao import CMAC_KEY_BYTES
 from . import secrets as sec
 from .stack import ComposeFile, ServiceState
 
@@ -23,8 +23,7 @@ def write_file(path: Path, content: bytes, mode: int = 0o644) -> None:
 
 def secret_specs(plan: Plan, spec: ComposeFile) -> list[sec.SecretSpec]:
     lengths = {s.name: s.length for s in plan.generated_secrets}
-    # a cmac-aes key is an AES key: 16 bytes, RFC 5926's AES-128-CMAC-96 (releaser/tcpao.py)
-    cmac = {s.sidecar.key_secret for s in plan.services if s.sidecar and s.sidecar.mac_algorithm == CMAC}
+    cmac = plan.aes_key_secrets  # 16 bytes: RFC 5926's AES-128-CMAC-96
     out = []
     for name, services in sorted(spec.secret_consumers.items()):
         consumers = tuple((svc, *spec.users.get(svc, (0, 0))) for svc in services)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from ..errors import PreflightError, ReleaserError
 from ..plan import Plan, PlanPort
-from ..tcpao import CMAC
 from . import secrets as sec
 from .doctor import Check, Engine, engine_cli, is_podman, run_checks
 from .files import dotenv
@@ -66,7 +65,7 @@ def preflight(
         tcpao=bool(sidecars),
         tcpao_root=any(sc.run_as_root for sc in sidecars),
         tcpao_keys=sorted({stack / sec.SECRETS_DIR / sc.key_secret for sc in sidecars}),
-        cmac_keys={stack / sec.SECRETS_DIR / sc.key_secret for sc in sidecars if sc.mac_algorithm == CMAC},
+        cmac_keys={stack / sec.SECRETS_DIR / name for name in plan.aes_key_secrets},
         engine=engine,
         skip=frozenset(skip),
         disk_path=stack,

@@ -19,7 +19,6 @@ from ..model import Resources
 from ..plan import TCPAO_NODE_LABEL, Plan
 from ..quantities import quantity
 from ..target import Target
-from ..tcpao import CMAC
 
 ATTACHMENT_KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
 
@@ -421,7 +420,7 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
                     "  16 bytes for `cmac-aes` (AES-128-CMAC-96, what routers speak; 24 or 32 only between",
                     "  Linux peers: the kernel refuses any other length), the same on both peers;",
                 ]
-                if any(s.sidecar.mac_algorithm == CMAC for s in tcpao if s.sidecar)
+                if plan.aes_key_secrets
                 else ["  1 to 80 bytes, the same on both peers;"]
             ),
             "- `releaser doctor` checks the kernel, the ports and the key on a Compose host.",
