@@ -441,8 +441,8 @@ def _notes(services: list[PlanService], external: dict[tuple[str, str], set[str]
             )
     if any(s.sidecar for s in services):
         out.append(
-            "TCP-AO peers are addressed by node IP in Kubernetes: set services.<name>.tcpao.remote and "
-            "services.<name>.tcpao.peerIP to the nodes' addresses (defaults are the Compose addresses), "
+            "TCP-AO peers are addressed by node IP in Kubernetes: the chart requires "
+            "services.<name>.tcpao.node (the node that runs it) and .peerIP (its peer's node address), "
             f"and label TCP-AO capable nodes (kernel with CONFIG_TCP_AO, Linux >= 6.7): "
             f"kubectl label node NODE {TCPAO_NODE_LABEL}=true"
         )

@@ -172,6 +172,13 @@ def main() -> None:
         )
         if chart.returncode != 0:
             raise SystemExit(f"rehearsal failed: helm pull: {chart.stderr}")
+        # the site's own values: the nodes that run the TCP-AO peers (the chart has no default)
+        site = work / "site/site.yaml"
+        site.write_text(
+            "services:\n"
+            "  collector: {tcpao: {node: node-a, peerIP: 192.0.2.20}}\n"
+            "  speaker: {tcpao: {node: node-b, peerIP: 192.0.2.10}}\n"
+        )
         rendered = subprocess.run(
             [
                 HELM,
@@ -180,13 +187,15 @@ def main() -> None:
                 str(work / "bmp-tcpao-1.4.0.tgz"),
                 "-f",
                 str(work / "site/values-airgap.yaml"),
+                "-f",
+                str(site),
             ],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
         pulled = sorted(set(re.findall(r"image: (\S+)", rendered)))
-        print("  helm template with values-airgap.yaml pulls:")
+        print("  helm template with values-airgap.yaml and site.yaml pulls:")
         for ref in pulled:
             print(f"    {ref}")
         if not all(r.startswith(private.host + "/") and "@sha256:" in r for r in pulled):

@@ -24,6 +24,7 @@ from releaser.release import load_release
 
 from .conftest import RELEASES, ROOT
 from .support.agreement import disagreements
+from .support.chartsite import site
 
 KUBE_VERSIONS = [f"1.{m}.0" for m in range(29, 38)]
 
@@ -43,7 +44,7 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def template(helm: str, chart: Path, *args: str) -> list[dict[str, Any]]:
-    proc = run([helm, "template", "rel", str(chart), "--namespace", "ns", *args])
+    proc = run([helm, "template", "rel", str(chart), "--namespace", "ns", *site(chart), *args])
     assert proc.returncode == 0, proc.stderr
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
@@ -64,7 +65,7 @@ def chart(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.mark.helm
 def test_helm_lint_strict(helm: str, chart: Path) -> None:
-    proc = run([helm, "lint", "--strict", str(chart)])
+    proc = run([helm, "lint", "--strict", str(chart), *site(chart)])
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -86,7 +87,7 @@ def test_manifests_validate_strictly_on_every_kubernetes_version(helm: str, char
 @pytest.mark.helm
 def test_kube_version_below_the_floor_is_refused(helm3: str, tmp_path: Path) -> None:
     chart = write_chart("bmp-tcpao", tmp_path)
-    proc = run([helm3, "template", "rel", str(chart), "--kube-version", "1.27.0"])
+    proc = run([helm3, "template", "rel", str(chart), *site(chart), "--kube-version", "1.27.0"])
     assert proc.returncode != 0
     assert "kubeVersion" in proc.stderr or "incompatible" in proc.stderr
 
@@ -94,7 +95,7 @@ def test_kube_version_below_the_floor_is_refused(helm3: str, tmp_path: Path) -> 
 @pytest.mark.helm
 def test_every_image_is_the_locked_digest(helm: str, chart: Path) -> None:
     plan, _ = load_plan(RELEASES[chart.name])
-    proc = run([helm, "template", "rel", str(chart)])
+    proc = run([helm, "template", "rel", str(chart), *site(chart)])
     refs = {ref for _, ref in collect_manifest_images(proc.stdout)}
     assert refs == plan.pinned_references()
 
@@ -103,7 +104,15 @@ def test_every_image_is_the_locked_digest(helm: str, chart: Path) -> None:
 def test_global_registry_override_keeps_digests(helm: str, chart: Path) -> None:
     plan, _ = load_plan(RELEASES[chart.name])
     proc = run(
-        [helm, "template", "rel", str(chart), "--set", "global.imageRegistry=registry.local:5000/mirror"]
+        [
+            helm,
+            "template",
+            "rel",
+            str(chart),
+            *site(chart),
+            "--set",
+            "global.imageRegistry=registry.local:5000/mirror",
+        ]
     )
     refs = {ref for _, ref in collect_manifest_images(proc.stdout)}
     assert refs == {f"registry.local:5000/mirror/{i.repository}@{i.digest}" for i in plan.images}
@@ -112,9 +121,9 @@ def test_global_registry_override_keeps_digests(helm: str, chart: Path) -> None:
 @pytest.mark.helm
 def test_values_schema_rejects_typos_and_bad_digests(helm: str, tmp_path: Path) -> None:
     chart = write_chart("bmp-tcpao", tmp_path)
-    proc = run([helm, "template", "rel", str(chart), "--set", "services.bus.replicass=2"])
+    proc = run([helm, "template", "rel", str(chart), *site(chart), "--set", "services.bus.replicass=2"])
     assert proc.returncode != 0 and "replicass" in proc.stderr
-    proc = run([helm, "template", "rel", str(chart), "--set", "images.nats.digest=latest"])
+    proc = run([helm, "template", "rel", str(chart), *site(chart), "--set", "images.nats.digest=latest"])
     assert proc.returncode != 0 and "digest" in proc.stderr
 
 
@@ -296,7 +305,7 @@ def test_config_checksum_rolls_only_the_affected_pods(helm: str, tmp_path: Path)
     env = checksums("--set", "services.collector.env.GOBMP_LOG_LEVEL=debug")
     assert env["collector"] != base["collector"]
     assert env["bus"] == base["bus"] and env["speaker"] == base["speaker"]
-    remote = checksums("--set", "services.speaker.tcpao.remote=192.0.2.7:1790")
+    remote = checksums("--set", "services.speaker.tcpao.peerIP=192.0.2.7")
     assert remote["speaker"] != base["speaker"] and remote["collector"] == base["collector"]
 
 
@@ -381,14 +390,14 @@ def test_sidecar_config_is_identical_in_chart_and_compose(helm: str, tmp_path: P
 def test_install_dry_run_prints_notes(helm4: str, tmp_path: Path) -> None:
     # Helm 4's client-side dry run renders NOTES.txt offline; Helm 3's needs a cluster.
     chart = write_chart("bmp-tcpao", tmp_path)
-    proc = run([helm4, "install", "bmp", str(chart), "--dry-run=client", "--namespace", "bmp"])
+    proc = run([helm4, "install", "bmp", str(chart), *site(chart), "--dry-run=client", "--namespace", "bmp"])
     assert proc.returncode == 0, proc.stderr
     notes = proc.stdout.split("NOTES:", 1)[1]
     assert (
         "NetworkPolicy does not apply to hostNetwork pods, so this chart creates none for collector" in notes
     )
     assert "bmp-tcpao-key (key tcpao-key), used by collector TCP-AO sidecar, speaker TCP-AO sidecar" in notes
-    assert "TCP-AO initiator: connects to 10.77.0.10:1790" in notes
+    assert "TCP-AO initiator on node speaker-node: connects to 10.77.0.10:1790 (collector's node)" in notes
 
 
 @pytest.mark.helm
@@ -401,7 +410,7 @@ def test_scheduling_spread_one_per_node_and_tcpao_nodes(helm: str, tmp_path: Pat
     assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and "affinity" not in bus
     for name in ("collector", "speaker"):
         pod = deployments[name]["spec"]["template"]["spec"]
-        assert pod["nodeSelector"] == {"example.com/ao": "true"}
+        assert pod["nodeSelector"] == {"example.com/ao": "true", "kubernetes.io/hostname": f"{name}-node"}
         (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert term["topologyKey"] == "kubernetes.io/hostname"
         assert term["labelSelector"]["matchLabels"] == deployments[name]["spec"]["selector"]["matchLabels"]
@@ -444,7 +453,10 @@ def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(
     assert len(shas) == 1
     tgz = tmp_path / "p0" / "bmp-tcpao-1.4.0.tgz"
     assert (tmp_path / "p1" / tgz.name).read_bytes() == tgz.read_bytes()
-    assert run([helm, "lint", "--strict", str(tgz)]).returncode == 0
+    assert (
+        run([helm, "lint", "--strict", str(tgz), *site(tmp_path / "o0" / "charts" / "bmp-tcpao")]).returncode
+        == 0
+    )
     registry = RegistryServer(tmp_path / "reg").start()
     try:
         push = run([helm, "push", str(tgz), f"oci://{registry.host}/charts", "--plain-http"])
@@ -465,7 +477,7 @@ def test_packaged_chart_is_deterministic_and_travels_through_an_oci_registry(
         assert pull.returncode == 0, pull.stderr
         (got,) = list(pulled.iterdir())
         assert got.read_bytes() == tgz.read_bytes()
-        docs = template(helm, got)
+        docs = template(helm, got, *site(tmp_path / "o0" / "charts" / "bmp-tcpao"))
         assert by_kind(docs, "Deployment")
     finally:
         registry.stop()
@@ -485,7 +497,9 @@ def test_namespace_with_pod_security_labels_is_optional(helm: str, tmp_path: Pat
     assert ns["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
     for version in KUBE_VERSIONS:
         kubernetes_validate.validate(ns, version, strict=True)
-    proc = run([helm, "template", "rel", str(chart), "--set", "namespace.podSecurity.enforce=lax"])
+    proc = run(
+        [helm, "template", "rel", str(chart), *site(chart), "--set", "namespace.podSecurity.enforce=lax"]
+    )
     assert proc.returncode != 0 and "/namespace/podSecurity/enforce" in proc.stderr  # the values schema
 
 
@@ -539,6 +553,73 @@ def test_the_e2e_install_values_render_as_it_expects(helm: str, tmp_path: Path) 
     config = "\n".join(v for d in by_kind(docs, "ConfigMap").values() for v in (d.get("data") or {}).values())
     assert 'remote_ao = "172.18.0.3:1790"' in config and config.count('peer_ip = "172.18.0.3"') == 1
     assert config.count('peer_ip = "172.18.0.4"') == 1
+
+
+@pytest.mark.helm
+def test_tcpao_peers_have_no_default_and_the_chart_names_the_values_it_needs(
+    helm: str, tmp_path: Path
+) -> None:
+    """The TCP-AO peers' nodes are the site's: without them `helm template` (and `helm install`:
+    tests/e2e/test_bmp.py) stops before anything is made, naming each value and whose node it is;
+    the README's site.yaml left unfilled is refused by the schema; a nodeSelector pinning another
+    node, or the deprecated `remote` disagreeing with peerIP:peerPort, is refused; and filled in,
+    each sidecar's pod is pinned to its node and keyed to the other's address."""
+    chart = write_chart("bmp-tcpao", tmp_path)
+    bare = run([helm, "template", "rel", str(chart)])
+    assert bare.returncode != 0 and not bare.stdout, bare.stdout
+    for needed in (
+        "services.collector.tcpao.node: the node that runs collector",
+        "services.collector.tcpao.peerIP: the address of the node that runs speaker (services.speaker.tcpao.node;",
+        "services.speaker.tcpao.node: the node that runs speaker",
+        "services.speaker.tcpao.peerIP: the address of the node that runs collector (services.collector.tcpao.node;",
+    ):
+        assert needed in bare.stderr, bare.stderr
+    assert "10.77.0" not in bare.stderr  # no Compose address offered as a default
+    readme = (chart / "README.md").read_text()
+    example = tmp_path / "example.yaml"
+    example.write_text(readme.split("```yaml\n", 1)[1].split("```", 1)[0])
+    unfilled = run([helm, "template", "rel", str(chart), "-f", str(example)])
+    assert unfilled.returncode != 0, unfilled.stdout
+    for where in ("/services/collector/tcpao/node", "/services/speaker/tcpao/peerIP"):
+        assert where in unfilled.stderr, unfilled.stderr
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "services:\n"
+        "  collector: {tcpao: {node: node-a, peerIP: 192.0.2.20}}\n"
+        "  speaker: {tcpao: {node: node-b, peerIP: 192.0.2.10}}\n"
+    )
+    elsewhere = run([helm, "template", "rel", str(chart), "-f", str(site),
+                     "--set", "services.speaker.nodeSelector.kubernetes\\.io/hostname=node-c"])  # fmt: skip
+    assert elsewhere.returncode != 0
+    assert (
+        "services.speaker.nodeSelector pins kubernetes.io/hostname=node-c but services.speaker.tcpao.node is node-b"
+        in (elsewhere.stderr)
+    )
+    stale = run(
+        [
+            helm,
+            "template",
+            "rel",
+            str(chart),
+            "-f",
+            str(site),
+            "--set",
+            "services.speaker.tcpao.remote=10.77.0.10:1790",
+        ]
+    )
+    assert stale.returncode != 0
+    assert (
+        "services.speaker.tcpao.remote is 10.77.0.10:1790 but the initiator connects to peerIP:peerPort, 192.0.2.10:1790"
+        in (stale.stderr)
+    )
+    docs = template(helm, chart, "-f", str(site), "--set", "services.speaker.tcpao.remote=192.0.2.10:1790")
+    pods = {n: w["spec"]["template"]["spec"] for n, w in workloads(docs).items()}
+    assert pods["collector"]["nodeSelector"]["kubernetes.io/hostname"] == "node-a"
+    assert pods["speaker"]["nodeSelector"]["kubernetes.io/hostname"] == "node-b"
+    maps = by_kind(docs, "ConfigMap")
+    assert 'peer_ip = "192.0.2.20"' in maps["collector-tcpao"]["data"]["config.toml"]
+    speaker = maps["speaker-tcpao"]["data"]["config.toml"]
+    assert 'remote_ao = "192.0.2.10:1790"' in speaker and 'peer_ip = "192.0.2.10"' in speaker
 
 
 @pytest.mark.helm

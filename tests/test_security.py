@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, TOOLS, missing_component
+from .support.chartsite import site
 from .test_chart import write_chart
 
 CHECKOV = TOOLS / "checkov" / "bin" / "checkov"
@@ -43,7 +44,7 @@ def test_checkov_findings_are_exactly_the_accepted_ones(name: str, helm3: str, t
     chart = write_chart(name, tmp_path)
     manifests = tmp_path / "manifests.yaml"
     proc = subprocess.run(
-        [helm3, "template", "rel", str(chart), "--namespace", "prod"],
+        [helm3, "template", "rel", str(chart), "--namespace", "prod", *site(chart)],
         capture_output=True,
         text=True,
         check=True,

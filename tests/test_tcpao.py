@@ -21,6 +21,7 @@ from releaser.release import mac_algorithms
 from releaser.tcpao import MAC_ALGORITHMS, MAX_KEY_BYTES, config_problems, key_problems
 
 from .conftest import EXAMPLE, RELEASES, ROOT, missing_component
+from .support.chartsite import site
 
 runner = CliRunner()
 STANDIN = ROOT / "tests/support/standins/tcpao-proxy"
@@ -176,7 +177,10 @@ def _rendered(tmp_path: Path, run_as_root: bool) -> tuple[dict[str, object], Pat
 
 def _sidecar_context(helm: str, chart: Path, *extra: str) -> dict[str, object]:
     proc = subprocess.run(
-        [helm, "template", "rel", str(chart), *extra], capture_output=True, text=True, check=True
+        [helm, "template", "rel", str(chart), *site(chart), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     for doc in yaml.safe_load_all(proc.stdout):
         if doc and doc.get("kind") == "Deployment" and doc["metadata"]["name"] == "collector":

@@ -17,6 +17,7 @@ from ..format.records import parse_index
 from ..fs import read_tree
 from ..lock import split_reference
 from ..pipeline import load_plan, render_files
+from ..render.helm import LINT_VALUES
 from ..tools import find_helm, helm_template
 
 
@@ -143,7 +144,9 @@ def _chart_images(name: str, files: dict[str, bytes], helm: str) -> list[tuple[s
         for rel, content in files.items():
             (chart / rel).parent.mkdir(parents=True, exist_ok=True)
             (chart / rel).write_bytes(content)
-        return collect_manifest_images(helm_template(chart, helm=helm))
+        # the chart's placeholder site values (TCP-AO nodes), which it refuses to render without
+        site = [chart / LINT_VALUES] if LINT_VALUES in files else []
+        return collect_manifest_images(helm_template(chart, helm=helm, values=site))
 
 
 def _committed(c: _Comparison, root: Path, fresh: dict[str, bytes]) -> dict[str, bytes]:

@@ -19,6 +19,7 @@ from ..model import Resources
 from ..plan import TCPAO_NODE_LABEL, Plan
 from ..quantities import quantity
 from ..target import Target
+from .helm_values import site_values_example
 
 ATTACHMENT_KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
 
@@ -378,9 +379,24 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
         "",
         "Kubernetes (Helm 3 or 4):",
         "",
+        *(
+            [
+                "The TCP-AO peers run on nodes you choose, and each is keyed to the other's node address,",
+                "which only you know: write them in `site.yaml` (the chart refuses to install without them,",
+                'naming each; see "TCP-AO host prerequisites" below):',
+                "",
+                "```yaml",
+                *site_values_example(plan),
+                "```",
+                "",
+            ]
+            if tcpao
+            else []
+        ),
         "```",
         *secrets,
-        f"helm install {n} {Target.parse('registry.local:5000').chart_url(n)} --version {plan.version} -f values-airgap.yaml",
+        f"helm install {n} {Target.parse('registry.local:5000').chart_url(n)} --version {plan.version} "
+        f"-f values-airgap.yaml{' -f site.yaml' if tcpao else ''}",
         "```",
         "",
         "One host, with the quickstart (secrets generated, readiness awaited; Docker Compose v2 or podman):",
@@ -412,6 +428,9 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
             "",
             "- a Linux kernel with `CONFIG_TCP_AO` (6.7 or newer) on every node that runs them;",
             f"  label those nodes: `kubectl label node NODE {TCPAO_NODE_LABEL}=true`;",
+            "- each runs on the node `services.<name>.tcpao.node` names (site.yaml above), and its",
+            "  `peerIP` is the address of its peer's node, the one the peer's packets come from",
+            "  (`kubectl get node NODE -o wide`, INTERNAL-IP); when a peer moves, change both;",
             "- no NAT between the peers (TCP-AO signs addresses and ports): the sidecars use the",
             "  host network, so their ports must be free on the node and open in its firewall;",
             "- the shared key, created before installing (the `kubectl create secret` line above);",

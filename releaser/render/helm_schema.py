@@ -109,15 +109,22 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 "pattern": HOSTPORT_PATTERN,
                 "description": "Terminator: local app address.",
             },
-            "remote": {
+            "peer": {"type": "string", "description": "The service at the other end."},
+            "node": {
                 "type": "string",
-                "pattern": HOSTPORT_PATTERN,
-                "description": "Initiator: terminator's node address:port.",
+                "pattern": "^$|^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+                "description": "Required: the node (kubernetes.io/hostname) that runs this peer.",
             },
             "peerIP": {
                 "type": "string",
-                "pattern": "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$",
-                "description": "Address of the other end, signed by TCP-AO.",
+                "pattern": "^$|^[0-9]{1,3}(\\.[0-9]{1,3}){3}$",
+                "description": "Required: the address of the peer's node, signed by TCP-AO.",
+            },
+            "remote": {
+                "type": "string",
+                "pattern": HOSTPORT_PATTERN,
+                "description": "Deprecated, goes in 2.0: the initiator connects to peerIP:peerPort; "
+                "if set, it must be that.",
             },
             "peerPort": {
                 "type": "integer",

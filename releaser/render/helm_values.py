@@ -170,8 +170,11 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             "image": sc.image,
             "listen": sc.listen,
             **({"forward": sc.forward} if sc.forward else {}),
-            **({"remote": sc.remote} if sc.remote else {}),
-            "peerIP": sc.peer_ip,
+            # the site's: no default (Compose's addresses mean nothing on a cluster); the chart
+            # refuses to render without them (templates/site-checks.yaml)
+            "peer": sc.peer,
+            "node": "",
+            "peerIP": "",
             **({"peerPort": sc.peer_port} if sc.peer_port is not None else {}),
             "policyName": sc.policy_name,
             "keyId": sc.key_id,
@@ -255,3 +258,34 @@ def _tests_values(plan: Plan) -> dict[str, Any]:
         if plan.refused
         else {},
     }
+
+
+def lint_site_values(plan: Plan) -> dict[str, Any] | None:
+    """The chart's ci/lint-values.yaml (chart-testing's convention): the values a site must set,
+    filled with the Compose addresses so that `helm lint` and `ct lint` can render the chart, and its
+    sidecar configs are byte for byte Compose's. None when the release needs no site values."""
+    tcpao = {
+        s.name: {"tcpao": {"node": f"{s.name}-node", "peerIP": s.sidecar.peer_ip}}
+        for s in plan.services
+        if s.sidecar is not None
+    }
+    return {"services": tcpao} if tcpao else None
+
+
+def site_values_example(plan: Plan) -> list[str]:
+    """site.yaml as INSTALL.md and the chart's README show it: for each TCP-AO peer, the node that
+    runs it and the address of the other peer's node. The placeholders fail the chart's schema, so a
+    copy left unfilled is refused by name rather than installed."""
+    rows: list[tuple[str, str]] = [("services:", "")]
+    for s in plan.services:
+        if s.sidecar is None:
+            continue
+        peer = s.sidecar.peer
+        rows += [
+            (f"  {s.name}:", ""),
+            ("    tcpao:", ""),
+            (f"      node: {s.name.upper()}-NODE", f"# kubectl get nodes: the node that runs {s.name}"),
+            (f"      peerIP: {peer.upper()}-NODE-ADDRESS", f"# the address of the node that runs {peer}"),
+        ]
+    width = max(len(text) for text, _ in rows) + 2
+    return [f"{text:<{width}}{comment}".rstrip() for text, comment in rows]

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -47,14 +49,8 @@ def site_values(collector_node: str, speaker_node: str, collector_ip: str, speak
     (tests/test_chart.py renders the chart with these offline, on Helm 3 and 4.)"""
     return {
         "services": {
-            "collector": {
-                "nodeSelector": {"kubernetes.io/hostname": collector_node},
-                "tcpao": {"peerIP": speaker_ip},
-            },
-            "speaker": {
-                "nodeSelector": {"kubernetes.io/hostname": speaker_node},
-                "tcpao": {"remote": f"{collector_ip}:1790", "peerIP": collector_ip},
-            },
+            "collector": {"tcpao": {"node": collector_node, "peerIP": speaker_ip}},
+            "speaker": {"tcpao": {"node": speaker_node, "peerIP": collector_ip}},
         }
     }
 
@@ -92,15 +88,45 @@ def bmp(cluster: Cluster) -> Iterator[dict[str, Any]]:
         yaml.safe_dump(site_values(COLLECTOR_NODE, SPEAKER_NODE, ips[COLLECTOR_NODE], ips[SPEAKER_NODE]))
     )
     chart = f"oci://{REGISTRY}/charts/bmp-tcpao"
+    # without the site's nodes the chart stops before anything is made, naming what to set
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "HELM_CACHE_HOME": str(cluster.state / "helm-cache"),
+    }
+    unsited = subprocess.run(
+        cluster.site_cmd(HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file", str(cluster.ca),
+                         "-n", NS, "-f", str(values), "--wait", "--timeout", "1m"),
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    left = helm(cluster, HELM3, "list", "-n", NS, "-a", "-q") + k("-n", NS, "get", "all", "-o", "name")
     t = time.monotonic()
     helm(cluster, HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file", str(cluster.ca),
          "-n", NS, "-f", str(values), "-f", str(site), "--wait", "--timeout", "5m")  # fmt: skip
     TIMINGS["helm install --wait, bmp-tcpao"] = time.monotonic() - t
     lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
-    yield {"work": work, "lock": lock, "rel": rel, "site": site, "values": values, "chart": chart}
+    yield {"work": work, "lock": lock, "rel": rel, "site": site, "values": values, "chart": chart,
+           "unsited": unsited, "left": left}  # fmt: skip
     # the room for the next modules (two nodes of two cores)
     helm(cluster, HELM3, "uninstall", "bmp", "-n", NS, "--wait", check=False)
     cluster.kubectl("delete", "namespace", NS, "monitoring", "--wait=false", check=False)
+
+
+def test_an_install_without_the_site_nodes_is_refused_naming_them(bmp: dict[str, Any]) -> None:
+    """`helm install` with values-airgap.yaml alone, as the chart was installed before the TCP-AO
+    peers' nodes were the site's: refused before anything is made (no release, no object), naming
+    each value, with no Compose address offered in their place."""
+    proc = bmp["unsited"]
+    assert proc.returncode != 0, proc.stdout
+    for value in (
+        "collector.tcpao.node",
+        "collector.tcpao.peerIP",
+        "speaker.tcpao.node",
+        "speaker.tcpao.peerIP",
+    ):
+        assert f"services.{value}: " in proc.stderr, proc.stderr
+    assert "10.77.0." not in proc.stderr
+    assert bmp["left"].strip() == "", bmp["left"]
 
 
 def pod_security(level: str) -> list[str]:

@@ -2,7 +2,7 @@
 (charts/bmp-tcpao as committed): the namespace made and labelled with kubectl, the chart installed
 into it; the chart rendered without a cluster carries its namespace with the same labels, and
 kubectl applies it. `namespace.create` with `helm install` stops before anything is created, with
-the commands. No pod has to start (the committed lock's digests are made up): what is checked is
+the commands. site.yaml holds the TCP-AO peers' nodes, as tests/e2e/test_bmp.py writes them. No pod has to start (the committed lock's digests are made up): what is checked is
 the namespace the API server admits the release into."""
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 
+import yaml
+
 from tests.conftest import ROOT
 from tests.support.cluster import Cluster
 from tests.support.docs import commands
 
 from .helpers import HELM3, tempdir
+from .test_bmp import site_values
 
 RUNNER = "tests/e2e/test_security_doc.py"
 LABELS = {
@@ -56,12 +59,18 @@ def test_the_namespace_block_runs_as_written(cluster: Cluster) -> None:
         (work / "charts").mkdir(exist_ok=True)
         if not (work / "charts/bmp-tcpao").exists():
             (work / "charts/bmp-tcpao").symlink_to(ROOT / "charts/bmp-tcpao")
+        nodes = [(n.name, n.ip) for n in cluster.nodes]
+        (work / "site.yaml").write_text(
+            yaml.safe_dump(site_values(nodes[0][0], nodes[-1][0], nodes[0][1], nodes[-1][1]))
+        )
         run(block.text)
         for ns in ("bmp", "bmp-gitops"):
             labels = cluster.kjson("get", "namespace", ns)["metadata"]["labels"]
             assert LABELS.items() <= labels.items(), (ns, labels)
         assert "kind: Namespace" in (work / "bmp-gitops.yaml").read_text()
-        refused = run("helm install other charts/bmp-tcpao -n bmp --set namespace.create=true", expect=1)
+        refused = run(
+            "helm install other charts/bmp-tcpao -n bmp -f site.yaml --set namespace.create=true", expect=1
+        )
         assert "namespace.create is for a render without a cluster" in refused, refused
         assert "kubectl create namespace bmp && kubectl label namespace bmp" in refused, refused
         assert "other" not in run("helm list -n bmp -q")

@@ -14,6 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from .chartsite import site
+
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 NEWEST_KUBERNETES = "1.37.0"  # the newest kubernetes-validate knows (tests/test_chart.py KUBE_VERSIONS)
 
@@ -30,7 +32,7 @@ def check_outputs(out: Path, compose_cmd: list[str], compose_env: dict[str, str]
     assert proc.returncode == 0, (cmd, proc.stderr, (compose / "compose.yaml").read_text())
     model = json.loads(proc.stdout)
     for helm in helms:
-        proc = subprocess.run([helm, "template", "check", str(chart)], capture_output=True, text=True,
+        proc = subprocess.run([helm, "template", "check", str(chart), *site(chart)], capture_output=True, text=True,
                               timeout=120, check=False)  # fmt: skip
         assert proc.returncode == 0, (helm, proc.stderr)
         manifests = [d for d in yaml.safe_load_all(proc.stdout) if d]

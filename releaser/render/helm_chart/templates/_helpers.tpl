@@ -108,7 +108,7 @@ capabilities:
 {{- define "releaser.tcpaoConfig" -}}
 {{- $t := .tcpao -}}
 {{- if eq $t.role "initiator" -}}
-# tcpao-proxy initiator for {{ .name }}: plain {{ $t.listen }} -> TCP-AO {{ $t.remote }}
+# tcpao-proxy initiator for {{ .name }}: plain {{ $t.listen }} -> TCP-AO {{ include "releaser.tcpaoRemote" $t }}
 # Rendered by releaser. The key is read at run time from /run/secrets/tcpao-key; it is never in this file.
 [global]
 log_format = "json"
@@ -120,7 +120,7 @@ keepalive_probes = 3
 
 [initiator]
 listen_plain = "{{ $t.listen }}"
-remote_ao = "{{ $t.remote }}"
+remote_ao = "{{ include "releaser.tcpaoRemote" $t }}"
 {{- else -}}
 # tcpao-proxy terminator for {{ .name }}: TCP-AO {{ $t.listen }} -> plain {{ $t.forward }}
 # Rendered by releaser. The key is read at run time from /run/secrets/tcpao-key; it is never in this file.
@@ -148,6 +148,11 @@ keyid = {{ $t.keyId }}
 mac_alg = "{{ $t.macAlgorithm }}"
 key_source = "file:/run/secrets/tcpao-key"
 {{ end }}
+
+{{/* Where a TCP-AO initiator connects: its peer's node address and port. */}}
+{{- define "releaser.tcpaoRemote" -}}
+{{ .peerIP }}:{{ .peerPort }}
+{{- end }}
 
 {{- define "releaser.peers" -}}
 {{- range .peers }}
