@@ -212,6 +212,37 @@ def test_traffic_crosses_both_hostnetwork_sidecars_between_nodes(
     assert all(line.startswith("bmp-standin from ") for line in got)
 
 
+def test_an_initiator_started_before_its_terminator_connects_once_it_is_up(
+    cluster: Cluster, bmp: dict[str, Any]
+) -> None:
+    """Kubernetes starts pods in no order: with the collector (and its terminator) gone, the speaker
+    and its initiator are restarted, then the collector comes back on its node; nothing waits on
+    anything, and the speaker's lines reach the new collector."""
+    k = cluster.kubectl
+    comp = "app.kubernetes.io/component"
+    k("-n", NS, "scale", "deploy/collector", "--replicas=0")
+    wait_for(lambda: not pods(cluster, f"{comp}=collector"), what="the collector's pod gone")
+    k("-n", NS, "rollout", "restart", "deploy/speaker")
+    k("-n", NS, "rollout", "status", "deploy/speaker", "--timeout=180s", timeout=200)
+    k("-n", NS, "scale", "deploy/collector", "--replicas=1")
+    k("-n", NS, "rollout", "status", "deploy/collector", "--timeout=180s", timeout=200)
+
+    def started(component: str) -> str:
+        (pod,) = [p for p in pods(cluster, f"{comp}={component}") if "deletionTimestamp" not in p["metadata"]]
+        (side,) = [s for s in pod["status"]["containerStatuses"] if s["name"] == "tcpao"]
+        return str(side["state"]["running"]["startedAt"])
+
+    assert started("speaker") < started("collector")  # RFC 3339 UTC: ordered as text
+
+    def lines() -> list[str]:
+        out = k("-n", NS, "exec", "deploy/collector", "-c", "collector", "--",
+                "wget", "-qO-", "http://127.0.0.1:8080/received", check=False)  # fmt: skip
+        return out.splitlines()
+
+    got = wait_for(lambda: len(lines()) >= 3 and lines(), what="the speaker's lines at the new collector")
+    assert all(line.startswith("bmp-standin from ") for line in got)
+
+
 def probe(c: Cluster, namespace: str, name: str, command: list[str], image: str) -> bool:
     """A restricted pod running `command` once; True if it exited 0."""
     c.kubectl("-n", namespace, "delete", "pod", name, "--ignore-not-found", "--wait")
