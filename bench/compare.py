@@ -50,13 +50,21 @@ class Side:
     def __init__(self, name: str, tree: Path, extra: str = "") -> None:
         self.name, self.tree = name, tree
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(tree), extra) if p)}
+        # the code that runs must be this tree's: `python -m` puts the working directory first on
+        # sys.path (ahead of PYTHONPATH), which from the repository's root would be today's code
+        where = subprocess.run(
+            [sys.executable, "-P", "-c", "import releaser; print(releaser.__file__)"],
+            env=self.env, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        if not Path(where).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(f"{name}: releaser imports from {where}, not from {tree}")
         helptext = subprocess.run(
             [*self.cmd(), "bundle", "--help"], env=self.env, capture_output=True, text=True, check=True
         ).stdout
         self.no_installer = ["--no-installer"] if "--no-installer" in helptext else []
 
     def cmd(self) -> list[str]:
-        return [sys.executable, "-m", "releaser"]
+        return [sys.executable, "-P", "-m", "releaser"]  # -P: not the working directory's releaser
 
 
 def checkout(rev: str, into: Path) -> Path:

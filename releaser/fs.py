@@ -9,15 +9,42 @@ file (or none), never a torn one, and no temp file behind.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
+import functools
 import os
 import shutil
 import stat
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
+
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the range's dirty pages, do not wait
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """glibc's sync_file_range(2) (Python's os module has no binding), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int, int, int, int], int], fn)
+
+
+def start_writeback(fd: int, offset: int, length: int) -> bool:
+    """Have the kernel start writing `length` bytes of `fd` from `offset` to the disk without
+    waiting, so that a later fsync finds little left to do; False where that cannot be asked
+    (another OS, no file descriptor) or the kernel refused (the fsync then does all the work)."""
+    fn = _sync_file_range()
+    return fn is not None and fn(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0
 
 
 def _fsync_dir(directory: Path) -> None:

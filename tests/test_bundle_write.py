@@ -228,3 +228,23 @@ def test_zstd_level_and_bad_key(world: World, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- verify + load
+
+
+def test_the_archive_writeback_is_really_started(tmp_path: Path) -> None:
+    """The bundle starts the disk writing its archive as it goes (sync_file_range), so that the
+    final fsync has little left: the call is made for real (Python's os module has no binding for
+    it, and an earlier version looked for one there and so never made it), and refused where the
+    kernel cannot (a pipe) without raising."""
+    from releaser.fs import start_writeback
+
+    f = tmp_path / "a"
+    with f.open("wb") as fh:
+        fh.write(b"x" * (1 << 20))
+        fh.flush()
+        assert start_writeback(fh.fileno(), 0, 1 << 20) is True
+    r, w = os.pipe()
+    try:
+        assert start_writeback(w, 0, 1) is False
+    finally:
+        os.close(r)
+        os.close(w)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from ..format.records import (
     PartRecord,
     TrustRecord,
 )
-from ..fs import atomic_file
+from ..fs import atomic_file, start_writeback
 from ..lock import Lock, LockedImage, split_reference
 from ..mediatypes import INDEX_TYPES
 from ..names import LOCK_FILE
@@ -751,7 +750,6 @@ def _installer_chunks(f: InstallerFile) -> Iterator[bytes]:
 AHEAD_BLOB = 4 << 20  # blobs up to this size are fetched ahead of their turn in the archive (BlobSources)
 AHEAD_BYTES = 64 << 20  # at most this many bytes fetched ahead and not yet written
 WRITEBACK = 32 << 20  # start the disk writing the archive every this many bytes
-_SYNC_FILE_RANGE_WRITE = getattr(os, "SYNC_FILE_RANGE_WRITE", 2)
 
 
 class _Hashing:
@@ -785,13 +783,13 @@ class _Hashing:
         """Start writing what is written so far to the disk, without waiting for it, so that the
         archive's fsync at the end (fs.atomic_file) has little left to wait for (Linux
         sync_file_range; elsewhere, and for the parts of a split bundle, nothing is done)."""
-        sync = getattr(os, "sync_file_range", None)  # Linux only
         try:
-            if sync is not None:
-                self.raw.flush()
-                sync(self.raw.fileno(), self._started, self._written - self._started, _SYNC_FILE_RANGE_WRITE)
+            self.raw.flush()
+            fd = self.raw.fileno()
         except (AttributeError, OSError, ValueError):  # no file descriptor (the parts of a split bundle)
             pass
+        else:
+            start_writeback(fd, self._started, self._written - self._started)
         self._started = self._written
 
     def write(self, data: bytes) -> int:
