@@ -79,7 +79,13 @@ def rounds_of(
     samples: dict[str, dict[str, list[Sample]]] = {s.name: {k: [] for k in STEPS} for s in sides}
     try:
         first = sides[0]
-        subprocess.run([*first.cmd(), "lock", str(rel)], env=first.env, check=True, capture_output=True)
+        rels = {}
+        for side in sides:  # each side bundles from a lock it wrote (lock formats differ between commits)
+            rels[side.name] = work / f"rel-{len(rels)}"
+            shutil.copytree(rel, rels[side.name])
+            subprocess.run(
+                [*side.cmd(), "lock", str(rels[side.name])], env=side.env, check=True, capture_output=True
+            )
         subprocess.run(
             [*first.cmd(), "keygen", "--out", str(work / "keys")],
             env=first.env,
@@ -99,7 +105,7 @@ def rounds_of(
                         [
                             *side.cmd(),
                             "bundle",
-                            str(rel),
+                            str(rels[side.name]),
                             "--key",
                             str(work / "keys/releaser.key"),
                             "--out",
