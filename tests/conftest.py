@@ -196,7 +196,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
     lines = fuzz.summary()
     if lines:
-        terminalreporter.section(f"fuzz cases ({'long' if fuzz.LONG else 'ci'} profile)")
+        terminalreporter.section(f"fuzz cases ({fuzz.PROFILE} profile)")
         for line in lines:
             terminalreporter.write_line(line)
 

@@ -2,7 +2,8 @@
 turns a hang into a failure, the counts printed at the end of the run, and the mutations.
 
 `RELEASER_FUZZ=long` (`make fuzz`) runs many more cases with a fresh random seed each run; the
-default (CI) is a fixed number of cases, derandomized: the same cases every run.
+default (CI) is a fixed number of cases, derandomized: the same cases every run. `make test-quick`
+(RELEASER_TEST_QUICK=1) runs the first quarter of the CI cases, for the edit loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 LONG = os.environ.get("RELEASER_FUZZ") == "long"
+QUICK = not LONG and os.environ.get("RELEASER_TEST_QUICK") == "1"
+PROFILE = "long" if LONG else "quick" if QUICK else "ci"
 CASE_SECONDS = 30  # a case that runs longer is a hang (every case is meant to take well under a second)
 
 # target -> cases per run (CI, and `make fuzz`)
@@ -37,9 +40,15 @@ COUNTS: Counter[tuple[str, str]] = Counter()
 STARTED: set[str] = set()
 
 
+def case_count(target: str) -> int:
+    """How many cases `target` runs in this profile."""
+    ci, long = CASES[target]
+    return long if LONG else max(5, ci // 4) if QUICK else ci
+
+
 def cases(target: str) -> settings:
     return settings(
-        max_examples=CASES[target][LONG],
+        max_examples=case_count(target),
         deadline=None,
         derandomize=not LONG,
         database=None,
