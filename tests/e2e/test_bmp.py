@@ -360,9 +360,14 @@ def _uids(c: Cluster, selector: str) -> set[str]:
 
 
 def _speaker_seq(c: Cluster) -> int:
-    return int(
-        c.kubectl("-n", NS, "exec", "deploy/speaker", "-c", "speaker", "--", "cat", "/var/lib/gobgp/seq")
-    )
+    """The counter the speaker keeps in its claim (once it has delivered a line since it started)."""
+
+    def read() -> int | None:
+        out = c.kubectl("-n", NS, "exec", "deploy/speaker", "-c", "speaker", "--", "cat", "/var/lib/gobgp/seq",
+                        check=False).strip()  # fmt: skip
+        return int(out) if out.isdigit() else None
+
+    return int(wait_for(read, what="the speaker's counter"))
 
 
 def test_upgrade_rolls_only_the_changed_service_and_rollback_restores(
