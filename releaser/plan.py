@@ -270,6 +270,17 @@ class PlanCheck:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SitePeer:
+    """A TCP-AO peer whose placement only the site knows in Kubernetes: the node that runs
+    `service`, and the address of the node that runs `peer` (chart values services.<service>.tcpao
+    .node and .peerIP, without a default). `compose_peer_ip` is what the Compose quickstart uses."""
+
+    service: str
+    peer: str
+    compose_peer_ip: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Plan:
     name: str
     version: str
@@ -296,6 +307,16 @@ class Plan:
 
     def pinned_references(self) -> set[str]:
         return {i.pinned for i in self.images}
+
+    @property
+    def site_peers(self) -> tuple[SitePeer, ...]:
+        """The values a site must give the chart (templates/site-checks.yaml refuses to render
+        without them): each TCP-AO peer's node and its peer's node address."""
+        return tuple(
+            SitePeer(service=s.name, peer=s.sidecar.peer, compose_peer_ip=s.sidecar.peer_ip)
+            for s in self.services
+            if s.sidecar is not None
+        )
 
     @property
     def aes_key_secrets(self) -> frozenset[str]:

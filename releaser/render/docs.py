@@ -390,13 +390,13 @@ def install_md(plan: Plan, lock: Lock) -> bytes:
                 "```",
                 "",
             ]
-            if tcpao
+            if plan.site_peers
             else []
         ),
         "```",
         *secrets,
         f"helm install {n} {Target.parse('registry.local:5000').chart_url(n)} --version {plan.version} "
-        f"-f values-airgap.yaml{' -f site.yaml' if tcpao else ''}",
+        f"-f values-airgap.yaml{' -f site.yaml' if plan.site_peers else ''}",
         "```",
         "",
         "One host, with the quickstart (secrets generated, readiness awaited; Docker Compose v2 or podman):",

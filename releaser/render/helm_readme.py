@@ -38,7 +38,7 @@ def values_reference(plan: Plan, values: dict[str, Any], schema: dict[str, Any])
         )
 
     walk("", schema, values, 0)
-    site = " -f site.yaml" if any(s.sidecar for s in plan.services) else ""
+    site = " -f site.yaml" if plan.site_peers else ""
     tcpao = (
         [
             "## TCP-AO peers",

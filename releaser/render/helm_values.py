@@ -264,12 +264,14 @@ def lint_site_values(plan: Plan) -> dict[str, Any] | None:
     """The chart's ci/lint-values.yaml (chart-testing's convention): the values a site must set,
     filled with the Compose addresses so that `helm lint` and `ct lint` can render the chart, and its
     sidecar configs are byte for byte Compose's. None when the release needs no site values."""
-    tcpao = {
-        s.name: {"tcpao": {"node": f"{s.name}-node", "peerIP": s.sidecar.peer_ip}}
-        for s in plan.services
-        if s.sidecar is not None
+    if not plan.site_peers:
+        return None
+    return {
+        "services": {
+            p.service: {"tcpao": {"node": f"{p.service}-node", "peerIP": p.compose_peer_ip}}
+            for p in plan.site_peers
+        }
     }
-    return {"services": tcpao} if tcpao else None
 
 
 def site_values_example(plan: Plan) -> list[str]:
@@ -277,15 +279,12 @@ def site_values_example(plan: Plan) -> list[str]:
     runs it and the address of the other peer's node. The placeholders fail the chart's schema, so a
     copy left unfilled is refused by name rather than installed."""
     rows: list[tuple[str, str]] = [("services:", "")]
-    for s in plan.services:
-        if s.sidecar is None:
-            continue
-        peer = s.sidecar.peer
+    for p in plan.site_peers:
         rows += [
-            (f"  {s.name}:", ""),
+            (f"  {p.service}:", ""),
             ("    tcpao:", ""),
-            (f"      node: {s.name.upper()}-NODE", f"# kubectl get nodes: the node that runs {s.name}"),
-            (f"      peerIP: {peer.upper()}-NODE-ADDRESS", f"# the address of the node that runs {peer}"),
+            (f"      node: {p.service.upper()}-NODE", f"# kubectl get nodes: the node that runs {p.service}"),
+            (f"      peerIP: {p.peer.upper()}-NODE-ADDRESS", f"# the address of the node that runs {p.peer}"),
         ]
     width = max(len(text) for text, _ in rows) + 2
     return [f"{text:<{width}}{comment}".rstrip() for text, comment in rows]

@@ -36,10 +36,27 @@ def site(
     return sh(*c.site_cmd(*cmd), env=env, check=check, timeout=timeout)
 
 
+def helm_env(c: Cluster) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(c.kubeconfig), "HELM_CACHE_HOME": str(c.state / "helm-cache")}
+
+
 def helm(c: Cluster, binary: str, *args: str, check: bool = True, timeout: float = 600) -> str:
     """Helm against the cluster, pulling charts from registry.local:5000 over TLS from the cluster's CA."""
-    env = {**os.environ, "KUBECONFIG": str(c.kubeconfig), "HELM_CACHE_HOME": str(c.state / "helm-cache")}
-    return site(c, binary, *args, env=env, check=check, timeout=timeout)
+    return site(c, binary, *args, env=helm_env(c), check=check, timeout=timeout)
+
+
+def helm_refused(
+    c: Cluster, binary: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Helm as `helm()` runs it, for a refusal a test expects: its exit status and both streams."""
+    return subprocess.run(
+        c.site_cmd(binary, *args),
+        env=helm_env(c),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 def releaser_env(work: Path) -> dict[str, str]:

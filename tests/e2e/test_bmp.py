@@ -17,8 +17,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +30,7 @@ from tests.support.registry import RegistryServer
 from tests.support.stack import wait_for as _wait_for
 
 from .conftest import TIMINGS
-from .helpers import HELM3, airgap_load, helm, publish, releaser_env, tempdir
+from .helpers import HELM3, airgap_load, helm, helm_refused, publish, releaser_env, tempdir
 
 NS = "bmp"
 REGISTRY = "registry.local:5000"
@@ -89,16 +87,8 @@ def bmp(cluster: Cluster) -> Iterator[dict[str, Any]]:
     )
     chart = f"oci://{REGISTRY}/charts/bmp-tcpao"
     # without the site's nodes the chart stops before anything is made, naming what to set
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(cluster.kubeconfig),
-        "HELM_CACHE_HOME": str(cluster.state / "helm-cache"),
-    }
-    unsited = subprocess.run(
-        cluster.site_cmd(HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file", str(cluster.ca),
-                         "-n", NS, "-f", str(values), "--wait", "--timeout", "1m"),
-        env=env, capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+    unsited = helm_refused(cluster, HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file",
+                           str(cluster.ca), "-n", NS, "-f", str(values), "--wait", "--timeout", "1m")  # fmt: skip
     left = helm(cluster, HELM3, "list", "-n", NS, "-a", "-q") + k("-n", NS, "get", "all", "-o", "name")
     t = time.monotonic()
     helm(cluster, HELM3, "install", "bmp", chart, "--version", "1.4.0", "--ca-file", str(cluster.ca),
@@ -191,6 +181,13 @@ def test_pdbs_and_network_policies_are_the_rendered_ones(cluster: Cluster, bmp: 
     assert want and got == want
 
 
+def received(c: Cluster) -> list[str]:
+    """The lines the collector has received, as its stand-in lists them."""
+    out = c.kubectl("-n", NS, "exec", "deploy/collector", "-c", "collector", "--",
+                    "wget", "-qO-", "http://127.0.0.1:8080/received", check=False)  # fmt: skip
+    return out.splitlines()
+
+
 def test_traffic_crosses_both_hostnetwork_sidecars_between_nodes(
     cluster: Cluster, bmp: dict[str, Any]
 ) -> None:
@@ -201,14 +198,9 @@ def test_traffic_crosses_both_hostnetwork_sidecars_between_nodes(
     }
     assert (where["collector"], where["speaker"]) == (COLLECTOR_NODE, SPEAKER_NODE)
 
-    def lines() -> list[str]:
-        out = cluster.kubectl(
-            "-n", NS, "exec", "deploy/collector", "-c", "collector", "--",
-            "wget", "-qO-", "http://127.0.0.1:8080/received", check=False,
-        )  # fmt: skip
-        return out.splitlines()
-
-    got = wait_for(lambda: len(lines()) >= 3 and lines(), what="the speaker's lines at the collector")
+    got = wait_for(
+        lambda: len(received(cluster)) >= 3 and received(cluster), what="the speaker's lines at the collector"
+    )
     assert all(line.startswith("bmp-standin from ") for line in got)
 
 
@@ -234,12 +226,10 @@ def test_an_initiator_started_before_its_terminator_connects_once_it_is_up(
 
     assert started("speaker") < started("collector")  # RFC 3339 UTC: ordered as text
 
-    def lines() -> list[str]:
-        out = k("-n", NS, "exec", "deploy/collector", "-c", "collector", "--",
-                "wget", "-qO-", "http://127.0.0.1:8080/received", check=False)  # fmt: skip
-        return out.splitlines()
-
-    got = wait_for(lambda: len(lines()) >= 3 and lines(), what="the speaker's lines at the new collector")
+    got = wait_for(
+        lambda: len(received(cluster)) >= 3 and received(cluster),
+        what="the speaker's lines at the new collector",
+    )
     assert all(line.startswith("bmp-standin from ") for line in got)
 
 
