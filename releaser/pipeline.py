@@ -18,6 +18,7 @@ from .plan import Plan, build_plan
 from .release import load_release
 from .render.compose import render_compose
 from .render.helm import render_helm
+from .render.quadlet import render_quadlet
 
 
 def release_dir(directory: Path) -> Path:
@@ -54,7 +55,11 @@ def release_files(release: Release, directory: Path) -> dict[str, bytes]:
 
 def render_files(plan: Plan) -> dict[str, dict[str, bytes]]:
     """Both outputs in memory: {'compose/<name>': files, 'charts/<name>': files}."""
-    return {f"compose/{plan.name}": render_compose(plan), f"charts/{plan.name}": render_helm(plan)}
+    return {
+        f"compose/{plan.name}": render_compose(plan),
+        f"charts/{plan.name}": render_helm(plan),
+        f"quadlet/{plan.name}": render_quadlet(plan),
+    }
 
 
 def source_date_epoch() -> int:

@@ -22,9 +22,11 @@ cd "$(dirname "$0")/.."
 # The TCP-AO guest (tests/test_tcpao_kernel.py): a kernel built from Debian trixie's source
 # (scripts/build_ao_kernel.py: make, gcc, bc, flex, bison, libelf-dev), booted by qemu-system-x86
 # under software emulation with a busybox initramfs that cpio packs.
+# The Quadlet host (tests/test_quadlet.py): a Debian trixie root (podman 5.4, systemd 257) that
+# debootstrap makes (scripts/build_quadlet_host.py), booted with systemd as PID 1 in a container.
 DEBS=(docker-registry skopeo busybox-static apache2-utils zstd openssl shellcheck docker.io podman catatonit uidmap slirp4netns python3-venv pass golang-docker-credential-helpers
   gcc libc6-dev libseccomp-dev pkg-config nftables iptables ipset curl
-  make bc flex bison libelf-dev qemu-system-x86 cpio)
+  make bc flex bison libelf-dev qemu-system-x86 cpio debootstrap)
 # RELEASER_SETUP_SKIP="docker.io podman": leave those out, e.g. on a CI runner whose own Docker
 # (docker-ce) would conflict with Debian's docker.io; the tests that need them then say so.
 missing=()
@@ -68,6 +70,9 @@ fi
 # the TCP-AO guest's kernel: trixie's linux-source-6.12 (pinned by version and sha256) with
 # CONFIG_TCP_AO, cached outside the repository by version and config (a few minutes cold).
 .venv/bin/python scripts/build_ao_kernel.py
+# the Quadlet host: Debian trixie's podman 5.4 and systemd 257 (pinned versions) in a root file system
+# that debootstrap makes, cached outside the repository as a tar file (about 75 s cold).
+.venv/bin/python scripts/build_quadlet_host.py
 
 # checkov (the chart's policy scanner in the tests) pins packaging<24, which pytest 9 cannot
 # share: it gets a venv of its own, hash-pinned like everything else.

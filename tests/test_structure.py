@@ -197,7 +197,7 @@ PINNED = {
     "init": "path next",
     "validate": "release version services images lock warnings",
     "lock": "release path written images trust",
-    "render": "release compose chart written unchanged removed images notes warnings package packageSha256",
+    "render": "release compose chart quadlet written unchanged removed images notes warnings package packageSha256",
     "check": "release images sources mismatches",
     "keygen": "privateKey publicKey fingerprint",
     "bundle": "path sha256 size images blobs bytesIn fetched signer attachments installer parts delta trust sboms",

@@ -174,7 +174,10 @@ def render(
     as_json: JsonOpt = False,
     out: Annotated[Path | None, legacy_out("--out-dir")] = None,
 ) -> int:
-    """Render compose/<name>/ and charts/<name>/ from release.yaml and the lock.
+    """Render compose/<name>/, charts/<name>/ and quadlet/<name>/ from release.yaml and the lock.
+
+    quadlet/<name>/ holds systemd units for podman 5.0 or later (one pod per service), pinned to
+    the same digests, with a README.md that installs them.
 
     Refuses a missing or stale lock. Each output directory is written to a temp
     path and swapped in, so an interrupted render leaves the previous one intact.
@@ -195,6 +198,7 @@ def render(
         lines.append(f"ok: rendered {r.release}: {len(r.written)} file(s) changed, {r.unchanged} unchanged")
         lines.append(f"  compose: {r.compose_dir}/compose.yaml")
         lines.append(f"  chart:   {r.chart_dir}   (helm install {r.release} {r.chart_dir})")
+        lines.append(f"  quadlet: {r.quadlet_dir}   (podman 5: {r.quadlet_dir}/README.md)")
         lines += [f"  image:   {i}" for i in r.images]
         lines += [f"  note:    {n}" for n in r.notes]
         if r.package:

@@ -1,4 +1,4 @@
-"""`releaser check`: the lock, the compose files, the chart (and the bundle) name the same digests."""
+"""`releaser check`: the lock, the compose files, the chart, the Quadlet units (and the bundle) name the same digests."""
 
 from __future__ import annotations
 
@@ -43,6 +43,19 @@ def collect_compose_images(compose_text: bytes) -> list[tuple[str, str]]:
     """(service, image) for every service of a compose file."""
     doc = yaml.safe_load(compose_text) or {}
     return [(name, str(svc.get("image", ""))) for name, svc in sorted((doc.get("services") or {}).items())]
+
+
+def collect_quadlet_images(files: dict[str, bytes]) -> list[tuple[str, str]]:
+    """(unit, image) for every `Image=` of the Quadlet container units in `files`."""
+    out = []
+    for rel, content in sorted(files.items()):
+        if rel.endswith(".container"):
+            out += [
+                (rel, line.split("=", 1)[1].strip())
+                for line in content.decode(errors="replace").splitlines()
+                if line.startswith("Image=")
+            ]
+    return out
 
 
 def _pod_spec(doc: dict[str, object]) -> dict[str, object]:
@@ -175,14 +188,19 @@ def check_release(
     fresh = render_files(plan)
     c = _Comparison(set(expected))
     compose_key, chart_key = f"compose/{plan.name}", f"charts/{plan.name}"
+    quadlet_key = f"quadlet/{plan.name}"
     c.compare("compose (rendered)", collect_compose_images(fresh[compose_key]["compose.yaml"]))
     c.compare("chart (rendered)", _chart_images(plan.name, fresh[chart_key], helm_bin))
+    c.compare("quadlet (rendered)", collect_quadlet_images(fresh[quadlet_key]))
     committed = _committed(c, out / compose_key, fresh[compose_key])
     if "compose.yaml" in committed:
         c.compare("compose (committed)", collect_compose_images(committed["compose.yaml"]))
     committed = _committed(c, out / chart_key, fresh[chart_key])
     if "Chart.yaml" in committed:
         c.compare("chart (committed)", _chart_images(plan.name, committed, helm_bin))
+    committed = _committed(c, out / quadlet_key, fresh[quadlet_key])
+    if committed:
+        c.compare("quadlet (committed)", collect_quadlet_images(committed))
     default_bundle = out / bundle_path(plan.name, plan.version)
     bundle = bundle or (default_bundle if default_bundle.exists() else None)
     if bundle is not None:

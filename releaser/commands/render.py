@@ -1,4 +1,4 @@
-"""`releaser render`: compose/<name>/ and charts/<name>/ from release.yaml and the lock."""
+"""`releaser render`: compose/<name>/, charts/<name>/ and quadlet/<name>/ from release.yaml and the lock."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class RenderResult:
     release: str
     compose_dir: str
     chart_dir: str
+    quadlet_dir: str
     written: tuple[str, ...]  # files whose content changed (or are new)
     unchanged: int
     removed: tuple[str, ...]
@@ -35,6 +36,7 @@ class RenderResult:
             "release": self.release,
             "compose": self.compose_dir,
             "chart": self.chart_dir,
+            "quadlet": self.quadlet_dir,
             "written": list(self.written),
             "unchanged": self.unchanged,
             "removed": list(self.removed),
@@ -49,7 +51,7 @@ class RenderResult:
 def render_release(
     directory: Path, *, out: Path, package: Path | None = None, docs: bool = False
 ) -> RenderResult:
-    """Render compose/<name>/ and charts/<name>/ under `out`, each swapped in atomically;
+    """Render compose/<name>/, charts/<name>/ and quadlet/<name>/ under `out`, each swapped in atomically;
     with `package`, also write the chart as a deterministic <name>-<version>.tgz there; with
     `docs`, install/<name>/ too: the INSTALL.md and image catalog a bundle carries."""
     plan, lock, warnings = load_plan_and_lock(directory)
@@ -85,6 +87,7 @@ def render_release(
         release=plan.name,
         compose_dir=str(out / "compose" / plan.name),
         chart_dir=str(out / "charts" / plan.name),
+        quadlet_dir=str(out / "quadlet" / plan.name),
         written=tuple(written),
         unchanged=unchanged,
         removed=tuple(removed),

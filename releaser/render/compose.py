@@ -85,7 +85,8 @@ def _bytes(q: str) -> str:
     return str(int(Decimal(q.rstrip("m")) / (1000 if q.endswith("m") else 1)))
 
 
-def _resources(res: m.Resources) -> dict[str, Any]:
+def container_resources(res: m.Resources) -> dict[str, Any]:
+    """Limits and reservations as Compose's deploy.resources (cpus, bytes); Quadlet's podman options."""
     out: dict[str, Any] = {}
     for section, items in (("limits", res.limits), ("reservations", res.requests)):
         d = {("cpus" if k == "cpu" else "memory"): (_cpus(v) if k == "cpu" else _bytes(v)) for k, v in items}
@@ -130,16 +131,22 @@ def _healthcheck(svc: PlanService, *, probe: bool = False) -> dict[str, Any] | N
         test = ["CMD", "nc", "-z", "127.0.0.1", str(h.port)]
     else:
         test = ["CMD", *(_literal(a) for a in h.command)]
-    start = h.start
-    if svc.startup is not None:
-        start = max(start, svc.startup.start + svc.startup.interval * svc.startup.retries)
     return {
         "test": test,
         "interval": f"{h.interval}s",
         "timeout": f"{h.timeout}s",
         "retries": h.retries,
-        "start_period": f"{start}s",
+        "start_period": f"{start_period(svc)}s",
     }
+
+
+def start_period(svc: PlanService) -> int:
+    """The readiness check's start period, lengthened to what a startup probe allows."""
+    assert svc.readiness is not None
+    start = svc.readiness.start
+    if svc.startup is not None:
+        start = max(start, svc.startup.start + svc.startup.interval * svc.startup.retries)
+    return start
 
 
 def _hardening(
@@ -198,7 +205,7 @@ def _service(plan: Plan, svc: PlanService) -> dict[str, Any]:
         d["healthcheck"] = hc
     if svc.depends_on:
         d["depends_on"] = {name: {"condition": cond} for name, cond in svc.depends_on}
-    d.update({"deploy": _resources(svc.resources)} if _resources(svc.resources) else {})
+    d.update({"deploy": container_resources(svc.resources)} if container_resources(svc.resources) else {})
     d.update(_lifecycle(svc))
     d["labels"] = _labels(plan, svc.name, svc.capabilities)
     if svc.job:
@@ -246,7 +253,7 @@ def _sidecar(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
     ]
     d["secrets"] = [{"source": sc.key_secret, "target": TCPAO_KEY_FILE}]
     d["depends_on"] = {svc.name: {"condition": "service_started", "restart": True}}
-    d.update({"deploy": _resources(sc.resources)} if _resources(sc.resources) else {})
+    d.update({"deploy": container_resources(sc.resources)} if container_resources(sc.resources) else {})
     d["restart"] = "unless-stopped"
     d["labels"] = _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", caps)
     return d
@@ -262,7 +269,7 @@ def _probe(plan: Plan, svc: PlanService) -> dict[str, Any]:
     d["network_mode"] = f"service:{svc.name}"
     d["healthcheck"] = _healthcheck(svc, probe=True)
     d["depends_on"] = {svc.name: {"condition": "service_started", "restart": True}}
-    d["deploy"] = _resources(m.Resources(limits=plan.probe_resources.limits))  # reservations: none
+    d["deploy"] = container_resources(m.Resources(limits=plan.probe_resources.limits))  # reservations: none
     d["restart"] = "unless-stopped"
     d["labels"] = _labels(plan, svc.name, ())
     d["labels"][f"{LABEL}.probe"] = "true"  # the quickstart reads it as svc's readiness
