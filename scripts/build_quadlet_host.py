@@ -85,7 +85,10 @@ def extract_generator(tar: Path) -> Path:
     target = generator_path()
     if not target.exists():
         with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-            _run(["tar", "-xf", str(tar), "-C", tmp, f"./{GENERATOR_IN_ROOT}"], "extracting the Quadlet generator")
+            _run(
+                ["tar", "-xf", str(tar), "-C", tmp, f"./{GENERATOR_IN_ROOT}"],
+                "extracting the Quadlet generator",
+            )
             Path(tmp, GENERATOR_IN_ROOT).rename(target)
     return target
 

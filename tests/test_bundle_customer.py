@@ -145,7 +145,7 @@ def test_load_sh_verifies_then_loads_with_skopeo_and_the_registry_serves_the_sig
         )
         assert code == 0 and "0 blobs pushed" in out and "1 manifests" in out, out
         assert cli("airgap", "check", str(world.bundle), "--to", to, "--key", str(world.pub))[0] == 0
-        for name in ("values-airgap.yaml", "compose.airgap.yaml"):
+        for name in ("values-airgap.yaml", "compose.airgap.yaml", "registries-airgap.conf"):
             assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "r" / name).read_bytes(), name
     finally:
         target.stop()

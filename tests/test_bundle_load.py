@@ -5,6 +5,7 @@ the re-run fast path, `check --bundle`, and progress that counts every byte once
 from __future__ import annotations
 
 import json
+import tomllib
 import os
 import re
 import subprocess
@@ -49,6 +50,7 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         "chart",
         "valuesFile",
         "composeOverride",
+        "registriesConf",
         "helmInstall",
         "stats",
         "dryRun",
@@ -83,6 +85,16 @@ def test_verify_then_load_preserves_digests(world: World, tmp_path: Path, helm3:
         override["services"]["bus"]["image"]
         == f"{world.dst.host}/mirror/library/nats@{lock['images']['nats']['digest']}"
     )
+    # podman's registries.conf drop-in: each repository the units name, from the private registry
+    conf = tomllib.loads((out_dir / "registries-airgap.conf").read_text())
+    by_prefix = {r["prefix"]: r for r in conf["registry"]}
+    nats = lock["images"]["nats"]["repository"]
+    assert by_prefix[nats] == {
+        "prefix": nats,
+        "location": f"{world.dst.host}/mirror/library/nats",
+        "insecure": True,  # the test's private registry speaks HTTP
+    }
+    assert result["registriesConf"] == str(out_dir / "registries-airgap.conf")
     assert "helm install demo oci://" in result["helmInstall"]
     # helm pulls the chart the load pushed, and it is the bundle's package byte for byte
     pull = tmp_path / "pull"

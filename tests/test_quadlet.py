@@ -1,17 +1,22 @@
-"""The Quadlet units (quadlet/<release>/) for real: both examples, rendered from their locks, installed
-by their README's own command block on Debian trixie's podman 5.4 with systemd 257 as PID 1
-(tests/support/quadlet_host.py), on one host: podman's generator makes the services, every
-container starts in dependency order with the lock's digests and the release's hardening, the BMP
-pipeline's traffic crosses the TCP-AO sidecars in their pods (plain TCP: this kernel has no TCP-AO),
-and after a reboot the stacks come back by themselves.
+"""The Quadlet units (quadlet/<release>/) for real: both examples on Debian trixie's podman 5.4 with
+systemd 257 as PID 1 (tests/support/quadlet_host.py), on one host, installed by their README's own
+command block: podman's generator makes the services, every container starts in dependency order
+with the lock's digests and the release's hardening, the BMP pipeline's traffic crosses the TCP-AO
+sidecars in their pods (plain TCP: this kernel has no TCP-AO), and after a reboot the stacks come
+back by themselves.
 
-The platform release's console moves to another host port by the README's own drop-in, as a site
-would, so that the two releases' published ports do not collide.
+examples/platform comes straight from its publisher's registry, its units as `releaser render`
+writes them; its console moves to another host port by the README's own drop-in, as a site would,
+so that the two releases' published ports do not collide. examples/bmp-tcpao comes through the air
+gap: signed bundle, `releaser airgap --to` a private registry, then INSTALL.md's Quadlet lines (its
+registries-airgap.conf) and the units the bundle carries; its publisher's registry is never reachable
+from the host, so every one of its images came from the private registry.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -82,41 +87,94 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if docker_missing():
         missing_component(f"a container engine ({', '.join(docker_missing())})")
     work = tmp_path_factory.mktemp("quadlet")
-    publisher = RegistryServer(work / "publisher").start()
+    publisher = RegistryServer(work / "publisher").start()  # examples/platform's, served inside
+    bmp_publisher = RegistryServer(work / "bmp-publisher").start()  # never reachable from the host
+    private = RegistryServer(work / "private").start()  # the site's, served inside
     try:
-        rels = [
-            images.platform_release(work, publisher.host),
-            images.standin_release(work, publisher.host, subnet="10.79.0"),
-        ]
-        for rel in rels:
-            releaser("lock", str(rel))
-            releaser("render", str(rel), "--out-dir", str(work / "out"))
+        plat = images.platform_release(work, publisher.host)
+        releaser("lock", str(plat))
+        releaser("render", str(plat), "--out-dir", str(work / "out"))
+        bmp = images.standin_release(work / "b", bmp_publisher.host, subnet="10.79.0")
+        releaser("lock", str(bmp))
+        releaser("render", str(bmp), "--out-dir", str(work / "b" / "out"))  # for `check` below
+        bundle = airgap(work, bmp, private)
     finally:
-        publisher.stop()  # its storage is served inside the host from here on
+        publisher.stop()
+        bmp_publisher.stop()
+        private.stop()
     engine = DockerEngine().start()
     h = QuadletHost(engine, work)
     try:
         h.boot()
         h.serve_registry(publisher.config, publisher.host)
+        h.serve_registry(private.config, private.host)
         (work / "tcpao-key").write_text(KEY)
         dropin = "/etc/containers/systemd/platform/platform-console.pod.d"
         h.sh(
             f"mkdir -p {dropin} && printf '[Pod]\\nPublishPort=\\nPublishPort=127.0.0.1:{CONSOLE_PORT}:8080/tcp\\n'"
             f" > {dropin}/site.conf"
         )
-        for name in ("bmp-tcpao", "platform"):
-            block = readme_block(work / "out" / "quadlet" / name / "README.md")
-            h.sh(
-                f"cd {WORK}/out/quadlet/{name} && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key bash -euo pipefail -c {quote(block)}",
-                timeout=600,
-            )
-        expected = {**units(work / "out/quadlet/platform"), **units(work / "out/quadlet/bmp-tcpao")}
-        state = {"h": h, "work": work, "expected": expected, "rels": rels}
+        site = f"{WORK}/site"
+        for line in install_md_quadlet(bundle / "INSTALL.md"):  # from the site directory, as written
+            h.sh(f"cd {site} && {line}")
+        block = readme_block(bundle / "quadlet" / "bmp-tcpao" / "README.md")
+        h.sh(
+            f"cd {site}/bundle/quadlet/bmp-tcpao && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key "
+            f"bash -euo pipefail -c {quote(block)}",
+            timeout=600,
+        )
+        block = readme_block(work / "out" / "quadlet" / "platform" / "README.md")
+        h.sh(f"cd {WORK}/out/quadlet/platform && bash -euo pipefail -c {quote(block)}", timeout=600)
+        expected = {**units(work / "out/quadlet/platform"), **units(bundle / "quadlet/bmp-tcpao")}
+        state = {
+            "h": h,
+            "work": work,
+            "expected": expected,
+            "rels": [(plat, work / "out"), (bmp, work / "b" / "out")],
+            "private": private.host,
+        }
         wait_ready(state)
         yield state
     finally:
         h.remove()
         engine.stop()
+
+
+def airgap(work: Path, rel: Path, private: RegistryServer) -> Path:
+    """The release bundled, signed, loaded into `private` as a site does (`releaser airgap --to`, from
+    work/site, where it writes registries-airgap.conf); returns the bundle unpacked as INSTALL.md's
+    step 1 leaves it (work/site/bundle)."""
+    site = work / "site"
+    site.mkdir()
+    env = {"RELEASER_KEY_PASSPHRASE": "quadlet-test"}
+    run = {"capture_output": True, "text": True, "timeout": 300, "check": True}
+    subprocess.run([RELEASER, "keygen", "--out-dir", str(work / "keys")], env={**os.environ, **env}, **run)
+    out = work / "bmp.tar.zst"
+    subprocess.run(
+        [RELEASER, "bundle", str(rel), "--signing-key", str(work / "keys/releaser.key"), "--out-file", str(out),
+         "--no-installer"],
+        env={**os.environ, **env}, **run,
+    )  # fmt: skip
+    releaser_in(site, "airgap", str(out), "--to", private.host, "--key", str(work / "keys/releaser.pub"))
+    (site / "bundle").mkdir()
+    subprocess.run(f"zstd -dc {out} | tar -x -C {site / 'bundle'}", shell=True, check=True)
+    return site / "bundle"
+
+
+def releaser_in(cwd: Path, *args: str) -> None:
+    proc = subprocess.run(
+        [RELEASER, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, (
+        f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
+
+
+def install_md_quadlet(install_md: Path) -> list[str]:
+    """INSTALL.md's Quadlet lines: the block after "One host with podman 5.0 or later"."""
+    section = install_md.read_text().split("One host with podman 5.0 or later", 1)[1]
+    (block,) = re.findall(r"```\n(.*?)```", section, flags=re.S)[:1]
+    return [line for line in block.splitlines() if line.strip()]
 
 
 def quote(text: str) -> str:
@@ -189,7 +247,7 @@ def test_the_readme_starts_every_container_after_what_it_depends_on(host: dict[s
 def test_every_container_runs_the_locked_digest_with_the_release_hardening(host: dict[str, Any]) -> None:
     h, expected = host["h"], host["expected"]
     pinned = set()
-    for rel in host["rels"]:
+    for rel, _ in host["rels"]:
         lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
         pinned |= {f"{i['repository']}@{i['digest']}" for i in lock["images"].values()}
     running = [n for n, u in expected.items() if not u["job"]]
@@ -202,10 +260,8 @@ def test_every_container_runs_the_locked_digest_with_the_release_hardening(host:
         assert c["EffectiveCaps"] in (None, []), f"{name}: {c['EffectiveCaps']}"
         assert "no-new-privileges" in c["HostConfig"]["SecurityOpt"], name
     # `releaser check` compares the units' images with the lock, rendered and as written
-    for rel in host["rels"]:
-        check = json.loads(
-            releaser("check", str(rel), "--out-dir", str(host["work"] / "out"), "--json").stdout
-        )
+    for rel, out in host["rels"]:
+        check = json.loads(releaser("check", str(rel), "--out-dir", str(out), "--json").stdout)
         assert check["result"]["sources"]["quadlet (committed)"] > 0
 
 

@@ -66,7 +66,9 @@ def test_dollars_and_percents_reach_the_container_as_written(tmp_path: Path) -> 
     plan, _ = load_plan(RELEASES["kitchen-sink"])
     units = render_files(plan)[f"quadlet/{plan.name}"]
     services, _ = generate(units, tmp_path)
-    start = next(line for line in services["kitchen-sink-api.service"].splitlines() if line.startswith("ExecStart="))
+    start = next(
+        line for line in services["kitchen-sink-api.service"].splitlines() if line.startswith("ExecStart=")
+    )
     assert '--env "GREETING=price is $$5 {not a knob}"' in start
 
 
@@ -79,7 +81,8 @@ def test_no_secret_value_is_in_a_unit() -> None:
             for line in content.decode().splitlines():
                 if line.startswith("Secret="):
                     assert re.fullmatch(
-                        r"Secret=[a-z0-9-]+,type=mount,target=/run/secrets/[a-z0-9-]+,uid=\d+,gid=\d+,mode=0400", line
+                        r"Secret=[a-z0-9-]+,type=mount,target=/run/secrets/[a-z0-9-]+,uid=\d+,gid=\d+,mode=0400",
+                        line,
                     ), f"{rel}: {line}"
         assert not any(rel.startswith(".secrets") for rel in units)
 
@@ -89,4 +92,7 @@ def test_the_generator_is_the_pinned_podman() -> None:
         missing_component("podman's Quadlet generator (make setup: scripts/build_quadlet_host.py)")
     out = subprocess.run([str(GENERATOR), "-version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "5.4.2"
-    assert shutil.which("quadlet") is None or Path(shutil.which("quadlet") or "").resolve() == GENERATOR.resolve()
+    assert (
+        shutil.which("quadlet") is None
+        or Path(shutil.which("quadlet") or "").resolve() == GENERATOR.resolve()
+    )

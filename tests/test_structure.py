@@ -211,7 +211,7 @@ PINNED = {
     "airgap inspect": "path size release version tool formatVersion signer signatureChecked files bytes images chart "
     "parts delta trustedRoot",
     "airgap check": "path target release version manifests blobs sampled tags missing",
-    "airgap": "target release version images chart valuesFile composeOverride helmInstall stats dryRun plan trust",
+    "airgap": "target release version images chart valuesFile composeOverride registriesConf helmInstall stats dryRun plan trust",
     "doctor": "checks",
     "quickstart": "release version stack engine source services urls secretsDir secretsCreated secretsKept "
     "warnings seconds registry localRegistry",

@@ -58,6 +58,7 @@ from ..render.compose import render_compose
 from ..render.docs import CatalogSource, catalog_json, compose_images, images_md, install_md, used_by
 from ..render.helm import chart_config, package_chart, render_helm
 from ..render.loadsh import load_sh
+from ..render.quadlet import render_quadlet
 from ..workers import Behind
 from .archive import TarZstWriter
 from .attachments import referrers_index
@@ -388,6 +389,8 @@ def assemble(
     bp.files[f"chart/{plan.name}-{plan.version}.tgz"] = tgz
     for rel, content in render_compose(plan).items():
         bp.files[f"compose/{plan.name}/{rel}"] = content
+    for rel, content in render_quadlet(plan).items():
+        bp.files[f"quadlet/{plan.name}/{rel}"] = content
     bp.files["release/release.yaml"] = (release_dir / "release.yaml").read_bytes()
     bp.files["release/release.lock.yaml"] = (release_dir / "release.lock.yaml").read_bytes()
     catalog = CatalogSource(

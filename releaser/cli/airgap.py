@@ -256,7 +256,8 @@ def load(
     out_dir: Annotated[
         Path | None,
         typer.Option(
-            "--out-dir", help="Where values-airgap.yaml and compose.airgap.yaml are written. Default: ."
+            "--out-dir",
+            help="Where values-airgap.yaml, compose.airgap.yaml and registries-airgap.conf are written. Default: .",
         ),
     ] = None,
     concurrency: Annotated[
@@ -348,7 +349,7 @@ def _loaded(r: AirgapResult) -> str:
             f"  chart: {r.chart}",
             *(f"  merged with what the target had: {m}" for m in s.attachments_merged),
             *(f"  warning: {k}" for k in s.attachments_kept),
-            f"  wrote {r.values_file} and {r.compose_override}",
+            f"  wrote {r.values_file}, {r.compose_override} and {r.registries_conf}",
             *(trust_lines(r.trust).splitlines()[1:] if r.trust != () else []),
             "",
             f"  {r.helm_install}",
@@ -377,7 +378,7 @@ def _planned(r: AirgapResult) -> str:
         f"  {'warning: ' if t.action == 'keep-theirs' else ''}{t.action:<{width}}  {t.detail}"
         for t in changes
     ]
-    lines.append(f"  then it would write {r.values_file} and {r.compose_override}")
+    lines.append(f"  then it would write {r.values_file}, {r.compose_override} and {r.registries_conf}")
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from ..format.records import BundleMetadata
 from ..fs import atomic_write
 from ..progress import Progress
 from ..registry import Registry, RegistryOptions
-from ..render.overrides import airgap_values, compose_override
+from ..render.overrides import REGISTRIES_CONF, airgap_values, compose_override, registries_airgap
 from ..target import Target
 from ..trust import Verdict
 
@@ -38,6 +38,7 @@ class AirgapResult:
     chart: str
     values_file: str
     compose_override: str
+    registries_conf: str  # podman's registries.conf drop-in (the Quadlet units)
     helm_install: str
     stats: LoadStats
     dry_run: bool = False
@@ -54,6 +55,7 @@ class AirgapResult:
             "chart": self.chart,
             "valuesFile": self.values_file,
             "composeOverride": self.compose_override,
+            "registriesConf": self.registries_conf,
             "helmInstall": self.helm_install,
             "stats": asdict(self.stats),
             "dryRun": self.dry_run,
@@ -139,15 +141,19 @@ def _result(
     plan: LoadPlan | None = None,
     trust: tuple[Verdict, ...] | None = None,
 ) -> AirgapResult:
-    """Write the airgap values and compose override (not in a dry run) and say how to install."""
+    """Write the airgap values, compose override and registries drop-in (not in a dry run) and say
+    how to install."""
     values_path = out / "values-airgap.yaml"
     override_path = out / "compose.airgap.yaml"
+    registries_path = out / REGISTRIES_CONF
+    http = registry.base.startswith("http://")
     if not dry_run:
         atomic_write(values_path, airgap_values(meta.name, target))
         atomic_write(override_path, compose_override(meta.compose, meta.images, target))
+        atomic_write(registries_path, registries_airgap(meta.name, meta.images, target, plain_http=http))
     images = tuple(target.image(i.path, i.digest) for i in meta.images)
     chart_ref = target.chart_url(meta.name)
-    plain = " --plain-http" if registry.base.startswith("http://") else ""
+    plain = " --plain-http" if http else ""
     return AirgapResult(
         target=target.registry_value,
         release=meta.name,
@@ -156,6 +162,7 @@ def _result(
         chart=f"{chart_ref}:{meta.version}",
         values_file=str(values_path),
         compose_override=str(override_path),
+        registries_conf=str(registries_path),
         # a delta is the next version of a release the site runs: an upgrade, not an install
         helm_install=f"helm {'upgrade' if meta.delta is not None else 'install'} {meta.name} {chart_ref} "
         f"--version {meta.version} -f {values_path}{plain}",

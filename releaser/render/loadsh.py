@@ -22,7 +22,7 @@ from ..format.records import BundledImage, TrustRecord
 from ..lock import split_reference
 from ..mediatypes import INDEX_TYPES
 from ..target import Target
-from .overrides import airgap_values, compose_override
+from .overrides import airgap_values, compose_override, registries_airgap
 
 PLACEHOLDER = "releaser-target.invalid"  # a registry host no one has (RFC 2606 .invalid)
 _SAFE = re.compile(r"^[A-Za-z0-9._:/@+-]+$")  # what a reference, a tag or a digest is made of
@@ -171,6 +171,8 @@ def load_sh(
         placeholder=PLACEHOLDER,
         values=airgap_values(name, target).decode(),
         compose=compose_override(compose, images, target).decode(),
+        registries=registries_airgap(name, images, target, plain_http=False).decode(),
+        registries_insecure=registries_airgap(name, images, target, plain_http=True).decode(),
         delta=delta,
     )
     return text.encode()

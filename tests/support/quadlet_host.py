@@ -106,14 +106,19 @@ class QuadletHost:
         cfg = json.loads(config.read_text())
         storage = Path(cfg["storage"]["filesystem"]["rootdirectory"])
         cfg["storage"]["filesystem"]["rootdirectory"] = f"{WORK}/{storage.relative_to(self.work)}"
-        inside = self.work / "registry-inside.yml"
+        inside = config.parent / "config-inside.yml"
         inside.write_text(json.dumps(cfg))
         self.sh(
             f"printf '[[registry]]\\nlocation = \"{host}\"\\ninsecure = true\\n' "
-            "> /etc/containers/registries.conf.d/50-publisher.conf"
+            f"> /etc/containers/registries.conf.d/40-{host.replace(':', '-')}.conf"
         )
         self.docker(
-            "exec", "-d", self.name, "/usr/local/bin/docker-registry", "serve", f"{WORK}/{inside.name}"
+            "exec",
+            "-d",
+            self.name,
+            "/usr/local/bin/docker-registry",
+            "serve",
+            f"{WORK}/{inside.relative_to(self.work)}",
         )
         deadline = time.monotonic() + 20
         while self.sh(f"exec 3<>/dev/tcp/{host.replace(':', '/')}", check=False).returncode != 0:
