@@ -5,12 +5,12 @@ the re-run fast path, `check --bundle`, and progress that counts every byte once
 from __future__ import annotations
 
 import json
-import tomllib
 import os
 import re
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
