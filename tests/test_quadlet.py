@@ -298,6 +298,32 @@ def test_traffic_crosses_the_tcpao_sidecars_in_their_pods(host: dict[str, Any]) 
     assert " 200 " in reply.stdout
 
 
+def test_the_readme_run_again_keeps_secrets_and_its_restart_makes_the_containers_anew(
+    host: dict[str, Any],
+) -> None:
+    """A second run of the install commands changes nothing that is there; the README's upgrade line
+    (`systemctl restart` of the jobs and pods) runs the job again first and makes every container anew."""
+    h, work = host["h"], host["work"]
+    secret = "podman secret inspect --showsecret --format '{{.SecretData}}' platform-db-password"
+    before = h.sh(secret).stdout
+    readme = work / "out" / "quadlet" / "platform" / "README.md"
+    h.sh(
+        f"cd {WORK}/out/quadlet/platform && bash -euo pipefail -c {quote(readme_block(readme))}", timeout=600
+    )
+    assert h.sh(secret).stdout == before
+    ids = {n: c["Id"] for n, c in containers(h).items() if n.startswith("platform-")}
+    migrated = show(h, "platform-migrate.service", "ExecMainStartTimestampMonotonic")
+    (restart,) = re.findall(r"## Upgrade.*?```text\n(.*?)\n```", readme.read_text(), flags=re.S)
+    h.sh(restart, timeout=600)
+    wait_ready(host)
+    assert show(h, "platform-migrate.service", "ExecMainStartTimestampMonotonic") != migrated
+    assert show(h, "platform-migrate.service", "Result") == "success"
+    ended = int(show(h, "platform-migrate.service", "ExecMainExitTimestampMonotonic"))
+    assert ended <= int(show(h, "platform-api.service", "ExecMainStartTimestampMonotonic"))
+    after = {n: c["Id"] for n, c in containers(h).items() if n.startswith("platform-")}
+    assert set(after) == set(ids) and not set(after.values()) & set(ids.values())
+
+
 def test_after_a_reboot_both_stacks_come_back_by_themselves(host: dict[str, Any]) -> None:
     h = host["h"]
     before = max(wait_for(lambda: seqs(received(h)), what="traffic before the reboot"))

@@ -490,7 +490,8 @@ def test_load_sh_checks_the_carried_policy_with_cosign_and_says_so_without_it(
         )
         assert (
             "  - app:" not in proc.stderr
-            and "values-airgap.yaml and compose.airgap.yaml were not written" in (proc.stderr)
+            and "values-airgap.yaml, compose.airgap.yaml and registries-airgap.conf were not written"
+            in (proc.stderr)
         )
         assert not (tmp_path / "both/out/values-airgap.yaml").exists()
         # the vendor's key in load.sh swapped for another (the head re-signed with the publisher's key):

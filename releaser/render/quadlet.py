@@ -418,18 +418,30 @@ def _readme(plan: Plan, r: _Render) -> str:
         if length:
             # every command reads all of its input: no SIGPIPE under `set -o pipefail`
             lines.append(
-                f"head -c 4096 /dev/urandom | tr -dc A-Za-z0-9 | cut -c1-{length} | tr -d '\\n' | podman secret create {secret} -"
+                f"podman secret exists {secret} || head -c 4096 /dev/urandom | tr -dc A-Za-z0-9 | cut -c1-{length} "
+                f"| tr -d '\\n' | podman secret create {secret} -"
             )
         else:
             var = _secret_variable(secret)
-            lines.append(f'podman secret create {secret} "${{{var}:?the file of {secret}}}"')
+            lines.append(f'podman secret create --replace {secret} "${{{var}:?the file of {secret}}}"')
     lines += [
         "systemctl daemon-reload",
         f"systemctl start {' '.join(units)}",
         "```",
         "",
         "The units start at boot by themselves (`[Install] WantedBy=`): Quadlet services are generated and",
-        "are not enabled with `systemctl enable`. A job runs again at each start of the stack.",
+        "are not enabled with `systemctl enable`. A job runs again at each start of the stack. Run again,",
+        "the commands keep the generated secrets and replace the ones you provide with your file.",
+        "",
+        "## Upgrade",
+        "",
+        "From the new version's directory, the same commands install its units over these (remove by hand",
+        "the units of a service it no longer has; `releaser diff` names them), then make every container",
+        "anew from its new digest, the jobs first:",
+        "",
+        "```text",
+        f"systemctl restart {' '.join(units)}",
+        "```",
         "",
         "## Site settings",
         "",
