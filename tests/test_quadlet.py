@@ -39,6 +39,9 @@ pytestmark = pytest.mark.engine
 
 T = TypeVar("T")
 CONSOLE_PORT = 9090  # the platform console, moved off the collector's 8080 by a drop-in
+# what systemd would otherwise expand (`$`, `%`) or split (spaces, quotes, backslashes): a value of
+# release.yaml reaches the container as written
+AWKWARD = """price is $5, ${HOME} and $$; 50% off %h; "double" 'single' back\\slash"""
 KEY = "quadlet-test-tcpao-key-0123456789"  # the TCP-AO key file's content (any 1-80 bytes)
 
 
@@ -94,6 +97,9 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         plat = images.platform_release(work, publisher.host)
         releaser("lock", str(plat))
         releaser("render", str(plat), "--out-dir", str(work / "out"))
+        edge = edge_release(work, publisher.host)
+        releaser("lock", str(edge))
+        releaser("render", str(edge), "--out-dir", str(work / "out"))
         bmp = images.standin_release(work / "b", bmp_publisher.host, subnet="10.79.0")
         releaser("lock", str(bmp))
         releaser("render", str(bmp), "--out-dir", str(work / "b" / "out"))  # for `check` below
@@ -123,14 +129,19 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             f"bash -euo pipefail -c {quote(block)}",
             timeout=600,
         )
-        block = readme_block(work / "out" / "quadlet" / "platform" / "README.md")
-        h.sh(f"cd {WORK}/out/quadlet/platform && bash -euo pipefail -c {quote(block)}", timeout=600)
-        expected = {**units(work / "out/quadlet/platform"), **units(bundle / "quadlet/bmp-tcpao")}
+        for name in ("platform", "edge"):
+            block = readme_block(work / "out" / "quadlet" / name / "README.md")
+            h.sh(f"cd {WORK}/out/quadlet/{name} && bash -euo pipefail -c {quote(block)}", timeout=600)
+        expected = {
+            **units(work / "out/quadlet/platform"),
+            **units(work / "out/quadlet/edge"),
+            **units(bundle / "quadlet/bmp-tcpao"),
+        }
         state = {
             "h": h,
             "work": work,
             "expected": expected,
-            "rels": [(plat, work / "out"), (bmp, work / "b" / "out")],
+            "rels": [(plat, work / "out"), (bmp, work / "b" / "out"), (edge, work / "out")],
             "private": private.host,
         }
         wait_ready(state)
@@ -138,6 +149,30 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         h.remove()
         engine.stop()
+
+
+def edge_release(work: Path, host: str) -> Path:
+    """A release of our own beside the examples: one web service (the platform's console stand-in)
+    whose argument and environment hold AWKWARD."""
+    rel = work / "edge"
+    rel.mkdir()
+    doc = {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "edge", "version": "0.1.0"},
+        "images": {"web": {"ref": f"{host}/platform/console:2.3.0"}},
+        "services": {
+            "web": {
+                "image": "web",
+                "args": ["--listen=:8181", f"--note={AWKWARD}"],
+                "env": {"GREETING": AWKWARD},
+                "ports": [{"name": "http", "port": 8181, "exposure": "public"}],
+                "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
+            }
+        },
+    }
+    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return rel
 
 
 def airgap(work: Path, rel: Path, private: RegistryServer) -> Path:
@@ -263,6 +298,14 @@ def test_every_container_runs_the_locked_digest_with_the_release_hardening(host:
     for rel, out in host["rels"]:
         check = json.loads(releaser("check", str(rel), "--out-dir", str(out), "--json").stdout)
         assert check["result"]["sources"]["quadlet (committed)"] > 0
+
+
+def test_values_reach_the_container_as_written(host: dict[str, Any]) -> None:
+    h = host["h"]
+    env = h.sh("podman exec edge-web cat /proc/1/environ").stdout.split("\0")
+    assert f"GREETING={AWKWARD}" in env, env
+    argv = h.sh("podman exec edge-web cat /proc/1/cmdline").stdout.split("\0")
+    assert f"--note={AWKWARD}" in argv, argv
 
 
 def test_secrets_are_podman_secrets_and_in_no_unit(host: dict[str, Any]) -> None:
