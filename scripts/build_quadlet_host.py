@@ -161,6 +161,9 @@ def main() -> None:
     link(LINK, target)
     GENERATOR.parent.mkdir(parents=True, exist_ok=True)
     link(GENERATOR, extract_generator(target))
+    for old in cache_dir().glob("*"):  # the roots of earlier recipes: 358 MB each
+        if old.is_file() and old not in (target, generator_path()):
+            old.unlink()
     pinned = ", ".join(f"{p} {v}" for p, v in PINNED.items())
     print(f"quadlet-host: Debian {SUITE} ({pinned}) " + (f"built in {took:.0f} s" if took else "cached"))
 
