@@ -2,7 +2,7 @@
 cosign, when present, for the trust policy the bundle carries).
 
 Rendered at bundle time from what the signed metadata will hold (images, attachments, chart,
-compose services), with the same values-airgap.yaml and compose.airgap.yaml `releaser airgap`
+compose services), with the same values-airgap.yaml, compose.airgap.yaml and registries-airgap.conf `releaser airgap`
 writes, for a placeholder registry the script replaces with its --to. docs/airgap.md#loadsh.
 """
 
