@@ -13,36 +13,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, needs_service
-from tests.support import images
+from tests.conftest import needs_service
 from tests.support import podman as podman_mod
-from tests.support.registry import RegistryServer, free_port
+from tests.support.rootless import SYSTEM_PYTHON, USER, as_user, prepare, rootless_user
 
 # by itself, after the parallel suite (tests/conftest.py: alone)
 pytestmark = [pytest.mark.engine, pytest.mark.alone]
-
-USER = "releaser-rootless"
-SYSTEM_PYTHON = "/usr/bin/python3"
-
-
-def as_user(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """`args` as the unprivileged user, with exactly `env` (runuser: no password, no session)."""
-    return subprocess.run(
-        ["runuser", "-u", USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def releaser(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
@@ -65,63 +48,12 @@ def checks(env: dict[str, str], rel: Path) -> dict[str, dict[str, Any]]:
 def rootless() -> Iterator[dict[str, Any]]:
     podman_mod.require("runuser", "useradd", "usermod", "newuidmap", "slirp4netns", SYSTEM_PYTHON)
     needs_service("a container engine (podman, rootless)")  # make test-quick: this module is marked engine
-    if subprocess.run(["id", USER], capture_output=True, check=False).returncode != 0:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", USER], check=True)
-    uid = int(subprocess.check_output(["id", "-u", USER]))
-    gid = int(subprocess.check_output(["id", "-g", USER]))
-    home = Path(f"/home/{USER}")
-    if f"{USER}:" not in Path("/etc/subuid").read_text():
-        subprocess.run(
-            ["usermod", "--add-subuids", "400000-465535", "--add-subgids", "400000-465535", USER], check=True
-        )
-    work = Path(tempfile.mkdtemp(prefix="rq-rootless-", dir="/tmp"))
-    work.chmod(0o755)  # the user reads the venv and the release from here
-    runtime = Path(f"/run/user/{uid}")
-    tun_mode = os.stat("/dev/net/tun").st_mode & 0o777
-    publisher = RegistryServer(work / "publisher").start()
-    try:
-        venv = work / "venv"
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
-        pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        subprocess.run([*pip, "--require-hashes", "-r", str(ROOT / "requirements/dev.lock")], check=True)
-        subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(ROOT)], check=True, cwd=work)
-        rel = images.platform_release(work, publisher.host)
-        conf = home / ".config/containers"
-        conf.mkdir(parents=True, exist_ok=True)
-        (conf / "containers.conf").write_text(  # runc and cgroupfs, as tests/support/podman.py says
-            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
-            '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
-        )
-        (conf / "registries.conf").write_text(
-            f'unqualified-search-registries = []\n[[registry]]\nlocation = "{publisher.host}"\ninsecure = true\n'
-        )
-        subprocess.run(["chown", "-R", f"{USER}:", str(home), str(rel)], check=True)
-        env = {
-            "HOME": str(home),
-            "USER": USER,
-            "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-            "XDG_RUNTIME_DIR": str(runtime),
-            "RELEASER_QUICKSTART_DIR": str(home / "stack"),
-            "RELEASER_CACHE": str(home / ".cache/releaser"),
-            "CONSOLE_HTTP_PORT": str(free_port()),
-        }
-        runtime.mkdir(parents=True, exist_ok=True)
-        os.chown(runtime, uid, gid)
-        runtime.chmod(0o700)
-        yield {"env": env, "rel": rel, "runtime": runtime, "uid": uid, "gid": gid, "tun_mode": tun_mode}
-    finally:
-        if "env" in locals():
-            as_user(env, "releaser", "quickstart", "reset", "--yes")
-            as_user(env, "podman", "system", "reset", "--force")
-        subprocess.run(["umount", str(runtime)], capture_output=True, check=False)
-        subprocess.run(["pkill", "-u", USER], capture_output=True, check=False)
-        os.chmod("/dev/net/tun", tun_mode)
-        publisher.stop()
-        shutil.rmtree(work, ignore_errors=True)
+    with rootless_user() as user:
+        yield user
 
 
 def test_doctor_names_what_rootless_podman_lacks_here_and_the_fix_works(rootless: dict[str, Any]) -> None:
-    env, rel, runtime = rootless["env"], rootless["rel"], rootless["runtime"]
+    env, rel = rootless["env"], rootless["rel"]
     os.chmod("/dev/net/tun", 0o600)  # as a host without udev leaves it
     found = checks(env, rel)
     assert found["podman-mode"]["detail"] == f"rootless (as {USER})"
@@ -135,20 +67,7 @@ def test_doctor_names_what_rootless_podman_lacks_here_and_the_fix_works(rootless
         "fix": found["podman-tun"]["fix"],
     }
     assert "chmod 0666 /dev/net/tun" in found["podman-tun"]["fix"]
-    # what the fixes say, done as root
-    subprocess.run(
-        [
-            "mount",
-            "-t",
-            "tmpfs",
-            "-o",
-            f"mode=700,uid={rootless['uid']},gid={rootless['gid']}",
-            "tmpfs",
-            str(runtime),
-        ],
-        check=True,
-    )
-    os.chmod("/dev/net/tun", 0o666)
+    prepare(rootless)  # what the fixes say, done as root
     found = checks(env, rel)
     failing = [c for c in found.values() if c["status"] == "fail"]
     assert not failing, failing
