@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import needs_service
+from tests.conftest import ROOT, needs_service
 from tests.support import podman as podman_mod
 from tests.support.rootless import SYSTEM_PYTHON, USER, as_user, prepare, rootless_user
 
@@ -108,3 +109,19 @@ def test_the_platform_quickstart_runs_rootless_and_comes_back_from_a_backup(root
     releaser(env, "quickstart", "reset", "--yes")
     releaser(env, "quickstart", "restore", str(backup))
     assert "every service is ready" in releaser(env, "quickstart", "status").stdout
+
+
+def test_doctor_says_a_tcpao_wire_leg_cannot_be_protected_rootless(rootless: dict[str, Any]) -> None:
+    """Rootless podman's user-mode network (slirp4netns here) makes each outbound TCP connection anew
+    from a host socket of its own, without the sidecar's TCP-AO option: doctor (and so the
+    quickstart's preflight) says so for a release with TCP-AO sidecars, and a release without
+    them gets no such check."""
+    env = rootless["env"]
+    bmp = Path(env["HOME"]) / "bmp-tcpao"
+    shutil.copytree(ROOT / "examples" / "bmp-tcpao", bmp, dirs_exist_ok=True)
+    subprocess.run(["chown", "-R", f"{USER}:", str(bmp)], check=True)
+    found = checks(env, bmp)
+    assert found["tcp-ao-rootless"]["status"] == "fail", found["tcp-ao-rootless"]
+    assert "slirp4netns or pasta" in found["tcp-ao-rootless"]["detail"]
+    assert "rootful podman" in found["tcp-ao-rootless"]["fix"]
+    assert "tcp-ao-rootless" not in checks(env, rootless["rel"])  # examples/platform: no sidecars

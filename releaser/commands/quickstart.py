@@ -174,11 +174,11 @@ def collect_logs(stack: Path, service: str | None = None, *, tail: int | None = 
 def _preflight_warnings(checks: Sequence[Check], plan: Plan, skip: tuple[str, ...]) -> tuple[list[str], bool]:
     """Warnings for what was skipped, and whether the TCP-AO wire leg runs over plain TCP."""
     warnings = [f"{c.name} check {c.detail}" for c in checks if c.status == "skipped"]
-    plain_tcp = "tcp-ao" in skip and any(s.sidecar for s in plan.services)
+    plain_tcp = bool({"tcp-ao", "tcp-ao-rootless"} & set(skip)) and any(s.sidecar for s in plan.services)
     if plain_tcp:
         warnings.append(
-            "TCP-AO is not available or not checked: the sidecars' wire leg runs over PLAIN TCP, "
-            "without authentication; use this for a lab only"
+            "TCP-AO is not available, not checked, or cannot reach the wire (rootless podman): the sidecars' "
+            "wire leg runs over PLAIN TCP, without authentication; use this for a lab only"
         )
     return warnings, plain_tcp
 

@@ -152,6 +152,18 @@ def _podman_compose_version(out: str) -> str:
 
 Fact = tuple[str, bool, str, str]  # check name, passed, what was found, the fix
 
+# Rootless podman reaches the outside through a user-mode network (slirp4netns, or pasta on podman
+# 5), which carries a container's outbound TCP connection by making it anew from a socket of its
+# own on the host: the TCP-AO option a sidecar sets on its socket protects only the leg to that
+# user-mode stack, and the peer receives plain TCP.
+ROOTLESS_TCPAO = (
+    "rootless podman: the TCP-AO wire leg would leave through its user-mode network (slirp4netns or "
+    "pasta), which makes each outbound TCP connection anew from a host socket of its own, without "
+    "TCP-AO: the peer would receive plain TCP (a peer that requires TCP-AO refuses it)",
+    "run the stack with rootful podman (as root) or Docker; or pass --skip tcp-ao-rootless to run it "
+    "rootless anyway with the wire leg NOT protected, for a lab only",
+)
+
 
 def podman_mode() -> list[Fact]:
     """How podman runs here: rootful, or rootless with what a rootless user needs (subordinate UID
@@ -386,8 +398,11 @@ def run_checks(
             "start the engine (systemctl start docker) or point DOCKER_HOST at a running one",
         )
         if code == 0 and found.podman:
-            for name, ok, detail, fix in podman_mode():
+            facts = podman_mode()
+            for name, ok, detail, fix in facts:
                 add(name, ok, detail, fix)
+            if tcpao and any(n == "podman-mode" and d.startswith("rootless") for n, _, d, _ in facts):
+                add("tcp-ao-rootless", False, *ROOTLESS_TCPAO)
     for name, ok, detail, fix in host_security():
         add(name, ok, detail, fix)
     for where, port, proto, address in ports:
