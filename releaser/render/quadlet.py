@@ -123,7 +123,7 @@ def _hardening(
 
 
 def _podman_args(res: dict[str, object], extra: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """Resources as podman run's options (the units' keys for them differ across podman 5 minors)."""
+    """Resources as podman run's options, which every podman 5 takes."""
     args = list(extra)
     limits = res.get("resources", {})
     assert isinstance(limits, dict)
@@ -188,7 +188,7 @@ class _Render:
                 for p in svc.ports
                 if p.compose_published
             ]
-        # [Pod] has no Label= before podman 5.5: the labels go through podman pod create's own option
+        # podman 5.4's generator refuses Label= in [Pod]: the labels go through podman pod create's option
         labels = [f"--label={v}" for _, v in _labels(self.plan, svc.name)]
         items.append(("PodmanArgs", " ".join(labels)))
         self.files[self.n.pod(svc.name)] = _unit_file(
