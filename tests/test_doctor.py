@@ -180,3 +180,20 @@ def test_the_host_facts_engines_depend_on_are_reported() -> None:
         else "SELinux disabled (no /sys/fs/selinux)"
     )
     assert checks["selinux"]["status"] == "pass" and str(checks["selinux"]["detail"]).startswith(want)
+
+
+def test_a_skipped_rootless_tcpao_check_is_recorded_as_a_plain_tcp_wire() -> None:
+    """`--skip tcp-ao-rootless` (rootless podman, whose user-mode network carries no TCP-AO) is
+    recorded and shown as the sidecars' wire leg running over plain TCP, as `--skip tcp-ao` is."""
+    from releaser.commands.quickstart import _preflight_warnings
+    from releaser.pipeline import load_plan
+    from releaser.quickstart.doctor import ROOTLESS_TCPAO, Check
+
+    plan, _ = load_plan(EXAMPLE)
+    skipped = Check(
+        name="tcp-ao-rootless", status="skipped", detail=f"skipped on request ({ROOTLESS_TCPAO[0]})"
+    )
+    for skip in (("tcp-ao-rootless",), ("tcp-ao",)):
+        warnings, plain = _preflight_warnings([skipped], plan, skip)
+        assert plain and any("PLAIN TCP" in w for w in warnings), warnings
+    assert _preflight_warnings([], plan, ())[1] is False
