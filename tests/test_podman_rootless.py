@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 from tests.conftest import ROOT, needs_service
 from tests.support import podman as podman_mod
+from tests.support import tcpsig
 from tests.support.rootless import SYSTEM_PYTHON, USER, as_user, prepare, rootless_user
 
 # by itself, after the parallel suite (tests/conftest.py: alone)
@@ -125,3 +127,50 @@ def test_doctor_says_a_tcpao_wire_leg_cannot_be_protected_rootless(rootless: dic
     assert "slirp4netns or pasta" in found["tcp-ao-rootless"]["detail"]
     assert "rootful podman" in found["tcp-ao-rootless"]["fix"]
     assert "tcp-ao-rootless" not in checks(env, rootless["rel"])  # examples/platform: no sidecars
+
+
+def test_a_tcp_signature_set_in_a_rootless_container_never_reaches_the_wire(rootless: dict[str, Any]) -> None:
+    """What doctor's `tcp-ao-rootless` says, measured with TCP-MD5 (this kernel has no TCP-AO; both
+    are options the kernel adds to the segments of the socket they are set on): a client in a
+    rootless container (slirp4netns) sets the key for the host's address and connects to it. A
+    listener that requires the key never sees the connection, and one that does not sees it come
+    from the host's own address: slirp4netns made it anew from a socket of its own."""
+    prepare(rootless)
+    env = rootless["env"]
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True
+    )
+    host = out.stdout.split()[3].split("/")[0]  # this host's first global address
+    root = Path(env["HOME"]) / "pyroot"  # the host's Python in the container: /usr mounted read-only
+    for d in ("usr", "etc", "tmp", "proc", "dev", "sys", "run", "probe"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for link in ("bin", "lib", "lib64", "sbin"):
+        if not (root / link).is_symlink():
+            (root / link).symlink_to(f"usr/{link}")
+    subprocess.run(["chown", "-R", f"{USER}:", str(root)], check=True)
+
+    def attempt(require_key: bool) -> tuple[str, tuple[str, int] | None]:
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if require_key:
+                tcpsig.set_md5(listener, host, b"the shared key")
+            listener.bind((host, 0))
+            listener.listen(1)
+            listener.settimeout(15)
+            client = as_user(
+                env, "podman", "run", "--rm", "--network", "slirp4netns", "-v", "/usr:/usr:ro",
+                "-v", f"{Path(tcpsig.__file__).parent}:/probe:ro", "--rootfs", str(root),
+                "python3", "/probe/tcpsig.py", host, str(listener.getsockname()[1]), "the shared key",
+                timeout=60,
+            )  # fmt: skip
+            try:
+                _, peer = listener.accept()
+            except TimeoutError:
+                peer = None
+        return client.stdout.strip(), peer
+
+    said, peer = attempt(require_key=True)
+    assert peer is None and said.startswith("connect failed"), (said, peer)
+    said, peer = attempt(require_key=False)
+    assert peer is not None and peer[0] == host, (said, peer)  # from the host, not 10.0.2.100
+    assert said.startswith("connect failed"), said  # slirp's answer carries no signature either
