@@ -423,7 +423,9 @@ def _readme(plan: Plan, r: _Render) -> str:
             )
         else:
             var = _secret_variable(secret)
-            lines.append(f'podman secret create --replace {secret} "${{{var}:?the file of {secret}}}"')
+            lines.append(
+                f'podman secret create --replace {secret} "${{{var}:?set {var} to the file that holds {secret}, which you provide}}"'
+            )
     lines += [
         "systemctl daemon-reload",
         f"systemctl start {' '.join(units)}",
