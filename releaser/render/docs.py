@@ -20,6 +20,7 @@ from ..plan import TCPAO_NODE_LABEL, Plan
 from ..quantities import quantity
 from ..target import Target
 from .helm_values import site_values_example
+from .shell import random_alnum
 
 ATTACHMENT_KINDS = {".sig": "signature", ".att": "attestation", ".sbom": "sbom"}
 
@@ -254,7 +255,7 @@ def _compose_alone(plan: Plan) -> list[str]:
     then Docker Compose or podman-compose with compose.airgap.yaml from step 3."""
     files = plan.compose_secret_files()
     make = [
-        f"tr -dc A-Za-z0-9 </dev/urandom | head -c {f.length} > {f.path}   # a new random value, read by {f.readers}"
+        f"{random_alnum(f.length)} > {f.path}   # a new random value, read by {f.readers}"
         if f.length
         else f"cp ../../../{f.key} {f.path}   # yours (the file ./{f.key} of step 4), read by {f.readers}"
         for f in files

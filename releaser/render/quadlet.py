@@ -38,6 +38,7 @@ from ..probe import BINARY as PROBE_BINARY
 from ..probe import UID as PROBE_UID
 from ..probe import checks_for
 from .compose import container_resources, start_period, tcpao_config
+from .shell import random_alnum
 
 MIN_PODMAN = "5.0"  # .pod units and Pod= (podman 5.0); Notify=healthy (podman 5.0)
 LABEL = "dev.releaser"
@@ -416,10 +417,8 @@ def _readme(plan: Plan, r: _Render) -> str:
     for secret, path in sorted(r.secret_files.items()):
         length = generated.get(path)
         if length:
-            # every command reads all of its input: no SIGPIPE under `set -o pipefail`
             lines.append(
-                f"podman secret exists {secret} || head -c 4096 /dev/urandom | tr -dc A-Za-z0-9 | cut -c1-{length} "
-                f"| tr -d '\\n' | podman secret create {secret} -"
+                f"podman secret exists {secret} || {random_alnum(length)} | podman secret create {secret} -"
             )
         else:
             var = _secret_variable(secret)

@@ -58,8 +58,14 @@ def compose_alone(
         if command.startswith("cd "):
             cwd = cwd / command[3:]
         else:
+            # pipefail: a customer's script may set it, and a line must hold there too
             proc = subprocess.run(
-                ["sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+                ["bash", "-o", "pipefail", "-c", command],
+                cwd=cwd,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             assert proc.returncode == 0, f"{line}\n{proc.stdout}{proc.stderr}"
         ran.append(command)
