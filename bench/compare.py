@@ -58,10 +58,17 @@ class Side:
         ).stdout.strip()  # fmt: skip
         if not Path(where).resolve().is_relative_to(tree.resolve()):
             raise SystemExit(f"{name}: releaser imports from {where}, not from {tree}")
-        helptext = subprocess.run(
-            [*self.cmd(), "bundle", "--help"], env=self.env, capture_output=True, text=True, check=True
-        ).stdout
+        # `bundle` became a group (`bundle create` the default command): its options are in
+        # `bundle create --help`; an older tree has no such command and lists them in `bundle --help`
+        helptext = "".join(
+            subprocess.run(
+                [*self.cmd(), *command, "--help"], env=self.env, capture_output=True, text=True, check=False
+            ).stdout
+            for command in (["bundle"], ["bundle", "create"])
+        )
         self.no_installer = ["--no-installer"] if "--no-installer" in helptext else []
+        if "--installer" in helptext and not self.no_installer:
+            raise SystemExit(f"{name}: carries an installer that its `bundle` cannot be told to leave out")
 
     def cmd(self) -> list[str]:
         return [sys.executable, "-P", "-m", "releaser"]  # -P: not the working directory's releaser

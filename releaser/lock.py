@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import model as m
 from .budgets import MAX_JSON_BYTES, json_object
 from .errors import LockError, MetadataError, Problem, ReleaserError, ValidationError
 from .fs import atomic_write
@@ -23,7 +22,9 @@ from .mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from .names import LOCK_FILE, RELEASE_FILE
 from .yamlsource import PathT, Source, load_source
 
-if TYPE_CHECKING:  # types only: validate and render never load the registry client (requests)
+if TYPE_CHECKING:  # types only: validate and render never load the registry client (requests),
+    # and a load never the release model
+    from . import model as m
     from .registry import Manifest, Registry, RegistryFor
 
 LOCK_KIND = "ReleaseLock"

@@ -750,7 +750,8 @@ def already_loaded(
     with workers.pool(concurrency) as pool:
         if not (tops and all(pool.map(present, tops))):
             return False
-        blobs = sorted({b for item in tops for b in _blobs_under(registry, item[0], item[1])})
+        under = pool.map(lambda item: _blobs_under(registry, item[0], item[1]), tops)
+        blobs = sorted({b for found in under for b in found})
         return all(pool.map(lambda b: registry.blob_exists(*b), blobs))
 
 

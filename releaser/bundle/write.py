@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
@@ -63,10 +63,12 @@ from ..workers import Behind
 from .archive import TarZstWriter
 from .attachments import referrers_index
 from .cache import BlobCache
-from .installer import InstallerFile
 from .parts import PartsWriter, check_space, part_path
-from .sbom import MadeSbom, SbomFor
 from .sign import sign
+
+if TYPE_CHECKING:  # types only: a bundle without an installer or SBOMs does not import their makers
+    from .installer import InstallerFile
+    from .sbom import MadeSbom, SbomFor
 
 
 @dataclass(frozen=True, kw_only=True)

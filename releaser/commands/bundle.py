@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..bundle.cache import BlobCache, default_cache_dir
-from ..bundle.installer import choose, installer_files
 from ..bundle.parts import part_path
-from ..bundle.policy import at_publisher, refuse, trust_record
-from ..bundle.sbom import maker
 from ..bundle.sign import fingerprint, load_private_key, passphrase, public_pem
 from ..bundle.write import (
     BlobSources,
+    BundlePlan,
     Compression,
     assemble,
     checksums_and_metadata,
@@ -28,7 +27,16 @@ from ..plan import build_plan
 from ..progress import Progress
 from ..registry import RegistryOptions
 from ..release import load_release
-from ..trust import Verdict
+
+if TYPE_CHECKING:  # the trust policy, SBOMs and the installer are imported where a bundle asks for
+    # them: a bundle without spends no start-up time on them (docs/benchmarks.md)
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
+    from ..bundle.sbom import SbomFor
+    from ..format.records import TrustRecord
+    from ..model import Release
+    from ..registry import RegistryFor
+    from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +140,8 @@ def bundle_release(
     elif not installer:
         installer_note = "left out (--no-installer)"
     if installer:
+        from ..bundle.installer import choose
+
         choose(installer_pythons, installer_machines)  # a wrong choice fails before anything is fetched
     if not 1 <= level <= 19:
         raise UsageError(
@@ -162,25 +172,16 @@ def bundle_release(
     private = load_private_key(key, passphrase(passphrase_file))
     signer = fingerprint(public_pem(private))
     mtime = source_date_epoch()
-    make_sbom, sboms = (None, []) if not sbom else maker(
-        private, mtime=mtime, plain_http=bool(registries and registries.plain_http),
-        ca_file=registries.ca_file if registries else None,
-    )  # fmt: skip
+    make_sbom, sboms = _sbom_step(private, mtime, registries) if sbom else (None, [])
     bp = assemble(
         plan, lock, directory, factory, mtime=mtime, attachments=attachments, sbom=make_sbom,
-        trust=trust_record(release, directory),
+        trust=_trust_record(release, directory),
     )  # fmt: skip
-    verdicts = at_publisher(
-        bp.trust, bp.images, {d: b.content for d, b in bp.blobs.items() if b.content is not None}, factory
-    )
-    refuse(
-        verdicts,
-        outcome="no bundle was written",
-        fix="sign each image named with a key the policy names (cosign sign --key KEY IMAGE@DIGEST; "
-        "cosign attest --type TYPE for an attestation), or change `trust` in release.yaml (docs/trust.md)",
-    )
+    verdicts = _at_publisher(bp, factory)
     bp.files.update(release_files(release, directory))
     if installer:
+        from ..bundle.installer import installer_files
+
         bp.installer = installer_files(
             (cache_dir or default_cache_dir()) / "wheels",
             mtime=mtime,
@@ -223,7 +224,7 @@ def bundle_release(
         fetched=stats.fetched,
         signer=signer,
         attachments=tuple(f"{i.repository}:{a.tag}" for i in bp.images for a in i.attachments or ()),
-        installer_targets=choose(installer_pythons, installer_machines) if bp.installer else (),
+        installer_targets=_targets(installer_pythons, installer_machines) if bp.installer else (),
         installer_bytes=sum(f.size for f in bp.installer),
         installer_note=installer_note
         or (
@@ -236,3 +237,50 @@ def bundle_release(
         trust=verdicts if bp.trust is not None else None,
         sboms=tuple(sorted(sboms)),
     )
+
+
+def _targets(pythons: tuple[str, ...], machines: tuple[str, ...]) -> tuple[str, ...]:
+    """The installer's targets (CPython and machine pairs) as the result names them."""
+    from ..bundle.installer import choose
+
+    return choose(pythons, machines)
+
+
+def _sbom_step(
+    private: EllipticCurvePrivateKey, mtime: int, registries: RegistryOptions | None
+) -> tuple[SbomFor, list[str]]:
+    """`--sbom`: the step that makes and signs an SBOM where an image carries none."""
+    from ..bundle.sbom import maker
+
+    return maker(
+        private, mtime=mtime, plain_http=bool(registries and registries.plain_http),
+        ca_file=registries.ca_file if registries else None,
+    )  # fmt: skip
+
+
+def _trust_record(release: Release, directory: Path) -> TrustRecord | None:
+    """release.yaml's trust policy as the head carries it; None (nothing imported) when it sets none."""
+    if release.trust is None:
+        return None
+    from ..bundle.policy import trust_record
+
+    return trust_record(release, directory)
+
+
+def _at_publisher(bp: BundlePlan, factory: RegistryFor) -> tuple[Verdict, ...]:
+    """Each image's verdict under the policy, from what its registry attaches; TrustError, nothing
+    written, when one fails. () when there is no policy."""
+    if bp.trust is None:
+        return ()
+    from ..bundle.policy import at_publisher, refuse
+
+    verdicts = at_publisher(
+        bp.trust, bp.images, {d: b.content for d, b in bp.blobs.items() if b.content is not None}, factory
+    )
+    refuse(
+        verdicts,
+        outcome="no bundle was written",
+        fix="sign each image named with a key the policy names (cosign sign --key KEY IMAGE@DIGEST; "
+        "cosign attest --type TYPE for an attestation), or change `trust` in release.yaml (docs/trust.md)",
+    )
+    return verdicts

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..bundle.cache import default_cache_dir
-from ..bundle.delta import check_relied
 from ..bundle.load import (
     LoadPlan,
     LoadStats,
@@ -15,7 +15,6 @@ from ..bundle.load import (
     plan_changes,
     push_bundle,
 )
-from ..bundle.policy import at_site, refuse
 from ..bundle.verify import Verified, verify_bundle, verify_head
 from ..format import DEFAULT_KEY
 from ..format.records import BundleMetadata
@@ -24,7 +23,11 @@ from ..progress import Progress
 from ..registry import Registry, RegistryOptions
 from ..render.overrides import REGISTRIES_CONF, airgap_values, compose_override, registries_airgap
 from ..target import Target
-from ..trust import Verdict
+
+if TYPE_CHECKING:  # a delta's checks and the trust policy are imported where a bundle needs them:
+    # a plain load (most loads) spends no start-up time on them (docs/benchmarks.md)
+    from ..bundle.delta import Relied
+    from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +87,7 @@ def load_bundle(
         v = verify_bundle(path, key, progress=progress)  # every problem, as a load would find them
         checked = _trusted(path, v)
         if v.metadata.delta is not None:
-            check_relied(v, target, registry, concurrency=concurrency)  # a delta's base must be there
+            _relied(v, target, registry, concurrency)  # a delta's base must be there
         plan = plan_changes(v, target, registry, concurrency)
         stats = LoadStats(verified="every file and blob")
         return _result(v.metadata, target, registry, out, stats, dry_run=True, plan=plan, trust=checked)
@@ -103,7 +106,7 @@ def load_bundle(
         meta = v.metadata
         # a delta: every layer it left out is in the target (else it raises, listing them) before
         # anything is written
-        relied = check_relied(v, target, registry, concurrency=concurrency) if meta.delta else None
+        relied = _relied(v, target, registry, concurrency) if meta.delta else None
         stats = push_bundle(
             path,
             v,
@@ -120,6 +123,10 @@ def load_bundle(
 def _trusted(path: Path, v: Verified) -> tuple[Verdict, ...] | None:
     """The bundle's own trust policy (in its signed head) checked against what it carries; TrustError,
     nothing pushed, when an image fails it. None when the bundle carries no policy."""
+    if v.metadata.trust is None:
+        return None
+    from ..bundle.policy import at_site, refuse
+
     verdicts = at_site(v.metadata.trust, v.metadata.images, path, v.small_json)
     refuse(
         verdicts,
@@ -127,7 +134,14 @@ def _trusted(path: Path, v: Verified) -> tuple[Verdict, ...] | None:
         fix="ask the publisher for a bundle whose images carry the signatures its policy names "
         "(docs/trust.md); the bundle itself verified, so the images are as the publisher bundled them",
     )
-    return verdicts if v.metadata.trust is not None else None
+    return verdicts
+
+
+def _relied(v: Verified, target: Target, registry: Registry, concurrency: int) -> Relied:
+    """A delta: every layer it left out is in the target (else RegistryError listing them)."""
+    from ..bundle.delta import check_relied
+
+    return check_relied(v, target, registry, concurrency=concurrency)
 
 
 def _result(
