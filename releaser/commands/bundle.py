@@ -27,6 +27,7 @@ from ..plan import build_plan
 from ..progress import Progress
 from ..registry import RegistryOptions
 from ..release import load_release
+from ..trust import Verdict  # the results' type (a light module: cryptography's key types)
 
 if TYPE_CHECKING:  # the trust policy, SBOMs and the installer are imported where a bundle asks for
     # them: a bundle without spends no start-up time on them (docs/benchmarks.md)
@@ -36,7 +37,6 @@ if TYPE_CHECKING:  # the trust policy, SBOMs and the installer are imported wher
     from ..format.records import TrustRecord
     from ..model import Release
     from ..registry import RegistryFor
-    from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)

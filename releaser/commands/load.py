@@ -23,11 +23,11 @@ from ..progress import Progress
 from ..registry import Registry, RegistryOptions
 from ..render.overrides import REGISTRIES_CONF, airgap_values, compose_override, registries_airgap
 from ..target import Target
+from ..trust import Verdict  # the results' type (a light module: cryptography's key types)
 
 if TYPE_CHECKING:  # a delta's checks and the trust policy are imported where a bundle needs them:
     # a plain load (most loads) spends no start-up time on them (docs/benchmarks.md)
     from ..bundle.delta import Relied
-    from ..trust import Verdict
 
 
 @dataclass(frozen=True, kw_only=True)

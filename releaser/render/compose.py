@@ -7,6 +7,7 @@ committed files, or put it in a bundle.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from decimal import Decimal
 from functools import cache
@@ -349,7 +350,7 @@ def render_compose(plan: Plan) -> dict[str, bytes]:
         header.append("# Not expressed in Compose (Kubernetes only):")
         header += [f"#   - {o}" for o in plan.compose_omissions]
     files["compose.yaml"] = ("\n".join(header) + "\n" + dump(doc)).encode()
-    files[PODMAN_COMPOSE] = podman_variant(files["compose.yaml"])
+    files[PODMAN_COMPOSE] = _podman(copy.deepcopy(doc))  # not parsed again from the text: the same doc
     files[".env.example"] = _env_example(plan).encode()
     return dict(sorted(files.items()))
 
@@ -377,7 +378,11 @@ def podman_variant(compose_yaml: bytes) -> bytes:
       configuration) carries podman's relabel option, `Z` for a file one container reads and `z`
       for one several share (the TCP-AO key), so that an enforcing host lets the container read
       it; on a host without SELinux podman ignores it. Volumes need none (podman labels its own)."""
-    doc = yaml.load(compose_yaml, Loader=LOADER)  # libyaml where PyYAML has it: 10x its own loader
+    return _podman(yaml.load(compose_yaml, Loader=LOADER))  # libyaml where PyYAML has it
+
+
+def _podman(doc: dict[str, Any]) -> bytes:
+    """podman_variant of the Compose document itself (changed in place)."""
     services = doc.get("services") or {}
     _podman_volume_owners(services)
     _podman_jobs(services)
