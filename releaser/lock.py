@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # types only: validate and render never load the registry cli
     from .registry import Manifest, Registry, RegistryFor
 
 LOCK_KIND = "ReleaseLock"
-DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
+DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}\Z")  # \Z: $ would take a final newline too
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ _MAX_DEPTH = 64
 # document of 60 bytes would otherwise expand to gigabytes: every value built counts.
 MAX_BYTES = 4 << 20
 MAX_VALUES = 50_000
-_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
 def json_path(path: PathT) -> str:

@@ -250,3 +250,20 @@ def test_a_keyless_policy_with_the_trusted_root_resolves_per_image(tmp_path: Pat
     ]
     assert b is not None and b.keys == ("k.pub",) and len(b.keyless) == 1
     assert release.trusted_root == "trusted_root.json"
+
+
+def test_a_value_ending_in_a_newline_matches_no_pattern(tmp_path: Path) -> None:
+    """JSON Schema's `$` is the end of the text (Python's also matches before a final newline): a
+    lock digest, a key in an error's JSON path and what load.sh writes unquoted hold to the same."""
+    from releaser.lock import load_lock_file
+    from releaser.render.loadsh import _SAFE
+    from releaser.yamlsource import json_path
+
+    lock = (EXAMPLE / "release.lock.yaml").read_text()
+    digest = next(w for w in lock.split() if w.startswith("sha256:"))
+    (tmp_path / "release.lock.yaml").write_text(lock.replace(digest, f'"{digest}\\n"', 1))
+    with pytest.raises(ValidationError) as info:
+        load_lock_file(tmp_path / "release.lock.yaml")
+    assert "is not a sha256 digest" in info.value.render()
+    assert json_path(("services", "web\n", "ports")) == '$.services["web\\n"].ports'
+    assert _SAFE.match("registry.local/acme/web:1.0") and not _SAFE.match("registry.local/acme/web:1.0\n")

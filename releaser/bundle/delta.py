@@ -44,7 +44,7 @@ FULL_HEAD = {  # the full bundle's signed head, carried at the end of a delta fo
     SIGNATURE: "full/releaser.json.sig",
     CHECKSUMS: "full/checksums.txt",
 }
-_LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)$")
+_LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)\Z")
 
 
 # ------------------------------------------------------------------------------- inventories

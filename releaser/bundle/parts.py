@@ -21,7 +21,7 @@ from typing import IO
 from ..errors import InputError, NoSpace, UsageError
 from ..format.records import PartRecord
 
-SUFFIX = re.compile(r"^(?P<base>.+)\.(?P<n>[0-9]{3})$")
+SUFFIX = re.compile(r"^(?P<base>.+)\.(?P<n>[0-9]{3})\Z")
 MAX_PARTS = 999  # three digits, as `split -d -a 3` numbers them
 MIN_PART = 1 << 20
 

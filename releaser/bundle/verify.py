@@ -34,7 +34,7 @@ from .parts import files_of, first_part, hash_problems, part_problems
 from .sign import fingerprint, load_public_key, verify_signature
 
 SMALL = budgets.MAX_JSON_BYTES  # JSON blobs up to this size are kept for the loader (manifests, configs)
-_LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)$")
+_LINE = re.compile(r"^([a-f0-9]{64})  (\S.*)\Z")
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -56,10 +58,40 @@ def type_name(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
+@cache
+def _ecma(pattern: str) -> re.Pattern[str]:
+    r"""A schema `pattern` as JSON Schema means it (an ECMA-262 regular expression): there `$` is the
+    end of the text, where Python's `$` also matches before a final newline, so that "web\n" passed
+    ^[a-z]+$ and a name, a version or an image reference could end in a newline. Each `$` outside
+    a character class becomes `\Z`; nothing else in these patterns reads differently."""
+    out, i, in_class = [], 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "$":
+            c = r"\Z"
+        out.append(c)
+        i += 1
+    return re.compile("".join(out))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[SchemaError]:
+    if validator.is_type(instance, "string") and not _ecma(pattern).search(instance):
+        yield SchemaError(f"{instance!r} does not match {pattern!r}")  # jsonschema's own words
+
+
 # JSON Schema counts 8080.0 as an integer; YAML users mean a port, Compose refuses the float and
 # the two renderers would print it differently: integers are ints here (booleans are not either).
 _Validator = validators.extend(  # type: ignore[no-untyped-call]  # jsonschema does not annotate extend
     Draft202012Validator,
+    validators={"pattern": _pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
     ),

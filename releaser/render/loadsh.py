@@ -25,7 +25,7 @@ from ..target import Target
 from .overrides import airgap_values, compose_override, registries_airgap
 
 PLACEHOLDER = "releaser-target.invalid"  # a registry host no one has (RFC 2606 .invalid)
-_SAFE = re.compile(r"^[A-Za-z0-9._:/@+-]+$")  # what a reference, a tag or a digest is made of
+_SAFE = re.compile(r"^[A-Za-z0-9._:/@+-]+\Z")  # what a reference, a tag or a digest is made of
 
 
 @dataclass(frozen=True)
