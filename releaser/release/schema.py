@@ -104,7 +104,7 @@ def schema_problems(src: Source) -> list[Problem]:
     for err in sorted(
         validator.iter_errors(src.data), key=lambda e: (list(map(str, e.absolute_path)), e.message)
     ):
-        problems.extend(_describe(src, err))
+        problems.extend(p for p in _describe(src, err) if p not in problems)  # two keywords, one fault
     return problems
 
 
@@ -173,10 +173,7 @@ def _describe(src: Source, err: SchemaError) -> list[Problem]:  # kept whole: on
             )
         ]
     if v == "pattern":
-        desc = parent.get("description", "")
-        return [
-            src.problem(path, f"{err.instance!r} is not valid here", f"expected: {desc}" if desc else None)
-        ]
+        return [_pattern_problem(src, path, err.instance, parent.get("description", ""))]
     if v in ("minimum", "maximum", "minLength", "maxLength", "minItems", "minProperties", "maxProperties"):
         return [src.problem(path, err.message)]
     if v == "oneOf" and all(set(s) == {"required"} for s in spec):
@@ -226,3 +223,16 @@ def _article(t: Any) -> str:
         "number": "a number",
     }
     return " or ".join(words.get(str(n), str(n)) for n in names)
+
+
+def _pattern_problem(src: Source, path: PathT, value: Any, description: str) -> Problem:
+    """A value its pattern refuses: a final line break said as such (a `|` block keeps one)."""
+    if isinstance(value, str) and value.rstrip("\r\n") != value:
+        return src.problem(
+            path,
+            f"{value!r} ends in a line break",
+            "remove it (a `|` or `>` block keeps its last line break: write `|-`, or the value on the key's line)",
+        )
+    return src.problem(
+        path, f"{value!r} is not valid here", f"expected: {description}" if description else None
+    )
