@@ -18,6 +18,7 @@ from ..fs import read_tree
 from ..lock import split_reference
 from ..pipeline import load_plan, render_files
 from ..render.helm import LINT_VALUES
+from ..render.helm_podman import PODMAN_VALUES
 from ..tools import find_helm, helm_template
 
 
@@ -134,7 +135,9 @@ class _Comparison:
     def stale(self, message: str) -> None:
         self.mismatches.append(message)
 
-    def compare(self, label: str, refs: list[tuple[str, str]]) -> None:
+    def compare(self, label: str, refs: list[tuple[str, str]], *, complete: bool = True) -> None:
+        """`complete`: the output runs the whole release, so each locked image must appear in it (the
+        podman preset may leave out the probe image, which only some of its pods need)."""
         self.sources[label] = len(refs)
         seen = set()
         for where, ref in refs:
@@ -143,7 +146,7 @@ class _Comparison:
                 self._digest(f"{label}: {where} uses {ref!r}, which is not pinned by digest")
             elif ref not in self.expected:
                 self._digest(f"{label}: {where} uses {ref}, which the lock does not pin")
-        for ref in sorted(self.expected - seen):
+        for ref in sorted(self.expected - seen) if complete else ():
             self._digest(f"{label}: never uses {ref} from the lock")
 
     def _digest(self, message: str) -> None:
@@ -151,7 +154,10 @@ class _Comparison:
         self.mismatches.append(message)
 
 
-def _chart_images(name: str, files: dict[str, bytes], helm: str) -> list[tuple[str, str]]:
+def _chart_images(
+    name: str, files: dict[str, bytes], helm: str, *, podman: bool = False
+) -> list[tuple[str, str]]:
+    """The images of `helm template` of the chart; `podman`: as its values-podman.yaml renders it."""
     with tempfile.TemporaryDirectory(prefix="releaser-check-") as tmp:
         chart = Path(tmp) / name
         for rel, content in files.items():
@@ -159,6 +165,8 @@ def _chart_images(name: str, files: dict[str, bytes], helm: str) -> list[tuple[s
             (chart / rel).write_bytes(content)
         # the chart's placeholder site values (TCP-AO nodes), which it refuses to render without
         site = [chart / LINT_VALUES] if LINT_VALUES in files else []
+        if podman:
+            site = [chart / PODMAN_VALUES]
         return collect_manifest_images(helm_template(chart, helm=helm, values=site))
 
 
@@ -191,6 +199,11 @@ def check_release(
     quadlet_key = f"quadlet/{plan.name}"
     c.compare("compose (rendered)", collect_compose_images(fresh[compose_key]["compose.yaml"]))
     c.compare("chart (rendered)", _chart_images(plan.name, fresh[chart_key], helm_bin))
+    c.compare(
+        "chart under podman kube play (rendered)",
+        _chart_images(plan.name, fresh[chart_key], helm_bin, podman=True),
+        complete=False,
+    )
     c.compare("quadlet (rendered)", collect_quadlet_images(fresh[quadlet_key]))
     committed = _committed(c, out / compose_key, fresh[compose_key])
     if "compose.yaml" in committed:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..plan import Plan
+from .helm_podman import podman_section
 from .helm_values import site_values_example
 
 
@@ -77,6 +78,7 @@ def values_reference(plan: Plan, values: dict[str, Any], schema: dict[str, Any])
             "so their namespace needs `pod-security.kubernetes.io/enforce=privileged`; every other pod meets",
             "`restricted`. See NOTES.txt after install for the Secrets to create.",
             "",
+            *podman_section(plan),
             "## Values",
             "",
             "| value | type | default | description |",

@@ -592,6 +592,17 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 desc="The probe image: the init container of services that wait for a job, the "
                 "`helm test` pod.",
             ),
+            "podman": _obj(
+                {
+                    "kubePlay": {
+                        "type": "boolean",
+                        "description": "Render for `podman kube play` on one host (values-podman.yaml sets it): "
+                        "each service one Pod named after it, secrets as plain secret volumes, readiness "
+                        "from a probe container, hostPorts for what Services would carry.",
+                    },
+                },
+                desc="The chart's pods under `podman kube play` (the chart's README, \"podman kube play\").",
+            ),
             "admission": _obj(
                 {
                     "enabled": {

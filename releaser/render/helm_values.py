@@ -243,6 +243,8 @@ def chart_values(plan: Plan) -> dict[str, Any]:
             "resources": _resources(plan.probe_resources),
         },
         "tests": _tests_values(plan),
+        # values-podman.yaml sets it: the chart's pods for `podman kube play` on one host
+        "podman": {"kubePlay": False},
     }
 
 

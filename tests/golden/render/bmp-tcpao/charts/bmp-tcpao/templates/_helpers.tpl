@@ -170,3 +170,25 @@ key_source = "file:/run/secrets/tcpao-key"
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+podman.kubePlay: every port the host gives out (every port when all the pods are on the host's
+network, else the public ones, which are published) is given once: two services with one port
+cannot both run on one host. Fails naming them.
+*/}}
+{{- define "releaser.podmanPorts" -}}
+{{- $seen := dict -}}
+{{- range $name, $svc := .root.Values.services -}}
+{{- if and $svc.enabled (ne $svc.kind "Job") -}}
+{{- range $svc.ports -}}
+{{- if or $.allHost (eq .exposure "public") -}}
+{{- $key := printf "%v/%s" .port .protocol -}}
+{{- with get $seen $key -}}
+{{- fail (printf "podman.kubePlay: services %s and %s both need port %s on this host (podman has no Services to tell them apart): change one's port in release.yaml, or run the release with `releaser quickstart`" . $name $key) -}}
+{{- end -}}
+{{- $_ := set $seen $key $name -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
