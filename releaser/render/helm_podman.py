@@ -60,7 +60,7 @@ def podman_section(plan: Plan) -> list[str]:
     """The chart README's "podman kube play" section."""
     create = [
         f"printf 'apiVersion: v1\\nkind: Secret\\nmetadata:\\n  name: {name}\\ndata:\\n  {key}: %s\\n' "
-        f'"$(base64 -w0 < {name.upper().replace("-", "_")}_FILE)" | podman kube play -'
+        f'"$(base64 -w0 < "${name.upper().replace("-", "_")}_FILE")" | podman kube play -'
         for name, key, _who in plan.external_secrets
     ]
     claims = sorted({v.claim for s in plan.services for v in s.volumes})
@@ -72,7 +72,7 @@ def podman_section(plan: Plan) -> list[str]:
         "",
         "```sh",
         *(
-            ["# the Secrets you create, as Kubernetes Secrets in podman's store (each *_FILE: the file)"]
+            ["# the Secrets you create, as Kubernetes Secrets in podman's store (each $..._FILE: the file)"]
             if create
             else []
         ),

@@ -1,0 +1,183 @@
+"""The chart's pods under `podman kube play` (its values-podman.yaml), for real: both examples on
+Debian trixie's podman 5.4 (tests/support/quadlet_host.py, a host of its own with systemd, whose
+timers run podman's health checks), each played by the command block of its chart's README, run
+as written from the chart's directory (helm copied into the host).
+
+The BMP example puts every pod on the host's network (its TCP-AO peers must be there), and its
+traffic crosses speaker -> initiator sidecar -> terminator sidecar -> collector (plain TCP: this
+kernel has no TCP-AO). The platform example's pods are on a network of their own, where each answers
+by its service's name. Every pod runs the lock's digests with the chart's security context, and
+each probe container becomes healthy. Taken down by the README's lines, nothing of the release is
+left: no pod, no secret, no volume.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import images
+from tests.support.engine import DockerEngine
+from tests.support.engine import available as docker_missing
+from tests.support.quadlet_host import WORK, QuadletHost
+from tests.support.registry import RegistryServer
+from tests.support.stack import seqs
+from tests.test_quickstart import RELEASER
+
+pytestmark = pytest.mark.engine
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "kube-play-test-tcpao-key-0123456789"  # the TCP-AO key file's content
+
+
+def releaser(*args: str) -> None:
+    proc = subprocess.run([RELEASER, *args], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+
+
+def readme_blocks(readme: Path) -> tuple[str, str]:
+    """The chart README's "podman kube play" section: its play block and its take-down block."""
+    text = readme.read_text()
+    section = text[text.index("## podman kube play") : text.index("## Values")]
+    play, down = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    return play, down
+
+
+def wait_healthy(h: QuadletHost, pods: list[str], timeout: float = 240) -> dict[str, str]:
+    """Every pod's probe container healthy (podman's health check, run by systemd's timers)."""
+    deadline = time.monotonic() + timeout
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        out = h.sh("podman ps -a --format '{{.Names}} {{.Status}}'", check=False).stdout
+        states = dict(line.split(" ", 1) for line in out.splitlines() if line.strip())
+        if all("(healthy)" in states.get(f"{p}-probe", "") for p in pods):
+            return states
+        time.sleep(2)
+    raise AssertionError(f"not every pod became healthy in {timeout:.0f} s:\n{json.dumps(states, indent=1)}")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from tests.conftest import missing_component
+
+    if docker_missing():
+        missing_component(f"a container engine ({', '.join(docker_missing())})")
+    work = tmp_path_factory.mktemp("kubeplay")
+    publisher = RegistryServer(work / "publisher").start()
+    try:
+        plat = images.platform_release(work, publisher.host)
+        bmp = images.standin_release(work / "b", publisher.host, subnet="10.81.0")
+        for rel in (plat, bmp):
+            releaser("lock", str(rel))
+            releaser("render", str(rel), "--out-dir", str(work / "out"))
+    finally:
+        publisher.stop()
+    engine = DockerEngine().start()
+    h = QuadletHost(engine, work, name="kube-play-host")
+    try:
+        h.boot()
+        h.serve_registry(publisher.config, publisher.host)
+        h.docker("cp", str((ROOT / ".tools/bin/helm").resolve()), f"{h.name}:/usr/local/bin/helm")
+        (work / "tcpao-key").write_text(KEY)
+        played: dict[str, Any] = {}
+        for name, rel in (("platform", plat), ("bmp-tcpao", bmp)):
+            chart = work / "out" / "charts" / name
+            play, down = readme_blocks(chart / "README.md")
+            run = f"cd {WORK}/out/charts/{name} && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key bash -euo pipefail -c "
+            h.sh(run + shlex.quote(play), timeout=600)
+            lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
+            played[name] = {"chart": chart, "down": run + shlex.quote(down), "lock": lock}
+        yield {"h": h, "work": work, "played": played}
+    finally:
+        h.remove()
+        engine.stop()
+
+
+def pods_of(name: str) -> list[str]:
+    values = yaml.safe_load((ROOT / "charts" / name / "values.yaml").read_text())
+    return sorted(s for s, v in values["services"].items() if v["kind"] != "Job")
+
+
+def test_every_pod_runs_the_locked_digests_with_the_chart_hardening(host: dict[str, Any]) -> None:
+    h: QuadletHost = host["h"]
+    wait_healthy(h, pods_of("platform") + pods_of("bmp-tcpao"))
+    for name, played in host["played"].items():
+        values = yaml.safe_load((played["chart"] / "values.yaml").read_text())
+        pinned = {f"{i['registry']}/{i['repository']}@{i['digest']}" for i in values["images"].values()}
+        for service, svc in values["services"].items():
+            containers = [service, "probe"] + (["tcpao"] if svc["tcpao"]["enabled"] else [])
+            if svc["kind"] == "Job":
+                containers = [service]
+            for c in containers:
+                got = json.loads(h.sh(f"podman inspect {service}-{c}").stdout)[0]
+                where = f"{name}: {service}-{c}"
+                assert got["ImageName"] in pinned, f"{where} runs {got['ImageName']}, not a locked digest"
+                assert got["Config"]["User"] != "" and not got["Config"]["User"].startswith("0"), where
+                assert got["HostConfig"]["ReadonlyRootfs"] is True, where
+                assert got["EffectiveCaps"] in ([], None), f"{where}: capabilities {got['EffectiveCaps']}"
+                assert "no-new-privileges" in got["HostConfig"]["SecurityOpt"], where
+        job = [s for s, v in values["services"].items() if v["kind"] == "Job"]
+        for service in job:  # the platform's migration: run once, exit 0
+            state = json.loads(h.sh(f"podman inspect {service}-{service}").stdout)[0]["State"]
+            assert state["Status"] == "exited" and state["ExitCode"] == 0, f"{name}: {service} {state}"
+
+
+def test_the_bmp_traffic_crosses_the_sidecars_on_the_hosts_network(host: dict[str, Any]) -> None:
+    h: QuadletHost = host["h"]
+    wait_healthy(h, pods_of("bmp-tcpao"))
+    for c in ("collector-collector", "speaker-speaker", "speaker-tcpao", "collector-tcpao"):
+        mode = h.sh(f"podman inspect {c} --format '{{{{.HostConfig.NetworkMode}}}}'").stdout.strip()
+        assert mode == "host", f"{c} is on {mode!r}, not the host's network"
+
+    def received() -> list[int]:
+        out = h.sh("podman exec collector-collector wget -qO- http://127.0.0.1:8080/received", check=False)
+        return seqs(out.stdout.splitlines())
+
+    deadline = time.monotonic() + 120
+    while len(received()) < 3 and time.monotonic() < deadline:
+        time.sleep(2)
+    got = received()
+    assert len(got) >= 3 and got == sorted(got), f"the collector received {got}"
+    logs = h.sh("podman logs collector-tcpao 2>&1; podman logs speaker-tcpao 2>&1").stdout
+    assert KEY not in logs
+
+
+def test_the_platform_services_answer_by_name_on_their_network(host: dict[str, Any]) -> None:
+    h: QuadletHost = host["h"]
+    wait_healthy(h, pods_of("platform"))
+    values = yaml.safe_load((host["played"]["platform"]["chart"] / "values.yaml").read_text())
+    probe = values["images"][values["probe"]["image"]]
+    ref = f"{probe['registry']}/{probe['repository']}@{probe['digest']}"
+    checks = [c["check"] for c in values["tests"]["checks"]]
+    assert checks, "the platform chart has no checks"
+    out = h.sh(f"podman run --rm --network platform {ref} --attempts 10 {' '.join(checks)}", check=False)
+    assert out.returncode == 0, f"{checks}:\n{out.stdout}\n{out.stderr}"
+    # a public port is published on the host, as Compose does (the platform's console has none: an
+    # Ingress carries it on a cluster)
+    public = [
+        (s, p["port"])
+        for s, v in values["services"].items()
+        for p in v["ports"]
+        if p["exposure"] == "public" and v["kind"] != "Job"
+    ]
+    for service, port in public:
+        out = h.sh(f"podman run --rm --network host {ref} --attempts 10 tcp://127.0.0.1:{port}", check=False)
+        assert out.returncode == 0, f"{service}'s public port {port} is not on the host:\n{out.stderr}"
+
+
+def test_taken_down_by_the_readme_nothing_is_left(host: dict[str, Any]) -> None:
+    h: QuadletHost = host["h"]
+    for name in ("platform", "bmp-tcpao"):
+        h.sh(host["played"][name]["down"], timeout=300)
+    assert h.sh("podman pod ls -q").stdout.strip() == ""
+    assert h.sh("podman secret ls --format '{{.Name}}'").stdout.strip() == ""
+    assert h.sh("podman volume ls -q").stdout.strip() == ""
