@@ -41,7 +41,9 @@ KEY = "kube-play-test-tcpao-key-0123456789"  # the TCP-AO key file's content
 
 def releaser(*args: str) -> None:
     proc = subprocess.run([RELEASER, *args], capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == 0, (
+        f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
 
 
 def readme_blocks(readme: Path) -> tuple[str, str]:
