@@ -104,6 +104,16 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         engine.stop()
 
 
+def test_the_docs_play_the_platform_as_its_chart_readme_does(host: dict[str, Any]) -> None:
+    """docs/kubernetes.md's example is the platform chart README's block, which the fixture ran."""
+    from tests.support.docs import walk_through
+
+    play, _ = readme_blocks(host["played"]["platform"]["chart"] / "README.md")
+    assert walk_through(ROOT / "docs" / "kubernetes.md", "tests/test_kube_play.py") == [
+        line for line in play.splitlines() if line.strip()
+    ]
+
+
 def pods_of(name: str) -> list[str]:
     values = yaml.safe_load((ROOT / "charts" / name / "values.yaml").read_text())
     return sorted(s for s, v in values["services"].items() if v["kind"] != "Job")
