@@ -46,6 +46,9 @@ PACKAGES = (
     "iproute2",
     "ca-certificates",
     "procps",
+    "uidmap",  # newuidmap/newgidmap: rootless podman (tests/test_pasta.py)
+    "passt",  # pasta, rootless podman 5's network
+    "python3-minimal",  # the TCP-MD5 client a rootless container runs (tests/support/tcpsig.py)
 )
 # Units a container has no use for: kernel modules (the host's), a tmpfs on /tmp (the tests mount
 # their work there), consoles.

@@ -26,10 +26,14 @@ WORK = "/srv/work"  # where the test's work directory is mounted inside
 
 
 class QuadletHost:
-    def __init__(self, engine: DockerEngine, work: Path, name: str = "quadlet-host") -> None:
+    def __init__(
+        self, engine: DockerEngine, work: Path, name: str = "quadlet-host", *, network: str = "none"
+    ) -> None:
+        """`network`: the container's network in the private engine (none: its own loopback only)."""
         self.engine = engine
         self.work = work
         self.name = name
+        self.network = network
 
     def docker(
         self, *args: str, check: bool = True, timeout: float = 300
@@ -74,7 +78,7 @@ class QuadletHost:
             "--device-cgroup-rule", "a *:* rwm",
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host",
             "--tmpfs", "/run", "--tmpfs", "/run/lock",
-            "--network", "none",
+            "--network", self.network,
             "-e", "PODMAN_IGNORE_CGROUPSV1_WARNING=1",  # the processes `docker exec` starts
             "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "60",  # systemd's own signal to shut down
             "-v", f"{self.name}-storage:/var/lib/containers",

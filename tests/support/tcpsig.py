@@ -4,7 +4,11 @@ the segments of the socket they are set on. Imported by the tests; run by a cont
 
     python3 tcpsig.py HOST PORT KEY     # connect with the key set for HOST, send one line
 
-and prints `connected` or `connect failed: ...`. Standard library only (the host's Python runs it)."""
+and prints `connected` or `connect failed: ...`; or, on the other end, as
+
+    python3 tcpsig.py --listen PEER PORT KEY REQUIRE   # REQUIRE 1: the key for PEER is required
+
+which waits 15 s for one connection and prints `accepted ADDRESS` or `timeout`. Standard library only (the host's Python runs it)."""
 
 from __future__ import annotations
 
@@ -25,7 +29,25 @@ def set_md5(sock: socket.socket, peer: str, key: bytes) -> None:
     )
 
 
+def listen(peer: str, port: int, key: bytes, require: bool) -> None:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if require:
+            set_md5(listener, peer, key)
+        listener.bind(("0.0.0.0", port))
+        listener.listen(1)
+        listener.settimeout(15)
+        try:
+            _, addr = listener.accept()
+            print(f"accepted {addr[0]}", flush=True)
+        except TimeoutError:
+            print("timeout", flush=True)
+
+
 def main() -> None:
+    if sys.argv[1] == "--listen":
+        listen(sys.argv[2], int(sys.argv[3]), sys.argv[4].encode(), sys.argv[5] == "1")
+        return
     host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
     s = socket.socket()
     s.settimeout(8)
