@@ -39,11 +39,12 @@ ROOT = Path(__file__).resolve().parents[1]
 KEY = "kube-play-test-tcpao-key-0123456789"  # the TCP-AO key file's content
 
 
-def releaser(*args: str) -> None:
+def releaser(*args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([RELEASER, *args], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, (
         f"releaser {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     )
+    return proc
 
 
 def readme_blocks(readme: Path) -> tuple[str, str]:
@@ -97,7 +98,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             run = f"cd {WORK}/out/charts/{name} && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key bash -euo pipefail -c "
             h.sh(run + shlex.quote(play), timeout=600)
             lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
-            played[name] = {"chart": chart, "down": run + shlex.quote(down), "lock": lock}
+            played[name] = {"chart": chart, "down": run + shlex.quote(down), "lock": lock, "rel": rel}
         yield {"h": h, "work": work, "played": played}
     finally:
         h.remove()
@@ -137,6 +138,11 @@ def test_every_pod_runs_the_locked_digests_with_the_chart_hardening(host: dict[s
                 assert got["HostConfig"]["ReadonlyRootfs"] is True, where
                 assert got["EffectiveCaps"] in ([], None), f"{where}: capabilities {got['EffectiveCaps']}"
                 assert "no-new-privileges" in got["HostConfig"]["SecurityOpt"], where
+        # `releaser check` renders the chart with the preset too and compares its images with the lock
+        check = json.loads(
+            releaser("check", str(played["rel"]), "--out-dir", str(host["work"] / "out"), "--json").stdout
+        )
+        assert check["result"]["sources"]["chart under podman kube play (rendered)"] > 0
         job = [s for s, v in values["services"].items() if v["kind"] == "Job"]
         for service in job:  # the platform's migration: run once, exit 0
             state = json.loads(h.sh(f"podman inspect {service}-{service}").stdout)[0]["State"]
