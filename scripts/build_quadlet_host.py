@@ -46,7 +46,7 @@ PACKAGES = (
     "iproute2",
     "ca-certificates",
     "procps",
-    "uidmap",  # newuidmap/newgidmap: rootless podman (tests/test_pasta.py)
+    "uidmap",  # newuidmap/newgidmap: rootless podman (tests/test_rootless_pasta.py)
     "passt",  # pasta, rootless podman 5's network
     "python3-minimal",  # the TCP-MD5 client a rootless container runs (tests/support/tcpsig.py)
 )

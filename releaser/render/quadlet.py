@@ -400,7 +400,8 @@ def _readme(plan: Plan, r: _Render) -> str:
         "",
         "## Install",
         "",
-        "As root, from this directory (rootless: `~/.config/containers/systemd/` and `systemctl --user`)"
+        "As root, from this directory (rootless, with `~/.config/containers/systemd/`, `systemctl --user` and"
+        " `loginctl enable-linger`, is not tested: releaser's docs/outputs.md)"
         + (
             ", with "
             + ", ".join(f"`{_secret_variable(s)}`" for s in provided)
