@@ -431,10 +431,10 @@ def test_an_attachment_index_beyond_the_budget_is_refused_naming_it(
 
 
 def _load_sh(
-    bundle_: Path, work: Path, to: str, pub: Path, *, cosign_: Path | None
+    bundle_: Path, work: Path, to: str, pub: Path, *, cosign_: Path | None, oras: bool = False
 ) -> subprocess.CompletedProcess[str]:
     """The bundle's load.sh as a customer without releaser runs it: unpacked, with the system's
-    tools and, when given, `cosign_` on PATH as `cosign`."""
+    tools and, when given, `cosign_` on PATH as `cosign` (and with `oras`, the oras CLI)."""
     from .support.bundles import extract
 
     d = extract(bundle_, work / "unpacked")
@@ -442,6 +442,8 @@ def _load_sh(
     bin_dir.mkdir()
     if cosign_ is not None:
         (bin_dir / "cosign").symlink_to(cosign_)
+    if oras:
+        (bin_dir / "oras").symlink_to(TOOLS / "bin/oras")
     return subprocess.run(
         ["sh", str(d / "load.sh"), "--key", str(pub), "--to", to, "--out-dir", str(work / "out")],
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work)},
@@ -458,8 +460,9 @@ def test_load_sh_checks_the_carried_policy_with_cosign_and_says_so_without_it(
     """load.sh (no releaser at the site) checks the trust policy the bundle carries with cosign, in
     the registry it loaded, before it writes the values files: cosign 2's .sig/.att pass; cosign 3's
     Sigstore bundles, which skopeo cannot copy with their digests kept (it leaves the referrers index
-    out, naming it), fail the policy there: exit 4 naming the image and why, no values written.
-    Without cosign it loads and says the policy was not checked."""
+    out, naming it), fail the policy there: exit 4 naming the image and why, no values written; with
+    oras installed, load.sh copies that index with it and the policy holds. Without cosign it loads
+    and says the policy was not checked."""
     s = signed
     pub = s["work"] / "rkeys/releaser.pub"
     body = RELEASE.format(host=s["src"].host, app_attestation="cyclonedx")
@@ -494,6 +497,22 @@ def test_load_sh_checks_the_carried_policy_with_cosign_and_says_so_without_it(
             in (proc.stderr)
         )
         assert not (tmp_path / "both/out/values-airgap.yaml").exists()
+        assert "oras, if installed, would copy it" in proc.stderr, proc.stderr
+        # with oras on PATH, the referrers index skopeo cannot copy goes with oras, digest kept
+        fresh = RegistryServer(tmp_path / "fresh").start()
+        try:
+            proc = _load_sh(bundles["both"], tmp_path / "oras", fresh.host, pub, cosign_=COSIGN3, oras=True)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert "(with oras)" in proc.stdout and "left out" not in proc.stdout + proc.stderr
+            assert "ok: the trust policy holds for every image" in proc.stdout, proc.stdout
+            assert (tmp_path / "oras/out/values-airgap.yaml").exists()
+            multi = f"{fresh.host}/acme/multi@{s['multi'].split('@')[1]}"
+            shown = run(
+                TOOLS / "bin/oras", "discover", "--plain-http", "--format", "json", multi, env=s["env"]
+            )
+            assert len(json.loads(shown)["referrers"]) == 2, shown
+        finally:
+            fresh.stop()
         # the vendor's key in load.sh swapped for another (the head re-signed with the publisher's key):
         # cosign refuses app's .sig on the bundle's own blobs, before anything is copied
         ms = members(bundles["sig"])
