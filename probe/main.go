@@ -15,6 +15,8 @@
 //	http://HOST:PORT/PATH         GET answers 200-399 (the kubelet's rule for an httpGet probe)
 //	tcp://HOST:PORT               a TCP connection opens
 //	!tcp://HOST:PORT              no TCP connection opens (refused, reset or no answer): a denied flow
+//	leg://PEER:PORT               a TCP-AO sidecar's wire leg is up: an established connection with PEER on
+//	                              PORT, with good TCP-AO segments where the kernel has TCP-AO (leg.go)
 //
 // Options before the checks: --timeout SECONDS for each attempt (default 3), --attempts N
 // (default 1) with one second between attempts, --quiet (no line per check).
@@ -37,12 +39,12 @@ const usage = `usage: probe wait
        probe chown UID:GID DIR...
        probe jobs NAME...
        probe [--timeout SECONDS] [--attempts N] [--quiet] CHECK [CHECK...]
-CHECK: http://HOST:PORT/PATH | tcp://HOST:PORT | !tcp://HOST:PORT
+CHECK: http://HOST:PORT/PATH | tcp://HOST:PORT | !tcp://HOST:PORT | leg://PEER:PORT
 `
 
 type check struct {
 	text string
-	kind string // http | tcp | refused
+	kind string // http | tcp | refused | leg
 	addr string
 	path string
 	host string
@@ -58,8 +60,10 @@ func parse(arg string) (check, error) {
 		c.kind, rest = "tcp", arg[len("tcp://"):]
 	case strings.HasPrefix(arg, "!tcp://"):
 		c.kind, rest = "refused", arg[len("!tcp://"):]
+	case strings.HasPrefix(arg, "leg://"):
+		c.kind, rest = "leg", arg[len("leg://"):]
 	default:
-		return c, fmt.Errorf("%q: a check starts with http://, tcp:// or !tcp://", arg)
+		return c, fmt.Errorf("%q: a check starts with http://, tcp://, !tcp:// or leg://", arg)
 	}
 	c.addr, c.path = rest, "/"
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
@@ -80,11 +84,18 @@ func parse(arg string) (check, error) {
 			return c, fmt.Errorf("%q: the path has a space or control character", arg)
 		}
 	}
+	if c.kind == "leg" && net.ParseIP(host) == nil {
+		return c, fmt.Errorf("%q: a leg's PEER is an IP address (the one its TCP-AO key is bound to)", arg)
+	}
 	c.host = host
 	return c, nil
 }
 
 func (c check) run(timeout time.Duration) error {
+	if c.kind == "leg" {
+		_, err := c.leg()
+		return err
+	}
 	conn, err := net.DialTimeout("tcp", c.addr, timeout)
 	if c.kind == "refused" {
 		if err != nil {
@@ -231,7 +242,12 @@ func run(args []string) int {
 			failed++
 			fmt.Fprintf(os.Stderr, "FAIL %s: %v\n", c.text, err)
 		} else if !quiet {
-			fmt.Printf("ok   %s\n", c.text)
+			if c.kind == "leg" {
+				said, _ := c.leg()
+				fmt.Printf("ok   %s: %s\n", c.text, said)
+			} else {
+				fmt.Printf("ok   %s\n", c.text)
+			}
 		}
 	}
 	if failed > 0 {

@@ -79,7 +79,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         plat = images.platform_release(work, publisher.host)
         bmp = images.standin_release(work / "b", publisher.host, subnet="10.81.0")
-        for rel in (plat, bmp):
+        edge = edge_release(work, plat)
+        for rel in (plat, bmp, edge):
             releaser("lock", str(rel))
             releaser("render", str(rel), "--out-dir", str(work / "out"))
     finally:
@@ -92,7 +93,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         h.docker("cp", str((ROOT / ".tools/bin/helm").resolve()), f"{h.name}:/usr/local/bin/helm")
         (work / "tcpao-key").write_text(KEY)
         played: dict[str, Any] = {}
-        for name, rel in (("platform", plat), ("bmp-tcpao", bmp)):
+        for name, rel in (("platform", plat), ("bmp-tcpao", bmp), ("edge", edge)):
             chart = work / "out" / "charts" / name
             play, down = readme_blocks(chart / "README.md")
             run = f"cd {WORK}/out/charts/{name} && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key bash -euo pipefail -c "
@@ -115,14 +116,45 @@ def test_the_docs_play_the_platform_as_its_chart_readme_does(host: dict[str, Any
     ]
 
 
-def pods_of(name: str) -> list[str]:
-    values = yaml.safe_load((ROOT / "charts" / name / "values.yaml").read_text())
-    return sorted(s for s, v in values["services"].items() if v["kind"] != "Job")
+def edge_release(work: Path, plat: Path) -> Path:
+    """A release of our own beside the examples: one web service (the platform's console stand-in)
+    with a public port, which the preset publishes on the host's loopback."""
+    images_ = yaml.safe_load((plat / "release.yaml").read_text())["images"]
+    rel = work / "edge"
+    rel.mkdir()
+    doc = {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "edge", "version": "0.1.0"},
+        "images": {"web": images_["console"], "probe": images_["probe"]},
+        "probe": {"image": "probe"},
+        "services": {
+            "web": {
+                "image": "web",
+                "args": ["--listen=:8181"],
+                "ports": [{"name": "http", "port": 8181, "exposure": "public"}],
+                "health": {"tcp": {"port": "http"}},
+                "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
+            }
+        },
+    }
+    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return rel
+
+
+def pods_of(host: dict[str, Any], name: str) -> list[str]:
+    """The pods of a played release that have a probe container (a service with an http or tcp check)."""
+    values = yaml.safe_load((host["played"][name]["chart"] / "values.yaml").read_text())
+    return sorted(
+        s
+        for s, v in values["services"].items()
+        if v["kind"] != "Job" and v["probes"]["readiness"] and not v["probes"]["readiness"].get("exec")
+    )
 
 
 def test_every_pod_runs_the_locked_digests_with_the_chart_hardening(host: dict[str, Any]) -> None:
     h: QuadletHost = host["h"]
-    wait_healthy(h, pods_of("platform") + pods_of("bmp-tcpao"))
+    wait_healthy(h, [p for n in host["played"] for p in pods_of(host, n)])
     for name, played in host["played"].items():
         values = yaml.safe_load((played["chart"] / "values.yaml").read_text())
         pinned = {f"{i['registry']}/{i['repository']}@{i['digest']}" for i in values["images"].values()}
@@ -151,7 +183,7 @@ def test_every_pod_runs_the_locked_digests_with_the_chart_hardening(host: dict[s
 
 def test_the_bmp_traffic_crosses_the_sidecars_on_the_hosts_network(host: dict[str, Any]) -> None:
     h: QuadletHost = host["h"]
-    wait_healthy(h, pods_of("bmp-tcpao"))
+    wait_healthy(h, pods_of(host, "bmp-tcpao"))
     for c in ("collector-collector", "speaker-speaker", "speaker-tcpao", "collector-tcpao"):
         mode = h.sh(f"podman inspect {c} --format '{{{{.HostConfig.NetworkMode}}}}'").stdout.strip()
         assert mode == "host", f"{c} is on {mode!r}, not the host's network"
@@ -171,7 +203,7 @@ def test_the_bmp_traffic_crosses_the_sidecars_on_the_hosts_network(host: dict[st
 
 def test_the_platform_services_answer_by_name_on_their_network(host: dict[str, Any]) -> None:
     h: QuadletHost = host["h"]
-    wait_healthy(h, pods_of("platform"))
+    wait_healthy(h, pods_of(host, "platform"))
     values = yaml.safe_load((host["played"]["platform"]["chart"] / "values.yaml").read_text())
     probe = values["images"][values["probe"]["image"]]
     ref = f"{probe['registry']}/{probe['repository']}@{probe['digest']}"
@@ -179,22 +211,24 @@ def test_the_platform_services_answer_by_name_on_their_network(host: dict[str, A
     assert checks, "the platform chart has no checks"
     out = h.sh(f"podman run --rm --network platform {ref} --attempts 10 {' '.join(checks)}", check=False)
     assert out.returncode == 0, f"{checks}:\n{out.stdout}\n{out.stderr}"
-    # a public port is published on the host, as Compose does (the platform's console has none: an
-    # Ingress carries it on a cluster)
-    public = [
-        (s, p["port"])
-        for s, v in values["services"].items()
-        for p in v["ports"]
-        if p["exposure"] == "public" and v["kind"] != "Job"
-    ]
-    for service, port in public:
-        out = h.sh(f"podman run --rm --network host {ref} --attempts 10 tcp://127.0.0.1:{port}", check=False)
-        assert out.returncode == 0, f"{service}'s public port {port} is not on the host:\n{out.stderr}"
+
+
+def test_a_public_port_is_published_on_the_hosts_loopback(host: dict[str, Any]) -> None:
+    """As Compose publishes it (BIND_ADDRESS 127.0.0.1): the edge release's web on 127.0.0.1:8181."""
+    h: QuadletHost = host["h"]
+    wait_healthy(h, pods_of(host, "edge"))
+    bindings = json.loads(h.sh("podman pod inspect web --format '{{json .InfraConfig.PortBindings}}'").stdout)
+    assert bindings == {"8181/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8181"}]}, bindings
+    values = yaml.safe_load((host["played"]["edge"]["chart"] / "values.yaml").read_text())
+    probe = values["images"][values["probe"]["image"]]
+    ref = f"{probe['registry']}/{probe['repository']}@{probe['digest']}"
+    out = h.sh(f"podman run --rm --network host {ref} --attempts 10 tcp://127.0.0.1:8181", check=False)
+    assert out.returncode == 0, f"the public port is not on the host's loopback:\n{out.stderr}"
 
 
 def test_taken_down_by_the_readme_nothing_is_left(host: dict[str, Any]) -> None:
     h: QuadletHost = host["h"]
-    for name in ("platform", "bmp-tcpao"):
+    for name in host["played"]:
         h.sh(host["played"][name]["down"], timeout=300)
     assert h.sh("podman pod ls -q").stdout.strip() == ""
     assert h.sh("podman secret ls --format '{{.Name}}'").stdout.strip() == ""

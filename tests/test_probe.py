@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 import threading
@@ -152,6 +153,35 @@ def test_the_checks_pass_fail_and_refuse_as_documented(tmp_path: Path, http_serv
     ):
         bad = run(*args)
         assert bad.returncode == 2 and bad.stderr.startswith(("probe: ", "usage: ")), (args, bad.stderr)
+
+
+def test_the_leg_check_reads_the_kernels_connections(tmp_path: Path) -> None:
+    """leg://PEER:PORT, a TCP-AO sidecar's health: an established connection with PEER on PORT (either
+    end's port). This kernel has no TCP-AO, so a leg that is up is plain TCP and said so; the guest
+    with TCP-AO checks the rest (tests/test_tcpao_kernel.py)."""
+    probe = str(_probe_binary(tmp_path))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([probe, *args], capture_output=True, text=True, timeout=30, check=False)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        down = run(f"leg://127.0.0.1:{port}")
+        assert down.returncode == 1 and "no established connection with 127.0.0.1" in down.stderr, down.stderr
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                up = run(f"leg://127.0.0.1:{port}")
+                assert up.returncode == 0, up.stderr
+                assert "plain TCP: this kernel has no TCP-AO" in up.stdout, up.stdout
+                other = run(f"leg://192.0.2.1:{port}")  # not the peer of that connection
+                assert other.returncode == 1, other.stdout
+                assert client.fileno() > 0
+    for args in (("leg://bus:1790",), ("leg://10.0.0.1",), ("leg://10.0.0.1:1790/x",)):
+        bad = run(*args)
+        assert bad.returncode == 2 and bad.stderr.startswith("probe: "), (args, bad.stderr)
 
 
 def test_wait_stops_at_once_on_sigterm(tmp_path: Path) -> None:

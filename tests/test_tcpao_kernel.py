@@ -18,8 +18,11 @@ in the speaker's and the collector's network namespaces, at the configs' peer ad
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +38,29 @@ pytestmark = pytest.mark.vm
 
 PY = ROOT / ".venv" / "bin" / "python"
 ALGORITHMS = ("hmac-sha1", "hmac-sha256", "cmac-aes")  # every macAlgorithm release.yaml accepts
+
+
+def probe_binary(dest: Path) -> None:
+    """The amd64 binary of releaser's probe image (releaser/probe/image), as its containers run it."""
+    layout = ROOT / "releaser" / "probe" / "image"
+
+    def blob(digest: str) -> bytes:
+        return (layout / "blobs" / "sha256" / digest.split(":", 1)[1]).read_bytes()
+
+    index = json.loads((layout / "index.json").read_text())
+    top = json.loads(blob(index["manifests"][0]["digest"]))
+    (amd64,) = [m for m in top["manifests"] if m["platform"]["architecture"] == "amd64"]
+    manifest = json.loads(blob(amd64["digest"]))
+    for layer in manifest["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(blob(layer["digest"])), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                if member.name.lstrip("./") == "probe":
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    dest.write_bytes(data.read())
+                    dest.chmod(0o755)
+                    return
+    raise AssertionError("no /probe in releaser/probe/image")
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +85,12 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         rendered = rel / "out" / "compose" / "bmp-tcpao" / "tcpao"
         assert f'mac_alg = "{alg}"' in (rendered / "speaker.toml").read_text()
         variants.append(f"--variant {alg} {rendered / 'speaker.toml'} {rendered / 'collector.toml'}")
+    probe_binary(work / "probe")
     run = run_guest(
         work,
         f"{PY} {ROOT / 'tests' / 'support' / 'ao_scenario.py'} --speaker {work / 'speaker.toml'} "
-        f"--collector {work / 'collector.toml'} --out {work / 'result.json'} {' '.join(variants)}\n",
+        f"--collector {work / 'collector.toml'} --out {work / 'result.json'} --probe {work / 'probe'} "
+        f"{' '.join(variants)}\n",
         timeout=1200,
     )
     assert run.code == 0 and (work / "result.json").exists(), (
@@ -86,6 +114,22 @@ def test_traffic_crosses_counted_good_on_both_ends_with_option_29_on_the_wire(wi
         assert counters["TCPAOGood"] > 0 and counters["TCPAOBad"] == 0, (ns, counters)
     cap = good["capture"]
     assert cap["segments"] > 0 and cap["with_option_29"] == cap["segments"], cap
+
+
+def test_the_sidecars_health_says_the_leg_is_up_and_when_it_is_not(wire: dict[str, Any]) -> None:
+    """The probe's leg:// check (each sidecar's health, docs/release-yaml.md#tcpao): both ends healthy,
+    counting good TCP-AO segments, while a session is held; the initiator's end unhealthy once the
+    terminator is killed; neither end healthy while a wrong key keeps the leg from coming up, saying
+    so with the namespace's counters."""
+    held = wire["result"]["terminator_dies"]["legs"]["held"]
+    for ns in ("speaker", "collector"):
+        assert held[ns]["code"] == 0 and "good " in held[ns]["said"], (ns, held[ns])
+    after = wire["result"]["terminator_dies"]["legs"]["after_kill"]["speaker"]
+    assert after["code"] == 1 and "no established connection" in after["said"], after
+    early = wire["result"]["wrong_key"]["legs"]["early"]
+    for ns in ("speaker", "collector"):
+        assert early[ns]["code"] == 1 and "no established connection" in early[ns]["said"], (ns, early[ns])
+    assert "bad MAC" in early["collector"]["said"], early
 
 
 def test_a_wrong_key_fails_closed_and_delivers_nothing(wire: dict[str, Any]) -> None:

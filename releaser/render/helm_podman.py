@@ -86,8 +86,8 @@ def podman_section(plan: Plan) -> list[str]:
             " A service on the host's network (a TCP-AO peer) puts every pod there: the services reach"
             " each other on 127.0.0.1 (hostAliases) and each port is the host's."
             if any(s.host_network for s in plan.services)
-            else " Public ports are published on the host; the pods reach each other by name on the"
-            f" `{plan.name}` network."
+            else " Public ports are published on the host's 127.0.0.1 (`podman.bindAddress`, as Compose's"
+            f" BIND_ADDRESS); the pods reach each other by name on the `{plan.name}` network."
         ),
         "Podman ignores Services, PodDisruptionBudgets, HorizontalPodAutoscalers and Ingresses; it runs",
         "one replica of each service, starts them all at once (a service that waits for a job restarts",

@@ -600,6 +600,11 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                         "each service one Pod named after it, secrets as plain secret volumes, readiness "
                         "from a probe container, hostPorts for what Services would carry.",
                     },
+                    "bindAddress": {
+                        "type": "string",
+                        "description": "Under podman.kubePlay, the host address the public ports are published on "
+                        "(hostIP), 127.0.0.1 as Compose's BIND_ADDRESS; empty: every address of the host.",
+                    },
                 },
                 desc="The chart's pods under `podman kube play` (the chart's README, \"podman kube play\").",
             ),

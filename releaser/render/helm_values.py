@@ -244,7 +244,7 @@ def chart_values(plan: Plan) -> dict[str, Any]:
         },
         "tests": _tests_values(plan),
         # values-podman.yaml sets it: the chart's pods for `podman kube play` on one host
-        "podman": {"kubePlay": False},
+        "podman": {"kubePlay": False, "bindAddress": "127.0.0.1"},
     }
 
 

@@ -5,7 +5,11 @@ rendered config and a key file at the path the config names; a sink behind the t
 in front of the initiator. Each case writes what it saw into the result file (JSON); the test on
 the host judges it.
 
-    python3 ao_scenario.py --speaker speaker.toml --collector collector.toml --out result.json
+    python3 ao_scenario.py --speaker speaker.toml --collector collector.toml --out result.json \
+        [--probe PROBE]
+
+--probe: releaser's probe binary, whose `leg://PEER:PORT` check (the sidecars' health) is run in each
+namespace while a session is held, after a sidecar is killed, and while a wrong key keeps the leg down.
 """
 
 from __future__ import annotations
@@ -185,6 +189,7 @@ def main() -> int:
     ap.add_argument("--speaker", type=Path, required=True)
     ap.add_argument("--collector", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--probe", type=Path, help="releaser's probe binary: its leg:// check in each namespace")
     ap.add_argument(
         "--variant",
         nargs=3,
@@ -244,6 +249,22 @@ def main() -> int:
         except (ValueError, IndexError):
             return {"error": f"client said {first!r} {rest!r}"}
 
+    def legs() -> dict[str, dict[str, object]]:
+        """The probe's leg check in each namespace: the sidecars' health, as their probe containers run it."""
+        if args.probe is None:
+            return {}
+        peers = {"speaker": collector_ip, "collector": speaker_ip}
+        out: dict[str, dict[str, object]] = {}
+        for ns, peer in peers.items():
+            proc = subprocess.run(
+                ["ip", "netns", "exec", ns, str(args.probe), f"leg://{peer}:{ao_port}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            out[ns] = {"code": proc.returncode, "said": (proc.stdout + proc.stderr).strip()}
+        return out
+
     def case(
         name: str,
         speaker_key: bytes,
@@ -253,6 +274,7 @@ def main() -> int:
         kill: str = "",
         configs: tuple[Path, Path] = (args.speaker, args.collector),
         terminator_late: float = 0,
+        early_legs: bool = False,
     ) -> dict[str, Any]:
         before = {ns: netstat(ns) for ns in ("speaker", "collector")}
         terminator = None
@@ -272,9 +294,13 @@ def main() -> int:
             proc = client(name, hold)
             assert proc.stdout is not None
             first = proc.stdout.readline()
+            up = legs() if "holding" in first else {}
             if "holding" in first:
                 (terminator if kill == "terminator" else initiator).send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+                time.sleep(1)
+            down = legs()
             seen = answer(proc, first)
+            seen["legs"] = {"held": up, "after_kill": down}
             if kill == "initiator":  # started again, it carries traffic again
                 initiator.wait(timeout=10)
                 procs.append(
@@ -282,6 +308,12 @@ def main() -> int:
                 )
                 wait_listening("speaker", plain_port)
                 seen["after_restart"] = answer(client(f"{name}-again"))
+        elif early_legs:  # while the initiator tries to set the leg up
+            proc = client(name)
+            time.sleep(3)
+            early = legs()
+            seen = answer(proc)
+            seen["legs"] = {"early": early}
         else:
             seen = answer(client(name))
         after = {ns: netstat(ns) for ns in ("speaker", "collector")}
@@ -293,7 +325,7 @@ def main() -> int:
         return seen
 
     case("good", KEY, KEY)
-    case("wrong_key", KEY, WRONG)
+    case("wrong_key", KEY, WRONG, early_legs=True)
     case("terminator_dies", KEY, KEY, hold=30, kill="terminator")
     case("initiator_dies", KEY, KEY, hold=30, kill="initiator")
     case("initiator_first", KEY, KEY, terminator_late=4)
