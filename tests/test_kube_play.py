@@ -99,7 +99,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             run = f"cd {WORK}/out/charts/{name} && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key bash -euo pipefail -c "
             h.sh(run + shlex.quote(play), timeout=600)
             lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
-            played[name] = {"chart": chart, "down": run + shlex.quote(down), "lock": lock, "rel": rel}
+            played[name] = {
+                "chart": chart,
+                "play": run + shlex.quote(play),
+                "down": run + shlex.quote(down),
+                "lock": lock,
+                "rel": rel,
+            }
         yield {"h": h, "work": work, "played": played}
     finally:
         h.remove()
@@ -224,6 +230,27 @@ def test_a_public_port_is_published_on_the_hosts_loopback(host: dict[str, Any]) 
     ref = f"{probe['registry']}/{probe['repository']}@{probe['digest']}"
     out = h.sh(f"podman run --rm --network host {ref} --attempts 10 tcp://127.0.0.1:8181", check=False)
     assert out.returncode == 0, f"the public port is not on the host's loopback:\n{out.stderr}"
+
+
+def test_the_readme_run_again_replaces_the_pods_and_keeps_the_secrets(host: dict[str, Any]) -> None:
+    """An upgrade, or a rerun: the same block again. The pods are made anew; the Secret the release
+    generates keeps its value (a store initialised with it would refuse another)."""
+    h: QuadletHost = host["h"]
+    wait_healthy(h, pods_of(host, "platform"))
+
+    def state() -> tuple[str, str]:
+        secret = h.sh(
+            "podman secret inspect --showsecret --format '{{.SecretData}}' platform-db-password"
+        ).stdout
+        pod = h.sh("podman pod inspect store --format '{{.Id}}'").stdout.strip()
+        return secret, pod
+
+    before = state()
+    h.sh(host["played"]["platform"]["play"], timeout=600)
+    after = state()
+    assert after[0] == before[0] and "db-password" in after[0], "the generated Secret changed"
+    assert after[1] != before[1], "the store's pod was not made anew"
+    wait_healthy(h, pods_of(host, "platform"))
 
 
 def test_taken_down_by_the_readme_nothing_is_left(host: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..plan import Plan
+from .shell import random_alnum
 
 PODMAN_VALUES = "values-podman.yaml"
 PODMAN_MIN = "5.0"  # kube play with Secret objects, configMap/secret volumes, emptyDir (docs/kubernetes.md)
@@ -25,6 +26,8 @@ def podman_values(plan: Plan) -> dict[str, Any]:
         "networkPolicy": {"enabled": False},
         "tests": {"enabled": False},
     }
+    if plan.generated_secrets:  # made once by the README's lines, so that a second play keeps them
+        values["preCreatedSecrets"] = True
     if plan.site_peers:
         values["services"] = {
             p.service: {"tcpao": {"node": "localhost", "peerIP": "127.0.0.1"}} for p in plan.site_peers
@@ -39,10 +42,10 @@ def _template(plan: Plan) -> str:
 def podman_play(plan: Plan) -> list[str]:
     """The commands that play the chart, from its directory."""
     if any(s.host_network for s in plan.services):
-        return [f"{_template(plan)} | podman kube play -"]
+        return [f"{_template(plan)} | podman kube play --replace -"]
     return [
         f"podman network exists {plan.name} || podman network create {plan.name}",
-        f"{_template(plan)} | podman kube play --network {plan.name} -",
+        f"{_template(plan)} | podman kube play --replace --network {plan.name} -",
     ]
 
 
@@ -56,27 +59,42 @@ def _copies(plan: Plan) -> list[str]:
     return sorted(names)
 
 
+def _secret(name: str, key: str, value: str) -> str:
+    """A line that puts a Kubernetes Secret into podman's store once (a rerun keeps it): `value`, a
+    shell word whose output is the Secret's bytes."""
+    return (
+        f"podman secret exists {name} || printf 'apiVersion: v1\\nkind: Secret\\nmetadata:\\n  name: {name}"
+        f'\\ndata:\\n  {key}: %s\\n\' "$({value} | base64 -w0)" | podman kube play -'
+    )
+
+
 def podman_section(plan: Plan) -> list[str]:
-    """The chart README's "podman kube play" section."""
-    create = [
-        f"printf 'apiVersion: v1\\nkind: Secret\\nmetadata:\\n  name: {name}\\ndata:\\n  {key}: %s\\n' "
-        f'"$(base64 -w0 < "${name.upper().replace("-", "_")}_FILE")" | podman kube play -'
+    """The chart README's "podman kube play" section. The generated Secrets are made once, before
+    the play, and kept by it (`preCreatedSecrets`): `helm template` would make new values at each
+    play, and a store initialised with the old one would refuse the new."""
+    made = [_secret(s.k8s_secret, s.k8s_key, random_alnum(s.length)) for s in plan.generated_secrets]
+    provided = [
+        _secret(name, key, f'cat "${name.upper().replace("-", "_")}_FILE"')
         for name, key, _who in plan.external_secrets
     ]
     claims = sorted({v.claim for s in plan.services for v in s.volumes})
+    kept = sorted({s.k8s_secret for s in plan.generated_secrets})
     return [
         "## podman kube play",
         "",
         f"The same pods on one host with podman {PODMAN_MIN} or later, without a cluster, from this",
-        f"directory (`{PODMAN_VALUES}` says what changes):",
+        f"directory (`{PODMAN_VALUES}` says what changes). Run it again after an upgrade: the pods are",
+        "replaced, the Secrets and the data kept.",
         "",
         "```sh",
         *(
-            ["# the Secrets you create, as Kubernetes Secrets in podman's store (each $..._FILE: the file)"]
-            if create
+            ["# the Secrets you provide (each $..._FILE: the file), as Kubernetes Secrets in podman's store"]
+            if provided
             else []
         ),
-        *create,
+        *provided,
+        *(["# the Secrets the release generates, made once"] if made else []),
+        *made,
         *podman_play(plan),
         "```",
         "",
@@ -94,7 +112,7 @@ def podman_section(plan: Plan) -> list[str]:
         "until the job has run, as podman restarts the job until it succeeds), and knows no fsGroup, so",
         "secret files are readable by every user in their pod.",
         "",
-        "To take it down (the data volumes stay, as a claim outlives `helm uninstall`):",
+        "To take it down (the data and the Secrets made for it stay, as a claim outlives `helm uninstall`):",
         "",
         "```sh",
         f"{_template(plan)} | podman kube down -",
@@ -104,17 +122,18 @@ def podman_section(plan: Plan) -> list[str]:
             else []
         ),
         *(
-            [f"podman volume rm {' '.join(claims)}   # the data, when you no longer want it"]
-            if claims
-            else []
-        ),
-        *(
             [
-                f"podman secret rm {' '.join(n for n, _k, _w in plan.external_secrets)}   # the Secrets you made"
+                f"podman secret rm {' '.join(n for n, _k, _w in plan.external_secrets)}   # the Secrets you provided"
             ]
             if plan.external_secrets
             else []
         ),
+        *(
+            [f"podman volume rm {' '.join(claims)}   # the data, when you no longer want it"]
+            if claims
+            else []
+        ),
+        *([f"podman secret rm {' '.join(kept)}   # and the Secrets made for it"] if kept else []),
         "```",
         "",
     ]
