@@ -123,29 +123,11 @@ def test_the_docs_play_the_platform_as_its_chart_readme_does(host: dict[str, Any
 
 
 def edge_release(work: Path, plat: Path) -> Path:
-    """A release of our own beside the examples: one web service (the platform's console stand-in)
-    with a public port, which the preset publishes on the host's loopback."""
+    """A release of our own beside the examples: the console stand-in with a public port and a tcp
+    check, which the preset publishes on the host's loopback."""
     images_ = yaml.safe_load((plat / "release.yaml").read_text())["images"]
-    rel = work / "edge"
-    rel.mkdir()
-    doc = {
-        "apiVersion": "releaser.dev/v1alpha1",
-        "kind": "Release",
-        "metadata": {"name": "edge", "version": "0.1.0"},
-        "images": {"web": images_["console"], "probe": images_["probe"]},
-        "probe": {"image": "probe"},
-        "services": {
-            "web": {
-                "image": "web",
-                "args": ["--listen=:8181"],
-                "ports": [{"name": "http", "port": 8181, "exposure": "public"}],
-                "health": {"tcp": {"port": "http"}},
-                "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
-            }
-        },
-    }
-    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return rel
+    web = {"args": ["--listen=:8181"], "health": {"tcp": {"port": "http"}}}
+    return images.edge_release(work, {"web": images_["console"], "probe": images_["probe"]}, web)
 
 
 def pods_of(host: dict[str, Any], name: str) -> list[str]:

@@ -152,27 +152,10 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def edge_release(work: Path, host: str) -> Path:
-    """A release of our own beside the examples: one web service (the platform's console stand-in)
-    whose argument and environment hold AWKWARD."""
-    rel = work / "edge"
-    rel.mkdir()
-    doc = {
-        "apiVersion": "releaser.dev/v1alpha1",
-        "kind": "Release",
-        "metadata": {"name": "edge", "version": "0.1.0"},
-        "images": {"web": {"ref": f"{host}/platform/console:2.3.0"}},
-        "services": {
-            "web": {
-                "image": "web",
-                "args": ["--listen=:8181", f"--note={AWKWARD}"],
-                "env": {"GREETING": AWKWARD},
-                "ports": [{"name": "http", "port": 8181, "exposure": "public"}],
-                "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
-            }
-        },
-    }
-    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return rel
+    """A release of our own beside the examples: the console stand-in, whose argument and environment
+    hold AWKWARD."""
+    web = {"args": ["--listen=:8181", f"--note={AWKWARD}"], "env": {"GREETING": AWKWARD}}
+    return images.edge_release(work, {"web": {"ref": f"{host}/platform/console:2.3.0"}}, web)
 
 
 def airgap(work: Path, rel: Path, private: RegistryServer) -> Path:

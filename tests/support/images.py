@@ -19,6 +19,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -355,6 +357,31 @@ def standin_release(work: Path, host: str, *, subnet: str = "10.77.0") -> Path:
     rel.mkdir(parents=True)
     text = publish_standins(EXAMPLE_RELEASE.read_text(), work / "layout", host)
     (rel / "release.yaml").write_text(text.replace("10.77.0.", f"{subnet}."))
+    return rel
+
+
+def edge_release(work: Path, images_: dict[str, object], web: dict[str, object]) -> Path:
+    """`work/edge/`: a release of a test's own beside the examples, one service `web` (the platform's
+    console stand-in, listening on 8181, a public port) with what `web` adds; `images_` holds its
+    image `web` (and `probe`, which it then uses). Returns the release directory (not yet locked)."""
+    rel = work / "edge"
+    rel.mkdir()
+    doc: dict[str, object] = {
+        "apiVersion": "releaser.dev/v1alpha1",
+        "kind": "Release",
+        "metadata": {"name": "edge", "version": "0.1.0"},
+        "images": images_,
+        **({"probe": {"image": "probe"}} if "probe" in images_ else {}),
+        "services": {
+            "web": {
+                "image": "web",
+                "ports": [{"name": "http", "port": 8181, "exposure": "public"}],
+                "resources": {"limits": {"cpu": "100m", "memory": "32Mi"}},
+                **web,
+            }
+        },
+    }
+    (rel / "release.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return rel
 
 
