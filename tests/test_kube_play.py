@@ -3,7 +3,9 @@ Debian trixie's podman 5.4 (tests/support/quadlet_host.py, a host of its own wit
 timers run podman's health checks), each played by the command block of its chart's README, run
 as written from the chart's directory (helm copied into the host).
 
-The BMP example puts every pod on the host's network (its TCP-AO peers must be there), and its
+The BMP example comes through the air gap (signed bundle, `releaser airgap --to` a private registry,
+INSTALL.md's lines for kube play, the chart the bundle carries; its publisher never reachable from
+the host), and puts every pod on the host's network (its TCP-AO peers must be there), and its
 traffic crosses speaker -> initiator sidecar -> terminator sidecar -> collector (plain TCP: this
 kernel has no TCP-AO). The platform example's pods are on a network of their own, where each answers
 by its service's name. Every pod runs the lock's digests with the chart's security context, and
@@ -31,6 +33,7 @@ from tests.support.engine import available as docker_missing
 from tests.support.quadlet_host import WORK, QuadletHost
 from tests.support.registry import RegistryServer
 from tests.support.stack import seqs
+from tests.test_quadlet import airgap
 from tests.test_quickstart import RELEASER
 
 pytestmark = pytest.mark.engine
@@ -75,28 +78,39 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     if docker_missing():
         missing_component(f"a container engine ({', '.join(docker_missing())})")
     work = tmp_path_factory.mktemp("kubeplay")
-    publisher = RegistryServer(work / "publisher").start()
+    publisher = RegistryServer(work / "publisher").start()  # the platform's and edge's, served inside
+    bmp_publisher = RegistryServer(work / "bmp-publisher").start()  # never reachable from the host
+    private = RegistryServer(work / "private").start()  # the site's, served inside
     try:
         plat = images.platform_release(work, publisher.host)
-        bmp = images.standin_release(work / "b", publisher.host, subnet="10.81.0")
+        bmp = images.standin_release(work / "b", bmp_publisher.host, subnet="10.81.0")
         edge = edge_release(work, plat)
         for rel in (plat, bmp, edge):
             releaser("lock", str(rel))
             releaser("render", str(rel), "--out-dir", str(work / "out"))
+        bundle = airgap(work, bmp, private)  # BMP through the air gap, as INSTALL.md says
     finally:
         publisher.stop()
+        bmp_publisher.stop()
+        private.stop()
     engine = DockerEngine().start()
     h = QuadletHost(engine, work, name="kube-play-host")
     try:
         h.boot()
         h.serve_registry(publisher.config, publisher.host)
+        h.serve_registry(private.config, private.host)
+        for line in install_md_kube_play(bundle / "INSTALL.md"):  # from the site directory, as written
+            h.sh(f"cd {WORK}/site && {line}")
         h.docker("cp", str((ROOT / ".tools/bin/helm").resolve()), f"{h.name}:/usr/local/bin/helm")
         (work / "tcpao-key").write_text(KEY)
         played: dict[str, Any] = {}
         for name, rel in (("platform", plat), ("bmp-tcpao", bmp), ("edge", edge)):
             chart = work / "out" / "charts" / name
+            if name == "bmp-tcpao":  # the chart the bundle carries, at the site
+                chart = bundle / "chart" / name
             play, down = readme_blocks(chart / "README.md")
-            run = f"cd {WORK}/out/charts/{name} && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key bash -euo pipefail -c "
+            inside = f"{WORK}/{chart.relative_to(work)}"
+            run = f"cd {inside} && BMP_TCPAO_KEY_FILE={WORK}/tcpao-key bash -euo pipefail -c "
             h.sh(run + shlex.quote(play), timeout=600)
             lock = yaml.safe_load((rel / "release.lock.yaml").read_text())
             played[name] = {
@@ -110,6 +124,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         h.remove()
         engine.stop()
+
+
+def install_md_kube_play(install_md: Path) -> list[str]:
+    """INSTALL.md's lines for `podman kube play`: the block after its paragraph."""
+    section = install_md.read_text().split("(`podman kube play` of the chart)", 1)[1]
+    (block,) = re.findall(r"```\n(.*?)```", section, flags=re.S)[:1]
+    return [line for line in block.splitlines() if line.strip()]
 
 
 def test_the_docs_play_the_platform_as_its_chart_readme_does(host: dict[str, Any]) -> None:
