@@ -27,6 +27,7 @@ pytestmark = pytest.mark.engine
 
 USER = "tester"
 NETWORK = "rq-pasta"
+SUBNET = "10.199.73.0/24"  # its own: the engines of other tests allocate from the default pools
 PORT = 7100
 KEY = "the shared key"
 
@@ -44,7 +45,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     engine = DockerEngine().start()
     h = QuadletHost(engine, work, name="pasta-host", network=NETWORK)
     try:
-        h.docker("network", "create", NETWORK)
+        h.docker("network", "create", "--subnet", SUBNET, NETWORK)
         h.boot()
         h.sh(
             # docker gives a container no /dev/net/tun, which pasta's tap device needs (the host has it)
