@@ -85,7 +85,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         plat = images.platform_release(work, publisher.host)
         bmp = images.standin_release(work / "b", bmp_publisher.host, subnet="10.81.0")
         edge = edge_release(work, plat)
-        for rel in (plat, bmp, edge):
+        twin = edge_release(work, plat, "twin", 8182)  # another release whose one service is `web` too
+        for rel in (plat, bmp, edge, twin):
             releaser("lock", str(rel))
             releaser("render", str(rel), "--out-dir", str(work / "out"))
         bundle = airgap(work, bmp, private)  # BMP through the air gap, as INSTALL.md says
@@ -104,7 +105,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         h.docker("cp", str((ROOT / ".tools/bin/helm").resolve()), f"{h.name}:/usr/local/bin/helm")
         (work / "tcpao-key").write_text(KEY)
         played: dict[str, Any] = {}
-        for name, rel in (("platform", plat), ("bmp-tcpao", bmp), ("edge", edge)):
+        for name, rel in (("platform", plat), ("bmp-tcpao", bmp), ("edge", edge), ("twin", twin)):
             chart = work / "out" / "charts" / name
             if name == "bmp-tcpao":  # the chart the bundle carries, at the site
                 chart = bundle / "chart" / name
@@ -143,19 +144,23 @@ def test_the_docs_play_the_platform_as_its_chart_readme_does(host: dict[str, Any
     ]
 
 
-def edge_release(work: Path, plat: Path) -> Path:
+def edge_release(work: Path, plat: Path, name: str = "edge", port: int = 8181) -> Path:
     """A release of our own beside the examples: the console stand-in with a public port and a tcp
     check, which the preset publishes on the host's loopback."""
     images_ = yaml.safe_load((plat / "release.yaml").read_text())["images"]
-    web = {"args": ["--listen=:8181"], "health": {"tcp": {"port": "http"}}}
-    return images.edge_release(work, {"web": images_["console"], "probe": images_["probe"]}, web)
+    web = {
+        "args": [f"--listen=:{port}"],
+        "ports": [{"name": "http", "port": port, "exposure": "public"}],
+        "health": {"tcp": {"port": "http"}},
+    }
+    return images.edge_release(work, {"web": images_["console"], "probe": images_["probe"]}, web, name=name)
 
 
 def pods_of(host: dict[str, Any], name: str) -> list[str]:
     """The pods of a played release that have a probe container (a service with an http or tcp check)."""
     values = yaml.safe_load((host["played"][name]["chart"] / "values.yaml").read_text())
     return sorted(
-        s
+        f"{name}-{s}"
         for s, v in values["services"].items()
         if v["kind"] != "Job" and v["probes"]["readiness"] and not v["probes"]["readiness"].get("exec")
     )
@@ -172,8 +177,8 @@ def test_every_pod_runs_the_locked_digests_with_the_chart_hardening(host: dict[s
             if svc["kind"] == "Job":
                 containers = [service]
             for c in containers:
-                got = json.loads(h.sh(f"podman inspect {service}-{c}").stdout)[0]
-                where = f"{name}: {service}-{c}"
+                got = json.loads(h.sh(f"podman inspect {name}-{service}-{c}").stdout)[0]
+                where = f"{name}-{service}-{c}"
                 assert got["ImageName"] in pinned, f"{where} runs {got['ImageName']}, not a locked digest"
                 assert got["Config"]["User"] != "" and not got["Config"]["User"].startswith("0"), where
                 assert got["HostConfig"]["ReadonlyRootfs"] is True, where
@@ -186,7 +191,7 @@ def test_every_pod_runs_the_locked_digests_with_the_chart_hardening(host: dict[s
         assert check["result"]["sources"]["chart under podman kube play (rendered)"] > 0
         job = [s for s, v in values["services"].items() if v["kind"] == "Job"]
         for service in job:  # the platform's migration: run once, exit 0
-            state = json.loads(h.sh(f"podman inspect {service}-{service}").stdout)[0]["State"]
+            state = json.loads(h.sh(f"podman inspect {name}-{service}-{service}").stdout)[0]["State"]
             assert state["Status"] == "exited" and state["ExitCode"] == 0, f"{name}: {service} {state}"
 
 
@@ -194,11 +199,14 @@ def test_the_bmp_traffic_crosses_the_sidecars_on_the_hosts_network(host: dict[st
     h: QuadletHost = host["h"]
     wait_healthy(h, pods_of(host, "bmp-tcpao"))
     for c in ("collector-collector", "speaker-speaker", "speaker-tcpao", "collector-tcpao"):
+        c = f"bmp-tcpao-{c}"
         mode = h.sh(f"podman inspect {c} --format '{{{{.HostConfig.NetworkMode}}}}'").stdout.strip()
         assert mode == "host", f"{c} is on {mode!r}, not the host's network"
 
     def received() -> list[int]:
-        out = h.sh("podman exec collector-collector wget -qO- http://127.0.0.1:8080/received", check=False)
+        out = h.sh(
+            "podman exec bmp-tcpao-collector-collector wget -qO- http://127.0.0.1:8080/received", check=False
+        )
         return seqs(out.stdout.splitlines())
 
     deadline = time.monotonic() + 120
@@ -206,7 +214,7 @@ def test_the_bmp_traffic_crosses_the_sidecars_on_the_hosts_network(host: dict[st
         time.sleep(2)
     got = received()
     assert len(got) >= 3 and got == sorted(got), f"the collector received {got}"
-    logs = h.sh("podman logs collector-tcpao 2>&1; podman logs speaker-tcpao 2>&1").stdout
+    logs = h.sh("podman logs bmp-tcpao-collector-tcpao 2>&1; podman logs bmp-tcpao-speaker-tcpao 2>&1").stdout
     assert KEY not in logs
 
 
@@ -226,13 +234,26 @@ def test_a_public_port_is_published_on_the_hosts_loopback(host: dict[str, Any]) 
     """As Compose publishes it (BIND_ADDRESS 127.0.0.1): the edge release's web on 127.0.0.1:8181."""
     h: QuadletHost = host["h"]
     wait_healthy(h, pods_of(host, "edge"))
-    bindings = json.loads(h.sh("podman pod inspect web --format '{{json .InfraConfig.PortBindings}}'").stdout)
+    bindings = json.loads(
+        h.sh("podman pod inspect edge-web --format '{{json .InfraConfig.PortBindings}}'").stdout
+    )
     assert bindings == {"8181/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8181"}]}, bindings
     values = yaml.safe_load((host["played"]["edge"]["chart"] / "values.yaml").read_text())
     probe = values["images"][values["probe"]["image"]]
     ref = f"{probe['registry']}/{probe['repository']}@{probe['digest']}"
     out = h.sh(f"podman run --rm --network host {ref} --attempts 10 tcp://127.0.0.1:8181", check=False)
     assert out.returncode == 0, f"the public port is not on the host's loopback:\n{out.stderr}"
+
+
+def test_two_releases_with_one_service_name_keep_their_own_pods(host: dict[str, Any]) -> None:
+    """edge and twin both have a service `web`: played one after the other on one host, each keeps
+    its own pod (`<release>-web`), healthy, on its own port."""
+    h: QuadletHost = host["h"]
+    wait_healthy(h, pods_of(host, "edge") + pods_of(host, "twin"))
+    pods = h.sh("podman pod ls --format '{{.Name}}'").stdout.split()
+    assert {"edge-web", "twin-web"} <= set(pods), pods
+    for port in (8181, 8182):
+        assert h.sh(f"exec 3<>/dev/tcp/127.0.0.1/{port}", check=False).returncode == 0, port
 
 
 def test_the_readme_run_again_replaces_the_pods_and_keeps_the_secrets(host: dict[str, Any]) -> None:
@@ -245,7 +266,7 @@ def test_the_readme_run_again_replaces_the_pods_and_keeps_the_secrets(host: dict
         secret = h.sh(
             "podman secret inspect --showsecret --format '{{.SecretData}}' platform-db-password"
         ).stdout
-        pod = h.sh("podman pod inspect store --format '{{.Id}}'").stdout.strip()
+        pod = h.sh("podman pod inspect platform-store --format '{{.Id}}'").stdout.strip()
         return secret, pod
 
     before = state()

@@ -71,7 +71,7 @@ def _podman_header(plan: Plan) -> str:
         f"# The chart's pods on one host with podman >= {PODMAN_MIN}, no cluster (the chart's README,",
         '# "podman kube play"), from the chart\'s directory:',
         *(f"#   {c}" for c in podman_play(plan)),
-        "# Each service runs as one Pod named after it; podman ignores Services and PodDisruptionBudgets.",
+        f"# Each service runs as one Pod, {plan.name}-<service>; podman ignores Services and PodDisruptionBudgets.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -54,8 +54,8 @@ def _copies(plan: Plan) -> list[str]:
     `podman kube down` leaves behind."""
     names = {sec.k8s_secret for s in plan.services for sec in s.secrets}
     names |= {name for name, _key, _who in plan.external_secrets}
-    names |= {f"{s.name}-config" for s in plan.services if s.configs}
-    names |= {f"{s.name}-tcpao" for s in plan.services if s.sidecar}
+    names |= {f"{plan.name}-{s.name}-config" for s in plan.services if s.configs}
+    names |= {f"{plan.name}-{s.name}-tcpao" for s in plan.services if s.sidecar}
     return sorted(names)
 
 
@@ -77,7 +77,7 @@ def podman_section(plan: Plan) -> list[str]:
         _secret(name, key, f'cat "${name.upper().replace("-", "_")}_FILE"')
         for name, key, _who in plan.external_secrets
     ]
-    claims = sorted({v.claim for s in plan.services for v in s.volumes})
+    claims = sorted({f"{plan.name}-{v.claim}" for s in plan.services for v in s.volumes})
     kept = sorted({s.k8s_secret for s in plan.generated_secrets})
     return [
         "## podman kube play",
@@ -98,7 +98,7 @@ def podman_section(plan: Plan) -> list[str]:
         *podman_play(plan),
         "```",
         "",
-        "Each service runs as one Pod named after it, with the chart's security context, its images by",
+        f"Each service runs as one Pod, `{plan.name}-<service>`, with the chart's security context, its images by",
         "digest, and a `probe` container whose health (`podman ps`) is the service's readiness."
         + (
             " A service on the host's network (a TCP-AO peer) puts every pod there: the services reach"

@@ -597,7 +597,7 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                     "kubePlay": {
                         "type": "boolean",
                         "description": "Render for `podman kube play` on one host (values-podman.yaml sets it): "
-                        "each service one Pod named after it, secrets as plain secret volumes, readiness "
+                        "each service one Pod, <release>-<service>, secrets as plain secret volumes, readiness "
                         "from a probe container, hostPorts for what Services would carry.",
                     },
                     "bindAddress": {

@@ -360,16 +360,18 @@ def standin_release(work: Path, host: str, *, subnet: str = "10.77.0") -> Path:
     return rel
 
 
-def edge_release(work: Path, images_: dict[str, object], web: dict[str, object]) -> Path:
-    """`work/edge/`: a release of a test's own beside the examples, one service `web` (the platform's
-    console stand-in, listening on 8181, a public port) with what `web` adds; `images_` holds its
-    image `web` (and `probe`, which it then uses). Returns the release directory (not yet locked)."""
-    rel = work / "edge"
+def edge_release(
+    work: Path, images_: dict[str, object], web: dict[str, object], *, name: str = "edge"
+) -> Path:
+    """`work/NAME/`: a release of a test's own beside the examples, one service `web` (the platform's
+    console stand-in, a public port 8181) with what `web` adds or replaces; `images_` holds its image
+    `web` (and `probe`, which it then uses). Returns the release directory (not yet locked)."""
+    rel = work / name
     rel.mkdir()
     doc: dict[str, object] = {
         "apiVersion": "releaser.dev/v1alpha1",
         "kind": "Release",
-        "metadata": {"name": "edge", "version": "0.1.0"},
+        "metadata": {"name": name, "version": "0.1.0"},
         "images": images_,
         **({"probe": {"image": "probe"}} if "probe" in images_ else {}),
         "services": {
