@@ -6,3 +6,4 @@ PROBE_SUFFIX = "probe"  # Compose: the container `<service>-probe` runs that ser
 VOLUMES_SUFFIX = (
     "volumes"  # Compose: the run-once container `<service>-volumes` that owns its volumes to its user
 )
+SIDECAR_SUFFIX = "tcpao"  # Compose: the TCP-AO proxy `<service>-tcpao`; its leg probe `<service>-tcpao-probe`

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import model as m
 from .lock import Lock, split_reference
-from .names import PROBE_SUFFIX, VOLUMES_SUFFIX
+from .names import PROBE_SUFFIX, SIDECAR_SUFFIX, VOLUMES_SUFFIX
 from .quantities import byte_count
 from .tcpao import CMAC, split_hostport
 
@@ -27,7 +27,6 @@ RUN_SECRETS = m.SECRETS_DIR
 TCPAO_KEY_FILE = "tcpao-key"  # file name of the key inside the sidecar: /run/secrets/tcpao-key
 TCPAO_CONFIG_PATH = "/etc/tcpao-proxy/config.toml"
 NETWORK_NAME = "release"
-SIDECAR_SUFFIX = "tcpao"
 # The kernel asks no privilege to install TCP-AO keys on a process's own sockets (net/ipv4/tcp_ao.c:
 # tcp_ao_add_cmd, tcp_ao_del_cmd and tcp_ao_info_cmd have no capable() check) and the proxy's ports are
 # above 1024, so the sidecar runs as this non-root user with every capability dropped.
@@ -41,6 +40,11 @@ SIDECAR_RESOURCES = m.Resources(
 )
 # Only with `tcpao.runAsRoot` (a proxy image that needs more, e.g. an app+proxy image built as root):
 # UID 0 and this one capability, as reference 000 section 4 first had it.
+# The sidecar's health (`<service>-tcpao-probe` in Compose and Quadlet, the pod's `tcpao-leg`
+# container in Kubernetes): the probe's leg:// check, an established connection with the peer on the
+# wire port and, on a kernel with TCP-AO, good AO segments. Its start period covers the speaker's
+# first connection after a start; its interval, how soon a broken leg shows.
+LEG_TIMING = m.Health(kind="exec", interval=5, timeout=3, retries=3, start=30)
 SIDECAR_ROOT_CAP = m.Capability(
     name="NET_ADMIN",
     justification="tcpao.runAsRoot: the proxy image asks for root and NET_ADMIN (reference 000, section 4)",
@@ -192,6 +196,15 @@ class Sidecar:
     run_as_root: bool  # the documented switch for proxy images that need root and NET_ADMIN
     user: tuple[int, int]  # UID, GID it runs as unless run_as_root
     root_capability: m.Capability  # what it adds with run_as_root
+    # the probe's check of the wire leg on the Compose network (leg://PEER:PORT), and the container
+    # that runs it beside the sidecar (Compose, Quadlet); None without the probe image or a peer address
+    leg: str | None
+    leg_probe: str | None
+
+    @property
+    def leg_port(self) -> int:
+        """The wire leg's port: the terminator's, which the initiator connects to."""
+        return self.peer_port if self.role == "initiator" and self.peer_port else self.listen_port
 
     @property
     def uid(self) -> int:
@@ -309,6 +322,13 @@ class Plan:
         return {i.pinned for i in self.images}
 
     @property
+    def kube_play_host_network(self) -> bool:
+        """Under `podman kube play` every pod is on the host's network when one service is (a TCP-AO
+        peer): `kube play --network` would move them all off it, and without it the pods on podman's
+        network could not find each other by name."""
+        return any(s.host_network for s in self.services)
+
+    @property
     def site_peers(self) -> tuple[SitePeer, ...]:
         """The values a site must give the chart (templates/site-checks.yaml refuses to render
         without them): each TCP-AO peer's node and its peer's node address."""
@@ -352,7 +372,7 @@ class Plan:
             out[svc.name] = svc.image
             if svc.sidecar:
                 out[f"{svc.name}-{SIDECAR_SUFFIX}"] = svc.sidecar.image
-            for extra in (svc.probe, svc.volume_owner):
+            for extra in (svc.probe, svc.volume_owner, svc.sidecar and svc.sidecar.leg_probe):
                 if extra and self.probe_image:
                     out[extra] = self.probe_image
         return out
@@ -501,7 +521,7 @@ def build_plan(release: m.Release, lock: Lock) -> Plan:
         secrets = _plan_secrets(release, s, generated, external)
         sidecar = None
         if s.tcpao:
-            sidecar = _plan_sidecar(s, s.tcpao, services_by_name[s.tcpao.peer])
+            sidecar = _plan_sidecar(s, s.tcpao, services_by_name[s.tcpao.peer], release.probe)
             external.setdefault((s.tcpao.key_secret, s.tcpao.key_secret_key), set()).add(
                 f"{s.name} (TCP-AO key)"
             )
@@ -557,7 +577,7 @@ def _plan_secrets(
     return secrets
 
 
-def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
+def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service, probe_image: str | None) -> Sidecar:
     """The TCP-AO proxy beside a service: its legs, its peer, and the settings every renderer uses."""
     _, lport = split_hostport(t.listen)
     if t.role == "initiator":
@@ -565,6 +585,9 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
         peer_ip, peer_port = split_hostport(t.remote)
     else:
         peer_ip, peer_port = peer.address or "0.0.0.0", None
+    leg = None
+    if probe_image and peer_ip != "0.0.0.0":
+        leg = f"leg://{peer_ip}:{peer_port if t.role == 'initiator' else lport}"
     return Sidecar(
         role=t.role,
         image=t.image,
@@ -586,6 +609,8 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service) -> Sidecar:
         run_as_root=t.run_as_root,
         user=SIDECAR_USER,
         root_capability=SIDECAR_ROOT_CAP,
+        leg=leg,
+        leg_probe=f"{s.name}-{SIDECAR_SUFFIX}-{PROBE_SUFFIX}" if leg else None,
     )
 
 

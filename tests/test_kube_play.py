@@ -216,6 +216,17 @@ def test_the_bmp_traffic_crosses_the_sidecars_on_the_hosts_network(host: dict[st
     assert len(got) >= 3 and got == sorted(got), f"the collector received {got}"
     logs = h.sh("podman logs bmp-tcpao-collector-tcpao 2>&1; podman logs bmp-tcpao-speaker-tcpao 2>&1").stdout
     assert KEY not in logs
+    # each end's wire leg is judged healthy by its pod's tcpao-leg container (the probe's leg:// check)
+    legs = ("bmp-tcpao-collector-tcpao-leg", "bmp-tcpao-speaker-tcpao-leg")
+
+    def statuses() -> dict[str, str]:
+        out = h.sh("podman ps -a --format '{{.Names}} {{.Status}}'", check=False).stdout
+        return dict(line.split(" ", 1) for line in out.splitlines() if line.strip())
+
+    deadline = time.monotonic() + 120
+    while not all("(healthy)" in statuses().get(c, "") for c in legs) and time.monotonic() < deadline:
+        time.sleep(2)
+    assert all("(healthy)" in statuses().get(c, "") for c in legs), statuses()
 
 
 def test_the_platform_services_answer_by_name_on_their_network(host: dict[str, Any]) -> None:

@@ -242,7 +242,9 @@ def test_up_reaches_ready_and_runs_the_locked_digests(world: dict[str, Any]) -> 
     assert {s["service"]: s["health"] for s in result["services"] if s["health"]} == {
         "bus": "healthy",
         "collector": "healthy",
+        "collector-tcpao": "healthy",  # its wire leg is up (collector-tcpao-probe: leg://)
         "speaker": "healthy",
+        "speaker-tcpao": "healthy",
     }
     assert [u["url"] for u in result["urls"]] == [f"http://127.0.0.1:{world['port']}"]
     # generated now, or kept from an earlier run of the module (the tests run in any order)
@@ -270,6 +272,11 @@ def test_traffic_crosses_both_sidecars(up: dict[str, Any]) -> None:
     assert "relaying 127.0.0.1:5000 -> 10.77.0.10:1790 over plain TCP" in logs  # initiator
 
 
+def _health(world: dict[str, Any]) -> dict[str, str]:
+    proc = run(world["env"], "quickstart", "status", "--json", expect=None)
+    return {s["service"]: s["health"] for s in json.loads(proc.stdout)["result"]["services"]}
+
+
 def test_sidecar_down_takes_its_leg_down_and_it_recovers(up: dict[str, Any]) -> None:
     world = up
     compose(world, "stop", "speaker-tcpao")
@@ -280,8 +287,21 @@ def test_sidecar_down_takes_its_leg_down_and_it_recovers(up: dict[str, Any]) -> 
     before = len(received(world))
     time.sleep(3)
     assert len(received(world)) == before, "nothing may arrive while the initiator is down"
+    # the terminator's health is its leg: status shows it down, and says so (exit 9)
+    wait_for(
+        lambda: _health(world).get("collector-tcpao") == "unhealthy",
+        timeout=60,
+        what="the leg down in status",
+    )
+    proc = run(world["env"], "quickstart", "status", expect=9)
+    assert "collector-tcpao" in proc.stdout + proc.stderr
     compose(world, "start", "speaker-tcpao")
     wait_for(lambda: len(received(world)) > before + 1, what="traffic after the initiator is back")
+    wait_for(
+        lambda: _health(world).get("collector-tcpao") == _health(world).get("speaker-tcpao") == "healthy",
+        timeout=60,
+        what="both legs healthy again",
+    )
     # a crash (SIGKILL of the terminator's process) is restarted by the engine and traffic resumes
     cid = compose(world, "ps", "-q", "collector-tcpao").strip()
     pid = int(docker(world["env"], "inspect", "-f", "{{.State.Pid}}", cid))
@@ -447,7 +467,7 @@ def test_backup_reset_restore_gives_back_the_volume_data(up: dict[str, Any]) -> 
 def test_restore_refuses_a_damaged_backup(up: dict[str, Any], backup_file: Path) -> None:
     world = up
     before = sorted(containers(world))
-    assert len(before) == 10  # 5 services and sidecars, 3 probe containers, 2 volume owners
+    assert len(before) == 12  # 5 services and sidecars, 5 probe containers (2 of the legs), 2 volume owners
     bad = world["work"] / "bad.tar.zst"
     bad.write_bytes(backup_file.read_bytes()[:200])
     proc = run(world["env"], "quickstart", "restore", str(bad), expect=None)

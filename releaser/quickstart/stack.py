@@ -89,8 +89,11 @@ class ComposeFile:
             jobs=frozenset(
                 n for n, s in services.items() if (s.get("labels") or {}).get("dev.releaser.job") == "true"
             ),
-            probes={
-                str(s["network_mode"])[len("service:") :]: n
+            probes={  # the service a probe judges: its label (a TCP-AO sidecar's leg probe), else its namespace's owner
+                str(
+                    (s.get("labels") or {}).get("dev.releaser.service")
+                    or str(s["network_mode"])[len("service:") :]
+                ): n
                 for n, s in services.items()
                 if (s.get("labels") or {}).get("dev.releaser.probe") == "true"
                 and str(s.get("network_mode", "")).startswith("service:")

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, PreflightError, ReleaserError
-from ..plan import SIDECAR_SUFFIX, Plan
+from ..names import SIDECAR_SUFFIX
+from ..plan import Plan
 from . import secrets as sec
 from .doctor import Check, Engine, detect_engine, engine_order
 from .files import write_file

@@ -17,7 +17,7 @@ from .. import model as m
 from ..budgets import MAX_KEY_BYTES, MAX_ROOT_BYTES
 from ..errors import Problem
 from ..fs import UnreadableInput, read_input
-from ..names import PROBE_SUFFIX, VOLUMES_SUFFIX
+from ..names import PROBE_SUFFIX, SIDECAR_SUFFIX, VOLUMES_SUFFIX
 from ..quantities import byte_count
 from ..tcpao import split_hostport
 from ..trust import PREDICATE_TYPES, NotAKey, NotARoot, SigstoreRoot, TrustedKey
@@ -152,6 +152,11 @@ class _Semantics:
             self.use_image(("probe", "image"), r.probe)
             taken = [(f"{s.name}-{PROBE_SUFFIX}", s.name, "probe container") for s in checked]
             taken += [(f"{s.name}-{VOLUMES_SUFFIX}", s.name, "volume owner") for s in r.services if s.volumes]
+            taken += [
+                (f"{s.name}-{SIDECAR_SUFFIX}-{PROBE_SUFFIX}", s.name, "TCP-AO leg probe")
+                for s in r.services
+                if s.tcpao
+            ]
             for name, owner, what in taken:
                 if name in self.services:
                     self.problem(

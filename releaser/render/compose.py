@@ -19,7 +19,8 @@ import yaml
 
 from .. import model as m
 from ..errors import ReleaserError
-from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
+from ..names import SIDECAR_SUFFIX
+from ..plan import LEG_TIMING, RUN_SECRETS, TCPAO_KEY_FILE, Plan, PlanService, Sidecar
 from ..probe import BINARY as PROBE_BINARY
 from ..probe import UID as PROBE_UID
 from ..probe import checks_for
@@ -277,6 +278,35 @@ def _probe(plan: Plan, svc: PlanService) -> dict[str, Any]:
     return d
 
 
+def leg_check(sc: Sidecar) -> list[str]:
+    """The probe's command line that judges a sidecar's wire leg (Compose, Quadlet)."""
+    assert sc.leg is not None
+    return [PROBE_BINARY, "--quiet", "--timeout", str(LEG_TIMING.timeout), sc.leg]
+
+
+def _leg_probe(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
+    """The container that judges svc's TCP-AO wire leg from the probe image, in svc's network
+    namespace (the sidecar's): its health is the sidecar's, shown as `<service>-tcpao` by the
+    quickstart, which waits for it as for any service. Nothing depends on it."""
+    assert plan.probe_image is not None
+    d: dict[str, Any] = {"image": plan.image(plan.probe_image).pinned, "command": ["wait"]}
+    d.update(_hardening(PROBE_UID, PROBE_UID, [], ()))
+    d["network_mode"] = f"service:{svc.name}"
+    d["healthcheck"] = {
+        "test": ["CMD", *leg_check(sc)],
+        "interval": f"{LEG_TIMING.interval}s",
+        "timeout": f"{LEG_TIMING.timeout}s",
+        "retries": LEG_TIMING.retries,
+        "start_period": f"{LEG_TIMING.start}s",
+    }
+    d["depends_on"] = {f"{svc.name}-{SIDECAR_SUFFIX}": {"condition": "service_started", "restart": True}}
+    d["deploy"] = container_resources(m.Resources(limits=plan.probe_resources.limits))
+    d["restart"] = "unless-stopped"
+    d["labels"] = _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", ())
+    d["labels"][f"{LABEL}.probe"] = "true"  # the quickstart reads it as the sidecar's health
+    return d
+
+
 def _volume_owner(plan: Plan, svc: PlanService) -> dict[str, Any]:
     """Runs once before svc: gives each of svc's volumes (the directory, not its content) to svc's
     user, as the chart's fsGroup does in Kubernetes. Docker creates a volume root-owned where the
@@ -326,6 +356,8 @@ def render_compose(plan: Plan) -> dict[str, bytes]:
             services[f"{svc.name}-{SIDECAR_SUFFIX}"] = _sidecar(plan, svc, sc)
             secrets[sc.key_secret] = {"file": f"./.secrets/{sc.key_secret}"}
             files[f"tcpao/{sc.compose_config}"] = tcpao_config(svc.name, sc).encode()
+            if sc.leg_probe:
+                services[sc.leg_probe] = _leg_probe(plan, svc, sc)
     doc: dict[str, Any] = {"name": plan.name, "services": services}
     if any(s.compose_network != "host" for s in plan.services):
         net: dict[str, Any] = {"driver": "bridge"}

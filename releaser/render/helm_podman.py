@@ -22,7 +22,7 @@ def podman_values(plan: Plan) -> dict[str, Any]:
     """values-podman.yaml: one host is every TCP-AO peer's node, so each sidecar's peer is loopback;
     podman has no NetworkPolicy, no hooks and no `helm test`."""
     values: dict[str, Any] = {
-        "podman": {"kubePlay": True},
+        "podman": {"kubePlay": True, "hostNetwork": plan.kube_play_host_network},
         "networkPolicy": {"enabled": False},
         "tests": {"enabled": False},
     }
@@ -41,7 +41,7 @@ def _template(plan: Plan) -> str:
 
 def podman_play(plan: Plan) -> list[str]:
     """The commands that play the chart, from its directory."""
-    if any(s.host_network for s in plan.services):
+    if plan.kube_play_host_network:
         return [f"{_template(plan)} | podman kube play --replace -"]
     return [
         f"podman network exists {plan.name} || podman network create {plan.name}",
@@ -59,12 +59,28 @@ def _copies(plan: Plan) -> list[str]:
     return sorted(names)
 
 
-def _secret(name: str, key: str, value: str) -> str:
-    """A line that puts a Kubernetes Secret into podman's store once (a rerun keeps it): `value`, a
-    shell word whose output is the Secret's bytes."""
+def _manifest(name: str, key: str) -> str:
+    """printf's format for a Kubernetes Secret of one key, its base64 value the one argument."""
+    return f"'apiVersion: v1\\nkind: Secret\\nmetadata:\\n  name: {name}\\ndata:\\n  {key}: %s\\n'"
+
+
+def _generated(name: str, key: str, length: int) -> str:
+    """A line that puts a generated Secret into podman's store once (a rerun keeps it)."""
     return (
-        f"podman secret exists {name} || printf 'apiVersion: v1\\nkind: Secret\\nmetadata:\\n  name: {name}"
-        f'\\ndata:\\n  {key}: %s\\n\' "$({value} | base64 -w0)" | podman kube play -'
+        f"podman secret exists {name} || printf {_manifest(name, key)} "
+        f'"$({random_alnum(length)} | base64 -w0)" | podman kube play -'
+    )
+
+
+def _provided(name: str, key: str) -> str:
+    """A line that puts the Secret the site provides (the file `$<NAME>_FILE` names) into podman's
+    store once. An unset variable or a missing or empty file makes nothing and says so: a Secret
+    made empty would be kept by every rerun."""
+    var = f"{name.upper().replace('-', '_')}_FILE"
+    return (
+        f'podman secret exists {name} || {{ f="${{{var}:?set {var} to the file that holds {name}}}"; '
+        f'if test -s "$f"; then printf {_manifest(name, key)} "$(base64 -w0 < "$f")" | podman kube play -; '
+        f'else echo "$f: no such file, or empty: {name} not made" >&2; false; fi; }}'
     )
 
 
@@ -72,11 +88,8 @@ def podman_section(plan: Plan) -> list[str]:
     """The chart README's "podman kube play" section. The generated Secrets are made once, before
     the play, and kept by it (`preCreatedSecrets`): `helm template` would make new values at each
     play, and a store initialised with the old one would refuse the new."""
-    made = [_secret(s.k8s_secret, s.k8s_key, random_alnum(s.length)) for s in plan.generated_secrets]
-    provided = [
-        _secret(name, key, f'cat "${name.upper().replace("-", "_")}_FILE"')
-        for name, key, _who in plan.external_secrets
-    ]
+    made = [_generated(s.k8s_secret, s.k8s_key, s.length) for s in plan.generated_secrets]
+    provided = [_provided(name, key) for name, key, _who in plan.external_secrets]
     claims = sorted({f"{plan.name}-{v.claim}" for s in plan.services for v in s.volumes})
     kept = sorted({s.k8s_secret for s in plan.generated_secrets})
     return [
@@ -103,7 +116,7 @@ def podman_section(plan: Plan) -> list[str]:
         + (
             " A service on the host's network (a TCP-AO peer) puts every pod there: the services reach"
             " each other on 127.0.0.1 (hostAliases) and each port is the host's."
-            if any(s.host_network for s in plan.services)
+            if plan.kube_play_host_network
             else " Public ports are published on the host's 127.0.0.1 (`podman.bindAddress`, as Compose's"
             f" BIND_ADDRESS); the pods reach each other by name on the `{plan.name}` network."
         ),

@@ -166,6 +166,18 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                 "pattern": "^/.+/[^/]+$",
                 "description": "Where the sidecar reads its TOML (mounted from the ConfigMap).",
             },
+            "legProbe": _obj(
+                {
+                    "enabled": {"type": "boolean"},
+                    "intervalSeconds": {"type": "integer", "minimum": 1},
+                    "timeoutSeconds": {"type": "integer", "minimum": 1},
+                    "retries": {"type": "integer", "minimum": 1},
+                    "startSeconds": {"type": "integer", "minimum": 0},
+                },
+                desc="The wire leg in the pod's readiness: the tcpao-leg container (the probe image) "
+                "checks for an established connection with peerIP on the wire port and, on a TCP-AO "
+                "kernel, good AO segments. Off: the pod is ready without its leg.",
+            ),
         },
         required=["enabled"],
         desc="TCP-AO sidecar.",
@@ -599,6 +611,12 @@ def values_schema(plan: Plan) -> dict[str, Any]:  # kept whole: a data literal, 
                         "description": "Render for `podman kube play` on one host (values-podman.yaml sets it): "
                         "each service one Pod, <release>-<service>, secrets as plain secret volumes, readiness "
                         "from a probe container, hostPorts for what Services would carry.",
+                    },
+                    "hostNetwork": {
+                        "type": "boolean",
+                        "description": "Under podman.kubePlay, every pod on the host's network, reaching the "
+                        "others on 127.0.0.1 (values-podman.yaml sets it when a service is a TCP-AO peer: "
+                        "`kube play --network` would move every pod off the host's network).",
                     },
                     "bindAddress": {
                         "type": "string",

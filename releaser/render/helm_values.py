@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import model as m
-from ..plan import TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
+from ..plan import LEG_TIMING, TCPAO_NODE_LABEL, Plan, PlanService, PolicyRule
 
 
 def _quantities(items: tuple[tuple[str, str], ...]) -> dict[str, str]:
@@ -64,7 +64,9 @@ def _expose(svc: PlanService) -> dict[str, Any] | None:
     }
 
 
-def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data literal, one key per value
+def _service_values(
+    svc: PlanService, probe_image: str | None
+) -> dict[str, Any]:  # kept whole: a data literal, one key per value
     d: dict[str, Any] = {
         "enabled": True,
         "kind": svc.workload,
@@ -187,6 +189,15 @@ def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data l
             "rootCapability": sc.root_capability.name,
             "configPath": sc.config_path,
         }
+        if probe_image:
+            # the wire leg in the pod's readiness (the probe's leg:// check from the tcpao-leg container)
+            d["tcpao"]["legProbe"] = {
+                "enabled": True,
+                "intervalSeconds": LEG_TIMING.interval,
+                "timeoutSeconds": LEG_TIMING.timeout,
+                "retries": LEG_TIMING.retries,
+                "startSeconds": LEG_TIMING.start,
+            }
     return d
 
 
@@ -237,14 +248,16 @@ def chart_values(plan: Plan) -> dict[str, Any]:
             "create": False,
             "podSecurity": {"enforce": plan.pod_security, "warn": "restricted", "audit": "restricted"},
         },
-        "services": {s.name: _service_values(s) for s in sorted(plan.services, key=lambda s: s.name)},
+        "services": {
+            s.name: _service_values(s, plan.probe_image) for s in sorted(plan.services, key=lambda s: s.name)
+        },
         "probe": {
             "image": plan.probe_image or "",
             "resources": _resources(plan.probe_resources),
         },
         "tests": _tests_values(plan),
         # values-podman.yaml sets it: the chart's pods for `podman kube play` on one host
-        "podman": {"kubePlay": False, "bindAddress": "127.0.0.1"},
+        "podman": {"kubePlay": False, "hostNetwork": False, "bindAddress": "127.0.0.1"},
     }
 
 

@@ -9,7 +9,8 @@ root, dropped capabilities, tmpfs scratch, health checks, resources, fixed addre
   namespace, as Compose's `network_mode: service:` and a Kubernetes pod do: the service, the
   container running its http/tcp check from releaser's probe image (`<service>-probe`), and its
   TCP-AO sidecar (`<service>-tcpao`), which is how the sidecar's local legs stay on 127.0.0.1 and
-  its wire leg leaves from the service's fixed address. The pod publishes the service's public
+  its wire leg leaves from the service's fixed address, with the probe of that leg
+  (`<service>-tcpao-probe`: the probe's leg:// check). The pod publishes the service's public
   ports and carries its address and DNS name on the release network;
 - `<release>-<name>.container`: each container. A run-once job is a oneshot service that its
   dependents order after (`service_completed_successfully`); a service with a readiness check
@@ -33,11 +34,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .. import model as m
-from ..plan import RUN_SECRETS, SIDECAR_SUFFIX, TCPAO_KEY_FILE, Plan, PlanService
+from ..names import SIDECAR_SUFFIX
+from ..plan import LEG_TIMING, RUN_SECRETS, TCPAO_KEY_FILE, Plan, PlanService
 from ..probe import BINARY as PROBE_BINARY
 from ..probe import UID as PROBE_UID
 from ..probe import checks_for
-from .compose import container_resources, start_period, tcpao_config
+from .compose import container_resources, leg_check, start_period, tcpao_config
 from .shell import random_alnum
 
 MIN_PODMAN = "5.0"  # .pod units and Pod= (podman 5.0); Notify=healthy (podman 5.0)
@@ -339,6 +341,22 @@ class _Render:
         items += _podman_args(container_resources(sc.resources))
         self.member(svc, f"{svc.name}-{SIDECAR_SUFFIX}", "the TCP-AO sidecar", items)
 
+    def leg_probe(self, svc: PlanService) -> None:
+        """The TCP-AO wire leg's check (Compose's `<service>-tcpao-probe`), in the sidecar's pod."""
+        sc, plan = svc.sidecar, self.plan
+        assert sc is not None and sc.leg_probe is not None and plan.probe_image is not None
+        items = [
+            ("Image", plan.image(plan.probe_image).pinned),
+            ("Pod", self.n.pod(svc.name)),
+            ("Exec", "wait"),
+        ]
+        items += _hardening(PROBE_UID, PROBE_UID, [], ())
+        t = LEG_TIMING
+        items += _health(leg_check(sc), t.interval, t.timeout, t.retries, t.start)
+        items += _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", [(f"{LABEL}.probe", "true")])
+        items += _podman_args(container_resources(m.Resources(limits=plan.probe_resources.limits)))
+        self.member(svc, sc.leg_probe, "the TCP-AO wire leg's probe", items)
+
     def network(self) -> None:
         items = [("NetworkName", self.plan.name)]
         if self.plan.subnet:
@@ -377,6 +395,8 @@ def render_quadlet(plan: Plan) -> dict[str, bytes]:
             r.probe(svc)
         if svc.sidecar:
             r.sidecar(svc)
+            if svc.sidecar.leg_probe:
+                r.leg_probe(svc)
     r.files["README.md"] = _readme(plan, r).encode()
     return dict(sorted(r.files.items()))
 

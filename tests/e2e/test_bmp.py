@@ -214,10 +214,27 @@ def test_an_initiator_started_before_its_terminator_connects_once_it_is_up(
     comp = "app.kubernetes.io/component"
     k("-n", NS, "scale", "deploy/collector", "--replicas=0")
     wait_for(lambda: not pods(cluster, f"{comp}=collector"), what="the collector's pod gone")
+    old = {p["metadata"]["name"] for p in pods(cluster, f"{comp}=speaker")}
     k("-n", NS, "rollout", "restart", "deploy/speaker")
-    k("-n", NS, "rollout", "status", "deploy/speaker", "--timeout=180s", timeout=200)
+
+    def leg_down() -> bool:
+        """The new speaker runs, its initiator too, but the pod is not Ready: the tcpao-leg container
+        finds no wire leg (what `kubectl get pods` shows as 2/3)."""
+        for p in pods(cluster, f"{comp}=speaker"):
+            if p["metadata"]["name"] in old or "deletionTimestamp" in p["metadata"]:
+                continue
+            st = {s["name"]: s for s in p["status"].get("containerStatuses") or []}
+            cond = {c["type"]: c["status"] for c in p["status"].get("conditions") or []}
+            if "running" in st.get("tcpao", {}).get("state", {}) and "running" in st.get("tcpao-leg", {}).get(
+                "state", {}
+            ):
+                return st["tcpao-leg"]["ready"] is False and cond.get("Ready") == "False"
+        return False
+
+    wait_for(leg_down, timeout=180, what="the new speaker running, not Ready for want of its wire leg")
     k("-n", NS, "scale", "deploy/collector", "--replicas=1")
     k("-n", NS, "rollout", "status", "deploy/collector", "--timeout=180s", timeout=200)
+    k("-n", NS, "rollout", "status", "deploy/speaker", "--timeout=180s", timeout=200)  # Ready: the leg is up
 
     def started(component: str) -> str:
         (pod,) = [p for p in pods(cluster, f"{comp}={component}") if "deletionTimestamp" not in p["metadata"]]

@@ -154,6 +154,12 @@ key_source = "file:/run/secrets/tcpao-key"
 {{ .peerIP }}:{{ .peerPort }}
 {{- end }}
 
+{{- /* The probe's check of a sidecar's wire leg: an established connection with the peer's node on the
+terminator's port (the initiator's peerPort, the terminator's own listen port). */}}
+{{- define "releaser.tcpaoLeg" -}}
+leg://{{ .peerIP }}:{{ if eq .role "initiator" }}{{ .peerPort }}{{ else }}{{ splitList ":" .listen | last }}{{ end }}
+{{- end }}
+
 {{- define "releaser.peers" -}}
 {{- range .peers }}
 {{- if .service }}
