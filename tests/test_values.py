@@ -267,3 +267,20 @@ def test_a_value_ending_in_a_newline_matches_no_pattern(tmp_path: Path) -> None:
     assert "is not a sha256 digest" in info.value.render()
     assert json_path(("services", "web\n", "ports")) == '$.services["web\\n"].ports'
     assert _SAFE.match("registry.local/acme/web:1.0") and not _SAFE.match("registry.local/acme/web:1.0\n")
+
+
+def test_tcpao_sidecars_without_the_probe_image_are_warned_to_have_no_health(tmp_path: Path) -> None:
+    d = tmp_path / "r"
+    d.mkdir()
+    text = (EXAMPLE / "release.yaml").read_text()
+    (d / "release.yaml").write_text(text.replace("probe: {image: probe}\n", ""))
+    _, warnings = load_release(d)
+    (legs,) = [w for w in warnings if "have no health" in w.message]
+    assert (legs.severity, legs.path) == ("warning", "$.services.collector.tcpao")
+    assert "collector, speaker" in legs.message and "probe: {image: NAME}" in (legs.fix or "")
+    # with it, each sidecar's leg is checked and nothing is said
+    d2 = tmp_path / "r2"
+    d2.mkdir()
+    (d2 / "release.yaml").write_text(text)
+    _, warnings = load_release(d2)
+    assert not [w for w in warnings if "have no health" in w.message]

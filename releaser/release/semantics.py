@@ -164,7 +164,17 @@ class _Semantics:
                         f"the name {name!r} is taken by the {what} of {owner!r} in Compose",
                         "rename this service",
                     )
-        elif checked:
+        if r.probe is None and any(s.tcpao for s in r.services):
+            legs = [s.name for s in r.services if s.tcpao]
+            self.problem(
+                ("services", legs[0], "tcpao"),
+                f"the TCP-AO sidecars of {', '.join(legs)} have no health: their wire leg is judged by the probe "
+                "image's leg:// check (a broken leg would show nowhere, neither in the quickstart nor in kubectl)",
+                "publish releaser's probe image (`releaser probe push REGISTRY/PATH:TAG`), name it under images and "
+                "add `probe: {image: NAME}`",
+                severity="warning",
+            )
+        if r.probe is None and checked:
             self.problem(
                 ("services", checked[0].name),
                 f"{', '.join(s.name for s in checked)}: Compose runs these http/tcp checks inside the service's image "
