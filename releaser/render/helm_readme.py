@@ -56,6 +56,17 @@ def values_reference(plan: Plan, values: dict[str, Any], schema: dict[str, Any])
             "a kernel with `CONFIG_TCP_AO` and the label `global.tcpaoNodeLabel`. `ci/lint-values.yaml`",
             "holds the Compose quickstart's addresses, for `helm lint` and `ct lint` only.",
             "",
+            *(
+                [
+                    "Each wire leg is part of its pods' readiness: a `tcpao-leg` container (the probe image) finds",
+                    "the connection with `peerIP` on the wire port, so `kubectl get pods` shows a leg that is down and",
+                    "`helm install --wait` waits for the legs. A terminator's pod is not ready while no initiator is",
+                    "connected; `services.<name>.tcpao.legProbe.enabled: false` leaves a leg out of its pod's readiness.",
+                    "",
+                ]
+                if plan.probe_image
+                else []
+            ),
         ]
         if site
         else []
