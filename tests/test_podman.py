@@ -78,7 +78,9 @@ def test_podman_stack_reaches_ready_with_the_locked_digests_and_carries_traffic(
     assert {s["service"]: s["health"] for s in result["services"] if s["health"]} == {
         "bus": "healthy",
         "collector": "healthy",
+        "collector-tcpao": "healthy",  # the wire leg, from collector-tcpao-probe
         "speaker": "healthy",
+        "speaker-tcpao": "healthy",
     }  # health checks run by the quickstart
     assert [u["url"] for u in result["urls"]] == [f"http://127.0.0.1:{pod['port']}"]
     state = json.loads((pod["stack"] / "quickstart.json").read_text())
