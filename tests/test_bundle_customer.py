@@ -96,8 +96,9 @@ def test_render_docs_of_the_example_sums_resources_and_names_the_tcpao_prerequis
     code, out = cli("render", "examples/bmp-tcpao", "--out-dir", str(tmp_path), "--docs")
     assert code == 0, out
     install = (tmp_path / "install/bmp-tcpao/INSTALL.md").read_text()
-    # 3 bus + collector + speaker + two sidecars: requests 620m / 608Mi, limits 4.9 CPU / 2176Mi
-    assert "| **sum (x replicas)** | | 620m | 608Mi | 4.9 | 2176Mi |" in install
+    # 3 bus + collector + speaker + two sidecars + their two leg probes: requests 640m / 640Mi, limits 5.1 CPU / 2240Mi
+    assert "| **sum (x replicas)** | | 640m | 640Mi | 5.1 | 2240Mi |" in install
+    assert "| speaker (TCP-AO leg probe) | 1 | 10m | 16Mi | 100m | 32Mi |" in install
     assert "| collector (TCP-AO sidecar) | 1 | 10m | 16Mi | 200m | 64Mi |" in install
     assert "## TCP-AO host prerequisites" in install and "releaser.dev/tcp-ao=true" in install
     assert "kubectl create secret generic bmp-tcpao-key --from-file=tcpao-key=./tcpao-key" in install
