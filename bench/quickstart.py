@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: `releaser quickstart` against `docker compose up -d --wait` of the same files.
 
-    .venv/bin/python bench/quickstart.py [--rounds 3]
+    .venv/bin/python bench/quickstart.py [--rounds 3] [--tree DIR]
 
 On a private Docker 20.10 engine (tests/support/engine.py) with the example's runnable
 stand-ins in a local registry, each round measures, side by side:
@@ -41,14 +41,23 @@ from tests.support import engine as engine_mod  # noqa: E402
 from tests.support import images  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
 
-RELEASER = str(ROOT / ".venv" / "bin" / "releaser")
+RELEASER = [str(ROOT / ".venv" / "bin" / "releaser")]  # --tree: python -P -m releaser from that tree
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--tree",
+        type=Path,
+        help="run releaser from this source tree (e.g. `git worktree add /tmp/prev REV`) with this venv's "
+        "Python, to compare a commit with today's on the same stand-ins and engines",
+    )
     args = ap.parse_args()
+    if args.tree:
+        RELEASER[:] = [sys.executable, "-P", "-m", "releaser"]
+        os.environ["PYTHONPATH"] = str(args.tree.resolve())
     work = Path(tempfile.mkdtemp(prefix="releaser-bench-qs-"))
     publisher = RegistryServer(work / "publisher").start()
     results: dict[str, list[tuple[float, ...]]] = {}
@@ -63,9 +72,9 @@ def main() -> None:
             "PATH": f"{ROOT / '.tools/bin'}:{os.environ['PATH']}",
             "DOCKER_CONFIG": str(ROOT / ".tools/docker"),
         }
-        subprocess.run([RELEASER, "lock", str(rel)], env=base_env, check=True, capture_output=True)
+        subprocess.run([*RELEASER, "lock", str(rel)], env=base_env, check=True, capture_output=True)
         subprocess.run(
-            [RELEASER, "render", str(rel), "--out-dir", str(work / "out")],
+            [*RELEASER, "render", str(rel), "--out-dir", str(work / "out")],
             env=base_env,
             check=True,
             capture_output=True,
@@ -96,17 +105,21 @@ def main() -> None:
                 add("compose ps", run([*compose, "ps", "--format", "json"], env=env))
                 subprocess.run([*compose, "down", "-v"], env=env, check=True, capture_output=True)
                 subprocess.run(["docker", "image", "prune", "-af"], env=env, check=True, capture_output=True)
-                add("quickstart (cold)", run([RELEASER, "quickstart", str(rel), "--skip", "tcp-ao"], env=env))
-                add("quickstart (warm)", run([RELEASER, "quickstart", str(rel), "--skip", "tcp-ao"], env=env))
-                add("quickstart status", run([RELEASER, "quickstart", "status"], env=env))
+                add(
+                    "quickstart (cold)", run([*RELEASER, "quickstart", str(rel), "--skip", "tcp-ao"], env=env)
+                )
+                add(
+                    "quickstart (warm)", run([*RELEASER, "quickstart", str(rel), "--skip", "tcp-ao"], env=env)
+                )
+                add("quickstart status", run([*RELEASER, "quickstart", "status"], env=env))
                 add(
                     "quickstart backup",
                     run(
-                        [RELEASER, "quickstart", "backup", "--out-file", str(work / f"backup{i}.tar.zst")],
+                        [*RELEASER, "quickstart", "backup", "--out-file", str(work / f"backup{i}.tar.zst")],
                         env=env,
                     ),
                 )
-                subprocess.run([RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True)
+                subprocess.run([*RELEASER, "quickstart", "reset", "--yes"], env=env, capture_output=True)
             with engine_mod.DockerEngine() as eng:
                 _platform_upgrade(
                     work / f"platform{i}", publisher.host, {**base_env, "DOCKER_HOST": eng.host}, add
@@ -144,19 +157,19 @@ def _platform_upgrade(work: Path, host: str, env: dict[str, str], add: Any) -> N
     `quickstart upgrade` (stop, back up the store's volume, start the new files, wait) and with
     compose (up -d --wait of the new files: it recreates what changed), then down on both sides."""
     v1 = images.platform_release(work, host)
-    subprocess.run([RELEASER, "lock", str(v1)], env=env, check=True, capture_output=True)
+    subprocess.run([*RELEASER, "lock", str(v1)], env=env, check=True, capture_output=True)
     v2 = work / "platform-2.4.0"
     shutil.copytree(v1, v2)
     text = (v2 / "release.yaml").read_text().replace("version: 2.3.0", "version: 2.4.0", 1)
     (v2 / "release.yaml").write_text(text)
     (v2 / "config/api.yaml").write_text((v2 / "config/api.yaml").read_text() + "# 2.4.0\n")
     (v2 / "release.lock.yaml").unlink()
-    subprocess.run([RELEASER, "lock", str(v2)], env=env, check=True, capture_output=True)
+    subprocess.run([*RELEASER, "lock", str(v2)], env=env, check=True, capture_output=True)
     dirs = []
     for rel in (v1, v2):
         out = work / f"out-{rel.name}"
         subprocess.run(
-            [RELEASER, "render", str(rel), "--out-dir", str(out)], env=env, check=True, capture_output=True
+            [*RELEASER, "render", str(rel), "--out-dir", str(out)], env=env, check=True, capture_output=True
         )
         plain = out / "compose" / "platform"
         (plain / ".secrets").mkdir(mode=0o700)
@@ -183,10 +196,10 @@ def _platform_upgrade(work: Path, host: str, env: dict[str, str], add: Any) -> N
         [*compose, "-f", str(dirs[1] / "compose.yaml"), "down", "-v"], env=env, capture_output=True
     )
     qenv = {**env, "RELEASER_QUICKSTART_DIR": str(work / "stack")}
-    subprocess.run([RELEASER, "quickstart", str(v1)], env=qenv, check=True, capture_output=True)
-    add("quickstart upgrade", run([RELEASER, "quickstart", "upgrade", str(v2)], env=qenv))
-    add("quickstart down", run([RELEASER, "quickstart", "down"], env=qenv))
-    subprocess.run([RELEASER, "quickstart", "reset", "--yes"], env=qenv, capture_output=True)
+    subprocess.run([*RELEASER, "quickstart", str(v1)], env=qenv, check=True, capture_output=True)
+    add("quickstart upgrade", run([*RELEASER, "quickstart", "upgrade", str(v2)], env=qenv))
+    add("quickstart down", run([*RELEASER, "quickstart", "down"], env=qenv))
+    subprocess.run([*RELEASER, "quickstart", "reset", "--yes"], env=qenv, capture_output=True)
 
 
 if __name__ == "__main__":
