@@ -144,10 +144,10 @@ def test_every_pod_is_ready_and_runs_the_locked_digests(cluster: Cluster, bmp: d
         assert repo.startswith(f"{REGISTRY}/"), s["imageID"]
         assert locked[repo.removeprefix(f"{REGISTRY}/")] == digest, s
         assert specs[s["name"]] == f"{repo}@{digest}"
-    # every locked image runs, but the probe, which runs under `helm test` only
-    assert {s["imageID"].partition("@")[2] for s in statuses} == set(locked.values()) - {
-        bmp["lock"]["images"]["probe"]["digest"]
-    }
+    # every locked image runs, the probe too: each TCP-AO pod's tcpao-leg container (its wire leg)
+    assert {s["imageID"].partition("@")[2] for s in statuses} == set(locked.values())
+    legs = [s for s in statuses if s["name"] == "tcpao-leg"]
+    assert len(legs) == 2 and all(s["ready"] for s in legs)
 
 
 def test_helm_test_passes_with_the_probe_image_the_bundle_carries(
