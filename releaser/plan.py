@@ -197,14 +197,10 @@ class Sidecar:
     user: tuple[int, int]  # UID, GID it runs as unless run_as_root
     root_capability: m.Capability  # what it adds with run_as_root
     # the probe's check of the wire leg on the Compose network (leg://PEER:PORT), and the container
-    # that runs it beside the sidecar (Compose, Quadlet); None without the probe image or a peer address
+    # that runs it beside the sidecar (Compose, Quadlet; the chart's tcpao-leg container and
+    # INSTALL.md's row follow it); None without the probe image
     leg: str | None
     leg_probe: str | None
-
-    @property
-    def leg_port(self) -> int:
-        """The wire leg's port: the terminator's, which the initiator connects to."""
-        return self.peer_port if self.role == "initiator" and self.peer_port else self.listen_port
 
     @property
     def uid(self) -> int:
@@ -585,9 +581,8 @@ def _plan_sidecar(s: m.Service, t: m.TcpAo, peer: m.Service, probe_image: str | 
         peer_ip, peer_port = split_hostport(t.remote)
     else:
         peer_ip, peer_port = peer.address or "0.0.0.0", None
-    leg = None
-    if probe_image and peer_ip != "0.0.0.0":
-        leg = f"leg://{peer_ip}:{peer_port if t.role == 'initiator' else lport}"
+    # the terminator's port at either end (validation gives every TCP-AO peer a fixed address)
+    leg = f"leg://{peer_ip}:{peer_port if t.role == 'initiator' else lport}" if probe_image else None
     return Sidecar(
         role=t.role,
         image=t.image,

@@ -265,16 +265,24 @@ def _probe(plan: Plan, svc: PlanService) -> dict[str, Any]:
     """The container that runs svc's http/tcp check from releaser's probe image, in svc's network
     namespace (127.0.0.1 is the service's): its health is the service's readiness, which dependents
     and `compose up --wait` wait on. PID 1 waits and stops at once on SIGTERM."""
+    return _probe_of(plan, svc, _healthcheck(svc, probe=True), after=svc.name, judged=svc.name)
+
+
+def _probe_of(
+    plan: Plan, svc: PlanService, healthcheck: dict[str, Any] | None, *, after: str, judged: str
+) -> dict[str, Any]:
+    """A probe-image container in svc's network namespace whose health is `judged`'s (its label:
+    the quickstart reads it so), restarted with `after`."""
     assert plan.probe_image is not None
     d: dict[str, Any] = {"image": plan.image(plan.probe_image).pinned, "command": ["wait"]}
     d.update(_hardening(PROBE_UID, PROBE_UID, [], ()))
     d["network_mode"] = f"service:{svc.name}"
-    d["healthcheck"] = _healthcheck(svc, probe=True)
-    d["depends_on"] = {svc.name: {"condition": "service_started", "restart": True}}
+    d["healthcheck"] = healthcheck
+    d["depends_on"] = {after: {"condition": "service_started", "restart": True}}
     d["deploy"] = container_resources(m.Resources(limits=plan.probe_resources.limits))  # reservations: none
     d["restart"] = "unless-stopped"
-    d["labels"] = _labels(plan, svc.name, ())
-    d["labels"][f"{LABEL}.probe"] = "true"  # the quickstart reads it as svc's readiness
+    d["labels"] = _labels(plan, judged, ())
+    d["labels"][f"{LABEL}.probe"] = "true"
     return d
 
 
@@ -288,23 +296,15 @@ def _leg_probe(plan: Plan, svc: PlanService, sc: Sidecar) -> dict[str, Any]:
     """The container that judges svc's TCP-AO wire leg from the probe image, in svc's network
     namespace (the sidecar's): its health is the sidecar's, shown as `<service>-tcpao` by the
     quickstart, which waits for it as for any service. Nothing depends on it."""
-    assert plan.probe_image is not None
-    d: dict[str, Any] = {"image": plan.image(plan.probe_image).pinned, "command": ["wait"]}
-    d.update(_hardening(PROBE_UID, PROBE_UID, [], ()))
-    d["network_mode"] = f"service:{svc.name}"
-    d["healthcheck"] = {
+    health = {
         "test": ["CMD", *leg_check(sc)],
         "interval": f"{LEG_TIMING.interval}s",
         "timeout": f"{LEG_TIMING.timeout}s",
         "retries": LEG_TIMING.retries,
         "start_period": f"{LEG_TIMING.start}s",
     }
-    d["depends_on"] = {f"{svc.name}-{SIDECAR_SUFFIX}": {"condition": "service_started", "restart": True}}
-    d["deploy"] = container_resources(m.Resources(limits=plan.probe_resources.limits))
-    d["restart"] = "unless-stopped"
-    d["labels"] = _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", ())
-    d["labels"][f"{LABEL}.probe"] = "true"  # the quickstart reads it as the sidecar's health
-    return d
+    sidecar = f"{svc.name}-{SIDECAR_SUFFIX}"
+    return _probe_of(plan, svc, health, after=sidecar, judged=sidecar)
 
 
 def _volume_owner(plan: Plan, svc: PlanService) -> dict[str, Any]:

@@ -199,7 +199,7 @@ def _rows(plan: Plan) -> list[_Row]:
         rows.append(_Row(svc.name, copies, shown, svc.resources))
         if svc.sidecar:
             rows.append(_Row(f"{svc.name} (TCP-AO sidecar)", copies, shown, svc.sidecar.resources))
-            if plan.probe_image:  # the pod's tcpao-leg container: the wire leg in its readiness
+            if svc.sidecar.leg_probe:  # the pod's tcpao-leg container: the wire leg in its readiness
                 rows.append(_Row(f"{svc.name} (TCP-AO leg probe)", copies, shown, plan.probe_resources))
     return rows
 

@@ -64,9 +64,7 @@ def _expose(svc: PlanService) -> dict[str, Any] | None:
     }
 
 
-def _service_values(
-    svc: PlanService, probe_image: str | None
-) -> dict[str, Any]:  # kept whole: a data literal, one key per value
+def _service_values(svc: PlanService) -> dict[str, Any]:  # kept whole: a data literal, one key per value
     d: dict[str, Any] = {
         "enabled": True,
         "kind": svc.workload,
@@ -189,7 +187,7 @@ def _service_values(
             "rootCapability": sc.root_capability.name,
             "configPath": sc.config_path,
         }
-        if probe_image:
+        if sc.leg_probe:
             # the wire leg in the pod's readiness (the probe's leg:// check from the tcpao-leg container)
             d["tcpao"]["legProbe"] = {
                 "enabled": True,
@@ -248,9 +246,7 @@ def chart_values(plan: Plan) -> dict[str, Any]:
             "create": False,
             "podSecurity": {"enforce": plan.pod_security, "warn": "restricted", "audit": "restricted"},
         },
-        "services": {
-            s.name: _service_values(s, plan.probe_image) for s in sorted(plan.services, key=lambda s: s.name)
-        },
+        "services": {s.name: _service_values(s) for s in sorted(plan.services, key=lambda s: s.name)},
         "probe": {
             "image": plan.probe_image or "",
             "resources": _resources(plan.probe_resources),

@@ -291,14 +291,8 @@ class _Render:
         )
 
     def probe(self, svc: PlanService) -> None:
-        plan, h = self.plan, svc.readiness
-        assert plan.probe_image is not None and h is not None and h.port is not None and svc.probe
-        items = [
-            ("Image", plan.image(plan.probe_image).pinned),
-            ("Pod", self.n.pod(svc.name)),
-            ("Exec", "wait"),
-        ]
-        items += _hardening(PROBE_UID, PROBE_UID, [], ())
+        h = svc.readiness
+        assert h is not None and h.port is not None and svc.probe
         check = [
             PROBE_BINARY,
             "--quiet",
@@ -306,10 +300,25 @@ class _Render:
             str(h.timeout),
             checks_for(h.kind, "127.0.0.1", h.port, h.path),
         ]
-        items += _health(check, h.interval, h.timeout, h.retries, start_period(svc))
-        items += _labels(plan, svc.name, [(f"{LABEL}.probe", "true")])
+        health = _health(check, h.interval, h.timeout, h.retries, start_period(svc))
+        self.probe_of(svc, svc.probe, "the readiness probe", health, judged=svc.name)
+
+    def probe_of(
+        self, svc: PlanService, name: str, what: str, health: list[tuple[str, str]], *, judged: str
+    ) -> None:
+        """A probe-image container in svc's pod whose health is `judged`'s (its label)."""
+        plan = self.plan
+        assert plan.probe_image is not None
+        items = [
+            ("Image", plan.image(plan.probe_image).pinned),
+            ("Pod", self.n.pod(svc.name)),
+            ("Exec", "wait"),
+        ]
+        items += _hardening(PROBE_UID, PROBE_UID, [], ())
+        items += health
+        items += _labels(plan, judged, [(f"{LABEL}.probe", "true")])
         items += _podman_args(container_resources(m.Resources(limits=plan.probe_resources.limits)))
-        self.member(svc, svc.probe, "the readiness probe", items)
+        self.member(svc, name, what, items)
 
     def sidecar(self, svc: PlanService) -> None:
         sc = svc.sidecar
@@ -343,19 +352,11 @@ class _Render:
 
     def leg_probe(self, svc: PlanService) -> None:
         """The TCP-AO wire leg's check (Compose's `<service>-tcpao-probe`), in the sidecar's pod."""
-        sc, plan = svc.sidecar, self.plan
-        assert sc is not None and sc.leg_probe is not None and plan.probe_image is not None
-        items = [
-            ("Image", plan.image(plan.probe_image).pinned),
-            ("Pod", self.n.pod(svc.name)),
-            ("Exec", "wait"),
-        ]
-        items += _hardening(PROBE_UID, PROBE_UID, [], ())
-        t = LEG_TIMING
-        items += _health(leg_check(sc), t.interval, t.timeout, t.retries, t.start)
-        items += _labels(plan, f"{svc.name}-{SIDECAR_SUFFIX}", [(f"{LABEL}.probe", "true")])
-        items += _podman_args(container_resources(m.Resources(limits=plan.probe_resources.limits)))
-        self.member(svc, sc.leg_probe, "the TCP-AO wire leg's probe", items)
+        sc, t = svc.sidecar, LEG_TIMING
+        assert sc is not None and sc.leg_probe is not None
+        health = _health(leg_check(sc), t.interval, t.timeout, t.retries, t.start)
+        judged = f"{svc.name}-{SIDECAR_SUFFIX}"
+        self.probe_of(svc, sc.leg_probe, "the TCP-AO wire leg's probe", health, judged=judged)
 
     def network(self) -> None:
         items = [("NetworkName", self.plan.name)]
