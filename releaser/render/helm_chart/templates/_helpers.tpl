@@ -198,3 +198,20 @@ cannot both run on one host. Fails naming them.
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{- /* A container of releaser's probe image whose PID 1 waits (its checks are exec probes). */}}
+{{- define "releaser.probeContainer" -}}
+image: {{ include "releaser.image" (dict "root" . "image" .Values.probe.image) }}
+imagePullPolicy: IfNotPresent
+args: ["wait"]
+{{- end }}
+
+{{- /* Every probe-image container's resources and restricted security context. */}}
+{{- define "releaser.probeLimits" -}}
+{{- with .Values.probe.resources -}}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{ end -}}
+securityContext:
+  {{- include "releaser.containerSecurity" (dict "runAsUser" 65532 "runAsGroup" 65532) | nindent 2 }}
+{{- end }}
